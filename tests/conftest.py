@@ -1,0 +1,176 @@
+"""Shared test helpers: configs, a sans-IO WebSocket client over memory streams,
+and a real server on a free port."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from wsserver.auth import mint_token
+from wsserver.config import Config, load_config
+from wsserver.net.server import Server
+
+
+def make_config(tmp_path: Any, **overrides: Any) -> Config:
+    """A config for tests: loopback, port 0, data in tmp_path; `a__b=v` means `a.b=v`."""
+    base: dict[str, Any] = {
+        "server.host": "127.0.0.1",
+        "server.port": 0,
+        "storage.dir": str(tmp_path),
+        "auth.jwt_secret": "test-secret-0123456789abcdef-0123456789",
+    }
+    base.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(None, env={}, overrides=base)
+
+
+def token(config: Config, ttl: float = 3600, **claims: Any) -> str:
+    """A JWT the server accepts."""
+    claims.setdefault("user_id", 1)
+    return mint_token(config, claims, ttl)
+
+
+class MemoryClient:
+    """A WebSocket client built on wsproto, for memory streams and the autojump clock.
+
+    `auto_pong=False` makes it a client that never answers pings (a dead peer).
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, auto_pong: bool = True) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: deque[Event] = deque()
+        self.auto_pong = auto_pong
+        self.close_code: int | None = None
+        self.reject_status: int | None = None
+        self.reject_body = b""
+
+    async def _pump(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            self.events.append(CloseConnection(code=1006))
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, Ping) and self.auto_pong:
+                await self.stream.send_all(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                try:  # complete the closing handshake, as a browser does
+                    await self.stream.send_all(self.ws.send(event.response()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            self.events.append(event)
+
+    async def next_event(self) -> Event:
+        while not self.events:
+            await self._pump()
+        return self.events.popleft()
+
+    async def handshake(self, target: str = "/ws", headers: list[tuple[str, str]] | None = None) -> bool:
+        """True when accepted; else `reject_status` and `reject_body` are set."""
+        await self.stream.send_all(
+            self.ws.send(Request(host="test", target=target, extra_headers=headers or []))
+        )
+        while True:
+            event = await self.next_event()
+            if isinstance(event, AcceptConnection):
+                return True
+            if isinstance(event, RejectConnection):
+                self.reject_status = event.status_code
+                if not event.has_body:
+                    return False
+            if isinstance(event, RejectData):
+                self.reject_body += event.data
+                if event.body_finished:
+                    return False
+
+    async def send(self, message: Any) -> None:
+        if isinstance(message, bytes):
+            data = self.ws.send(BytesMessage(data=message))
+        else:
+            text = message if isinstance(message, str) else json.dumps(message)
+            data = self.ws.send(TextMessage(data=text))
+        await self.stream.send_all(data)
+
+    async def recv(self) -> dict[str, Any]:
+        """The next JSON message; fails on a close."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, TextMessage):
+                return json.loads(event.data)  # type: ignore[no-any-return]
+            if isinstance(event, CloseConnection):
+                self.close_code = event.code
+                raise AssertionError(f"closed with {event.code} {event.reason}")
+
+    async def recv_type(self, mtype: str) -> dict[str, Any]:
+        """Skip messages until one of `mtype`."""
+        while True:
+            msg = await self.recv()
+            if msg["type"] == mtype:
+                return msg
+
+    async def idle(self, seconds: float) -> None:
+        """Read (answering pings) for `seconds`, asserting that no message arrives."""
+        with trio.move_on_after(seconds):
+            msg = await self.recv()
+            raise AssertionError(f"unexpected message while idle: {msg}")
+
+    async def closed(self) -> int:
+        """Read until the close frame (or EOF) and return the close code."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, CloseConnection):
+                self.close_code = event.code
+                return event.code
+
+
+@pytest.fixture
+async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """(Tests also request pytest-trio's `autojump_clock`: only a clock among the
+    test's own arguments is used.) A factory: `server = await memory_server(**config_overrides)`; then
+    `client = await server.connect(...)` opens a MemoryClient on a memory stream."""
+    async with trio.open_nursery() as nursery:
+
+        async def factory(**overrides: Any) -> Server:
+            config = make_config(tmp_path, **overrides)
+            server = Server(config)
+            await nursery.start(server.registry.run)
+
+            async def connect(
+                target: str = "/ws",
+                headers: list[tuple[str, str]] | None = None,
+                *,
+                lockstep: bool = False,
+                auto_pong: bool = True,
+                expect_accept: bool = True,
+            ) -> MemoryClient:
+                pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+                client_stream, server_stream = pair()
+                nursery.start_soon(server._handle_stream, server_stream, False)
+                client = MemoryClient(client_stream, auto_pong=auto_pong)
+                accepted = await client.handshake(target, headers)
+                assert accepted == expect_accept, (client.reject_status, client.reject_body)
+                return client
+
+            server.connect = connect  # type: ignore[attr-defined]
+            return server
+
+        yield factory
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,121 @@
+"""Tests for the `wsserver` command line, run in-process through `main(argv)`.
+
+Only the subcommands that need no server: version, gen-config, check-config.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wsserver.__main__ import main
+from wsserver._version import __version__
+from wsserver.config import default_config_text
+
+ROOT_TOML = Path(__file__).resolve().parent.parent / "wsserver.toml"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own WSSERVER_* variables out of these tests."""
+    for name in list(os.environ):
+        if name.startswith("WSSERVER_"):
+            monkeypatch.delenv(name)
+
+
+def test_version_prints_name_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out == f"wsserver {__version__}\n"
+
+
+def test_gen_config_prints_the_documented_default_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["gen-config"]) == 0
+    out = capsys.readouterr().out
+    assert out == ROOT_TOML.read_text(encoding="utf-8")
+    assert out == default_config_text()
+
+
+def test_check_config_accepts_a_good_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text("[server]\nport = 9000\n", encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == f"ok: {path}\n"
+
+
+def test_check_config_accepts_the_generated_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["gen-config"])
+    path = tmp_path / "generated.toml"
+    path.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_check_config_rejects_a_bad_file_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[limits]\nsend_queue = "5"\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "config error: limits.send_queue: expected int, got str\n"
+
+
+def test_check_config_rejects_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_check_config_reads_the_path_from_wsserver_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "from-env.toml"
+    path.write_text("[unknown]\n", encoding="utf-8")
+    monkeypatch.setenv("WSSERVER_CONFIG", str(path))
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err == "config error: unknown: unknown section\n"
+
+
+def test_check_config_without_a_file_checks_the_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_check_config_reports_a_bad_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WSSERVER_LIMITS_BURST", "0")
+    assert main(["check-config"]) == 2
+    assert "WSSERVER_LIMITS_BURST" in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_config_exits_2_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = 70000\n", encoding="utf-8")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("config error: server.port: ")
+
+
+def test_no_subcommand_means_serve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = -1\n", encoding="utf-8")
+    assert main(["--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("config error: server.port: ")
+
+
+def test_serve_flags_override_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text("[server]\nport = 9000\n", encoding="utf-8")
+    assert main(["serve", "--config", str(path), "--port", "70000"]) == 2
+    assert capsys.readouterr().err.startswith("config error: server.port: ")

@@ -1,0 +1,196 @@
+"""The `wsserver` command line: serve (the default), check-config, gen-config, gentoken, version.
+
+Invariants:
+
+- `main(argv)` never calls `sys.exit`; it returns the exit status (argparse itself
+  still exits with 2 on a malformed command line, and 0 after `--help`).
+- Exit status 2 means the configuration (or a file it names) is unusable; the
+  reason goes to stderr as `config error: <key>: <message>`.
+- The config file is `--config FILE`, else `$WSSERVER_CONFIG`, else the built-in
+  defaults (no file needed). `WSSERVER_<SECTION>_<KEY>` variables override the
+  file and flags override both.
+- Heavy modules (the server, JWT minting) are imported only by the subcommand
+  that needs them, so `version`, `gen-config` and `check-config` stay light.
+"""
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from wsserver._version import __version__
+from wsserver.config import CONFIG_PATH_ENV, Config, ConfigError, default_config_text, load_config
+
+__all__ = ["main"]
+
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _id(value: str) -> int | str:
+    """An ID from the command line: an int when it is written as one ("42"), else the string ("u42", "007")."""
+    return int(value) if _INTEGER.fullmatch(value) else value
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    path: str | None = args.config or os.environ.get(CONFIG_PATH_ENV) or None
+    return path
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, object]) -> Config | None:
+    """Load the config for a subcommand, or print why not and return None."""
+    try:
+        return load_config(_config_path(args), overrides=overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["server.host"] = args.host
+    if args.port is not None:
+        overrides["server.port"] = args.port
+    if args.data_dir is not None:
+        overrides["storage.dir"] = args.data_dir
+    config = _load(args, overrides)
+    if config is None:
+        return 2
+    from wsserver.net.server import run_server
+
+    return int(run_server(config))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    if _load(args, {}) is None:
+        return 2
+    print(f"ok: {_config_path(args) or '(built-in defaults)'}")
+    return 0
+
+
+def _gen_config(args: argparse.Namespace) -> int:
+    sys.stdout.write(default_config_text())
+    return 0
+
+
+def _gentoken(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["storage.dir"] = args.data_dir
+    config = _load(args, overrides)
+    if config is None:
+        return 2
+    private_key_pem: str | None = None
+    if args.private_key is not None:
+        try:
+            with open(args.private_key, encoding="utf-8") as file:
+                private_key_pem = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"config error: --private-key {args.private_key}: {exc}", file=sys.stderr)
+            return 2
+    claims: dict[str, object] = {"user_id": _id(args.user)}
+    if args.group is not None:
+        claims["group_id"] = _id(args.group)
+    if args.role is not None:
+        claims["role"] = args.role
+    if args.user_type is not None:
+        claims["user_type"] = args.user_type
+    if args.username is not None:
+        claims["username"] = args.username
+    if args.rooms is not None:
+        claims["rooms"] = list(args.rooms)
+    from wsserver.auth import mint_token
+
+    try:
+        token = mint_token(config, claims, args.ttl, private_key_pem)
+    except ValueError as exc:  # e.g. no configured algorithm fits the key given
+        print(f"gentoken: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"wsserver {__version__}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsserver",
+        description="A real-time WebSocket hub. Without a subcommand, runs `serve`.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            metavar="FILE",
+            help=f"TOML config file (default: ${CONFIG_PATH_ENV}, else built-in defaults)",
+        )
+
+    serve = commands.add_parser("serve", help="run the server (the default)")
+    config_option(serve)
+    serve.add_argument("--host", metavar="H", help="listen address (overrides server.host)")
+    serve.add_argument(
+        "--port",
+        metavar="P",
+        type=int,
+        help="listen port, 0 = any free one (overrides server.port)",
+    )
+    serve.add_argument("--data-dir", metavar="D", help="state directory (overrides storage.dir)")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check-config", help="load and validate the config, then exit")
+    config_option(check)
+    check.set_defaults(run=_check_config)
+
+    gen = commands.add_parser("gen-config", help="print the documented default wsserver.toml")
+    gen.set_defaults(run=_gen_config)
+
+    token = commands.add_parser("gentoken", help="print a signed JWT for testing")
+    token.add_argument("--user", required=True, metavar="U", help="user_id claim (digits = int)")
+    token.add_argument("--group", metavar="G", help="group_id claim (digits = int)")
+    token.add_argument("--role", metavar="R", help='role claim ("admin" grants admin rights)')
+    token.add_argument(
+        "--user-type", metavar="T", type=int, help="user_type claim (1 user, 2 merchant, 3 admin)"
+    )
+    token.add_argument("--username", metavar="N", help="username claim")
+    token.add_argument(
+        "--rooms", nargs="+", metavar="PATTERN", help="rooms claim: glob patterns the user may join"
+    )
+    token.add_argument(
+        "--ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime in seconds (default 3600; negative mints an already expired token)",
+    )
+    config_option(token)
+    token.add_argument(
+        "--data-dir", metavar="D", help="state directory holding a generated jwt_secret"
+    )
+    token.add_argument(
+        "--private-key", metavar="FILE", help="PEM private key for RS256/ES256 tokens"
+    )
+    token.set_defaults(run=_gentoken)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(run=_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `wsserver` command line with `argv` (default `sys.argv[1:]`); return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # No subcommand means serve, including `wsserver --config FILE`.
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Who a connection is: JWT verification, activation codes, credentials from a handshake.
+
+Invariants:
+- `none` is never accepted, whatever the configuration says; a token whose
+  header names an algorithm outside `auth.algorithms` is refused before any
+  signature check.
+- Tokens and activation codes are never put into an exception message or a
+  log line; `AuthError` carries only a catalogue key.
+- When `auth.jwt_secret` is empty and an HS* algorithm is allowed, the secret
+  is generated once and kept in `<storage.dir>/jwt_secret` (mode 0600), so the
+  embedded defaults work and `wsserver gentoken` mints tokens the server takes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import jwt
+
+from wsserver.errors import AuthError
+from wsserver.protocol.envelope import id_key
+
+if TYPE_CHECKING:
+    from wsserver.config import Config
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+KEY_ALGORITHMS = frozenset({"RS256", "ES256"})
+SECRET_FILE = "jwt_secret"
+
+ADMIN_ROLE = "admin"
+
+
+@attrs.define(slots=True)
+class Identity:
+    """The principal a connection authenticated as.
+
+    JWT users have `user_id`; activation-code clients (seed 000 desktops) have
+    `activation_code` and the code's group. `expires_at` (Unix seconds) is
+    refreshed by a `refresh` message; the rest never changes.
+    """
+
+    user_id: Any = None
+    user_type: Any = None
+    username: str | None = None
+    group_id: Any = None
+    role: str | None = None
+    rooms: tuple[str, ...] | None = None
+    expires_at: float | None = None
+    activation_code: str | None = None
+
+    @property
+    def is_device(self) -> bool:
+        """True for an activation-code (desktop client) connection."""
+        return self.activation_code is not None
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin rights come from the `role: "admin"` claim only."""
+        return self.role == ADMIN_ROLE
+
+    @property
+    def principal(self) -> tuple[str, str]:
+        """The key that groups a principal's connections (tabs, devices)."""
+        if self.activation_code is not None:
+            return ("code", self.activation_code)
+        return (id_key(self.user_type), id_key(self.user_id))
+
+    @property
+    def group_key(self) -> str:
+        """The group id in its comparison form ("" for no group)."""
+        return id_key(self.group_id)
+
+
+@attrs.frozen
+class Credentials:
+    """What a client presented: a token, an activation code, or nothing yet."""
+
+    token: str | None = None
+    activation_code: str | None = None
+    device_id: str | None = None
+
+
+def credentials_from_handshake(
+    header: Any, query: dict[str, str]
+) -> Credentials:
+    """Credentials in SPEC order: Bearer header, `?token=`, then activation code
+    from `?activation_code=` or `X-Activation-Code`. `header(name)` looks a header up."""
+    token = None
+    auth = header("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        token = auth[7:].strip() or None
+    if token is None:
+        token = query.get("token") or None
+    code = query.get("activation_code") or header("x-activation-code") or None
+    device_id = query.get("device_id") or None
+    return Credentials(token=token, activation_code=code, device_id=device_id)
+
+
+def load_or_create_secret(data_dir: str | os.PathLike[str]) -> str:
+    """The generated HMAC secret of this data directory, created on first use."""
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def _hmac_secret(config: Config) -> str:
+    if config.auth.jwt_secret:
+        return config.auth.jwt_secret
+    return load_or_create_secret(config.storage.dir)
+
+
+class TokenVerifier:
+    """Checks JWTs against `[auth]`; built once at start-up (and on reload)."""
+
+    def __init__(self, config: Config) -> None:
+        auth = config.auth
+        self._algorithms = [a for a in auth.algorithms if a.lower() != "none"]
+        self._issuer = auth.issuer or None
+        self._audience = auth.audience or None
+        self._hmac_key: str | None = None
+        self._public_key: str | None = None
+        if HMAC_ALGORITHMS.intersection(self._algorithms):
+            self._hmac_key = _hmac_secret(config)
+        if KEY_ALGORITHMS.intersection(self._algorithms) and auth.jwt_public_key_file:
+            self._public_key = Path(auth.jwt_public_key_file).read_text(encoding="utf-8")
+
+    def verify(self, token: str) -> Identity:
+        """The identity in `token`, or `AuthError` saying why not."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("token_invalid") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise AuthError("token_algorithm")
+        key = self._hmac_key if alg in HMAC_ALGORITHMS else self._public_key
+        if not key:
+            raise AuthError("jwt_not_configured")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"verify_aud": self._audience is not None, "require": []},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token_not_yet_valid") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("token_issuer") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("token_audience") from None
+        except jwt.PyJWTError:
+            raise AuthError("token_invalid") from None
+        return identity_from_claims(claims)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    """Map verified claims to an `Identity`; `user_id` (else `sub`) is required."""
+    user_id = claims.get("user_id", claims.get("sub"))
+    if not _is_id(user_id):
+        raise AuthError("token_claims")
+    group_id = claims.get("group_id")
+    if group_id is not None and not _is_id(group_id):
+        raise AuthError("token_invalid")
+    user_type = claims.get("user_type")
+    if user_type is not None and not _is_id(user_type):
+        raise AuthError("token_invalid")
+    username = claims.get("username")
+    rooms = claims.get("rooms")
+    if rooms is not None:
+        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+            raise AuthError("token_invalid")
+        rooms = tuple(rooms)
+    role = claims.get("role")
+    exp = claims.get("exp")
+    return Identity(
+        user_id=user_id,
+        user_type=user_type,
+        username=username if isinstance(username, str) else None,
+        group_id=group_id,
+        role=role if isinstance(role, str) else None,
+        rooms=rooms,
+        expires_at=float(exp) if isinstance(exp, int | float) else None,
+    )
+
+
+def mint_token(
+    config: Config,
+    claims: dict[str, Any],
+    ttl: float,
+    private_key_pem: str | None = None,
+) -> str:
+    """Make a token the server configured by `config` accepts (for `gentoken` and tests).
+
+    Uses the first allowed HS* algorithm with the configured or generated
+    secret; with `private_key_pem`, the first allowed RS256/ES256 instead.
+    """
+    now = int(time.time())
+    payload: dict[str, Any] = {"iat": now, "exp": now + int(ttl), **claims}
+    if config.auth.issuer:
+        payload.setdefault("iss", config.auth.issuer)
+    if config.auth.audience:
+        payload.setdefault("aud", config.auth.audience)
+    algs = list(config.auth.algorithms)
+    if private_key_pem is not None:
+        alg = next((a for a in algs if a in KEY_ALGORITHMS), None)
+        if alg is None:
+            raise ValueError("auth.algorithms allows no RS256/ES256 algorithm")
+        return jwt.encode(payload, private_key_pem, algorithm=alg)
+    alg = next((a for a in algs if a in HMAC_ALGORITHMS), None)
+    if alg is None:
+        raise ValueError("auth.algorithms allows no HS* algorithm; pass a private key")
+    return jwt.encode(payload, _hmac_secret(config), algorithm=alg)

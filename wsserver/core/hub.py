@@ -1,0 +1,447 @@
+"""The hub's shared state and its rules, without I/O.
+
+Everything shared between connections lives in one `Hub`: sessions (one per
+connection), principals and their connections (tabs, devices), connections per
+IP, rooms (scoped by group) and activation codes. Exactly one task, the
+registry actor (`wsserver.net.registry`), calls into a `Hub`; nothing else
+mutates it, so there are no locks.
+
+A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
+`deliver()` must not block (the trio shell puts them into a bounded queue and
+closes a connection that cannot keep up with 4008).
+
+Group isolation: a session only receives frames addressed to its own group,
+its own principal, a room of its own group, or everyone; only an admin may
+name another group.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from wsserver.auth import Identity
+from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
+from wsserver.protocol.i18n import text
+
+if TYPE_CHECKING:
+    from wsserver.config import Config
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+RoomKey = tuple[str, str]  # (group key, room name)
+Principal = tuple[str, str]
+
+
+class Outlet(Protocol):
+    """Where a session's frames go. Implementations never block."""
+
+    def deliver(self, frame: str | bytes) -> bool:
+        """Queue one frame; False when the connection is closing or was just
+        closed for being too slow."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close now, dropping queued frames."""
+
+    def close_after_queued(self, code: int, reason: str) -> None:
+        """Close once the frames queued before this call are written."""
+
+
+@attrs.define(eq=False, slots=True)
+class Session:
+    """The registry's record of one connection."""
+
+    conn_id: str
+    outlet: Outlet
+    ip: str
+    user_agent: str
+    connected_at: float
+    identity: Identity | None = None
+    device_id: str | None = None
+    device_info: Any = None
+    rooms: set[RoomKey] = attrs.field(factory=set)
+
+    @property
+    def principal(self) -> Principal | None:
+        """The principal key, once authenticated."""
+        return None if self.identity is None else self.identity.principal
+
+
+@attrs.frozen
+class Refusal:
+    """Why a connection is not admitted: an HTTP status at the handshake, a
+    close code after a first-message auth, and the catalogue key saying why."""
+
+    status: int
+    close_code: int
+    key: str
+
+
+@attrs.define(slots=True)
+class CodeRecord:
+    """An activation code: which group it opens, and whether it is enabled."""
+
+    code: str
+    group_id: Any
+    name: str = ""
+    enabled: bool = True
+
+
+Handler = Callable[[Session, Inbound], None]
+
+
+class Hub:
+    """Shared state and the rules of connections, principals and rooms."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.sessions: dict[str, Session] = {}
+        self.principals: dict[Principal, dict[str, Session]] = {}
+        self.per_ip: dict[str, int] = {}
+        self.rooms: dict[RoomKey, dict[str, Session]] = {}
+        self.codes: dict[str, CodeRecord] = {
+            c.code: CodeRecord(c.code, c.group_id, c.name, c.enabled)
+            for c in config.activation_codes
+        }
+        self.messages_in = 0
+        self.messages_out = 0
+        self.started_at = clock()
+        self.handlers: dict[str, Handler] = {
+            "join_room": self._join_room,
+            "leave_room": self._leave_room,
+            "room_message": self._room_message,
+            "room_members": self._room_members,
+        }
+
+    # -- small helpers -------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds for `timestamp` fields."""
+        return int(self.clock() * 1000)
+
+    def text(self, key: str, **params: object) -> str:
+        """A catalogue text in the configured locale."""
+        return text(key, self.config.server.locale, **params)
+
+    def send(self, session: Session, frame: str | bytes) -> bool:
+        """Hand one frame to one session."""
+        if session.outlet.deliver(frame):
+            self.messages_out += 1
+            return True
+        return False
+
+    def reply(self, session: Session, msg: Inbound, mtype: str, data: Any) -> None:
+        """Answer `msg` on its connection, echoing its `id`."""
+        self.send(session, encode(mtype, data, self.now_ms(), request_id=msg.id))
+
+    def send_error(self, session: Session, err: ProtocolError, msg: Inbound | None) -> None:
+        """Send an `error` for `err` to one session."""
+        frame = encode_error(
+            err,
+            msg.type if msg else None,
+            self.now_ms(),
+            locale=self.config.server.locale,
+            request_id=msg.id if msg else None,
+        )
+        self.send(session, frame)
+
+    def fan_out(self, sessions: Any, frame: str, skip: Session | None = None) -> int:
+        """Deliver one encoded frame to many sessions; returns how many took it."""
+        n = 0
+        for s in list(sessions):
+            if s is not skip and self.send(s, frame):
+                n += 1
+        return n
+
+    # -- connection lifecycle ------------------------------------------------
+
+    def admit(
+        self,
+        outlet: Outlet,
+        conn_id: str,
+        ip: str,
+        user_agent: str = "",
+        identity: Identity | None = None,
+        device_id: str | None = None,
+        device_info: Any = None,
+    ) -> Refusal | None:
+        """Take a new connection, or say why not (total and per-IP limits, and
+        with an identity given at the handshake, everything `authenticate` checks)."""
+        limits = self.config.limits
+        if limits.max_connections and len(self.sessions) >= limits.max_connections:
+            return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
+        if limits.max_connections_per_ip and self.per_ip.get(ip, 0) >= limits.max_connections_per_ip:
+            return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_ip_connections")
+        session = Session(conn_id, outlet, ip, user_agent, self.clock())
+        self.sessions[conn_id] = session
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        if identity is not None:
+            refusal = self.authenticate(conn_id, identity, device_id, device_info)
+            if refusal is not None:
+                self.close(conn_id)
+                return refusal
+        return None
+
+    def authenticate(
+        self,
+        conn_id: str,
+        identity: Identity,
+        device_id: str | None = None,
+        device_info: Any = None,
+        request_id: Any = None,
+    ) -> Refusal | None:
+        """Bind an admitted connection to its principal and greet it.
+
+        Activation codes are checked here (they are shared state). The
+        per-principal limit evicts the oldest connection (4004) or refuses.
+        """
+        session = self.sessions.get(conn_id)
+        if session is None:
+            return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
+        if identity.is_device:
+            record = self.codes.get(identity.activation_code or "")
+            if record is None:
+                return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_invalid")
+            if not record.enabled:
+                return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_disabled")
+            identity.group_id = record.group_id
+        principal = identity.principal
+        mine = self.principals.get(principal, {})
+        limit = self.config.limits.max_connections_per_user
+        if limit and len(mine) >= limit:
+            if self.config.limits.per_user_policy == "reject":
+                return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
+            while len(mine) >= limit:
+                oldest = next(iter(mine.values()))
+                oldest.outlet.close(CloseCode.REPLACED, "replaced")
+                self.close(oldest.conn_id)
+                mine = self.principals.get(principal, {})
+        session.identity = identity
+        session.device_id = device_id
+        session.device_info = device_info
+        self.principals.setdefault(principal, {})[conn_id] = session
+        self._greet(session, request_id)
+        return None
+
+    def _greet(self, session: Session, request_id: Any) -> None:
+        ident = session.identity
+        assert ident is not None
+        if ident.is_device:
+            data = {
+                "group_id": ident.group_id,
+                "activation_code": ident.activation_code,
+                "message": self.text("auth_success"),
+            }
+            mtype = "auth_success"
+        else:
+            data = {
+                "user_id": ident.user_id,
+                "group_id": ident.group_id,
+                "conn_id": session.conn_id,
+                "message": self.text("connected"),
+            }
+            if ident.user_type is not None:
+                data["user_type"] = ident.user_type
+            if session.device_id is not None:
+                data["device_id"] = session.device_id
+            mtype = "connected"
+        self.send(session, encode(mtype, data, self.now_ms(), request_id=request_id))
+
+    def close(self, conn_id: str) -> None:
+        """Forget a connection and everything it held (rooms, presence). Idempotent."""
+        session = self.sessions.pop(conn_id, None)
+        if session is None:
+            return
+        left = self.per_ip.get(session.ip, 0) - 1
+        if left > 0:
+            self.per_ip[session.ip] = left
+        else:
+            self.per_ip.pop(session.ip, None)
+        for key in list(session.rooms):
+            self._leave(session, key)
+        principal = session.principal
+        if principal is not None:
+            mine = self.principals.get(principal)
+            if mine is not None:
+                mine.pop(conn_id, None)
+                if not mine:
+                    del self.principals[principal]
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Ask every connection to close (server shutdown)."""
+        for session in list(self.sessions.values()):
+            session.outlet.close(code, reason)
+
+    # -- inbound messages ----------------------------------------------------
+
+    def handle(self, conn_id: str, msg: Inbound) -> None:
+        """Route one authenticated client message. Errors go back to its sender only."""
+        session = self.sessions.get(conn_id)
+        if session is None or session.identity is None:
+            return
+        self.messages_in += 1
+        handler = self.handlers.get(msg.type)
+        try:
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown_type", type=msg.type)
+            handler(session, msg)
+        except ProtocolError as err:
+            self.send_error(session, err, msg)
+
+    # -- rooms (SPEC 4.2) ----------------------------------------------------
+
+    def _room_target(self, session: Session, data: Any) -> RoomKey:
+        """The (group, room) a room request names, checked for name and group."""
+        ident = session.identity
+        assert ident is not None
+        if isinstance(data, str):
+            room, group = data, None
+        elif isinstance(data, dict):
+            room, group = data.get("room"), data.get("group_id")
+        else:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
+        if room is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
+        if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "invalid_room", field="room")
+        if ident.is_device:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "device_no_rooms", field="room")
+        group_key = ident.group_key
+        if group is not None and id_key(group) != group_key:
+            if not ident.is_admin:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="group_id")
+            group_key = id_key(group)
+        return (group_key, room)
+
+    def may_join(self, identity: Identity, room: str) -> bool:
+        """`rooms.allow` patterns, and the token's `rooms` claim when it has one."""
+        if not any(fnmatchcase(room, p) for p in self.config.rooms.allow):
+            return False
+        if identity.rooms is not None and not identity.is_admin:
+            return any(fnmatchcase(room, p) for p in identity.rooms)
+        return True
+
+    def members(self, key: RoomKey) -> list[dict[str, Any]]:
+        """A room's members, one entry per principal with its connection count."""
+        out: dict[Principal, dict[str, Any]] = {}
+        for s in self.rooms.get(key, {}).values():
+            ident = s.identity
+            assert ident is not None
+            entry = out.get(ident.principal)
+            if entry is None:
+                entry = out[ident.principal] = {
+                    "user_id": ident.user_id,
+                    "username": ident.username,
+                    "user_type": ident.user_type,
+                    "connections": 0,
+                }
+            entry["connections"] += 1
+        return list(out.values())
+
+    def _principal_in_room(self, key: RoomKey, principal: Principal, skip: Session) -> bool:
+        return any(
+            s is not skip and s.principal == principal for s in self.rooms.get(key, {}).values()
+        )
+
+    def _presence(self, key: RoomKey, session: Session, mtype: str) -> None:
+        if not self.config.rooms.presence_events:
+            return
+        ident = session.identity
+        assert ident is not None
+        frame = encode(
+            mtype,
+            {"room": key[1], "user_id": ident.user_id, "username": ident.username},
+            self.now_ms(),
+        )
+        self.fan_out(self.rooms.get(key, {}).values(), frame, skip=session)
+
+    def _join_room(self, session: Session, msg: Inbound) -> None:
+        key = self._room_target(session, msg.data)
+        assert session.identity is not None
+        if not self.may_join(session.identity, key[1]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
+        members = self.rooms.get(key)
+        if key not in session.rooms:
+            limits = self.config.limits
+            if limits.max_rooms_per_connection and len(session.rooms) >= limits.max_rooms_per_connection:
+                raise ProtocolError(ErrorCode.CONFLICT, "too_many_rooms", field="room")
+            if limits.max_room_members and members and len(members) >= limits.max_room_members:
+                raise ProtocolError(ErrorCode.CONFLICT, "room_full", field="room")
+            first_of_principal = not self._principal_in_room(key, session.principal, session)  # type: ignore[arg-type]
+            self.rooms.setdefault(key, {})[session.conn_id] = session
+            session.rooms.add(key)
+            if first_of_principal:
+                self._presence(key, session, "user_joined")
+        self.reply(session, msg, "room_joined", {"room": key[1], "members": self.members(key)})
+
+    def _leave(self, session: Session, key: RoomKey) -> None:
+        session.rooms.discard(key)
+        members = self.rooms.get(key)
+        if members is None or members.pop(session.conn_id, None) is None:
+            return
+        if not members:
+            del self.rooms[key]
+        elif not self._principal_in_room(key, session.principal, session):  # type: ignore[arg-type]
+            self._presence(key, session, "user_left")
+
+    def _leave_room(self, session: Session, msg: Inbound) -> None:
+        key = self._room_target(session, msg.data)
+        if key not in session.rooms:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "not_in_room", field="room")
+        self._leave(session, key)
+        self.reply(session, msg, "room_left", {"room": key[1]})
+
+    def _room_message(self, session: Session, msg: Inbound) -> None:
+        if not isinstance(msg.data, dict):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
+        key = self._room_target(session, msg.data)
+        if key not in session.rooms:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not_in_room", field="room")
+        ident = session.identity
+        assert ident is not None
+        payload = {k: v for k, v in msg.data.items() if k not in ("room", "group_id", "from")}
+        payload["room"] = key[1]
+        payload["from"] = {
+            "user_id": ident.user_id,
+            "username": ident.username,
+            "user_type": ident.user_type,
+        }
+        frame = encode("room_message", payload, self.now_ms())
+        delivered = self.fan_out(self.rooms[key].values(), frame, skip=session)
+        self.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})
+
+    def _room_members(self, session: Session, msg: Inbound) -> None:
+        key = self._room_target(session, msg.data)
+        assert session.identity is not None
+        if key not in session.rooms and not self.may_join(session.identity, key[1]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
+        self.reply(session, msg, "room_members", {"room": key[1], "members": self.members(key)})
+
+    # -- stats ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for `/api/stats` and health checks."""
+        devices = sum(1 for s in self.sessions.values() if s.identity and s.identity.is_device)
+        users = sum(1 for s in self.sessions.values() if s.identity and not s.identity.is_device)
+        return {
+            "connections": len(self.sessions),
+            "user_connections": users,
+            "device_connections": devices,
+            "pending_connections": len(self.sessions) - users - devices,
+            "principals": len(self.principals),
+            "rooms": len(self.rooms),
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+        }
+
+
+def refusal_for(err: AuthError) -> Refusal:
+    """The refusal for credentials that did not verify."""
+    return Refusal(401, CloseCode.AUTH_FAILED, err.key)

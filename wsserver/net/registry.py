@@ -1,0 +1,96 @@
+"""The registry actor: the one task that owns the `Hub`.
+
+Connections and the HTTP API reach the hub only through `Registry.call`
+(request/reply) and `Registry.tell` (fire and forget, ordered). Commands run
+one at a time, in arrival order, so the hub needs no locks. A command must not
+block: the hub only hands frames to outlets with non-blocking sends.
+
+An unexpected exception in a command is logged and, for `call`, raised in the
+caller; it never stops the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+log = logging.getLogger("wsserver.registry")
+
+T = TypeVar("T")
+
+INBOX_SIZE = 4096
+
+
+class _Reply:
+    """A one-shot answer slot that the actor fills without blocking."""
+
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Registry:
+    """Runs commands against the state it owns, one at a time."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self._send, self._receive = trio.open_memory_channel[
+            tuple[Callable[..., Any], tuple[Any, ...], _Reply | None]
+        ](INBOX_SIZE)
+
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting in the inbox."""
+        return self._send.statistics().current_buffer_used
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the actor and return its result."""
+        reply = _Reply()
+        await self._send.send((fn, args, reply))
+        await reply.event.wait()
+        if reply.error is not None:
+            raise reply.error
+        return reply.value  # type: ignore[no-any-return]
+
+    async def tell(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue `fn(*args)` for the actor; waits only while the inbox is full."""
+        await self._send.send((fn, args, None))
+
+    def tell_nowait(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue without waiting; False when the inbox is full."""
+        try:
+            self._send.send_nowait((fn, args, None))
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The actor loop: drain the inbox in batches, one scheduler trip per batch."""
+        task_status.started()
+        receive = self._receive
+        while True:
+            item = await receive.receive()
+            while True:
+                fn, args, reply = item
+                try:
+                    value = fn(*args)
+                except Exception as exc:
+                    if reply is None:
+                        log.exception("registry command %s failed", getattr(fn, "__name__", fn))
+                    else:
+                        reply.error = exc
+                else:
+                    if reply is not None:
+                        reply.value = value
+                if reply is not None:
+                    reply.event.set()
+                try:
+                    item = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break

@@ -1,0 +1,298 @@
+"""The server: listeners, routing of each TCP stream, the WebSocket handshake, shutdown.
+
+One listener (`server.host:port`) serves WebSocket upgrades on `server.path`
+(and `server.echo_path` when set) and plain HTTP for everything else; with
+`server.api_listen` set, `/api/*` moves to that second listener.
+
+Lifecycle: `Server.serve()` starts the registry actor, opens the listeners,
+logs `listening on HOST:PORT`, reports readiness and runs until `stop()`.
+Stopping is graceful: accept no more, close every client with 1001, wait a
+bounded time for them, then end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import ssl
+import uuid
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketRequest, wrap_server_stream
+
+from wsserver._version import __version__
+from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
+from wsserver.config import Config
+from wsserver.core.hub import Hub, refusal_for
+from wsserver.errors import AuthError, CloseCode
+from wsserver.net.connection import CLOSE_TIMEOUT, Connection
+from wsserver.net.http import (
+    ConnectionGone,
+    HttpError,
+    HttpRequest,
+    HttpResponse,
+    ReplayStream,
+    RequestHead,
+    Router,
+    error_reply,
+    json_reply,
+    read_request_head,
+    respond_and_close,
+    serve_http,
+)
+from wsserver.net.registry import Registry
+from wsserver.protocol.i18n import text
+
+log = logging.getLogger("wsserver.server")
+
+WS_MESSAGE_QUEUE = 4  # frames trio-websocket buffers between its reader and ours
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    inner: Any = stream
+    if isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    if sock is None:
+        return "unknown"
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "unknown"
+
+
+def _parse_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Server:
+    """One wsserver instance: configuration, the hub, its actor and the listeners."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub(config)
+        self.registry = Registry(self.hub)
+        self.verifier = TokenVerifier(config)
+        self.router = Router()
+        self.api_router = self.router
+        if config.server.api_listen:
+            self.api_router = Router()
+        self.ready = False
+        self.addresses: list[tuple[str, int]] = []
+        self.api_addresses: list[tuple[str, int]] = []
+        self._stop = trio.Event()
+        self._no_api = Router()  # `/api/*` on the public listener when the API has its own
+        self._add_health_routes(self.router)
+        if self.api_router is not self.router:
+            self._add_health_routes(self.api_router)
+
+    # -- routes --------------------------------------------------------------
+
+    def _add_health_routes(self, router: Router) -> None:
+        async def healthz(req: HttpRequest) -> HttpResponse:
+            return json_reply({"status": "ok", "version": __version__})
+
+        async def readyz(req: HttpRequest) -> HttpResponse:
+            if not self.ready:
+                raise HttpError(503, "not ready")
+            return json_reply({"status": "ready"})
+
+        router.add("GET", "/healthz", healthz)
+        router.add("GET", "/readyz", readyz)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from any task, more than once)."""
+        self._stop.set()
+
+    async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
+        host, port = hostport
+        return await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config.server
+        if not cfg.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        return ctx
+
+    async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until `stop()`; reports `self` through `task_status` once listening."""
+        cfg = self.config
+        async with trio.open_nursery() as root:
+            await root.start(self.registry.run)
+            main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
+            api_listeners: list[Any] = []
+            if cfg.server.api_listen:
+                api_listeners = await self._open(_parse_hostport(cfg.server.api_listen))
+            ctx = self._ssl_context()
+            self.addresses = [tuple(lst.socket.getsockname()[:2]) for lst in main_listeners]
+            self.api_addresses = [tuple(lst.socket.getsockname()[:2]) for lst in api_listeners]
+            if ctx is not None:
+                main_listeners = [trio.SSLListener(lst, ctx, https_compatible=True) for lst in main_listeners]
+            async with trio.open_nursery() as handlers:
+                accept = trio.CancelScope()
+
+                async def accept_loop(
+                    listeners: list[Any], api_only: bool, task_status: trio.TaskStatus[Any]
+                ) -> None:
+                    with accept:
+                        await trio.serve_listeners(
+                            lambda s: self._handle_stream(s, api_only),
+                            listeners,
+                            handler_nursery=handlers,
+                            task_status=task_status,
+                        )
+
+                await handlers.start(accept_loop, main_listeners, False)
+                if api_listeners:
+                    await handlers.start(accept_loop, api_listeners, True)
+                for host, port in self.addresses:
+                    log.info("listening on %s:%d", host, port)
+                for host, port in self.api_addresses:
+                    log.info("api listening on %s:%d", host, port)
+                self.ready = True
+                task_status.started(self)
+                await self._stop.wait()
+                log.info("shutting down")
+                self.ready = False
+                accept.cancel()
+                await self.registry.call(self.hub.close_all, CloseCode.GOING_AWAY, "shutting_down")
+                handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
+            root.cancel_scope.cancel()
+        log.info("stopped")
+
+    # -- one TCP stream ------------------------------------------------------
+
+    async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool) -> None:
+        cfg = self.config
+        ip = _peer_ip(stream)
+        try:
+            try:
+                with trio.fail_after(cfg.limits.handshake_timeout):
+                    head, conn, raw = await read_request_head(
+                        stream, max_header_bytes=cfg.limits.max_header_bytes
+                    )
+            except HttpError as err:
+                await respond_and_close(stream, error_reply(err))
+                return
+            except (ConnectionGone, trio.TooSlowError):
+                return
+            ws_paths = {cfg.server.path}
+            if cfg.server.echo_path:
+                ws_paths.add(cfg.server.echo_path)
+            if not api_only and head.is_websocket_upgrade and head.path in ws_paths:
+                await self._websocket(stream, head, raw, ip, echo=head.path == cfg.server.echo_path)
+                return
+            router = self.api_router if api_only else self.router
+            if not api_only and self.api_router is not self.router and head.path.startswith("/api/"):
+                router = self._no_api
+            await serve_http(
+                stream,
+                head,
+                conn,
+                router,
+                remote=ip,
+                max_body_bytes=cfg.limits.max_http_body_bytes,
+                max_header_bytes=cfg.limits.max_header_bytes,
+            )
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+    async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
+        body = json.dumps(
+            {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
+        ).encode()
+        await request.reject(
+            status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
+        )
+
+    async def _websocket(
+        self, stream: trio.abc.Stream, head: RequestHead, raw: bytes, ip: str, *, echo: bool
+    ) -> None:
+        cfg = self.config
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.move_on_after(cfg.limits.handshake_timeout) as scope:
+                    request = await wrap_server_stream(
+                        nursery,
+                        ReplayStream(stream, raw),
+                        message_queue_size=WS_MESSAGE_QUEUE,
+                        max_message_size=cfg.limits.max_message_bytes,
+                    )
+                if scope.cancelled_caught:
+                    return
+                await self._session(request, stream, head, ip, echo)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _session(
+        self, request: WebSocketRequest, stream: trio.abc.Stream, head: RequestHead, ip: str, echo: bool
+    ) -> None:
+        cfg = self.config
+        origins = cfg.security.allowed_origins
+        if origins and head.header("origin") not in origins:
+            await self._reject(request, 403, "origin_forbidden")
+            return
+        creds = credentials_from_handshake(head.header, head.query)
+        identity: Identity | None = None
+        if not echo:
+            try:
+                if creds.token is not None:
+                    identity = self.verifier.verify(creds.token)
+                elif creds.activation_code is not None:
+                    identity = Identity(activation_code=creds.activation_code)
+            except AuthError as err:
+                refusal = refusal_for(err)
+                await self._reject(request, refusal.status, refusal.key)
+                return
+        conn_id = uuid.uuid4().hex
+        conn = Connection(self, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo)
+        refusal = await self.registry.call(
+            self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id
+        )
+        if refusal is not None:
+            await self._reject(request, refusal.status, refusal.key)
+            return
+        try:
+            ws = await request.accept()
+            log.debug("open %s from %s", conn_id, ip)
+            await conn.run(ws, stream)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.registry.tell(self.hub.close, conn_id)
+            log.debug("closed %s code=%s", conn_id, conn.closing)
+
+
+def run_server(config: Config) -> int:
+    """Run a server in the foreground until SIGINT/SIGTERM (Ctrl+C, Ctrl+Break); 0 on a clean stop."""
+    from wsserver.ops.logging import setup_logging
+
+    setup_logging(config.log.level, config.log.format)
+    trio.run(_main, config)
+    return 0
+
+
+async def _main(config: Config) -> None:
+    server = Server(config)
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+    signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
+
+    async def watch(received: Any) -> None:
+        async for signum in received:
+            log.info("signal %s received", signal.Signals(signum).name)
+            server.stop()
+
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(*signals) as received:
+            nursery.start_soon(watch, received)
+            await server.serve()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,154 @@
+"""The wire envelope: decode a client's text frame, encode a server message once.
+
+Inbound: one JSON object per text frame, `{"type", "data", "id", "timestamp"}`
+with the seeds' aliases (`event` for `type`, `content` for `data`) and an
+optional top-level `activation_code` (seed 000).
+
+Outbound: every server message has `type` and `timestamp` (int ms); replies
+echo the client's `id`. `encode()` returns the final text; the caller sends
+that same string to every recipient, so a broadcast is encoded once.
+
+This module is sans-IO: no trio, no sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import attrs
+
+from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.i18n import text
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: a browser's JSON.parse would fail on the
+    # frame we forward, breaking every recipient instead of just the sender.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e400 would be re-encoded as Infinity
+        raise ValueError(f"{literal} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+RequestId = str | int
+
+
+@attrs.frozen(slots=True)
+class Inbound:
+    """One decoded client message. `raw` is the whole object as sent."""
+
+    type: str
+    data: Any
+    id: RequestId | None
+    raw: dict[str, Any]
+
+    @property
+    def activation_code(self) -> Any:
+        """The top-level `activation_code` of seed 000, or None."""
+        return self.raw.get("activation_code")
+
+
+def decode(frame: str) -> Inbound:
+    """Parse one text frame into an `Inbound`.
+
+    Raises `ProtocolError` with `invalid_json` for text that is not JSON and
+    `invalid_message` for JSON that is not an object with a string `type`.
+    """
+    try:
+        obj = _decoder.decode(frame)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise ProtocolError(ErrorCode.INVALID_JSON, "invalid_json") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "not_object")
+    request_id = obj.get("id")
+    if request_id is not None and (
+        not isinstance(request_id, str | int) or isinstance(request_id, bool)
+    ):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bad_id", field="id")
+    mtype = obj.get("type", obj.get("event"))
+    if mtype is None:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "missing_type", field="type", id=request_id)
+    if not isinstance(mtype, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bad_type", field="type", id=request_id)
+    data = obj["data"] if "data" in obj else obj.get("content")
+    return Inbound(type=mtype, data=data, id=request_id, raw=obj)
+
+
+def encode(
+    mtype: str,
+    data: Any,
+    now_ms: int,
+    *,
+    request_id: RequestId | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Encode one server message; `extra` adds top-level fields (seed 000's echoes)."""
+    msg: dict[str, Any] = {"type": mtype, "data": data}
+    if request_id is not None:
+        msg["id"] = request_id
+    msg["timestamp"] = now_ms
+    if extra:
+        msg.update(extra)
+    return _encoder.encode(msg)
+
+
+def encode_error(
+    err: ProtocolError,
+    ref: str | None,
+    now_ms: int,
+    *,
+    locale: str = "zh-CN",
+    request_id: RequestId | None = None,
+) -> str:
+    """Encode an `error` message for `err`, in reply to a message of type `ref`."""
+    data: dict[str, Any] = {"code": str(err.code), "ref": ref}
+    if err.field is not None:
+        data["field"] = err.field
+    params = {k: v for k, v in err.params.items() if k != "id"}
+    if err.field is not None:
+        params.setdefault("field", err.field)
+    msg: dict[str, Any] = {
+        "type": "error",
+        "error": text(err.key, locale, **params),
+        "data": data,
+    }
+    rid = request_id if request_id is not None else err.params.get("id")
+    if rid is not None:
+        msg["id"] = rid
+    msg["timestamp"] = now_ms
+    return _encoder.encode(msg)
+
+
+def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
+    """Read `data[name]`, checking its type; errors name the field.
+
+    `bool` is never accepted where `int` is asked for (JSON true is not 1).
+    """
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
+    if name not in data or data[name] is None:
+        if required:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field=name)
+        return None
+    value = data[name]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=name)
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def id_key(value: Any) -> str:
+    """The comparison form of a user or group id: ids are compared as strings."""
+    return "" if value is None else str(value)

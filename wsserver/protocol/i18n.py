@@ -1,0 +1,78 @@
+"""The catalogue of human-readable texts, in zh-CN (the seeds' wording) and en.
+
+Invariant: every key has both locales; `text()` never raises for a known key,
+and an unknown key falls back to the key itself so a typo shows up in tests
+rather than as a crash on the wire.
+"""
+
+from __future__ import annotations
+
+LOCALES = ("zh-CN", "en")
+
+CATALOGUE: dict[str, tuple[str, str]] = {
+    # success texts (seed 000 / 001 wording)
+    "connected": ("WebSocket连接成功", "WebSocket connected"),
+    "auth_success": ("认证成功，请同步Line账号列表", "Authenticated, please sync your Line accounts"),
+    "heartbeat_ok": ("心跳正常", "heartbeat ok"),
+    "token_refreshed": ("令牌已刷新", "token refreshed"),
+    # message errors
+    "invalid_json": ("无效的JSON", "invalid JSON"),
+    "not_object": ("消息必须是JSON对象", "a message must be a JSON object"),
+    "missing_type": ("缺少消息类型 type", "missing message type"),
+    "bad_type": ("消息类型必须是字符串", "the message type must be a string"),
+    "bad_id": ("id 必须是字符串或整数", "id must be a string or an integer"),
+    "unknown_type": ("未知的消息类型: {type}", "unknown message type: {type}"),
+    "binary_not_supported": ("不支持二进制消息", "binary messages are not supported"),
+    "rate_limited": ("发送过于频繁，消息已丢弃", "too many messages, this one was dropped"),
+    "field_missing": ("缺少字段: {field}", "missing field: {field}"),
+    "field_type": ("字段类型错误: {field}", "wrong type for field: {field}"),
+    "field_invalid": ("字段值无效: {field}", "invalid value for field: {field}"),
+    "already_authenticated": ("连接已认证", "this connection is already authenticated"),
+    "auth_required": ("请先认证", "authenticate first"),
+    "activation_code_mismatch": ("激活码与连接不符", "the activation code does not match this connection"),
+    "refresh_user_mismatch": ("新令牌的用户与连接不符", "the new token is for another user"),
+    "refresh_not_jwt": ("该连接不使用令牌", "this connection does not use a token"),
+    "invalid_room": ("房间名无效", "invalid room name"),
+    "room_forbidden": ("无权访问该房间", "not allowed in this room"),
+    "not_in_room": ("不在该房间中", "not a member of this room"),
+    "too_many_rooms": ("加入的房间数已达上限", "too many rooms on this connection"),
+    "room_full": ("房间人数已满", "the room is full"),
+    "group_forbidden": ("无权访问其他分组", "no access to another group"),
+    "device_no_rooms": ("桌面客户端不能加入房间", "activation-code clients cannot join rooms"),
+    "internal": ("服务器内部错误", "internal server error"),
+    # authentication failures
+    "token_missing": ("未提供令牌", "no token given"),
+    "token_invalid": ("令牌无效", "invalid token"),
+    "token_expired": ("令牌已过期", "token expired"),
+    "token_not_yet_valid": ("令牌尚未生效", "token not yet valid"),
+    "token_algorithm": ("不支持的签名算法", "signature algorithm not allowed"),
+    "token_issuer": ("令牌签发者无效", "invalid token issuer"),
+    "token_audience": ("令牌受众无效", "invalid token audience"),
+    "token_claims": ("令牌缺少 user_id", "the token has no user_id"),
+    "jwt_not_configured": ("服务器未配置令牌验证", "token authentication is not configured"),
+    "activation_code_invalid": ("激活码无效", "invalid activation code"),
+    "activation_code_disabled": ("激活码已停用", "activation code disabled"),
+    # handshake refusals and close reasons
+    "origin_forbidden": ("来源不被允许", "origin not allowed"),
+    "over_capacity": ("服务器连接数已满", "server at capacity"),
+    "too_many_user_connections": ("该用户连接数已达上限", "too many connections for this user"),
+    "too_many_ip_connections": ("该IP连接数已达上限", "too many connections from this address"),
+    "not_found": ("未找到", "not found"),
+    "heartbeat_timeout": ("心跳超时", "heartbeat timeout"),
+    "auth_timeout": ("认证超时", "authentication timeout"),
+    "replaced": ("已被新的连接替代", "replaced by a newer connection"),
+    "slow_consumer": ("客户端接收过慢", "slow consumer"),
+    "rate_abuse": ("发送过于频繁，连接已关闭", "rate limit abuse"),
+    "binary_abuse": ("二进制消息过多，连接已关闭", "too many binary messages"),
+    "shutting_down": ("服务器正在关闭", "server shutting down"),
+    "kicked": ("已被管理员踢出", "kicked by an administrator"),
+}
+
+
+def text(key: str, locale: str = "zh-CN", **params: object) -> str:
+    """The catalogue text for `key` in `locale`, with `{name}` fields filled."""
+    pair = CATALOGUE.get(key)
+    if pair is None:
+        return key
+    template = pair[1] if locale == "en" else pair[0]
+    return template.format(**params) if params else template
