@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -174,3 +176,69 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
 
         yield factory
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def live_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """A factory for real servers on 127.0.0.1 with a free port:
+    `server = await live_server(**config_overrides)`; `server.url` is its ws:// base."""
+    async with trio.open_nursery() as nursery:
+
+        async def factory(**overrides: Any) -> Server:
+            config = make_config(tmp_path, **overrides)
+            server: Server = await nursery.start(Server(config).serve)
+            host, port = server.addresses[0]
+            server.url = f"ws://{host}:{port}"  # type: ignore[attr-defined]
+            server.http = f"http://{host}:{port}"  # type: ignore[attr-defined]
+            return server
+
+        yield factory
+        nursery.cancel_scope.cancel()
+
+
+async def http_request(
+    address: tuple[str, int],
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a real socket with h11; returns (status, headers, body)."""
+    import h11
+
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        hdrs = [("Host", "test"), ("Connection", "close"), *(headers or [])]
+        if body:
+            hdrs.append(("Content-Length", str(len(body))))
+        data = conn.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
+        status, resp_headers, chunks = 0, {}, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                resp_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, resp_headers, b"".join(chunks)
+
+
+@asynccontextmanager
+async def ws_connect(url: str, extra_headers: list[tuple[bytes, bytes]] | None = None) -> AsyncIterator[Any]:
+    """`trio_websocket.open_websocket_url`, plus closing the client's socket at the end:
+    trio-websocket's client leaves it open when the server closed first (a client-side
+    leak that would otherwise show up as a ResourceWarning)."""
+    async with open_websocket_url(url, extra_headers=extra_headers) as ws:
+        yield ws
+    with trio.CancelScope(shield=True):
+        await ws._stream.aclose()

@@ -31,6 +31,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.net.http import ReplayStream
 from wsserver.protocol.envelope import Inbound, decode, encode, encode_error, field, id_key
 from wsserver.protocol.i18n import text
 
@@ -80,7 +81,6 @@ class Connection:
         self.closing: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
         self._sending = False
-        self._torn = False  # a frame was cut off mid-write: no close frame can follow
         now = trio.current_time()
         self.started = now
         self.last_seen = now
@@ -162,7 +162,7 @@ class Connection:
 
     # -- the session ---------------------------------------------------------
 
-    async def run(self, ws: WebSocketConnection, transport: trio.abc.AsyncResource) -> None:
+    async def run(self, ws: WebSocketConnection, transport: ReplayStream) -> None:
         """Serve the connection until it closes, then send the close frame.
 
         `transport` is the stream under `ws`: when a frame was cut off mid-write
@@ -182,7 +182,7 @@ class Connection:
             code, reason = self.closing or (CloseCode.NORMAL, "")
             with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                 scope.shield = True
-                if self._torn:
+                if transport.partial_write:
                     await transport.aclose()
                 await ws.aclose(code, text(reason, self.locale) if reason else None)
             self._out_send.close()
@@ -194,10 +194,8 @@ class Connection:
                 self.close(item.code, item.reason)
                 return
             self._sending = True
-            self._torn = True
             try:
                 await ws.send_message(item)
-                self._torn = False
             except ConnectionClosed:
                 self._scope.cancel()
                 return

@@ -219,23 +219,24 @@ class Server:
         self, stream: trio.abc.Stream, head: RequestHead, raw: bytes, ip: str, *, echo: bool
     ) -> None:
         cfg = self.config
+        replay = ReplayStream(stream, raw)
         async with trio.open_nursery() as nursery:
             try:
                 with trio.move_on_after(cfg.limits.handshake_timeout) as scope:
                     request = await wrap_server_stream(
                         nursery,
-                        ReplayStream(stream, raw),
+                        replay,
                         message_queue_size=WS_MESSAGE_QUEUE,
                         max_message_size=cfg.limits.max_message_bytes,
                     )
                 if scope.cancelled_caught:
                     return
-                await self._session(request, stream, head, ip, echo)
+                await self._session(request, replay, head, ip, echo)
             finally:
                 nursery.cancel_scope.cancel()
 
     async def _session(
-        self, request: WebSocketRequest, stream: trio.abc.Stream, head: RequestHead, ip: str, echo: bool
+        self, request: WebSocketRequest, stream: ReplayStream, head: RequestHead, ip: str, echo: bool
     ) -> None:
         cfg = self.config
         origins = cfg.security.allowed_origins

@@ -1,0 +1,438 @@
+"""The real server on a free port, driven by a real WebSocket client (trio-websocket):
+authentication paths, bad inputs, limits, rooms, the echo endpoint and health checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from tests.conftest import http_request, token, ws_connect
+
+CODE = "HG66OP88"
+CODES = [{"code": CODE, "group_id": 1, "name": "desk"}, {"code": "OFF00001", "group_id": 2, "enabled": False}]
+
+
+async def recv(ws: Any) -> dict[str, Any]:
+    with trio.fail_after(5):
+        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
+
+
+async def recv_type(ws: Any, mtype: str) -> dict[str, Any]:
+    while True:
+        msg = await recv(ws)
+        if msg["type"] == mtype:
+            return msg
+
+
+async def close_code(ws: Any) -> int:
+    """Read until the server closes; the close code."""
+    with trio.fail_after(10):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            return int(exc.reason.code)
+
+
+UPGRADE = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+async def rejected(server: Any, target: str, headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, Any]]:
+    """Attempt a WebSocket upgrade that must be refused; (status, JSON body)."""
+    status, hdrs, body = await http_request(server.addresses[0], "GET", target, headers=UPGRADE + (headers or []))
+    assert status != 101
+    assert hdrs["content-type"].startswith("application/json")
+    return status, json.loads(body)
+
+
+# -- authentication ------------------------------------------------------------
+
+
+async def test_jwt_in_bearer_header_connects(live_server: Any) -> None:
+    server = await live_server()
+    t = token(server.config, user_id=7, group_id=3, username="amy")
+    async with ws_connect(server.url + "/ws", extra_headers=[(b"Authorization", f"Bearer {t}".encode())]) as ws:
+        msg = await recv(ws)
+        assert msg["type"] == "connected"
+        assert msg["data"]["user_id"] == 7 and msg["data"]["group_id"] == 3
+        assert msg["data"]["message"] == "WebSocket连接成功" and msg["data"]["conn_id"]
+        assert isinstance(msg["timestamp"], int)
+
+
+async def test_jwt_in_query_connects_and_string_ids_echo_as_sent(live_server: Any) -> None:
+    server = await live_server()
+    t = token(server.config, user_id="u-7", group_id="g1")
+    async with ws_connect(f"{server.url}/ws?token={t}") as ws:
+        msg = await recv(ws)
+        assert msg["data"]["user_id"] == "u-7" and msg["data"]["group_id"] == "g1"
+
+
+async def test_first_message_auth_and_seed002_register(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "auth", "data": {"token": token(server.config)}, "id": 1}))
+        msg = await recv(ws)
+        assert msg["type"] == "connected" and msg["id"] == 1
+    reg = {
+        "type": "register",
+        "data": {
+            "user_id": 123,
+            "token": token(server.config, user_id=123),
+            "device_id": "device-uuid",
+            "device_info": {"device_name": "iPhone 13", "device_type": "mobile"},
+        },
+    }
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps(reg))
+        msg = await recv(ws)
+        assert msg["type"] == "connected" and msg["data"]["device_id"] == "device-uuid"
+        sessions = [s for s in server.hub.sessions.values() if s.device_id == "device-uuid"]
+        assert sessions and sessions[0].device_info["device_name"] == "iPhone 13"
+
+
+async def test_register_for_another_user_id_than_the_token_fails_4001(live_server: Any) -> None:
+    server = await live_server()
+    reg = {"type": "register", "data": {"user_id": 999, "token": token(server.config, user_id=123)}}
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps(reg))
+        err = await recv(ws)
+        assert err["type"] == "error" and err["data"]["code"] == "unauthorized"
+        assert await close_code(ws) == 4001
+
+
+@pytest.mark.parametrize("where", ["query", "header", "first_message"])
+async def test_activation_code_connects_as_desktop_client(live_server: Any, where: str) -> None:
+    server = await live_server(activation_codes=CODES)
+    url, headers = server.url + "/ws", None
+    if where == "query":
+        url += f"?activation_code={CODE}"
+    elif where == "header":
+        headers = [(b"X-Activation-Code", CODE.encode())]
+    async with ws_connect(url, extra_headers=headers) as ws:
+        if where == "first_message":
+            await ws.send_message(json.dumps({"type": "heartbeat", "activation_code": CODE, "timestamp": 1234567890}))
+        msg = await recv(ws)
+        assert msg["type"] == "auth_success"
+        assert msg["data"] == {"group_id": 1, "activation_code": CODE, "message": "认证成功，请同步Line账号列表"}
+        if where == "first_message":  # the first message is also handled
+            ack = await recv(ws)
+            assert ack["type"] == "heartbeat_ack"
+            assert ack["timestamp"] == 1234567890 and ack["activation_code"] == CODE
+            assert ack["data"]["status"] == "ok" and ack["data"]["message"] == "心跳正常"
+            assert isinstance(ack["data"]["server_time"], int)
+
+
+async def test_heartbeat_ack_without_client_timestamp_carries_server_time(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        await ws.send_message(json.dumps({"type": "heartbeat"}))
+        ack = await recv(ws)
+        assert ack["type"] == "heartbeat_ack" and abs(ack["timestamp"] - ack["data"]["server_time"]) < 1000
+        assert "activation_code" not in ack
+
+
+def _unsigned_token() -> str:
+    def b64(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'user_id': 1})}."
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("token=not-a-jwt", "令牌无效"),
+        ("token=EXPIRED", "令牌已过期"),
+        ("token=UNSIGNED", "不支持的签名算法"),
+        ("token=WRONGKEY", "令牌无效"),
+        ("activation_code=WRONG123", "激活码无效"),
+        ("activation_code=OFF00001", "激活码已停用"),
+    ],
+)
+async def test_bad_credentials_at_handshake_get_http_401_json(live_server: Any, query: str, why: str) -> None:
+    server = await live_server(activation_codes=CODES)
+    import jwt as pyjwt
+
+    query = query.replace("EXPIRED", token(server.config, ttl=-100))
+    query = query.replace("UNSIGNED", _unsigned_token())
+    query = query.replace("WRONGKEY", pyjwt.encode({"user_id": 1}, "another-secret-0123456789abcdefghijkl", "HS256"))
+    status, body = await rejected(server, f"/ws?{query}")
+    assert status == 401
+    assert body == {"code": 401, "message": why}
+
+
+async def test_bad_token_in_first_message_gets_error_then_4001(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "auth", "data": {"token": "nope"}, "id": "x"}))
+        err = await recv(ws)
+        assert err["type"] == "error" and err["data"] == {"code": "unauthorized", "ref": "auth"}
+        assert err["id"] == "x"
+        assert await close_code(ws) == 4001
+
+
+async def test_wrong_activation_code_in_first_message_gets_error_then_4001(live_server: Any) -> None:
+    server = await live_server(activation_codes=CODES)
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "heartbeat", "activation_code": "NOPE"}))
+        err = await recv(ws)
+        assert err["type"] == "error" and err["data"]["code"] == "unauthorized"
+        assert await close_code(ws) == 4001
+
+
+async def test_first_message_without_credentials_gets_error_then_4001(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "ping"}))
+        err = await recv(ws)
+        assert err["data"]["code"] == "unauthorized"
+        assert await close_code(ws) == 4001
+
+
+async def test_no_auth_within_timeout_closes_4002(live_server: Any) -> None:
+    server = await live_server(auth__timeout=0.3)
+    async with ws_connect(server.url + "/ws") as ws:
+        assert await close_code(ws) == 4002
+
+
+async def test_activation_code_on_a_message_must_match_the_connection(live_server: Any) -> None:
+    server = await live_server(activation_codes=[*CODES, {"code": "OTHER001", "group_id": 1}])
+    async with ws_connect(f"{server.url}/ws?activation_code={CODE}") as ws:
+        await recv_type(ws, "auth_success")
+        await ws.send_message(json.dumps({"type": "heartbeat", "activation_code": "OTHER001"}))
+        err = await recv(ws)
+        assert err["data"] == {"code": "forbidden", "ref": "heartbeat", "field": "activation_code"}
+
+
+# -- bad inputs: an error each, the connection and its neighbours live on --------
+
+
+async def test_bad_inputs_get_errors_and_leave_other_connections_alone(live_server: Any) -> None:
+    server = await live_server()
+    url = f"{server.url}/ws?token="
+    async with ws_connect(url + token(server.config, user_id=1)) as bad, ws_connect(
+        url + token(server.config, user_id=2)
+    ) as good:
+        await recv_type(bad, "connected")
+        await recv_type(good, "connected")
+        cases: list[tuple[Any, dict[str, Any]]] = [
+            ("{not json", {"code": "invalid_json", "ref": None}),
+            ("[1,2]", {"code": "invalid_message", "ref": None}),
+            ('{"data": 1}', {"code": "invalid_message", "ref": None, "field": "type"}),
+            ('{"type": 5}', {"code": "invalid_message", "ref": None, "field": "type"}),
+            ('{"type": "no_such_thing", "id": "q"}', {"code": "unknown_type", "ref": "no_such_thing"}),
+            (b"\x00\x01binary", {"code": "invalid_message", "ref": None}),
+            ('{"type": "join_room", "data": "bad room!"}', {"code": "invalid_message", "ref": "join_room", "field": "room"}),
+            ('{"type": "auth", "data": {"token": "x"}}', {"code": "conflict", "ref": "auth"}),
+        ]
+        for frame, expected in cases:
+            await bad.send_message(frame)
+            err = await recv(bad)
+            assert err["type"] == "error", frame
+            assert err["data"] == expected, frame
+            assert isinstance(err["error"], str) and err["error"]
+        await bad.send_message(json.dumps({"type": "ping", "id": "still-here"}))
+        assert (await recv(bad))["id"] == "still-here"
+        await good.send_message(json.dumps({"type": "ping"}))
+        assert (await recv(good))["type"] == "pong"
+
+
+async def test_english_locale_is_used_for_texts(live_server: Any) -> None:
+    server = await live_server(server__locale="en")
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        assert (await recv(ws))["data"]["message"] == "WebSocket connected"
+        await ws.send_message("nope")
+        assert (await recv(ws))["error"] == "invalid JSON"
+
+
+async def test_oversize_frame_closes_1009_and_spares_others(live_server: Any) -> None:
+    server = await live_server(limits__max_message_bytes=1024)
+    url = f"{server.url}/ws?token="
+    async with ws_connect(url + token(server.config, user_id=1)) as big, ws_connect(
+        url + token(server.config, user_id=2)
+    ) as other:
+        await recv_type(big, "connected")
+        await recv_type(other, "connected")
+        await big.send_message(json.dumps({"type": "ping", "data": "x" * 2000}))
+        assert await close_code(big) == 1009
+        await other.send_message(json.dumps({"type": "ping"}))
+        assert (await recv(other))["type"] == "pong"
+
+
+async def test_many_binary_frames_close_1008(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        for _ in range(10):
+            await ws.send_message(b"\x01")
+        assert await close_code(ws) == 1008
+
+
+async def test_flood_is_rate_limited_then_closed_4029(live_server: Any) -> None:
+    server = await live_server(limits__messages_per_second=1, limits__burst=5)
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        for _ in range(12):
+            await ws.send_message('{"type":"ping"}')
+        codes = []
+        try:
+            with trio.fail_after(5):
+                while True:
+                    codes.append(json.loads(await ws.get_message())["type"])
+        except ConnectionClosed as exc:
+            assert exc.reason.code == 4029
+        assert codes.count("pong") == 5 and "error" in codes
+
+
+# -- connection limits ---------------------------------------------------------
+
+
+async def test_disallowed_origin_gets_403(live_server: Any) -> None:
+    server = await live_server(security__allowed_origins=["https://good.example"])
+    t = token(server.config)
+    status, body = await rejected(server, f"/ws?token={t}", [("Origin", "https://evil.example")])
+    assert status == 403 and body["code"] == 403
+    async with ws_connect(f"{server.url}/ws?token={t}", extra_headers=[(b"Origin", b"https://good.example")]) as ws:
+        assert (await recv(ws))["type"] == "connected"
+
+
+async def test_total_connection_limit_answers_503(live_server: Any) -> None:
+    server = await live_server(limits__max_connections=2)
+    url = f"{server.url}/ws?token="
+    async with ws_connect(url + token(server.config, user_id=1)) as a, ws_connect(
+        url + token(server.config, user_id=2)
+    ) as b:
+        await recv(a)
+        await recv(b)
+        status, body = await rejected(server, "/ws?token=" + token(server.config, user_id=3))
+        assert status == 503 and body["code"] == 503
+
+
+async def test_per_user_limit_evicts_oldest_with_4004(live_server: Any) -> None:
+    server = await live_server(limits__max_connections_per_user=2)
+    url = f"{server.url}/ws?token={token(server.config, user_id=1)}"
+    async with ws_connect(url) as first, ws_connect(url) as second:
+        await recv(first)
+        await recv(second)
+        async with ws_connect(url) as third:
+            assert (await recv(third))["type"] == "connected"
+            assert await close_code(first) == 4004
+            await second.send_message('{"type":"ping"}')
+            assert (await recv_type(second, "pong"))["type"] == "pong"
+
+
+async def test_per_user_limit_reject_policy_answers_429(live_server: Any) -> None:
+    server = await live_server(limits__max_connections_per_user=1, limits__per_user_policy="reject")
+    url = f"{server.url}/ws?token={token(server.config, user_id=1)}"
+    async with ws_connect(url) as first:
+        await recv(first)
+        status, _ = await rejected(server, "/ws?token=" + token(server.config, user_id=1))
+        assert status == 429
+
+
+async def test_per_ip_limit_answers_429(live_server: Any) -> None:
+    server = await live_server(limits__max_connections_per_ip=1)
+    async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id=1)}") as ws:
+        await recv(ws)
+        status, _ = await rejected(server, f"/ws?token={token(server.config, user_id=2)}")
+        assert status == 429
+
+
+# -- rooms ---------------------------------------------------------------------
+
+
+async def test_two_tabs_and_a_colleague_talk_in_a_room(live_server: Any) -> None:
+    server = await live_server()
+    url = f"{server.url}/ws?token="
+    alice = url + token(server.config, user_id=1, group_id=1, username="alice")
+    bob = url + token(server.config, user_id=2, group_id=1, username="bob")
+    async with ws_connect(alice) as tab1, ws_connect(alice) as tab2, ws_connect(bob) as b:
+        for ws in (tab1, tab2, b):
+            await recv_type(ws, "connected")
+            await ws.send_message(json.dumps({"type": "join_room", "content": "chat:room001"}))
+            await recv_type(ws, "room_joined")
+        await tab1.send_message(json.dumps({"type": "room_message", "data": {"room": "chat:room001", "text": "hi", "from": "forged"}, "id": 9}))
+        ack = await recv_type(tab1, "room_message_ack")
+        assert ack["id"] == 9 and ack["data"] == {"room": "chat:room001", "delivered": 2}
+        for ws in (tab2, b):
+            msg = await recv_type(ws, "room_message")
+            assert msg["data"]["text"] == "hi"
+            assert msg["data"]["from"] == {"user_id": 1, "username": "alice", "user_type": None}
+        await b.send_message(json.dumps({"type": "room_members", "data": {"room": "chat:room001"}}))
+        members = (await recv_type(b, "room_members"))["data"]["members"]
+        assert sorted((m["user_id"], m["connections"]) for m in members) == [(1, 2), (2, 1)]
+
+
+async def test_other_groups_room_is_not_reachable(live_server: Any) -> None:
+    server = await live_server()
+    url = f"{server.url}/ws?token="
+    async with ws_connect(url + token(server.config, user_id=1, group_id=1)) as g1, ws_connect(
+        url + token(server.config, user_id=2, group_id=2)
+    ) as g2:
+        await recv_type(g1, "connected")
+        await recv_type(g2, "connected")
+        await g1.send_message(json.dumps({"type": "join_room", "data": "chat:x"}))
+        await recv_type(g1, "room_joined")
+        await g2.send_message(json.dumps({"type": "join_room", "data": {"room": "chat:x", "group_id": 1}}))
+        err = await recv(g2)
+        assert err["data"] == {"code": "forbidden", "ref": "join_room", "field": "group_id"}
+        await g2.send_message(json.dumps({"type": "room_message", "data": {"room": "chat:x", "text": "psst"}}))
+        assert (await recv(g2))["data"]["code"] == "forbidden"
+        await g2.send_message(json.dumps({"type": "join_room", "data": "chat:x"}))
+        joined = await recv_type(g2, "room_joined")
+        assert [m["user_id"] for m in joined["data"]["members"]] == [2]  # its own group's chat:x
+        await g2.send_message(json.dumps({"type": "room_message", "data": {"room": "chat:x", "text": "g2 only"}}))
+        assert (await recv_type(g2, "room_message_ack"))["data"]["delivered"] == 0
+        with trio.move_on_after(0.3):
+            msg = await recv(g1)
+            raise AssertionError(f"group 1 received {msg}")
+
+
+# -- echo endpoint, HTTP, shutdown ---------------------------------------------
+
+
+async def test_echo_path_echoes_text_and_binary_without_auth(live_server: Any) -> None:
+    server = await live_server(server__echo_path="/echo")
+    async with ws_connect(server.url + "/echo") as ws:
+        await ws.send_message("hello")
+        assert await ws.get_message() == "hello"
+        await ws.send_message(b"\x00\xff")
+        assert await ws.get_message() == b"\x00\xff"
+
+
+async def test_echo_path_is_off_by_default(live_server: Any) -> None:
+    server = await live_server()
+    status, _ = await rejected(server, "/echo")
+    assert status == 404
+
+
+async def test_health_and_readiness(live_server: Any) -> None:
+    server = await live_server()
+    status, headers, body = await http_request(server.addresses[0], "GET", "/healthz")
+    assert status == 200 and json.loads(body)["code"] == 0
+    assert headers["content-type"].startswith("application/json")
+    status, _, body = await http_request(server.addresses[0], "GET", "/readyz")
+    assert status == 200 and json.loads(body)["data"]["status"] == "ready"
+    status, _, body = await http_request(server.addresses[0], "GET", "/nope")
+    assert status == 404 and json.loads(body)["code"] == 404
+    status, _, _ = await http_request(server.addresses[0], "POST", "/healthz")
+    assert status == 405
+
+
+async def test_server_stop_closes_clients_with_1001(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv(ws)
+        server.stop()
+        assert await close_code(ws) == 1001
