@@ -263,12 +263,12 @@ def test_token_from_another_issuer_is_refused_as_wrong_issuer(tmp_path: Path):
     assert refusal_key(TokenVerifier(config), token) == "token_issuer"
 
 
-def test_token_without_issuer_is_refused_as_invalid_when_an_issuer_is_configured(
+def test_token_without_issuer_is_refused_as_wrong_issuer_when_an_issuer_is_configured(
     tmp_path: Path,
 ):
     config = make_config(tmp_path, **{"auth.issuer": "https://crm.example"})
     token = jwt.encode({"user_id": 1}, SECRET, algorithm="HS256")
-    assert refusal_key(TokenVerifier(config), token) == "token_invalid"
+    assert refusal_key(TokenVerifier(config), token) == "token_issuer"
 
 
 def test_token_for_another_audience_is_refused_as_wrong_audience(tmp_path: Path):
@@ -286,7 +286,19 @@ def test_token_listing_the_configured_audience_among_others_is_accepted(tmp_path
 def test_token_without_audience_is_refused_when_an_audience_is_configured(tmp_path: Path):
     config = make_config(tmp_path, **{"auth.audience": "wsserver"})
     token = jwt.encode({"user_id": 1}, SECRET, algorithm="HS256")
-    assert refusal_key(TokenVerifier(config), token) == "token_invalid"
+    assert refusal_key(TokenVerifier(config), token) == "token_audience"
+
+
+def test_integer_sub_is_a_user_id(tmp_path: Path):
+    token = jwt.encode({"sub": 5}, SECRET, algorithm="HS256")
+    assert TokenVerifier(make_config(tmp_path)).verify(token).user_id == 5
+
+
+def test_short_secret_still_verifies_without_warning_per_token(tmp_path: Path):
+    config = make_config(tmp_path, **{"auth.jwt_secret": "short"})
+    verifier = TokenVerifier(config)
+    token = mint_token(config, {"user_id": 1}, ttl=60)
+    assert verifier.verify(token).user_id == 1  # filterwarnings=error would raise
 
 
 def test_token_carrying_an_audience_is_accepted_when_none_is_configured(tmp_path: Path):
@@ -486,12 +498,18 @@ def test_device_id_comes_from_the_query():
 
 
 def test_principal_of_a_user_is_user_type_and_user_id_as_strings():
-    assert Identity(user_id=42, user_type=1).principal == ("1", "42")
+    assert Identity(user_id=42, user_type=1).principal == ("user", "1", "42")
     assert (
         Identity(user_id="42", user_type="1").principal
         == Identity(user_id=42, user_type=1).principal
     )
-    assert Identity(user_id=42).principal == ("", "42")
+    assert Identity(user_id=42).principal == ("user", "", "42")
+
+
+def test_no_token_can_claim_the_principal_of_an_activation_code():
+    impostor = Identity(user_id="CODE1", user_type="code")
+    assert impostor.principal != Identity(activation_code="CODE1").principal
+    assert Identity(user_id="CODE1", user_type="device").principal != Identity(activation_code="CODE1").principal
 
 
 def test_same_user_id_with_another_user_type_is_another_principal():
@@ -501,7 +519,7 @@ def test_same_user_id_with_another_user_type_is_another_principal():
 def test_principal_of_a_desktop_client_is_its_activation_code():
     ident = Identity(activation_code="CODE1", group_id=5)
     assert ident.is_device
-    assert ident.principal == ("code", "CODE1")
+    assert ident.principal == ("device", "CODE1")
     assert Identity(activation_code="CODE1", group_id=6).principal == ident.principal
 
 

@@ -280,7 +280,7 @@ def test_new_tab_over_the_per_user_limit_replaces_the_oldest_with_4004():
     assert second_out.closed == []
     assert third_out.last["type"] == "connected"
     assert first not in hub.sessions
-    assert set(hub.principals[("", "u1")]) == {second, "third"}
+    assert set(hub.principals[("user", "", "u1")]) == {second, "third"}
 
 
 def test_replaced_tab_leaves_its_rooms():
@@ -305,7 +305,7 @@ def test_new_tab_over_the_per_user_limit_is_refused_with_429_under_reject():
     refusal = hub.authenticate("second", user("u1"))
     assert refusal == Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
     assert first_out.closed == []
-    assert set(hub.principals[("", "u1")]) == {first}
+    assert set(hub.principals[("user", "", "u1")]) == {first}
 
 
 def test_per_user_limit_does_not_count_other_users():
@@ -336,7 +336,7 @@ def test_closing_one_tab_keeps_the_principal_and_its_other_tab():
     tab1, _ = connect(hub, user("u1"))
     tab2, _ = connect(hub, user("u1"))
     hub.close(tab1)
-    assert set(hub.principals[("", "u1")]) == {tab2}
+    assert set(hub.principals[("user", "", "u1")]) == {tab2}
     assert hub.per_ip == {"10.0.0.1": 1}
 
 
@@ -840,3 +840,17 @@ def test_stats_count_connections_by_kind():
     assert stats["device_connections"] == 1
     assert stats["pending_connections"] == 1
     assert stats["principals"] == 2
+
+
+def test_a_failing_handler_answers_internal_and_the_hub_keeps_serving():
+    hub = make_hub()
+    conn_id, outlet = connect(hub, user("u1"))
+
+    def broken(session: Any, msg: Any) -> None:
+        raise RuntimeError("bug")
+
+    hub.handlers["broken"] = broken
+    send(hub, conn_id, "broken", id="b")
+    err = error_of(outlet)
+    assert err["data"]["code"] == "internal" and err["id"] == "b"
+    join(hub, conn_id, "lobby", outlet)

@@ -69,7 +69,7 @@ class ServerProcess:
                     return m.group(1), int(m.group(2))
 
     async def wait(self) -> int:
-        out, err = await trio.to_thread.run_sync(lambda: self.proc.communicate(timeout=20))
+        _out, err = await trio.to_thread.run_sync(lambda: self.proc.communicate(timeout=20))
         self.log += err.decode()
         return self.proc.returncode
 

@@ -13,14 +13,17 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 
 from wsserver.errors import AuthError
 from wsserver.protocol.envelope import id_key
@@ -28,6 +31,9 @@ from wsserver.protocol.envelope import id_key
 if TYPE_CHECKING:
     from wsserver.config import Config
 
+log = logging.getLogger("wsserver.auth")
+
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 KEY_ALGORITHMS = frozenset({"RS256", "ES256"})
 SECRET_FILE = "jwt_secret"
@@ -64,11 +70,15 @@ class Identity:
         return self.role == ADMIN_ROLE
 
     @property
-    def principal(self) -> tuple[str, str]:
-        """The key that groups a principal's connections (tabs, devices)."""
+    def principal(self) -> tuple[str, ...]:
+        """The key that groups a principal's connections (tabs, devices).
+
+        Users and desktop clients have keys of different shapes, so no token
+        can ever name the principal of an activation code.
+        """
         if self.activation_code is not None:
-            return ("code", self.activation_code)
-        return (id_key(self.user_type), id_key(self.user_id))
+            return ("device", self.activation_code)
+        return ("user", id_key(self.user_type), id_key(self.user_id))
 
     @property
     def group_key(self) -> str:
@@ -110,12 +120,21 @@ def load_or_create_secret(data_dir: str | os.PathLike[str]) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text(encoding="utf-8").strip()
+    # Written whole under a private name, then put in place atomically: a
+    # process racing us sees either no file or the complete secret.
+    tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(secret + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # fails if another process won the race
+    except FileExistsError:
+        secret = path.read_text(encoding="utf-8").strip()
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return secret
 
 
@@ -137,6 +156,10 @@ class TokenVerifier:
         self._public_key: str | None = None
         if HMAC_ALGORITHMS.intersection(self._algorithms):
             self._hmac_key = _hmac_secret(config)
+            if len(self._hmac_key.encode()) < MIN_SECRET_BYTES:
+                log.warning(
+                    "auth.jwt_secret is shorter than %d bytes; use a longer secret", MIN_SECRET_BYTES
+                )
         if KEY_ALGORITHMS.intersection(self._algorithms) and auth.jwt_public_key_file:
             self._public_key = Path(auth.jwt_public_key_file).read_text(encoding="utf-8")
 
@@ -153,14 +176,26 @@ class TokenVerifier:
         if not key:
             raise AuthError("jwt_not_configured")
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                issuer=self._issuer,
-                audience=self._audience,
-                options={"verify_aud": self._audience is not None, "require": []},
-            )
+            with warnings.catch_warnings():
+                # a short shared secret is reported once at start-up, not per token
+                warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    issuer=self._issuer,
+                    audience=self._audience,
+                    # `sub` may be an integer id (SPEC: ids are strings or integers);
+                    # identity_from_claims checks its type instead.
+                    options={
+                        "verify_aud": self._audience is not None,
+                        "verify_sub": False,
+                        "require": [],
+                    },
+                )
+        except jwt.MissingRequiredClaimError as err:
+            key = {"iss": "token_issuer", "aud": "token_audience"}.get(err.claim, "token_invalid")
+            raise AuthError(key) from None
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired") from None
         except jwt.ImmatureSignatureError:
@@ -234,4 +269,6 @@ def mint_token(
     alg = next((a for a in algs if a in HMAC_ALGORITHMS), None)
     if alg is None:
         raise ValueError("auth.algorithms allows no HS* algorithm; pass a private key")
-    return jwt.encode(payload, _hmac_secret(config), algorithm=alg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        return jwt.encode(payload, _hmac_secret(config), algorithm=alg)

@@ -17,6 +17,7 @@ name another group.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -33,10 +34,12 @@ from wsserver.protocol.i18n import text
 if TYPE_CHECKING:
     from wsserver.config import Config
 
+log = logging.getLogger("wsserver.hub")
+
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 RoomKey = tuple[str, str]  # (group key, room name)
-Principal = tuple[str, str]
+Principal = tuple[str, ...]  # ("user", type, id) or ("device", code)
 
 
 class Outlet(Protocol):
@@ -294,6 +297,10 @@ class Hub:
             handler(session, msg)
         except ProtocolError as err:
             self.send_error(session, err, msg)
+        except Exception:
+            # A bug must cost one message, not the hub: the sender hears `internal`.
+            log.exception("handler for %r failed on connection %s", msg.type, conn_id)
+            self.send_error(session, ProtocolError(ErrorCode.INTERNAL, "internal"), msg)
 
     # -- rooms (SPEC 4.2) ----------------------------------------------------
 
