@@ -436,3 +436,58 @@ async def test_server_stop_closes_clients_with_1001(live_server: Any) -> None:
         await recv(ws)
         server.stop()
         assert await close_code(ws) == 1001
+
+
+async def test_api_listen_moves_the_api_to_its_own_listener(live_server: Any) -> None:
+    server = await live_server(server__api_listen="127.0.0.1:0")
+    assert server.api_addresses
+    status, _, _ = await http_request(server.api_addresses[0], "GET", "/healthz")
+    assert status == 200
+    # the public listener keeps /healthz and WebSocket, but not /api/*
+    status, _, _ = await http_request(server.addresses[0], "GET", "/api/anything")
+    assert status == 404
+    # the API listener never upgrades
+    status, _, _ = await http_request(server.api_addresses[0], "GET", "/ws", headers=UPGRADE)
+    assert status == 404
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        assert (await recv(ws))["type"] == "connected"
+
+
+async def test_tls_listener_serves_wss(live_server: Any, tmp_path: Any) -> None:
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = await live_server(server__tls_cert=str(cert_path), server__tls_key=str(key_path))
+    ctx = ssl.create_default_context(cafile=str(cert_path))
+    port = server.addresses[0][1]
+    from trio_websocket import open_websocket_url
+
+    async with open_websocket_url(f"wss://localhost:{port}/ws?token={token(server.config)}", ssl_context=ctx) as ws:
+        assert (await recv(ws))["type"] == "connected"
+        await ws.aclose()
+    with trio.CancelScope(shield=True):
+        await ws._stream.aclose()

@@ -24,7 +24,7 @@ from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from wsserver._version import __version__
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
-from wsserver.config import Config
+from wsserver.config import Config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
@@ -63,15 +63,11 @@ def _peer_ip(stream: trio.abc.Stream) -> str:
         return "unknown"
 
 
-def _parse_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class Server:
     """One wsserver instance: configuration, the hub, its actor and the listeners."""
 
     def __init__(self, config: Config) -> None:
+        validate_config(config)  # a Config built by an embedding host skipped load_config
         self.config = config
         self.hub = Hub(config)
         self.registry = Registry(self.hub)
@@ -129,19 +125,20 @@ class Server:
             main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
             api_listeners: list[Any] = []
             if cfg.server.api_listen:
-                api_listeners = await self._open(_parse_hostport(cfg.server.api_listen))
+                api_listeners = await self._open(parse_host_port(cfg.server.api_listen))
             ctx = self._ssl_context()
             self.addresses = [tuple(lst.socket.getsockname()[:2]) for lst in main_listeners]
             self.api_addresses = [tuple(lst.socket.getsockname()[:2]) for lst in api_listeners]
             if ctx is not None:
                 main_listeners = [trio.SSLListener(lst, ctx, https_compatible=True) for lst in main_listeners]
             async with trio.open_nursery() as handlers:
-                accept = trio.CancelScope()
+                accepting: list[trio.CancelScope] = []
 
                 async def accept_loop(
                     listeners: list[Any], api_only: bool, task_status: trio.TaskStatus[Any]
                 ) -> None:
-                    with accept:
+                    with trio.CancelScope() as scope:
+                        accepting.append(scope)
                         await trio.serve_listeners(
                             lambda s: self._handle_stream(s, api_only),
                             listeners,
@@ -161,7 +158,8 @@ class Server:
                 await self._stop.wait()
                 log.info("shutting down")
                 self.ready = False
-                accept.cancel()
+                for scope in accepting:
+                    scope.cancel()
                 await self.registry.call(self.hub.close_all, CloseCode.GOING_AWAY, "shutting_down")
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
             root.cancel_scope.cancel()
