@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from wsserver.auth import Identity
+from wsserver.core.direct import DirectMessaging
+from wsserver.core.messages import MessageStore
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 from wsserver.protocol.i18n import text
@@ -99,12 +102,45 @@ class CodeRecord:
 Handler = Callable[[Session, Inbound], None]
 
 
+class Journal(Protocol):
+    """What the hub needs of durable storage (`wsserver.storage` implements it):
+    a non-blocking append that numbers records, and how far they are durable."""
+
+    @property
+    def durable_upto(self) -> int:
+        """The number of the last record that is durable."""
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Queue one record for writing; returns its number (never blocks)."""
+
+
+class InstantJournal:
+    """A journal that keeps nothing and is durable at once (no data directory)."""
+
+    def __init__(self) -> None:
+        self.durable_upto = 0
+
+    def append(self, record: dict[str, Any]) -> int:
+        self.durable_upto += 1
+        return self.durable_upto
+
+
 class Hub:
     """Shared state and the rules of connections, principals and rooms."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        storage: Journal | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.storage: Journal = storage if storage is not None else InstantJournal()
+        self.appliers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.on_authenticated: list[Callable[[Session], None]] = []
+        self.last_n = 0  # the journal number of the last record this hub appended
+        self._pending: deque[tuple[int, Callable[[], None]]] = deque()
         self.sessions: dict[str, Session] = {}
         self.principals: dict[Principal, dict[str, Session]] = {}
         self.per_ip: dict[str, int] = {}
@@ -122,6 +158,55 @@ class Hub:
             "room_message": self._room_message,
             "room_members": self._room_members,
         }
+        self.direct = DirectMessaging(self)
+
+    # -- durable state -------------------------------------------------------
+
+    def record(self, rec: dict[str, Any]) -> int:
+        """Journal one durable change and apply it; returns its journal number."""
+        n = self.storage.append(rec)
+        rec["n"] = n
+        self.appliers[rec["t"]](rec)
+        self.last_n = n
+        return n
+
+    def after_commit(self, announce: Callable[[], None]) -> None:
+        """Run `announce` once every record appended so far is durable.
+
+        Acknowledgements and the pushes they imply go through here, so a
+        client never hears of a change that a crash could still take back.
+        """
+        if self.last_n <= self.storage.durable_upto:
+            announce()
+        else:
+            self._pending.append((self.last_n, announce))
+
+    def release(self) -> None:
+        """Run the announcements whose records became durable (registry command)."""
+        durable = self.storage.durable_upto
+        pending = self._pending
+        while pending and pending[0][0] <= durable:
+            _, announce = pending.popleft()
+            try:
+                announce()
+            except Exception:
+                log.exception("announcement failed")
+
+    def restore(self, state: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
+        """Rebuild durable state at start-up: the snapshot, then the journal."""
+        if state is not None:
+            self.direct.store = MessageStore.from_state(state["messages"], self.direct.store.policy)
+            self.appliers.update(
+                {t: self.direct.store.apply for t in ("msg", "status", "drop", "trunc_seen")}
+            )
+            self.last_n = state.get("n", 0)
+        for rec in records:
+            self.appliers[rec["t"]](rec)
+            self.last_n = max(self.last_n, rec.get("n", 0))
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """A detached copy of all durable state, for `storage.request_snapshot`."""
+        return {"n": self.last_n, "messages": self.direct.store.to_state()}
 
     # -- small helpers -------------------------------------------------------
 
@@ -231,6 +316,8 @@ class Hub:
         session.device_info = device_info
         self.principals.setdefault(principal, {})[conn_id] = session
         self._greet(session, request_id)
+        for hook in self.on_authenticated:
+            hook(session)
         return None
 
     def _greet(self, session: Session, request_id: Any) -> None:

@@ -39,6 +39,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "room_full": ("房间人数已满", "the room is full"),
     "group_forbidden": ("无权访问其他分组", "no access to another group"),
     "device_no_rooms": ("桌面客户端不能加入房间", "activation-code clients cannot join rooms"),
+    "not_recipient": ("只有接收者可以回执该消息", "only the recipient may acknowledge this message"),
     "internal": ("服务器内部错误", "internal server error"),
     # authentication failures
     "token_missing": ("未提供令牌", "no token given"),

@@ -1,0 +1,391 @@
+"""Direct messages between principals (SPEC 4.3; seeds 002, 003, 004), without I/O.
+
+`DirectMessaging` plugs into a `Hub`: it registers the client message types,
+turns them into records (`MessageStore.apply` is the only mutation), and
+decides who hears what. Every frame that announces a durable change
+(`message_sent`, `new_message`, `message_status`) is sent through
+`hub.after_commit`, i.e. only once the record is durable under
+`storage.fsync`, so an acknowledged message survives `kill -9`.
+
+Sender identity (`from`, `from_user_id`, ...) always comes from the
+connection's identity, never from the client's payload.
+
+Isolation: a message lives in the sender's group (an admin may name
+`to_group_id`); it reaches only connections of that group.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wsserver.core.messages import Key, MessageStore, RetentionPolicy, principal_key
+from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.envelope import Inbound, encode, field, id_key
+
+if TYPE_CHECKING:
+    from wsserver.core.hub import Hub, Session
+
+MAX_TEXT = 65536
+MAX_PAGE = 100
+
+
+def _bad(name: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=name)
+
+
+def _id_value(data: Any, name: str, *, required: bool = True) -> Any:
+    """A user id or user type: a non-empty string or an integer."""
+    value = field(data, name, (str, int), required=required)
+    if value == "":
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field=name)
+    return value
+
+
+class DirectMessaging:
+    """The direct-message handlers of a hub and their durable store."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        cfg = hub.config.messages
+        self.store = MessageStore(
+            RetentionPolicy(
+                dedup_window_ms=int(cfg.dedup_window * 1000),
+                mailbox_limit=cfg.mailbox_limit,
+                mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
+                history_limit=cfg.history_limit,
+            )
+        )
+        hub.appliers.update({t: self.store.apply for t in ("msg", "status", "drop", "trunc_seen")})
+        hub.handlers.update(
+            {
+                "send_message": self._send_message,
+                "user_message": self._user_message,
+                "message": self._seed003_message,
+                "message_delivered": self._delivered,
+                "message_read": self._read,
+                "read": self._read,
+                "typing": self._typing,
+                "sync": self._sync,
+                "history": self._history,
+            }
+        )
+        hub.on_authenticated.append(self._deliver_mailbox)
+
+    # -- addressing ----------------------------------------------------------
+
+    def own_key(self, session: Session) -> Key:
+        ident = session.identity
+        assert ident is not None
+        return principal_key(ident.group_key, id_key(ident.user_type), id_key(ident.user_id))
+
+    def _target_group(self, session: Session, data: dict[str, Any]) -> str:
+        ident = session.identity
+        assert ident is not None
+        group = data.get("to_group_id")
+        if group is None or id_key(group) == ident.group_key:
+            return ident.group_key
+        if not ident.is_admin:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="to_group_id")
+        return id_key(group)
+
+    def connections_of(self, key: Key) -> list[Session]:
+        """The live connections of a principal in a group."""
+        group, user_type, user_id = key.split("|", 2)
+        sessions = self.hub.principals.get(("user", user_type, user_id), {})
+        return [s for s in sessions.values() if s.identity and s.identity.group_key == group]
+
+    def _recipient(self, session: Session, data: dict[str, Any], id_field: str, type_field: str) -> Key:
+        to_id = _id_value(data, id_field)
+        to_type = _id_value(data, type_field, required=False)
+        return principal_key(self._target_group(session, data), id_key(to_type), id_key(to_id))
+
+    # -- frames --------------------------------------------------------------
+
+    def _new_message(self, m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
+        sender = m["from"]
+        data = {
+            "id": str(m["id"]),
+            "message_id": m["id"],
+            "seq": m["seq"],
+            "session_id": m.get("session_id"),
+            "from": sender,
+            "from_user_id": sender["user_id"],
+            "to_user_id": m["to"]["user_id"],
+            "text": m["text"],
+            "time": m["time"],
+            "message_type": m.get("message_type", "text"),
+            "reply_to_message_id": m.get("reply_to"),
+            "status": m["status"],
+            "offline": offline,
+        }
+        if sender.get("user_type") is not None:
+            data["from_user_type"] = sender["user_type"]
+        if m["to"].get("user_type") is not None:
+            data["to_user_type"] = m["to"]["user_type"]
+        if m.get("extra"):
+            data["extra"] = m["extra"]
+        return data
+
+    def _sent_reply(self, m: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
+        data = {
+            "message_id": m["id"],
+            "client_msg_id": m.get("cmid"),
+            "seq": m["seq"],
+            "status": "sent",
+            "time": m["time"],
+        }
+        if duplicate:
+            data["duplicate"] = True
+        return data
+
+    # -- send ----------------------------------------------------------------
+
+    def _send_message(self, session: Session, msg: Inbound) -> None:
+        data = msg.data
+        if not isinstance(data, dict):
+            raise _bad("data")
+        text = data.get("message", data.get("text"))
+        if text is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="message")
+        self.send(session, msg, self._recipient(session, data, "to_user_id", "to_user_type"), data, text)
+
+    def _user_message(self, session: Session, msg: Inbound) -> None:
+        """Seed 004: `user_message {to, text}`."""
+        data = msg.data
+        if not isinstance(data, dict):
+            raise _bad("data")
+        text = data.get("text", data.get("message"))
+        if text is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="text")
+        self.send(session, msg, self._recipient(session, data, "to", "to_user_type"), data, text)
+
+    def _seed003_message(self, session: Session, msg: Inbound) -> None:
+        """Seed 003: `{"event":"message","receiver":{id,type},"data":{...}}`."""
+        receiver = msg.raw.get("receiver")
+        if not isinstance(receiver, dict):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="receiver")
+        data = msg.data if isinstance(msg.data, dict) else {"text": msg.data}
+        text = data.get("text", data.get("content", data.get("message")))
+        if text is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="data.text")
+        addressed = {"to_user_id": receiver.get("id"), "to_user_type": receiver.get("type")}
+        if "to_group_id" in data:
+            addressed["to_group_id"] = data["to_group_id"]
+        try:
+            to = self._recipient(session, addressed, "to_user_id", "to_user_type")
+        except ProtocolError as err:
+            err.field = {"to_user_id": "receiver.id", "to_user_type": "receiver.type"}.get(
+                err.field or "", err.field
+            )
+            raise
+        self.send(session, msg, to, data, text)
+
+    def send(self, session: Session, msg: Inbound, to: Key, data: dict[str, Any], text: Any) -> None:
+        """Store one message for `to` and announce it once it is durable."""
+        hub = self.hub
+        ident = session.identity
+        assert ident is not None
+        if not isinstance(text, str):
+            raise _bad("message" if "message" in data else "text")
+        if len(text) > MAX_TEXT:
+            raise ProtocolError(ErrorCode.TOO_LARGE, "field_invalid", field="message")
+        cmid = data.get("client_msg_id")
+        if cmid is not None and (not isinstance(cmid, str | int) or isinstance(cmid, bool)):
+            raise _bad("client_msg_id")
+        message_type = data.get("message_type", "text")
+        if not isinstance(message_type, str):
+            raise _bad("message_type")
+        session_id = data.get("session_id")
+        if session_id is not None and not isinstance(session_id, str | int):
+            raise _bad("session_id")
+        reply_to = data.get("reply_to_message_id")
+        if reply_to is not None and (not isinstance(reply_to, int) or isinstance(reply_to, bool)):
+            raise _bad("reply_to_message_id")
+        me = self.own_key(session)
+        now = hub.now_ms()
+        if cmid is not None:
+            first = self.store.find_duplicate(me, str(cmid), now)
+            if first is not None:
+                reply = encode(
+                    "message_sent", self._sent_reply(first, duplicate=True), now, request_id=msg.id
+                )
+                hub.after_commit(lambda: hub.send(session, reply))
+                return
+        to_group, to_type, to_id = to.split("|", 2)
+        recipient_live = bool(self.connections_of(to))
+        record = {
+            "t": "msg",
+            "id": self.store.next_id,
+            "seq": self.store.seq.get(to, 0) + 1,
+            "from_key": me,
+            "to_key": to,
+            "from": {
+                "user_id": ident.user_id,
+                "user_type": ident.user_type,
+                "username": ident.username,
+            },
+            "to": {
+                "user_id": _echo_id(data, ("to_user_id", "to"), to_id, msg),
+                "user_type": _echo_type(data, to_type, msg),
+                "group_id": to_group,
+            },
+            "text": text,
+            "session_id": session_id,
+            "message_type": message_type,
+            "reply_to": reply_to,
+            "cmid": None if cmid is None else str(cmid),
+            "time": now,
+            "boxed": not recipient_live,
+        }
+        hub.record(record)
+        m = self.store.messages[record["id"]]
+        sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
+
+        def announce() -> None:
+            hub.send(session, sent)
+            frame = encode("new_message", self._new_message(m, offline=False), hub.now_ms())
+            # the recipient's connections now (they may have connected meanwhile)
+            # and the sender's other tabs
+            targets = {s.conn_id: s for s in self.connections_of(to)}
+            for s in self.connections_of(me):
+                if s is not session:
+                    targets[s.conn_id] = s
+            hub.fan_out(targets.values(), frame)
+
+        hub.after_commit(announce)
+
+    # -- receipts ------------------------------------------------------------
+
+    def _receipt(self, session: Session, msg: Inbound, status: str) -> None:
+        data = msg.data
+        if isinstance(data, int | str) and not isinstance(data, bool):
+            data = {"message_id": data}
+        mid = field(data, "message_id", (int, str))
+        try:
+            mid = int(mid)
+        except ValueError:
+            raise _bad("message_id") from None
+        m = self.store.messages.get(mid)
+        if m is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
+        if m["to_key"] != self.own_key(session):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not_recipient", field="message_id")
+        hub = self.hub
+        if STATUS_ORDER.index(status) <= STATUS_ORDER.index(m["status"]):
+            return  # already there: receipts are idempotent
+        now = hub.now_ms()
+        hub.record({"t": "status", "id": mid, "status": status, "time": now})
+        frame = encode("message_status", {"message_id": mid, "status": status, "timestamp": now}, now)
+
+        def announce() -> None:
+            targets = {s.conn_id: s for s in self.connections_of(m["from_key"])}
+            if status == "read":  # the reader's other tabs mark it read too
+                for s in self.connections_of(m["to_key"]):
+                    if s is not session:
+                        targets[s.conn_id] = s
+            hub.fan_out(targets.values(), frame)
+
+        hub.after_commit(announce)
+
+    def _delivered(self, session: Session, msg: Inbound) -> None:
+        self._receipt(session, msg, "delivered")
+
+    def _read(self, session: Session, msg: Inbound) -> None:
+        self._receipt(session, msg, "read")
+
+    # -- typing, sync, history -------------------------------------------------
+
+    def _typing(self, session: Session, msg: Inbound) -> None:
+        data = msg.data
+        if not isinstance(data, dict):
+            raise _bad("data")
+        to = self._recipient(session, data, "to_user_id", "to_user_type")
+        typing = data.get("typing", True)
+        if not isinstance(typing, bool):
+            raise _bad("typing")
+        ident = session.identity
+        assert ident is not None
+        frame = encode(
+            "typing",
+            {
+                "from": {"user_id": ident.user_id, "user_type": ident.user_type, "username": ident.username},
+                "typing": typing,
+            },
+            self.hub.now_ms(),
+        )
+        self.hub.fan_out(self.connections_of(to), frame)
+
+    def _sync(self, session: Session, msg: Inbound) -> None:
+        data = msg.data if msg.data is not None else {}
+        last_seq = field(data, "last_seq", int, required=False) or 0
+        me = self.own_key(session)
+        hub = self.hub
+        for m in self.store.since(me, last_seq):
+            hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), hub.now_ms()))
+        hub.reply(session, msg, "sync_done", {"last_seq": self.store.seq.get(me, 0)})
+
+    def _history(self, session: Session, msg: Inbound) -> None:
+        data = msg.data
+        if not isinstance(data, dict):
+            raise _bad("data")
+        limit = field(data, "limit", int, required=False)
+        limit = MAX_PAGE if limit is None else limit
+        if not 1 <= limit <= MAX_PAGE:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field="limit")
+        before = field(data, "before_message_id", int, required=False)
+        me = self.own_key(session)
+        if data.get("with_user_id") is not None:
+            other = self._recipient(session, data, "with_user_id", "with_user_type")
+            page, more = self.store.history(me, other, before, limit)
+        elif data.get("session_id") is not None:
+            sid = field(data, "session_id", (str, int))
+            page, more = self.store.session_history(me, sid, before, limit)
+        else:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="with_user_id")
+        messages = [self._new_message(m, offline=False) for m in page]
+        self.hub.reply(session, msg, "history", {"messages": messages, "has_more": more})
+
+    # -- on connect ------------------------------------------------------------
+
+    def _deliver_mailbox(self, session: Session) -> None:
+        """Expire, report truncation, then push undelivered messages in seq order."""
+        ident = session.identity
+        if ident is None or ident.is_device:
+            return
+        me = self.own_key(session)
+        hub = self.hub
+        now = hub.now_ms()
+        expired = self.store.expired(me, now)
+        if expired:
+            hub.record({"t": "drop", "to": me, "ids": expired, "reason": "ttl"})
+        dropped = self.store.truncated.get(me, 0)
+        if dropped:
+            hub.record({"t": "trunc_seen", "to": me})
+            hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
+        durable = hub.storage.durable_upto
+        for m in self.store.mailbox_messages(me):
+            if m.get("n", 0) <= durable:  # newer ones are announced when they commit
+                hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+
+
+STATUS_ORDER = ["sent", "delivered", "read"]
+
+
+def _echo_id(data: dict[str, Any], names: tuple[str, ...], fallback: str, msg: Inbound) -> Any:
+    """The recipient id as the client wrote it (ids are echoed as they came)."""
+    for name in names:
+        if data.get(name) is not None:
+            return data[name]
+    receiver = msg.raw.get("receiver")
+    if isinstance(receiver, dict) and receiver.get("id") is not None:
+        return receiver["id"]
+    return fallback
+
+
+def _echo_type(data: dict[str, Any], fallback: str, msg: Inbound) -> Any:
+    if data.get("to_user_type") is not None:
+        return data["to_user_type"]
+    receiver = msg.raw.get("receiver")
+    if isinstance(receiver, dict) and receiver.get("type") is not None:
+        return receiver["type"]
+    return fallback or None

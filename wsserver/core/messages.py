@@ -1,0 +1,252 @@
+"""Durable direct messages: records, per-recipient sequence numbers, mailboxes,
+receipts, de-duplication and bounded history, without I/O.
+
+The state is event-sourced. Every durable change is a plain JSON-able record
+(`{"t": "msg" | "status" | "drop" | "trunc_seen", ...}`) that `apply()` folds
+into the state; the hub applies a record at the moment it appends it to the
+journal, and start-up replays the snapshot and the journal through the same
+`apply()`. So "replay reproduces the state" holds by construction, and the
+property tests check it.
+
+Invariants:
+- `next_id` only grows; a recipient's `seq` only grows (both survive restarts
+  because they are derived from records).
+- A mailbox holds the ids of messages sent while their recipient had no
+  connection, in `seq` order, until a `delivered`/`read` receipt or a drop
+  (limit or TTL). Dropped ids are counted in `truncated` until the recipient is
+  told (`mailbox_truncated`).
+- A message is kept while it is in a mailbox or among the last
+  `history_limit` messages of its conversation; then it is forgotten.
+- Recipients are addressed inside a group: the key is (group, user_type,
+  user_id) as strings, so a mailbox or a conversation never spans two groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
+
+Key = str  # "group|user_type|user_id"
+
+
+def principal_key(group: str, user_type: str, user_id: str) -> Key:
+    """The storage key of a principal inside a group (all parts in string form)."""
+    return f"{group}|{user_type}|{user_id}"
+
+
+def conversation_key(a: Key, b: Key) -> str:
+    """The key of the conversation between two principals (order-free)."""
+    return f"{a}>{b}" if a <= b else f"{b}>{a}"
+
+
+@attrs.define(slots=True)
+class RetentionPolicy:
+    """How much is kept; from `[messages]`."""
+
+    dedup_window_ms: int = 600_000
+    mailbox_limit: int = 1000
+    mailbox_ttl_ms: int = 604_800_000
+    history_limit: int = 1000
+
+
+@attrs.define
+class MessageStore:
+    """All durable direct-message state. Mutated only through `apply()`."""
+
+    policy: RetentionPolicy = attrs.field(factory=RetentionPolicy)
+    next_id: int = 1
+    messages: dict[int, dict[str, Any]] = attrs.field(factory=dict)
+    seq: dict[Key, int] = attrs.field(factory=dict)
+    mailbox: dict[Key, dict[int, None]] = attrs.field(factory=dict)  # ordered set of ids
+    truncated: dict[Key, int] = attrs.field(factory=dict)
+    conversations: dict[str, list[int]] = attrs.field(factory=dict)
+    inbox: dict[Key, list[int]] = attrs.field(factory=dict)  # ids received, seq order
+    dedup: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # sender|cmid -> (id, time)
+
+    # -- reading -------------------------------------------------------------
+
+    def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
+        """The earlier message with this `client_msg_id` within the window, if kept."""
+        hit = self.dedup.get(f"{sender}|{client_msg_id}")
+        if hit is None or now_ms - hit[1] > self.policy.dedup_window_ms:
+            return None
+        return self.messages.get(hit[0])
+
+    def mailbox_messages(self, recipient: Key) -> list[dict[str, Any]]:
+        """Undelivered messages of `recipient`, in `seq` order."""
+        box = self.mailbox.get(recipient, {})
+        return [self.messages[i] for i in box if i in self.messages]
+
+    def since(self, recipient: Key, last_seq: int) -> list[dict[str, Any]]:
+        """Kept messages received by `recipient` with `seq > last_seq`, in order."""
+        out = []
+        for i in self.inbox.get(recipient, ()):
+            m = self.messages.get(i)
+            if m is not None and m["seq"] > last_seq:
+                out.append(m)
+        return out
+
+    def history(
+        self, a: Key, b: Key, before_id: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` messages of the a–b conversation before `before_id`, oldest first."""
+        ids = self.conversations.get(conversation_key(a, b), [])
+        if before_id is not None:
+            ids = [i for i in ids if i < before_id]
+        page = ids[-limit:] if limit else []
+        return [self.messages[i] for i in page], len(ids) > len(page)
+
+    def session_history(
+        self, party: Key, session_id: str, before_id: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Like `history`, for the messages of one `session_id` that `party` sent or got."""
+        ids = sorted(
+            i
+            for i, m in self.messages.items()
+            if m.get("session_id") == session_id
+            and party in (m["from_key"], m["to_key"])
+            and (before_id is None or i < before_id)
+        )
+        page = ids[-limit:] if limit else []
+        return [self.messages[i] for i in page], len(ids) > len(page)
+
+    def expired(self, recipient: Key, now_ms: int) -> list[int]:
+        """Mailbox ids older than the mailbox TTL."""
+        ttl = self.policy.mailbox_ttl_ms
+        return [
+            i
+            for i in self.mailbox.get(recipient, {})
+            if i in self.messages and now_ms - self.messages[i]["time"] > ttl
+        ]
+
+    # -- the only mutation -----------------------------------------------------
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold one record into the state (at run time and at replay)."""
+        kind = rec["t"]
+        if kind == "msg":
+            self._apply_msg(rec)
+        elif kind == "status":
+            m = self.messages.get(rec["id"])
+            if m is not None and STATUS_RANK[rec["status"]] > STATUS_RANK[m["status"]]:
+                m["status"] = rec["status"]
+                m[f"{rec['status']}_at"] = rec["time"]
+                self._unbox(m["to_key"], [m["id"]])
+        elif kind == "drop":
+            dropped = self._unbox(rec["to"], rec["ids"])
+            if dropped:
+                self.truncated[rec["to"]] = self.truncated.get(rec["to"], 0) + dropped
+        elif kind == "trunc_seen":
+            self.truncated.pop(rec["to"], None)
+        else:
+            raise ValueError(f"unknown record type {kind!r}")
+
+    def _apply_msg(self, rec: dict[str, Any]) -> None:
+        mid = rec["id"]
+        msg = {k: v for k, v in rec.items() if k != "t"}
+        msg.setdefault("status", "sent")
+        self.messages[mid] = msg
+        self.next_id = max(self.next_id, mid + 1)
+        to = msg["to_key"]
+        self.seq[to] = max(self.seq.get(to, 0), msg["seq"])
+        self.inbox.setdefault(to, []).append(mid)
+        if msg.get("cmid") is not None:
+            key = f"{msg['from_key']}|{msg['cmid']}"
+            self.dedup.pop(key, None)  # re-insert at the end: keeps time order
+            self.dedup[key] = (mid, msg["time"])
+        self._prune_dedup(msg["time"])
+        if rec.get("boxed"):
+            box = self.mailbox.setdefault(to, {})
+            box[mid] = None
+            limit = self.policy.mailbox_limit
+            if limit and len(box) > limit:
+                over = list(box)[: len(box) - limit]
+                self.truncated[to] = self.truncated.get(to, 0) + self._unbox(to, over)
+        conv = self.conversations.setdefault(conversation_key(msg["from_key"], to), [])
+        conv.append(mid)
+        limit = self.policy.history_limit
+        if limit and len(conv) > limit:
+            old, conv[:] = conv[: len(conv) - limit], conv[len(conv) - limit :]
+            self._forget(old)
+
+    def _unbox(self, recipient: Key, ids: Iterable[int]) -> int:
+        box = self.mailbox.get(recipient)
+        if not box:
+            return 0
+        n = 0
+        for i in ids:
+            if box.pop(i, False) is None:
+                n += 1
+                self._forget_if_unkept(i)
+        if not box:
+            del self.mailbox[recipient]
+        return n
+
+    def _kept(self, mid: int) -> bool:
+        m = self.messages.get(mid)
+        if m is None:
+            return False
+        if mid in self.mailbox.get(m["to_key"], {}):
+            return True
+        conv = self.conversations.get(conversation_key(m["from_key"], m["to_key"]), [])
+        return bool(conv) and mid >= conv[0] and mid in conv
+
+    def _forget_if_unkept(self, mid: int) -> None:
+        if not self._kept(mid):
+            self._forget([mid])
+
+    def _forget(self, ids: Iterable[int]) -> None:
+        for mid in ids:
+            m = self.messages.get(mid)
+            if m is None or mid in self.mailbox.get(m["to_key"], {}):
+                continue
+            del self.messages[mid]
+            inbox = self.inbox.get(m["to_key"])
+            if inbox and inbox[0] == mid:
+                inbox.pop(0)
+            elif inbox and len(inbox) > 2 * max(self.policy.history_limit, 1):
+                inbox[:] = [i for i in inbox if i in self.messages]
+
+    def _prune_dedup(self, now_ms: int) -> None:
+        # Entries are inserted in time order, so expired ones sit at the front:
+        # amortised O(1), and the same records always leave the same table.
+        window = self.policy.dedup_window_ms
+        while self.dedup:
+            first = next(iter(self.dedup))
+            if now_ms - self.dedup[first][1] <= window:
+                break
+            del self.dedup[first]
+
+    # -- snapshot --------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy of the state (for the snapshot)."""
+        return {
+            "next_id": self.next_id,
+            "messages": [dict(m) for m in self.messages.values()],
+            "seq": dict(self.seq),
+            "mailbox": {k: list(v) for k, v in self.mailbox.items()},
+            "truncated": dict(self.truncated),
+            "conversations": {k: list(v) for k, v in self.conversations.items()},
+            "inbox": {k: list(v) for k, v in self.inbox.items()},
+            "dedup": {k: list(v) for k, v in self.dedup.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], policy: RetentionPolicy) -> MessageStore:
+        """Rebuild from `to_state()` output."""
+        return cls(
+            policy=policy,
+            next_id=state["next_id"],
+            messages={m["id"]: m for m in state["messages"]},
+            seq=dict(state["seq"]),
+            mailbox={k: dict.fromkeys(v) for k, v in state["mailbox"].items()},
+            truncated=dict(state["truncated"]),
+            conversations={k: list(v) for k, v in state["conversations"].items()},
+            inbox={k: list(v) for k, v in state["inbox"].items()},
+            dedup={k: (v[0], v[1]) for k, v in state["dedup"].items()},
+        )
