@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from wsserver.core.hub import Hub, Session
 
 MAX_TEXT = 65536
-MAX_PAGE = 100
+MAX_PAGE = 100  # history
+MAX_SYNC_PAGE = 500  # sync and the mailbox push on connect
 
 
 def _bad(name: str) -> ProtocolError:
@@ -70,6 +71,10 @@ class DirectMessaging:
             }
         )
         hub.on_authenticated.append(self._deliver_mailbox)
+        # ids of messages whose `new_message` announcement has not run yet: a
+        # recipient connecting meanwhile gets them from the announcement, not
+        # also from its mailbox (durable_upto may pass a record before release())
+        self._unannounced: set[int] = set()
 
     # -- addressing ----------------------------------------------------------
 
@@ -242,6 +247,7 @@ class DirectMessaging:
         sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
 
         def announce() -> None:
+            self._unannounced.discard(m["id"])
             hub.send(session, sent)
             frame = encode("new_message", self._new_message(m, offline=False), hub.now_ms())
             # the recipient's connections now (they may have connected meanwhile)
@@ -252,6 +258,7 @@ class DirectMessaging:
                     targets[s.conn_id] = s
             hub.fan_out(targets.values(), frame)
 
+        self._unannounced.add(m["id"])
         hub.after_commit(announce)
 
     # -- receipts ------------------------------------------------------------
@@ -315,14 +322,27 @@ class DirectMessaging:
         )
         self.hub.fan_out(self.connections_of(to), frame)
 
+    @property
+    def page_size(self) -> int:
+        """Messages sent in one burst (mailbox push, one `sync` page): half the
+        outbound queue at most, so a burst never trips the slow-consumer limit."""
+        return max(1, min(MAX_SYNC_PAGE, self.hub.config.limits.send_queue // 2))
+
     def _sync(self, session: Session, msg: Inbound) -> None:
         data = msg.data if msg.data is not None else {}
         last_seq = field(data, "last_seq", int, required=False) or 0
+        limit = field(data, "limit", int, required=False) or self.page_size
+        limit = max(1, min(limit, self.page_size))
         me = self.own_key(session)
         hub = self.hub
-        for m in self.store.since(me, last_seq):
-            hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), hub.now_ms()))
-        hub.reply(session, msg, "sync_done", {"last_seq": self.store.seq.get(me, 0)})
+        newer = self.store.since(me, last_seq)
+        page = newer[:limit]
+        now = hub.now_ms()
+        for m in page:
+            hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
+        more = len(newer) > len(page)
+        upto = page[-1]["seq"] if more else max(last_seq, self.store.seq.get(me, 0))
+        hub.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
 
     def _history(self, session: Session, msg: Inbound) -> None:
         data = msg.data
@@ -363,9 +383,18 @@ class DirectMessaging:
             hub.record({"t": "trunc_seen", "to": me})
             hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
         durable = hub.storage.durable_upto
-        for m in self.store.mailbox_messages(me):
-            if m.get("n", 0) <= durable:  # newer ones are announced when they commit
-                hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+        # newer ones are announced when they commit
+        waiting = [
+            m
+            for m in self.store.mailbox_messages(me)
+            if m.get("n", 0) <= durable and m["id"] not in self._unannounced
+        ]
+        page = waiting[: self.page_size]
+        for m in page:
+            hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+        if len(waiting) > len(page):
+            more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
+            hub.send(session, encode("mailbox_more", more, now))
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]

@@ -38,8 +38,9 @@ class _Reply:
 class Registry:
     """Runs commands against the state it owns, one at a time."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, after_batch: Callable[[], None] | None = None) -> None:
         self.state = state
+        self._after_batch = after_batch
         self._send, self._receive = trio.open_memory_channel[
             tuple[Callable[..., Any], tuple[Any, ...], _Reply | None]
         ](INBOX_SIZE)
@@ -71,7 +72,8 @@ class Registry:
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The actor loop: drain the inbox in batches, one scheduler trip per batch."""
+        """The actor loop: drain the inbox in batches, one scheduler trip per batch,
+        then run the `after_batch` hook (the hub releases what became durable)."""
         task_status.started()
         receive = self._receive
         while True:
@@ -94,3 +96,8 @@ class Registry:
                     item = receive.receive_nowait()
                 except trio.WouldBlock:
                     break
+            if self._after_batch is not None:
+                try:
+                    self._after_batch()
+                except Exception:
+                    log.exception("registry after-batch hook failed")

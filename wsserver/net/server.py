@@ -44,6 +44,8 @@ from wsserver.net.http import (
 )
 from wsserver.net.registry import Registry
 from wsserver.protocol.i18n import text
+from wsserver.storage.base import StorageError
+from wsserver.storage.journal import FileStorage
 
 log = logging.getLogger("wsserver.server")
 
@@ -69,8 +71,9 @@ class Server:
     def __init__(self, config: Config) -> None:
         validate_config(config)  # a Config built by an embedding host skipped load_config
         self.config = config
-        self.hub = Hub(config)
-        self.registry = Registry(self.hub)
+        self.storage = FileStorage(config.storage.dir, config.storage.fsync)
+        self.hub = Hub(config, storage=self.storage)
+        self.registry = Registry(self.hub, after_batch=self.hub.release)
         self.verifier = TokenVerifier(config)
         self.router = Router()
         self.api_router = self.router
@@ -120,8 +123,20 @@ class Server:
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `stop()`; reports `self` through `task_status` once listening."""
         cfg = self.config
+        loaded = self.storage.load()  # StorageError stops start-up, files untouched
+        self.hub.restore(loaded.state, loaded.records)
+        log.info(
+            "state loaded from %s: %d journal records after the snapshot",
+            cfg.storage.dir,
+            len(loaded.records),
+        )
         async with trio.open_nursery() as root:
+            await root.start(self.storage.run)
+            # Wake the registry when records become durable; if its inbox is
+            # full it is busy anyway and releases after the batch.
+            self.storage.on_durable(lambda n: self.registry.tell_nowait(self.hub.release))
             await root.start(self.registry.run)
+            root.start_soon(self._snapshots)
             main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
             api_listeners: list[Any] = []
             if cfg.server.api_listen:
@@ -162,8 +177,25 @@ class Server:
                     scope.cancel()
                 await self.registry.call(self.hub.close_all, CloseCode.GOING_AWAY, "shutting_down")
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
+            with trio.CancelScope(shield=True):
+                await self.registry.call(self._snapshot_now)
+                await self.storage.close()
             root.cancel_scope.cancel()
         log.info("stopped")
+
+    def _snapshot_now(self) -> int:
+        """(Registry command.) Queue a snapshot of everything recorded so far."""
+        state = self.hub.snapshot_state()
+        self.storage.request_snapshot(state, self.hub.last_n)
+        return self.hub.last_n
+
+    async def _snapshots(self) -> None:
+        """Compact the journal every `storage.snapshot_interval` when there were changes."""
+        taken = self.hub.last_n
+        while True:
+            await trio.sleep(self.config.storage.snapshot_interval)
+            if self.hub.last_n != taken:
+                taken = await self.registry.call(self._snapshot_now)
 
     # -- one TCP stream ------------------------------------------------------
 
@@ -276,8 +308,27 @@ def run_server(config: Config) -> int:
     from wsserver.ops.logging import setup_logging
 
     setup_logging(config.log.level, config.log.format)
-    trio.run(_main, config)
+    try:
+        trio.run(_main, config)
+    except (StorageError, ExceptionGroup) as exc:
+        err = _storage_error(exc)
+        if err is None:
+            raise
+        log.error("cannot start: %s", err)
+        return 2
     return 0
+
+
+def _storage_error(exc: BaseException) -> StorageError | None:
+    """The StorageError in `exc`, looking inside exception groups (trio nurseries)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _storage_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _main(config: Config) -> None:

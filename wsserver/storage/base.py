@@ -1,0 +1,251 @@
+"""The storage interface: a numbered journal of records plus snapshots of the state.
+
+The hub is event-sourced: every durable change is a JSON-able dict, a *record*,
+that the hub applies in memory and hands to `Storage.append`. Replaying the last
+snapshot and then the records after it through the same apply function rebuilds
+the state. Storage never looks inside a record.
+
+Invariants every implementation keeps:
+
+- `append` numbers records 1, 2, 3, ... and the numbering continues after a
+  restart (`Loaded.next_n`); a number is never reused.
+- `append` and `request_snapshot` never block and never do I/O. They validate and
+  encode at once, so a record that is not JSON fails in the caller, and later
+  changes to the dict cannot reach the stored copy.
+- What comes back is the JSON round trip (int keys become strings, tuples become
+  lists), and every record carries its number as key `"n"`.
+- Records and snapshot requests are written in the order they were made. A
+  snapshot at `upto` reflects exactly the records with `n <= upto`, and `upto` is
+  always the last appended number.
+- Durable callbacks receive strictly increasing numbers, from the writer task
+  (`run`, or `close` at shutdown), never from inside `append`.
+- `load` returns the last snapshot and every record after it that was durable, in
+  number order; a record whose durable callback ran is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+__all__ = [
+    "FSYNC_MODES",
+    "Loaded",
+    "MemoryStorage",
+    "Storage",
+    "StorageError",
+    "encode_record",
+]
+
+log = logging.getLogger("wsserver.storage")
+
+FSYNC_MODES = ("always", "interval", "never")
+"""The values of `storage.fsync`."""
+
+DurableCallback = Callable[[int], None]
+
+
+class StorageError(Exception):
+    """The journal or snapshot cannot be read or written.
+
+    The message names the file and where: `"data/snapshot.json: invalid JSON at
+    byte 1234"`, `"data/journal.jsonl line 17: invalid JSON"`. `path`, `line` and
+    `offset` hold the same facts for code.
+    """
+
+    def __init__(
+        self, message: str, *, path: str, line: int | None = None, offset: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.offset = offset
+
+
+@attrs.frozen
+class Loaded:
+    """What `Storage.load` found: the snapshot state (None when there is none), the
+    records after it in number order, and the number the next `append` returns."""
+
+    state: dict[str, Any] | None
+    records: list[dict[str, Any]]
+    next_n: int
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Durable storage for the hub's records and snapshots (see the module invariants)."""
+
+    def load(self) -> Loaded:
+        """Read the snapshot and the journal after it; call once, before serving.
+
+        Raises `StorageError` naming the file and the byte or line when they
+        cannot be read; the files are then left untouched.
+        """
+        ...
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Queue one record; returns its number. Never blocks, never does I/O.
+
+        Raises TypeError/ValueError for a record that is not JSON or already has
+        an `"n"` key, `trio.ClosedResourceError` after `close`, and the
+        `StorageError` that stopped the writer, if one did.
+        """
+        ...
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Queue a snapshot of `state` (detached, reflecting records `n <= upto`).
+
+        `upto` must be the number of the last appended record (ValueError otherwise).
+        """
+        ...
+
+    def on_durable(self, callback: DurableCallback) -> None:
+        """Call `callback(n)` whenever the records up to `n` become durable.
+
+        It runs in the writer task and must not block; an exception in it is logged.
+        """
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: runs until cancelled, then flushes what is queued."""
+        ...
+
+    async def close(self, final_state: dict[str, Any] | None = None, upto: int = 0) -> None:
+        """Write what is queued, then a final snapshot of `final_state` if given."""
+        ...
+
+    @property
+    def durable_upto(self) -> int:
+        """The number of the last record known durable (0 before any)."""
+        ...
+
+
+def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
+    """One journal line: compact UTF-8 JSON of `record` with `"n"` first, and a newline.
+
+    Raises TypeError/ValueError when `record` is not a JSON object or has an `"n"`.
+    """
+    if not isinstance(record, Mapping):
+        raise TypeError(f"a record must be a dict, got {type(record).__name__}")
+    if "n" in record:
+        raise ValueError('a record must not carry "n": storage numbers it')
+    text = json.dumps(
+        {"n": n, **record}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
+    return text.encode("utf-8") + b"\n"
+
+
+def check_snapshot_request(state: object, upto: int, last_n: int) -> None:
+    """Refuse a snapshot that is not a dict or is not taken at the last appended record.
+
+    A snapshot at an older `upto` would let the journal truncation that follows it
+    drop the records after `upto`.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"a snapshot state must be a dict, got {type(state).__name__}")
+    if upto != last_n:
+        raise ValueError(f"snapshot upto={upto} is not the last appended record ({last_n})")
+
+
+class DurableNotifier:
+    """The callbacks registered with `on_durable` and the number last announced."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[DurableCallback] = []
+        self._durable_upto = 0
+
+    @property
+    def durable_upto(self) -> int:
+        """The number of the last record known durable (0 before any)."""
+        return self._durable_upto
+
+    def on_durable(self, callback: DurableCallback) -> None:
+        """Call `callback(n)` whenever the records up to `n` become durable."""
+        self._callbacks.append(callback)
+
+    def _announce(self, n: int) -> None:
+        """Tell every callback that the records up to `n` are durable."""
+        self._durable_upto = max(self._durable_upto, n)
+        for callback in list(self._callbacks):
+            try:
+                callback(n)
+            except Exception:
+                log.exception("durable callback %r failed", callback)
+
+
+class MemoryStorage(DurableNotifier):
+    """Storage without files, for tests and for running without a data directory.
+
+    Records are durable at once: `durable_upto` is the last appended number as
+    soon as `append` returns. The durable callbacks still run from `run` (or
+    `close`), like those of `FileStorage`. `load` on the same object returns
+    what a restart would see; nothing survives the process.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state: dict[str, Any] | None = None
+        self._lines: list[bytes] = []
+        self._next_n = 1
+        self._announced = 0
+        self._wake = trio.Event()
+        self._closed = False
+
+    @property
+    def durable_upto(self) -> int:
+        """The last appended number: memory is as durable as it gets."""
+        return self._next_n - 1
+
+    def load(self) -> Loaded:
+        """The last snapshot and the records after it, as JSON round trips."""
+        state = None if self._state is None else json.loads(json.dumps(self._state))
+        records = [json.loads(line) for line in self._lines]
+        return Loaded(state=state, records=records, next_n=self._next_n)
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Number and keep one record; see `Storage.append`."""
+        if self._closed:
+            raise trio.ClosedResourceError("storage is closed")
+        n = self._next_n
+        self._lines.append(encode_record(n, record))
+        self._next_n = n + 1
+        self._wake.set()
+        return n
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Keep `state` and forget the records it covers."""
+        check_snapshot_request(state, upto, self._next_n - 1)
+        self._state = state
+        self._lines.clear()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Announce appended records to the durable callbacks until cancelled."""
+        task_status.started()
+        while True:
+            self._wake = trio.Event()
+            if self._announced < self._next_n - 1:
+                self._announce_all()
+                await trio.lowlevel.checkpoint()
+            else:
+                await self._wake.wait()
+
+    async def close(self, final_state: dict[str, Any] | None = None, upto: int = 0) -> None:
+        """Announce what is left and keep `final_state` as the snapshot if given."""
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            return
+        if final_state is not None:
+            self.request_snapshot(final_state, upto)
+        self._closed = True
+        self._announce_all()
+
+    def _announce_all(self) -> None:
+        if self._announced < self._next_n - 1:
+            self._announced = self._next_n - 1
+            self._announce(self._announced)

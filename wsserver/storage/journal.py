@@ -1,0 +1,515 @@
+"""File storage: `snapshot.json` plus an append-only `journal.jsonl` in one directory.
+
+Layout: `journal.jsonl` holds one record per line, compact UTF-8 JSON with its
+number as key `"n"`, each line newline-terminated. `snapshot.json` is
+`{"version": 1, "n": upto, "written_at": <unix s>, "state": {...}}`.
+
+Invariants:
+
+- One writer task (`run`, or `close` at shutdown) touches the files, one step at a
+  time under `_io_lock`, the disk work in a worker thread so the trio loop never
+  waits on the disk. Everything appended while a step runs goes into the next one.
+- Group commit: each step writes all queued lines with one `write`, then (fsync
+  "always") one `fsync`, and only then runs the durable callbacks with the
+  step's last number. "interval" runs them after the write and fsyncs at most
+  once per `fsync_interval` seconds; "never" does not fsync at all.
+- Queue items leave the queue only after their step succeeded, so a step that is
+  cancelled before its thread starts is simply done again.
+- A snapshot request sits in the queue in order: when its step runs, every record
+  `<= upto` is in the journal and none after. Its step writes a temp file,
+  fsyncs it, renames it over `snapshot.json`, fsyncs the directory, and only then
+  empties the journal. A crash between rename and truncation leaves journal
+  lines `<= upto`, which `load` skips.
+- A crash can only leave a torn *last* line (nothing is written after a failed
+  write: the storage stops with `StorageError`); `load` drops and truncates it.
+  Any other unreadable line or snapshot stops `load` with a `StorageError` that
+  names the file and place, and the files are left as they are.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import attrs
+import trio
+
+from wsserver.storage.base import (
+    FSYNC_MODES,
+    DurableNotifier,
+    Loaded,
+    StorageError,
+    check_snapshot_request,
+    encode_record,
+    log,
+)
+
+__all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]
+
+SNAPSHOT_FILE: Final = "snapshot.json"
+JOURNAL_FILE: Final = "journal.jsonl"
+SNAPSHOT_VERSION: Final = 1
+FLUSH_TIMEOUT: Final = 10.0
+"""How long the writer may keep flushing after it was cancelled."""
+
+
+@attrs.frozen
+class _Line:
+    """One encoded journal line waiting to be written."""
+
+    n: int
+    data: bytes
+
+
+@attrs.frozen
+class _SnapshotRequest:
+    """A snapshot waiting its turn in the queue."""
+
+    state: dict[str, Any]
+    upto: int
+
+
+class FileStorage(DurableNotifier):
+    """`Storage` in a directory: `snapshot.json` + `journal.jsonl` (see the module docstring).
+
+    `fsync` is "always", "interval" or "never". `clock` gives the snapshot's
+    `written_at` (unix seconds); `fsync_fd` is what fsyncs a file descriptor
+    (tests inject a counter). Call `load()` before anything else.
+    """
+
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        fsync: str = "always",
+        *,
+        clock: Callable[[], float] = time.time,
+        fsync_fd: Callable[[int], None] = os.fsync,
+        fsync_interval: float = 1.0,
+    ) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
+        super().__init__()
+        self.dir = Path(dir)
+        self.fsync = fsync
+        self._clock = clock
+        self._fsync_fd = fsync_fd
+        self._fsync_interval = fsync_interval
+        self._snapshot_path = self.dir / SNAPSHOT_FILE
+        self._journal_path = self.dir / JOURNAL_FILE
+        self._temp_path = self.dir / (SNAPSHOT_FILE + ".tmp")
+        self._next_n: int | None = None  # None until load()
+        self._queue: deque[_Line | _SnapshotRequest] = deque()
+        self._in_flight = 0  # queue items at the front that the current step is writing
+        self._wake = trio.Event()
+        self._io_lock = trio.Lock()
+        self._journal: BinaryIO | None = None  # opened by the first step that needs it
+        self._unsynced = False  # written but not yet fsynced ("interval")
+        self._last_sync = -math.inf  # trio time of the last interval fsync
+        self._failed: StorageError | None = None
+        self._closed = False
+        self._running = False
+
+    # -- start-up --------------------------------------------------------------
+
+    def load(self) -> Loaded:
+        """Read the snapshot and the journal after it; see `Storage.load`.
+
+        Creates the directory and an empty journal when missing, and truncates a
+        torn last journal line (with a warning) so that appends start clean.
+        """
+        if self._running:
+            raise RuntimeError("load() while the writer is running")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state, snapshot_n = read_snapshot(self._snapshot_path)
+        scan = read_journal(self._journal_path, after=snapshot_n)
+        if scan.torn_at is not None:
+            self._truncate_torn_tail(scan.torn_at)
+        elif not self._journal_path.exists():
+            self._journal_path.touch()
+            self._sync_dir()
+        self._next_n = max(snapshot_n, scan.last_n) + 1
+        self._durable_upto = self._next_n - 1  # what was read back is durable
+        return Loaded(state=state, records=scan.records, next_n=self._next_n)
+
+    def _truncate_torn_tail(self, size: int) -> None:
+        try:
+            with open(self._journal_path, "r+b") as file:
+                file.truncate(size)
+                if self.fsync != "never":
+                    self._fsync_fd(file.fileno())
+        except OSError as exc:
+            raise _write_error(self._journal_path, exc) from exc
+
+    # -- the hub's side: never blocks ------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Number and queue one record; see `Storage.append`."""
+        next_n = self._check_open()
+        line = encode_record(next_n, record)
+        self._next_n = next_n + 1
+        self._queue.append(_Line(next_n, line))
+        self._wake.set()
+        return next_n
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Queue a snapshot after the records appended so far; see `Storage.request_snapshot`.
+
+        A request still waiting behind nothing but another request replaces it:
+        both are taken at the same `upto`.
+        """
+        next_n = self._check_open()
+        check_snapshot_request(state, upto, next_n - 1)
+        request = _SnapshotRequest(state, upto)
+        if len(self._queue) > self._in_flight and isinstance(self._queue[-1], _SnapshotRequest):
+            self._queue[-1] = request
+        else:
+            self._queue.append(request)
+        self._wake.set()
+
+    def _check_open(self) -> int:
+        if self._failed is not None:
+            failed = self._failed
+            raise StorageError(str(failed), path=failed.path) from failed
+        if self._closed:
+            raise trio.ClosedResourceError("storage is closed")
+        if self._next_n is None:
+            raise RuntimeError("call load() before using the storage")
+        return self._next_n
+
+    # -- the writer ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task; see `Storage.run`.
+
+        Raises `StorageError` when a write fails; the storage then refuses appends.
+        """
+        if self._next_n is None:
+            raise RuntimeError("call load() before run()")
+        if self._running:
+            raise RuntimeError("the writer is already running")
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wait_for_work()
+                async with self._io_lock:
+                    await self._drain()
+                    if self._sync_due():
+                        await self._sync()
+        except trio.Cancelled:
+            with trio.move_on_after(FLUSH_TIMEOUT, shield=True):
+                async with self._io_lock:
+                    await self._drain()
+                    await self._sync()
+            raise
+        finally:
+            self._running = False
+            if not self._io_lock.locked():  # else close() is using the file
+                self._close_journal()
+
+    async def close(self, final_state: dict[str, Any] | None = None, upto: int = 0) -> None:
+        """Write what is queued, then the final snapshot if given (which empties the
+        journal), fsync, and close the file. Appends are refused from now on.
+
+        Callers at shutdown run it shielded; it takes as long as the disk does.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if final_state is not None:
+            self.request_snapshot(final_state, upto)
+        self._closed = True
+        async with self._io_lock:
+            try:
+                await self._drain()
+                await self._sync()
+            finally:
+                self._close_journal()
+
+    async def _wait_for_work(self) -> None:
+        """Return when the queue has items or an interval fsync is due; no polling."""
+        while True:
+            self._wake = trio.Event()
+            if self._queue or self._sync_due():
+                return
+            if self.fsync == "interval" and self._unsynced:
+                with trio.move_on_at(self._last_sync + self._fsync_interval):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+
+    def _sync_due(self) -> bool:
+        return (
+            self.fsync == "interval"
+            and self._unsynced
+            and trio.current_time() >= self._last_sync + self._fsync_interval
+        )
+
+    async def _drain(self) -> None:
+        """Write the queue step by step: runs of lines as one batch, snapshots alone."""
+        if self._failed is not None:
+            raise self._failed
+        while self._queue:
+            head = self._queue[0]
+            try:
+                if isinstance(head, _SnapshotRequest):
+                    self._in_flight = 1
+                    await self._in_thread(self._write_snapshot, head)
+                    self._queue.popleft()
+                else:
+                    lines: list[_Line] = []
+                    for item in self._queue:
+                        if not isinstance(item, _Line):
+                            break
+                        lines.append(item)
+                    self._in_flight = len(lines)
+                    await self._in_thread(self._write_lines, b"".join(x.data for x in lines))
+                    for _ in lines:
+                        self._queue.popleft()
+                    if self.fsync != "always":
+                        self._unsynced = True
+                    self._announce(lines[-1].n)
+            finally:
+                self._in_flight = 0
+
+    async def _sync(self) -> None:
+        """fsync the journal now if "interval" left writes unsynced."""
+        if self._unsynced and self.fsync == "interval":
+            await self._in_thread(self._sync_journal)
+        self._unsynced = False
+        self._last_sync = trio.current_time()
+
+    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run one disk step in a worker thread; a failure stops the storage for good."""
+        try:
+            await trio.to_thread.run_sync(fn, *args)
+        except StorageError as exc:
+            self._failed = exc
+            raise
+
+    # -- disk steps (worker thread) --------------------------------------------
+
+    def _open_journal(self) -> BinaryIO:
+        if self._journal is None:
+            self._journal = open(self._journal_path, "ab")
+        return self._journal
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            journal, self._journal = self._journal, None
+            try:
+                journal.close()
+            except OSError as exc:
+                log.warning("closing %s failed: %s", self._journal_path, exc)
+
+    def _write_lines(self, data: bytes) -> None:
+        """Append one batch of lines; fsync it when the mode is "always"."""
+        try:
+            journal = self._open_journal()
+            journal.write(data)
+            journal.flush()
+            if self.fsync == "always":
+                self._fsync_fd(journal.fileno())
+        except OSError as exc:
+            raise _write_error(self._journal_path, exc) from exc
+
+    def _sync_journal(self) -> None:
+        try:
+            self._fsync_fd(self._open_journal().fileno())
+        except OSError as exc:
+            raise _write_error(self._journal_path, exc) from exc
+
+    def _write_snapshot(self, request: _SnapshotRequest) -> None:
+        """Replace `snapshot.json` atomically, then empty the journal it covers.
+
+        A state that is not JSON is logged and skipped: the journal keeps the
+        records, so nothing is lost, only the snapshot is not taken.
+        """
+        started = time.monotonic()
+        document = {
+            "version": SNAPSHOT_VERSION,
+            "n": request.upto,
+            "written_at": self._clock(),
+            "state": request.state,
+        }
+        try:
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            data = text.encode("utf-8")
+        except (TypeError, ValueError):
+            log.exception("snapshot at n=%d skipped: the state is not JSON", request.upto)
+            return
+        sync = self.fsync != "never"
+        try:
+            with open(self._temp_path, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                if sync:
+                    self._fsync_fd(temp.fileno())
+            os.replace(self._temp_path, self._snapshot_path)
+            if sync:
+                self._sync_dir()
+        except OSError as exc:
+            raise _write_error(self._snapshot_path, exc) from exc
+        try:
+            journal = self._open_journal()
+            journal.truncate(0)
+            if sync:
+                self._fsync_fd(journal.fileno())
+        except OSError as exc:
+            raise _write_error(self._journal_path, exc) from exc
+        log.debug(
+            "snapshot at n=%d: %d bytes in %.3f s",
+            request.upto,
+            len(data),
+            time.monotonic() - started,
+        )
+
+    def _sync_dir(self) -> None:
+        """fsync the directory so a rename or a new file survives a power cut.
+
+        Windows cannot open a directory; there the rename is as durable as it gets.
+        """
+        if self.fsync == "never":
+            return
+        try:
+            fd = os.open(self.dir, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            self._fsync_fd(fd)
+        except OSError as exc:
+            log.debug("fsync of directory %s refused: %s", self.dir, exc)
+        finally:
+            os.close(fd)
+
+
+def _write_error(path: Path, exc: OSError) -> StorageError:
+    return StorageError(f"{path}: cannot write: {exc.strerror or exc}", path=str(path))
+
+
+# -- reading (start-up) --------------------------------------------------------
+
+
+def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """The snapshot's state and number, or `(None, 0)` when there is no snapshot.
+
+    Raises `StorageError` naming the file and byte offset for anything unreadable.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, 0
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
+
+    def fail(detail: str, offset: int | None = None) -> StorageError:
+        where = "" if offset is None else f" at byte {offset}"
+        return StorageError(f"{path}: {detail}{where}", path=str(path), offset=offset)
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail("invalid UTF-8", exc.start) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        offset = len(text[: exc.pos].encode("utf-8"))
+        raise fail(f"invalid JSON ({exc.msg})", offset) from None
+    if not isinstance(document, dict):
+        raise fail("not a snapshot (expected a JSON object)")
+    version = document.get("version")
+    if version != SNAPSHOT_VERSION:
+        raise fail(
+            f"unknown snapshot version {version!r} (this server reads version {SNAPSHOT_VERSION})"
+        )
+    n = document.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise fail(f'invalid record number "n": {n!r}')
+    state = document.get("state")
+    if not isinstance(state, dict):
+        raise fail('"state" is not a JSON object')
+    return state, n
+
+
+@attrs.frozen
+class JournalScan:
+    """What `read_journal` found: the records after the snapshot, the highest number
+    seen, and where a torn last line starts (None when there is none)."""
+
+    records: list[dict[str, Any]]
+    last_n: int
+    torn_at: int | None
+
+
+def read_journal(path: Path, *, after: int) -> JournalScan:
+    """Parse the journal, keeping the records numbered above `after` (the snapshot's).
+
+    A last line without a newline or not valid JSON is a torn write: it is left
+    out (with a warning) and `torn_at` says where it starts. Any other bad line,
+    or numbers that do not increase, raise `StorageError` naming the line.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return JournalScan([], after, None)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    records: list[dict[str, Any]] = []
+    last_n = after
+    previous_n = 0
+    start = 0
+    for line_no in itertools.count(1):
+        if start >= len(data):
+            break
+        end = data.find(b"\n", start)
+        is_last = end == -1 or end + 1 == len(data)
+        record, problem, torn = _parse_line(data[start:] if end == -1 else data[start:end])
+        if end == -1:
+            problem, torn = problem or "incomplete line (no newline)", True
+        if problem is not None:
+            if is_last and torn:
+                log.warning("%s line %d: dropping a torn last line: %s", path, line_no, problem)
+                return JournalScan(records, last_n, start)
+            raise StorageError(f"{path} line {line_no}: {problem}", path=str(path), line=line_no)
+        assert record is not None
+        n = record["n"]
+        if n <= previous_n:
+            raise StorageError(
+                f"{path} line {line_no}: record number {n} does not follow {previous_n}",
+                path=str(path),
+                line=line_no,
+            )
+        previous_n = n
+        if n > after:
+            if n != last_n + 1:
+                log.warning(
+                    "%s line %d: records %d..%d are missing", path, line_no, last_n + 1, n - 1
+                )
+            records.append(record)
+            last_n = n
+        start = end + 1
+    return JournalScan(records, last_n, None)
+
+
+def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """A journal line as `(record, None, False)`, or `(None, what is wrong, torn)`
+    where `torn` says the damage is what an interrupted write leaves (bad JSON)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "invalid UTF-8", True
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})", True
+    if not isinstance(record, dict):
+        return None, "not a record (expected a JSON object)", False
+    n = record.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return None, f'invalid record number "n": {n!r}', False
+    return record, None, False
