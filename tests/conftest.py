@@ -4,6 +4,10 @@ and a real server on a free port."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -242,3 +246,56 @@ async def ws_connect(url: str, extra_headers: list[tuple[bytes, bytes]] | None =
         yield ws
     with trio.CancelScope(shield=True):
         await ws._stream.aclose()
+
+
+LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+
+
+class ServerProcess:
+    """`python -m wsserver serve` as a child process, with its stderr collected."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wsserver", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        self.log = ""
+
+    async def address(self) -> tuple[str, int]:
+        """Read stderr until `listening on HOST:PORT`."""
+        assert self.proc.stderr is not None
+        with trio.fail_after(20):
+            while True:
+                line = await trio.to_thread.run_sync(self.proc.stderr.readline)
+                if not line:
+                    raise AssertionError(f"server exited: {self.log}")
+                self.log += line.decode()
+                m = LISTENING.search(line.decode())
+                if m:
+                    return m.group(1), int(m.group(2))
+
+    async def wait(self) -> int:
+        _out, err = await trio.to_thread.run_sync(lambda: self.proc.communicate(timeout=20))
+        self.log += err.decode()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def spawn() -> Any:
+    procs: list[ServerProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
+        p = ServerProcess(args, env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()

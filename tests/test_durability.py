@@ -14,7 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from tests.conftest import make_config, token, ws_connect
-from tests.test_process import SECRET, spawn, write_config  # noqa: F401  (spawn is a fixture)
+from tests.test_process import SECRET, write_config
 
 ENV = {"WSSERVER_MESSAGES_MAILBOX_LIMIT": "100000", "WSSERVER_LIMITS_BURST": "10000", "WSSERVER_LIMITS_MESSAGES_PER_SECOND": "10000"}
 

@@ -4,8 +4,6 @@ config errors at start-up, and logs that never show a token or an activation cod
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +15,6 @@ import trio
 
 from tests.conftest import make_config, token, ws_connect
 
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
 SECRET = "process-test-secret-0123456789abcdef-xyz"
 CODE = "SECRETCODE42"
 
@@ -41,56 +38,6 @@ group_id = 1
         encoding="utf-8",
     )
     return path
-
-
-class ServerProcess:
-    """`python -m wsserver serve` as a child process, with its stderr collected."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsserver", *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        self.log = ""
-
-    async def address(self) -> tuple[str, int]:
-        """Read stderr until `listening on HOST:PORT`."""
-        assert self.proc.stderr is not None
-        with trio.fail_after(20):
-            while True:
-                line = await trio.to_thread.run_sync(self.proc.stderr.readline)
-                if not line:
-                    raise AssertionError(f"server exited: {self.log}")
-                self.log += line.decode()
-                m = LISTENING.search(line.decode())
-                if m:
-                    return m.group(1), int(m.group(2))
-
-    async def wait(self) -> int:
-        _out, err = await trio.to_thread.run_sync(lambda: self.proc.communicate(timeout=20))
-        self.log += err.decode()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-
-
-@pytest.fixture
-def spawn() -> Any:
-    procs: list[ServerProcess] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
-        p = ServerProcess(args, env)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.kill()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
