@@ -56,7 +56,7 @@ class DirectMessaging:
                 history_limit=cfg.history_limit,
             )
         )
-        hub.appliers.update({t: self.store.apply for t in ("msg", "status", "drop", "trunc_seen")})
+        hub.appliers.update({t: self._apply for t in ("msg", "status", "drop", "trunc_seen")})
         hub.handlers.update(
             {
                 "send_message": self._send_message,
@@ -75,6 +75,19 @@ class DirectMessaging:
         # recipient connecting meanwhile gets them from the announcement, not
         # also from its mailbox (durable_upto may pass a record before release())
         self._unannounced: set[int] = set()
+
+    # -- durable state -------------------------------------------------------
+
+    def _apply(self, rec: dict[str, Any]) -> None:
+        self.store.apply(rec)
+
+    def to_state(self) -> dict[str, Any]:
+        """The snapshot of the message store."""
+        return self.store.to_state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the store with a snapshot's."""
+        self.store = MessageStore.from_state(state, self.store.policy)
 
     # -- addressing ----------------------------------------------------------
 

@@ -29,7 +29,6 @@ import attrs
 
 from wsserver.auth import Identity
 from wsserver.core.direct import DirectMessaging
-from wsserver.core.messages import MessageStore
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 from wsserver.protocol.i18n import text
@@ -114,6 +113,16 @@ class Journal(Protocol):
         """Queue one record for writing; returns its number (never blocks)."""
 
 
+class Component(Protocol):
+    """A durable part of the hub's state (direct messages, CRM, activation codes)."""
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy for the snapshot."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with one from `to_state()` (start-up only)."""
+
+
 class InstantJournal:
     """A journal that keeps nothing and is durable at once (no data directory)."""
 
@@ -159,6 +168,9 @@ class Hub:
             "room_members": self._room_members,
         }
         self.direct = DirectMessaging(self)
+        # Durable parts, by their key in the snapshot; each folds its own records
+        # (registered in `appliers`) and can dump and reload its state.
+        self.components: dict[str, Component] = {"messages": self.direct}
 
     # -- durable state -------------------------------------------------------
 
@@ -195,10 +207,9 @@ class Hub:
     def restore(self, state: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
         """Rebuild durable state at start-up: the snapshot, then the journal."""
         if state is not None:
-            self.direct.store = MessageStore.from_state(state["messages"], self.direct.store.policy)
-            self.appliers.update(
-                {t: self.direct.store.apply for t in ("msg", "status", "drop", "trunc_seen")}
-            )
+            for name, component in self.components.items():
+                if name in state:
+                    component.load_state(state[name])
             self.last_n = state.get("n", 0)
         for rec in records:
             self.appliers[rec["t"]](rec)
@@ -206,7 +217,10 @@ class Hub:
 
     def snapshot_state(self) -> dict[str, Any]:
         """A detached copy of all durable state, for `storage.request_snapshot`."""
-        return {"n": self.last_n, "messages": self.direct.store.to_state()}
+        state: dict[str, Any] = {"n": self.last_n}
+        for name, component in self.components.items():
+            state[name] = component.to_state()
+        return state
 
     # -- small helpers -------------------------------------------------------
 
