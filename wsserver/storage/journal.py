@@ -109,6 +109,8 @@ class FileStorage(DurableNotifier):
         self._in_flight = 0  # queue items at the front that the current step is writing
         self._wake = trio.Event()
         self._io_lock = trio.Lock()
+        # Our own thread slot: other users of to_thread can never starve the writer.
+        self._disk = trio.CapacityLimiter(1)
         self._journal: BinaryIO | None = None  # opened by the first step that needs it
         self._unsynced = False  # written but not yet fsynced ("interval")
         self._last_sync = -math.inf  # trio time of the last interval fsync
@@ -123,6 +125,7 @@ class FileStorage(DurableNotifier):
 
         Creates the directory and an empty journal when missing, and truncates a
         torn last journal line (with a warning) so that appends start clean.
+        Afterwards `durable_upto` is the last loaded number.
         """
         if self._running:
             raise RuntimeError("load() while the writer is running")
@@ -289,7 +292,7 @@ class FileStorage(DurableNotifier):
     async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
         """Run one disk step in a worker thread; a failure stops the storage for good."""
         try:
-            await trio.to_thread.run_sync(fn, *args)
+            await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
         except StorageError as exc:
             self._failed = exc
             raise

@@ -1,0 +1,665 @@
+"""Storage: the journal + snapshot files, group commit, crash safety, and MemoryStorage.
+
+Real files in `tmp_path`; fsyncs are counted through the injectable `fsync_fd`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import wsserver.storage
+from wsserver.storage import FileStorage, Loaded, MemoryStorage, Storage, StorageError
+
+# -- helpers -----------------------------------------------------------------------
+
+
+class Durable:
+    """Collects the numbers passed to a storage's durable callbacks."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.seen: list[int] = []
+        self._event = trio.Event()
+        storage.on_durable(self._on_durable)
+
+    def _on_durable(self, n: int) -> None:
+        self.seen.append(n)
+        self._event.set()
+
+    async def wait_for(self, n: int) -> None:
+        """Return once the records up to `n` were announced durable."""
+        while not self.seen or self.seen[-1] < n:
+            self._event = trio.Event()
+            await self._event.wait()
+
+
+class FsyncCounter:
+    """An `fsync_fd` that really fsyncs, and counts; it also notes how far the
+    storage had announced durability at each call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.storage: FileStorage | None = None
+        self.durable_at_call: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.storage is not None:
+            self.durable_at_call.append(self.storage.durable_upto)
+        os.fsync(fd)
+
+
+def open_storage(path: Path, fsync: str = "always", **kwargs: Any) -> tuple[FileStorage, Loaded]:
+    storage = FileStorage(path, fsync, **kwargs)
+    return storage, storage.load()
+
+
+@asynccontextmanager
+async def running(storage: Storage) -> AsyncIterator[None]:
+    """The storage's writer task for the duration of the block (cancelled at the end)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(storage.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (path / "journal.jsonl").read_bytes().splitlines()]
+
+
+# -- the interface -----------------------------------------------------------------
+
+
+def test_public_api_is_the_storage_interface_and_its_implementations() -> None:
+    assert set(wsserver.storage.__all__) == {
+        "FSYNC_MODES",
+        "FileStorage",
+        "Loaded",
+        "MemoryStorage",
+        "Storage",
+        "StorageError",
+    }
+    assert isinstance(FileStorage("unused"), Storage)
+    assert isinstance(MemoryStorage(), Storage)
+
+
+# -- round trip and group commit ---------------------------------------------------
+
+
+async def test_appended_records_become_durable_and_reload_in_order_with_their_numbers(
+    tmp_path: Path,
+) -> None:
+    storage, loaded = open_storage(tmp_path / "data")
+    assert loaded == Loaded(state=None, records=[], next_n=1)
+    durable = Durable(storage)
+    async with running(storage):
+        numbers = [storage.append({"t": "msg", "text": f"hello {i} ✓"}) for i in range(3)]
+        await durable.wait_for(3)
+        numbers.append(storage.append({"t": "status", "k": [1, 2]}))
+        await durable.wait_for(4)
+    assert numbers == [1, 2, 3, 4]
+    assert storage.durable_upto == 4
+    raw = (tmp_path / "data" / "journal.jsonl").read_bytes()
+    assert raw.splitlines()[0] == '{"n":1,"t":"msg","text":"hello 0 ✓"}'.encode()
+    assert raw.endswith(b"\n")
+
+    again, loaded = open_storage(tmp_path / "data")
+    assert loaded.state is None
+    assert loaded.records == [
+        {"n": 1, "t": "msg", "text": "hello 0 ✓"},
+        {"n": 2, "t": "msg", "text": "hello 1 ✓"},
+        {"n": 3, "t": "msg", "text": "hello 2 ✓"},
+        {"n": 4, "t": "status", "k": [1, 2]},
+    ]
+    assert loaded.next_n == 5
+    assert again.durable_upto == 4  # what was loaded is durable
+    async with running(again):
+        assert again.append({"t": "msg"}) == 5
+
+
+async def test_appends_queued_before_the_writer_runs_go_out_in_one_write_and_one_fsync(
+    tmp_path: Path,
+) -> None:
+    fsyncs = FsyncCounter()
+    storage, _ = open_storage(tmp_path, fsync_fd=fsyncs)
+    fsyncs.calls = 0
+    durable = Durable(storage)
+    for i in range(100):
+        storage.append({"i": i})
+    assert storage.durable_upto == 0  # append never writes
+    async with running(storage):
+        await durable.wait_for(100)
+    assert fsyncs.calls == 1
+    assert durable.seen == [100]
+    assert [r["i"] for r in journal_lines(tmp_path)] == list(range(100))
+
+
+async def test_durable_callback_runs_only_after_the_batch_is_written_and_fsynced(
+    tmp_path: Path,
+) -> None:
+    in_fsync = threading.Event()
+    release = threading.Event()
+    seen_in_file: list[int] = []
+    armed = False
+
+    def slow_fsync(fd: int) -> None:
+        if not armed:  # load() fsyncs the directory
+            return
+        seen_in_file.append(len((tmp_path / "journal.jsonl").read_bytes().splitlines()))
+        in_fsync.set()
+        release.wait(10)
+        os.fsync(fd)
+
+    storage, _ = open_storage(tmp_path, fsync_fd=slow_fsync)
+    armed = True
+    durable = Durable(storage)
+    async with running(storage):
+        for i in range(3):
+            storage.append({"i": i})
+        await trio.to_thread.run_sync(in_fsync.wait, 10)
+        # The batch is written and being fsynced: not yet durable.
+        assert seen_in_file == [3]
+        assert (durable.seen, storage.durable_upto) == ([], 0)
+        # Appends during the fsync wait for the next batch.
+        storage.append({"i": 3})
+        storage.append({"i": 4})
+        release.set()
+        await durable.wait_for(5)
+    assert durable.seen == [3, 5]
+    assert seen_in_file == [3, 5]
+
+
+async def test_cancelled_writer_flushes_what_was_queued(tmp_path: Path) -> None:
+    storage, _ = open_storage(tmp_path)
+    durable = Durable(storage)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(storage.run)
+        for i in range(10):
+            storage.append({"i": i})
+        nursery.cancel_scope.cancel()
+    assert durable.seen == [10]
+    _, loaded = open_storage(tmp_path)
+    assert [r["n"] for r in loaded.records] == list(range(1, 11))
+
+
+# -- snapshots ---------------------------------------------------------------------
+
+
+async def test_snapshot_then_more_records_reload_as_snapshot_state_plus_later_records(
+    tmp_path: Path,
+) -> None:
+    storage, _ = open_storage(tmp_path, clock=lambda: 1700000000.5)
+    durable = Durable(storage)
+    async with running(storage):
+        for i in range(3):
+            storage.append({"i": i})
+        storage.request_snapshot({"total": 3}, 3)
+        storage.append({"i": 3})
+        storage.append({"i": 4})
+        await durable.wait_for(5)
+    snapshot = json.loads((tmp_path / "snapshot.json").read_bytes())
+    assert snapshot == {"version": 1, "n": 3, "written_at": 1700000000.5, "state": {"total": 3}}
+    assert [r["n"] for r in journal_lines(tmp_path)] == [4, 5]
+
+    _, loaded = open_storage(tmp_path)
+    assert loaded == Loaded(
+        state={"total": 3}, records=[{"n": 4, "i": 3}, {"n": 5, "i": 4}], next_n=6
+    )
+
+
+async def test_close_writes_the_final_snapshot_and_empties_the_journal(tmp_path: Path) -> None:
+    storage, _ = open_storage(tmp_path)
+    durable = Durable(storage)
+    for i in range(3):
+        storage.append({"i": i})
+    await storage.close({"total": 3}, 3)
+    assert durable.seen == [3]
+    assert (tmp_path / "journal.jsonl").read_bytes() == b""
+    assert json.loads((tmp_path / "snapshot.json").read_bytes())["n"] == 3
+    with pytest.raises(trio.ClosedResourceError):
+        storage.append({"i": 3})
+
+    _, loaded = open_storage(tmp_path)
+    assert loaded == Loaded(state={"total": 3}, records=[], next_n=4)
+
+
+async def test_close_while_the_writer_runs_keeps_every_record(tmp_path: Path) -> None:
+    storage, _ = open_storage(tmp_path)
+    async with running(storage):
+        for i in range(50):
+            storage.append({"i": i})
+            if i % 7 == 0:
+                await trio.sleep(0)
+        await storage.close()
+    _, loaded = open_storage(tmp_path)
+    assert [r["i"] for r in loaded.records] == list(range(50))
+
+
+async def test_crash_between_snapshot_rename_and_truncate_reloads_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "snapshot.json").write_text(
+        json.dumps({"version": 1, "n": 3, "written_at": 0, "state": {"total": 3}})
+    )
+    (tmp_path / "journal.jsonl").write_text(
+        "".join(json.dumps({"n": n, "i": n}) + "\n" for n in range(1, 6))
+    )
+    storage, loaded = open_storage(tmp_path)
+    assert loaded == Loaded(
+        state={"total": 3}, records=[{"n": 4, "i": 4}, {"n": 5, "i": 5}], next_n=6
+    )
+    async with running(storage):
+        assert storage.append({"i": 6}) == 6
+    _, loaded = open_storage(tmp_path)
+    assert [r["n"] for r in loaded.records] == [4, 5, 6]
+
+
+# -- damaged files -----------------------------------------------------------------
+
+GOOD = b'{"n":1,"i":1}\n{"n":2,"i":2}\n'
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [b'{"n":3,"i":3}', b'{"n":3,"i', b'{"n":3,"i\n', b"\x00\x00\x00\x00"],
+    ids=["no-newline", "cut-mid-record", "bad-json", "zeros"],
+)
+async def test_torn_last_journal_line_is_dropped_with_a_warning_and_truncated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, torn: bytes
+) -> None:
+    (tmp_path / "journal.jsonl").write_bytes(GOOD + torn)
+    with caplog.at_level(logging.WARNING, logger="wsserver.storage"):
+        storage, loaded = open_storage(tmp_path)
+    assert [r["n"] for r in loaded.records] == [1, 2]
+    assert loaded.next_n == 3
+    assert any("journal.jsonl line 3" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "journal.jsonl").read_bytes() == GOOD
+    async with running(storage):
+        assert storage.append({"i": 3}) == 3
+    _, loaded = open_storage(tmp_path)
+    assert [r["n"] for r in loaded.records] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("middle", "problem"),
+    [
+        (b'{"n":2,"i\n', "invalid JSON"),
+        (b"[2]\n", "not a record"),
+        (b'{"i":2}\n', "record number"),
+        (b'{"n":1,"i":2}\n', "does not follow 1"),
+    ],
+    ids=["bad-json", "not-an-object", "no-number", "number-repeats"],
+)
+def test_bad_journal_line_before_the_end_stops_load_naming_the_line_and_leaves_the_file(
+    tmp_path: Path, middle: bytes, problem: str
+) -> None:
+    content = b'{"n":1,"i":1}\n' + middle + b'{"n":3,"i":3}\n'
+    (tmp_path / "journal.jsonl").write_bytes(content)
+    with pytest.raises(StorageError) as info:
+        FileStorage(tmp_path).load()
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'journal.jsonl'} line 2: ")
+    assert problem in message
+    assert info.value.line == 2
+    assert (tmp_path / "journal.jsonl").read_bytes() == content
+
+
+def test_corrupt_snapshot_stops_load_naming_the_file_and_byte_and_leaves_it(
+    tmp_path: Path,
+) -> None:
+    content = '{"version":1,"n":3,"written_at":0,"state":{"café":1,}}'.encode()
+    (tmp_path / "snapshot.json").write_bytes(content)
+    (tmp_path / "journal.jsonl").write_bytes(GOOD)
+    with pytest.raises(StorageError) as info:
+        FileStorage(tmp_path).load()
+    offset = content.index(b",}") + 1  # a byte offset: "é" is two bytes
+    assert str(info.value).startswith(
+        f"{tmp_path / 'snapshot.json'}: invalid JSON (Expecting property name enclosed in double quotes) at byte {offset}"
+    )
+    assert (info.value.path, info.value.offset) == (str(tmp_path / "snapshot.json"), offset)
+    assert (tmp_path / "snapshot.json").read_bytes() == content
+    assert (tmp_path / "journal.jsonl").read_bytes() == GOOD
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"version": 2, "n": 3, "state": {}}, "unknown snapshot version 2"),
+        ({"n": 3, "state": {}}, "unknown snapshot version None"),
+        ({"version": 1, "n": "3", "state": {}}, 'invalid record number "n"'),
+        ({"version": 1, "n": 3, "state": []}, '"state" is not a JSON object'),
+    ],
+)
+def test_snapshot_of_unknown_version_or_shape_stops_load(
+    tmp_path: Path, document: dict[str, Any], problem: str
+) -> None:
+    content = json.dumps(document).encode()
+    (tmp_path / "snapshot.json").write_bytes(content)
+    with pytest.raises(StorageError, match=problem) as info:
+        FileStorage(tmp_path).load()
+    assert str(info.value).startswith(f"{tmp_path / 'snapshot.json'}: ")
+    assert (tmp_path / "snapshot.json").read_bytes() == content
+
+
+def test_missing_records_in_the_journal_are_loaded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "journal.jsonl").write_bytes(b'{"n":1}\n{"n":4}\n')
+    with caplog.at_level(logging.WARNING, logger="wsserver.storage"):
+        _, loaded = open_storage(tmp_path)
+    assert loaded.next_n == 5
+    assert "records 2..3 are missing" in caplog.text
+
+
+async def test_a_failed_write_stops_the_writer_and_refuses_further_appends(
+    tmp_path: Path,
+) -> None:
+    def broken_disk(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    storage, _ = open_storage(tmp_path, fsync_fd=broken_disk)
+    durable = Durable(storage)
+    storage.append({"i": 1})
+    with pytest.raises(StorageError, match=r"journal\.jsonl: cannot write: Input/output error"):
+        await storage.run()
+    assert durable.seen == []
+    with pytest.raises(StorageError, match="Input/output error"):
+        storage.append({"i": 2})
+
+
+# -- fsync modes -------------------------------------------------------------------
+
+
+async def test_interval_mode_acks_after_write_and_fsyncs_at_most_once_an_interval(
+    tmp_path: Path,
+) -> None:
+    # Real time, with a short interval: the autojump clock would jump past
+    # deadlines while the writer waits for its disk thread.
+    fsyncs = FsyncCounter()
+    storage, _ = open_storage(tmp_path, "interval", fsync_fd=fsyncs, fsync_interval=0.05)
+    fsyncs.calls, fsyncs.storage = 0, storage
+    durable = Durable(storage)
+    async with running(storage):
+        start = trio.current_time()
+        for i in range(30):
+            await durable.wait_for(storage.append({"i": i}))
+            await trio.sleep(0.01)
+        elapsed = trio.current_time() - start
+        assert 2 <= fsyncs.calls <= elapsed / 0.05 + 1
+        # Acked after the write, before its fsync.
+        assert fsyncs.durable_at_call[0] >= 1
+        # When writes stop, the timer still fsyncs the last of them...
+        calls = fsyncs.calls
+        await durable.wait_for(storage.append({"i": 30}))
+        await trio.sleep(0.2)
+        assert fsyncs.calls > calls
+        # ...and then, with nothing unsynced, there is no timer and no fsync.
+        calls = fsyncs.calls
+        await trio.sleep(0.2)
+        assert fsyncs.calls == calls
+    _, loaded = open_storage(tmp_path)
+    assert len(loaded.records) == 31
+
+
+async def test_always_mode_acks_only_after_the_fsync(tmp_path: Path) -> None:
+    fsyncs = FsyncCounter()
+    storage, _ = open_storage(tmp_path, fsync_fd=fsyncs)
+    fsyncs.storage = storage
+    durable = Durable(storage)
+    async with running(storage):
+        await durable.wait_for(storage.append({"i": 1}))
+    assert fsyncs.durable_at_call == [0]
+
+
+async def test_never_mode_does_not_fsync_and_still_reloads(tmp_path: Path) -> None:
+    fsyncs = FsyncCounter()
+    storage, _ = open_storage(tmp_path / "new", "never", fsync_fd=fsyncs)
+    durable = Durable(storage)
+    async with running(storage):
+        for i in range(5):
+            storage.append({"i": i})
+        await durable.wait_for(5)
+        storage.request_snapshot({"total": 5}, 5)
+        storage.append({"i": 5})
+        await durable.wait_for(6)
+    await storage.close({"total": 6}, 6)
+    assert fsyncs.calls == 0
+    _, loaded = open_storage(tmp_path / "new", "never")
+    assert loaded == Loaded(state={"total": 6}, records=[], next_n=7)
+
+
+# -- misuse ------------------------------------------------------------------------
+
+
+async def test_bad_records_and_snapshots_fail_in_the_caller_and_use_no_number(
+    tmp_path: Path,
+) -> None:
+    storage = FileStorage(tmp_path)
+    with pytest.raises(RuntimeError, match="load"):
+        storage.append({"i": 1})
+    storage.load()
+    with pytest.raises(ValueError, match='"n"'):
+        storage.append({"n": 7})
+    with pytest.raises(TypeError):
+        storage.append({"s": {1, 2}})
+    with pytest.raises(ValueError):
+        storage.append({"x": float("nan")})
+    assert storage.append({"i": 1}) == 1
+    with pytest.raises(ValueError, match="upto=0"):
+        storage.request_snapshot({}, 0)
+    with pytest.raises(TypeError):
+        storage.request_snapshot([], 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fsync"):
+        FileStorage(tmp_path, "sometimes")
+    await storage.close()
+
+
+# -- MemoryStorage -----------------------------------------------------------------
+
+
+async def test_memory_storage_is_durable_at_once_and_reloads_like_files() -> None:
+    storage = MemoryStorage()
+    assert storage.load() == Loaded(state=None, records=[], next_n=1)
+    durable = Durable(storage)
+    async with running(storage):
+        assert storage.append({"t": "msg", "to": {1: "a"}}) == 1
+        assert storage.durable_upto == 1
+        storage.append({"t": "msg"})
+        await durable.wait_for(2)
+        storage.request_snapshot({"total": 2}, 2)
+        storage.append({"t": "status"})
+        await durable.wait_for(3)
+    assert durable.seen == [2, 3]
+    assert storage.load() == Loaded(state={"total": 2}, records=[{"n": 3, "t": "status"}], next_n=4)
+    await storage.close({"total": 3}, 3)
+    assert storage.load() == Loaded(state={"total": 3}, records=[], next_n=4)
+    with pytest.raises(trio.ClosedResourceError):
+        storage.append({"t": "msg"})
+
+
+# -- a model: any sequence of appends, snapshots and restarts ----------------------
+
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+records = st.dictionaries(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=4).filter(lambda k: k != "n"),
+    json_values,
+    max_size=3,
+)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), records),
+        st.tuples(st.just("snapshot"), st.none()),
+        st.tuples(st.just("settle"), st.none()),
+        st.tuples(st.just("restart"), st.sampled_from(["close", "cancel"])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=steps)
+def test_load_returns_the_last_snapshot_and_exactly_the_records_after_it(
+    steps: list[tuple[str, Any]],
+) -> None:
+    async def scenario(path: str) -> None:
+        model_state: dict[str, Any] | None = None
+        model_records: list[dict[str, Any]] = []
+        all_records: list[dict[str, Any]] = []
+        storage = FileStorage(path, "always", fsync_fd=lambda fd: None)
+        assert storage.load() == Loaded(state=None, records=[], next_n=1)
+
+        async def writer(
+            storage: FileStorage,
+            scope: trio.CancelScope,
+            done: trio.Event,
+            task_status: Any = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            with scope:
+                await storage.run(task_status=task_status)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            scope, done = trio.CancelScope(), trio.Event()
+            await nursery.start(writer, storage, scope, done)
+            for kind, arg in steps:
+                if kind == "append":
+                    n = storage.append(arg)
+                    model_records.append({"n": n, **json.loads(json.dumps(arg))})
+                    all_records.append(model_records[-1])
+                elif kind == "snapshot":
+                    model_state = {"records": list(all_records)}
+                    storage.request_snapshot(json.loads(json.dumps(model_state)), len(all_records))
+                    model_records = []
+                elif kind == "settle":
+                    await trio.sleep(0.001)
+                else:
+                    if arg == "close":
+                        await storage.close()
+                    scope.cancel()
+                    await done.wait()  # the cancelled writer has flushed
+                    storage = FileStorage(path, "always", fsync_fd=lambda fd: None)
+                    loaded = storage.load()
+                    assert loaded == Loaded(model_state, model_records, len(all_records) + 1)
+                    scope, done = trio.CancelScope(), trio.Event()
+                    await nursery.start(writer, storage, scope, done)
+            scope.cancel()
+        await storage.close()
+        loaded = FileStorage(path).load()
+        assert loaded == Loaded(model_state, model_records, len(all_records) + 1)
+
+    with tempfile.TemporaryDirectory() as path:
+        trio.run(scenario, path)
+
+
+# -- a real crash ------------------------------------------------------------------
+
+CRASHING_WRITER = """
+import random, sys
+import trio
+from wsserver.storage import FileStorage
+
+async def main(path):
+    storage = FileStorage(path, "always")
+    loaded = storage.load()
+    progress = [trio.Event()]
+
+    def durable(n):
+        sys.stdout.write(f"{n}\\n")
+        sys.stdout.flush()
+        progress[0].set()
+
+    storage.on_durable(durable)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(storage.run)
+        print("ready", loaded.next_n, flush=True)
+        while True:
+            for _ in range(random.randint(1, 30)):
+                n = storage.append({"pad": "é" * random.randint(0, 300)})
+            if random.random() < 0.05:
+                storage.request_snapshot({"upto": n}, n)
+            if n - storage.durable_upto > 300:
+                progress[0] = trio.Event()
+                await progress[0].wait()
+            else:
+                await trio.sleep(0)
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_kill_9_never_loses_a_record_announced_durable(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(CRASHING_WRITER)
+    data = tmp_path / "data"
+    rng = random.Random()
+    top = 0
+    total_printed = 0
+    for round_no in range(5):
+        out, err = bytearray(), bytearray()
+        ready = trio.Event()
+
+        async def pump(stream: Any, buffer: bytearray, ready: trio.Event) -> None:
+            while chunk := await stream.receive_some(65536):
+                buffer.extend(chunk)
+                if b"\n" in buffer:
+                    ready.set()
+            ready.set()
+
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, str(script), str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        delay = rng.uniform(0.05, 0.3)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, proc.stdout, out, ready)
+                nursery.start_soon(pump, proc.stderr, err, trio.Event())
+                with trio.fail_after(30):
+                    await ready.wait()
+                await trio.sleep(delay)
+                proc.kill()
+                await proc.wait()
+        finally:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+                for stream in (proc.stdout, proc.stderr):
+                    assert stream is not None
+                    await stream.aclose()
+        lines = out.decode().split("\n")
+        context = f"round {round_no}, delay {delay:.3f}: {err.decode()[-2000:]}"
+        assert lines[0] == f"ready {top + 1}", context
+        printed = [int(x) for x in lines[1:-1]]  # the last piece has no newline yet
+        total_printed += len(printed)
+
+        loaded = FileStorage(data).load()
+        base = loaded.state["upto"] if loaded.state else 0
+        numbers = [r["n"] for r in loaded.records]
+        assert numbers == list(range(base + 1, base + 1 + len(numbers))), context
+        top = numbers[-1] if numbers else base
+        assert loaded.next_n == top + 1
+        assert max(printed, default=0) <= top, context
+    assert total_printed > 0
