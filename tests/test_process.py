@@ -32,7 +32,7 @@ jwt_secret = "{SECRET}"
 level = "debug"
 [[activation_codes]]
 code = "{CODE}"
-group_id = 1
+group_id = 7
 {extra}
 """,
         encoding="utf-8",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from wsserver.auth import Identity
+from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
@@ -148,10 +149,14 @@ class Hub:
         self.storage: Journal = storage if storage is not None else InstantJournal()
         self.appliers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.on_authenticated: list[Callable[[Session], None]] = []
+        self.on_closed: list[Callable[[Session], None]] = []  # after a session is forgotten
         self.last_n = 0  # the journal number of the last record this hub appended
         self._pending: deque[tuple[int, Callable[[], None]]] = deque()
         self.sessions: dict[str, Session] = {}
         self.principals: dict[Principal, dict[str, Session]] = {}
+        # user id (comparison form) -> the user principals online with it, one
+        # per user_type: the HTTP API addresses "user 42" across user types
+        self.user_principals: dict[str, dict[Principal, None]] = {}
         self.per_ip: dict[str, int] = {}
         self.rooms: dict[RoomKey, dict[str, Session]] = {}
         self.codes: dict[str, CodeRecord] = {
@@ -168,9 +173,10 @@ class Hub:
             "room_members": self._room_members,
         }
         self.direct = DirectMessaging(self)
+        self.crm = Crm(self)
         # Durable parts, by their key in the snapshot; each folds its own records
         # (registered in `appliers`) and can dump and reload its state.
-        self.components: dict[str, Component] = {"messages": self.direct}
+        self.components: dict[str, Component] = {"messages": self.direct, "crm": self.crm}
 
     # -- durable state -------------------------------------------------------
 
@@ -188,9 +194,9 @@ class Hub:
         Acknowledgements and the pushes they imply go through here, so a
         client never hears of a change that a crash could still take back.
         """
-        if self.last_n <= self.storage.durable_upto:
+        if not self._pending and self.last_n <= self.storage.durable_upto:
             announce()
-        else:
+        else:  # behind older announcements still waiting: keep their order
             self._pending.append((self.last_n, announce))
 
     def release(self) -> None:
@@ -329,6 +335,8 @@ class Hub:
         session.device_id = device_id
         session.device_info = device_info
         self.principals.setdefault(principal, {})[conn_id] = session
+        if not identity.is_device:
+            self.user_principals.setdefault(principal[2], {})[principal] = None
         self._greet(session, request_id)
         for hook in self.on_authenticated:
             hook(session)
@@ -377,6 +385,21 @@ class Hub:
                 mine.pop(conn_id, None)
                 if not mine:
                     del self.principals[principal]
+                    self._forget_user_principal(principal)
+            for hook in self.on_closed:
+                try:
+                    hook(session)
+                except Exception:
+                    log.exception("close hook failed for connection %s", conn_id)
+
+    def _forget_user_principal(self, principal: Principal) -> None:
+        if principal[0] != "user":
+            return
+        others = self.user_principals.get(principal[2])
+        if others is not None:
+            others.pop(principal, None)
+            if not others:
+                del self.user_principals[principal[2]]
 
     def close_all(self, code: int, reason: str) -> None:
         """Ask every connection to close (server shutdown)."""

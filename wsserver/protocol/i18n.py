@@ -40,6 +40,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "group_forbidden": ("无权访问其他分组", "no access to another group"),
     "device_no_rooms": ("桌面客户端不能加入房间", "activation-code clients cannot join rooms"),
     "not_recipient": ("只有接收者可以回执该消息", "only the recipient may acknowledge this message"),
+    "desktop_only": ("仅桌面客户端可以发送该消息", "only desktop (activation-code) clients may send this"),
+    "account_other_group": ("该账号属于其他分组", "this account belongs to another group"),
+    "account_unknown": ("账号未同步，请先同步Line账号列表", "unknown account: sync your Line accounts first"),
     "internal": ("服务器内部错误", "internal server error"),
     # authentication failures
     "token_missing": ("未提供令牌", "no token given"),

@@ -1,0 +1,320 @@
+"""What the HTTP API asks of the hub: publish, presence, devices, kick, rooms, stats.
+
+Sans-IO like the rest of `core`: a `HubAdmin` wraps a `Hub` and its methods
+run inside the registry actor (`registry.call(admin.publish, ...)`), never
+anywhere else, so they read and change hub state without locks.
+
+Invariants:
+
+- A publish is encoded once; the same string is handed to every connection
+  (`Hub.fan_out`).
+- Only authenticated connections receive what the API publishes.
+- A user target reaches every connection of that user id: all tabs and
+  devices, every `user_type` unless one is given, every group unless
+  `group_id` is given.
+- `persist` applies to user targets only: each targeted user that no
+  connection took the frame for gets it in the mailbox through
+  `DirectMessaging.persist_push`.
+- Nothing here blocks or does I/O; kicking a connection queues `kicked` and
+  then its close (4003) behind whatever it was already sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from wsserver._version import __version__
+from wsserver.errors import CloseCode
+from wsserver.protocol.envelope import encode, id_key
+
+if TYPE_CHECKING:
+    from wsserver.core.hub import Hub, RoomKey, Session
+
+__all__ = ["TYPE_NAME", "HubAdmin", "Publish", "PublishResult", "Target"]
+
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+"""A message type a backend may publish (SPEC 4.5)."""
+
+
+@attrs.frozen
+class Target:
+    """Who a publish reaches: users, a group, a room of a group, or everyone.
+
+    Exactly one form is meant: `user_ids` (one or more users; `group_id` then
+    narrows to that group), `room` (in the group `group_id`; `None` is the
+    scope of connections without a group), `group_id` alone, or `everyone`.
+    `user_type`, when given, narrows any form to principals of that type.
+    """
+
+    user_ids: tuple[Any, ...] = ()
+    group_id: Any = None
+    room: str | None = None
+    everyone: bool = False
+    user_type: Any = None
+
+    @property
+    def kind(self) -> str:
+        """`"users"`, `"room"`, `"group"` or `"all"`."""
+        if self.user_ids:
+            return "users"
+        if self.room is not None:
+            return "room"
+        if self.everyone:
+            return "all"
+        return "group"
+
+
+@attrs.frozen
+class Publish:
+    """One message for a target; `persist` queues it for offline users."""
+
+    type: str
+    data: Any
+    target: Target
+    persist: bool = False
+
+
+@attrs.frozen
+class PublishResult:
+    """Connections that took the frame, and mailboxes it was queued in."""
+
+    delivered: int
+    queued: int
+
+
+class PersistUnavailable(Exception):
+    """`persist` was asked for but the hub's direct messaging cannot queue pushes."""
+
+
+class HubAdmin:
+    """The hub as the HTTP API sees it. Call its methods only in the registry actor."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    # -- addressing ------------------------------------------------------------
+
+    def user_sessions(
+        self, user_id: Any, user_type: Any = None, group_id: Any = None
+    ) -> list[Session]:
+        """The live connections of a user id, narrowed by type and group when given."""
+        hub = self.hub
+        found: list[Session] = []
+        for principal in hub.user_principals.get(id_key(user_id), ()):
+            if user_type is not None and principal[1] != id_key(user_type):
+                continue
+            for session in hub.principals.get(principal, {}).values():
+                if group_id is None or _group_key(session) == id_key(group_id):
+                    found.append(session)
+        return found
+
+    def _authenticated(self) -> Iterable[Session]:
+        return (s for s in self.hub.sessions.values() if s.identity is not None)
+
+    def _sessions_for(self, target: Target) -> list[Session]:
+        kind = target.kind
+        if kind == "users":
+            seen: dict[str, Session] = {}
+            for uid in target.user_ids:
+                for s in self.user_sessions(uid, target.user_type, target.group_id):
+                    seen[s.conn_id] = s
+            return list(seen.values())
+        if kind == "room":
+            key: RoomKey = (id_key(target.group_id), target.room or "")
+            sessions = list(self.hub.rooms.get(key, {}).values())
+        elif kind == "group":
+            group = id_key(target.group_id)
+            sessions = [s for s in self._authenticated() if _group_key(s) == group]
+        else:
+            sessions = list(self._authenticated())
+        if target.user_type is not None:
+            wanted = id_key(target.user_type)
+            sessions = [
+                s
+                for s in sessions
+                if s.identity is not None
+                and not s.identity.is_device
+                and id_key(s.identity.user_type) == wanted
+            ]
+        return sessions
+
+    # -- publish ---------------------------------------------------------------
+
+    @property
+    def can_persist(self) -> bool:
+        """True when direct messaging can queue pushes for offline users."""
+        return callable(getattr(self.hub.direct, "persist_push", None))
+
+    def publish(self, p: Publish) -> PublishResult:
+        """Deliver `p` to its target's connections; with `persist`, queue it for
+        targeted users none of whose connections took it.
+
+        Raises `PersistUnavailable` (before sending anything) when `persist` is
+        asked for and direct messaging has no `persist_push`.
+        """
+        hub = self.hub
+        target = p.target
+        if p.persist and not self.can_persist:
+            raise PersistUnavailable("persist_push")
+        frame = encode(p.type, p.data, hub.now_ms())
+        if not (p.persist and target.kind == "users"):
+            return PublishResult(hub.fan_out(self._sessions_for(target), frame), 0)
+        delivered = queued = 0
+        done: set[str] = set()
+        for uid in target.user_ids:
+            if id_key(uid) in done:
+                continue
+            done.add(id_key(uid))
+            took = hub.fan_out(self.user_sessions(uid, target.user_type, target.group_id), frame)
+            delivered += took
+            if took == 0 and hub.direct.persist_push(
+                target.group_id, target.user_type, uid, p.type, p.data
+            ):
+                queued += 1
+        return PublishResult(delivered, queued)
+
+    # -- presence and devices --------------------------------------------------
+
+    def online_count(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> int:
+        """How many connections a user has (0 = offline)."""
+        return len(self.user_sessions(user_id, user_type, group_id))
+
+    def devices(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> list[dict[str, Any]]:
+        """A user's connections, oldest first, as the device list of the API.
+
+        Times are Unix milliseconds. `last_seen` is the last frame or pong from
+        the client when the outlet tracks it (`last_seen_ms`), else the
+        connection time.
+        """
+        out = []
+        for s in sorted(self.user_sessions(user_id, user_type, group_id), key=lambda s: s.connected_at):
+            ident = s.identity
+            assert ident is not None
+            connected_at = int(s.connected_at * 1000)
+            outlet: Any = s.outlet
+            last_seen = getattr(outlet, "last_seen_ms", None)
+            out.append(
+                {
+                    "conn_id": s.conn_id,
+                    "device_id": s.device_id,
+                    "device_info": s.device_info,
+                    "ip": s.ip,
+                    "user_agent": s.user_agent,
+                    "connected_at": connected_at,
+                    "last_seen": last_seen if isinstance(last_seen, int) else connected_at,
+                    "user_id": ident.user_id,
+                    "user_type": ident.user_type,
+                    "group_id": ident.group_id,
+                    "rooms": sorted(room for _, room in s.rooms),
+                    "messages_in": getattr(outlet, "messages_in", None),
+                    "messages_out": getattr(outlet, "messages_out", None),
+                }
+            )
+        return out
+
+    def kick(
+        self,
+        user_id: Any,
+        *,
+        device_id: str | None = None,
+        conn_id: str | None = None,
+        reason: str | None = None,
+        user_type: Any = None,
+        group_id: Any = None,
+    ) -> int:
+        """Send `kicked {reason}` to the matching connections of a user, then close
+        them with 4003 once that frame is written; returns how many.
+
+        With neither `device_id` nor `conn_id` every connection of the user is
+        kicked; with both, a connection must match both. Kicked connections are
+        forgotten at once, so they receive nothing more and no longer count as
+        online.
+        """
+        hub = self.hub
+        if reason is None:
+            reason = hub.text("kicked")
+        frame = encode("kicked", {"reason": reason}, hub.now_ms())
+        n = 0
+        for s in self.user_sessions(user_id, user_type, group_id):
+            if device_id is not None and s.device_id != device_id:
+                continue
+            if conn_id is not None and s.conn_id != conn_id:
+                continue
+            hub.send(s, frame)
+            s.outlet.close_after_queued(CloseCode.KICKED, "kicked")
+            hub.close(s.conn_id)
+            n += 1
+        return n
+
+    # -- rooms -----------------------------------------------------------------
+
+    def rooms(self, group_id: Any = None) -> list[dict[str, Any]]:
+        """Rooms with members, of one group or (`None`) of every group."""
+        out = []
+        for (group, room), members in sorted(self.hub.rooms.items()):
+            if group_id is not None and group != id_key(group_id):
+                continue
+            first = next(iter(members.values()), None)
+            out.append(
+                {
+                    "room": room,
+                    "group_id": first.identity.group_id if first and first.identity else None,
+                    "members": len(self.hub.members((group, room))),
+                    "connections": len(members),
+                }
+            )
+        return out
+
+    def room_members(self, room: str, group_id: Any = None) -> list[dict[str, Any]]:
+        """A room's members, one entry per principal (empty for an unknown room)."""
+        return self.hub.members((id_key(group_id), room))
+
+    # -- stats -----------------------------------------------------------------
+
+    def websocket_stats(self) -> dict[str, Any]:
+        """Seed 001's `{total_connections, connected_users}`: authenticated
+        connections, and the online user ids as they came in the tokens."""
+        users: dict[str, Any] = {}
+        total = 0
+        for s in self._authenticated():
+            total += 1
+            ident = s.identity
+            assert ident is not None
+            if not ident.is_device:
+                users.setdefault(id_key(ident.user_id), ident.user_id)
+        return {"total_connections": total, "connected_users": list(users.values())}
+
+    def stats(self) -> dict[str, Any]:
+        """Everything `GET /api/stats` and `/metrics` report about the hub."""
+        hub = self.hub
+        base = hub.stats()
+        groups = {_group_key(s) for s in self._authenticated()}
+        groups.discard("")
+        mailbox = hub.direct.store.mailbox
+        now = hub.clock()
+        return {
+            "connections": {
+                "total": base["connections"],
+                "user": base["user_connections"],
+                "device": base["device_connections"],
+                "pending": base["pending_connections"],
+            },
+            "users": len(hub.user_principals),
+            "principals": base["principals"],
+            "groups": len(groups),
+            "rooms": base["rooms"],
+            "messages": {"in": base["messages_in"], "out": base["messages_out"]},
+            "mailboxes": {"count": len(mailbox), "messages": sum(len(b) for b in mailbox.values())},
+            "uptime": round(now - hub.started_at, 3),
+            "started_at": int(hub.started_at * 1000),
+            "version": __version__,
+        }
+
+
+def _group_key(session: Session) -> str:
+    ident = session.identity
+    return "" if ident is None else ident.group_key
