@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from wsserver.auth import Identity
+from wsserver.core.codes import ActivationCodes
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
@@ -174,9 +175,14 @@ class Hub:
         }
         self.direct = DirectMessaging(self)
         self.crm = Crm(self)
+        self.activation_codes = ActivationCodes(self)
         # Durable parts, by their key in the snapshot; each folds its own records
         # (registered in `appliers`) and can dump and reload its state.
-        self.components: dict[str, Component] = {"messages": self.direct, "crm": self.crm}
+        self.components: dict[str, Component] = {
+            "messages": self.direct,
+            "crm": self.crm,
+            "activation_codes": self.activation_codes,
+        }
 
     # -- durable state -------------------------------------------------------
 
