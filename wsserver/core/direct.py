@@ -380,6 +380,47 @@ class DirectMessaging:
 
     # -- on connect ------------------------------------------------------------
 
+    def persist_push(self, group_id: Any, user_type: Any, user_id: Any, mtype: str, data: Any) -> bool:
+        """Keep a server push (`POST /api/publish` with `persist`) in a user's mailbox.
+
+        Without `group_id` (or `user_type`) it waits for that user in any group
+        (of any type). It is pushed on the user's next connect as the original
+        message type with `message_id` and `offline: true`, and leaves the
+        mailbox then (clients of pushes send no receipts).
+        """
+        to = principal_key(
+            "*" if group_id is None else id_key(group_id),
+            "*" if user_type is None else id_key(user_type),
+            id_key(user_id),
+        )
+        hub = self.hub
+        hub.record(
+            {
+                "t": "msg",
+                "id": self.store.next_id,
+                "seq": self.store.seq.get(to, 0) + 1,
+                "from_key": "system",
+                "to_key": to,
+                "from": {"user_id": None, "user_type": None, "username": None},
+                "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
+                "text": None,
+                "push": {"type": mtype, "data": data},
+                "time": hub.now_ms(),
+                "boxed": True,
+            }
+        )
+        return True
+
+    def _mailbox_keys(self, me: Key) -> list[Key]:
+        """The mailboxes a principal reads: its own and the wildcard push boxes."""
+        group, user_type, user_id = me.split("|", 2)
+        keys = [me]
+        for g, t in ((group, "*"), ("*", user_type), ("*", "*")):
+            key = principal_key(g, t, user_id)
+            if key not in keys:
+                keys.append(key)
+        return keys
+
     def _deliver_mailbox(self, session: Session) -> None:
         """Expire, report truncation, then push undelivered messages in seq order."""
         ident = session.identity
@@ -388,23 +429,36 @@ class DirectMessaging:
         me = self.own_key(session)
         hub = self.hub
         now = hub.now_ms()
-        expired = self.store.expired(me, now)
-        if expired:
-            hub.record({"t": "drop", "to": me, "ids": expired, "reason": "ttl"})
-        dropped = self.store.truncated.get(me, 0)
+        keys = self._mailbox_keys(me)
+        dropped = 0
+        for key in keys:
+            expired = self.store.expired(key, now)
+            if expired:
+                hub.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
+            if self.store.truncated.get(key):
+                dropped += self.store.truncated[key]
+                hub.record({"t": "trunc_seen", "to": key})
         if dropped:
-            hub.record({"t": "trunc_seen", "to": me})
             hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
         durable = hub.storage.durable_upto
         # newer ones are announced when they commit
         waiting = [
             m
-            for m in self.store.mailbox_messages(me)
+            for key in keys
+            for m in self.store.mailbox_messages(key)
             if m.get("n", 0) <= durable and m["id"] not in self._unannounced
         ]
+        if len(keys) > 1:
+            waiting.sort(key=lambda m: m["id"])
         page = waiting[: self.page_size]
         for m in page:
-            hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+            push = m.get("push")
+            if push is None:
+                hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+                continue
+            extra = {"message_id": m["id"], "offline": True}
+            hub.send(session, encode(push["type"], push["data"], now, extra=extra))
+            hub.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
         if len(waiting) > len(page):
             more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
             hub.send(session, encode("mailbox_more", more, now))
