@@ -1,0 +1,104 @@
+"""The CRM flow over real sockets, and counters that survive a restart of the process."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.conftest import make_config, token, ws_connect
+from tests.test_process import SECRET, write_config
+
+CODE = "SECRETCODE42"  # group 7 in write_config
+
+
+async def recv(ws: Any) -> dict[str, Any]:
+    with trio.fail_after(5):
+        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
+
+
+async def until(ws: Any, mtype: str) -> dict[str, Any]:
+    while True:
+        msg = await recv(ws)
+        if msg["type"] == mtype:
+            return msg
+
+
+async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> None:
+    server = await live_server(activation_codes=[{"code": "HG66OP88", "group_id": 1}, {"code": "OTHER002", "group_id": 2}])
+    base = server.url + "/ws"
+    dash_token = token(server.config, user_id=10, group_id=1)
+    other_token = token(server.config, user_id=20, group_id=2)
+    async with ws_connect(f"{base}?token={dash_token}") as dash, ws_connect(f"{base}?token={other_token}") as other:
+        assert (await recv(dash))["type"] == "connected"
+        first = await recv(dash)
+        assert first["type"] == "group_stats_update" and first["data"]["activation_code"] == "HG66OP88"
+        await until(other, "group_stats_update")
+        async with ws_connect(base) as desk:
+            # seed 000: every message carries the code; the first one authenticates
+            await desk.send_message(json.dumps({
+                "type": "sync_line_accounts", "activation_code": "HG66OP88",
+                "data": [{"line_account_id": "line_account_123", "online_status": "online"}],
+            }))
+            assert (await recv(desk))["type"] == "auth_success"
+            result = await recv(desk)
+            assert result["type"] == "sync_result" and result["data"]["created_count"] == 1
+            update = await until(dash, "group_stats_update")
+            assert update["data"]["total_accounts"] == 1 and update["data"]["online_accounts"] == 1
+            await desk.send_message(json.dumps({
+                "type": "incoming", "activation_code": "HG66OP88",
+                "data": {"line_account_id": "line_account_123", "incoming_line_id": "U1"},
+            }))
+            assert (await recv(desk))["data"]["status"] == "processed"
+            acct = await until(dash, "account_stats_update")
+            assert acct["data"]["line_id"] == "line_account_123" and acct["data"]["total_incoming"] == 1
+        # the desktop client went away: its account goes offline on the dashboard
+        change = await until(dash, "account_status_change")
+        assert change["data"]["online_status"] == "offline" and change["data"]["group_id"] == 1
+        # group 2's dashboard heard nothing of group 1
+        with trio.move_on_after(0.3):
+            msg = await recv(other)
+            raise AssertionError(f"group 2 got {msg}")
+
+
+async def test_crm_counters_survive_a_kill_and_restart(tmp_path: Path, spawn: Any) -> None:
+    cfg, data = write_config(tmp_path), tmp_path / "data"
+    dash_token = token(make_config(tmp_path, auth__jwt_secret=SECRET), user_id=1, group_id=7)
+
+    async def start() -> tuple[Any, str]:
+        proc = spawn(["serve", "--config", str(cfg), "--data-dir", str(data)])
+        host, port = await proc.address()
+        return proc, f"ws://{host}:{port}/ws"
+
+    proc, base = await start()
+    async with ws_connect(f"{base}?activation_code={CODE}") as desk:
+        await recv(desk)
+        await desk.send_message(json.dumps({"type": "sync_line_accounts", "data": [{"line_account_id": "a", "online_status": "online"}]}))
+        await until(desk, "sync_result")
+        for i, line in enumerate(["u1", "u2", "u1"]):
+            await desk.send_message(json.dumps({"type": "incoming", "data": {"line_account_id": "a", "incoming_line_id": line}}))
+            reply = await until(desk, "incoming_received")
+            assert reply["data"]["duplicate"] is (i == 2)
+        await desk.send_message(json.dumps({"type": "customer_sync", "data": {"customer_id": "c1"}}))
+        db_id = (await until(desk, "customer_sync_received"))["data"]["customer_db_id"]
+        async with ws_connect(f"{base}?token={dash_token}") as dash:
+            await recv(dash)
+            before = (await until(dash, "group_stats_update"))["data"]
+        proc.proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    proc, base = await start()
+    async with ws_connect(f"{base}?token={dash_token}") as dash:
+        await recv(dash)
+        after = (await until(dash, "group_stats_update"))["data"]
+    for key in ("total_accounts", "total_incoming", "today_incoming", "duplicate_incoming", "today_duplicate"):
+        assert after[key] == before[key], key
+    assert (after["total_incoming"], after["duplicate_incoming"]) == (3, 1)
+    async with ws_connect(f"{base}?activation_code={CODE}") as desk:
+        await recv(desk)
+        await desk.send_message(json.dumps({"type": "customer_sync", "data": {"customer_id": "c1", "name": "again"}}))
+        assert (await until(desk, "customer_sync_received"))["data"]["customer_db_id"] == db_id
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
