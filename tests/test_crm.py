@@ -207,7 +207,7 @@ def test_a_day_in_the_call_centre() -> None:
 
 def test_a_client_with_two_connections_keeps_its_accounts_online_until_the_last_goes() -> None:
     cc = CallCentre()
-    first, out = cc.desktop("A1")
+    first, _out = cc.desktop("A1")
     second, _ = cc.desktop("A1")
     send(cc.hub, first, "sync_line_accounts", [{"line_account_id": "x", "online_status": "online"}])
     cc.hub.close(first)
@@ -228,7 +228,7 @@ def test_bad_crm_payloads_get_errors_naming_the_field_and_change_nothing() -> No
     cc = CallCentre()
     hub = cc.hub
     a1, out = cc.desktop("A1")
-    b1, bout = cc.desktop("B1")
+    b1, _bout = cc.desktop("B1")
     send(hub, a1, "sync_line_accounts", [{"line_account_id": "mine"}])
     send(hub, b1, "sync_line_accounts", [{"line_account_id": "theirs"}])
     before = hub.crm.to_state()

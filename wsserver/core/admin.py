@@ -86,10 +86,6 @@ class PublishResult:
     queued: int
 
 
-class PersistUnavailable(Exception):
-    """`persist` was asked for but the hub's direct messaging cannot queue pushes."""
-
-
 class HubAdmin:
     """The hub as the HTTP API sees it. Call its methods only in the registry actor."""
 
@@ -144,24 +140,15 @@ class HubAdmin:
 
     # -- publish ---------------------------------------------------------------
 
-    @property
-    def can_persist(self) -> bool:
-        """True when direct messaging can queue pushes for offline users."""
-        return callable(getattr(self.hub.direct, "persist_push", None))
-
     def publish(self, p: Publish) -> PublishResult:
         """Deliver `p` to its target's connections; with `persist`, queue it for
         targeted users none of whose connections took it.
-
-        Raises `PersistUnavailable` (before sending anything) when `persist` is
-        asked for and direct messaging has no `persist_push`.
         """
         hub = self.hub
         target = p.target
-        if p.persist and not self.can_persist:
-            raise PersistUnavailable("persist_push")
+        persist = p.persist and target.kind == "users"
         frame = encode(p.type, p.data, hub.now_ms())
-        if not (p.persist and target.kind == "users"):
+        if not persist:
             return PublishResult(hub.fan_out(self._sessions_for(target), frame), 0)
         delivered = queued = 0
         done: set[str] = set()
@@ -183,7 +170,9 @@ class HubAdmin:
         """How many connections a user has (0 = offline)."""
         return len(self.user_sessions(user_id, user_type, group_id))
 
-    def devices(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> list[dict[str, Any]]:
+    def devices(
+        self, user_id: Any, user_type: Any = None, group_id: Any = None
+    ) -> list[dict[str, Any]]:
         """A user's connections, oldest first, as the device list of the API.
 
         Times are Unix milliseconds. `last_seen` is the last frame or pong from
@@ -191,7 +180,9 @@ class HubAdmin:
         connection time.
         """
         out = []
-        for s in sorted(self.user_sessions(user_id, user_type, group_id), key=lambda s: s.connected_at):
+        for s in sorted(
+            self.user_sessions(user_id, user_type, group_id), key=lambda s: s.connected_at
+        ):
             ident = s.identity
             assert ident is not None
             connected_at = int(s.connected_at * 1000)

@@ -56,7 +56,7 @@ class DirectMessaging:
                 history_limit=cfg.history_limit,
             )
         )
-        hub.appliers.update({t: self._apply for t in ("msg", "status", "drop", "trunc_seen")})
+        hub.appliers.update({t: self._apply for t in ("msg", "status", "box", "drop", "trunc_seen")})
         hub.handlers.update(
             {
                 "send_message": self._send_message,
@@ -265,11 +265,13 @@ class DirectMessaging:
             frame = encode("new_message", self._new_message(m, offline=False), hub.now_ms())
             # the recipient's connections now (they may have connected meanwhile)
             # and the sender's other tabs
-            targets = {s.conn_id: s for s in self.connections_of(to)}
-            for s in self.connections_of(me):
-                if s is not session:
-                    targets[s.conn_id] = s
-            hub.fan_out(targets.values(), frame)
+            reached = hub.fan_out(self.connections_of(to), frame)
+            if to != me:  # the sender's other tabs (a note to self reached them above)
+                hub.fan_out([s for s in self.connections_of(me) if s is not session], frame)
+            if not reached and not m.get("boxed") and m["status"] == "sent":
+                # the recipient was online at send time but left before this
+                # announcement: keep it for the next connect after all
+                hub.record({"t": "box", "id": m["id"]})
 
         self._unannounced.add(m["id"])
         hub.after_commit(announce)

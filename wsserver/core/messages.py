@@ -2,7 +2,7 @@
 receipts, de-duplication and bounded history, without I/O.
 
 The state is event-sourced. Every durable change is a plain JSON-able record
-(`{"t": "msg" | "status" | "drop" | "trunc_seen", ...}`) that `apply()` folds
+(`{"t": "msg" | "status" | "box" | "drop" | "trunc_seen", ...}`) that `apply()` folds
 into the state; the hub applies a record at the moment it appends it to the
 journal, and start-up replays the snapshot and the journal through the same
 `apply()`. So "replay reproduces the state" holds by construction, and the
@@ -65,16 +65,19 @@ class MessageStore:
     truncated: dict[Key, int] = attrs.field(factory=dict)
     conversations: dict[str, list[int]] = attrs.field(factory=dict)
     inbox: dict[Key, list[int]] = attrs.field(factory=dict)  # ids received, seq order
-    dedup: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # sender|cmid -> (id, time)
+    # sender|cmid -> (id, time, seq): enough to answer a retry even after the
+    # message itself was trimmed from history
+    dedup: dict[str, tuple[int, int, int]] = attrs.field(factory=dict)
 
     # -- reading -------------------------------------------------------------
 
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
-        """The earlier message with this `client_msg_id` within the window, if kept."""
+        """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`
+        within the window (whether or not the message itself is still kept)."""
         hit = self.dedup.get(f"{sender}|{client_msg_id}")
         if hit is None or now_ms - hit[1] > self.policy.dedup_window_ms:
             return None
-        return self.messages.get(hit[0])
+        return {"id": hit[0], "time": hit[1], "seq": hit[2], "cmid": client_msg_id}
 
     def mailbox_messages(self, recipient: Key) -> list[dict[str, Any]]:
         """Undelivered messages of `recipient`, in `seq` order."""
@@ -142,6 +145,10 @@ class MessageStore:
                 self.truncated[rec["to"]] = self.truncated.get(rec["to"], 0) + dropped
         elif kind == "trunc_seen":
             self.truncated.pop(rec["to"], None)
+        elif kind == "box":
+            m = self.messages.get(rec["id"])
+            if m is not None and m["status"] == "sent":
+                self._box(m["to_key"], rec["id"])
         else:
             raise ValueError(f"unknown record type {kind!r}")
 
@@ -157,21 +164,31 @@ class MessageStore:
         if msg.get("cmid") is not None:
             key = f"{msg['from_key']}|{msg['cmid']}"
             self.dedup.pop(key, None)  # re-insert at the end: keeps time order
-            self.dedup[key] = (mid, msg["time"])
+            self.dedup[key] = (mid, msg["time"], msg["seq"])
         self._prune_dedup(msg["time"])
         if rec.get("boxed"):
-            box = self.mailbox.setdefault(to, {})
-            box[mid] = None
-            limit = self.policy.mailbox_limit
-            if limit and len(box) > limit:
-                over = list(box)[: len(box) - limit]
-                self.truncated[to] = self.truncated.get(to, 0) + self._unbox(to, over)
+            self._box(to, mid)
         conv = self.conversations.setdefault(conversation_key(msg["from_key"], to), [])
         conv.append(mid)
         limit = self.policy.history_limit
         if limit and len(conv) > limit:
             old, conv[:] = conv[: len(conv) - limit], conv[len(conv) - limit :]
             self._forget(old)
+
+    def _box(self, to: Key, mid: int) -> None:
+        """Put a message into `to`'s mailbox, keeping seq (= id) order and the limit."""
+        box = self.mailbox.setdefault(to, {})
+        if mid in box:
+            return
+        if box and mid < next(reversed(box)):
+            box[mid] = None
+            self.mailbox[to] = box = dict.fromkeys(sorted(box))
+        else:
+            box[mid] = None
+        limit = self.policy.mailbox_limit
+        if limit and len(box) > limit:
+            over = list(box)[: len(box) - limit]
+            self.truncated[to] = self.truncated.get(to, 0) + self._unbox(to, over)
 
     def _unbox(self, recipient: Key, ids: Iterable[int]) -> int:
         box = self.mailbox.get(recipient)
@@ -248,5 +265,5 @@ class MessageStore:
             truncated=dict(state["truncated"]),
             conversations={k: list(v) for k, v in state["conversations"].items()},
             inbox={k: list(v) for k, v in state["inbox"].items()},
-            dedup={k: (v[0], v[1]) for k, v in state["dedup"].items()},
+            dedup={k: (v[0], v[1], v[2]) for k, v in state["dedup"].items()},
         )

@@ -129,6 +129,11 @@ class Connection:
     # -- helpers -------------------------------------------------------------
 
     @property
+    def last_seen_ms(self) -> int:
+        """Wall-clock ms of the last frame or pong from the client (for the device list)."""
+        return int((self.last_seen + self._wall_offset) * 1000)
+
+    @property
     def locale(self) -> str:
         return self.server.config.server.locale
 
@@ -189,6 +194,7 @@ class Connection:
 
     async def _writer(self, ws: WebSocketConnection) -> None:
         assert self._scope is not None
+        metrics = self.server.metrics
         async for item in self._out_recv:
             if isinstance(item, _CloseMarker):
                 self.close(item.code, item.reason)
@@ -201,6 +207,7 @@ class Connection:
                 return
             finally:
                 self._sending = False
+            metrics.frame_out(item)
             if self.closing is not None:
                 self._scope.cancel()
                 return
@@ -260,6 +267,7 @@ class Connection:
         bucket = TokenBucket(limits.messages_per_second, limits.burst)
         abuse = AbuseCounter(max(1, limits.burst))
         binary = 0
+        metrics = self.server.metrics
         while True:
             try:
                 frame = await ws.get_message()
@@ -269,7 +277,9 @@ class Connection:
             now = trio.current_time()
             self.last_seen = now
             self.messages_in += 1
+            metrics.frame_in(frame)
             if not bucket.take(now):
+                metrics.message_dropped("rate_limited")
                 self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), None)
                 if abuse.refused():
                     self.close(CloseCode.RATE_LIMIT, "rate_abuse")
@@ -293,6 +303,7 @@ class Connection:
             except ProtocolError as err:
                 self.send_error(err, None)
                 continue
+            metrics.message_in(msg.type)
             if self.identity is None:
                 if not await self._first_message_auth(msg):
                     return
@@ -385,6 +396,8 @@ class Connection:
             server.hub.authenticate, self.conn_id, identity, device_id, device_info, msg.id
         )
         if refusal is not None:
+            if refusal.status == 401:
+                server.metrics.auth_failed(refusal.key)
             code = ErrorCode.UNAUTHORIZED if refusal.status == 401 else ErrorCode.CONFLICT
             self.send_error(ProtocolError(code, refusal.key), msg)
             self.close_after_queued(refusal.close_code, refusal.key)
@@ -394,6 +407,7 @@ class Connection:
         return True
 
     def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
+        self.server.metrics.auth_failed(err.key)
         self.send_error(err, msg)
         self.close_after_queued(CloseCode.AUTH_FAILED, err.key)
 

@@ -12,6 +12,7 @@ bounded time for them, then end.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -20,9 +21,10 @@ import uuid
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from wsserver._version import __version__
+from wsserver.api.routes import install
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
@@ -43,6 +45,8 @@ from wsserver.net.http import (
     serve_http,
 )
 from wsserver.net.registry import Registry
+from wsserver.ops.access import log_request, log_session
+from wsserver.ops.metrics import Metrics
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
@@ -71,7 +75,10 @@ class Server:
     def __init__(self, config: Config) -> None:
         validate_config(config)  # a Config built by an embedding host skipped load_config
         self.config = config
-        self.storage = FileStorage(config.storage.dir, config.storage.fsync)
+        self.metrics = Metrics()
+        self.storage = FileStorage(
+            config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
+        )
         self.hub = Hub(config, storage=self.storage)
         self.registry = Registry(self.hub, after_batch=self.hub.release)
         self.verifier = TokenVerifier(config)
@@ -87,6 +94,7 @@ class Server:
         self._add_health_routes(self.router)
         if self.api_router is not self.router:
             self._add_health_routes(self.api_router)
+        install(self)
 
     # -- routes --------------------------------------------------------------
 
@@ -137,6 +145,7 @@ class Server:
             self.storage.on_durable(lambda n: self.registry.tell_nowait(self.hub.release))
             await root.start(self.registry.run)
             root.start_soon(self._snapshots)
+            root.start_soon(self._midnights)
             main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
             api_listeners: list[Any] = []
             if cfg.server.api_listen:
@@ -189,6 +198,13 @@ class Server:
         self.storage.request_snapshot(state, self.hub.last_n)
         return self.hub.last_n
 
+    async def _midnights(self) -> None:
+        """At each new day in `crm.timezone`, dashboards get their zeroed "today" counters."""
+        while True:
+            wait_ms = self.hub.crm.ms_to_next_midnight(self.hub.now_ms())
+            await trio.sleep(wait_ms / 1000 + 0.2)
+            await self.registry.call(self.hub.crm.midnight)
+
     async def _snapshots(self) -> None:
         """Compact the journal every `storage.snapshot_interval` when there were changes."""
         taken = self.hub.last_n
@@ -209,6 +225,7 @@ class Server:
                         stream, max_header_bytes=cfg.limits.max_header_bytes
                     )
             except HttpError as err:
+                self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
                 await respond_and_close(stream, error_reply(err))
                 return
             except (ConnectionGone, trio.TooSlowError):
@@ -230,6 +247,7 @@ class Server:
                 remote=ip,
                 max_body_bytes=cfg.limits.max_http_body_bytes,
                 max_header_bytes=cfg.limits.max_header_bytes,
+                on_request_done=functools.partial(self._request_done, ip),
             )
         except trio.BrokenResourceError:
             pass
@@ -237,7 +255,22 @@ class Server:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
+    def _request_done(
+        self,
+        remote: str,
+        method: str,
+        raw_path: str,
+        status: int,
+        seconds: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """Access log and metrics for one answered HTTP request."""
+        self.metrics.http_request(method, status, seconds)
+        log_request(method, raw_path, status, seconds, bytes_in, bytes_out, remote)
+
     async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
+        self.metrics.handshake(key)
         body = json.dumps(
             {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
         ).encode()
@@ -260,6 +293,7 @@ class Server:
                         max_message_size=cfg.limits.max_message_bytes,
                     )
                 if scope.cancelled_caught:
+                    self.metrics.handshake("timeout")
                     return
                 await self._session(request, replay, head, ip, echo)
             finally:
@@ -283,6 +317,7 @@ class Server:
                     identity = Identity(activation_code=creds.activation_code)
             except AuthError as err:
                 refusal = refusal_for(err)
+                self.metrics.auth_failed(refusal.key)
                 await self._reject(request, refusal.status, refusal.key)
                 return
         conn_id = uuid.uuid4().hex
@@ -291,16 +326,40 @@ class Server:
             self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id
         )
         if refusal is not None:
+            if refusal.status == 401:
+                self.metrics.auth_failed(refusal.key)
             await self._reject(request, refusal.status, refusal.key)
             return
+        ws: WebSocketConnection | None = None
         try:
             ws = await request.accept()
+            self.metrics.handshake("accepted")
             log.debug("open %s from %s", conn_id, ip)
             await conn.run(ws, stream)
         finally:
             with trio.CancelScope(shield=True):
                 await self.registry.tell(self.hub.close, conn_id)
-            log.debug("closed %s code=%s", conn_id, conn.closing)
+            if ws is not None:
+                self._session_done(conn, ws)
+
+    def _session_done(self, conn: Connection, ws: WebSocketConnection) -> None:
+        """Access log and metrics for one ended WebSocket session."""
+        if conn.closing is not None:
+            code = conn.closing[0]
+        elif ws.closed is not None and ws.closed.code is not None:
+            code = ws.closed.code
+        else:
+            code = CloseCode.NORMAL
+        self.metrics.session_closed(code)
+        log_session(
+            conn.conn_id,
+            conn.identity,
+            conn.ip,
+            trio.current_time() - conn.started,
+            conn.messages_in,
+            conn.messages_out,
+            code,
+        )
 
 
 def run_server(config: Config) -> int:

@@ -70,6 +70,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "binary_abuse": ("二进制消息过多，连接已关闭", "too many binary messages"),
     "shutting_down": ("服务器正在关闭", "server shutting down"),
     "kicked": ("已被管理员踢出", "kicked by an administrator"),
+    # HTTP API (SPEC 6)
+    "api_credentials_missing": ("需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key", "authentication required: Authorization: Bearer <admin token> or X-API-Key"),
+    "api_key_invalid": ("API密钥无效", "invalid API key"),
+    "api_admin_required": ("需要管理员权限", "admin role required"),
+    # texts of the seed-001 pushes when the backend gives none
+    "insufficient_tokens_text": ("Token余额不足，当前余额: {current_balance}，需要: {required_tokens}", "Not enough tokens: balance {current_balance}, {required_tokens} needed"),
+    "plan_expiring_text": ("您的{plan_name}套餐还有{days_left}天过期", "Your {plan_name} plan expires in {days_left} days"),
+    "plan_expired_text": ("您的{plan_name}套餐已过期", "Your {plan_name} plan has expired"),
+    "test_notification_title": ("测试通知", "Test notification"),
+    "test_notification_text": ("这是一条测试消息，WebSocket连接正常", "This is a test message: the WebSocket connection works"),
 }
 
 

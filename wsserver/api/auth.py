@@ -1,0 +1,61 @@
+"""Who may call the HTTP API: an admin JWT or an API key (SPEC 6).
+
+Credentials, in the order they are tried:
+
+- `X-API-Key: <key>` matching one of `api.keys` (compared in constant time,
+  every key tried, an empty key never matches);
+- `Authorization: Bearer <JWT>` verified like a WebSocket token, with
+  `role: "admin"`.
+
+No credentials, a wrong key or a token that does not verify is 401 (with
+`WWW-Authenticate: Bearer`); a valid token without the admin role is 403.
+Tokens are taken from headers only: a `?token=` query would end up in proxy
+logs. The configuration and the verifier are read at each request, so a
+reload of `api.keys` or of `[auth]` takes effect at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from wsserver.errors import AuthError
+from wsserver.net.http import HttpError, RequestHead
+from wsserver.protocol.i18n import text
+
+if TYPE_CHECKING:
+    from wsserver.net.server import Server
+
+__all__ = ["authorize", "key_matches"]
+
+_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="wsserver"'),)
+
+
+def key_matches(given: str, keys: Iterable[str]) -> bool:
+    """True when `given` (a header value, Latin-1) equals one of `keys`, in constant time."""
+    raw = given.encode("latin-1", errors="replace")
+    matches = [hmac.compare_digest(raw, key.encode()) for key in keys if key]
+    return any(matches)
+
+
+def authorize(server: Server, head: RequestHead) -> None:
+    """Return when `head` carries admin credentials; raise `HttpError` 401/403 otherwise."""
+    locale = server.config.server.locale
+    api_key = head.header("x-api-key")
+    if api_key is not None and key_matches(api_key, server.config.api.keys):
+        return
+    authorization = head.header("authorization")
+    if authorization is None:
+        key = "api_key_invalid" if api_key is not None else "api_credentials_missing"
+        raise HttpError(401, text(key, locale), headers=_CHALLENGE)
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise HttpError(401, text("token_missing", locale), headers=_CHALLENGE)
+    try:
+        identity = server.verifier.verify(token)
+    except AuthError as err:
+        raise HttpError(401, text(err.key, locale), headers=_CHALLENGE) from None
+    if not identity.is_admin:
+        raise HttpError(403, text("api_admin_required", locale))

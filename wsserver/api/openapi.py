@@ -1,0 +1,329 @@
+"""The OpenAPI 3.1 description of the HTTP API, built from the route table.
+
+`document(routes)` turns `wsserver.api.routes.ROUTES` into the document served
+at `GET /api/openapi.json`; the schemas below describe the request bodies, the
+`data` of each reply, and the payloads of the messages the API pushes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from wsserver._version import __version__
+
+if TYPE_CHECKING:
+    from wsserver.api.routes import Route
+
+__all__ = ["SCHEMAS", "document"]
+
+Schema = dict[str, Any]
+
+_ID: Schema = {
+    "type": ["string", "integer"],
+    "description": "an id: a string or an integer, compared as a string",
+}
+_STR: Schema = {"type": "string"}
+_INT: Schema = {"type": "integer"}
+_NUM: Schema = {"type": "number"}
+_BOOL: Schema = {"type": "boolean"}
+_LEVEL: Schema = {
+    "type": "string",
+    "enum": ["info", "warning", "error", "success"],
+    "default": "info",
+}
+_TYPE: Schema = {"type": "string", "pattern": "^[a-z][a-z0-9_.:-]{0,63}$"}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: Sequence[str] = (), **props: Schema) -> Schema:
+    schema: Schema = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_FILTER_PROPS: dict[str, Schema] = {
+    "group_id": {**_ID, "description": "only the user's connections in this group"},
+    "user_type": {**_ID, "description": "only the user's connections of this user_type"},
+}
+
+SCHEMAS: dict[str, Schema] = {
+    # -- envelopes ------------------------------------------------------------------
+    "Reply": _obj(("code", "message", "data"), code={"type": "integer", "const": 0}, message=_STR, data={}),
+    "Error": _obj(
+        ("code", "message"),
+        code={"type": "integer", "description": "the HTTP status"},
+        message=_STR,
+        field={"type": "string", "description": "the request field to blame"},
+    ),
+    # -- pushed payloads (seed 001's Go structs in snake_case) -------------------------
+    "SystemNotificationData": _obj(
+        ("title", "message", "level", "action", "action_url"),
+        title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
+    ),
+    "BatchGoOpenURLData": _obj(
+        ("task_id", "urls", "delay"),
+        task_id=_ID, urls={"type": "array", "items": _STR}, delay={**_INT, "description": "ms"},
+    ),
+    "TaskProgressData": _obj(
+        ("task_id", "task_type", "status", "progress", "total", "completed", "failed",
+         "message", "start_time", "end_time"),
+        task_id=_ID, task_type=_STR, status=_STR, progress=_NUM, total=_INT, completed=_INT,
+        failed=_INT, message=_STR, start_time=_INT, end_time=_INT,
+    ),
+    "TokenInsufficientData": _obj(
+        ("current_balance", "required_tokens", "task_type", "message"),
+        current_balance=_INT, required_tokens=_INT, task_type=_STR, message=_STR,
+    ),
+    "PlanExpiringData": _obj(
+        ("plan_name", "days_left", "expires_at", "message", "upgrade_url"),
+        plan_name=_STR, days_left=_INT, expires_at=_INT, message=_STR, upgrade_url=_STR,
+    ),
+    # -- request bodies -------------------------------------------------------------
+    "NotificationRequest": _obj(
+        ("user_id", "title", "message"),
+        user_id=_ID, title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
+        **_FILTER_PROPS,
+    ),
+    "OpenUrlRequest": _obj(
+        ("user_id", "task_id", "urls"),
+        user_id=_ID, task_id=_ID,
+        urls={"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        delay={"type": "integer", "minimum": 0, "default": 1000, "description": "ms between two URLs"},
+        **_FILTER_PROPS,
+    ),
+    "TaskProgressRequest": _obj(
+        ("user_id", "task_id", "task_type", "status"),
+        user_id=_ID, task_id=_ID,
+        task_type={"type": "string", "pattern": "^[a-z][a-z0-9_]{0,54}$",
+                   "description": "pushed type is <task_type>_start|_progress|_complete"},
+        status={"type": "string", "description": "started -> _start; completed, failed -> _complete; else _progress"},
+        progress=_NUM, total=_INT, completed=_INT, failed=_INT, message=_STR,
+        start_time=_INT, end_time=_INT, **_FILTER_PROPS,
+    ),
+    "TokenInsufficientRequest": _obj(
+        ("user_id", "current_balance", "required_tokens"),
+        user_id=_ID, current_balance=_INT, required_tokens=_INT, task_type=_STR,
+        message={"type": "string", "description": "default: a catalogue text"}, **_FILTER_PROPS,
+    ),
+    "PlanExpiringRequest": _obj(
+        ("user_id", "plan_name", "days_left"),
+        user_id=_ID, plan_name=_STR,
+        days_left={"type": "integer", "description": "<= 0 pushes plan_expired"},
+        expires_at={"type": "integer", "description": "Unix seconds"},
+        message={"type": "string", "description": "default: a catalogue text"},
+        upgrade_url=_STR, **_FILTER_PROPS,
+    ),
+    "BroadcastRequest": {
+        **_obj(
+            (),
+            title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
+            type={**_TYPE, "description": "with type: push {type, data} instead of system_notification"},
+            data={"description": "payload when type is given"},
+            group_id={**_ID, "description": "only this group's connections"},
+            user_type={**_ID, "description": "only principals of this user_type"},
+        ),
+        "description": "seed 001: {title, message, level} pushes system_notification to everyone; "
+        "or give {type, data} to push any type.",
+    },
+    "PublishRequest": {
+        **_obj(
+            ("type",),
+            type=_TYPE,
+            data={"description": "any JSON value"},
+            user_id=_ID,
+            user_ids={"type": "array", "items": _ID, "minItems": 1},
+            group_id={**_ID, "description": "alone: the whole group; with room: the room's group; "
+                      "with user_id(s): only their connections in it"},
+            room={"type": "string", "pattern": "^[A-Za-z0-9_.:\\-]{1,128}$"},
+            all={**_BOOL, "description": "true: every connection"},
+            user_type={**_ID, "description": "only principals of this user_type"},
+            persist={**_BOOL, "default": False,
+                     "description": "user_id/user_ids only: queue in the mailbox of offline users"},
+        ),
+        "description": "Exactly one target: user_id, user_ids, group_id, room (+group_id) or all.",
+    },
+    "KickRequest": _obj(
+        (),
+        device_id=_ID, conn_id=_STR,
+        reason={"type": "string", "description": "sent in kicked {reason}; default: a catalogue text"},
+        **_FILTER_PROPS,
+    ),
+    # -- reply data -----------------------------------------------------------------
+    "PushResult": _obj(
+        ("type", "delivered"),
+        user_id=_ID, type=_STR, delivered={**_INT, "description": "connections that took the message"},
+    ),
+    "PublishResult": _obj(
+        ("delivered", "queued"),
+        delivered={**_INT, "description": "connections that took the message"},
+        queued={**_INT, "description": "offline users' mailboxes it was put in"},
+    ),
+    "WebsocketStats": _obj(
+        ("total_connections", "connected_users"),
+        total_connections=_INT, connected_users={"type": "array", "items": _ID},
+    ),
+    "UserOnline": _obj(
+        ("user_id", "is_online"), user_id=_STR, is_online=_BOOL, connections=_INT
+    ),
+    "Device": _obj(
+        ("conn_id", "device_id", "device_info", "ip", "user_agent", "connected_at", "last_seen"),
+        conn_id=_STR,
+        device_id={"type": ["string", "null"]},
+        device_info={"description": "as the client registered it (seed 002), or null"},
+        ip=_STR, user_agent=_STR,
+        connected_at={**_INT, "description": "Unix ms"},
+        last_seen={**_INT, "description": "Unix ms of the last frame or pong"},
+        user_id=_ID, user_type={"type": ["string", "integer", "null"]},
+        group_id={"type": ["string", "integer", "null"]},
+        rooms={"type": "array", "items": _STR},
+        messages_in=_INT, messages_out=_INT,
+    ),
+    "DeviceList": _obj(
+        ("user_id", "connections"), user_id=_STR, connections={"type": "array", "items": _ref("Device")}
+    ),
+    "KickResult": _obj(("kicked",), kicked=_INT),
+    "Room": _obj(
+        ("room", "group_id", "members", "connections"),
+        room=_STR, group_id={"type": ["string", "integer", "null"]},
+        members={**_INT, "description": "principals"}, connections=_INT,
+    ),
+    "RoomList": _obj(("rooms",), rooms={"type": "array", "items": _ref("Room")}),
+    "RoomMembers": _obj(
+        ("room", "members"),
+        room=_STR, group_id={"type": ["string", "null"]},
+        members={"type": "array", "items": _obj(
+            (), user_id=_ID, username={"type": ["string", "null"]},
+            user_type={"type": ["string", "integer", "null"]}, connections=_INT,
+        )},
+    ),
+    "Stats": _obj(
+        ("connections", "users", "groups", "rooms", "messages", "mailboxes", "uptime", "version"),
+        connections=_obj(("total", "user", "device", "pending"),
+                         total=_INT, user=_INT, device=_INT, pending=_INT),
+        users={**_INT, "description": "distinct user ids online"},
+        principals=_INT, groups=_INT, rooms=_INT,
+        messages=_obj(("in", "out"), **{"in": _INT, "out": _INT}),
+        mailboxes=_obj(("count", "messages"), count=_INT, messages=_INT),
+        uptime={**_NUM, "description": "seconds"},
+        started_at={**_INT, "description": "Unix ms"},
+        version=_STR,
+    ),
+}  # fmt: skip
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_ERRORS = {
+    "400": "bad JSON, or a missing or wrong field (named in `field`)",
+    "401": "missing or invalid credentials",
+    "403": "a valid token without role admin",
+    "413": "body larger than limits.max_http_body_bytes",
+}
+
+
+def _error(status: str) -> Schema:
+    return {
+        "description": _ERRORS[status],
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
+def _operation(route: Route) -> Schema:
+    op: Schema = {"operationId": route.handler, "summary": route.summary, "tags": [route.tag]}
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PARAM.findall(route.path)
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": required,
+            "description": doc,
+            "schema": {"type": "string"},
+        }
+        for name, required, doc in route.query
+    ]
+    if params:
+        op["parameters"] = params
+    if route.body:
+        op["requestBody"] = {
+            "required": route.handler != "kick",
+            "content": {"application/json": {"schema": _ref(route.body)}},
+        }
+    if route.handler == "metrics":
+        ok: Schema = {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    elif route.handler == "openapi":
+        ok = {
+            "description": "this document",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    else:
+        data = _ref(route.reply) if route.reply else {}
+        ok = {
+            "description": "success",
+            "content": {
+                "application/json": {
+                    "schema": {"allOf": [_ref("Reply"), _obj(("data",), data=data)]}
+                }
+            },
+        }
+    responses: dict[str, Schema] = {"200": ok}
+    if route.body or any(required for _, required, _ in route.query):
+        responses["400"] = _error("400")
+    if route.access != "open":
+        responses["401"] = _error("401")
+        responses["403"] = _error("403")
+    if route.body:
+        responses["413"] = _error("413")
+    op["responses"] = responses
+    if route.access == "admin":
+        op["security"] = [{"bearerAuth": []}, {"apiKey": []}]
+    elif route.access == "metrics":
+        op["security"] = [{}, {"bearerAuth": []}, {"apiKey": []}]
+        op["description"] = "Open unless metrics.require_auth is true."
+    else:
+        op["security"] = []
+    return op
+
+
+def document(routes: Sequence[Route]) -> Schema:
+    """The OpenAPI 3.1 document describing `routes`."""
+    paths: dict[str, Schema] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wsserver HTTP API",
+            "version": __version__,
+            "description": (
+                "Push to WebSocket users, inspect and manage connections. Replies are "
+                '{"code":0,"message":"success","data":...}; errors {"code":<HTTP status>,'
+                '"message":...,"field"?:...}. Unknown path 404, wrong method 405, '
+                "head over limits.max_header_bytes 431."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": 'a token with the claim role: "admin"',
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

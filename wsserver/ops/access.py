@@ -1,0 +1,94 @@
+"""Access log: one line per HTTP request and one per WebSocket session end.
+
+Both go to the `wsserver.access` logger at INFO, as readable text plus the same
+values as `extra` fields (which `log.format = "json"` writes as keys).
+
+Invariant: no credential is ever written. The HTTP path is logged without its
+query string (where `?token=` would be), the one path segment that is a
+secret (`/api/activation-codes/<code>`) is replaced, header values are never
+logged, and a desktop client's session is named by its group, never by its
+activation code. The `RedactSecrets` filter of `wsserver.ops.logging` scrubs
+whatever slips through anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["log_request", "log_session", "safe_path", "session_user"]
+
+log = logging.getLogger("wsserver.access")
+
+_SECRET_PREFIXES = ("/api/activation-codes/",)
+_MAX_PATH = 200  # a log line stays one short line, whatever the client sent
+
+
+def safe_path(raw_path: str) -> str:
+    """The path as logged: no query, secret segments replaced, bounded length."""
+    path = raw_path.partition("?")[0]
+    for prefix in _SECRET_PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            path = prefix + "[redacted]"
+    if len(path) > _MAX_PATH:
+        path = path[:_MAX_PATH] + "..."
+    return path
+
+
+def log_request(
+    method: str,
+    raw_path: str,
+    status: int,
+    seconds: float,
+    bytes_in: int,
+    bytes_out: int,
+    remote: str,
+) -> None:
+    """One line for one answered HTTP request."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    path = safe_path(raw_path)
+    ms = round(seconds * 1000, 1)
+    log.info(
+        "http %s %s %d %.1fms in=%d out=%d from %s",
+        method, path, status, ms, bytes_in, bytes_out, remote,
+        extra={
+            "kind": "http", "method": method, "path": path, "status": status,
+            "duration_ms": ms, "bytes_in": bytes_in, "bytes_out": bytes_out, "remote": remote,
+        },
+    )  # fmt: skip
+
+
+def session_user(identity: Any) -> str:
+    """How a session's principal is named in the log: the user id, or the group
+    of a desktop client (never its activation code), or `-` before auth."""
+    if identity is None:
+        return "-"
+    if identity.is_device:
+        return f"device@group:{identity.group_id}"
+    return str(identity.user_id)
+
+
+def log_session(
+    conn_id: str,
+    identity: Any,
+    remote: str,
+    seconds: float,
+    messages_in: int,
+    messages_out: int,
+    close_code: int,
+) -> None:
+    """One line for one ended WebSocket session."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    user = session_user(identity)
+    duration = round(seconds, 3)
+    log.info(
+        "ws %s user=%s from %s %.3fs in=%d out=%d close=%d",
+        conn_id, user, remote, duration, messages_in, messages_out, close_code,
+        extra={
+            "kind": "ws", "conn_id": conn_id, "user": user, "remote": remote,
+            "duration_s": duration, "messages_in": messages_in,
+            "messages_out": messages_out, "close_code": close_code,
+        },
+    )  # fmt: skip

@@ -1,0 +1,284 @@
+"""Prometheus metrics of one server, rendered in the text format by prometheus-client.
+
+Invariants:
+
+- Each `Metrics` owns its `CollectorRegistry` (never the library's global one),
+  so several servers in one process (tests, an embedding host) never clash.
+- The hot path (every WebSocket frame in or out) only bumps plain ints and
+  dicts; they become metric families when `/metrics` is scraped.
+- Hub state (connections by kind, mailboxes, rooms) is never read from here:
+  the `/metrics` handler fetches it through the registry actor
+  (`HubAdmin.stats`) and passes it to `render`.
+- Label values are bounded, whatever clients send: at most `MAX_TYPE_LABELS`
+  message types per direction (then `"other"`), only names that could be a
+  message type, HTTP methods outside a fixed set are `"other"`, and reasons and
+  close codes come from the server's own catalogue.
+
+Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
+`rooms`, `groups`, `mailboxes`, `mailbox_messages`, `registry_queue_depth`,
+`uptime_seconds`, `build_info{version}`, `handshakes_total{result}`,
+`auth_failures_total{reason}`, `messages_in_total{type}`,
+`messages_out_total{type}`, `bytes_in_total`, `bytes_out_total`,
+`messages_dropped_total{reason}`, `closes_total{code}`,
+`slow_consumer_closes_total`, `http_requests_total{method,status}`,
+`http_request_duration_seconds` and `storage_fsync_seconds` (histograms).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from wsserver._version import __version__
+
+__all__ = ["CONTENT_TYPE", "MAX_TYPE_LABELS", "Metrics", "frame_type"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The Content-Type of what `generate_latest` writes."""
+
+MAX_TYPE_LABELS = 256
+SLOW_CONSUMER = 4008
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_TYPE_PREFIX = '{"type":"'
+
+
+def frame_type(frame: str | bytes) -> str:
+    """The `type` of a frame the server encoded (`{"type":"<name>",...`), read
+    from its prefix without parsing; `"binary"` for bytes, `"other"` otherwise."""
+    if isinstance(frame, bytes):
+        return "binary"
+    if frame.startswith(_TYPE_PREFIX):
+        end = frame.find('"', 9, 9 + 65)
+        if end > 9:
+            return frame[9:end]
+    return "other"
+
+
+def _size(frame: str | bytes) -> int:
+    """UTF-8 size of a frame (a pure-ASCII str is measured without encoding)."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode())
+
+
+class _TypeCounts:
+    """Message counts by type with a bounded set of labels."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, mtype: str) -> None:
+        counts = self.counts
+        if mtype in counts:
+            counts[mtype] += 1
+            return
+        if len(counts) >= MAX_TYPE_LABELS or not _TYPE_NAME.fullmatch(mtype):
+            mtype = "other"
+        counts[mtype] = counts.get(mtype, 0) + 1
+
+
+class _ScrapeCollector(Collector):
+    """Turns the plain hot-path counters and the hub's view into metric families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        for name, doc, table in (
+            ("wsserver_messages_in", "WebSocket messages received, by type.", m.types_in),
+            (
+                "wsserver_messages_out",
+                "WebSocket messages written to clients, by type.",
+                m.types_out,
+            ),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["type"])
+            for mtype, n in sorted(table.counts.items()):
+                family.add_metric([mtype], n)
+            yield family
+        yield CounterMetricFamily(
+            "wsserver_bytes_in", "Bytes of WebSocket messages received.", value=m.bytes_in
+        )
+        yield CounterMetricFamily(
+            "wsserver_bytes_out", "Bytes of WebSocket messages written.", value=m.bytes_out
+        )
+        view = m.scrape_view
+        if view is None:
+            return
+        stats, queue_depth = view
+        conns = stats["connections"]
+        by_kind = GaugeMetricFamily(
+            "wsserver_connections", "Open WebSocket connections, by kind.", labels=["kind"]
+        )
+        for kind in ("user", "device", "pending"):
+            by_kind.add_metric([kind], conns[kind])
+        yield by_kind
+        gauges = (
+            (
+                "wsserver_principals",
+                "Principals (users and desktop clients) online.",
+                stats["principals"],
+            ),
+            ("wsserver_groups", "Groups with at least one connection.", stats["groups"]),
+            ("wsserver_rooms", "Rooms with at least one member.", stats["rooms"]),
+            (
+                "wsserver_mailboxes",
+                "Offline mailboxes holding messages.",
+                stats["mailboxes"]["count"],
+            ),
+            (
+                "wsserver_mailbox_messages",
+                "Messages waiting in offline mailboxes.",
+                stats["mailboxes"]["messages"],
+            ),
+            (
+                "wsserver_registry_queue_depth",
+                "Commands waiting for the registry actor.",
+                queue_depth,
+            ),
+            ("wsserver_uptime_seconds", "Seconds since the server started.", stats["uptime"]),
+        )
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(name, doc, value=value)
+        info = GaugeMetricFamily("wsserver_build_info", "The running version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+
+class Metrics:
+    """The counters of one server and their Prometheus rendering.
+
+    The net layer calls the recording methods; `render` produces the body of
+    `GET /metrics` from them plus a hub view fetched through the registry.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.handshakes = Counter(
+            "wsserver_handshakes",
+            "WebSocket handshakes, by result (accepted, or why refused).",
+            ["result"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "wsserver_auth_failures",
+            "Refused credentials (handshake or first message), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.closes = Counter(
+            "wsserver_closes", "WebSocket sessions ended, by close code.", ["code"], registry=r
+        )
+        self.slow_consumer_closes = Counter(
+            "wsserver_slow_consumer_closes",
+            "Connections closed 4008 because their outbound queue was full.",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "wsserver_messages_dropped",
+            "Inbound messages dropped, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "wsserver_http_requests",
+            "HTTP requests answered, by method and status.",
+            ["method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "wsserver_http_request_duration_seconds",
+            "Time to answer an HTTP request (after its body arrived).",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.fsync_seconds = Histogram(
+            "wsserver_storage_fsync_seconds",
+            "Time of one fsync of the journal, a snapshot or the data directory.",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.types_in = _TypeCounts()
+        self.types_out = _TypeCounts()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.scrape_view: tuple[Mapping[str, Any], int] | None = None
+        r.register(_ScrapeCollector(self))
+
+    # -- hot path --------------------------------------------------------------
+
+    def frame_in(self, frame: str | bytes) -> None:
+        """A frame arrived (before any parsing)."""
+        self.bytes_in += _size(frame)
+
+    def message_in(self, mtype: str) -> None:
+        """A frame decoded to a message of `mtype`."""
+        self.types_in.add(mtype)
+
+    def frame_out(self, frame: str | bytes) -> None:
+        """A frame was written to a client."""
+        self.bytes_out += _size(frame)
+        self.types_out.add(frame_type(frame))
+
+    # -- events ----------------------------------------------------------------
+
+    def handshake(self, result: str) -> None:
+        """A WebSocket handshake ended: `"accepted"` or the refusal's catalogue key."""
+        self.handshakes.labels(result).inc()
+
+    def auth_failed(self, reason: str) -> None:
+        """Credentials were refused; `reason` is a catalogue key."""
+        self.auth_failures.labels(reason).inc()
+
+    def message_dropped(self, reason: str) -> None:
+        """An inbound message was dropped (e.g. `rate_limited`)."""
+        self.dropped.labels(reason).inc()
+
+    def session_closed(self, code: int) -> None:
+        """A WebSocket session ended with `code`."""
+        self.closes.labels(str(code)).inc()
+        if code == SLOW_CONSUMER:
+            self.slow_consumer_closes.inc()
+
+    def http_request(self, method: str, status: int, seconds: float) -> None:
+        """An HTTP request was answered."""
+        method = method if method in _HTTP_METHODS else "other"
+        self.http_requests.labels(method, str(status)).inc()
+        self.http_duration.observe(seconds)
+
+    def timed_fsync(self, fd: int) -> None:
+        """`os.fsync(fd)`, timed into `wsserver_storage_fsync_seconds` (the storage's
+        `fsync_fd`; runs in the storage's worker thread, which the histogram allows)."""
+        started = time.perf_counter()
+        try:
+            os.fsync(fd)
+        finally:
+            self.fsync_seconds.observe(time.perf_counter() - started)
+
+    # -- scrape ----------------------------------------------------------------
+
+    def render(self, stats: Mapping[str, Any], queue_depth: int) -> bytes:
+        """The text exposition, with `stats` (from `HubAdmin.stats`) as the hub's view."""
+        self.scrape_view = (stats, queue_depth)
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self.scrape_view = None
