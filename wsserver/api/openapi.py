@@ -202,6 +202,41 @@ SCHEMAS: dict[str, Schema] = {
             user_type={"type": ["string", "integer", "null"]}, connections=_INT,
         )},
     ),
+    "GroupStats": _obj(
+        ("group_id", "total_accounts", "online_accounts", "total_incoming", "today_incoming",
+         "duplicate_incoming", "today_duplicate"),
+        group_id=_STR, total_accounts=_INT, online_accounts=_INT, total_incoming=_INT,
+        today_incoming={**_INT, "description": "today in crm.timezone"},
+        duplicate_incoming=_INT, today_duplicate=_INT,
+    ),
+    "GroupAccounts": _obj(
+        ("group_id", "accounts"), group_id=_STR,
+        accounts={"type": "array", "items": _obj(
+            ("line_account_id",), line_account_id=_STR, name=_STR, online_status=_STR,
+        )},
+    ),
+    "Code": _obj(
+        ("code", "group_id", "name", "enabled"),
+        code=_STR, group_id=_ID, name=_STR, enabled=_BOOL,
+    ),
+    "CodeList": _obj(
+        ("codes",),
+        codes={"type": "array", "items": _obj(
+            ("code", "group_id", "name", "enabled", "connections"),
+            code=_STR, group_id=_ID, name=_STR, enabled=_BOOL, connections=_INT,
+        )},
+    ),
+    "CodeRequest": _obj(
+        ("code", "group_id"),
+        code={**_STR, "minLength": 1, "maxLength": 128}, group_id=_ID,
+        name={**_STR, "default": ""}, enabled={**_BOOL, "default": True},
+    ),
+    "CodeResult": _obj(
+        ("code", "group_id", "name", "enabled", "created", "closed"),
+        code=_STR, group_id=_ID, name=_STR, enabled=_BOOL, created=_BOOL,
+        closed={**_INT, "description": "live connections closed with 4001"},
+    ),
+    "CodeDeleted": _obj(("deleted", "closed"), deleted=_BOOL, closed=_INT),
     "Stats": _obj(
         ("connections", "users", "groups", "rooms", "messages", "mailboxes", "uptime", "version"),
         connections=_obj(("total", "user", "device", "pending"),
@@ -222,6 +257,7 @@ _ERRORS = {
     "400": "bad JSON, or a missing or wrong field (named in `field`)",
     "401": "missing or invalid credentials",
     "403": "a valid token without role admin",
+    "404": "no such resource",
     "413": "body larger than limits.max_http_body_bytes",
 }
 
@@ -282,6 +318,8 @@ def _operation(route: Route) -> Schema:
     if route.access != "open":
         responses["401"] = _error("401")
         responses["403"] = _error("403")
+    if route.method == "DELETE":
+        responses["404"] = _error("404")
     if route.body:
         responses["413"] = _error("413")
     op["responses"] = responses

@@ -126,6 +126,19 @@ ROUTES: tuple[Route, ...] = (
           "A room's members, one entry per principal", "rooms",
           query=(("group_id", False, "the room's group (absent: connections without a group)"),),
           reply="RoomMembers"),
+    # -- CRM (seed 000) -------------------------------------------------------------
+    Route("GET", "/api/groups/{group_id}/stats", "group_stats",
+          "A group's CRM counters (as in group_stats_update)", "crm", reply="GroupStats"),
+    Route("GET", "/api/groups/{group_id}/accounts", "group_accounts",
+          "A group's Line accounts", "crm", reply="GroupAccounts"),
+    Route("GET", "/api/activation-codes", "list_codes",
+          "Every activation code with its live connection count", "crm", reply="CodeList"),
+    Route("POST", "/api/activation-codes", "put_code",
+          "Create or replace an activation code (disabling closes its connections with 4001)",
+          "crm", body="CodeRequest", reply="CodeResult"),
+    Route("DELETE", "/api/activation-codes/{code}", "delete_code",
+          "Delete an activation code and close its connections with 4001", "crm",
+          reply="CodeDeleted"),
     # -- operations ---------------------------------------------------------------
     Route("GET", "/metrics", "metrics",
           "Prometheus metrics (text format)", "ops", access="metrics"),
@@ -394,6 +407,54 @@ class Api:
         group_id = req.head.query.get("group_id") or None
         members = await self.server.registry.call(self.admin.room_members, room, group_id)
         return json_reply({"room": room, "group_id": group_id, "members": members})
+
+    # -- CRM ------------------------------------------------------------------------
+
+    async def group_stats(self, req: HttpRequest) -> HttpResponse:
+        hub = self.server.hub
+        key = req.params["group_id"]
+
+        def stats() -> dict[str, Any]:
+            return {"group_id": key, **hub.crm.group_stats(key, hub.now_ms())}
+
+        return json_reply(await self.server.registry.call(stats))
+
+    async def group_accounts(self, req: HttpRequest) -> HttpResponse:
+        key = req.params["group_id"]
+        accounts = await self.server.registry.call(self.server.hub.crm.accounts, key)
+        return json_reply({"group_id": key, "accounts": accounts})
+
+    async def list_codes(self, req: HttpRequest) -> HttpResponse:
+        codes = await self.server.registry.call(self.server.hub.activation_codes.listing)
+        return json_reply({"codes": codes})
+
+    async def put_code(self, req: HttpRequest) -> HttpResponse:
+        body = read_body(req)
+        code = require(body, "code", str)
+        if not 0 < len(code.strip()) == len(code) <= 128:
+            raise HttpError(400, "invalid field: code (1-128 characters, no surrounding spaces)", field="code")
+        group_id = _id(body, "group_id", required=True)
+        name = optional(body, "name", str, "")
+        enabled = optional(body, "enabled", bool, True)
+        hub = self.server.hub
+        created, closed = await self.server.registry.call(
+            hub.activation_codes.put, code, group_id, name, enabled
+        )
+        durable = trio.Event()
+        await self.server.registry.call(hub.after_commit, durable.set)
+        await durable.wait()
+        entry = {"code": code, "group_id": group_id, "name": name, "enabled": enabled}
+        return json_reply({**entry, "created": created, "closed": closed}, status=201 if created else 200)
+
+    async def delete_code(self, req: HttpRequest) -> HttpResponse:
+        hub = self.server.hub
+        closed = await self.server.registry.call(hub.activation_codes.delete, req.params["code"])
+        if closed is None:
+            raise HttpError(404, "activation code not found", field="code")
+        durable = trio.Event()
+        await self.server.registry.call(hub.after_commit, durable.set)
+        await durable.wait()
+        return json_reply({"deleted": True, "closed": closed})
 
     # -- operations -----------------------------------------------------------------
 
