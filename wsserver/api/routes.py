@@ -281,14 +281,17 @@ class Api:
         guarded.__name__ = route.handler
         return guarded
 
+    async def _committed(self) -> None:
+        """Wait until every record the hub has appended so far is durable."""
+        durable = trio.Event()
+        await self.server.registry.call(self.server.hub.after_commit, durable.set)
+        await durable.wait()
+
     async def _publish(self, publish: Publish) -> tuple[int, int]:
         """Run a publish in the actor; with queued mailbox records, wait until durable."""
-        registry = self.server.registry
-        result = await registry.call(self.admin.publish, publish)
+        result = await self.server.registry.call(self.admin.publish, publish)
         if result.queued:
-            durable = trio.Event()
-            await registry.call(self.server.hub.after_commit, durable.set)
-            await durable.wait()
+            await self._committed()
         return result.delivered, result.queued
 
     async def _push_user(self, body: dict[str, Any], mtype: str, data: Any) -> HttpResponse:
@@ -440,9 +443,7 @@ class Api:
         created, closed = await self.server.registry.call(
             hub.activation_codes.put, code, group_id, name, enabled
         )
-        durable = trio.Event()
-        await self.server.registry.call(hub.after_commit, durable.set)
-        await durable.wait()
+        await self._committed()
         entry = {"code": code, "group_id": group_id, "name": name, "enabled": enabled}
         return json_reply({**entry, "created": created, "closed": closed}, status=201 if created else 200)
 
@@ -451,9 +452,7 @@ class Api:
         closed = await self.server.registry.call(hub.activation_codes.delete, req.params["code"])
         if closed is None:
             raise HttpError(404, "activation code not found", field="code")
-        durable = trio.Event()
-        await self.server.registry.call(hub.after_commit, durable.set)
-        await durable.wait()
+        await self._committed()
         return json_reply({"deleted": True, "closed": closed})
 
     # -- operations -----------------------------------------------------------------
