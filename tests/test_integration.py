@@ -491,3 +491,15 @@ async def test_tls_listener_serves_wss(live_server: Any, tmp_path: Any) -> None:
         await ws.aclose()
     with trio.CancelScope(shield=True):
         await ws._stream.aclose()
+
+
+async def test_silent_tcp_connection_is_dropped_after_the_handshake_timeout(live_server: Any) -> None:
+    server = await live_server(limits__handshake_timeout=0.3)
+    stream = await trio.open_tcp_stream(*server.addresses[0])
+    async with stream:
+        await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and never the end of the head
+        with trio.fail_after(5):
+            assert await stream.receive_some(1024) == b""  # closed by the server
+    # a slow handshake after a complete head is dropped too: the server keeps serving
+    status, _, _ = await http_request(server.addresses[0], "GET", "/healthz")
+    assert status == 200
