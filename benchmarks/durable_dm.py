@@ -107,11 +107,13 @@ async def run_once(fsync: str, pairs: int, messages: int, window: int) -> dict[s
         proc, base = await _start(fsync, data)
         try:
             latencies: list[float] = []
+            cpu0 = _cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             async with trio.open_nursery() as n:
                 for i in range(pairs):
                     n.start_soon(_pair, base, i, messages, window, latencies)
             elapsed = time.perf_counter() - t0
+            server_cpu = _cpu_seconds(proc.pid) - cpu0
         finally:
             proc.send_signal(signal.SIGTERM)
             await trio.to_thread.run_sync(proc.wait)
@@ -121,7 +123,19 @@ async def run_once(fsync: str, pairs: int, messages: int, window: int) -> dict[s
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
         "messages": len(latencies),
+        "server_cpu_us_per_msg": 1e6 * server_cpu / max(1, len(latencies)),
+        "server_cpu_share": server_cpu / elapsed,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
 
 
 def main() -> None:
@@ -136,10 +150,16 @@ def main() -> None:
     for run in range(args.runs):
         r = trio.run(run_once, args.fsync, args.pairs, args.messages, args.window)
         results.append(r)
-        print(f"run {run + 1}: {r['messages_per_s']:.0f} msg/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['messages']} messages)")
-    med = {k: statistics.median(r[k] for r in results) for k in ("messages_per_s", "p50_ms", "p99_ms")}
+        print(
+            f"run {run + 1}: {r['messages_per_s']:.0f} msg/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  server CPU {r['server_cpu_us_per_msg']:.0f} us/msg ({100 * r['server_cpu_share']:.0f}% of a core)"
+            f"  ({r['messages']} messages)"
+        )
+    keys = ("messages_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg")
+    med = {k: statistics.median(r[k] for r in results) for k in keys}
     print(
         f"median of {args.runs}: {med['messages_per_s']:.0f} msg/s  p50 {med['p50_ms']:.2f} ms  p99 {med['p99_ms']:.2f} ms"
+        f"  server CPU {med['server_cpu_us_per_msg']:.0f} us/msg"
         f"  (fsync={args.fsync}, pairs={args.pairs}, messages={args.messages}, window={args.window})"
     )
 
