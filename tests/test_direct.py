@@ -1149,3 +1149,17 @@ def test_retry_is_a_duplicate_even_after_history_trimmed_the_first_message():
     retry = a_out.of_type("message_sent")[-1]["data"]
     assert retry["duplicate"] is True
     assert (retry["message_id"], retry["seq"]) == (first["message_id"], first["seq"])
+
+
+def test_session_history_survives_a_restart_from_the_snapshot():
+    hub = make()
+    a, _ = online(hub, ALICE)
+    for text in ("one", "two", "three"):
+        dm(hub, a, "bob", text, session_id="s-1")
+    dm(hub, a, "bob", "elsewhere", session_id="s-2")
+    again = make()
+    again.restore(hub.snapshot_state(), [])
+    a2, a2_out = online(again, ALICE)
+    send(again, a2, "history", {"session_id": "s-1", "limit": 2})
+    page = a2_out.last["data"]
+    assert [m["text"] for m in page["messages"]] == ["two", "three"] and page["has_more"] is True

@@ -68,6 +68,8 @@ class MessageStore:
     # sender|cmid -> (id, time, seq): enough to answer a retry even after the
     # message itself was trimmed from history
     dedup: dict[str, tuple[int, int, int]] = attrs.field(factory=dict)
+    # session_id -> ids of kept messages, ascending; derived (not in the snapshot)
+    by_session: dict[str, list[int]] = attrs.field(factory=dict)
 
     # -- reading -------------------------------------------------------------
 
@@ -107,13 +109,12 @@ class MessageStore:
         self, party: Key, session_id: str, before_id: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """Like `history`, for the messages of one `session_id` that `party` sent or got."""
-        ids = sorted(
+        ids = [
             i
-            for i, m in self.messages.items()
-            if m.get("session_id") == session_id
-            and party in (m["from_key"], m["to_key"])
+            for i in self.by_session.get(str(session_id), ())
+            if party in (self.messages[i]["from_key"], self.messages[i]["to_key"])
             and (before_id is None or i < before_id)
-        )
+        ]
         page = ids[-limit:] if limit else []
         return [self.messages[i] for i in page], len(ids) > len(page)
 
@@ -161,6 +162,8 @@ class MessageStore:
         to = msg["to_key"]
         self.seq[to] = max(self.seq.get(to, 0), msg["seq"])
         self.inbox.setdefault(to, []).append(mid)
+        if msg.get("session_id") is not None:
+            self.by_session.setdefault(str(msg["session_id"]), []).append(mid)
         if msg.get("cmid") is not None:
             key = f"{msg['from_key']}|{msg['cmid']}"
             self.dedup.pop(key, None)  # re-insert at the end: keeps time order
@@ -222,6 +225,13 @@ class MessageStore:
             if m is None or mid in self.mailbox.get(m["to_key"], {}):
                 continue
             del self.messages[mid]
+            if m.get("session_id") is not None:
+                sid = str(m["session_id"])
+                session = self.by_session.get(sid)
+                if session is not None:
+                    session.remove(mid)
+                    if not session:
+                        del self.by_session[sid]
             inbox = self.inbox.get(m["to_key"])
             if inbox and inbox[0] == mid:
                 inbox.pop(0)
@@ -256,8 +266,13 @@ class MessageStore:
     @classmethod
     def from_state(cls, state: dict[str, Any], policy: RetentionPolicy) -> MessageStore:
         """Rebuild from `to_state()` output."""
+        by_session: dict[str, list[int]] = {}
+        for m in sorted(state["messages"], key=lambda m: m["id"]):
+            if m.get("session_id") is not None:
+                by_session.setdefault(str(m["session_id"]), []).append(m["id"])
         return cls(
             policy=policy,
+            by_session=by_session,
             next_id=state["next_id"],
             messages={m["id"]: m for m in state["messages"]},
             seq=dict(state["seq"]),
