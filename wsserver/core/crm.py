@@ -66,7 +66,7 @@ def _text_id(data: Any, name: str) -> str:
 
 
 def _status(data: Any, name: str = "online_status", *, required: bool = True) -> str | None:
-    value = field(data, name, str, required=required)
+    value: str | None = field(data, name, str, required=required)
     if value is not None and not 0 < len(value) <= 32:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field=name)
     return value

@@ -231,7 +231,7 @@ class DirectMessaging:
                 return
         to_group, to_type, to_id = to.split("|", 2)
         recipient_live = bool(self.connections_of(to))
-        record = {
+        record: dict[str, Any] = {
             "t": "msg",
             "id": self.store.next_id,
             "seq": self.store.seq.get(to, 0) + 1,

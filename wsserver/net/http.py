@@ -144,7 +144,7 @@ class ReplayStream(trio.abc.Stream):
             else:
                 chunk, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
             return chunk
-        return await self.transport.receive_some(max_bytes)
+        return bytes(await self.transport.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send through the transport, noting an interruption mid-write."""
@@ -260,7 +260,7 @@ async def _next_event(
             data = b""
         if received is not None:
             received += data
-        conn.receive_data(data)
+        conn.receive_data(bytes(data))
 
 
 async def _receive_head(
@@ -613,7 +613,7 @@ async def _read_body(
     if length is not None and int(length) > max_body_bytes:  # h11 validated the digits
         raise HttpError(413, "request body too large")
     if conn.they_are_waiting_for_100_continue:
-        await stream.send_all(conn.send(h11.InformationalResponse(status_code=100)) or b"")
+        await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     body = bytearray()
     while True:
         try:
