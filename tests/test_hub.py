@@ -856,3 +856,16 @@ def test_a_failing_handler_answers_internal_and_the_hub_keeps_serving():
     err = error_of(outlet)
     assert err["data"]["code"] == "internal" and err["id"] == "b"
     join(hub, conn_id, "lobby", outlet)
+
+
+def test_group_index_follows_connections():
+    hub = make_hub()
+    a, _ = connect(hub, user("u1", group_id=1))
+    b, _ = connect(hub, user("u2", group_id="1"))
+    c, _ = connect(hub, user("u3", group_id=2))
+    assert set(hub.by_group["1"]) == {a, b} and set(hub.by_group["2"]) == {c}
+    hub.close(a)
+    hub.close(c)
+    assert set(hub.by_group["1"]) == {b} and "2" not in hub.by_group
+    hub.close(b)
+    assert hub.by_group == {}

@@ -124,7 +124,7 @@ class HubAdmin:
             sessions = list(self.hub.rooms.get(key, {}).values())
         elif kind == "group":
             group = id_key(target.group_id)
-            sessions = [s for s in self._authenticated() if _group_key(s) == group]
+            sessions = list(self.hub.by_group.get(group, {}).values())
         else:
             sessions = list(self._authenticated())
         if target.user_type is not None:

@@ -212,11 +212,8 @@ class Crm:
 
     def dashboards(self, key: str) -> list[Session]:
         """The JWT (non-desktop) connections of a group."""
-        return [
-            s
-            for s in self.hub.sessions.values()
-            if s.identity is not None and not s.identity.is_device and s.identity.group_key == key
-        ]
+        members = self.hub.by_group.get(key, {})
+        return [s for s in members.values() if s.identity is not None and not s.identity.is_device]
 
     def _group_code(self, key: str, code: str | None) -> str | None:
         if code is not None:
