@@ -152,8 +152,10 @@ class Hub:
         self.on_authenticated: list[Callable[[Session], None]] = []
         self.on_closed: list[Callable[[Session], None]] = []  # after a session is forgotten
         self.last_n = 0  # the journal number of the last record this hub appended
-        self._pending: deque[tuple[int, Callable[[], None]]] = deque()
+        self._pending: deque[tuple[int, Callable[[], object]]] = deque()
         self.sessions: dict[str, Session] = {}
+        # group key -> its authenticated sessions (group broadcasts, CRM dashboards)
+        self.by_group: dict[str, dict[str, Session]] = {}
         self.principals: dict[Principal, dict[str, Session]] = {}
         # user id (comparison form) -> the user principals online with it, one
         # per user_type: the HTTP API addresses "user 42" across user types
@@ -194,7 +196,7 @@ class Hub:
         self.last_n = n
         return n
 
-    def after_commit(self, announce: Callable[[], None]) -> None:
+    def after_commit(self, announce: Callable[[], object]) -> None:
         """Run `announce` once every record appended so far is durable.
 
         Acknowledgements and the pushes they imply go through here, so a
@@ -341,6 +343,7 @@ class Hub:
         session.device_id = device_id
         session.device_info = device_info
         self.principals.setdefault(principal, {})[conn_id] = session
+        self.by_group.setdefault(identity.group_key, {})[conn_id] = session
         if not identity.is_device:
             self.user_principals.setdefault(principal[2], {})[principal] = None
         self._greet(session, request_id)
@@ -386,6 +389,12 @@ class Hub:
             self._leave(session, key)
         principal = session.principal
         if principal is not None:
+            assert session.identity is not None
+            members = self.by_group.get(session.identity.group_key)
+            if members is not None:
+                members.pop(conn_id, None)
+                if not members:
+                    del self.by_group[session.identity.group_key]
             mine = self.principals.get(principal)
             if mine is not None:
                 mine.pop(conn_id, None)
@@ -406,6 +415,22 @@ class Hub:
             others.pop(principal, None)
             if not others:
                 del self.user_principals[principal[2]]
+
+    def reconfigure(self, config: Config) -> int:
+        """Run with `config` from now on (a reload) and rebuild the activation codes
+        from it and the durable overrides; connections whose code is now gone,
+        disabled or moved to another group are closed with 4001. Returns how many."""
+        before = self.codes
+        self.config = config
+        self.activation_codes.rebuild()
+        closed = 0
+        for code, old in before.items():
+            new = self.codes.get(code)
+            if new is None:
+                closed += self.activation_codes._close_live(code, "activation_code_invalid")
+            elif not new.enabled or str(new.group_id) != str(old.group_id):
+                closed += self.activation_codes._close_live(code, "activation_code_disabled")
+        return closed
 
     def close_all(self, code: int, reason: str) -> None:
         """Ask every connection to close (server shutdown)."""
@@ -438,6 +463,8 @@ class Hub:
         """The (group, room) a room request names, checked for name and group."""
         ident = session.identity
         assert ident is not None
+        room: Any
+        group: Any
         if isinstance(data, str):
             room, group = data, None
         elif isinstance(data, dict):
