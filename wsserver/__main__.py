@@ -1,4 +1,5 @@
-"""The `wsserver` command line: serve (the default), check-config, gen-config, gentoken, version.
+"""The `wsserver` command line: serve (the default), check-config, gen-config, gentoken,
+systemd-unit, version.
 
 Invariants:
 
@@ -59,7 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from wsserver.net.server import run_server
 
-    return int(run_server(config))
+    # The path and the flags are kept so that SIGHUP can read the file again.
+    return int(run_server(config, config_path=_config_path(args), overrides=overrides))
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -108,6 +110,31 @@ def _gentoken(args: argparse.Namespace) -> int:
         print(f"gentoken: {exc}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+def _running_pyz() -> str | None:
+    """The absolute path of the pyz this process runs from, if it does."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith(".pyz") and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    return None
+
+
+def _systemd_unit(args: argparse.Namespace) -> int:
+    from wsserver.ops.systemd import DEFAULT_CONFIG, DEFAULT_PYZ, render_unit
+
+    pyz = args.pyz or _running_pyz() or DEFAULT_PYZ
+    config = args.config or DEFAULT_CONFIG
+    sys.stdout.write(
+        render_unit(
+            pyz=os.path.abspath(pyz),
+            config=os.path.abspath(config),
+            user=None if args.dynamic_user else args.user,
+            python=args.python,
+            version=__version__,
+        )
+    )
     return 0
 
 
@@ -175,6 +202,26 @@ def _parser() -> argparse.ArgumentParser:
         "--private-key", metavar="FILE", help="PEM private key for RS256/ES256 tokens"
     )
     token.set_defaults(run=_gentoken)
+
+    unit = commands.add_parser(
+        "systemd-unit", help="print a systemd service unit for the pyz (Type=notify, hardened)"
+    )
+    unit.add_argument(
+        "--pyz", metavar="PATH", help="the pyz on the server (default: this pyz, else /opt/wsserver/wsserver.pyz)"
+    )
+    unit.add_argument(
+        "--config", metavar="PATH", help="the config file on the server (default: /etc/wsserver/wsserver.toml)"
+    )
+    unit.add_argument(
+        "--user", metavar="NAME", default="wsserver", help="run as this system user (default: wsserver)"
+    )
+    unit.add_argument(
+        "--dynamic-user", action="store_true", help="run as a transient user (DynamicUser=yes) instead"
+    )
+    unit.add_argument(
+        "--python", metavar="PATH", default="/usr/bin/python3", help="interpreter (default: /usr/bin/python3)"
+    )
+    unit.set_defaults(run=_systemd_unit)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=_version)

@@ -132,10 +132,26 @@ def load_or_create_secret(data_dir: str | os.PathLike[str]) -> str:
         os.link(tmp, path)  # fails if another process won the race
     except FileExistsError:
         secret = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        # No hard links on this file system (FAT, some network shares): place the
+        # file only if it is still absent, and use whatever secret ended up there.
+        _place_if_absent(tmp, path)
+        secret = path.read_text(encoding="utf-8").strip()
     finally:
         if tmp.exists():
             tmp.unlink()
     return secret
+
+
+def _place_if_absent(tmp: Path, path: Path) -> None:
+    """Move `tmp` to `path` unless `path` exists. On Windows `os.rename` refuses an
+    existing target, so this is atomic there; elsewhere (only on file systems without
+    hard links) two processes starting at the same instant could still both write."""
+    try:
+        if os.name == "nt" or not path.exists():
+            os.rename(tmp, path)
+    except FileExistsError:
+        pass
 
 
 def _hmac_secret(config: Config) -> str:

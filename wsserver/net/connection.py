@@ -222,12 +222,14 @@ class Connection:
             pass
 
     async def _heartbeat(self, ws: WebSocketConnection, nursery: trio.Nursery) -> None:
-        cfg = self.server.config
-        hb = cfg.heartbeat
-        auth_deadline = self.started + cfg.auth.timeout
-        next_ping = self.started + hb.interval
+        last_ping = self.started
         warned = False
         while True:
+            # Read on every tick: a reload changes [heartbeat] and [auth] timings live.
+            cfg = self.server.config
+            hb = cfg.heartbeat
+            auth_deadline = self.started + cfg.auth.timeout
+            next_ping = last_ping + hb.interval
             now = trio.current_time()
             if self.identity is None and not self.echo and now >= auth_deadline:
                 self.close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
@@ -239,6 +241,7 @@ class Connection:
                 nursery.start_soon(self._ping, ws)
                 if hb.app_ping:
                     self.reply(None, "ping", None)
+                last_ping = now
                 next_ping = now + hb.interval
             expiry = self._expiry()
             deadlines = [next_ping, self.last_seen + hb.timeout]
@@ -278,6 +281,11 @@ class Connection:
             self.last_seen = now
             self.messages_in += 1
             metrics.frame_in(frame)
+            if self.server.config.limits is not limits:  # a reload changed [limits]
+                limits = self.server.config.limits
+                bucket.rate, bucket.burst = limits.messages_per_second, limits.burst
+                bucket.tokens = min(bucket.tokens, float(limits.burst))
+                abuse.limit = max(1, limits.burst)
             if not bucket.take(now):
                 metrics.message_dropped("rate_limited")
                 self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), None)

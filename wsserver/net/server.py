@@ -7,7 +7,12 @@ One listener (`server.host:port`) serves WebSocket upgrades on `server.path`
 Lifecycle: `Server.serve()` starts the registry actor, opens the listeners,
 logs `listening on HOST:PORT`, reports readiness and runs until `stop()`.
 Stopping is graceful: accept no more, close every client with 1001, wait a
-bounded time for them, then end.
+bounded time for them, then end. `Server.reload()` applies a changed
+configuration while serving (SIGHUP in `run_server`).
+
+`run_server` is the foreground process of `wsserver serve`: signals (SIGINT,
+SIGTERM, Windows' CTRL_BREAK stop; SIGHUP reloads where it exists) and the
+systemd notifications (`wsserver.ops.systemd`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import ssl
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -26,7 +33,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_st
 from wsserver._version import __version__
 from wsserver.api.routes import install
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
-from wsserver.config import Config, parse_host_port, validate_config
+from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
@@ -46,7 +53,10 @@ from wsserver.net.http import (
 )
 from wsserver.net.registry import Registry
 from wsserver.ops.access import log_request, log_session
+from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
+from wsserver.ops.reload import ReloadPlan, plan_reload
+from wsserver.ops.systemd import Notifier
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
@@ -70,11 +80,23 @@ def _peer_ip(stream: trio.abc.Stream) -> str:
 
 
 class Server:
-    """One wsserver instance: configuration, the hub, its actor and the listeners."""
+    """One wsserver instance: configuration, the hub, its actor and the listeners.
 
-    def __init__(self, config: Config) -> None:
+    `config_path` and `overrides` are where `config` came from (the file and the
+    CLI flags); `reload()` reads them again.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> None:
         validate_config(config)  # a Config built by an embedding host skipped load_config
         self.config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
         self.metrics = Metrics()
         self.storage = FileStorage(
             config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
@@ -115,6 +137,23 @@ class Server:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from any task, more than once)."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stop.is_set()
+
+    async def status(self) -> str:
+        """A one-line status (systemd's STATUS=); a registry round trip, so it also
+        proves the hub actor is responsive."""
+        stats = await self.registry.call(self.hub.stats)
+        n = stats["connections"]
+        where = ", ".join(f"{host}:{port}" for host, port in self.addresses)
+        state = "shutting down" if self.stopping else f"listening on {where}"
+        return (
+            f"{n} connection{'' if n == 1 else 's'} ({stats['user_connections']} users, "
+            f"{stats['device_connections']} devices); {state}"
+        )
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
         host, port = hostport
@@ -191,6 +230,61 @@ class Server:
                 await self.storage.close()
             root.cancel_scope.cancel()
         log.info("stopped")
+
+    # -- reload --------------------------------------------------------------
+
+    async def reload(self, config: Config | None = None) -> ReloadPlan | None:
+        """Apply a changed configuration while serving: `config`, else the file this
+        server was started from, read again with the same overrides.
+
+        Keys that can change live take effect (`wsserver.ops.reload` lists them);
+        changed keys that need a restart keep their running value. A file that does
+        not load or validate, or an `[auth]` that cannot be used, changes nothing.
+        Everything is logged, secret values never. Returns the plan, or None when
+        nothing was applied; a `config` given that does not validate raises
+        `ConfigError`. Call it while `serve()` runs (it goes through the registry).
+        """
+        if config is None:
+            if self.config_path is None:
+                log.info("reload: started without a config file, nothing to reload")
+                return None
+            try:
+                config = load_config(self.config_path, overrides=self.overrides)
+            except ConfigError as err:
+                log.error("reload failed, keeping the running configuration: %s", err)
+                return None
+        else:
+            validate_config(config)
+        plan = plan_reload(self.config, config)
+        verifier = self.verifier
+        if any(key.startswith("auth.") for key in plan.applied):
+            try:
+                verifier = TokenVerifier(plan.config)
+            except (OSError, ValueError) as exc:
+                log.error("reload failed, keeping the running configuration: auth: %s", exc)
+                return None
+        closed = await self.registry.call(self._reconfigure, plan.config, verifier)
+        if any(key.startswith("log.") for key in plan.applied):
+            reconfigure_logging(plan.config.log.level, plan.config.log.format)
+        if not plan.changed:
+            log.info("reload: no changes")
+        if plan.applied:
+            log.info("reload: applied %s", "; ".join(map(plan.describe, plan.applied)))
+        if closed:
+            log.info("reload: closed %d connection(s) of removed or disabled activation codes", closed)
+        if plan.needs_restart:
+            log.warning(
+                "reload: needs a restart, running value kept: %s",
+                "; ".join(map(plan.describe, plan.needs_restart)),
+            )
+        return plan
+
+    def _reconfigure(self, config: Config, verifier: TokenVerifier) -> int:
+        """(Registry command.) Switch server, hub and verifier to `config` at once,
+        between two hub commands; returns the connections closed for their code."""
+        self.config = config
+        self.verifier = verifier
+        return self.hub.reconfigure(config)
 
     def _snapshot_now(self) -> int:
         """(Registry command.) Queue a snapshot of everything recorded so far."""
@@ -362,13 +456,23 @@ class Server:
         )
 
 
-def run_server(config: Config) -> int:
-    """Run a server in the foreground until SIGINT/SIGTERM (Ctrl+C, Ctrl+Break); 0 on a clean stop."""
+def run_server(
+    config: Config,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    setup: Callable[[Server], None] | None = None,
+) -> int:
+    """Run a server in the foreground until SIGINT/SIGTERM (Ctrl+C, Ctrl+Break); 0 on a clean stop.
+
+    `config_path`/`overrides` say where `config` came from, for SIGHUP reloads;
+    `setup(server)` runs before it starts (the embedding API registers handlers).
+    """
     from wsserver.ops.logging import setup_logging
 
     setup_logging(config.log.level, config.log.format)
     try:
-        trio.run(_main, config)
+        trio.run(functools.partial(_main, config, config_path, overrides, setup))
     except (StorageError, ExceptionGroup) as exc:
         err = _storage_error(exc)
         if err is None:
@@ -390,18 +494,48 @@ def _storage_error(exc: BaseException) -> StorageError | None:
     return None
 
 
-async def _main(config: Config) -> None:
-    server = Server(config)
-    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+async def _main(
+    config: Config,
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    setup: Callable[[Server], None] | None = None,
+) -> None:
+    server = Server(config, config_path=config_path, overrides=overrides)
+    if setup is not None:
+        setup(server)
+    notifier = Notifier()  # a no-op unless systemd gave us $NOTIFY_SOCKET
+    # SIGBREAK exists only on Windows (Ctrl+Break), SIGHUP only on POSIX.
+    names = ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP")
     signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    reload_signal = getattr(signal, "SIGHUP", None)
 
     async def watch(received: Any) -> None:
         async for signum in received:
             log.info("signal %s received", signal.Signals(signum).name)
-            server.stop()
+            if signum == reload_signal:
+                notifier.reloading()
+                try:
+                    await server.reload()
+                except Exception:  # a reload must never take the server down
+                    log.exception("reload failed, keeping the running configuration")
+                notifier.ready(await server.status())
+            else:
+                notifier.stopping()
+                server.stop()
 
-    async with trio.open_nursery() as nursery:
+    async def serve(task_status: trio.TaskStatus[Server]) -> None:
+        try:
+            await server.serve(task_status=task_status)
+        finally:
+            notifier.stopping()
+        nursery.cancel_scope.cancel()
+
+    try:
         with trio.open_signal_receiver(*signals) as received:
-            nursery.start_soon(watch, received)
-            await server.serve()
-            nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, received)
+                await nursery.start(serve)  # listening, with the durable state loaded
+                notifier.ready(await server.status())
+                nursery.start_soon(notifier.keepalive, server.status)
+    finally:
+        notifier.close()

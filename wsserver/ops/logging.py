@@ -80,3 +80,13 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+
+
+def reconfigure_logging(level: str, fmt: str) -> None:
+    """Apply a reloaded `[log]`: redo `setup_logging` when wsserver installed its own
+    handler (the CLI); else only set the level, the embedding host owns the handlers."""
+    root = logging.getLogger("wsserver")
+    if any(getattr(h, "_wsserver", False) for h in root.handlers):
+        setup_logging(level, fmt)
+    else:
+        root.setLevel(level.upper())
