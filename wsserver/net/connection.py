@@ -3,15 +3,18 @@
 - reader: takes frames from trio-websocket, applies the inbound limits, handles
   what concerns this connection only (heartbeat, ping, refresh, first-message
   auth) and hands the rest to the registry actor.
-- writer: drains this connection's bounded outbound queue to the socket, in
-  order. It is the only task that writes messages.
+- writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
+  goes through it, in order. A frame is written straight from `deliver()`
+  when nothing is queued and the socket takes it (no scheduler trip);
+  otherwise it is queued and the writer task joins queued frames into one
+  write. trio-websocket's own frames (pongs, close) go through the same queue.
 - heartbeat: WebSocket pings, the liveness timeout (4000), the auth timeout
   (4002) and token expiry (`token_expiring`, then 4001).
 
 Every way of ending a connection goes through `close()`: it records the close
-code once and stops the tasks; the session's `finally` sends the close frame.
-A frame being written is allowed to finish first (for at most
-`SEND_GRACE` seconds) so the peer never sees half a frame followed by a close.
+code once, drops the queued frames (a frame already half written is
+finished first) and stops the tasks; the session's `finally` sends the close
+frame through the writer, within `CLOSE_TIMEOUT`.
 
 `deliver()`, called by the registry, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
@@ -22,17 +25,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.net.fastwrite import FrameWriter
 from wsserver.net.http import ReplayStream
-from wsserver.protocol.envelope import Inbound, decode, encode, encode_error, field, id_key
+from wsserver.protocol.envelope import (
+    Inbound,
+    Wire,
+    binary_frame,
+    decode,
+    encode,
+    encode_error,
+    field,
+    id_key,
+    text_frame,
+)
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
@@ -40,19 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsserver.connection")
 
-SEND_GRACE = 5.0  # seconds a frame in flight may take once a close is decided
 CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
 BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
 TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
-
-
-@attrs.frozen
-class _CloseMarker:
-    """Queued behind frames that must reach the client before the close."""
-
-    code: int
-    reason: str
 
 
 class Connection:
@@ -75,12 +80,11 @@ class Connection:
         self.device_id = device_id
         self.echo = echo
         cfg = server.config
-        self._out_send, self._out_recv = trio.open_memory_channel[str | bytes | _CloseMarker](
-            cfg.limits.send_queue
-        )
+        self.send_queue = cfg.limits.send_queue
+        self.writer: FrameWriter | None = None  # from run(); frames before it wait in _early
+        self._early: list[bytes | Callable[[], None]] = []
         self.closing: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
-        self._sending = False
         now = trio.current_time()
         self.started = now
         self.last_seen = now
@@ -91,17 +95,28 @@ class Connection:
     # -- Outlet --------------------------------------------------------------
 
     def deliver(self, frame: str | bytes) -> bool:
-        """Queue one frame without blocking; a full queue closes with 4008."""
+        """Send or queue one frame without blocking; a full queue closes with 4008."""
         if self.closing is not None:
             return False
-        try:
-            self._out_send.send_nowait(frame)
-        except trio.WouldBlock:
+        if isinstance(frame, Wire):
+            data = frame.frame
+        elif isinstance(frame, str):
+            data = text_frame(frame.encode())
+        else:
+            data = binary_frame(frame)
+        writer = self.writer
+        queued = writer.frames if writer is not None else len(self._early)
+        if queued >= self.send_queue:
             self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
             return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if writer is None:
+            self._early.append(data)
+        elif writer.broken:
             return False
+        else:
+            writer.write_nowait(data)
         self.messages_out += 1
+        self.server.metrics.frame_out(frame)
         return True
 
     def close(self, code: int, reason: str) -> None:
@@ -109,22 +124,23 @@ class Connection:
         if self.closing is not None:
             return
         self.closing = (int(code), reason)
-        scope = self._scope
-        if scope is None:
-            return
-        if self._sending:
-            scope.deadline = min(scope.deadline, trio.current_time() + SEND_GRACE)
-        else:
-            scope.cancel()
+        self._early.clear()
+        if self.writer is not None:
+            self.writer.drop_pending()
+        if self._scope is not None:
+            self._scope.cancel()
 
     def close_after_queued(self, code: int, reason: str) -> None:
         """Close once everything queued so far is written (e.g. `kicked`, then 4003)."""
         if self.closing is not None:
             return
-        try:
-            self._out_send.send_nowait(_CloseMarker(int(code), reason))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        def close() -> None:
             self.close(code, reason)
+
+        if self.writer is None:
+            self._early.append(close)
+        else:
+            self.writer.call_when_written(close)
 
     # -- helpers -------------------------------------------------------------
 
@@ -170,47 +186,49 @@ class Connection:
     async def run(self, ws: WebSocketConnection, transport: ReplayStream) -> None:
         """Serve the connection until it closes, then send the close frame.
 
-        `transport` is the stream under `ws`: when a frame was cut off mid-write
-        (a peer that stopped reading for longer than `SEND_GRACE`), it is closed
-        without a close frame, which could only follow the partial frame as garbage.
+        The writer task outlives the reader and heartbeat so that the close
+        frame goes out behind a frame already half written. When even that
+        takes longer than `CLOSE_TIMEOUT` (a peer that stopped reading), the
+        writer is cancelled and `transport` is closed without a close frame,
+        which could only follow the partial frame as garbage.
         """
-        try:
-            if self.closing is None:
-                async with trio.open_nursery() as nursery:
-                    self._scope = nursery.cancel_scope
-                    if self.closing is not None:  # closed while we were starting
-                        nursery.cancel_scope.cancel()
-                    nursery.start_soon(self._writer, ws)
-                    nursery.start_soon(self._heartbeat, ws, nursery)
-                    nursery.start_soon(self._reader, ws)
-        finally:
-            code, reason = self.closing or (CloseCode.NORMAL, "")
-            with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-                scope.shield = True
-                if transport.partial_write:
-                    await transport.aclose()
-                await ws.aclose(code, text(reason, self.locale) if reason else None)
-            self._out_send.close()
-
-    async def _writer(self, ws: WebSocketConnection) -> None:
-        assert self._scope is not None
-        metrics = self.server.metrics
-        async for item in self._out_recv:
-            if isinstance(item, _CloseMarker):
-                self.close(item.code, item.reason)
-                return
-            self._sending = True
+        writer = self.writer = FrameWriter(ws, transport)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(writer.run)
+            for item in self._early:
+                if isinstance(item, bytes):
+                    writer.write_nowait(item)
+                else:
+                    writer.call_when_written(item)
+            self._early.clear()
             try:
-                await ws.send_message(item)
-            except ConnectionClosed:
-                self._scope.cancel()
-                return
+                if self.closing is None:
+                    async with trio.open_nursery() as nursery:
+                        self._scope = nursery.cancel_scope
+                        if self.closing is not None:  # closed while we were starting
+                            nursery.cancel_scope.cancel()
+                        nursery.start_soon(self._heartbeat, ws, nursery)
+                        nursery.start_soon(self._reader, ws)
             finally:
-                self._sending = False
-            metrics.frame_out(item)
-            if self.closing is not None:
-                self._scope.cancel()
-                return
+                code, reason = self.closing or (CloseCode.NORMAL, "")
+                # keep reading (and discarding) meanwhile, so a peer that is
+                # still sending is not blocked and sees our close frame
+                outer.start_soon(self._drain, ws)
+                with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                    scope.shield = True
+                    await ws.aclose(code, text(reason, self.locale) if reason else None)
+                outer.cancel_scope.cancel()
+        if transport.partial_write:
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+
+    @staticmethod
+    async def _drain(ws: WebSocketConnection) -> None:
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed:
+            pass
 
     async def _ping(self, ws: WebSocketConnection) -> None:
         """One WebSocket ping; its pong refreshes liveness."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from typing import Any
 
 import attrs
@@ -40,6 +41,43 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 RequestId = str | int
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked server text frame (FIN, opcode 1) carrying `payload` (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """A complete unmasked server binary frame (FIN, opcode 2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x82, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x82, 126, n) + payload
+    return struct.pack("!BBQ", 0x82, 127, n) + payload
+
+
+class Wire(str):
+    """An encoded server message. It is a `str` (the JSON text) that also builds
+    its WebSocket frame once, on first use, however many connections send it:
+    server frames are unmasked, so the same bytes go to every recipient."""
+
+    _frame: bytes
+
+    @property
+    def frame(self) -> bytes:
+        """The whole text frame (header + UTF-8 payload), built once."""
+        try:
+            return self._frame
+        except AttributeError:
+            self._frame = text_frame(self.encode())
+            return self._frame
 
 
 @attrs.frozen(slots=True)
@@ -98,7 +136,7 @@ def encode(
     msg["timestamp"] = now_ms
     if extra:
         msg.update(extra)
-    return _encoder.encode(msg)
+    return Wire(_encoder.encode(msg))
 
 
 def encode_error(
@@ -125,7 +163,7 @@ def encode_error(
     if rid is not None:
         msg["id"] = rid
     msg["timestamp"] = now_ms
-    return _encoder.encode(msg)
+    return Wire(_encoder.encode(msg))
 
 
 def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
