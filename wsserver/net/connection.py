@@ -349,7 +349,10 @@ class Connection:
             return
         mtype = msg.type
         if mtype not in LOCAL_TYPES:
-            await self.server.registry.tell(self.server.hub.handle, self.conn_id, msg)
+            registry = self.server.registry
+            # no scheduler trip while the inbox has room; wait only when it is full
+            if not registry.tell_nowait(self.server.hub.handle, self.conn_id, msg):
+                await registry.tell(self.server.hub.handle, self.conn_id, msg)
             return
         if mtype == "heartbeat":
             extra: dict[str, Any] = {}
