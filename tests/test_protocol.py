@@ -442,3 +442,16 @@ def test_protocol_core_and_auth_sources_name_no_trio_import():
                 if name.split(".")[0] in ("trio", "trio_websocket"):
                     offenders.append(f"{path.name}:{node.lineno}: {name}")
     assert offenders == []
+
+
+def test_server_frames_match_wsproto_for_every_length_form():
+    from wsproto.frame_protocol import FrameProtocol
+
+    from wsserver.protocol.envelope import binary_frame, text_frame
+
+    for n in (0, 125, 126, 65535, 65536, 70000):
+        text = "é" * (n // 2) + "x" * (n % 2)
+        reference = FrameProtocol(client=False, extensions=[])
+        assert text_frame(text.encode()) == reference.send_data(text, fin=True)
+        payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+        assert binary_frame(payload) == FrameProtocol(client=False, extensions=[]).send_data(payload, fin=True)

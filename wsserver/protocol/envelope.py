@@ -43,24 +43,24 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 RequestId = str | int
 
 
-def text_frame(payload: bytes) -> bytes:
-    """A complete unmasked server text frame (FIN, opcode 1) carrying `payload` (RFC 6455 5.2)."""
+def _frame(first_byte: int, payload: bytes) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 5.2): header + payload."""
     n = len(payload)
     if n < 126:
-        return bytes((0x81, n)) + payload
+        return bytes((first_byte, n)) + payload
     if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+        return struct.pack("!BBH", first_byte, 126, n) + payload
+    return struct.pack("!BBQ", first_byte, 127, n) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete server text frame (FIN, opcode 1) carrying UTF-8 `payload`."""
+    return _frame(0x81, payload)
 
 
 def binary_frame(payload: bytes) -> bytes:
-    """A complete unmasked server binary frame (FIN, opcode 2)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x82, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x82, 126, n) + payload
-    return struct.pack("!BBQ", 0x82, 127, n) + payload
+    """A complete server binary frame (FIN, opcode 2)."""
+    return _frame(0x82, payload)
 
 
 class Wire(str):
