@@ -36,7 +36,9 @@ SECRET = "benchmark-secret-0123456789abcdef-0123456789"
 def _token(user: int) -> str:
     import jwt
 
-    return jwt.encode({"user_id": user, "group_id": 1, "exp": int(time.time()) + 3600}, SECRET, "HS256")
+    return jwt.encode(
+        {"user_id": user, "group_id": 1, "exp": int(time.time()) + 3600}, SECRET, "HS256"
+    )
 
 
 async def _start(fsync: str, data: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -49,7 +51,18 @@ async def _start(fsync: str, data: str) -> tuple[subprocess.Popen[bytes], str]:
         "WSSERVER_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wsserver", "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", data],
+        [
+            sys.executable,
+            "-m",
+            "wsserver",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            data,
+        ],
         stderr=subprocess.PIPE,
         env={**env, "WSSERVER_LOG_LEVEL": "info"},
     )
@@ -66,7 +79,10 @@ async def _start(fsync: str, data: str) -> tuple[subprocess.Popen[bytes], str]:
 async def _pair(base: str, idx: int, messages: int, window: int, latencies: list[float]) -> None:
     sender_id, recipient_id = 2 * idx + 1, 2 * idx + 2
     sent_at: dict[str, float] = {}
-    async with open_websocket_url(base + _token(recipient_id)) as rcv, open_websocket_url(base + _token(sender_id)) as snd:
+    async with (
+        open_websocket_url(base + _token(recipient_id)) as rcv,
+        open_websocket_url(base + _token(sender_id)) as snd,
+    ):
         await rcv.get_message()
         await snd.get_message()
         free = trio.Semaphore(window)
@@ -97,7 +113,16 @@ async def _pair(base: str, idx: int, messages: int, window: int, latencies: list
                 text = f"{idx}:{i}"
                 sent_at[text] = time.perf_counter()
                 await snd.send_message(
-                    json.dumps({"type": "send_message", "data": {"to_user_id": recipient_id, "message": text, "client_msg_id": text}})
+                    json.dumps(
+                        {
+                            "type": "send_message",
+                            "data": {
+                                "to_user_id": recipient_id,
+                                "message": text,
+                                "client_msg_id": text,
+                            },
+                        }
+                    )
                 )
             await done.wait()
 
@@ -139,7 +164,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--fsync", default="always", choices=["always", "interval", "never"])
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--messages", type=int, default=200)

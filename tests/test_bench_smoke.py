@@ -1,0 +1,52 @@
+"""The issue-8 benchmark harness still runs: a tiny fan-out against both servers.
+
+Real processes and sockets (wsserver, the websockets reference server and the
+picows load generator), 20 connections and 5 publishes: a few seconds. The
+figures themselves are not checked, only that every message arrived on both
+sides and that the table and the markdown come out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the harness reads /proc"
+)
+
+for _module in ("picows", "uvloop", "websockets"):
+    pytest.importorskip(_module)
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("wsserver_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # attrs classes look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fanout_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    bench.QUIET_WAIT = 0  # do not wait for an idle machine
+    args = bench.parser().parse_args(
+        ["fanout", "--connections", "20", "--publishes", "5", "--runs", "1", "--timeout", "30"]
+    )
+    report = bench.BENCHES["fanout"](args)
+    for side in ("wsserver", "reference"):
+        (run,) = report.raw[side]
+        assert run["delivered"] == run["expected"] == 100, (side, run)
+        assert not run["timed_out"]
+        assert run["reached_per_publish"] == 20
+    assert not [note for note in report.notes if "stopped" in note]  # busy-machine notes may appear
+    bench.print_table(report)
+    text = bench.markdown(report)
+    assert "| server CPU per delivered message (µs) |" in text
+    assert "Fan-out, burst: 20 connections" in capsys.readouterr().out
