@@ -729,6 +729,7 @@ def bench_recovery(args: argparse.Namespace) -> Report:
         try:
             target = Path(workdir) / "data"
             shutil.copytree(data, target)
+            wait_quiet()
             results.append(_time_startup(args, target, workdir))
             log(f"  run {run + 1}/{args.runs}: {json.dumps(results[-1])}")
         finally:
@@ -746,11 +747,13 @@ def bench_recovery(args: argparse.Namespace) -> Report:
              f"({args.journal_records:,} in the journal)")  # fmt: skip
     cmd = (f"python benchmarks/bench.py recovery --records {args.records} "
            f"--journal-records {args.journal_records} --runs {args.runs}")  # fmt: skip
-    return Report("recovery", title, _cmd(cmd, args), rows, notes, {"wsserver": results})
+    raw = {"wsserver": results}
+    return Report("recovery", title, _cmd(cmd, args), rows, notes + _busy_notes(raw), raw)
 
 
 def _time_startup(args: argparse.Namespace, data: Path, workdir: str) -> dict[str, Any]:
     """Start `wsserver serve` on `data` and time it to "listening on" (info log on stderr)."""
+    busy0 = _busy_seconds()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wsserver", "serve", "--host", HOST, "--port", "0", "--data-dir", str(data)],
@@ -782,10 +785,17 @@ def _time_startup(args: argparse.Namespace, data: Path, workdir: str) -> dict[st
                 listening = now - t0
         rss = proc_rss_kb(proc.pid)
         cpu = proc_cpu(proc.pid)
+        other = (_busy_seconds() - busy0 - cpu) / listening
     finally:
         proc.kill()  # nothing to keep: the copy is thrown away
         proc.wait(10)
-    return {"listening_s": listening, "loaded_s": loaded, "rss_kb": rss, "cpu_s": cpu}
+    return {
+        "listening_s": listening,
+        "loaded_s": loaded,
+        "rss_kb": rss,
+        "cpu_s": cpu,
+        "other_cpu_share": other,
+    }
 
 
 # -- helpers -----------------------------------------------------------------------------
