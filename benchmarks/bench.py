@@ -361,9 +361,9 @@ def markdown(rep: Report) -> str:
             f"{_fmt(r.ref, r.digits) if r.ref is not None else ''} | "
             f"{f'{ratio:.2f}' if ratio is not None else ''} | {r.target} | {_verdict(r)} |"
         )
-    for note in rep.notes:
+    if rep.notes:
         out.append("")
-        out.append(note)
+        out += [f"- {note}" for note in rep.notes]
     return "\n".join(out) + "\n"
 
 
@@ -879,35 +879,103 @@ def parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("fanout", help="burst fan-out vs broadcast()")
-    p.add_argument("--connections", type=int, default=5000)
-    p.add_argument("--publishes", type=int, default=100)
-    p.add_argument("--payload-bytes", type=int, default=150)
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=5000,
+        help="WebSocket connections receiving every publish (default %(default)s)",
+    )
+    p.add_argument(
+        "--publishes",
+        type=int,
+        default=100,
+        help="publishes, sent one after the other (default %(default)s)",
+    )
+    p.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=150,
+        help="size of each delivered frame in bytes (default %(default)s)",
+    )
     common(p, timeout=300)
     p = sub.add_parser("sustained", help="fan-out at a fixed publish rate")
-    p.add_argument("--connections", type=int, default=5000)
-    p.add_argument("--publish-rate", type=float, default=20)
-    p.add_argument("--seconds", type=float, default=10)
-    p.add_argument("--payload-bytes", type=int, default=150)
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=5000,
+        help="WebSocket connections receiving every publish (default %(default)s)",
+    )
+    p.add_argument(
+        "--publish-rate", type=float, default=20, help="publishes per second (default %(default)s)"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=10, help="seconds of publishing (default %(default)s)"
+    )
+    p.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=150,
+        help="size of each delivered frame in bytes (default %(default)s)",
+    )
     common(p, timeout=300)
     p = sub.add_parser("dm", help="direct messages vs a websockets relay")
-    p.add_argument("--pairs", type=int, default=2500)
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=2500,
+        help="pairs of users (two connections each) (default %(default)s)",
+    )
     p.add_argument(
         "--window", type=int, default=1, help="unacknowledged messages per user (closed loop)"
     )
     p.add_argument("--rate", type=float, default=5000, help="messages/s of the open-loop run")
-    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=10,
+        help="seconds measured per run, after 2 s of warm-up (default %(default)s)",
+    )
     common(p)
     p = sub.add_parser("idle", help="memory per idle connection")
-    p.add_argument("--connections", type=int, default=15000)
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=15000,
+        help="idle connections to hold (default %(default)s)",
+    )
     common(p, timeout=300)
     p = sub.add_parser("handshake", help="connections per second")
-    p.add_argument("--connections", type=int, default=10000)
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=10000,
+        help="connections to open and close (default %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="connections in progress at once (default %(default)s)",
+    )
     common(p, timeout=300)
     p = sub.add_parser("recovery", help="start-up time from 1M records")
-    p.add_argument("--records", type=int, default=1_000_000)
-    p.add_argument("--journal-records", type=int, default=100_000)
-    p.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "wsserver-bench"))
+    p.add_argument(
+        "--records",
+        type=int,
+        default=1_000_000,
+        help="records in snapshot + journal (default %(default)s)",
+    )
+    p.add_argument(
+        "--journal-records",
+        type=int,
+        default=100_000,
+        help="of which in the journal after the snapshot (default %(default)s)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "wsserver-bench"),
+        help="where the generated data directory is kept between runs (default %(default)s)",
+    )
     common(p, timeout=300)
     p = sub.add_parser("all", help="every benchmark at its default size")
     common(p)
