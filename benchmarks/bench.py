@@ -847,6 +847,27 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Report]] = {
 }
 
 
+
+def fanout_target(p: argparse.ArgumentParser) -> None:
+    """`--connections`: the receivers of every publish (fanout, sustained)."""
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=5000,
+        help="WebSocket connections receiving every publish (default %(default)s)",
+    )
+
+
+def frame_size(p: argparse.ArgumentParser) -> None:
+    """`--payload-bytes`: the size of each delivered frame (fanout, sustained)."""
+    p.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=150,
+        help="size of each delivered frame in bytes (default %(default)s)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -879,44 +900,24 @@ def parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("fanout", help="burst fan-out vs broadcast()")
-    p.add_argument(
-        "--connections",
-        type=int,
-        default=5000,
-        help="WebSocket connections receiving every publish (default %(default)s)",
-    )
+    fanout_target(p)
     p.add_argument(
         "--publishes",
         type=int,
         default=100,
         help="publishes, sent one after the other (default %(default)s)",
     )
-    p.add_argument(
-        "--payload-bytes",
-        type=int,
-        default=150,
-        help="size of each delivered frame in bytes (default %(default)s)",
-    )
+    frame_size(p)
     common(p, timeout=300)
     p = sub.add_parser("sustained", help="fan-out at a fixed publish rate")
-    p.add_argument(
-        "--connections",
-        type=int,
-        default=5000,
-        help="WebSocket connections receiving every publish (default %(default)s)",
-    )
+    fanout_target(p)
     p.add_argument(
         "--publish-rate", type=float, default=20, help="publishes per second (default %(default)s)"
     )
     p.add_argument(
         "--seconds", type=float, default=10, help="seconds of publishing (default %(default)s)"
     )
-    p.add_argument(
-        "--payload-bytes",
-        type=int,
-        default=150,
-        help="size of each delivered frame in bytes (default %(default)s)",
-    )
+    frame_size(p)
     common(p, timeout=300)
     p = sub.add_parser("dm", help="direct messages vs a websockets relay")
     p.add_argument(
