@@ -158,6 +158,7 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
             config = make_config(tmp_path, **overrides)
             server = Server(config)
             await nursery.start(server.registry.run)
+            await nursery.start(server.heartbeats.run)
 
             async def connect(
                 target: str = "/ws",

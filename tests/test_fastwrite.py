@@ -1,6 +1,7 @@
 """The outbound byte path (`wsserver.net.fastwrite`) on real loopback sockets:
-order, partial writes, trio-websocket's own frames never interleaved, dropping
-a queue without tearing a frame."""
+order, partial writes, control frames never interleaved with a half-written
+frame, dropping a queue without tearing a frame, a writer task only while
+there is a backlog."""
 
 from __future__ import annotations
 
@@ -10,35 +11,43 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import wrap_server_stream
-from wsproto.events import CloseConnection, Pong, TextMessage
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, TextMessage
 
 from tests.conftest import MemoryClient
 from wsserver.net.fastwrite import FrameWriter, raw_socket
-from wsserver.net.http import ReplayStream
 from wsserver.protocol.envelope import encode, text_frame
+from wsserver.protocol.frames import close_frame, pong_frame
+
+
+async def server_handshake(stream: trio.abc.Stream) -> None:
+    """Answer one client's opening handshake with wsproto (the frames are ours)."""
+    ws = WSConnection(ConnectionType.SERVER)
+    while True:
+        ws.receive_data(await stream.receive_some(65536))
+        for event in ws.events():
+            if isinstance(event, Request):
+                await stream.send_all(ws.send(AcceptConnection()))
+                return
 
 
 @pytest.fixture
 async def pair() -> AsyncIterator[Any]:
-    """(writer, ws, client) over a real TCP connection on 127.0.0.1."""
+    """(writer, client) over a real TCP connection on 127.0.0.1."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         client_stream = await trio.open_tcp_stream("127.0.0.1", port)
         server_stream = await listeners[0].accept()
-        transport = ReplayStream(server_stream, b"")
         client = MemoryClient(client_stream, auto_pong=True)
 
         async def handshake() -> None:
             assert await client.handshake("/ws")
 
         nursery.start_soon(handshake)
-        request = await wrap_server_stream(nursery, transport)
-        ws = await request.accept()
-        writer = FrameWriter(ws, transport)
-        nursery.start_soon(writer.run)
-        yield writer, ws, client
+        await server_handshake(server_stream)
+        writer = FrameWriter(server_stream, nursery.start_soon)
+        yield writer, client
         nursery.cancel_scope.cancel()
     for lst in listeners:
         await lst.aclose()
@@ -71,7 +80,7 @@ async def texts(client: MemoryClient, n: int) -> list[str]:
 
 
 async def test_frames_arrive_whole_and_in_order(pair: Any) -> None:
-    writer, _, client = pair
+    writer, client = pair
     assert writer.sock is not None  # a plain TCP stream: direct sends are possible
     frames = [encode("n", {"i": i}, 0) for i in range(500)]
     for f in frames:
@@ -80,7 +89,7 @@ async def test_frames_arrive_whole_and_in_order(pair: Any) -> None:
 
 
 async def test_the_same_frame_bytes_go_to_many_writers(pair: Any) -> None:
-    writer, _, client = pair
+    writer, client = pair
     wire = encode("hello", {"to": "everyone"}, 1)
     assert wire.frame is wire.frame  # built once
     writer.write_nowait(wire.frame)
@@ -88,29 +97,34 @@ async def test_the_same_frame_bytes_go_to_many_writers(pair: Any) -> None:
     assert await texts(client, 2) == [str(wire), str(wire)]
 
 
-async def test_a_backlog_with_partial_writes_never_interleaves_with_pongs(pair: Any) -> None:
-    writer, _ws, client = pair
+async def test_a_backlog_with_partial_writes_never_interleaves_with_control_frames(pair: Any) -> None:
+    writer, client = pair
     big = [text_frame(json.dumps({"i": i, "pad": "x" * 60_000}).encode()) for i in range(60)]
-    for f in big:  # ~3.6 MB: more than the socket buffers take at once
+    for i, f in enumerate(big):  # ~3.6 MB: more than the socket buffers take at once
         writer.write_nowait(f)
+        if i % 20 == 10:
+            writer.write_nowait(pong_frame(b"p%d" % i))  # a pong, as the reader sends them
     assert writer.pending, "expected a backlog"
-    # trio-websocket answers a ping (its own frame) while our backlog is queued
-    from wsproto.events import Ping
-
-    await client.stream.send_all(client.ws.send(Ping(payload=b"p1")))
-    got, pongs = [], 0
+    assert not writer.idle  # a writer task runs while there is a backlog
+    got, pongs = [], []
     with trio.fail_after(20):
-        while len(got) < 60 or pongs < 1:
+        while len(got) < 60 or len(pongs) < 3:
             event = await next_whole(client)  # wsproto raises on a torn frame
             if isinstance(event, TextMessage):
                 got.append(json.loads(event.data)["i"])
             elif isinstance(event, Pong):
-                pongs += 1
-    assert got == list(range(60)) and pongs == 1
+                pongs.append((len(got), bytes(event.payload)))
+    assert got == list(range(60))
+    # each pong arrives exactly where it was queued, between whole frames
+    assert pongs == [(11, b"p10"), (31, b"p30"), (51, b"p50")]
+    with trio.fail_after(5):
+        while not writer.idle:
+            await trio.sleep(0.01)
+    assert writer.frames == 0 and not writer.pending  # the writer task ended with the backlog
 
 
 async def test_dropping_the_queue_keeps_a_half_written_frame_whole(pair: Any) -> None:
-    writer, ws, client = pair
+    writer, client = pair
     big = [text_frame(json.dumps({"i": i, "pad": "y" * 200_000}).encode()) for i in range(30)]
     for f in big:
         writer.write_nowait(f)
@@ -119,9 +133,10 @@ async def test_dropping_the_queue_keeps_a_half_written_frame_whole(pair: Any) ->
     writer.drop_pending()
     kept = writer.frames
     assert kept <= 1  # at most the half-written head survives
+    writer.write_nowait(close_frame(4008, "slow"))  # the close frame waits behind the head
     got = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ws.aclose, 4008, "slow")  # the close frame waits behind the head
+        nursery.start_soon(writer.flush)
         with trio.fail_after(20):
             while True:
                 event = await next_whole(client)
@@ -132,10 +147,11 @@ async def test_dropping_the_queue_keeps_a_half_written_frame_whole(pair: Any) ->
                     break
     assert got == list(range(len(got)))  # whole frames, in order, then the close
     assert len(got) == 30 - queued + kept
+    assert not writer.torn
 
 
 async def test_callbacks_run_after_the_frames_queued_before_them(pair: Any) -> None:
-    writer, _, client = pair
+    writer, client = pair
     seen: list[int] = []
     big = text_frame(b'"' + b"z" * 3_000_000 + b'"')
     writer.write_nowait(big)
@@ -148,6 +164,34 @@ async def test_callbacks_run_after_the_frames_queued_before_them(pair: Any) -> N
     assert seen == [0]
 
 
-async def test_memory_streams_have_no_raw_socket() -> None:
-    a, _b = trio.testing.memory_stream_pair()
-    assert raw_socket(ReplayStream(a, b"")) is None
+async def test_memory_streams_have_no_raw_socket_and_write_through_the_task() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    assert raw_socket(a) is None
+    async with trio.open_nursery() as nursery:
+        writer = FrameWriter(a, nursery.start_soon)
+        assert writer.sock is None
+        frames = [text_frame(b'"%d"' % i) for i in range(5)]
+        for f in frames:
+            writer.write_nowait(f)
+        assert writer.frames == 5 and not writer.idle
+        await writer.flush()
+        assert writer.idle and writer.frames == 0
+        received = b""
+        while len(received) < sum(map(len, frames)):
+            received += await b.receive_some(65536)
+        assert received == b"".join(frames)
+
+
+async def test_a_broken_socket_marks_the_writer_broken_and_runs_its_markers(pair: Any) -> None:
+    writer, client = pair
+    big = text_frame(b'"' + b"q" * 5_000_000 + b'"')
+    writer.write_nowait(big)
+    assert not writer.idle
+    seen: list[str] = []
+    writer.call_when_written(lambda: seen.append("marker"))
+    await client.stream.aclose()  # the peer goes away with our data unread
+    with trio.fail_after(10):
+        await writer.flush()
+    assert writer.broken and seen == ["marker"]
+    writer.write_nowait(text_frame(b"1"))  # ignored, never raises
+    assert writer.frames == 0

@@ -26,6 +26,8 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
+    PROTOCOL_ERROR = 1002  # RFC 6455 framing violated
+    INVALID_DATA = 1007  # text or close reason not UTF-8
     POLICY = 1008  # origin, binary abuse
     TOO_BIG = 1009
     INTERNAL = 1011

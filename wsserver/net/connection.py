@@ -1,20 +1,24 @@
-"""One WebSocket connection: a nursery with a reader, a writer and a heartbeat.
+"""One WebSocket connection after its handshake: one task, a writer, a timer.
 
-- reader: takes frames from trio-websocket, applies the inbound limits, handles
-  what concerns this connection only (heartbeat, ping, refresh, first-message
-  auth) and hands the rest to the registry actor.
+- the reader (`run`, the connection's only long-lived task): reads the socket,
+  parses frames (`wsserver.protocol.frames`), applies the inbound limits,
+  handles what concerns this connection only (heartbeat, ping, refresh,
+  first-message auth) and hands the rest to the registry actor.
 - writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
   goes through it, in order. A frame is written straight from `deliver()`
   when nothing is queued and the socket takes it (no scheduler trip);
-  otherwise it is queued and the writer task joins queued frames into one
-  write. trio-websocket's own frames (pongs, close) go through the same queue.
-- heartbeat: WebSocket pings, the liveness timeout (4000), the auth timeout
-  (4002) and token expiry (`token_expiring`, then 4001).
+  otherwise it is queued and a writer task, started in the connection's
+  nursery only while there is a backlog, joins queued frames into one write.
+- timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
+  liveness timeout (4000), the auth timeout (4002) and token expiry
+  (`token_expiring`, then 4001). No task per connection: an idle connection is
+  one coroutine, a socket and a few small objects.
 
 Every way of ending a connection goes through `close()`: it records the close
 code once, drops the queued frames (a frame already half written is
-finished first) and stops the tasks; the session's `finally` sends the close
-frame through the writer, within `CLOSE_TIMEOUT`.
+finished first) and stops the reader; `run` then sends the close frame through
+the writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame
+from the peer is answered with the same code.
 
 `deliver()`, called by the registry, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
@@ -29,13 +33,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastwrite import FrameWriter
-from wsserver.net.http import ReplayStream
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
@@ -47,9 +49,22 @@ from wsserver.protocol.envelope import (
     id_key,
     text_frame,
 )
+from wsserver.protocol.frames import (
+    BINARY,
+    CLOSE,
+    NO_STATUS,
+    PING,
+    TEXT,
+    FrameError,
+    FrameParser,
+    close_frame,
+    ping_frame,
+    pong_frame,
+)
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
+    from wsserver.config import LimitsConfig
     from wsserver.net.server import Server
 
 log = logging.getLogger("wsserver.connection")
@@ -57,11 +72,42 @@ log = logging.getLogger("wsserver.connection")
 CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
 BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
 TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
+RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
+FRAME_ERROR_KEYS = {1002: "protocol_error", 1007: "invalid_utf8", 1009: "message_too_big"}
 
 
 class Connection:
     """The trio side of one WebSocket connection; the hub's `Outlet` for it."""
+
+    __slots__ = (
+        "_abuse",
+        "_binary",
+        "_bucket",
+        "_early",
+        "_last_ping",
+        "_limits",
+        "_parser",
+        "_scope",
+        "_wall_offset",
+        "_warned",
+        "closing",
+        "conn_id",
+        "device_id",
+        "echo",
+        "eof",
+        "identity",
+        "ip",
+        "last_seen",
+        "messages_in",
+        "messages_out",
+        "peer_close",
+        "send_queue",
+        "server",
+        "started",
+        "timer_due",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -79,18 +125,27 @@ class Connection:
         self.identity = identity
         self.device_id = device_id
         self.echo = echo
-        cfg = server.config
-        self.send_queue = cfg.limits.send_queue
+        self.send_queue = server.config.limits.send_queue
         self.writer: FrameWriter | None = None  # from run(); frames before it wait in _early
-        self._early: list[bytes | Callable[[], None]] = []
+        self._early: list[bytes | Callable[[], None]] | None = []
         self.closing: tuple[int, str] | None = None
+        self.peer_close: tuple[int, str] | None = None  # the peer's close frame
+        self.eof = False  # the peer's TCP stream ended without a close frame
         self._scope: trio.CancelScope | None = None
         now = trio.current_time()
         self.started = now
         self.last_seen = now
+        self._last_ping = now
+        self._warned = False
+        self.timer_due: float | None = None
         self._wall_offset = time.time() - now
         self.messages_in = 0
         self.messages_out = 0
+        self._limits: LimitsConfig | None = None
+        self._bucket: TokenBucket | None = None
+        self._abuse: AbuseCounter | None = None
+        self._binary = 0
+        self._parser: FrameParser | None = None
 
     # -- Outlet --------------------------------------------------------------
 
@@ -104,19 +159,29 @@ class Connection:
             data = text_frame(frame.encode())
         else:
             data = binary_frame(frame)
-        writer = self.writer
-        queued = writer.frames if writer is not None else len(self._early)
-        if queued >= self.send_queue:
-            self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+        if not self._write(data):
             return False
-        if writer is None:
-            self._early.append(data)
-        elif writer.broken:
-            return False
-        else:
-            writer.write_nowait(data)
         self.messages_out += 1
         self.server.metrics.frame_out(frame)
+        return True
+
+    def _write(self, data: bytes) -> bool:
+        """Send or queue one whole frame; False (and close 4008) when the queue is full."""
+        writer = self.writer
+        if writer is None:
+            early = self._early
+            assert early is not None
+            if len(early) >= self.send_queue:
+                self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                return False
+            early.append(data)
+            return True
+        if writer.frames >= self.send_queue:
+            self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+            return False
+        if writer.broken:
+            return False
+        writer.write_nowait(data)
         return True
 
     def close(self, code: int, reason: str) -> None:
@@ -124,7 +189,8 @@ class Connection:
         if self.closing is not None:
             return
         self.closing = (int(code), reason)
-        self._early.clear()
+        if self._early:
+            self._early.clear()
         if self.writer is not None:
             self.writer.drop_pending()
         if self._scope is not None:
@@ -134,13 +200,24 @@ class Connection:
         """Close once everything queued so far is written (e.g. `kicked`, then 4003)."""
         if self.closing is not None:
             return
+
         def close() -> None:
             self.close(code, reason)
 
         if self.writer is None:
+            assert self._early is not None
             self._early.append(close)
         else:
             self.writer.call_when_written(close)
+
+    @property
+    def end_code(self) -> int:
+        """The close code this session ended with (ours, else the peer's; 1006 if none)."""
+        if self.closing is not None:
+            return self.closing[0]
+        if self.peer_close is not None:
+            return self.peer_close[0]
+        return 1006
 
     # -- helpers -------------------------------------------------------------
 
@@ -181,163 +258,224 @@ class Connection:
             return None
         return ident.expires_at - self._wall_offset
 
+    # -- the timer (run by the server's Heartbeats task) -----------------------
+
+    def tick(self, now: float) -> float | None:
+        """Pings, liveness, auth and token deadlines; the next deadline, or None
+        once the connection is closing."""
+        if self.closing is not None or self._scope is None:
+            return None
+        # Read on every tick: a reload changes [heartbeat] and [auth] timings live.
+        cfg = self.server.config
+        hb = cfg.heartbeat
+        unauthenticated = self.identity is None and not self.echo
+        auth_deadline = self.started + cfg.auth.timeout
+        if unauthenticated and now >= auth_deadline:
+            self.close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
+            return None
+        if now - self.last_seen >= hb.timeout:
+            self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat_timeout")
+            return None
+        next_ping = self._last_ping + hb.interval
+        if now >= next_ping:
+            self._write(ping_frame())  # its pong (any frame) refreshes `last_seen`
+            if hb.app_ping:
+                self.reply(None, "ping", None)
+            self._last_ping = now
+            next_ping = now + hb.interval
+        due = min(next_ping, self.last_seen + hb.timeout)
+        if unauthenticated:
+            due = min(due, auth_deadline)
+        expiry = self._expiry()
+        if expiry is not None:
+            if now >= expiry + cfg.auth.expiry_grace:
+                self.close(CloseCode.AUTH_FAILED, "token_expired")
+                return None
+            warn_at = expiry - TOKEN_WARN_BEFORE
+            if now >= warn_at:
+                if not self._warned:
+                    assert self.identity is not None
+                    self.reply(None, "token_expiring", {"expires_at": int(self.identity.expires_at or 0)})
+                    self._warned = True
+            else:
+                self._warned = False  # a refresh moved the expiry
+                due = min(due, warn_at)
+            due = min(due, expiry + cfg.auth.expiry_grace)
+        if self.closing is not None:  # a write above found the queue full
+            return None
+        return due
+
     # -- the session ---------------------------------------------------------
 
-    async def run(self, ws: WebSocketConnection, transport: ReplayStream) -> None:
-        """Serve the connection until it closes, then send the close frame.
+    async def run(self, transport: trio.abc.Stream, received: bytes = b"") -> None:
+        """Serve the connection until it closes, then complete the closing handshake.
 
-        The writer task outlives the reader and heartbeat so that the close
-        frame goes out behind a frame already half written. When even that
-        takes longer than `CLOSE_TIMEOUT` (a peer that stopped reading), the
-        writer is cancelled and `transport` is closed without a close frame,
-        which could only follow the partial frame as garbage.
+        `received` is what the client sent after its handshake request in the
+        same read. The writer's task, when one is running, outlives the reader so
+        that the close frame goes out behind a frame already half written. When
+        even that takes longer than `CLOSE_TIMEOUT` (a peer that stopped
+        reading), it is cancelled and no close frame is sent: it could only
+        follow the partial frame as garbage; the caller closes the transport.
         """
-        writer = self.writer = FrameWriter(ws, transport)
-        async with trio.open_nursery() as outer:
-            outer.start_soon(writer.run)
-            for item in self._early:
+        heartbeats = self.server.heartbeats
+        async with trio.open_nursery() as nursery:
+            writer = self.writer = FrameWriter(transport, nursery.start_soon)
+            early, self._early = self._early, None
+            for item in early or ():
                 if isinstance(item, bytes):
                     writer.write_nowait(item)
                 else:
                     writer.call_when_written(item)
-            self._early.clear()
+            del early
             try:
-                if self.closing is None:
-                    async with trio.open_nursery() as nursery:
-                        self._scope = nursery.cancel_scope
-                        if self.closing is not None:  # closed while we were starting
-                            nursery.cancel_scope.cancel()
-                        nursery.start_soon(self._heartbeat, ws, nursery)
-                        nursery.start_soon(self._reader, ws)
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    if self.closing is not None:  # closed while we were starting
+                        scope.cancel()
+                    heartbeats.schedule(self, trio.current_time())
+                    await self._read(transport, received)
             finally:
-                code, reason = self.closing or (CloseCode.NORMAL, "")
-                # keep reading (and discarding) meanwhile, so a peer that is
-                # still sending is not blocked and sees our close frame
-                outer.start_soon(self._drain, ws)
-                with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-                    scope.shield = True
-                    await ws.aclose(code, text(reason, self.locale) if reason else None)
-                outer.cancel_scope.cancel()
-        if transport.partial_write:
-            with trio.CancelScope(shield=True):
-                await transport.aclose()
+                self.timer_due = None  # the timer forgets this connection
+                with trio.CancelScope(shield=True) as shielded:
+                    shielded.deadline = trio.current_time() + CLOSE_TIMEOUT
+                    await self._close_handshake(transport, nursery)
+                nursery.cancel_scope.cancel()
 
-    @staticmethod
-    async def _drain(ws: WebSocketConnection) -> None:
+    async def _close_handshake(self, transport: trio.abc.Stream, nursery: trio.Nursery) -> None:
+        writer = self.writer
+        assert writer is not None
+        if self.eof:
+            return  # the peer is gone; nothing to say
+        if self.peer_close is not None:
+            # answer the peer's close frame with its code (ours if we closed first)
+            code, key = self.closing or self.peer_close
+            reason = text(key, self.locale) if self.closing is not None and key else ""
+            writer.write_nowait(close_frame(None if code == NO_STATUS else code, reason))
+            await writer.flush()
+            return
+        # We close first. Keep reading (and discarding) meanwhile, so a peer that
+        # is still sending is not blocked and sees our close frame; the close
+        # frame waits behind a frame already half written.
+        peer_closed = trio.Event()
+        nursery.start_soon(self._drain, transport, peer_closed)
+        code, key = self.closing or (CloseCode.NORMAL, "")
+        writer.write_nowait(close_frame(code, text(key, self.locale) if key else ""))
+        await writer.flush()
+        if not writer.broken:
+            await peer_closed.wait()
+
+    async def _drain(self, transport: trio.abc.Stream, peer_closed: trio.Event) -> None:
+        """Read until the peer's close frame (or the end of its stream), discarding data."""
+        parser = self._parser or FrameParser(self.server.config.limits.max_message_bytes)
         try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed:
+            while not parser.closed:
+                data = await transport.receive_some(RECEIVE_SIZE)
+                if not data:
+                    break
+                for kind, payload in parser.feed(data):
+                    if kind == CLOSE:
+                        self.peer_close = payload  # type: ignore[assignment]
+        except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        peer_closed.set()
 
-    async def _ping(self, ws: WebSocketConnection) -> None:
-        """One WebSocket ping; its pong refreshes liveness."""
-        try:
-            with trio.move_on_after(self.server.config.heartbeat.timeout):
-                await ws.ping()
+    async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
+        parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
+        receive = transport.receive_some
+        while True:
+            if data:
                 self.last_seen = trio.current_time()
-        except ConnectionClosed:
-            pass
-
-    async def _heartbeat(self, ws: WebSocketConnection, nursery: trio.Nursery) -> None:
-        last_ping = self.started
-        warned = False
-        while True:
-            # Read on every tick: a reload changes [heartbeat] and [auth] timings live.
-            cfg = self.server.config
-            hb = cfg.heartbeat
-            auth_deadline = self.started + cfg.auth.timeout
-            next_ping = last_ping + hb.interval
-            now = trio.current_time()
-            if self.identity is None and not self.echo and now >= auth_deadline:
-                self.close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
-                return
-            if now - self.last_seen >= hb.timeout:
-                self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat_timeout")
-                return
-            if now >= next_ping:
-                nursery.start_soon(self._ping, ws)
-                if hb.app_ping:
-                    self.reply(None, "ping", None)
-                last_ping = now
-                next_ping = now + hb.interval
-            expiry = self._expiry()
-            deadlines = [next_ping, self.last_seen + hb.timeout]
-            if self.identity is None and not self.echo:
-                deadlines.append(auth_deadline)
-            if expiry is not None:
-                if now >= expiry + cfg.auth.expiry_grace:
-                    self.close(CloseCode.AUTH_FAILED, "token_expired")
+                try:
+                    events = parser.feed(data)
+                except FrameError as err:
+                    self.close(err.code, FRAME_ERROR_KEYS.get(err.code, "protocol_error"))
                     return
-                warn_at = expiry - TOKEN_WARN_BEFORE
-                if now >= warn_at:
-                    if not warned:
-                        assert self.identity is not None
-                        self.reply(None, "token_expiring", {"expires_at": int(self.identity.expires_at or 0)})
-                        warned = True
-                else:
-                    warned = False  # a refresh moved the expiry
-                    deadlines.append(warn_at)
-                deadlines.append(expiry + cfg.auth.expiry_grace)
-            await trio.sleep_until(min(deadlines))
-
-    async def _reader(self, ws: WebSocketConnection) -> None:
-        assert self._scope is not None
-        cfg = self.server.config
-        limits = cfg.limits
-        bucket = TokenBucket(limits.messages_per_second, limits.burst)
-        abuse = AbuseCounter(max(1, limits.burst))
-        binary = 0
-        metrics = self.server.metrics
-        while True:
+                for kind, payload in events:
+                    if kind == TEXT or kind == BINARY:
+                        msg = self._on_message(payload)  # type: ignore[arg-type]
+                        if msg is None:
+                            continue
+                        if msg is False or not await self._on_message_async(msg):  # type: ignore[arg-type]
+                            return
+                    elif kind == PING:
+                        self._write(pong_frame(payload))  # type: ignore[arg-type]
+                    elif kind == CLOSE:
+                        self.peer_close = payload  # type: ignore[assignment]
+                        return
+                    # a pong: liveness only (`last_seen` above)
             try:
-                frame = await ws.get_message()
-            except ConnectionClosed:
-                self._scope.cancel()
+                data = await receive(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.eof = True
                 return
-            now = trio.current_time()
-            self.last_seen = now
-            self.messages_in += 1
-            metrics.frame_in(frame)
-            if self.server.config.limits is not limits:  # a reload changed [limits]
-                limits = self.server.config.limits
+
+    def _on_message(self, frame: str | bytes) -> Inbound | bool | None:
+        """One text or binary message: None when handled, False to stop reading,
+        an `Inbound` to finish in `_on_message_async` (it has to wait)."""
+        now = self.last_seen
+        self.messages_in += 1
+        server = self.server
+        metrics = server.metrics
+        metrics.frame_in(frame)
+        limits = server.config.limits
+        bucket = self._bucket
+        abuse = self._abuse
+        if limits is not self._limits or bucket is None or abuse is None:  # first, or a reload
+            self._limits = limits
+            if bucket is None or abuse is None:
+                bucket = self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
+                abuse = self._abuse = AbuseCounter(max(1, limits.burst))
+            else:
                 bucket.rate, bucket.burst = limits.messages_per_second, limits.burst
                 bucket.tokens = min(bucket.tokens, float(limits.burst))
                 abuse.limit = max(1, limits.burst)
-            if not bucket.take(now):
-                metrics.message_dropped("rate_limited")
-                self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), None)
-                if abuse.refused():
-                    self.close(CloseCode.RATE_LIMIT, "rate_abuse")
-                    return
-                continue
-            abuse.accepted()
-            if self.echo:
-                self.deliver(frame)
-                continue
-            if isinstance(frame, bytes):
-                binary += 1
-                self.send_error(
-                    ProtocolError(ErrorCode.INVALID_MESSAGE, "binary_not_supported"), None
-                )
-                if binary >= BINARY_ABUSE_LIMIT:
-                    self.close(CloseCode.POLICY, "binary_abuse")
-                    return
-                continue
-            try:
-                msg = decode(frame)
-            except ProtocolError as err:
-                self.send_error(err, None)
-                continue
-            metrics.message_in(msg.type)
-            if self.identity is None:
-                if not await self._first_message_auth(msg):
-                    return
-                if msg.type in ("auth", "register"):
-                    continue
-            await self._dispatch(msg)
+        if not bucket.take(now):
+            metrics.message_dropped("rate_limited")
+            self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), None)
+            if abuse.refused():
+                self.close(CloseCode.RATE_LIMIT, "rate_abuse")
+                return False
+            return None
+        abuse.accepted()
+        if self.echo:
+            self.deliver(frame)
+            return None
+        if isinstance(frame, bytes):
+            self._binary += 1
+            self.send_error(ProtocolError(ErrorCode.INVALID_MESSAGE, "binary_not_supported"), None)
+            if self._binary >= BINARY_ABUSE_LIMIT:
+                self.close(CloseCode.POLICY, "binary_abuse")
+                return False
+            return None
+        try:
+            msg = decode(frame)
+        except ProtocolError as err:
+            self.send_error(err, None)
+            return None
+        metrics.message_in(msg.type)
+        if self.identity is None:
+            return msg
+        return self._dispatch(msg)
 
-    async def _dispatch(self, msg: Inbound) -> None:
+    async def _on_message_async(self, msg: Inbound) -> bool:
+        """The slow path of `_on_message`: first-message auth, or a full registry
+        inbox. False when the connection is closing."""
+        if self.identity is None:
+            if not await self._first_message_auth(msg):
+                return False
+            if msg.type in ("auth", "register"):
+                return True
+            msg = self._dispatch(msg)  # type: ignore[assignment]
+            if msg is None:
+                return True
+        await self.server.registry.tell(self.server.hub.handle, self.conn_id, msg)
+        return True
+
+    def _dispatch(self, msg: Inbound) -> Inbound | None:
+        """Handle or forward an authenticated message; returns it when the
+        registry's inbox is full (the caller waits for room)."""
         ident = self.identity
         assert ident is not None
         code = msg.activation_code
@@ -346,14 +484,14 @@ class Connection:
                 ProtocolError(ErrorCode.FORBIDDEN, "activation_code_mismatch", field="activation_code"),
                 msg,
             )
-            return
+            return None
         mtype = msg.type
         if mtype not in LOCAL_TYPES:
-            registry = self.server.registry
-            # no scheduler trip while the inbox has room; wait only when it is full
-            if not registry.tell_nowait(self.server.hub.handle, self.conn_id, msg):
-                await registry.tell(self.server.hub.handle, self.conn_id, msg)
-            return
+            server = self.server
+            # no scheduler trip while the inbox has room
+            if not server.registry.tell_nowait(server.hub.handle, self.conn_id, msg):
+                return msg
+            return None
         if mtype == "heartbeat":
             extra: dict[str, Any] = {}
             ts = msg.raw.get("timestamp")
@@ -369,6 +507,7 @@ class Connection:
         elif mtype in ("auth", "register"):
             self.send_error(ProtocolError(ErrorCode.CONFLICT, "already_authenticated"), msg)
         # pong and client_ready: liveness only, already counted
+        return None
 
     def _refresh(self, msg: Inbound) -> None:
         ident = self.identity
@@ -389,6 +528,7 @@ class Connection:
             self.send_error(err, msg)
             return
         ident.expires_at = fresh.expires_at
+        self.server.heartbeats.schedule(self, trio.current_time())  # new expiry deadlines
         self.reply(
             msg,
             "token_refreshed",

@@ -1,26 +1,25 @@
 """The outbound byte path of one WebSocket connection: pre-built frames, written
 without a scheduler trip when the socket can take them.
 
-trio-websocket stays the protocol layer (handshake, reading, ping/pong, the
-closing handshake); this module only replaces how bytes reach the socket.
-It uses two pieces of trio-websocket and trio internals, and only here:
+Every byte the server sends after the handshake goes through one `FrameWriter`,
+in order: data frames, pongs, pings and the close frame.
 
-- `WebSocketConnection._send` is replaced on the instance, so the frames
-  trio-websocket itself writes (pongs, pings, close frames) go through the same
-  queue as ours and can never be interleaved with a half-written frame of ours;
-- the stdlib socket under a trio `SocketStream` (`socket._sock`) is used for a
-  non-blocking `send()` straight from `write_nowait()`.
+- `write_nowait()` sends straight to the socket (a non-blocking `send()` on the
+  stdlib socket under trio's `SocketStream`) when nothing is queued; whatever
+  the socket does not take is queued.
+- Queued frames are written by a writer task, started only while there is a
+  backlog (an idle connection has no writer task). It writes everything queued
+  at once: one `sendmsg()` of up to `MAX_BATCH` bytes on a plain socket, one
+  `send_all()` of the joined bytes on TLS or a test's memory stream.
+- A partially sent frame's remainder stays at the head of the queue and is
+  completed before anything else; `drop_pending()` (a close was decided) keeps
+  it, so the peer never sees half a frame followed by another frame. `torn` is
+  True while the peer has seen part of a frame whose rest is unsent: then
+  nothing, not even a close frame, may follow.
 
-Invariants:
-- one writer: bytes reach the transport either from `write_nowait()` (only when
-  nothing is queued and the writer task is idle, so order holds) or from the
-  writer task; a partially sent frame's remainder stays at the head of the
-  queue and is completed before anything else;
-- server frames are unmasked and identical for every recipient, so callers hand
-  the same `bytes` object to many writers (`Wire.frame`);
-- the queue is bounded by the caller (`pending` counts frames); dropping the
-  queue (`drop_pending`) keeps a partial head, so the peer never sees half a
-  frame followed by another frame.
+Server frames are unmasked and identical for every recipient, so callers hand
+the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
+the caller (`frames` counts queued frames).
 """
 
 from __future__ import annotations
@@ -31,12 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
-from wsproto.connection import ConnectionState
 
-from wsserver.net.http import ReplayStream
-
-MAX_BATCH = 256 * 1024  # bytes joined into one write by the writer task
+MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
+MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
 
 
 class _Marker:
@@ -48,44 +44,37 @@ class _Marker:
         self.callback = callback
 
 
-class _Internal:
-    """Bytes trio-websocket asked to send; `done` is set once they are written."""
-
-    __slots__ = ("data", "done", "error")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.done = trio.Event()
-        self.error = False
+Item = bytes | memoryview | _Marker
 
 
-Item = bytes | memoryview | _Marker | _Internal
-
-
-def raw_socket(transport: ReplayStream) -> stdlib_socket.socket | None:
+def raw_socket(transport: trio.abc.Stream) -> stdlib_socket.socket | None:
     """The stdlib socket under `transport`, when it is a plain TCP stream (not TLS,
     not a test's memory stream)."""
-    inner: Any = transport.transport
-    if not isinstance(inner, trio.SocketStream):
+    if not isinstance(transport, trio.SocketStream):
         return None
-    sock = getattr(inner.socket, "_sock", None)
+    sock = getattr(transport.socket, "_sock", None)
     return sock if isinstance(sock, stdlib_socket.socket) else None
 
 
 class FrameWriter:
-    """Writes whole frames to one connection in order (see the module docstring)."""
+    """Writes whole frames to one connection in order (see the module docstring).
 
-    def __init__(self, ws: WebSocketConnection, transport: ReplayStream) -> None:
-        self.ws = ws
+    `spawn(fn)` starts the writer task `fn` in the connection's nursery; it is
+    called when a backlog appears and no writer task runs.
+    """
+
+    __slots__ = ("_busy", "_partial", "_running", "_spawn", "broken", "frames", "pending", "sock", "transport")
+
+    def __init__(self, transport: trio.abc.Stream, spawn: Callable[[Callable[[], Any]], None]) -> None:
         self.transport = transport
         self.sock = raw_socket(transport)
-        self.pending: deque[Item] = deque()
-        self.frames = 0  # frames waiting in `pending` (not markers, not internal)
+        self.pending: deque[Item] | None = None  # created with the first backlog
+        self.frames = 0  # frames waiting in `pending` (not markers)
         self._partial = False  # pending[0] is the rest of a frame already started
-        self._busy = False  # the writer task is writing
-        self._wake = trio.Event()
+        self._busy = False  # the writer task is inside a send_all() that may be partial
+        self._running = False  # a writer task exists
+        self._spawn = spawn
         self.broken = False
-        ws._send = self._ws_send  # type: ignore[method-assign]
 
     # -- producers (never block) ----------------------------------------------
 
@@ -93,7 +82,7 @@ class FrameWriter:
         """Send `frame` now if the socket takes it, else queue it behind what waits."""
         if self.broken:
             return
-        if not self.pending and not self._busy and self.sock is not None:
+        if not self._running and self.sock is not None:
             try:
                 sent = self.sock.send(frame)
             except (BlockingIOError, InterruptedError):
@@ -104,61 +93,73 @@ class FrameWriter:
             if sent == len(frame):
                 return
             if sent:
-                self.pending.append(memoryview(frame)[sent:])
+                self._queue(memoryview(frame)[sent:])
                 self._partial = True
-                self.frames += 1
-                self._wake.set()
                 return
-        self.pending.append(frame)
-        self.frames += 1
-        self._wake.set()
+        self._queue(frame)
+
+    def _queue(self, item: Item) -> None:
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = deque()
+        pending.append(item)
+        if not isinstance(item, _Marker):
+            self.frames += 1
+        if not self._running:
+            self._running = True
+            self._spawn(self._run)
 
     def call_when_written(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything queued before it has been written."""
-        if not self.pending and not self._busy:
+        if not self._running:
             callback()
             return
-        self.pending.append(_Marker(callback))
-        self._wake.set()
+        self._queue(_Marker(callback))
 
     def drop_pending(self) -> None:
-        """Forget queued frames (a close was decided), keeping a partial head and
-        trio-websocket's own frames."""
+        """Forget queued frames (a close was decided), keeping a partial head."""
+        pending = self.pending
+        if not pending:
+            return
         keep: deque[Item] = deque()
-        if self._partial and self.pending:
-            keep.append(self.pending[0])
-        keep.extend(item for item in self.pending if isinstance(item, _Internal))
+        if self._partial:
+            keep.append(pending[0])
+        # markers stay (a flush() may wait on one); callers' callbacks see `closing`
+        keep.extend(item for item in pending if isinstance(item, _Marker))
         self.pending = keep
-        self.frames = 1 if self._partial and keep else 0
+        self.frames = 1 if self._partial else 0
 
-    async def _ws_send(self, event: Any) -> None:
-        """trio-websocket's `_send`, routed through the queue (pongs, pings, close)."""
-        ws = self.ws
-        data = ws._wsproto.send(event)
-        item = _Internal(data)
-        self.pending.append(item)
-        self._wake.set()
-        await item.done.wait()
-        if item.error:
-            await ws._abort_web_socket()
-            assert ws._close_reason is not None
-            raise ConnectionClosed(ws._close_reason)
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no write in progress."""
+        return not self._running
+
+    @property
+    def torn(self) -> bool:
+        """The peer has seen part of a frame whose rest is not sent."""
+        return self._partial or self._busy
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (or the transport broke)."""
+        if not self._running:
+            return
+        done = trio.Event()
+        self._queue(_Marker(done.set))
+        await done.wait()
 
     # -- the writer task ----------------------------------------------------------
 
-    async def run(self) -> None:
-        """Drain the queue, joining consecutive frames into one write."""
-        pending = self.pending
+    async def _run(self) -> None:
+        """Write the backlog, joining queued frames; ends when the queue is empty."""
         try:
             while True:
-                while not self.pending:
-                    self._wake = trio.Event()
-                    await self._wake.wait()
                 pending = self.pending
+                if not pending:
+                    return
                 batch: list[bytes | memoryview] = []
-                internals: list[_Internal] = []
                 size = 0
-                while pending and size < MAX_BATCH:
+                head_partial = self._partial
+                while pending and size < MAX_BATCH and len(batch) < MAX_IOV:
                     item = pending[0]
                     if isinstance(item, _Marker):
                         if batch:
@@ -167,38 +168,60 @@ class FrameWriter:
                         item.callback()
                         continue
                     pending.popleft()
-                    if isinstance(item, _Internal):
-                        internals.append(item)
-                        data: bytes | memoryview = item.data
-                    else:
-                        data = item
-                        self.frames -= 1
-                    batch.append(data)
-                    size += len(data)
-                self._partial = False
+                    self.frames -= 1
+                    batch.append(item)
+                    size += len(item)
                 if not batch:
                     continue
-                self._busy = True
-                try:
-                    await self.transport.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._fail(internals)
-                    return
-                finally:
+                if self.broken:
+                    self._partial = False
+                    continue  # markers still run; frames are discarded
+                if self.sock is not None:
+                    await self._sendmsg(batch, size, head_partial)
+                else:
+                    self._busy = True  # a cancelled send_all() may have written part
+                    try:
+                        await self.transport.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self.broken = True
                     self._busy = False
-                for item in internals:
-                    item.done.set()
+                    self._partial = False
         finally:
-            self._fail([i for i in list(self.pending) if isinstance(i, _Internal)])
+            self._running = False
+            if self.broken and self.pending:
+                markers = [i for i in self.pending if isinstance(i, _Marker)]
+                self.pending.clear()
+                self.frames = 0
+                for marker in markers:
+                    marker.callback()
 
-    def _fail(self, internals: list[_Internal]) -> None:
-        """The transport is gone: wake trio-websocket's waiting sends with an error."""
-        self.broken = True
-        for item in internals:
-            item.error = True
-            item.done.set()
-
-    @property
-    def open(self) -> bool:
-        """True while data frames may still be sent (no close sent or received)."""
-        return not self.broken and self.ws._wsproto.state == ConnectionState.OPEN
+    async def _sendmsg(self, batch: list[bytes | memoryview], size: int, head_partial: bool) -> None:
+        """Write `batch` with as few `sendmsg()` calls as the socket allows; an
+        unsent rest goes back to the head of the queue (a partial frame)."""
+        sock = self.sock
+        assert sock is not None
+        await trio.lowlevel.wait_writable(sock)
+        try:
+            sent = sock.sendmsg(batch)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.broken = True
+            return
+        if sent == size:
+            self._partial = False
+            return
+        # put back what was not sent, in order, the first piece possibly partial
+        rest: list[Item] = []
+        for i, data in enumerate(batch):
+            n = len(data)
+            if sent >= n:
+                sent -= n
+                continue
+            rest.append(memoryview(data)[sent:] if sent else data)
+            rest.extend(batch[i + 1 :])
+            self._partial = bool(sent) or (i == 0 and head_partial)
+            break
+        assert self.pending is not None
+        self.pending.extendleft(reversed(rest))
+        self.frames += len(rest)

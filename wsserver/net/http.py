@@ -128,10 +128,13 @@ class ReplayStream(trio.abc.Stream):
     so nothing (not even a WebSocket close frame) can be sent after it.
     """
 
-    def __init__(self, transport: trio.abc.Stream, prefix: bytes) -> None:
+    def __init__(self, transport: trio.abc.Stream, prefix: bytes, *, park: bool = False) -> None:
         self.transport = transport
         self._prefix = prefix
         self.partial_write = False
+        # park: after the prefix, reads wait (until aclose) instead of reading the
+        # transport, whose later bytes belong to someone else
+        self._parked: trio.Event | None = trio.Event() if park else None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return buffered prefix bytes (at most ``max_bytes``) or read from the transport."""
@@ -144,6 +147,9 @@ class ReplayStream(trio.abc.Stream):
             else:
                 chunk, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
             return chunk
+        if self._parked is not None:
+            await self._parked.wait()
+            return b""
         return bytes(await self.transport.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -162,6 +168,8 @@ class ReplayStream(trio.abc.Stream):
     async def aclose(self) -> None:
         """Drop unread prefix bytes and close the transport."""
         self._prefix = b""
+        if self._parked is not None:
+            self._parked.set()
         await self.transport.aclose()
 
     def __repr__(self) -> str:

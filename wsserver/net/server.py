@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
+from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from wsserver._version import __version__
 from wsserver.api.routes import install
@@ -38,6 +38,7 @@ from wsserver.config import Config, ConfigError, load_config, parse_host_port, v
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
+from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
     ConnectionGone,
     HttpError,
@@ -64,7 +65,6 @@ from wsserver.storage.journal import FileStorage
 
 log = logging.getLogger("wsserver.server")
 
-WS_MESSAGE_QUEUE = 4  # frames trio-websocket buffers between its reader and ours
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
@@ -104,6 +104,7 @@ class Server:
         )
         self.hub = Hub(config, storage=self.storage)
         self.registry = Registry(self.hub, after_batch=self.hub.release)
+        self.heartbeats = Heartbeats()
         self.verifier = TokenVerifier(config)
         self.router = Router()
         self.api_router = self.router
@@ -187,6 +188,7 @@ class Server:
             # full it is busy anyway and releases after the batch.
             self.storage.on_durable(lambda n: self.registry.tell_nowait(self.hub.release))
             await root.start(self.registry.run)
+            await root.start(self.heartbeats.run)
             root.start_soon(self._snapshots)
             root.start_soon(self._midnights)
             main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
@@ -288,6 +290,7 @@ class Server:
         between two hub commands; returns the connections closed for their code."""
         self.config = config
         self.verifier = verifier
+        self.heartbeats.reschedule_all(trio.current_time())  # [heartbeat]/[auth] timings
         return self.hub.reconfigure(config)
 
     def _snapshot_now(self) -> int:
@@ -332,7 +335,13 @@ class Server:
             if cfg.server.echo_path:
                 ws_paths.add(cfg.server.echo_path)
             if not api_only and head.is_websocket_upgrade and head.path in ws_paths:
-                await self._websocket(stream, head, raw, ip, echo=head.path == cfg.server.echo_path)
+                # The session lasts long: keep none of the head's objects alive
+                # in this frame (the h11 state, the raw bytes) while it runs.
+                trailing = bytes(conn.trailing_data[0])
+                box = [head, raw[: len(raw) - len(trailing)], trailing]
+                echo = head.path == cfg.server.echo_path
+                del head, conn, raw
+                await self._websocket(stream, box, ip, echo=echo)
                 return
             router = self.api_router if api_only else self.router
             if not api_only and self.api_router is not self.router and head.path.startswith("/api/"):
@@ -376,35 +385,72 @@ class Server:
             status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
         )
 
-    async def _websocket(
-        self, stream: trio.abc.Stream, head: RequestHead, raw: bytes, ip: str, *, echo: bool
-    ) -> None:
+    async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
+        conn, received = await self._handshake(stream, box, ip, echo)
+        if conn is None:
+            return
+        try:
+            await conn.run(stream, received)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.registry.tell(self.hub.close, conn.conn_id)
+            self._session_done(conn)
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
+    ) -> tuple[Connection | None, bytes]:
+        """The opening handshake, done by trio-websocket: `box` holds the request
+        head, its raw bytes and what followed them. Returns the admitted
+        connection (its 101 sent) and the bytes the client sent after its
+        request, or (None, b"") when it was refused or went away.
+
+        trio-websocket reads only the head (a parked `ReplayStream`); once the
+        101 is sent its reader task is cancelled and its objects dropped, and
+        the connection's frames are read by `Connection.run`.
+        """
+        head, raw_head, received = box
+        box.clear()
         cfg = self.config
-        replay = ReplayStream(stream, raw)
+        replay = ReplayStream(stream, raw_head, park=True)
+        del raw_head
         async with trio.open_nursery() as nursery:
             try:
                 with trio.move_on_after(cfg.limits.handshake_timeout) as scope:
                     request = await wrap_server_stream(
-                        nursery,
-                        replay,
-                        message_queue_size=WS_MESSAGE_QUEUE,
-                        max_message_size=cfg.limits.max_message_bytes,
+                        nursery, replay, message_queue_size=1, max_message_size=cfg.limits.max_message_bytes
                     )
                 if scope.cancelled_caught:
                     self.metrics.handshake("timeout")
-                    return
-                await self._session(request, replay, head, ip, echo)
+                    return None, b""
+                conn = await self._admit(request, head, ip, echo)
+                if conn is None:
+                    return None, b""
+                try:
+                    await request.accept()
+                except ConnectionClosed:
+                    with trio.CancelScope(shield=True):
+                        await self.registry.tell(self.hub.close, conn.conn_id)
+                    return None, b""
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await self.registry.tell(self.hub.close, conn.conn_id)
+                    raise
+                self.metrics.handshake("accepted")
+                log.debug("open %s from %s", conn.conn_id, ip)
+                return conn, received
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _session(
-        self, request: WebSocketRequest, stream: ReplayStream, head: RequestHead, ip: str, echo: bool
-    ) -> None:
+    async def _admit(
+        self, request: WebSocketRequest, head: RequestHead, ip: str, echo: bool
+    ) -> Connection | None:
+        """Origin and credentials checks, then admission by the hub; None (the
+        request rejected with an HTTP status) when refused."""
         cfg = self.config
         origins = cfg.security.allowed_origins
         if origins and head.header("origin") not in origins:
             await self._reject(request, 403, "origin_forbidden")
-            return
+            return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
         if not echo:
@@ -417,7 +463,7 @@ class Server:
                 refusal = refusal_for(err)
                 self.metrics.auth_failed(refusal.key)
                 await self._reject(request, refusal.status, refusal.key)
-                return
+                return None
         conn_id = uuid.uuid4().hex
         conn = Connection(self, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo)
         refusal = await self.registry.call(
@@ -427,27 +473,12 @@ class Server:
             if refusal.status == 401:
                 self.metrics.auth_failed(refusal.key)
             await self._reject(request, refusal.status, refusal.key)
-            return
-        ws: WebSocketConnection | None = None
-        try:
-            ws = await request.accept()
-            self.metrics.handshake("accepted")
-            log.debug("open %s from %s", conn_id, ip)
-            await conn.run(ws, stream)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.registry.tell(self.hub.close, conn_id)
-            if ws is not None:
-                self._session_done(conn, ws)
+            return None
+        return conn
 
-    def _session_done(self, conn: Connection, ws: WebSocketConnection) -> None:
+    def _session_done(self, conn: Connection) -> None:
         """Access log and metrics for one ended WebSocket session."""
-        if conn.closing is not None:
-            code = conn.closing[0]
-        elif ws.closed is not None and ws.closed.code is not None:
-            code = ws.closed.code
-        else:
-            code = CloseCode.NORMAL
+        code = conn.end_code
         self.metrics.session_closed(code)
         log_session(
             conn.conn_id,

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from typing import Any
 
 import attrs
 
 from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
 
 
@@ -41,26 +41,6 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 RequestId = str | int
-
-
-def _frame(first_byte: int, payload: bytes) -> bytes:
-    """An unmasked, unfragmented server frame (RFC 6455 5.2): header + payload."""
-    n = len(payload)
-    if n < 126:
-        return bytes((first_byte, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first_byte, 126, n) + payload
-    return struct.pack("!BBQ", first_byte, 127, n) + payload
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A complete server text frame (FIN, opcode 1) carrying UTF-8 `payload`."""
-    return _frame(0x81, payload)
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """A complete server binary frame (FIN, opcode 2)."""
-    return _frame(0x82, payload)
 
 
 class Wire(str):

@@ -68,6 +68,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "slow_consumer": ("客户端接收过慢", "slow consumer"),
     "rate_abuse": ("发送过于频繁，连接已关闭", "rate limit abuse"),
     "binary_abuse": ("二进制消息过多，连接已关闭", "too many binary messages"),
+    "message_too_big": ("消息过大", "message too big"),
+    "protocol_error": ("WebSocket 协议错误", "WebSocket protocol error"),
+    "invalid_utf8": ("文本消息不是有效的 UTF-8", "text is not valid UTF-8"),
     "shutting_down": ("服务器正在关闭", "server shutting down"),
     "kicked": ("已被管理员踢出", "kicked by an administrator"),
     # HTTP API (SPEC 6)
