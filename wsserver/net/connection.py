@@ -307,11 +307,12 @@ class Connection:
 
     # -- the session ---------------------------------------------------------
 
-    async def run(self, transport: trio.abc.Stream, received: bytes = b"") -> None:
+    async def run(self, transport: trio.abc.Stream, received: bytes = b"", preamble: bytes = b"") -> None:
         """Serve the connection until it closes, then complete the closing handshake.
 
         `received` is what the client sent after its handshake request in the
-        same read. The writer's task, when one is running, outlives the reader so
+        same read; `preamble` (the 101 response, when the server has not sent it
+        yet) is written first, in one write with the frames queued before now. The writer's task, when one is running, outlives the reader so
         that the close frame goes out behind a frame already half written. When
         even that takes longer than `CLOSE_TIMEOUT` (a peer that stopped
         reading), it is cancelled and no close frame is sent: it could only
@@ -321,12 +322,17 @@ class Connection:
         async with trio.open_nursery() as nursery:
             writer = self.writer = FrameWriter(transport, nursery.start_soon)
             early, self._early = self._early, None
+            head = [preamble] if preamble else []
+            while early and isinstance(early[0], bytes):
+                head.append(early.pop(0))  # type: ignore[arg-type]
+            if head:
+                writer.write_nowait(b"".join(head))
             for item in early or ():
                 if isinstance(item, bytes):
                     writer.write_nowait(item)
                 else:
                     writer.call_when_written(item)
-            del early
+            del early, head
             try:
                 with trio.CancelScope() as scope:
                     self._scope = scope

@@ -198,6 +198,7 @@ class RequestHead:
     path: str
     query: dict[str, str]
     headers: tuple[tuple[str, str], ...]
+    http_version: str = "1.1"
 
     @classmethod
     def from_h11(cls, request: h11.Request) -> RequestHead:
@@ -220,6 +221,7 @@ class RequestHead:
             path=path,
             query=query,
             headers=headers,
+            http_version=request.http_version.decode("ascii"),
         )
 
     @property

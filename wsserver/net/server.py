@@ -25,7 +25,7 @@ import os
 import signal
 import ssl
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -59,6 +59,7 @@ from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
 from wsserver.ops.reload import ReloadPlan, plan_reload
 from wsserver.ops.systemd import Notifier
+from wsserver.protocol.handshake import response_101, upgrade_accept
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
@@ -376,31 +377,63 @@ class Server:
         self.metrics.http_request(method, status, seconds)
         log_request(method, raw_path, status, seconds, bytes_in, bytes_out, remote)
 
-    async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
+    def _refusal_body(self, status: int, key: str) -> bytes:
+        """A refused handshake's JSON body (and its metric)."""
         self.metrics.handshake(key)
-        body = json.dumps(
+        return json.dumps(
             {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
         ).encode()
+
+    async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
+        body = self._refusal_body(status, key)
         await request.reject(
             status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
         )
 
     async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
-        conn, received = await self._handshake(stream, box, ip, echo)
+        head: RequestHead = box[0]
+        accept = upgrade_accept(head.method, head.http_version, head.header_values)
+        del head
+        if accept is None:
+            # not a handshake the fast path knows: trio-websocket answers it
+            conn, received = await self._handshake(stream, box, ip, echo)
+            preamble = b""
+        else:
+            conn, received = await self._fast_handshake(stream, box, ip, echo)
+            preamble = response_101(accept)
         if conn is None:
             return
         try:
-            await conn.run(stream, received)
+            await conn.run(stream, received, preamble)
         finally:
             with trio.CancelScope(shield=True):
                 await self.registry.tell(self.hub.close, conn.conn_id)
             self._session_done(conn)
 
+    async def _fast_handshake(
+        self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
+    ) -> tuple[Connection | None, bytes]:
+        """A valid opening handshake (`protocol.handshake`): admit the connection,
+        or refuse it with an HTTP status and a JSON body. The 101 is written by
+        the connection's writer, together with its first frames."""
+        head, _raw, received = box
+        box.clear()
+
+        async def refuse(status: int, key: str) -> None:
+            await respond_and_close(stream, HttpResponse(status, self._refusal_body(status, key)))
+
+        conn = await self._admit(refuse, head, ip, echo)
+        if conn is None:
+            return None, b""
+        self.metrics.handshake("accepted")
+        return conn, received
+
     async def _handshake(
         self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
     ) -> tuple[Connection | None, bytes]:
-        """The opening handshake, done by trio-websocket: `box` holds the request
-        head, its raw bytes and what followed them. Returns the admitted
+        """The opening handshake done by trio-websocket, for requests the fast
+        path does not recognise (it answers a malformed one): `box` holds the
+        request head, its raw bytes and what followed them. Returns the admitted
         connection (its 101 sent) and the bytes the client sent after its
         request, or (None, b"") when it was refused or went away.
 
@@ -422,7 +455,7 @@ class Server:
                 if scope.cancelled_caught:
                     self.metrics.handshake("timeout")
                     return None, b""
-                conn = await self._admit(request, head, ip, echo)
+                conn = await self._admit(functools.partial(self._reject, request), head, ip, echo)
                 if conn is None:
                     return None, b""
                 try:
@@ -442,14 +475,18 @@ class Server:
                 nursery.cancel_scope.cancel()
 
     async def _admit(
-        self, request: WebSocketRequest, head: RequestHead, ip: str, echo: bool
+        self,
+        refuse: Callable[[int, str], Awaitable[None]],
+        head: RequestHead,
+        ip: str,
+        echo: bool,
     ) -> Connection | None:
-        """Origin and credentials checks, then admission by the hub; None (the
-        request rejected with an HTTP status) when refused."""
+        """Origin and credentials checks, then admission by the hub; None (after
+        `refuse(status, key)`) when refused."""
         cfg = self.config
         origins = cfg.security.allowed_origins
         if origins and head.header("origin") not in origins:
-            await self._reject(request, 403, "origin_forbidden")
+            await refuse(403, "origin_forbidden")
             return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
@@ -462,7 +499,7 @@ class Server:
             except AuthError as err:
                 refusal = refusal_for(err)
                 self.metrics.auth_failed(refusal.key)
-                await self._reject(request, refusal.status, refusal.key)
+                await refuse(refusal.status, refusal.key)
                 return None
         conn_id = uuid.uuid4().hex
         conn = Connection(self, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo)
@@ -472,7 +509,7 @@ class Server:
         if refusal is not None:
             if refusal.status == 401:
                 self.metrics.auth_failed(refusal.key)
-            await self._reject(request, refusal.status, refusal.key)
+            await refuse(refusal.status, refusal.key)
             return None
         return conn
 
