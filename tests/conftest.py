@@ -157,8 +157,7 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
         async def factory(**overrides: Any) -> Server:
             config = make_config(tmp_path, **overrides)
             server = Server(config)
-            await nursery.start(server.registry.run)
-            await nursery.start(server.heartbeats.run)
+            await server.start_core(nursery)
 
             async def connect(
                 target: str = "/ws",

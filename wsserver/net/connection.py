@@ -84,6 +84,7 @@ class Connection:
         "_abuse",
         "_binary",
         "_bucket",
+        "_close_queued",
         "_early",
         "_last_ping",
         "_limits",
@@ -145,6 +146,7 @@ class Connection:
         self._bucket: TokenBucket | None = None
         self._abuse: AbuseCounter | None = None
         self._binary = 0
+        self._close_queued = False
         self._parser: FrameParser | None = None
 
     # -- Outlet --------------------------------------------------------------
@@ -342,10 +344,24 @@ class Connection:
                     await self._read(transport, received)
             finally:
                 self.timer_due = None  # the timer forgets this connection
-                with trio.CancelScope(shield=True) as shielded:
-                    shielded.deadline = trio.current_time() + CLOSE_TIMEOUT
-                    await self._close_handshake(transport, nursery)
+                if not self._closed_at_once():
+                    with trio.CancelScope(shield=True) as shielded:
+                        shielded.deadline = trio.current_time() + CLOSE_TIMEOUT
+                        await self._close_handshake(transport, nursery)
                 nursery.cancel_scope.cancel()
+
+    def _closed_at_once(self) -> bool:
+        """The common endings that need no waiting: the peer vanished, or it sent
+        its close frame and our answer went out whole at once."""
+        if self.eof:
+            return True
+        writer = self.writer
+        if self.peer_close is None or self.closing is not None or writer is None or not writer.idle:
+            return False
+        code = self.peer_close[0]
+        writer.write_nowait(close_frame(None if code == NO_STATUS else code, ""))
+        self._close_queued = True
+        return writer.idle  # else _close_handshake waits for the rest to be written
 
     async def _close_handshake(self, transport: trio.abc.Stream, nursery: trio.Nursery) -> None:
         writer = self.writer
@@ -354,9 +370,10 @@ class Connection:
             return  # the peer is gone; nothing to say
         if self.peer_close is not None:
             # answer the peer's close frame with its code (ours if we closed first)
-            code, key = self.closing or self.peer_close
-            reason = text(key, self.locale) if self.closing is not None and key else ""
-            writer.write_nowait(close_frame(None if code == NO_STATUS else code, reason))
+            if not self._close_queued:
+                code, key = self.closing or self.peer_close
+                reason = text(key, self.locale) if self.closing is not None and key else ""
+                writer.write_nowait(close_frame(None if code == NO_STATUS else code, reason))
             await writer.flush()
             return
         # We close first. Keep reading (and discarding) meanwhile, so a peer that

@@ -17,6 +17,7 @@ systemd notifications (`wsserver.ops.systemd`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import json
@@ -66,6 +67,10 @@ from wsserver.storage.journal import FileStorage
 
 log = logging.getLogger("wsserver.server")
 
+# accept() errors that mean "out of file descriptors or memory": wait, then retry
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF = 0.1
+
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
@@ -106,6 +111,7 @@ class Server:
         self.hub = Hub(config, storage=self.storage)
         self.registry = Registry(self.hub, after_batch=self.hub.release)
         self.heartbeats = Heartbeats()
+        self._spare: trio.Nursery | None = None  # for the rare command that must wait
         self.verifier = TokenVerifier(config)
         self.router = Router()
         self.api_router = self.router
@@ -159,6 +165,13 @@ class Server:
             f"{stats['device_connections']} devices); {state}"
         )
 
+    async def start_core(self, nursery: trio.Nursery) -> None:
+        """Start the registry actor and the connections' timer task in `nursery`
+        (`serve()` does; tests serving memory streams call it themselves)."""
+        await nursery.start(self.registry.run)
+        await nursery.start(self.heartbeats.run)
+        self._spare = nursery
+
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
         host, port = hostport
         return await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
@@ -188,8 +201,7 @@ class Server:
             # Wake the registry when records become durable; if its inbox is
             # full it is busy anyway and releases after the batch.
             self.storage.on_durable(lambda n: self.registry.tell_nowait(self.hub.release))
-            await root.start(self.registry.run)
-            await root.start(self.heartbeats.run)
+            await self.start_core(root)
             root.start_soon(self._snapshots)
             root.start_soon(self._midnights)
             main_listeners: list[Any] = await self._open((cfg.server.host, cfg.server.port))
@@ -209,12 +221,10 @@ class Server:
                 ) -> None:
                     with trio.CancelScope() as scope:
                         accepting.append(scope)
-                        await trio.serve_listeners(
-                            lambda s: self._handle_stream(s, api_only),
-                            listeners,
-                            handler_nursery=handlers,
-                            task_status=task_status,
-                        )
+                        async with trio.open_nursery() as loops:
+                            for listener in listeners:
+                                loops.start_soon(self._accept, listener, handlers, api_only)
+                            task_status.started()
 
                 await handlers.start(accept_loop, main_listeners, False)
                 if api_listeners:
@@ -317,6 +327,22 @@ class Server:
 
     # -- one TCP stream ------------------------------------------------------
 
+    async def _accept(self, listener: Any, handlers: trio.Nursery, api_only: bool) -> None:
+        """Accept connections into `handlers`, as `trio.serve_listeners` does, but
+        with `_handle_stream` closing its own stream (serve_listeners adds a second,
+        forceful close with its own cancel scope to every connection)."""
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                        log.error("accept: %s; waiting %.0f ms", exc, ACCEPT_BACKOFF * 1000)
+                        await trio.sleep(ACCEPT_BACKOFF)
+                        continue
+                    raise
+                handlers.start_soon(self._handle_stream, stream, api_only)
+
     async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool) -> None:
         cfg = self.config
         ip = _peer_ip(stream)
@@ -360,8 +386,10 @@ class Server:
         except trio.BrokenResourceError:
             pass
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
+            if isinstance(stream, trio.SocketStream):
+                stream.socket.close()  # no await: a plain socket closes at once
+            else:
+                await trio.aclose_forcefully(stream)  # TLS, or a test's memory stream
 
     def _request_done(
         self,
@@ -406,8 +434,7 @@ class Server:
         try:
             await conn.run(stream, received, preamble)
         finally:
-            with trio.CancelScope(shield=True):
-                await self.registry.tell(self.hub.close, conn.conn_id)
+            self._closed(conn.conn_id)
             self._session_done(conn)
 
     async def _fast_handshake(
@@ -461,12 +488,10 @@ class Server:
                 try:
                     await request.accept()
                 except ConnectionClosed:
-                    with trio.CancelScope(shield=True):
-                        await self.registry.tell(self.hub.close, conn.conn_id)
+                    self._closed(conn.conn_id)
                     return None, b""
                 except BaseException:
-                    with trio.CancelScope(shield=True):
-                        await self.registry.tell(self.hub.close, conn.conn_id)
+                    self._closed(conn.conn_id)
                     raise
                 self.metrics.handshake("accepted")
                 log.debug("open %s from %s", conn.conn_id, ip)
@@ -512,6 +537,13 @@ class Server:
             await refuse(refusal.status, refusal.key)
             return None
         return conn
+
+    def _closed(self, conn_id: str) -> None:
+        """Tell the hub a connection ended (never waits: the inbox has room for it
+        or a spare task waits for room)."""
+        if not self.registry.tell_nowait(self.hub.close, conn_id):
+            assert self._spare is not None, "start_core() was not called"
+            self._spare.start_soon(self.registry.tell, self.hub.close, conn_id)
 
     def _session_done(self, conn: Connection) -> None:
         """Access log and metrics for one ended WebSocket session."""
