@@ -31,6 +31,7 @@ from wsserver.auth import Identity
 from wsserver.core.codes import ActivationCodes
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
+from wsserver.core.gcpause import gc_paused
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 from wsserver.protocol.i18n import text
@@ -219,15 +220,26 @@ class Hub:
                 log.exception("announcement failed")
 
     def restore(self, state: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
-        """Rebuild durable state at start-up: the snapshot, then the journal."""
-        if state is not None:
-            for name, component in self.components.items():
-                if name in state:
-                    component.load_state(state[name])
-            self.last_n = state.get("n", 0)
-        for rec in records:
-            self.appliers[rec["t"]](rec)
-            self.last_n = max(self.last_n, rec.get("n", 0))
+        """Rebuild durable state at start-up: the snapshot, then the journal.
+
+        The cyclic GC is paused meanwhile (`gc_paused`): nothing made here is garbage.
+        """
+        with gc_paused():
+            if state is not None:
+                for name, component in self.components.items():
+                    if name in state:
+                        component.load_state(state[name])
+                self.last_n = state.get("n", 0)
+            appliers = self.appliers
+            last_n = self.last_n
+            try:
+                for rec in records:
+                    appliers[rec["t"]](rec)
+                    n = rec.get("n", 0)
+                    if n > last_n:
+                        last_n = n
+            finally:
+                self.last_n = last_n
 
     def snapshot_state(self) -> dict[str, Any]:
         """A detached copy of all durable state, for `storage.request_snapshot`."""

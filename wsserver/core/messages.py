@@ -23,7 +23,9 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 import attrs
@@ -66,8 +68,10 @@ class MessageStore:
     conversations: dict[str, list[int]] = attrs.field(factory=dict)
     inbox: dict[Key, list[int]] = attrs.field(factory=dict)  # ids received, seq order
     # sender|cmid -> (id, time, seq): enough to answer a retry even after the
-    # message itself was trimmed from history
-    dedup: dict[str, tuple[int, int, int]] = attrs.field(factory=dict)
+    # message itself was trimmed from history. An OrderedDict: pruning takes
+    # the oldest entry over and over, and a plain dict finds its first entry
+    # only by skipping every slot deleted before it (quadratic at replay).
+    dedup: OrderedDict[str, tuple[int, int, int]] = attrs.field(factory=OrderedDict)
     # session_id -> ids of kept messages, ascending; derived (not in the snapshot)
     by_session: dict[str, list[int]] = attrs.field(factory=dict)
 
@@ -155,23 +159,37 @@ class MessageStore:
 
     def _apply_msg(self, rec: dict[str, Any]) -> None:
         mid = rec["id"]
-        msg = {k: v for k, v in rec.items() if k != "t"}
+        msg = dict(rec)  # the record without its "t", keys in the same order
+        del msg["t"]
         msg.setdefault("status", "sent")
         self.messages[mid] = msg
-        self.next_id = max(self.next_id, mid + 1)
+        if mid >= self.next_id:
+            self.next_id = mid + 1
         to = msg["to_key"]
-        self.seq[to] = max(self.seq.get(to, 0), msg["seq"])
-        self.inbox.setdefault(to, []).append(mid)
-        if msg.get("session_id") is not None:
-            self.by_session.setdefault(str(msg["session_id"]), []).append(mid)
-        if msg.get("cmid") is not None:
-            key = f"{msg['from_key']}|{msg['cmid']}"
-            self.dedup.pop(key, None)  # re-insert at the end: keeps time order
-            self.dedup[key] = (mid, msg["time"], msg["seq"])
-        self._prune_dedup(msg["time"])
+        seq = msg["seq"]
+        self.seq[to] = max(self.seq.get(to, 0), seq)
+        inbox = self.inbox.get(to)
+        if inbox is None:
+            self.inbox[to] = [mid]
+        else:
+            inbox.append(mid)
+        session_id = msg.get("session_id")
+        if session_id is not None:
+            self.by_session.setdefault(str(session_id), []).append(mid)
+        now_ms = msg["time"]
+        cmid = msg.get("cmid")
+        if cmid is not None:
+            key = f"{msg['from_key']}|{cmid}"
+            dedup = self.dedup
+            dedup.pop(key, None)  # re-insert at the end: keeps time order
+            dedup[key] = (mid, now_ms, seq)
+        self._prune_dedup(now_ms)
         if rec.get("boxed"):
             self._box(to, mid)
-        conv = self.conversations.setdefault(conversation_key(msg["from_key"], to), [])
+        ckey = conversation_key(msg["from_key"], to)
+        conv = self.conversations.get(ckey)
+        if conv is None:
+            conv = self.conversations[ckey] = []
         conv.append(mid)
         limit = self.policy.history_limit
         if limit and len(conv) > limit:
@@ -242,11 +260,12 @@ class MessageStore:
         # Entries are inserted in time order, so expired ones sit at the front:
         # amortised O(1), and the same records always leave the same table.
         window = self.policy.dedup_window_ms
-        while self.dedup:
-            first = next(iter(self.dedup))
-            if now_ms - self.dedup[first][1] <= window:
+        dedup = self.dedup
+        while dedup:
+            first = next(iter(dedup))
+            if now_ms - dedup[first][1] <= window:
                 break
-            del self.dedup[first]
+            del dedup[first]
 
     # -- snapshot --------------------------------------------------------------
 
@@ -265,20 +284,27 @@ class MessageStore:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], policy: RetentionPolicy) -> MessageStore:
-        """Rebuild from `to_state()` output."""
+        """Rebuild from `to_state()` output (taking over its message dicts)."""
+        messages = state["messages"]
         by_session: dict[str, list[int]] = {}
-        for m in sorted(state["messages"], key=lambda m: m["id"]):
-            if m.get("session_id") is not None:
-                by_session.setdefault(str(m["session_id"]), []).append(m["id"])
+        for m in messages:
+            sid = m.get("session_id")
+            if sid is not None:
+                by_session.setdefault(str(sid), []).append(m["id"])
+        for ids in by_session.values():  # ascending ids, whatever the snapshot's order
+            if any(a > b for a, b in pairwise(ids)):
+                ids.sort()
         return cls(
             policy=policy,
             by_session=by_session,
             next_id=state["next_id"],
-            messages={m["id"]: m for m in state["messages"]},
+            messages={m["id"]: m for m in messages},
             seq=dict(state["seq"]),
             mailbox={k: dict.fromkeys(v) for k, v in state["mailbox"].items()},
             truncated=dict(state["truncated"]),
             conversations={k: list(v) for k, v in state["conversations"].items()},
             inbox={k: list(v) for k, v in state["inbox"].items()},
-            dedup={k: (v[0], v[1], v[2]) for k, v in state["dedup"].items()},
+            dedup=OrderedDict((k, (v[0], v[1], v[2])) for k, v in state["dedup"].items()),
         )
+
+

@@ -194,6 +194,7 @@ class Server:
             cfg.storage.dir,
             len(loaded.records),
         )
+        del loaded  # the parsed records are garbage now; serve() lasts the server's life
         if self.tune_gc:
             tune_gc()
         async with trio.open_nursery() as root:
@@ -568,7 +569,9 @@ def tune_gc() -> None:
     many short-lived per-message objects rarer (they are mostly freed by
     reference counting anyway).
     """
-    gc.collect()
+    # The loaded state is already in the oldest generation (`core.gcpause`):
+    # collect only the young ones, not the whole (possibly GB-sized) heap.
+    gc.collect(1)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 

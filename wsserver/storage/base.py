@@ -141,6 +141,8 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+
+
 def check_snapshot_request(state: object, upto: int, last_n: int) -> None:
     """Refuse a snapshot that is not a dict or is not taken at the last appended record.
 
