@@ -663,3 +663,46 @@ async def test_kill_9_never_loses_a_record_announced_durable(tmp_path: Path) -> 
         assert loaded.next_n == top + 1
         assert max(printed, default=0) <= top, context
     assert total_printed > 0
+
+
+@pytest.mark.parametrize("fsync", ["interval", "never"])
+async def test_write_now_makes_records_durable_at_once_without_fsync(tmp_path: Path, fsync: str) -> None:
+    storage, _ = open_storage(tmp_path, fsync)
+    seen: list[int] = []
+    storage.on_durable(seen.append)
+    for i in range(3):
+        storage.append({"t": "x", "i": i})
+    storage.write_now()  # no writer task involved
+    assert storage.durable_upto == 3 and seen == [3]
+    assert [r["i"] for r in journal_lines(tmp_path)] == [0, 1, 2]
+    storage.write_now()  # nothing queued: nothing happens
+    assert seen == [3]
+    async with running(storage):
+        storage.append({"t": "x", "i": 3})
+        storage.write_now()  # at once, or by the writer if it holds the file (an fsync)
+        with trio.fail_after(5):
+            while storage.durable_upto < 4:
+                await trio.sleep(0.01)
+    assert [r["i"] for r in journal_lines(tmp_path)] == [0, 1, 2, 3]
+    assert FileStorage(tmp_path, fsync).load().next_n == 5
+
+
+async def test_write_now_leaves_fsync_always_to_the_writer(tmp_path: Path) -> None:
+    storage, _ = open_storage(tmp_path, "always")
+    storage.append({"t": "x"})
+    storage.write_now()
+    assert storage.durable_upto == 0  # the fsync belongs in the writer's thread
+    async with running(storage):
+        with trio.fail_after(5):
+            while storage.durable_upto < 1:
+                await trio.sleep(0.01)
+
+
+async def test_write_now_of_memory_storage_announces() -> None:
+    storage = MemoryStorage()
+    storage.load()
+    seen: list[int] = []
+    storage.on_durable(seen.append)
+    storage.append({"t": "x"})
+    storage.write_now()
+    assert seen == [1]

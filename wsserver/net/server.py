@@ -109,7 +109,8 @@ class Server:
             config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
         )
         self.hub = Hub(config, storage=self.storage)
-        self.registry = Registry(self.hub, after_batch=self.hub.release)
+        self.registry = Registry(self.hub, after_batch=self._after_batch)
+        self._in_after_batch = False
         self.heartbeats = Heartbeats()
         self._spare: trio.Nursery | None = None  # for the rare command that must wait
         self.verifier = TokenVerifier(config)
@@ -152,6 +153,22 @@ class Server:
     def stopping(self) -> bool:
         """True once `stop()` was called."""
         return self._stop.is_set()
+
+    def _after_batch(self) -> None:
+        """(Registry hook, after each batch of commands.) Without fsync the batch's
+        records are written at once, and what became durable is announced."""
+        self._in_after_batch = True
+        try:
+            self.storage.write_now()
+        except StorageError as exc:
+            log.error("storage failed: %s", exc)  # the writer task stops the server
+        finally:
+            self._in_after_batch = False
+        self.hub.release()
+
+    def _durable(self, n: int) -> None:
+        if not self._in_after_batch:
+            self.registry.tell_nowait(self.hub.release)
 
     async def status(self) -> str:
         """A one-line status (systemd's STATUS=); a registry round trip, so it also
@@ -200,8 +217,9 @@ class Server:
         async with trio.open_nursery() as root:
             await root.start(self.storage.run)
             # Wake the registry when records become durable; if its inbox is
-            # full it is busy anyway and releases after the batch.
-            self.storage.on_durable(lambda n: self.registry.tell_nowait(self.hub.release))
+            # full it is busy anyway and releases after the batch. Records made
+            # durable by _after_batch itself are released there.
+            self.storage.on_durable(self._durable)
             await self.start_core(root)
             root.start_soon(self._snapshots)
             root.start_soon(self._midnights)

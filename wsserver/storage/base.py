@@ -112,6 +112,14 @@ class Storage(Protocol):
         """
         ...
 
+    def write_now(self) -> None:
+        """Make what was appended durable now if that cannot make the caller wait
+        on the disk (no fsync due, no other disk step running); else leave it to
+        `run`. Durable callbacks run as usual. Called by the server after each
+        batch of hub commands, so that without fsync a batch's records are
+        durable, and its announcements go out, in the same scheduler tick."""
+        ...
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: runs until cancelled, then flushes what is queued."""
         ...
@@ -225,6 +233,11 @@ class MemoryStorage(DurableNotifier):
         check_snapshot_request(state, upto, self._next_n - 1)
         self._state = state
         self._lines.clear()
+
+    def write_now(self) -> None:
+        """Announce what was appended (memory is durable at once)."""
+        if self._announced < self._next_n - 1:
+            self._announce_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Announce appended records to the durable callbacks until cancelled."""
