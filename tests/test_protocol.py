@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import wsserver
 from wsserver.errors import ErrorCode, ProtocolError
-from wsserver.protocol.envelope import decode, encode, encode_error, field, id_key
+from wsserver.protocol.envelope import Wire, decode, dumps, encode, encode_error, field, id_key
 from wsserver.protocol.i18n import CATALOGUE, LOCALES, text
 
 PACKAGE_DIR = Path(wsserver.__file__).resolve().parent
@@ -379,11 +381,11 @@ def test_every_catalogue_key_the_code_uses_exists_and_gets_its_params():
     uses = _catalogue_uses()
     assert any(key == "unknown_type" for _, _, key, _ in uses)  # the scan finds real uses
     problems = []
-    for rel, line, key, given in uses:
+    for rel, line, key, passed in uses:
         if key not in CATALOGUE:
             problems.append(f"{rel}:{line}: unknown catalogue key {key!r}")
             continue
-        missing = _placeholders(CATALOGUE[key][0]) - given
+        missing = _placeholders(CATALOGUE[key][0]) - passed
         if missing:
             problems.append(f"{rel}:{line}: {key!r} needs {sorted(missing)}")
     assert problems == []
@@ -455,3 +457,34 @@ def test_server_frames_match_wsproto_for_every_length_form():
         assert text_frame(text.encode()) == reference.send_data(text, fin=True)
         payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
         assert binary_frame(payload) == FrameProtocol(client=False, extensions=[]).send_data(payload, fin=True)
+
+
+# -- outbound JSON (orjson, with the stdlib deciding what orjson refuses) ------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_outbound_json_means_what_the_stdlib_would_write(value: Any) -> None:
+    assert json.loads(dumps(value)) == json.loads(json.dumps(value))
+
+
+def test_outbound_json_edge_cases() -> None:
+    assert json.loads(dumps({1: "int key"})) == {"1": "int key"}
+    assert json.loads(dumps({"big": 2**70})) == {"big": 2**70}  # beyond orjson: the stdlib
+    assert dumps({"x": float("nan"), "y": float("inf")}) == b'{"x":null,"y":null}'
+    lone = dumps({"s": "a\ud800b"})  # a lone surrogate cannot be UTF-8: escaped
+    assert lone == b'{"s":"a\\ud800b"}'
+    with pytest.raises(TypeError):
+        dumps({"set": {1, 2}})
+
+
+def test_wire_frame_is_built_from_the_same_bytes() -> None:
+    wire = Wire.from_json(dumps({"type": "x", "data": "汉字"}))
+    assert wire == '{"type":"x","data":"汉字"}'
+    assert wire.frame == bytes((0x81, len(wire.encode()))) + wire.encode()

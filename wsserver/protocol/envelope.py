@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import attrs
+import orjson
 
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
@@ -39,6 +40,28 @@ def _finite_float(literal: str) -> float:
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"))
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as with json
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of an outbound message.
+
+    orjson (about 8x faster than the stdlib's C encoder here); what it refuses
+    goes to the stdlib, which decides: integers beyond 64 bits are encoded,
+    text with lone surrogates is ASCII-escaped (so the frame is valid UTF-8), and
+    what is not JSON raises TypeError. NaN and infinities become `null` (a
+    browser's JSON.parse would reject the frame otherwise).
+    """
+    try:
+        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError:
+        pass
+    text = _encoder.encode(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ascii_encoder.encode(obj).encode("ascii")
 
 RequestId = str | int
 
@@ -49,6 +72,13 @@ class Wire(str):
     server frames are unmasked, so the same bytes go to every recipient."""
 
     _frame: bytes
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Wire:
+        """A Wire of UTF-8 JSON bytes, its frame built from them at once."""
+        wire = cls(payload.decode("utf-8"))
+        wire._frame = text_frame(payload)
+        return wire
 
     @property
     def frame(self) -> bytes:
@@ -116,7 +146,7 @@ def encode(
     msg["timestamp"] = now_ms
     if extra:
         msg.update(extra)
-    return Wire(_encoder.encode(msg))
+    return Wire.from_json(dumps(msg))
 
 
 def encode_error(
@@ -143,7 +173,7 @@ def encode_error(
     if rid is not None:
         msg["id"] = rid
     msg["timestamp"] = now_ms
-    return Wire(_encoder.encode(msg))
+    return Wire.from_json(dumps(msg))
 
 
 def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
