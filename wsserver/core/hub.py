@@ -283,9 +283,10 @@ class Hub:
     def fan_out(self, sessions: Any, frame: str, skip: Session | None = None) -> int:
         """Deliver one encoded frame to many sessions; returns how many took it."""
         n = 0
-        for s in list(sessions):
-            if s is not skip and self.send(s, frame):
+        for s in list(sessions):  # a copy: a delivery may close a connection
+            if s is not skip and s.outlet.deliver(frame):
                 n += 1
+        self.messages_out += n
         return n
 
     # -- connection lifecycle ------------------------------------------------

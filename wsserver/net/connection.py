@@ -155,6 +155,17 @@ class Connection:
         """Send or queue one frame without blocking; a full queue closes with 4008."""
         if self.closing is not None:
             return False
+        if type(frame) is Wire:  # the hot path: one frame for many connections
+            writer = self.writer
+            if writer is not None and writer.frames < self.send_queue and not writer.broken:
+                writer.write_nowait(frame.frame)
+            elif not self._write(frame.frame):
+                return False
+            self.messages_out += 1
+            metrics = self.server.metrics
+            metrics.bytes_out += frame.size
+            metrics.types_out.add(frame.mtype)
+            return True
         if isinstance(frame, Wire):
             data = frame.frame
         elif isinstance(frame, str):

@@ -43,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from wsserver._version import __version__
+from wsserver.protocol.envelope import Wire, type_of
 
 __all__ = ["CONTENT_TYPE", "MAX_TYPE_LABELS", "Metrics", "frame_type"]
 
@@ -53,7 +54,6 @@ MAX_TYPE_LABELS = 256
 SLOW_CONSUMER = 4008
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_TYPE_PREFIX = '{"type":"'
 
 
 def frame_type(frame: str | bytes) -> str:
@@ -61,11 +61,9 @@ def frame_type(frame: str | bytes) -> str:
     from its prefix without parsing; `"binary"` for bytes, `"other"` otherwise."""
     if isinstance(frame, bytes):
         return "binary"
-    if frame.startswith(_TYPE_PREFIX):
-        end = frame.find('"', 9, 9 + 65)
-        if end > 9:
-            return frame[9:end]
-    return "other"
+    if isinstance(frame, Wire):
+        return frame.mtype
+    return type_of(frame)
 
 
 def _size(frame: str | bytes) -> int:
@@ -235,6 +233,10 @@ class Metrics:
 
     def frame_out(self, frame: str | bytes) -> None:
         """A frame was written to a client."""
+        if isinstance(frame, Wire):
+            self.bytes_out += frame.size
+            self.types_out.add(frame.mtype)
+            return
         self.bytes_out += _size(frame)
         self.types_out.add(frame_type(frame))
 

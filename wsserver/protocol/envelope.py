@@ -67,27 +67,51 @@ RequestId = str | int
 
 
 class Wire(str):
-    """An encoded server message. It is a `str` (the JSON text) that also builds
-    its WebSocket frame once, on first use, however many connections send it:
-    server frames are unmasked, so the same bytes go to every recipient."""
+    """An encoded server message. It is a `str` (the JSON text) that also carries
+    its WebSocket frame, built once however many connections send it (server
+    frames are unmasked, so the same bytes go to every recipient), and, for the
+    metrics, its `mtype` and UTF-8 `size`.
 
-    _frame: bytes
+    `Wire.from_json` (what `encode` makes) sets all three at once; a Wire made
+    from a plain `str` computes them on first use.
+    """
+
+    frame: bytes
+    mtype: str
+    size: int
 
     @classmethod
-    def from_json(cls, payload: bytes) -> Wire:
+    def from_json(cls, payload: bytes, mtype: str = "other") -> Wire:
         """A Wire of UTF-8 JSON bytes, its frame built from them at once."""
         wire = cls(payload.decode("utf-8"))
-        wire._frame = text_frame(payload)
+        wire.frame = text_frame(payload)
+        wire.mtype = mtype
+        wire.size = len(payload)
         return wire
 
-    @property
-    def frame(self) -> bytes:
-        """The whole text frame (header + UTF-8 payload), built once."""
-        try:
-            return self._frame
-        except AttributeError:
-            self._frame = text_frame(self.encode())
-            return self._frame
+    def __getattr__(self, name: str) -> Any:
+        if name == "frame":
+            self.frame = text_frame(self.encode())
+            return self.frame
+        if name == "size":
+            self.size = len(self.encode())
+            return self.size
+        if name == "mtype":
+            self.mtype = type_of(self)
+            return self.mtype
+        raise AttributeError(name)
+
+
+_TYPE_PREFIX = '{"type":"'
+
+
+def type_of(text: str) -> str:
+    """The `type` of an encoded message, read from its prefix; "other" if none."""
+    if text.startswith(_TYPE_PREFIX):
+        end = text.find('"', 9, 9 + 65)
+        if end > 9:
+            return text[9:end]
+    return "other"
 
 
 @attrs.frozen(slots=True)
@@ -146,7 +170,7 @@ def encode(
     msg["timestamp"] = now_ms
     if extra:
         msg.update(extra)
-    return Wire.from_json(dumps(msg))
+    return Wire.from_json(dumps(msg), mtype)
 
 
 def encode_error(
@@ -173,7 +197,7 @@ def encode_error(
     if rid is not None:
         msg["id"] = rid
     msg["timestamp"] = now_ms
-    return Wire.from_json(dumps(msg))
+    return Wire.from_json(dumps(msg), "error")
 
 
 def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
