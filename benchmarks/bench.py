@@ -495,6 +495,8 @@ def bench_fanout(args: argparse.Namespace, sustained: bool) -> Report:
     rows = [
         Row("server CPU per delivered message", "µs", cpu_ws, cpu_ref,
             "ratio ≤ 0.50", met=None if ratio is None else ratio <= 0.5, digits=2),
+        Row("  of which in the kernel (sends, loopback TCP)", "µs", med(ws, "server_kernel_us_per_msg"),
+            med(ref, "server_kernel_us_per_msg"), digits=2),
         Row("delivered messages/s", "", med(ws, "msgs_per_s"), med(ref, "msgs_per_s")),
         Row("first publish → last delivery", "ms", _ms(med(ws, "elapsed_s")), _ms(med(ref, "elapsed_s"))),
         Row("one publish → its last delivery p50", "ms", med(ws, "publish_to_last_p50_ms"),

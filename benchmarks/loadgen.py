@@ -45,6 +45,14 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def server_kernel_cpu(pid: int) -> float:
+    """System (kernel) CPU seconds of a process: on loopback its sends include
+    the TCP work of delivering to the receiving socket."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[12]) / CLK_TCK
+
+
 def server_rss_kb(pid: int) -> int:
     """Resident set size of a process in KiB (VmRSS)."""
     with open(f"/proc/{pid}/status") as f:
@@ -341,7 +349,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 
     sent_at = [0.0] * total
     reached: list[int] = []
-    cpu0 = server_cpu(target.pid)
+    cpu0, kcpu0 = server_cpu(target.pid), server_kernel_cpu(target.pid)
     own0, sys0 = own_cpu(), system_busy()
     t0 = perf()
     deadline = t0 + float(p["timeout"])
@@ -367,7 +375,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         except TimeoutError:
             timed_out = True
     t1 = perf()
-    cpu1 = server_cpu(target.pid)
+    cpu1, kcpu1 = server_cpu(target.pid), server_kernel_cpu(target.pid)
     own1, sys1 = own_cpu(), system_busy()
     await publisher.close()
     delivered = sum(counts[warm:])
@@ -391,6 +399,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "msgs_per_s": delivered / elapsed if elapsed > 0 else 0.0,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
+        "server_kernel_us_per_msg": 1e6 * (kcpu1 - kcpu0) / max(1, delivered),
         "server_cpu_share": (cpu1 - cpu0) / max(1e-9, t1 - t0),
         "client_cpu_share": (own1 - own0) / max(1e-9, t1 - t0),
         "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0)) / max(1e-9, t1 - t0),
