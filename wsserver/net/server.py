@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -112,6 +113,9 @@ class Server:
         self.registry = Registry(self.hub, after_batch=self._after_batch)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
+        # connection ids: unique per process start (a random prefix) and cheap
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
         self._spare: trio.Nursery | None = None  # for the rare command that must wait
         self.verifier = TokenVerifier(config)
         self.router = Router()
@@ -545,7 +549,7 @@ class Server:
                 self.metrics.auth_failed(refusal.key)
                 await refuse(refusal.status, refusal.key)
                 return None
-        conn_id = uuid.uuid4().hex
+        conn_id = f"{self._id_prefix}{next(self._ids):08x}"
         conn = Connection(self, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo)
         refusal = await self.registry.call(
             self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id

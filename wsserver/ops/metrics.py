@@ -170,6 +170,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
+        self._handshake_children: dict[str, Any] = {}
+        self._close_children: dict[int, Any] = {}
         self.handshakes = Counter(
             "wsserver_handshakes",
             "WebSocket handshakes, by result (accepted, or why refused).",
@@ -244,7 +246,10 @@ class Metrics:
 
     def handshake(self, result: str) -> None:
         """A WebSocket handshake ended: `"accepted"` or the refusal's catalogue key."""
-        self.handshakes.labels(result).inc()
+        child = self._handshake_children.get(result)
+        if child is None:  # labels() takes a lock and builds a key: once per label
+            child = self._handshake_children[result] = self.handshakes.labels(result)
+        child.inc()
 
     def auth_failed(self, reason: str) -> None:
         """Credentials were refused; `reason` is a catalogue key."""
@@ -256,7 +261,10 @@ class Metrics:
 
     def session_closed(self, code: int) -> None:
         """A WebSocket session ended with `code`."""
-        self.closes.labels(str(code)).inc()
+        child = self._close_children.get(code)
+        if child is None:
+            child = self._close_children[code] = self.closes.labels(str(code))
+        child.inc()
         if code == SLOW_CONSUMER:
             self.slow_consumer_closes.inc()
 
