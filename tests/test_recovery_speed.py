@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from wsserver.config import load_config
 from wsserver.core.gcpause import gc_paused
 from wsserver.core.hub import Hub
-from wsserver.core.messages import MessageStore, RetentionPolicy
+from wsserver.core.messages import MessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import journal as journal_mod
 from wsserver.storage.base import encode_record
@@ -561,3 +561,24 @@ def test_restored_sessions_list_ids_ascending_whatever_the_snapshot_order() -> N
     again = MessageStore.from_state(state, store.policy)
     assert again.by_session == store.by_session
     assert list(again.messages) == [6, 5, 4, 3, 2, 1]  # the snapshot's order, as before
+
+
+def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
+    """A stored message holds only plain values and tuples, so the GC untracks it
+    (no collection walks it again); snapshots still write its parties as objects."""
+    store = MessageStore(policy=RetentionPolicy())
+    rec = {
+        "t": "msg", "id": 1, "seq": 1, "from_key": "1||a", "to_key": "1||b",
+        "from": {"user_id": "a", "user_type": None, "username": "A"},
+        "to": {"user_id": "b", "user_type": None, "group_id": "1"},
+        "text": "hi", "session_id": None, "message_type": "text", "reply_to": None,
+        "cmid": None, "time": 1, "boxed": False,
+    }  # fmt: skip
+    store.apply(rec)
+    gc.collect()
+    assert not gc.is_tracked(store.messages[1])
+    state = store.to_state()
+    assert state["messages"][0]["from"] == rec["from"] and state["messages"][0]["to"] == rec["to"]
+    again = MessageStore.from_state(json.loads(json.dumps(state)), RetentionPolicy())
+    assert again.to_state() == state
+    assert party(again.messages[1], "to") == rec["to"]

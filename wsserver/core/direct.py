@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wsserver.core.messages import Key, MessageStore, RetentionPolicy, principal_key
+from wsserver.core.messages import Key, MessageStore, RetentionPolicy, party, principal_key
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
@@ -120,7 +120,8 @@ class DirectMessaging:
     # -- frames --------------------------------------------------------------
 
     def _new_message(self, m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
-        sender = m["from"]
+        sender = party(m, "from")
+        receiver = party(m, "to")
         data = {
             "id": str(m["id"]),
             "message_id": m["id"],
@@ -128,7 +129,7 @@ class DirectMessaging:
             "session_id": m.get("session_id"),
             "from": sender,
             "from_user_id": sender["user_id"],
-            "to_user_id": m["to"]["user_id"],
+            "to_user_id": receiver.get("user_id"),
             "text": m["text"],
             "time": m["time"],
             "message_type": m.get("message_type", "text"),
@@ -138,8 +139,8 @@ class DirectMessaging:
         }
         if sender.get("user_type") is not None:
             data["from_user_type"] = sender["user_type"]
-        if m["to"].get("user_type") is not None:
-            data["to_user_type"] = m["to"]["user_type"]
+        if receiver.get("user_type") is not None:
+            data["to_user_type"] = receiver["user_type"]
         if m.get("extra"):
             data["extra"] = m["extra"]
         return data
