@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 import attrs
@@ -322,11 +322,16 @@ class MessageStore:
 # JSON objects.
 
 
+_flatten = chain.from_iterable
+
+
 def _freeze_parties(msg: dict[str, Any]) -> None:
-    for side in ("from", "to"):
-        value = msg.get(side)
-        if isinstance(value, dict):
-            msg[side] = tuple(x for kv in value.items() for x in kv)
+    value = msg.get("from")
+    if type(value) is dict:
+        msg["from"] = tuple(_flatten(value.items()))
+    value = msg.get("to")
+    if type(value) is dict:
+        msg["to"] = tuple(_flatten(value.items()))
 
 
 def _thawed(msg: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import trio
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.fastwrite import FrameWriter, raw_socket
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
@@ -416,6 +416,9 @@ class Connection:
     async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
+        sock = raw_socket(transport)  # a plain TCP socket: read it directly
+        wait_readable = trio.lowlevel.wait_readable
+        checkpoint = trio.lowlevel.checkpoint
         while True:
             if data:
                 self.last_seen = trio.current_time()
@@ -437,10 +440,33 @@ class Connection:
                         self.peer_close = payload  # type: ignore[assignment]
                         return
                     # a pong: liveness only (`last_seen` above)
-            try:
-                data = await receive(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+            if sock is None:
+                try:
+                    data = await receive(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+            else:
+                # trio's receive_some is ~7 coroutines and a context manager deep,
+                # all re-created per wait and alive while the connection waits
+                # (memory, and work for every GC collection). A plain
+                # non-blocking recv, waiting for readability only when empty:
+                # Nothing of the last message stays referenced while waiting: it
+                # would only be more for the GC to walk.
+                events = msg = payload = None  # type: ignore[assignment]
+                waited = False
+                while True:
+                    try:
+                        data = sock.recv(RECEIVE_SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        data = None  # type: ignore[assignment]
+                    except OSError:
+                        data = b""
+                    if data is not None:
+                        break
+                    await wait_readable(sock)  # outside the except: no exception kept alive
+                    waited = True
+                if not waited:
+                    await checkpoint()  # data without waiting: still a checkpoint
             if not data:
                 self.eof = True
                 return
