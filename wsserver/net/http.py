@@ -47,6 +47,8 @@ import attrs
 import h11
 import trio
 
+from wsserver.net.fastwrite import raw_socket, receive_raw
+
 __all__ = [
     "ConnectionGone",
     "Handler",
@@ -264,10 +266,14 @@ async def _next_event(
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        try:
-            data = await stream.receive_some(_RECEIVE_SIZE)
-        except trio.BrokenResourceError:
-            data = b""
+        sock = raw_socket(stream)
+        if sock is not None:
+            data = await receive_raw(sock, _RECEIVE_SIZE)
+        else:
+            try:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+            except trio.BrokenResourceError:
+                data = b""
         if received is not None:
             received += data
         conn.receive_data(bytes(data))

@@ -71,6 +71,8 @@ log = logging.getLogger("wsserver.server")
 # accept() errors that mean "out of file descriptors or memory": wait, then retry
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_BACKOFF = 0.1
+# accept() errors that concern one connection only (as trio.SocketListener.accept)
+ACCEPT_IGNORABLE_ERRNOS = {errno.ECONNABORTED, errno.EPERM, errno.EPROTO}
 
 
 
@@ -354,21 +356,31 @@ class Server:
         """Accept connections into `handlers`, as `trio.serve_listeners` does, but
         with `_handle_stream` closing its own stream (serve_listeners adds a second,
         forceful close with its own cancel scope to every connection)."""
+        plain = isinstance(listener, trio.SocketListener)
         async with listener:
             while True:
                 try:
-                    stream = await listener.accept()
+                    if plain:  # the peer's address comes with accept(): no getpeername()
+                        sock, address = await listener.socket.accept()
+                        stream: trio.abc.Stream = trio.SocketStream(sock)
+                        ip = str(address[0])
+                    else:
+                        stream = await listener.accept()
+                        ip = _peer_ip(stream)
                 except OSError as exc:
+                    if exc.errno in ACCEPT_IGNORABLE_ERRNOS:  # the peer left first
+                        continue
                     if exc.errno in ACCEPT_CAPACITY_ERRNOS:
                         log.error("accept: %s; waiting %.0f ms", exc, ACCEPT_BACKOFF * 1000)
                         await trio.sleep(ACCEPT_BACKOFF)
                         continue
                     raise
-                handlers.start_soon(self._handle_stream, stream, api_only)
+                handlers.start_soon(self._handle_stream, stream, api_only, ip)
 
-    async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool) -> None:
+    async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool, ip: str | None = None) -> None:
         cfg = self.config
-        ip = _peer_ip(stream)
+        if ip is None:
+            ip = _peer_ip(stream)
         try:
             try:
                 with trio.fail_after(cfg.limits.handshake_timeout):
