@@ -351,7 +351,11 @@ class Connection:
                     self._scope = scope
                     if self.closing is not None:  # closed while we were starting
                         scope.cancel()
-                    heartbeats.schedule(self, trio.current_time())
+                    # the first deadlines, computed here: scheduling "now" would wake
+                    # the timer task once per new connection for nothing
+                    due = self.tick(trio.current_time())
+                    if due is not None:
+                        heartbeats.schedule(self, due)
                     await self._read(transport, received)
             finally:
                 self.timer_due = None  # the timer forgets this connection
