@@ -25,14 +25,29 @@ INBOX_SIZE = 4096
 
 
 class _Reply:
-    """A one-shot answer slot that the actor fills without blocking."""
+    """A one-shot answer slot: the actor fills it and wakes the waiting caller
+    directly (`trio.lowlevel.reschedule`, what `trio.Event` does inside, without
+    an Event and its parking lot per call). `task` is set only while the caller
+    waits; a caller cancelled meanwhile clears it, and the actor then only
+    marks the answer `done`."""
 
-    __slots__ = ("error", "event", "value")
+    __slots__ = ("done", "error", "task", "value")
 
     def __init__(self) -> None:
-        self.event = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
+        self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+
+    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        self.done = True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
 
 class Registry:
@@ -53,8 +68,15 @@ class Registry:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in the actor and return its result."""
         reply = _Reply()
-        await self._send.send((fn, args, reply))
-        await reply.event.wait()
+        try:
+            self._send.send_nowait((fn, args, reply))
+        except trio.WouldBlock:
+            # The inbox is full: wait for room. The actor may even have answered
+            # by the time this returns (then there is nothing to wait for).
+            await self._send.send((fn, args, reply))
+        if not reply.done:
+            reply.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(reply.abort)
         if reply.error is not None:
             raise reply.error
         return reply.value  # type: ignore[no-any-return]
@@ -91,7 +113,7 @@ class Registry:
                     if reply is not None:
                         reply.value = value
                 if reply is not None:
-                    reply.event.set()
+                    reply.wake()
                 try:
                     item = receive.receive_nowait()
                 except trio.WouldBlock:
