@@ -437,6 +437,25 @@ async def test_replay_stream_returns_prefix_then_the_rest() -> None:
     assert await client_stream.receive_some() == b""
 
 
+async def test_a_parked_replay_stream_leaves_the_later_bytes_to_their_owner() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    replay = ReplayStream(server_stream, b"head", park=True)
+    assert await replay.receive_some() == b"head"
+    await client_stream.send_all(b"frames")
+    with trio.move_on_after(0.05) as waited:
+        await replay.receive_some()  # parked: does not read the transport
+    assert waited.cancelled_caught
+    assert await server_stream.receive_some() == b"frames"  # still there for its owner
+
+    async def close_soon() -> None:
+        await trio.sleep(0.01)
+        await replay.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_soon)
+        assert await replay.receive_some() == b""  # EOF once closed
+
+
 async def test_websocket_upgrade_is_handed_to_trio_websocket_with_replayed_bytes() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
 

@@ -124,18 +124,13 @@ class ReplayStream(trio.abc.Stream):
     trio-websocket, which must see the handshake bytes again. Sending and
     closing go straight to ``transport``; reach the socket through
     ``stream.transport`` (trio-websocket's ``remote`` cannot see through it).
-
-    ``partial_write`` is True when a ``send_all`` was interrupted after it may
-    have written part of its data: the peer's byte stream then ends mid-frame,
-    so nothing (not even a WebSocket close frame) can be sent after it.
+    With ``park=True`` reads after the prefix wait until ``aclose`` (then EOF)
+    and never touch the transport: its later bytes belong to someone else.
     """
 
     def __init__(self, transport: trio.abc.Stream, prefix: bytes, *, park: bool = False) -> None:
         self.transport = transport
         self._prefix = prefix
-        self.partial_write = False
-        # park: after the prefix, reads wait (until aclose) instead of reading the
-        # transport, whose later bytes belong to someone else
         self._parked: trio.Event | None = trio.Event() if park else None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -155,13 +150,8 @@ class ReplayStream(trio.abc.Stream):
         return bytes(await self.transport.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send through the transport, noting an interruption mid-write."""
-        # A cancellation seen here has written nothing; after this point, with
-        # no checkpoint in between, the transport starts writing at once.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.partial_write = True
+        """Send through the transport."""
         await self.transport.send_all(data)
-        self.partial_write = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Delegate to the transport."""
