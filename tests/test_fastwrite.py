@@ -15,6 +15,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, TextMessage
 
 from tests.conftest import MemoryClient
+from wsserver.net import fastwrite
 from wsserver.net.fastwrite import FrameWriter, raw_socket
 from wsserver.protocol.envelope import encode, text_frame
 from wsserver.protocol.frames import close_frame, pong_frame
@@ -97,7 +98,11 @@ async def test_the_same_frame_bytes_go_to_many_writers(pair: Any) -> None:
     assert await texts(client, 2) == [str(wire), str(wire)]
 
 
-async def test_a_backlog_with_partial_writes_never_interleaves_with_control_frames(pair: Any) -> None:
+@pytest.mark.parametrize("vectored", [True, False], ids=["sendmsg", "send (Windows)"])
+async def test_a_backlog_with_partial_writes_never_interleaves_with_control_frames(
+    pair: Any, vectored: bool, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(fastwrite, "HAVE_SENDMSG", vectored)
     writer, client = pair
     big = [text_frame(json.dumps({"i": i, "pad": "x" * 60_000}).encode()) for i in range(60)]
     for i, f in enumerate(big):  # ~3.6 MB: more than the socket buffers take at once

@@ -9,7 +9,8 @@ in order: data frames, pongs, pings and the close frame.
   the socket does not take is queued.
 - Queued frames are written by a writer task, started only while there is a
   backlog (an idle connection has no writer task). It writes everything queued
-  at once: one `sendmsg()` of up to `MAX_BATCH` bytes on a plain socket, one
+  at once: one `sendmsg()` of up to `MAX_BATCH` bytes on a plain socket
+  (joined and `send()` on Windows, which has no `sendmsg()`), one
   `send_all()` of the joined bytes on TLS or a test's memory stream.
 - A partially sent frame's remainder stays at the head of the queue and is
   completed before anything else; `drop_pending()` (a close was decided) keeps
@@ -38,6 +39,8 @@ import trio
 
 MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
 MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
+# Windows sockets have no sendmsg(): there the batch is joined and sent with send()
+HAVE_SENDMSG = hasattr(stdlib_socket.socket, "sendmsg")
 
 
 class _Marker:
@@ -228,7 +231,10 @@ class FrameWriter:
         assert sock is not None
         await trio.lowlevel.wait_writable(sock)
         try:
-            sent = sock.sendmsg(batch)
+            if HAVE_SENDMSG:
+                sent = sock.sendmsg(batch)
+            else:
+                sent = sock.send(batch[0] if len(batch) == 1 else b"".join(batch))
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:

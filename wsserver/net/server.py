@@ -69,10 +69,10 @@ from wsserver.storage.journal import FileStorage
 log = logging.getLogger("wsserver.server")
 
 # accept() errors that mean "out of file descriptors or memory": wait, then retry
-ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_CAPACITY_ERRNOS = {getattr(errno, n) for n in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS") if hasattr(errno, n)}
 ACCEPT_BACKOFF = 0.1
 # accept() errors that concern one connection only (as trio.SocketListener.accept)
-ACCEPT_IGNORABLE_ERRNOS = {errno.ECONNABORTED, errno.EPERM, errno.EPROTO}
+ACCEPT_IGNORABLE_ERRNOS = {getattr(errno, n) for n in ("ECONNABORTED", "EPERM", "EPROTO") if hasattr(errno, n)}
 
 
 
