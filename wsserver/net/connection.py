@@ -37,7 +37,7 @@ import trio
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastwrite import FrameWriter, raw_socket
+from wsserver.net.fastwrite import FrameWriter, raw_socket, receive_raw
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
@@ -155,18 +155,7 @@ class Connection:
         """Send or queue one frame without blocking; a full queue closes with 4008."""
         if self.closing is not None:
             return False
-        if type(frame) is Wire:  # the hot path: one frame for many connections
-            writer = self.writer
-            if writer is not None and writer.frames < self.send_queue and not writer.broken:
-                writer.write_nowait(frame.frame)
-            elif not self._write(frame.frame):
-                return False
-            self.messages_out += 1
-            metrics = self.server.metrics
-            metrics.bytes_out += frame.size
-            metrics.types_out.add(frame.mtype)
-            return True
-        if isinstance(frame, Wire):
+        if isinstance(frame, Wire):  # one frame, built once, for many connections
             data = frame.frame
         elif isinstance(frame, str):
             data = text_frame(frame.encode())
@@ -421,8 +410,6 @@ class Connection:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
         sock = raw_socket(transport)  # a plain TCP socket: read it directly
-        wait_readable = trio.lowlevel.wait_readable
-        checkpoint = trio.lowlevel.checkpoint
         while True:
             if data:
                 self.last_seen = trio.current_time()
@@ -452,25 +439,11 @@ class Connection:
             else:
                 # trio's receive_some is ~7 coroutines and a context manager deep,
                 # all re-created per wait and alive while the connection waits
-                # (memory, and work for every GC collection). A plain
-                # non-blocking recv, waiting for readability only when empty:
+                # (memory, and work for every GC collection): a plain recv().
                 # Nothing of the last message stays referenced while waiting: it
                 # would only be more for the GC to walk.
                 events = msg = payload = None  # type: ignore[assignment]
-                waited = False
-                while True:
-                    try:
-                        data = sock.recv(RECEIVE_SIZE)
-                    except (BlockingIOError, InterruptedError):
-                        data = None  # type: ignore[assignment]
-                    except OSError:
-                        data = b""
-                    if data is not None:
-                        break
-                    await wait_readable(sock)  # outside the except: no exception kept alive
-                    waited = True
-                if not waited:
-                    await checkpoint()  # data without waiting: still a checkpoint
+                data = await receive_raw(sock, RECEIVE_SIZE)
             if not data:
                 self.eof = True
                 return

@@ -24,8 +24,7 @@ the caller (`frames` counts queued frames).
 
 This module is also where the stdlib socket under a trio `SocketStream`
 (`socket._sock`, a trio internal) is reached: `raw_socket()`, and
-`receive_raw()` for reads without trio's layers (the request head;
-`Connection._read` inlines the same loop).
+`receive_raw()` for reads without trio's layers (request heads and frames).
 """
 
 from __future__ import annotations
@@ -67,7 +66,8 @@ def raw_socket(transport: trio.abc.Stream) -> stdlib_socket.socket | None:
 async def receive_raw(sock: stdlib_socket.socket, max_bytes: int) -> bytes:
     """Read what `sock` has (b"" at its end or on an error), waiting for it only
     when there is nothing: trio's `SocketStream.receive_some` does the same
-    through about seven layers of coroutines."""
+    through about seven layers of coroutines. The wait is outside the `except`,
+    so no exception (and its traceback) stays alive while the socket is idle."""
     waited = False
     while True:
         try:

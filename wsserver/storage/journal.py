@@ -175,18 +175,26 @@ class FileStorage(DurableNotifier):
         `Storage.write_now`. Under "always" the fsync decides: left to `run`."""
         if self.fsync == "always" or self._io_lock.locked() or self._failed is not None:
             return
-        queue = self._queue
+        lines = self._leading_lines()
+        if lines:
+            self._inline(self._write_lines, b"".join(x.data for x in lines))
+            self._lines_written(lines)
+
+    def _leading_lines(self) -> list[_Line]:
+        """The journal lines at the head of the queue, up to a snapshot request."""
         lines: list[_Line] = []
-        for item in queue:
+        for item in self._queue:
             if not isinstance(item, _Line):
                 break
             lines.append(item)
-        if not lines:
-            return
-        self._inline(self._write_lines, b"".join(x.data for x in lines))
+        return lines
+
+    def _lines_written(self, lines: list[_Line]) -> None:
+        """`lines` (the head of the queue) are written: dequeue and announce them."""
         for _ in lines:
-            queue.popleft()
-        self._unsynced = True
+            self._queue.popleft()
+        if self.fsync != "always":
+            self._unsynced = True
         self._announce(lines[-1].n)
 
     def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
@@ -295,11 +303,7 @@ class FileStorage(DurableNotifier):
                     await self._in_thread(self._write_snapshot, head)
                     self._queue.popleft()
                 else:
-                    lines: list[_Line] = []
-                    for item in self._queue:
-                        if not isinstance(item, _Line):
-                            break
-                        lines.append(item)
+                    lines = self._leading_lines()
                     self._in_flight = len(lines)
                     data = b"".join(x.data for x in lines)
                     if self.fsync == "always":
@@ -308,11 +312,7 @@ class FileStorage(DurableNotifier):
                         # Without an fsync the write only reaches the page cache:
                         # a few µs, cheaper than a hop to a worker thread and back.
                         self._inline(self._write_lines, data)
-                    for _ in lines:
-                        self._queue.popleft()
-                    if self.fsync != "always":
-                        self._unsynced = True
-                    self._announce(lines[-1].n)
+                    self._lines_written(lines)
             finally:
                 self._in_flight = 0
 
