@@ -37,7 +37,8 @@ import trio
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastwrite import FrameWriter, raw_socket, receive_raw
+from wsserver.net.fastwrite import FrameWriter, raw_socket
+from wsserver.net.readiness import receive_raw
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,

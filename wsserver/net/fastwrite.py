@@ -23,8 +23,8 @@ the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
 the caller (`frames` counts queued frames).
 
 This module is also where the stdlib socket under a trio `SocketStream`
-(`socket._sock`, a trio internal) is reached: `raw_socket()`, and
-`receive_raw()` for reads without trio's layers (request heads and frames).
+(`socket._sock`, a trio internal) is reached: `raw_socket()` (reads without
+trio's layers are in `readiness`).
 """
 
 from __future__ import annotations
@@ -61,28 +61,6 @@ def raw_socket(transport: trio.abc.Stream) -> stdlib_socket.socket | None:
         return None
     sock = getattr(transport.socket, "_sock", None)
     return sock if isinstance(sock, stdlib_socket.socket) else None
-
-
-async def receive_raw(sock: stdlib_socket.socket, max_bytes: int) -> bytes:
-    """Read what `sock` has (b"" at its end or on an error), waiting for it only
-    when there is nothing: trio's `SocketStream.receive_some` does the same
-    through about seven layers of coroutines. The wait is outside the `except`,
-    so no exception (and its traceback) stays alive while the socket is idle."""
-    waited = False
-    while True:
-        try:
-            data = sock.recv(max_bytes)
-        except (BlockingIOError, InterruptedError):
-            data = None
-        except OSError:
-            data = b""
-        if data is not None:
-            break
-        await trio.lowlevel.wait_readable(sock)
-        waited = True
-    if not waited:
-        await trio.lowlevel.checkpoint()
-    return data
 
 
 class FrameWriter:

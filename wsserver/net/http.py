@@ -47,7 +47,8 @@ import attrs
 import h11
 import trio
 
-from wsserver.net.fastwrite import raw_socket, receive_raw
+from wsserver.net.fastwrite import raw_socket
+from wsserver.net.readiness import receive_raw
 
 __all__ = [
     "ConnectionGone",

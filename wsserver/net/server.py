@@ -40,6 +40,7 @@ from wsserver.config import Config, ConfigError, load_config, parse_host_port, v
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
+from wsserver.net.fastwrite import raw_socket
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
     ConnectionGone,
@@ -55,6 +56,7 @@ from wsserver.net.http import (
     respond_and_close,
     serve_http,
 )
+from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget
 from wsserver.net.registry import Registry
 from wsserver.ops.access import log_request, log_session
 from wsserver.ops.logging import reconfigure_logging
@@ -193,6 +195,8 @@ class Server:
         (`serve()` does; tests serving memory streams call it themselves)."""
         await nursery.start(self.registry.run)
         await nursery.start(self.heartbeats.run)
+        if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
+            await nursery.start(Readiness().run)
         self._spare = nursery
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
@@ -422,6 +426,9 @@ class Server:
             pass
         finally:
             if isinstance(stream, trio.SocketStream):
+                sock = raw_socket(stream)
+                if sock is not None:
+                    forget(sock)
                 stream.socket.close()  # no await: a plain socket closes at once
             else:
                 await trio.aclose_forcefully(stream)  # TLS, or a test's memory stream

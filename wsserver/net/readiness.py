@@ -1,0 +1,213 @@
+"""Reading plain TCP sockets with less than trio's per-wait machinery.
+
+Every connection spends most of its life waiting for its next message, and
+whatever a wait allocates stays alive until the message comes. trio's
+`wait_readable(sock)` builds ~14 objects per wait (five coroutines, a closure
+with four cells, its bookkeeping) and re-arms a one-shot epoll registration
+with one `epoll_ctl()` per wait. With thousands of connections those objects
+are the bulk of what every young collection of the cyclic GC walks, so the
+pauses grow with the number of connections (docs/BENCHMARKS.md, "The cyclic
+GC").
+
+`Readiness` (Linux) keeps its own epoll set, edge-triggered, each socket added
+once: a reader that found its socket empty parks its task with
+`trio.lowlevel.wait_task_rescheduled` (three objects per wait, the abort
+function made once per socket) and one poller task, waiting on the epoll's own
+descriptor through trio, reschedules the readers whose sockets became ready.
+Edge-triggered is safe because a reader waits only after `recv()` said
+EAGAIN: any byte that arrives later is a new edge.
+
+`receive_raw(sock, n)` is the read every plain TCP connection uses (request
+heads and frames). It finds the server's `Readiness` in a trio `RunVar`; where
+there is none (Windows and macOS have no epoll, tests serving memory streams
+without `Server.start_core`) it waits with trio's `wait_readable`.
+
+Closing: a socket leaves the epoll set by itself when it is closed. The
+registration is remembered with the socket object (not only its fd number,
+which the kernel reuses), so a new socket that gets an old number is added
+anew; `forget(sock)`, called before closing, wakes a reader still parked on
+it (it then reads EBADF: the end of the stream) and drops the entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import select
+import socket as stdlib_socket
+from typing import Any
+
+import trio
+from trio.lowlevel import Abort, RunVar, Task
+
+HAVE_EPOLL = hasattr(select, "epoll")
+MAX_EVENTS = 1024  # events taken per poll; more stay ready for the next round
+
+# the running server's Readiness, if it has one (one server per trio run)
+_current: RunVar[Readiness | None] = RunVar("wsserver_readiness", default=None)
+
+
+def _abort(waiting: dict[int, Task], fd: int, _raise_cancel: Any) -> Abort:
+    waiting.pop(fd, None)
+    return Abort.SUCCEEDED
+
+
+class Readiness:
+    """An edge-triggered epoll set for connection reads and its poller task."""
+
+    __slots__ = ("_aborts", "_empty", "_ep", "_sockets", "_waiting")
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._waiting: dict[int, Task] = {}  # fd -> the task parked on it
+        self._sockets: dict[int, stdlib_socket.socket] = {}  # fd -> the socket registered
+        self._aborts: dict[int, functools.partial[Abort]] = {}
+        # fds whose last read took less than it asked for (the socket was empty
+        # then) with no edge since: the next read would say EAGAIN, so park at once
+        self._empty: set[int] = set()
+
+    def install(self) -> None:
+        """Make this the Readiness `receive_raw` uses in the current trio run."""
+        _current.set(self)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The poller: wake the readers whose sockets became readable."""
+        ep = self._ep
+        waiting = self._waiting
+        empty = self._empty
+        reschedule = trio.lowlevel.reschedule
+        self.install()
+        task_status.started()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(ep.fileno())
+                for fd, _events in ep.poll(0, MAX_EVENTS):
+                    empty.discard(fd)
+                    task = waiting.pop(fd, None)
+                    if task is not None:
+                        reschedule(task)
+        finally:
+            if _current.get() is self:
+                _current.set(None)
+            for task in waiting.values():  # readers still parked: let them see the end
+                reschedule(task)
+            waiting.clear()
+            empty.clear()
+            self._sockets.clear()
+            self._aborts.clear()
+            ep.close()
+
+    def _add(self, sock: stdlib_socket.socket, fd: int) -> functools.partial[Abort]:
+        flags = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        try:
+            self._ep.register(fd, flags)
+        except FileExistsError:  # a closed socket's number, not yet dropped here
+            self._ep.modify(fd, flags)
+        self._sockets[fd] = sock
+        self._empty.discard(fd)
+        abort = self._aborts[fd] = functools.partial(_abort, self._waiting, fd)
+        return abort
+
+    def park(self, sock: stdlib_socket.socket) -> functools.partial[Abort] | None:
+        """Register the current task as waiting for `sock` to become readable;
+        the abort function to wait with, None if `sock` was closed meanwhile
+        (then the next read says so). The caller awaits
+        `trio.lowlevel.wait_task_rescheduled(abort)` at once."""
+        fd = sock.fileno()
+        if self._sockets.get(fd) is sock:
+            abort = self._aborts[fd]
+        else:
+            try:
+                abort = self._add(sock, fd)
+            except (OSError, ValueError):
+                return None
+        if fd in self._waiting:
+            raise trio.BusyResourceError("another task is already reading this socket")
+        self._waiting[fd] = trio.lowlevel.current_task()
+        return abort
+
+    def drained(self, sock: stdlib_socket.socket) -> None:
+        """A read of `sock` just took everything it had (a short read): until
+        its next edge, a read would only say EAGAIN."""
+        fd = sock.fileno()
+        if self._sockets.get(fd) is not sock:
+            try:
+                self._add(sock, fd)
+            except (OSError, ValueError):
+                return
+        self._empty.add(fd)
+
+    def is_drained(self, sock: stdlib_socket.socket) -> bool:
+        """No edge on `sock` since its last short read."""
+        fd = sock.fileno()
+        return fd in self._empty and self._sockets.get(fd) is sock
+
+    def forget(self, sock: stdlib_socket.socket) -> None:
+        """`sock` is about to be closed: wake a reader parked on it, drop its entry."""
+        fd = sock.fileno()
+        if fd < 0 or self._sockets.get(fd) is not sock:
+            return
+        del self._sockets[fd]
+        del self._aborts[fd]
+        self._empty.discard(fd)
+        task = self._waiting.pop(fd, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+
+def forget(sock: stdlib_socket.socket) -> None:
+    """Call before closing a plain socket that `receive_raw` may have read."""
+    readiness = _current.get()
+    if readiness is not None:
+        readiness.forget(sock)
+
+
+def _recv(sock: stdlib_socket.socket, max_bytes: int) -> bytes | None:
+    """What `sock` has now; None when nothing (EAGAIN), b"" at its end or on an error."""
+    try:
+        return sock.recv(max_bytes)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
+async def receive_raw(sock: stdlib_socket.socket, max_bytes: int) -> bytes:
+    """Read what `sock` has (b"" at its end or on an error), waiting for it only
+    when there is nothing. The wait is outside the `except`, so no exception
+    (and its traceback) stays alive while the socket is idle.
+
+    With a `Readiness`, a short read marks the socket drained, and the next
+    call parks at once instead of asking the kernel first (one `recv()` that
+    would say EAGAIN less per message)."""
+    readiness = _current.get()
+    waited = False
+    if readiness is None:
+        while True:
+            data = _recv(sock, max_bytes)
+            if data is not None:
+                break
+            await trio.lowlevel.wait_readable(sock)
+            waited = True
+    else:
+        skip_read = readiness.is_drained(sock)
+        data = None
+        while True:
+            if skip_read:
+                skip_read = False
+            else:
+                data = _recv(sock, max_bytes)
+                if data is not None:
+                    break
+            # inline, not a helper coroutine: one object less per waiting connection
+            abort = readiness.park(sock)
+            if abort is None:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            abort = None
+            waited = True
+        if data and len(data) < max_bytes:
+            readiness.drained(sock)
+    if not waited:
+        await trio.lowlevel.checkpoint()
+    return data
