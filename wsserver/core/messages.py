@@ -23,12 +23,14 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable
-from itertools import chain, pairwise
+from itertools import pairwise
 from typing import Any
 
 import attrs
+import orjson
 
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
@@ -159,9 +161,11 @@ class MessageStore:
 
     def _apply_msg(self, rec: dict[str, Any]) -> None:
         mid = rec["id"]
-        msg = dict(rec)  # the record without its "t", keys in the same order
-        del msg["t"]
-        _freeze_parties(msg)
+        # the record without its "t", keys in the same order, parties as text;
+        # built with no container in it, so the GC never tracks it (see below)
+        msg = {
+            k: _party_text(v) if type(v) is dict and k in _PARTIES else v for k, v in rec.items() if k != "t"
+        }
         msg.setdefault("status", "sent")
         self.messages[mid] = msg
         if mid >= self.next_id:
@@ -315,25 +319,29 @@ class MessageStore:
 # -- stored messages and the cyclic GC ------------------------------------------------
 #
 # A stored message is a dict of plain values, except its "from" and "to" parties.
-# A dict holding a dict can never leave the cyclic GC's lists, so each of the
-# (possibly millions of) stored messages would be walked by every collection of
-# its generation: measured as ~18% of a server's CPU under direct-message load,
-# and pauses of tens of ms. Stored as one flat tuple (key, value, key, value, ...)
-# of plain values instead, the party and then the whole message are untracked by
-# the GC's first collection of them. Records and snapshots keep the parties as
-# JSON objects.
+# A dict that holds a container (a dict, a tuple) is tracked by the cyclic GC,
+# and CPython 3.11 untracks dicts only in full collections: every stored message
+# would be walked by each young collection after it was stored, and by every
+# full one until then (measured: ~18% of a server's CPU under direct-message
+# load, pauses of tens of ms). So each party is kept as its compact JSON text
+# (bytes from orjson; a str from the stdlib encoder for what orjson refuses,
+# e.g. integers over 64 bits, which orjson would read back as floats): the
+# message dict then holds only plain values and is never tracked at all.
+# Records and snapshots keep the parties as JSON objects.
 
 
-_flatten = chain.from_iterable
+_PARTIES = frozenset(("from", "to"))
 
 
-def _freeze_parties(msg: dict[str, Any]) -> None:
-    value = msg.get("from")
-    if type(value) is dict:
-        msg["from"] = tuple(_flatten(value.items()))
-    value = msg.get("to")
-    if type(value) is dict:
-        msg["to"] = tuple(_flatten(value.items()))
+def _party_text(value: dict[str, Any]) -> bytes | str:
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _party_value(text: bytes | str) -> dict[str, Any]:
+    return orjson.loads(text) if type(text) is bytes else json.loads(text)  # type: ignore[no-any-return]
 
 
 def _thawed(msg: dict[str, Any]) -> dict[str, Any]:
@@ -341,15 +349,15 @@ def _thawed(msg: dict[str, Any]) -> dict[str, Any]:
     out = dict(msg)
     for side in ("from", "to"):
         value = out.get(side)
-        if isinstance(value, tuple):
-            out[side] = dict(zip(value[::2], value[1::2], strict=True))
+        if isinstance(value, (bytes, str)):
+            out[side] = _party_value(value)
     return out
 
 
 def party(msg: dict[str, Any], side: str) -> dict[str, Any]:
     """The "from" or "to" party of a stored message, as a dict."""
     value = msg.get(side)
-    if isinstance(value, tuple):
-        return dict(zip(value[::2], value[1::2], strict=True))
+    if isinstance(value, (bytes, str)):
+        return _party_value(value)
     return value if isinstance(value, dict) else {}
 
