@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, unquote
 
@@ -192,11 +192,28 @@ class RequestHead:
     query: dict[str, str]
     headers: tuple[tuple[str, str], ...]
     http_version: str = "1.1"
+    size: int = 0  # the head's bytes, when the fast path parsed it (else 0)
 
     @classmethod
     def from_h11(cls, request: h11.Request) -> RequestHead:
         """Build from an h11 ``Request``; raise ``HttpError(400)`` on bad percent-encoding."""
-        target = request.target.decode("latin-1")
+        headers = tuple(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+        )
+        return cls.from_parts(
+            request.method.decode("ascii"),
+            request.target.decode("latin-1"),
+            headers,
+            request.http_version.decode("ascii"),
+            0,
+        )
+
+    @classmethod
+    def from_parts(
+        cls, method: str, target: str, headers: tuple[tuple[str, str], ...], http_version: str, size: int
+    ) -> RequestHead:
+        """Build from a parsed request line and headers; ``HttpError(400)`` on bad
+        percent-encoding."""
         raw_path, _, raw_query = target.partition("?")
         try:
             path = unquote(raw_path, errors="strict")
@@ -205,17 +222,7 @@ class RequestHead:
                 query.setdefault(key, value)
         except UnicodeDecodeError:
             raise HttpError(400, "malformed request target") from None
-        headers = tuple(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
-        )
-        return cls(
-            method=request.method.decode("ascii"),
-            target=target,
-            path=path,
-            query=query,
-            headers=headers,
-            http_version=request.http_version.decode("ascii"),
-        )
+        return cls(method, target, path, query, headers, http_version, size)
 
     @property
     def raw_path(self) -> str:
@@ -307,8 +314,8 @@ async def _receive_head(
 
 
 async def read_request_head(
-    stream: trio.abc.Stream, *, max_header_bytes: int
-) -> tuple[RequestHead, h11.Connection, bytes]:
+    stream: trio.abc.Stream, *, max_header_bytes: int, upgrade_paths: Container[str] = ()
+) -> tuple[RequestHead, h11.Connection | None, bytes]:
     """Read the first request head of a new connection.
 
     Returns the head, the h11 connection (pass it to :func:`serve_http`) and
@@ -317,11 +324,75 @@ async def read_request_head(
     ``max_header_bytes``, ``HttpError(400)`` for a malformed one and
     :class:`ConnectionGone` when the peer leaves first. Apply the handshake
     timeout around the call.
+
+    The fast path: a WebSocket upgrade to one of ``upgrade_paths`` whose
+    whole head came in the first read and is plain (:func:`parse_plain_upgrade`)
+    is taken without h11; the connection is then None, and the bytes after the
+    head are ``raw[head.size:]``. Anything else goes through h11 as it came.
     """
+    first = b""
+    sock = raw_socket(stream)
+    if upgrade_paths and sock is not None:
+        first = await receive_raw(sock, _RECEIVE_SIZE)
+        head = parse_plain_upgrade(first)
+        if head is not None and head.size <= max_header_bytes and head.path in upgrade_paths:
+            return head, None, first
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
-    received = bytearray()
+    received = bytearray(first)
+    if first:
+        conn.receive_data(first)
     head = await _receive_head(stream, conn, max_header_bytes=max_header_bytes, received=received)
     return head, conn, bytes(received)
+
+
+# What the fast path takes (RFC 9110/9112): tchar names, field values of visible
+# characters, spaces and tabs (no controls, no obs-fold), a request target of
+# visible ASCII.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+
+
+def parse_plain_upgrade(data: bytes) -> RequestHead | None:
+    """The head of a plain WebSocket upgrade at the start of ``data``, or None.
+
+    "Plain" is what browsers and WebSocket libraries send: ``GET <origin-form>
+    HTTP/1.1``, CRLF line ends, one ``Host``, an ``Upgrade: websocket`` and a
+    ``Connection`` with ``upgrade``, no body headers. Whatever else (a bare LF,
+    obs-fold, a duplicate Host, an odd character, a head not yet complete)
+    gives None and goes to h11, which answers it as before; for a head this
+    accepts, the result is what h11 would have produced (tests/test_http.py).
+    ``size`` of the result is the head's length including its blank line.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not data.startswith(b"GET /"):
+        return None
+    lines = data[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or _TARGET.fullmatch(parts[1]) is None:
+        return None
+    headers: list[tuple[str, str]] = []
+    hosts = 0
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            return None
+        value = value.strip(b" \t")
+        if _FIELD_VALUE.fullmatch(value) is None:
+            return None
+        key = name.decode("ascii").lower()
+        if key == "host":
+            hosts += 1
+        elif key in ("content-length", "transfer-encoding"):
+            return None
+        headers.append((key, value.decode("latin-1")))
+    if hosts != 1:
+        return None
+    try:
+        head = RequestHead.from_parts("GET", parts[1].decode("ascii"), tuple(headers), "1.1", end + 4)
+    except HttpError:
+        return None  # h11's path gives the 400
+    return head if head.is_websocket_upgrade else None
 
 
 # --------------------------------------------------------------------------- requests and replies

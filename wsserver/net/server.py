@@ -385,11 +385,14 @@ class Server:
         cfg = self.config
         if ip is None:
             ip = _peer_ip(stream)
+        ws_paths: tuple[str, ...] = ()
+        if not api_only:
+            ws_paths = (cfg.server.path, cfg.server.echo_path) if cfg.server.echo_path else (cfg.server.path,)
         try:
             try:
                 with trio.fail_after(cfg.limits.handshake_timeout):
                     head, conn, raw = await read_request_head(
-                        stream, max_header_bytes=cfg.limits.max_header_bytes
+                        stream, max_header_bytes=cfg.limits.max_header_bytes, upgrade_paths=ws_paths
                     )
             except HttpError as err:
                 self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
@@ -397,13 +400,13 @@ class Server:
                 return
             except (ConnectionGone, trio.TooSlowError):
                 return
-            ws_paths = {cfg.server.path}
-            if cfg.server.echo_path:
-                ws_paths.add(cfg.server.echo_path)
-            if not api_only and head.is_websocket_upgrade and head.path in ws_paths:
+            if conn is None or (head.is_websocket_upgrade and head.path in ws_paths):
                 # The session lasts long: keep none of the head's objects alive
                 # in this frame (the h11 state, the raw bytes) while it runs.
-                trailing = bytes(conn.trailing_data[0])
+                if conn is None:  # the fast path: a plain upgrade to one of ws_paths
+                    trailing = raw[head.size :]
+                else:
+                    trailing = bytes(conn.trailing_data[0])
                 box = [head, raw[: len(raw) - len(trailing)], trailing]
                 echo = head.path == cfg.server.echo_path
                 del head, conn, raw
