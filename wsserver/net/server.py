@@ -390,15 +390,18 @@ class Server:
             ws_paths = (cfg.server.path, cfg.server.echo_path) if cfg.server.echo_path else (cfg.server.path,)
         try:
             try:
-                with trio.fail_after(cfg.limits.handshake_timeout):
+                # a plain scope, not trio.fail_after (a generator context manager on top)
+                with trio.CancelScope(deadline=trio.current_time() + cfg.limits.handshake_timeout) as scope:
                     head, conn, raw = await read_request_head(
                         stream, max_header_bytes=cfg.limits.max_header_bytes, upgrade_paths=ws_paths
                     )
+                if scope.cancelled_caught:
+                    return  # no complete head in time
             except HttpError as err:
                 self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
                 await respond_and_close(stream, error_reply(err))
                 return
-            except (ConnectionGone, trio.TooSlowError):
+            except ConnectionGone:
                 return
             if conn is None or (head.is_websocket_upgrade and head.path in ws_paths):
                 # The session lasts long: keep none of the head's objects alive
@@ -430,9 +433,14 @@ class Server:
         finally:
             if isinstance(stream, trio.SocketStream):
                 sock = raw_socket(stream)
-                if sock is not None:
+                if sock is None:
+                    stream.socket.close()  # no await: a plain socket closes at once
+                else:
+                    # Every task that used it has ended (no trio wait to notify):
+                    # close the stdlib socket itself, without trio's notify_closing
+                    # (an epoll_ctl that fails, and its exception, per connection).
                     forget(sock)
-                stream.socket.close()  # no await: a plain socket closes at once
+                    sock.close()
             else:
                 await trio.aclose_forcefully(stream)  # TLS, or a test's memory stream
 
