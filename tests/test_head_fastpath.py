@@ -12,7 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsserver.net.http import RequestHead, parse_plain_upgrade, read_request_head
+from wsserver.net.http import HttpError, RequestHead, parse_plain_upgrade, read_request_head
 
 BROWSER = (
     b"GET /ws?token=a.b.c&lang=zh-CN HTTP/1.1\r\n"
@@ -131,33 +131,32 @@ def test_the_property_test_sees_accepted_heads() -> None:
     same(fast, by_h11(data))
 
 
-async def test_a_socket_server_takes_the_fast_path_only_for_its_paths() -> None:
+def socket_stream(sent: bytes) -> tuple[trio.SocketStream, socket.socket]:
+    """A trio stream over one end of a socket pair; `sent` already on its way."""
     a, b = socket.socketpair()
     a.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    b.sendall(sent)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(a)), b
+
+
+async def test_a_socket_server_takes_the_fast_path_only_for_its_paths() -> None:
+    stream, peer = socket_stream(BROWSER + b"frames")
     async with stream:
-        b.sendall(BROWSER + b"frames")
         head, conn, raw = await read_request_head(stream, max_header_bytes=16384, upgrade_paths=("/ws",))
         assert conn is None and raw[head.size :] == b"frames"
-    b.close()
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    peer.close()
+    stream, peer = socket_stream(BROWSER + b"frames")
     async with stream:
-        b.sendall(BROWSER + b"frames")
         head, conn, raw = await read_request_head(stream, max_header_bytes=16384, upgrade_paths=("/other",))
         assert conn is not None and bytes(conn.trailing_data[0]) == b"frames"
         assert head.path == "/ws" and head.size == 0
-    b.close()
+    peer.close()
 
 
 async def test_an_over_long_head_is_left_to_h11_for_its_431() -> None:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    stream, peer = socket_stream(BROWSER)
     async with stream:
-        b.sendall(BROWSER)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(HttpError) as info:
             await read_request_head(stream, max_header_bytes=100, upgrade_paths=("/ws",))
-        assert getattr(info.value, "status", None) == 431
-    b.close()
+        assert info.value.status == 431
+    peer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import socket
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -21,39 +22,55 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+@pytest.fixture
+def ab() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def read_in_background(nursery: trio.Nursery, sock: socket.socket) -> list[bytes]:
+    """Start a reader parked on `sock`; the list gets what it reads."""
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await receive_raw(sock, 1024))
+
+    nursery.start_soon(reader)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not got
+    return got
+
+
+async def arrival(got: list[bytes]) -> list[bytes]:
+    with trio.fail_after(5):
+        while not got:
+            await trio.sleep(0.001)
+    return got
+
+
 async def start(nursery: trio.Nursery) -> Readiness:
     readiness = Readiness()
     await nursery.start(readiness.run)
     return readiness
 
 
-async def test_a_parked_reader_wakes_when_data_comes() -> None:
-    a, b = pair()
+async def test_a_parked_reader_wakes_when_data_comes(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, b = ab
     async with trio.open_nursery() as nursery:
         readiness = await start(nursery)
-        got: list[bytes] = []
-
-        async def reader() -> None:
-            got.append(await receive_raw(a, 1024))
-
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not got
+        got = await read_in_background(nursery, a)
         b.send(b"hello")
-        with trio.fail_after(5):
-            while not got:
-                await trio.sleep(0.001)
-        assert got == [b"hello"]
+        assert await arrival(got) == [b"hello"]
         assert readiness.is_drained(a)  # a short read: the next read parks at once
         nursery.cancel_scope.cancel()
-    a.close()
-    b.close()
 
 
-async def test_after_a_short_read_data_that_came_meanwhile_is_not_missed() -> None:
+async def test_after_a_short_read_data_that_came_meanwhile_is_not_missed(ab: tuple[socket.socket, socket.socket]) -> None:
     """A short read marks the socket drained; bytes that arrive before the next
     call still wake it (their edge clears the mark or wakes the parked task)."""
-    a, b = pair()
+    a, b = ab
     async with trio.open_nursery() as nursery:
         readiness = await start(nursery)
         b.send(b"one")
@@ -69,12 +86,10 @@ async def test_after_a_short_read_data_that_came_meanwhile_is_not_missed() -> No
             assert not readiness.is_drained(a)
             assert await receive_raw(a, 3) == b"def"
         nursery.cancel_scope.cancel()
-    a.close()
-    b.close()
 
 
-async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
-    a, b = pair()
+async def test_a_cancelled_wait_leaves_nothing_behind(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, b = ab
     async with trio.open_nursery() as nursery:
         readiness = await start(nursery)
         with trio.move_on_after(0.05) as scope:
@@ -85,31 +100,20 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
         with trio.fail_after(5):
             assert await receive_raw(a, 1024) == b"later"
         nursery.cancel_scope.cancel()
-    a.close()
-    b.close()
 
 
-async def test_the_end_of_the_stream_and_forget() -> None:
-    a, b = pair()
+async def test_the_end_of_the_stream_and_forget(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, b = ab
     async with trio.open_nursery() as nursery:
         await start(nursery)
         b.close()
         with trio.fail_after(5):
             assert await receive_raw(a, 1024) == b""
         c, d = pair()
-        got: list[bytes] = []
-
-        async def reader() -> None:
-            got.append(await receive_raw(c, 1024))
-
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
+        got = await read_in_background(nursery, c)
         forget(c)  # about to close c: the parked reader is woken
         c.close()
-        with trio.fail_after(5):
-            while not got:
-                await trio.sleep(0.001)
-        assert got == [b""]  # recv on the closed socket: the end
+        assert await arrival(got) == [b""]  # recv on the closed socket: the end
         d.close()
         nursery.cancel_scope.cancel()
     a.close()
@@ -132,25 +136,16 @@ async def test_a_reused_descriptor_number_is_registered_anew() -> None:
             d.close()
         else:
             pytest.skip("the kernel did not hand out the same number again")
-        got: list[bytes] = []
-
-        async def reader() -> None:
-            got.append(await receive_raw(c, 1024))
-
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
+        got = await read_in_background(nursery, c)
         d.send(b"new socket")
-        with trio.fail_after(5):
-            while not got:
-                await trio.sleep(0.001)
-        assert got == [b"new socket"]
+        assert await arrival(got) == [b"new socket"]
         c.close()
         d.close()
         nursery.cancel_scope.cancel()
 
 
-async def test_two_readers_on_one_socket_is_an_error() -> None:
-    a, b = pair()
+async def test_two_readers_on_one_socket_is_an_error(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, _ = ab
     async with trio.open_nursery() as nursery:
         await start(nursery)
         nursery.start_soon(receive_raw, a, 1024)
@@ -158,31 +153,18 @@ async def test_two_readers_on_one_socket_is_an_error() -> None:
         with pytest.raises(trio.BusyResourceError):
             await receive_raw(a, 1024)
         nursery.cancel_scope.cancel()
-    a.close()
-    b.close()
 
 
-async def test_without_a_readiness_trio_waits() -> None:
-    a, b = pair()
+async def test_without_a_readiness_trio_waits(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, b = ab
     async with trio.open_nursery() as nursery:
-        got: list[bytes] = []
-
-        async def reader() -> None:
-            got.append(await receive_raw(a, 1024))
-
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
+        got = await read_in_background(nursery, a)
         b.send(b"plain")
-        with trio.fail_after(5):
-            while not got:
-                await trio.sleep(0.001)
-        assert got == [b"plain"]
-    a.close()
-    b.close()
+        assert await arrival(got) == [b"plain"]
 
 
-async def test_a_stopping_poller_releases_parked_readers() -> None:
-    a, b = pair()
+async def test_a_stopping_poller_releases_parked_readers(ab: tuple[socket.socket, socket.socket]) -> None:
+    a, b = ab
     got: list[bytes] = []
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as core:

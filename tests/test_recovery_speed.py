@@ -563,17 +563,21 @@ def test_restored_sessions_list_ids_ascending_whatever_the_snapshot_order() -> N
     assert list(again.messages) == [6, 5, 4, 3, 2, 1]  # the snapshot's order, as before
 
 
-def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
-    """A stored message holds only plain values (its parties as JSON text), so
-    the GC never tracks it; snapshots still write its parties as objects."""
-    store = MessageStore(policy=RetentionPolicy())
-    rec = {
-        "t": "msg", "id": 1, "seq": 1, "from_key": "1||a", "to_key": "1||b",
-        "from": {"user_id": "a", "user_type": None, "username": "A"},
+def _message_record(sender: Any = "a") -> dict[str, Any]:
+    return {
+        "t": "msg", "id": 1, "seq": 1, "from_key": f"1||{sender}", "to_key": "1||b",
+        "from": {"user_id": sender, "user_type": None, "username": "Ä"},
         "to": {"user_id": "b", "user_type": None, "group_id": "1"},
         "text": "hi", "session_id": None, "message_type": "text", "reply_to": None,
         "cmid": None, "time": 1, "boxed": False,
     }  # fmt: skip
+
+
+def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
+    """A stored message holds only plain values (its parties as JSON text), so
+    the GC never tracks it; snapshots still write its parties as objects."""
+    store = MessageStore(policy=RetentionPolicy())
+    rec = _message_record()
     store.apply(rec)
     # not tracked from the start: CPython untracks dicts only in full collections,
     # so a tracked message would be walked by every young collection until then
@@ -590,13 +594,7 @@ def test_stored_parties_keep_integers_over_64_bits_exact() -> None:
     such a party is kept as the stdlib encoder's text and comes back exact."""
     store = MessageStore(policy=RetentionPolicy())
     big = 2**70 + 1
-    rec = {
-        "t": "msg", "id": 1, "seq": 1, "from_key": f"1||{big}", "to_key": "1||b",
-        "from": {"user_id": big, "user_type": None, "username": "Ä"},
-        "to": {"user_id": "b", "user_type": None, "group_id": "1"},
-        "text": "hi", "session_id": None, "message_type": "text", "reply_to": None,
-        "cmid": None, "time": 1, "boxed": False,
-    }  # fmt: skip
+    rec = _message_record(big)
     store.apply(rec)
     assert not gc.is_tracked(store.messages[1])
     assert party(store.messages[1], "from") == rec["from"]
