@@ -181,33 +181,31 @@ async def receive_raw(sock: stdlib_socket.socket, max_bytes: int) -> bytes:
     would say EAGAIN less per message)."""
     readiness = _current.get()
     waited = False
-    if readiness is None:
-        while True:
+    # drained at the last read and no edge since: a recv() now would say EAGAIN
+    skip_read = readiness is not None and readiness.is_drained(sock)
+    while True:
+        if skip_read:
+            skip_read = False
+        else:
             data = _recv(sock, max_bytes)
             if data is not None:
                 break
+        # looked up at every wait: once the server's poller has ended (shutdown),
+        # waits go back to trio's
+        readiness = _current.get()
+        if readiness is None:
             await trio.lowlevel.wait_readable(sock)
-            waited = True
-    else:
-        skip_read = readiness.is_drained(sock)
-        data = None
-        while True:
-            if skip_read:
-                skip_read = False
-            else:
-                data = _recv(sock, max_bytes)
-                if data is not None:
-                    break
+        else:
             # inline, not a helper coroutine: one object less per waiting connection
             abort = readiness.park(sock)
-            if abort is None:
+            if abort is None:  # closed meanwhile: the next recv() says so
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.lowlevel.wait_task_rescheduled(abort)
             abort = None
-            waited = True
-        if data and len(data) < max_bytes:
-            readiness.drained(sock)
+        waited = True
+    if readiness is not None and data and len(data) < max_bytes:
+        readiness.drained(sock)
     if not waited:
         await trio.lowlevel.checkpoint()
     return data
