@@ -467,6 +467,20 @@ def _busy_notes(res: dict[str, list[dict[str, Any]]]) -> list[str]:
 # -- benchmarks -------------------------------------------------------------------------
 
 
+def both_sides(args: argparse.Namespace, scenario: str, params: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """`scenario` with `params` against a fresh wsserver and a fresh reference,
+    `args.runs` times each: the results by side ("wsserver", "reference")."""
+
+    def side(kind: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            with running(kind, args.server_src) as server:
+                return drive(server, scenario, dict(params))
+
+        return run
+
+    return repeat(args.runs, [("wsserver", side("wsserver")), ("reference", side("reference"))])
+
+
 def bench_fanout(args: argparse.Namespace, sustained: bool) -> Report:
     if sustained:
         publishes = round(args.publish_rate * args.seconds)
@@ -481,14 +495,7 @@ def bench_fanout(args: argparse.Namespace, sustained: bool) -> Report:
         "timeout": args.timeout,
     }
 
-    def side(kind: str) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            with running(kind, args.server_src) as server:
-                return drive(server, "fanout", dict(params))
-
-        return run
-
-    res = repeat(args.runs, [("wsserver", side("wsserver")), ("reference", side("reference"))])
+    res = both_sides(args, "fanout", params)
     ws, ref = res["wsserver"], res["reference"]
     cpu_ws, cpu_ref = med(ws, "server_cpu_us_per_msg"), med(ref, "server_cpu_us_per_msg")
     ratio = cpu_ws / cpu_ref if cpu_ws and cpu_ref else None
@@ -617,14 +624,7 @@ def bench_dm(args: argparse.Namespace) -> Report:
 def bench_idle(args: argparse.Namespace) -> Report:
     params = {"connections": args.connections, "warm": 100, "settle": 3.0, "timeout": args.timeout}
 
-    def side(kind: str) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            with running(kind, args.server_src) as server:
-                return drive(server, "idle", dict(params))
-
-        return run
-
-    res = repeat(args.runs, [("wsserver", side("wsserver")), ("reference", side("reference"))])
+    res = both_sides(args, "idle", params)
     ws, ref = res["wsserver"], res["reference"]
     kb_ws, kb_ref = _kb(med(ws, "kb_per_conn")), _kb(med(ref, "kb_per_conn"))
     rows = [
@@ -651,14 +651,7 @@ def bench_handshake(args: argparse.Namespace) -> Report:
         "timeout": args.timeout,
     }
 
-    def side(kind: str) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            with running(kind, args.server_src) as server:
-                return drive(server, "handshake", dict(params))
-
-        return run
-
-    res = repeat(args.runs, [("wsserver", side("wsserver")), ("reference", side("reference"))])
+    res = both_sides(args, "handshake", params)
     ws, ref = res["wsserver"], res["reference"]
     c_ws, c_ref = med(ws, "conns_per_s"), med(ref, "conns_per_s")
     rows = [
