@@ -42,7 +42,7 @@ from wsserver.storage.journal import FileStorage
 class _Outlet:
     """A connection that takes every frame and forgets it."""
 
-    def deliver(self, frame: str | bytes) -> bool:
+    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
         return True
 
     def close(self, code: int, reason: str) -> None:

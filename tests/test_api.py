@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from trio_websocket import ConnectionClosed
 
 from tests.conftest import http_request, make_config, token, ws_connect
 from wsserver.api.routes import ROUTES
+from wsserver.core.hub import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path
 
@@ -466,6 +467,27 @@ async def test_publish_encodes_the_frame_once_for_all_recipients(
         assert data["delivered"] == 3 and calls == ["system"]
         frames = [await recv(ws) for ws in (a, b, c)]
         assert frames[0] == frames[1] == frames[2]
+
+
+async def test_a_large_fan_out_reaches_everyone_in_order_with_a_direct_push_between(
+    live_server: Any,
+) -> None:
+    # FANOUT_SOON or more receivers: the server's flusher writes the frames
+    server = await start(live_server)
+    n = FANOUT_SOON + 8
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(client(server, i + 1)) for i in range(n)]
+        for k in range(20):
+            data = await ok(server, "POST", "/api/publish", {"type": "system", "data": {"k": k}, "all": True})
+            assert data["delivered"] == n
+            if k == 9:  # a delivery to one user queues behind what the flusher still holds
+                await ok(server, "POST", "/api/publish", {"type": "system", "data": {"k": "d"}, "user_id": 1})
+        for i, ws in enumerate(clients):
+            expected: list[Any] = list(range(20))
+            if i == 0:
+                expected[10:10] = ["d"]
+            assert [(await recv(ws))["data"]["k"] for _ in expected] == expected
+            await nothing_more(ws)
 
 
 @pytest.mark.parametrize(

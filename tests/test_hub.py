@@ -16,7 +16,7 @@ import pytest
 
 from wsserver.auth import Identity
 from wsserver.config import load_config
-from wsserver.core.hub import Hub, Refusal
+from wsserver.core.hub import FANOUT_SOON, Hub, Refusal
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import decode
 
@@ -37,9 +37,11 @@ class FakeOutlet:
         self.frames: list[dict[str, Any]] = []
         self.closed: list[tuple[int, str]] = []
         self.closed_after_queued: list[tuple[int, str]] = []
+        self.soon: list[bool] = []  # each delivery's `soon` flag
 
-    def deliver(self, frame: str | bytes) -> bool:
+    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
         self.frames.append(json.loads(frame))
+        self.soon.append(soon)
         return True
 
     def close(self, code: int, reason: str) -> None:
@@ -614,6 +616,24 @@ def test_room_message_reaches_every_other_member_connection_including_own_other_
             "timestamp": NOW_MS,
         }
     ]
+
+
+@pytest.mark.parametrize("others", [FANOUT_SOON - 2, FANOUT_SOON - 1])
+def test_a_room_message_to_many_asks_for_delivery_soon_and_to_few_at_once(others: int):
+    # the sender is skipped, so FANOUT_SOON - 1 others are the smallest "many"
+    hub = make_hub()
+    members = [connect(hub, user(f"u{i}")) for i in range(others + 1)]
+    for conn, out in members:
+        join(hub, conn, "lobby", out)
+    for _, out in members:
+        out.take()
+        out.soon.clear()
+    send(hub, members[0][0], "room_message", {"room": "lobby", "text": "hi"})
+    many = others + 1 >= FANOUT_SOON  # the room's size decides, the sender included
+    for _, out in members[1:]:
+        assert out.of_type("room_message") and out.soon == [many]
+    # a reply to one connection is never deferred
+    assert members[0][1].soon == [False]
 
 
 def test_room_message_with_content_alias_is_delivered():

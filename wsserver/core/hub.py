@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsserver.hub")
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+FANOUT_SOON = 32
+"""A fan-out to at least this many sessions asks its outlets to deliver "soon":
+the network layer then writes the frames from one task, a moment later, and a
+connection that meanwhile gets more frames (the next publish) receives them in
+one write. Smaller deliveries (a user's own tabs, a direct message) go out at
+once."""
 
 RoomKey = tuple[str, str]  # (group key, room name)
 Principal = tuple[str, ...]  # ("user", type, id) or ("device", code)
@@ -50,9 +56,11 @@ Principal = tuple[str, ...]  # ("user", type, id) or ("device", code)
 class Outlet(Protocol):
     """Where a session's frames go. Implementations never block."""
 
-    def deliver(self, frame: str | bytes) -> bool:
+    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
         """Queue one frame; False when the connection is closing or was just
-        closed for being too slow."""
+        closed for being too slow. `soon`: the frame is part of a large
+        fan-out, and the outlet may write it a moment later, joined with what
+        else it has for the same peer by then (`FANOUT_SOON`)."""
 
     def close(self, code: int, reason: str) -> None:
         """Close now, dropping queued frames."""
@@ -283,8 +291,10 @@ class Hub:
     def fan_out(self, sessions: Any, frame: str, skip: Session | None = None) -> int:
         """Deliver one encoded frame to many sessions; returns how many took it."""
         n = 0
-        for s in list(sessions):  # a copy: a delivery may close a connection
-            if s is not skip and s.outlet.deliver(frame):
+        targets = list(sessions)  # a copy: a delivery may close a connection
+        soon = len(targets) >= FANOUT_SOON
+        for s in targets:
+            if s is not skip and s.outlet.deliver(frame, soon):
                 n += 1
         self.messages_out += n
         return n

@@ -152,8 +152,9 @@ class Connection:
 
     # -- Outlet --------------------------------------------------------------
 
-    def deliver(self, frame: str | bytes) -> bool:
-        """Send or queue one frame without blocking; a full queue closes with 4008."""
+    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
+        """Send or queue one frame without blocking; a full queue closes with 4008.
+        `soon`: part of a large fan-out, written by the server's flusher."""
         if self.closing is not None:
             return False
         if isinstance(frame, Wire):  # one frame, built once, for many connections
@@ -162,13 +163,13 @@ class Connection:
             data = text_frame(frame.encode())
         else:
             data = binary_frame(frame)
-        if not self._write(data):
+        if not self._write(data, soon):
             return False
         self.messages_out += 1
         self.server.metrics.frame_out(frame)
         return True
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes, soon: bool = False) -> bool:
         """Send or queue one whole frame; False (and close 4008) when the queue is full."""
         writer = self.writer
         if writer is None:
@@ -184,7 +185,10 @@ class Connection:
             return False
         if writer.broken:
             return False
-        writer.write_nowait(data)
+        if soon:
+            writer.write_soon(data, self.server.flusher)
+        else:
+            writer.write_nowait(data)
         return True
 
     def close(self, code: int, reason: str) -> None:

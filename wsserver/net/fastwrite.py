@@ -18,6 +18,14 @@ in order: data frames, pongs, pings and the close frame.
   True while the peer has seen part of a frame whose rest is unsent: then
   nothing, not even a close frame, may follow.
 
+- `write_soon()` (what large fan-outs use) queues the frame and leaves the write
+  to the server's one `Flusher` task, which writes the queues of many
+  connections one after the other and lets other tasks run between chunks of
+  them. A fan-out that arrives meanwhile joins the frames still waiting, so a
+  connection receiving several publishes in quick succession gets them in one
+  `sendmsg()`: one system call where each costs more than everything else a
+  delivery does. Whatever the socket does not take goes to the writer task.
+
 Server frames are unmasked and identical for every recipient, so callers hand
 the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
 the caller (`frames` counts queued frames).
@@ -70,7 +78,18 @@ class FrameWriter:
     called when a backlog appears and no writer task runs.
     """
 
-    __slots__ = ("_busy", "_partial", "_running", "_spawn", "broken", "frames", "pending", "sock", "transport")
+    __slots__ = (
+        "_busy",
+        "_deferred",
+        "_partial",
+        "_running",
+        "_spawn",
+        "broken",
+        "frames",
+        "pending",
+        "sock",
+        "transport",
+    )
 
     def __init__(self, transport: trio.abc.Stream, spawn: Callable[[Callable[[], Any]], None]) -> None:
         self.transport = transport
@@ -79,7 +98,8 @@ class FrameWriter:
         self.frames = 0  # frames waiting in `pending` (not markers)
         self._partial = False  # pending[0] is the rest of a frame already started
         self._busy = False  # the writer task is inside a send_all() that may be partial
-        self._running = False  # a writer task exists
+        self._running = False  # a writer task exists, or the flusher owns the queue
+        self._deferred = False  # the queue waits for the flusher (no writer task)
         self._spawn = spawn
         self.broken = False
 
@@ -105,6 +125,62 @@ class FrameWriter:
                 return
         self._queue(frame)
 
+    def write_soon(self, frame: bytes, flusher: Flusher) -> None:
+        """Queue `frame` for `flusher` to write with the other connections' frames;
+        behind a backlog, or without a plain socket, the same as `write_nowait`."""
+        if self.broken:
+            return
+        if self._deferred:  # the flusher has not reached this writer yet: join its frames
+            assert self.pending is not None
+            self.pending.append(frame)
+            self.frames += 1
+            return
+        if self._running or self.sock is None or not flusher.running:
+            self.write_nowait(frame)
+            return
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = deque()
+        pending.append(frame)
+        self.frames += 1
+        self._running = self._deferred = True
+        flusher.add(self)
+
+    def flush_now(self) -> None:
+        """The flusher's turn: write the queue with non-blocking sends while the
+        socket takes it; what is left goes to the writer task."""
+        if not self._deferred:
+            return  # claimed by `_claim()` meanwhile
+        self._deferred = False
+        while self.pending:
+            batch, size, head_partial = self._take_batch()
+            if not batch:
+                continue
+            if self.broken:
+                continue  # frames are discarded
+            sent = self._send(batch, size)
+            if self.broken:
+                continue  # the rest is discarded too
+            if sent < size:
+                self._put_back(batch, sent, head_partial)
+                self._deferred = True
+                self._claim()
+                return
+            self._partial = False
+        self._running = False
+
+    def _claim(self) -> None:
+        """Take the queue back from the flusher: a writer task writes it now."""
+        if self._deferred:
+            self._deferred = False
+            try:
+                self._spawn(self._run)
+            except RuntimeError:  # the connection's nursery has closed: it is over
+                self.broken = True
+                self._running = False
+                if self.pending:
+                    self._discard()
+
     def _queue(self, item: Item) -> None:
         pending = self.pending
         if pending is None:
@@ -121,6 +197,7 @@ class FrameWriter:
         if not self._running:
             callback()
             return
+        self._claim()  # the closing paths wait on their own task, never on the flusher
         self._queue(_Marker(callback))
 
     def drop_pending(self) -> None:
@@ -151,6 +228,7 @@ class FrameWriter:
         if not self._running:
             return
         done = trio.Event()
+        self._claim()
         self._queue(_Marker(done.set))
         await done.wait()
 
@@ -163,28 +241,19 @@ class FrameWriter:
                 pending = self.pending
                 if not pending:
                     return
-                batch: list[bytes | memoryview] = []
-                size = 0
-                head_partial = self._partial
-                while pending and size < MAX_BATCH and len(batch) < MAX_IOV:
-                    item = pending[0]
-                    if isinstance(item, _Marker):
-                        if batch:
-                            break
-                        pending.popleft()
-                        item.callback()
-                        continue
-                    pending.popleft()
-                    self.frames -= 1
-                    batch.append(item)
-                    size += len(item)
+                batch, size, head_partial = self._take_batch()
                 if not batch:
                     continue
                 if self.broken:
                     self._partial = False
                     continue  # markers still run; frames are discarded
                 if self.sock is not None:
-                    await self._sendmsg(batch, size, head_partial)
+                    await trio.lowlevel.wait_writable(self.sock)
+                    sent = self._send(batch, size)
+                    if sent < size and not self.broken:
+                        self._put_back(batch, sent, head_partial)
+                    else:
+                        self._partial = False
                 else:
                     self._busy = True  # a cancelled send_all() may have written part
                     try:
@@ -196,32 +265,51 @@ class FrameWriter:
         finally:
             self._running = False
             if self.broken and self.pending:
-                markers = [i for i in self.pending if isinstance(i, _Marker)]
-                self.pending.clear()
-                self.frames = 0
-                for marker in markers:
-                    marker.callback()
+                self._discard()
 
-    async def _sendmsg(self, batch: list[bytes | memoryview], size: int, head_partial: bool) -> None:
-        """Write `batch` with as few `sendmsg()` calls as the socket allows; an
-        unsent rest goes back to the head of the queue (a partial frame)."""
+    def _take_batch(self) -> tuple[list[bytes | memoryview], int, bool]:
+        """Take the frames at the head of the queue, up to `MAX_BATCH` bytes or the
+        next marker; markers at the head run. Also says whether the first frame
+        is the rest of a frame already started."""
+        pending = self.pending
+        assert pending is not None
+        batch: list[bytes | memoryview] = []
+        size = 0
+        head_partial = self._partial
+        while pending and size < MAX_BATCH and len(batch) < MAX_IOV:
+            item = pending[0]
+            if isinstance(item, _Marker):
+                if batch:
+                    break
+                pending.popleft()
+                item.callback()
+                continue
+            pending.popleft()
+            self.frames -= 1
+            batch.append(item)
+            size += len(item)
+        return batch, size, head_partial
+
+    def _send(self, batch: list[bytes | memoryview], size: int) -> int:
+        """One non-blocking write of `batch` to the plain socket: the bytes taken
+        (0 when it takes none; `broken` is set when it failed)."""
         sock = self.sock
         assert sock is not None
-        await trio.lowlevel.wait_writable(sock)
         try:
+            if len(batch) == 1:
+                return sock.send(batch[0])
             if HAVE_SENDMSG:
-                sent = sock.sendmsg(batch)
-            else:
-                sent = sock.send(batch[0] if len(batch) == 1 else b"".join(batch))
+                return sock.sendmsg(batch)
+            return sock.send(b"".join(batch))
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            return 0
         except OSError:
             self.broken = True
-            return
-        if sent == size:
-            self._partial = False
-            return
-        # put back what was not sent, in order, the first piece possibly partial
+            return 0
+
+    def _put_back(self, batch: list[bytes | memoryview], sent: int, head_partial: bool) -> None:
+        """Return what of `batch` was not sent to the head of the queue, in order,
+        the first piece possibly partial."""
         rest: list[Item] = []
         for i, data in enumerate(batch):
             n = len(data)
@@ -235,3 +323,70 @@ class FrameWriter:
         assert self.pending is not None
         self.pending.extendleft(reversed(rest))
         self.frames += len(rest)
+
+    def _discard(self) -> None:
+        """The transport broke: drop the queued frames, run the markers."""
+        assert self.pending is not None
+        markers = [i for i in self.pending if isinstance(i, _Marker)]
+        self.pending.clear()
+        self.frames = 0
+        for marker in markers:
+            marker.callback()
+
+
+class Flusher:
+    """The task that writes the queues `FrameWriter.write_soon()` left to it.
+
+    It takes the writers in the order their first frame arrived and gives way
+    to other tasks (the registry, readers, the HTTP API) after every `CHUNK` of
+    them; frames queued meanwhile for a writer not yet reached go out in the
+    same write. While it does not run (not started yet, or ended at shutdown)
+    `write_soon()` writes at once, and any writer it still held is handed to
+    its own writer task.
+    """
+
+    CHUNK = 128  # writers flushed between two turns of the other tasks
+
+    __slots__ = ("_dirty", "_task", "running")
+
+    def __init__(self) -> None:
+        self._dirty: list[FrameWriter] = []
+        self._task: trio.lowlevel.Task | None = None  # set while parked, waiting for work
+        self.running = False
+
+    def add(self, writer: FrameWriter) -> None:
+        """`writer` has frames for the flusher (called once per turn)."""
+        self._dirty.append(writer)
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.running = True
+        task_status.started()
+        batch: list[FrameWriter] = []
+        try:
+            while True:
+                if not self._dirty:
+                    self._task = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort)
+                batch, self._dirty = self._dirty, []
+                chunk = self.CHUNK
+                for writer in batch:
+                    writer.flush_now()
+                    chunk -= 1
+                    if not chunk:
+                        chunk = self.CHUNK
+                        await trio.lowlevel.checkpoint()
+                batch = []
+        finally:
+            self.running = False
+            self._task = None
+            left, self._dirty = batch + self._dirty, []
+            for writer in left:
+                writer._claim()  # a no-op for those flushed already

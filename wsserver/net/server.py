@@ -40,7 +40,7 @@ from wsserver.config import Config, ConfigError, load_config, parse_host_port, v
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
-from wsserver.net.fastwrite import raw_socket
+from wsserver.net.fastwrite import Flusher, raw_socket
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
     ConnectionGone,
@@ -117,6 +117,7 @@ class Server:
         self.registry = Registry(self.hub, after_batch=self._after_batch)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
+        self.flusher = Flusher()  # writes large fan-outs (net.fastwrite)
         # connection ids: unique per process start (a random prefix) and cheap
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -191,12 +192,14 @@ class Server:
         )
 
     async def start_core(self, nursery: trio.Nursery) -> None:
-        """Start the registry actor and the connections' timer task in `nursery`
-        (`serve()` does; tests serving memory streams call it themselves)."""
+        """Start the registry actor, the connections' timer task, the read poller
+        and the fan-out flusher in `nursery` (`serve()` does; tests serving
+        memory streams call it themselves)."""
         await nursery.start(self.registry.run)
         await nursery.start(self.heartbeats.run)
         if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
             await nursery.start(Readiness().run)
+        await nursery.start(self.flusher.run)
         self._spare = nursery
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
