@@ -275,6 +275,35 @@ def drive(server: Server, scenario: str, params: dict[str, Any]) -> dict[str, An
     return result
 
 
+def fsync_histogram(server: Server) -> dict[float, float]:
+    """wsserver's `wsserver_storage_fsync_seconds` buckets now: {upper bound s: count}."""
+    with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("wsserver_storage_fsync_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[math.inf if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def drive_with_fsyncs(server: Server, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`drive`, plus what wsserver's journal fsyncs did meanwhile (from its /metrics,
+    over the whole run: connecting, warm-up, window and drain): how many, how many
+    took over 10 ms, and the bucket bound the longest stayed under."""
+    before = fsync_histogram(server)
+    result = drive(server, scenario, params)
+    after = fsync_histogram(server)
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(math.inf, 0.0)
+    result["fsyncs"] = total
+    result["fsyncs_over_10ms"] = total - counts.get(0.01, 0.0)
+    result["fsync_longest_under_ms"] = 1000 * min(
+        (b for b, c in counts.items() if c >= total), default=math.inf
+    )
+    return result
+
+
 # -- results --------------------------------------------------------------------------
 
 
@@ -563,6 +592,8 @@ def bench_dm(args: argparse.Namespace) -> Report:
     def side(kind: str, fsync: str, params: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             with running(kind, args.server_src, fsync) as server:
+                if kind == "wsserver" and fsync == "always":
+                    return drive_with_fsyncs(server, "dm", dict(params))
                 return drive(server, "dm", dict(params))
 
         return run
@@ -602,8 +633,16 @@ def bench_dm(args: argparse.Namespace) -> Report:
             met=None if open_p99 is None else open_p99 < 10, digits=2),
         Row("  server CPU per message", "µs", med(wo, "server_cpu_us_per_msg"),
             med(ro, "server_cpu_us_per_msg"), ratio=False),
+        Row("  journal fsyncs in the run", "", med(wo, "fsyncs"), None, ratio=False, digits=0),
+        Row("  journal fsyncs over 10 ms in the run", "", med(wo, "fsyncs_over_10ms"), None,
+            ratio=False, digits=0),
+        Row("  longest journal fsync, under", "ms", med(wo, "fsync_longest_under_ms"), None,
+            ratio=False, digits=0),
     ]  # fmt: skip
     notes = [
+        "fsync=always: a message is delivered only after the fsync of its group commit, so "
+        "an fsync that stalls holds every message sent meanwhile (fsyncs counted from "
+        "wsserver's /metrics over the whole run: connecting, warm-up, window, drain)",
         f"closed loop: every user keeps {args.window} message(s) unacknowledged, so "
         f"{2 * args.pairs * args.window:,} are in flight and the latency is mostly queueing; "
         "the open-loop reference column is the websockets relay at the same rate (no journal), "
