@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import socket as stdlib_socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,6 +77,28 @@ ACCEPT_BACKOFF = 0.1
 # accept() errors that concern one connection only (as trio.SocketListener.accept)
 ACCEPT_IGNORABLE_ERRNOS = {getattr(errno, n) for n in ("ECONNABORTED", "EPERM", "EPROTO") if hasattr(errno, n)}
 
+ACCEPT_BATCH = 64  # connections accepted in a row before the other tasks get a turn
+
+
+async def _accept_failed(exc: OSError) -> bool:
+    """An `accept()` failed: True when the listener goes on (the peer left first,
+    or the process is out of descriptors or memory: logged, then a short pause),
+    False when `exc` is for the caller to raise."""
+    if exc.errno in ACCEPT_IGNORABLE_ERRNOS:
+        return True
+    if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+        log.error("accept: %s; waiting %.0f ms", exc, ACCEPT_BACKOFF * 1000)
+        await trio.sleep(ACCEPT_BACKOFF)
+        return True
+    return False
+
+
+def raw_socket_of_listener(listener: Any) -> stdlib_socket.socket | None:
+    """The stdlib socket under a plain `trio.SocketListener` (not TLS)."""
+    if not isinstance(listener, trio.SocketListener):
+        return None
+    sock = getattr(listener.socket, "_sock", None)
+    return sock if isinstance(sock, stdlib_socket.socket) else None
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
@@ -363,26 +386,40 @@ class Server:
         """Accept connections into `handlers`, as `trio.serve_listeners` does, but
         with `_handle_stream` closing its own stream (serve_listeners adds a second,
         forceful close with its own cancel scope to every connection)."""
-        plain = isinstance(listener, trio.SocketListener)
         async with listener:
-            while True:
+            lsock = raw_socket_of_listener(listener)
+            if lsock is not None:
+                await self._accept_plain(lsock, handlers, api_only)
+                return
+            while True:  # TLS listeners (and any other kind)
                 try:
-                    if plain:  # the peer's address comes with accept(): no getpeername()
-                        sock, address = await listener.socket.accept()
-                        stream: trio.abc.Stream = trio.SocketStream(sock)
-                        ip = str(address[0])
-                    else:
-                        stream = await listener.accept()
-                        ip = _peer_ip(stream)
+                    stream = await listener.accept()
                 except OSError as exc:
-                    if exc.errno in ACCEPT_IGNORABLE_ERRNOS:  # the peer left first
-                        continue
-                    if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                        log.error("accept: %s; waiting %.0f ms", exc, ACCEPT_BACKOFF * 1000)
-                        await trio.sleep(ACCEPT_BACKOFF)
-                        continue
-                    raise
-                handlers.start_soon(self._handle_stream, stream, api_only, ip)
+                    if not await _accept_failed(exc):
+                        raise
+                    continue
+                handlers.start_soon(self._handle_stream, stream, api_only, _peer_ip(stream))
+
+    async def _accept_plain(self, lsock: Any, handlers: trio.Nursery, api_only: bool) -> None:
+        """Accept on a plain TCP listening socket: every connection waiting, up to
+        `ACCEPT_BATCH` in a row, with the stdlib's `accept()` (trio's takes a
+        scheduler trip per connection); the peer's address comes with it."""
+        while True:
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, address = lsock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if not await _accept_failed(exc):
+                        raise
+                    continue
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                handlers.start_soon(self._handle_stream, stream, api_only, str(address[0]))
+            else:
+                await trio.lowlevel.checkpoint()  # more are waiting: let the others run first
+                continue
+            await trio.lowlevel.wait_readable(lsock)
 
     async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool, ip: str | None = None) -> None:
         cfg = self.config
