@@ -283,6 +283,23 @@ async def test_flush_takes_the_queue_back_from_the_flusher(pair: Any) -> None:
     assert writer.idle
 
 
+async def test_a_writer_never_leaves_more_than_max_soon_frames_to_the_flusher(
+    pair: Any, sends: list[int]
+) -> None:
+    writer, client = pair
+    behind = Flusher()
+    behind.running = True  # a flusher that does not get to run (busy elsewhere)
+    for i in range(fastwrite.MAX_SOON - 1):
+        writer.write_soon(text_frame(b"%d" % i), behind)
+    assert writer.frames == fastwrite.MAX_SOON - 1 and sends == []
+    writer.write_soon(text_frame(b"%d" % (fastwrite.MAX_SOON - 1)), behind)  # one more: written now
+    assert sends == [fastwrite.MAX_SOON] and writer.idle and writer.frames == 0
+    expected = [str(i) for i in range(fastwrite.MAX_SOON)]
+    assert await texts(client, fastwrite.MAX_SOON) == expected
+    writer.write_soon(text_frame(b'"next"'), behind)  # a new round for the flusher
+    assert writer.frames == 1 and not writer.idle
+
+
 async def test_without_a_running_flusher_frames_are_written_at_once(pair: Any, sends: list[int]) -> None:
     writer, client = pair
     writer.write_soon(text_frame(b'"now"'), Flusher())  # never started

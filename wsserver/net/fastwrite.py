@@ -24,7 +24,11 @@ in order: data frames, pongs, pings and the close frame.
   them. A fan-out that arrives meanwhile joins the frames still waiting, so a
   connection receiving several publishes in quick succession gets them in one
   `sendmsg()`: one system call where each costs more than everything else a
-  delivery does. Whatever the socket does not take goes to the writer task.
+  delivery does. Whatever the socket does not take goes to the writer task. A
+  connection never leaves more than `MAX_SOON` frames to the flusher: when
+  fan-outs come faster than it writes, the next one writes them at once (so
+  the publishers slow down to the pace of the writes, and a queue only grows
+  toward `limits.send_queue` when the peer does not read).
 
 Server frames are unmasked and identical for every recipient, so callers hand
 the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
@@ -46,6 +50,7 @@ import trio
 
 MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
 MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
+MAX_SOON = 32  # frames a writer leaves to the flusher; the next one is written at once
 # Windows sockets have no sendmsg(): there the batch is joined and sent with send()
 HAVE_SENDMSG = hasattr(stdlib_socket.socket, "sendmsg")
 
@@ -134,6 +139,11 @@ class FrameWriter:
             assert self.pending is not None
             self.pending.append(frame)
             self.frames += 1
+            if self.frames >= MAX_SOON:
+                # The flusher is behind (publishes arrive faster than it writes):
+                # write them now, so frames wait in the socket rather than here
+                # and only a peer that does not read reaches `send_queue`.
+                self.flush_now()
             return
         if self._running or self.sock is None or not flusher.running:
             self.write_nowait(frame)
