@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, make_config, token, ws_connect
+from tests.conftest import MemoryClient, http_request, make_config, token, ws_connect
 from wsserver.api.routes import ROUTES
 from wsserver.core.hub import FANOUT_SOON
 from wsserver.net.server import Server
@@ -488,6 +489,39 @@ async def test_a_large_fan_out_reaches_everyone_in_order_with_a_direct_push_betw
                 expected[10:10] = ["d"]
             assert [(await recv(ws))["data"]["k"] for _ in expected] == expected
             await nothing_more(ws)
+
+
+async def test_in_a_large_fan_out_only_the_connection_that_stops_reading_is_closed_4008(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, limits__send_queue=64)
+    n, count, pad = FANOUT_SOON + 8, 300, "x" * 2000  # ~600 KB to each connection
+    # A client that takes the handshake, then reads nothing more (small receive buffer).
+    raw = trio.socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await raw.connect(server.addresses[0])
+    stalled = MemoryClient(trio.SocketStream(raw))
+    assert await stalled.handshake(f"/ws?token={token(server.config, user_id='stalled')}")
+    got: dict[int, list[int]] = {i: [] for i in range(n)}
+
+    async def read_all(ws: Any, into: list[int]) -> None:
+        while len(into) < count:
+            msg = await recv(ws)
+            into.append(msg["data"]["k"])
+
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(client(server, i + 1)) for i in range(n)]
+        with trio.fail_after(60):
+            async with trio.open_nursery() as readers:
+                for i, ws in enumerate(clients):
+                    readers.start_soon(read_all, ws, got[i])
+                for k in range(count):
+                    body = {"type": "system", "data": {"k": k, "pad": pad}, "all": True}
+                    await ok(server, "POST", "/api/publish", body)
+        assert all(got[i] == list(range(count)) for i in range(n))  # the readers: everything, in order
+    with trio.fail_after(10):
+        assert await stalled.closed() == 4008
+    await stalled.stream.aclose()
 
 
 @pytest.mark.parametrize(
