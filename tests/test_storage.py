@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import wsserver.storage
 from wsserver.storage import FileStorage, Loaded, MemoryStorage, Storage, StorageError
+from wsserver.storage.base import json_chunks
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -706,3 +707,72 @@ async def test_write_now_of_memory_storage_announces() -> None:
     storage.append({"t": "x"})
     storage.write_now()
     assert seen == [1]
+
+
+# -- snapshots in pieces (json_chunks) ---------------------------------------------------
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_json_value = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=40)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=40)
+    | st.dictionaries(st.integers(-5, 5) | st.booleans() | st.none(), inner, max_size=20),
+    max_leaves=200,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_json_value, chunk=st.integers(1, 7))
+def test_a_snapshot_in_pieces_is_the_text_json_dumps_gives(value: Any, chunk: int) -> None:
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert "".join(json_chunks(value, chunk)) == expected
+
+
+def test_a_large_state_is_encoded_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `json.dumps` call covers at most one chunk of a long list or dict, so a
+    worker thread encoding a big snapshot gives the GIL back between pieces."""
+    import wsserver.storage.base as base
+
+    sizes: list[int] = []
+    real = json.dumps
+
+    def counting(obj: Any, **kwargs: Any) -> str:
+        sizes.append(len(obj) if isinstance(obj, list | dict) else 1)
+        return real(obj, **kwargs)
+
+    monkeypatch.setattr(base.json, "dumps", counting)
+    state = {
+        "messages": {"messages": [{"id": i, "text": "x"} for i in range(5000)], "next_id": 5001},
+        "inbox": {f"k{i}": [i] for i in range(2500)},
+    }
+    text = "".join(json_chunks(state, 1000))
+    monkeypatch.undo()
+    assert json.loads(text) == state
+    assert max(sizes) == 1000 and len(sizes) >= 5 + 3
+
+
+def test_nan_in_a_piece_fails_like_json_dumps() -> None:
+    with pytest.raises(ValueError):
+        "".join(json_chunks({"a": [*range(40), float("nan")]}, 8))
+
+
+async def test_a_state_that_is_not_json_skips_the_snapshot_and_keeps_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage, _ = open_storage(tmp_path)
+    durable = Durable(storage)
+    async with running(storage):
+        storage.append({"i": 1})
+        storage.request_snapshot({"bad": [float("nan")] * 50}, 1)
+        storage.append({"i": 2})
+        await durable.wait_for(2)
+    assert "snapshot at n=1 skipped: the state is not JSON" in caplog.text
+    assert not (tmp_path / "snapshot.json").exists()
+    assert not (tmp_path / "snapshot.json.tmp").exists()
+    assert [r["n"] for r in journal_lines(tmp_path)] == [1, 2]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -40,6 +40,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "encode_record",
+    "json_chunks",
 ]
 
 log = logging.getLogger("wsserver.storage")
@@ -149,6 +150,49 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+
+
+_JSON_OPTIONS: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
+JSON_CHUNK = 1000
+"""Items of a large list or dict that `json_chunks` encodes with one `json.dumps`."""
+_SPLIT_AT = 16  # containers this long or shorter are opened and their values encoded one by one
+
+
+def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
+    """The text `json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+    allow_nan=False)` gives, in pieces.
+
+    The stdlib's C encoder holds the GIL for the whole document: a snapshot of
+    a million stored messages encoded in a worker thread would stop the trio
+    thread for seconds. Here a list or dict longer than `_SPLIT_AT` items is
+    encoded `chunk` items per `json.dumps` call, and a shorter dict with string
+    keys (the state's upper levels) is opened and each value encoded the same
+    way, so between two pieces other threads get the GIL. Raises what
+    `json.dumps` raises (TypeError, ValueError), at the piece that has it.
+    """
+    dumps = json.dumps
+    kind = type(value)
+    if kind is list and len(value) > _SPLIT_AT:
+        yield "["
+        for start in range(0, len(value), chunk):
+            piece = dumps(value[start : start + chunk], **_JSON_OPTIONS)
+            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
+        yield "]"
+    elif kind is dict and len(value) > _SPLIT_AT:
+        items = list(value.items())
+        yield "{"
+        for start in range(0, len(items), chunk):
+            piece = dumps(dict(items[start : start + chunk]), **_JSON_OPTIONS)
+            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
+        yield "}"
+    elif kind is dict and value and all(type(k) is str for k in value):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ("" if i == 0 else ",") + dumps(key, ensure_ascii=False) + ":"
+            yield from json_chunks(item, chunk)
+        yield "}"
+    else:
+        yield dumps(value, **_JSON_OPTIONS)
 
 
 def check_snapshot_request(state: object, upto: int, last_n: int) -> None:

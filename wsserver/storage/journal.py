@@ -55,6 +55,7 @@ from wsserver.storage.base import (
     StorageError,
     check_snapshot_request,
     encode_record,
+    json_chunks,
     log,
 )
 
@@ -384,16 +385,23 @@ class FileStorage(DurableNotifier):
             "written_at": self._clock(),
             "state": request.state,
         }
-        try:
-            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            data = text.encode("utf-8")
-        except (TypeError, ValueError):
-            log.exception("snapshot at n=%d skipped: the state is not JSON", request.upto)
-            return
         sync = self.fsync != "never"
+        size = 0
         try:
             with open(self._temp_path, "wb") as temp:
-                temp.write(data)
+                try:
+                    # in pieces, written as they come: the trio thread gets the
+                    # GIL between them (`json_chunks`), and the text is never
+                    # held whole, nor its UTF-8 beside it
+                    for piece in json_chunks(document):
+                        data = piece.encode("utf-8")
+                        temp.write(data)
+                        size += len(data)
+                except (TypeError, ValueError):
+                    log.exception("snapshot at n=%d skipped: the state is not JSON", request.upto)
+                    temp.close()
+                    os.unlink(self._temp_path)
+                    return
                 temp.flush()
                 if sync:
                     self._fsync_fd(temp.fileno())
@@ -412,7 +420,7 @@ class FileStorage(DurableNotifier):
         log.debug(
             "snapshot at n=%d: %d bytes in %.3f s",
             request.upto,
-            len(data),
+            size,
             time.monotonic() - started,
         )
 
