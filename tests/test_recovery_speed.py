@@ -33,7 +33,7 @@ from wsserver.core.hub import Hub
 from wsserver.core.messages import MessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import journal as journal_mod
-from wsserver.storage.base import encode_record
+from wsserver.storage.base import encode_record, json_chunks
 
 # -- a data directory written by the previous version (made with its hub) ------------
 
@@ -620,3 +620,48 @@ def test_a_stored_message_keeps_no_more_memory_than_its_content_needs() -> None:
     finally:
         tracemalloc.stop()
     assert per_message < 1500, per_message  # ~750 bytes here: the dict, its keys and values
+
+
+def _view_json(view: dict[str, Any]) -> Any:
+    return json.loads("".join(json_chunks(view, 2)))
+
+
+def test_a_snapshot_view_encodes_as_the_detached_snapshot_does() -> None:
+    """Messages stored at run time (parties as text, one beyond 64 bits), restored
+    from a snapshot (parties as objects), and with a changed status."""
+    old = MessageStore(policy=RetentionPolicy())
+    first = _message_record("restored")
+    old.apply(first)
+    store = MessageStore.from_state(_json(old.to_state()), RetentionPolicy())
+    for i, sender in enumerate(["a", 2**70 + 1, "c"], start=2):
+        rec = _message_record(sender)
+        rec["id"] = rec["seq"] = i
+        store.apply(rec)
+    store.apply({"t": "status", "id": 3, "status": "delivered", "time": 5})
+    assert _view_json(store.snapshot_view()) == _json(store.to_state())
+    assert _view_json(store.snapshot_view())["messages"][2]["from"]["user_id"] == 2**70 + 1
+
+
+def test_a_status_change_after_the_view_is_taken_does_not_reach_it() -> None:
+    """The snapshot must show the state at its record number: a later status
+    change stores a new dict and leaves the one the view holds alone."""
+    store = MessageStore(policy=RetentionPolicy())
+    rec = _message_record()
+    store.apply(rec)
+    store.apply({"t": "box", "id": 1})
+    view = store.snapshot_view()
+    before = _view_json(view)
+    store.apply({"t": "status", "id": 1, "status": "read", "time": 9})
+    assert store.messages[1]["status"] == "read" and store.messages[1]["read_at"] == 9
+    assert _view_json(view) == before
+    assert before["messages"][0]["status"] == "sent" and "read_at" not in before["messages"][0]
+    assert before["mailbox"] == {"1||b": [1]}  # consistent with the status it shows
+
+
+def test_the_hub_hands_the_writer_a_view_that_reads_back_as_its_snapshot() -> None:
+    hub = Hub(load_config(None, env={}, overrides={}))
+    for i in range(1, 4):
+        rec = _message_record(f"u{i}")
+        rec["id"] = rec["seq"] = i
+        hub.direct.store.apply(rec)
+    assert _view_json(hub.snapshot_view()) == _json(hub.snapshot_state())

@@ -85,6 +85,10 @@ class DirectMessaging:
         """The snapshot of the message store."""
         return self.store.to_state()
 
+    def snapshot_view(self) -> dict[str, Any]:
+        """`to_state()` for the snapshot writer, without copying the messages."""
+        return self.store.snapshot_view()
+
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace the store with a snapshot's."""
         self.store = MessageStore.from_state(state, self.store.policy)

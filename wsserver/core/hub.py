@@ -256,6 +256,18 @@ class Hub:
             state[name] = component.to_state()
         return state
 
+    def snapshot_view(self) -> dict[str, Any]:
+        """What `snapshot_state()` gives, for the snapshot writer: components with a
+        `snapshot_view()` (the message store) hand over their never-changed parts
+        without copying them; the storage encodes the view with
+        `storage.base.json_chunks`. This runs in the registry: with a million
+        stored messages the copy took it 3.6–5.8 s."""
+        state: dict[str, Any] = {"n": self.last_n}
+        for name, component in self.components.items():
+            view = getattr(component, "snapshot_view", None)
+            state[name] = view() if view is not None else component.to_state()
+        return state
+
     # -- small helpers -------------------------------------------------------
 
     def now_ms(self) -> int:

@@ -134,6 +134,9 @@ class MessageStore:
         ]
 
     # -- the only mutation -----------------------------------------------------
+    #
+    # A stored message dict is never changed once stored: a status change
+    # stores a changed copy. `snapshot_view` relies on it.
 
     def apply(self, rec: dict[str, Any]) -> None:
         """Fold one record into the state (at run time and at replay)."""
@@ -143,8 +146,12 @@ class MessageStore:
         elif kind == "status":
             m = self.messages.get(rec["id"])
             if m is not None and STATUS_RANK[rec["status"]] > STATUS_RANK[m["status"]]:
+                # a new dict, never a change in place: a snapshot view being
+                # written meanwhile holds the old one (`snapshot_view`)
+                m = dict(m)
                 m["status"] = rec["status"]
                 m[f"{rec['status']}_at"] = rec["time"]
+                self.messages[m["id"]] = m
                 self._unbox(m["to_key"], [m["id"]])
         elif kind == "drop":
             dropped = self._unbox(rec["to"], rec["ids"])
@@ -276,9 +283,24 @@ class MessageStore:
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy of the state (for the snapshot)."""
+        state = self.to_state_without_messages()
+        state["messages"] = [_thawed(m) for m in self.messages.values()]
+        return state
+
+    def snapshot_view(self) -> dict[str, Any]:
+        """What `to_state()` gives, for the snapshot writer, without copying the
+        messages: they go as the store's own dicts (never changed in place) in a
+        `StoredMessages` list, made JSON objects as they are encoded
+        (`storage.base.json_chunks`). A million stored messages take ~20 ms here
+        instead of seconds of copying in the registry."""
+        state = self.to_state_without_messages()
+        state["messages"] = StoredMessages(self.messages.values())
+        return state
+
+    def to_state_without_messages(self) -> dict[str, Any]:
         return {
             "next_id": self.next_id,
-            "messages": [_thawed(m) for m in self.messages.values()],
+            "messages": [],
             "seq": dict(self.seq),
             "mailbox": {k: list(v) for k, v in self.mailbox.items()},
             "truncated": dict(self.truncated),
@@ -354,6 +376,13 @@ def _thawed(msg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (bytes, str)):
             out[side] = _party_value(value)
     return out
+
+
+class StoredMessages(list):  # type: ignore[type-arg]
+    """Stored message dicts in a snapshot view: `json_item` makes each the JSON
+    object `to_state()` would hold (`storage.base.json_chunks` calls it)."""
+
+    json_item = staticmethod(_thawed)
 
 
 def party(msg: dict[str, Any], side: str) -> dict[str, Any]:

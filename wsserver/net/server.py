@@ -361,7 +361,7 @@ class Server:
 
     def _snapshot_now(self) -> int:
         """(Registry command.) Queue a snapshot of everything recorded so far."""
-        state = self.hub.snapshot_state()
+        state = self.hub.snapshot_view()
         self.storage.request_snapshot(state, self.hub.last_n)
         return self.hub.last_n
 

@@ -102,7 +102,10 @@ class Storage(Protocol):
     def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
         """Queue a snapshot of `state` (detached, reflecting records `n <= upto`).
 
-        `upto` must be the number of the last appended record (ValueError otherwise).
+        `state` may share objects with the caller that the caller never changes
+        in place (a snapshot view's stored messages); it is encoded with
+        `json_chunks`. `upto` must be the number of the last appended record
+        (ValueError otherwise).
         """
         ...
 
@@ -169,10 +172,21 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
     keys (the state's upper levels) is opened and each value encoded the same
     way, so between two pieces other threads get the GIL. Raises what
     `json.dumps` raises (TypeError, ValueError), at the piece that has it.
+
+    A list whose class has a `json_item` function (a snapshot view's stored
+    messages, `core.messages.StoredMessages`) is encoded as the list of
+    `json_item(x)` of its items.
     """
     dumps = json.dumps
     kind = type(value)
-    if kind is list and len(value) > _SPLIT_AT:
+    item = getattr(kind, "json_item", None)
+    if item is not None and isinstance(value, list):  # items made JSON as they go
+        yield "["
+        for start in range(0, len(value), chunk):
+            piece = dumps([item(x) for x in value[start : start + chunk]], **_JSON_OPTIONS)
+            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
+        yield "]"
+    elif kind is list and len(value) > _SPLIT_AT:
         yield "["
         for start in range(0, len(value), chunk):
             piece = dumps(value[start : start + chunk], **_JSON_OPTIONS)
@@ -244,7 +258,7 @@ class MemoryStorage(DurableNotifier):
 
     def __init__(self) -> None:
         super().__init__()
-        self._state: dict[str, Any] | None = None
+        self._state: str | None = None  # the last snapshot's JSON text
         self._lines: list[bytes] = []
         self._next_n = 1
         self._announced = 0
@@ -258,7 +272,7 @@ class MemoryStorage(DurableNotifier):
 
     def load(self) -> Loaded:
         """The last snapshot and the records after it, as JSON round trips."""
-        state = None if self._state is None else json.loads(json.dumps(self._state))
+        state = None if self._state is None else json.loads(self._state)
         records = [json.loads(line) for line in self._lines]
         return Loaded(state=state, records=records, next_n=self._next_n)
 
@@ -275,7 +289,7 @@ class MemoryStorage(DurableNotifier):
     def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
         """Keep `state` and forget the records it covers."""
         check_snapshot_request(state, upto, self._next_n - 1)
-        self._state = state
+        self._state = "".join(json_chunks(state))  # detached now, as the file's copy is
         self._lines.clear()
 
     def write_now(self) -> None:
