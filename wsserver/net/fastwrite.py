@@ -173,8 +173,7 @@ class FrameWriter:
                 continue  # the rest is discarded too
             if sent < size:
                 self._put_back(batch, sent, head_partial)
-                self._deferred = True
-                self._claim()
+                self._hand_to_task()
                 return
             self._partial = False
         self._running = False
@@ -183,13 +182,17 @@ class FrameWriter:
         """Take the queue back from the flusher: a writer task writes it now."""
         if self._deferred:
             self._deferred = False
-            try:
-                self._spawn(self._run)
-            except RuntimeError:  # the connection's nursery has closed: it is over
-                self.broken = True
-                self._running = False
-                if self.pending:
-                    self._discard()
+            self._hand_to_task()
+
+    def _hand_to_task(self) -> None:
+        """Start the writer task for the queue (`_running` stays True)."""
+        try:
+            self._spawn(self._run)
+        except RuntimeError:  # the connection's nursery has closed: it is over
+            self.broken = True
+            self._running = False
+            if self.pending:
+                self._discard()
 
     def _queue(self, item: Item) -> None:
         pending = self.pending
