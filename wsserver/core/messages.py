@@ -283,7 +283,7 @@ class MessageStore:
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy of the state (for the snapshot)."""
-        state = self.to_state_without_messages()
+        state = self._state_without_messages()
         state["messages"] = [_thawed(m) for m in self.messages.values()]
         return state
 
@@ -291,13 +291,13 @@ class MessageStore:
         """What `to_state()` gives, for the snapshot writer, without copying the
         messages: they go as the store's own dicts (never changed in place) in a
         `StoredMessages` list, made JSON objects as they are encoded
-        (`storage.base.json_chunks`). A million stored messages take ~20 ms here
-        instead of seconds of copying in the registry."""
-        state = self.to_state_without_messages()
+        (`storage.base.json_chunks`). The hub's view of a million stored
+        messages takes ~84 ms instead of seconds of copying in the registry."""
+        state = self._state_without_messages()
         state["messages"] = StoredMessages(self.messages.values())
         return state
 
-    def to_state_without_messages(self) -> dict[str, Any]:
+    def _state_without_messages(self) -> dict[str, Any]:
         return {
             "next_id": self.next_id,
             "messages": [],

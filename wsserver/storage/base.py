@@ -138,6 +138,10 @@ class Storage(Protocol):
         ...
 
 
+_JSON_OPTIONS: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
+"""Records and snapshots: compact UTF-8 JSON that refuses NaN and infinities."""
+
+
 def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
     """One journal line: compact UTF-8 JSON of `record` with `"n"` first, and a newline.
 
@@ -147,15 +151,9 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
         raise TypeError(f"a record must be a dict, got {type(record).__name__}")
     if "n" in record:
         raise ValueError('a record must not carry "n": storage numbers it')
-    text = json.dumps(
-        {"n": n, **record}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
-    return text.encode("utf-8") + b"\n"
+    return json.dumps({"n": n, **record}, **_JSON_OPTIONS).encode("utf-8") + b"\n"
 
 
-
-
-_JSON_OPTIONS: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
 JSON_CHUNK = 1000
 """Items of a large list or dict that `json_chunks` encodes with one `json.dumps`."""
 _SPLIT_AT = 16  # containers this long or shorter are opened and their values encoded one by one
@@ -177,36 +175,33 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
     messages, `core.messages.StoredMessages`) is encoded as the list of
     `json_item(x)` of its items.
     """
-    dumps = json.dumps
     kind = type(value)
-    item = getattr(kind, "json_item", None)
-    if item is not None and isinstance(value, list):  # items made JSON as they go
-        yield "["
-        for start in range(0, len(value), chunk):
-            piece = dumps([item(x) for x in value[start : start + chunk]], **_JSON_OPTIONS)
-            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
-        yield "]"
+    json_item = getattr(kind, "json_item", None)
+    if json_item is not None and isinstance(value, list):  # items made JSON as they go
+        yield from _in_groups("[]", value, chunk, lambda part: [json_item(x) for x in part])
     elif kind is list and len(value) > _SPLIT_AT:
-        yield "["
-        for start in range(0, len(value), chunk):
-            piece = dumps(value[start : start + chunk], **_JSON_OPTIONS)
-            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
-        yield "]"
+        yield from _in_groups("[]", value, chunk, lambda part: part)
     elif kind is dict and len(value) > _SPLIT_AT:
-        items = list(value.items())
-        yield "{"
-        for start in range(0, len(items), chunk):
-            piece = dumps(dict(items[start : start + chunk]), **_JSON_OPTIONS)
-            yield piece[1:-1] if start == 0 else "," + piece[1:-1]
-        yield "}"
+        yield from _in_groups("{}", list(value.items()), chunk, dict)
     elif kind is dict and value and all(type(k) is str for k in value):
         yield "{"
-        for i, (key, item) in enumerate(value.items()):
-            yield ("" if i == 0 else ",") + dumps(key, ensure_ascii=False) + ":"
-            yield from json_chunks(item, chunk)
+        for i, (key, member) in enumerate(value.items()):
+            yield ("" if i == 0 else ",") + json.dumps(key, ensure_ascii=False) + ":"
+            yield from json_chunks(member, chunk)
         yield "}"
     else:
-        yield dumps(value, **_JSON_OPTIONS)
+        yield json.dumps(value, **_JSON_OPTIONS)
+
+
+def _in_groups(brackets: str, seq: list[Any], chunk: int, as_json: Callable[[list[Any]], Any]) -> Iterator[str]:
+    """`brackets` around the members of `seq`, encoded `chunk` at a time: each
+    group is `as_json(group)` (a list, or a dict of items) encoded whole, its
+    own brackets taken off."""
+    yield brackets[0]
+    for start in range(0, len(seq), chunk):
+        inner = json.dumps(as_json(seq[start : start + chunk]), **_JSON_OPTIONS)[1:-1]
+        yield inner if start == 0 else "," + inner
+    yield brackets[1]
 
 
 def check_snapshot_request(state: object, upto: int, last_n: int) -> None:
