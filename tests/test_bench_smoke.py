@@ -55,3 +55,19 @@ def test_fanout_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     text = bench.markdown(report)
     assert "| server CPU per delivered message (µs) |" in text
     assert "Fan-out, burst: 20 connections" in capsys.readouterr().out
+
+
+def test_commit_costs_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/commit_costs.py runs its five variants and cleans up after itself."""
+    path = BENCH.parent / "commit_costs.py"
+    spec = importlib.util.spec_from_file_location("wsserver_commit_costs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--handoffs", "20", "--commits", "5", "--rounds", "1", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    for variant in ("to_thread", "dedicated", "append_fsync", "append_fdatasync",
+                    "zeroed_fdatasync"):  # fmt: skip
+        assert f"  {variant} " in out, out
+    assert "process_cpu" in out and "thread_cpu" in out
+    assert list(tmp_path.iterdir()) == []  # the temporary directory and its files are gone
