@@ -18,8 +18,14 @@ the load generator), so a commit's fixed costs matter. This measures them apart:
 Variants run interleaved, `--rounds` times each; medians are printed. Linux
 (`fdatasync`); the files go to a temporary directory under --dir.
 
+With `--stalls SECONDS` it runs the three disk variants side by side instead
+(one thread each, a commit every 2 ms) and reports their stalls (commits over
+10 ms) and how many of them happened while both other variants stalled too:
+stalls of the device, not of one way of writing.
+
 Usage: python benchmarks/commit_costs.py [--handoffs 5000] [--commits 2000]
        [--rounds 3] [--dir /tmp]
+       python benchmarks/commit_costs.py --stalls 180
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import trio
 LINE = b'{"n":1,"kind":"msg","payload":"' + b"x" * 166 + b'"}\n'  # 200 bytes
 BATCH = LINE * 10
 ZEROED_BYTES = 16 << 20
+DISK_KINDS = ("append_fsync", "append_fdatasync", "zeroed_fdatasync")
 
 
 def _nothing() -> None:
@@ -85,33 +92,111 @@ def handoff(kind: str, n: int) -> dict[str, float]:
     return trio.run(main)
 
 
+class _Journal:
+    """One journal file written the way `kind` names; `commit` makes BATCH durable."""
+
+    def __init__(self, kind: str, directory: str) -> None:
+        self.path = os.path.join(directory, f"journal-{kind}")
+        self.zeroed = kind == "zeroed_fdatasync"
+        if self.zeroed:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            zeros = b"\0" * (1 << 20)
+            for _ in range(ZEROED_BYTES >> 20):
+                os.write(self.fd, zeros)
+            os.fsync(self.fd)
+        else:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        self.sync: Callable[[int], None] = os.fsync if kind == "append_fsync" else os.fdatasync
+        self.offset = 0
+
+    def commit(self) -> None:
+        if self.zeroed:
+            os.pwrite(self.fd, BATCH, self.offset)
+            self.offset = (self.offset + len(BATCH)) % (ZEROED_BYTES - len(BATCH))
+        else:
+            os.write(self.fd, BATCH)
+        self.sync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.unlink(self.path)
+
+
 def commits(kind: str, n: int, directory: str) -> dict[str, float]:
     """Per commit of BATCH: CPU of this thread and wall (µs)."""
-    path = os.path.join(directory, f"journal-{kind}")
-    if kind == "zeroed_fdatasync":
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        zeros = b"\0" * (1 << 20)
-        for _ in range(ZEROED_BYTES >> 20):
-            os.write(fd, zeros)
-        os.fsync(fd)
-    else:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
-    sync: Callable[[int], None] = os.fsync if kind == "append_fsync" else os.fdatasync
-    offset = 0
+    journal = _Journal(kind, directory)
     try:
         c0, w0 = time.thread_time(), time.perf_counter()
         for _ in range(n):
-            if kind == "zeroed_fdatasync":
-                os.pwrite(fd, BATCH, offset)
-                offset = (offset + len(BATCH)) % (ZEROED_BYTES - len(BATCH))
-            else:
-                os.write(fd, BATCH)
-            sync(fd)
+            journal.commit()
         c1, w1 = time.thread_time(), time.perf_counter()
     finally:
-        os.close(fd)
-        os.unlink(path)
+        journal.close()
     return {"thread_cpu": (c1 - c0) / n * 1e6, "wall": (w1 - w0) / n * 1e6}
+
+
+STALL = 0.010  # a commit slower than this is a stall
+
+
+def stalls(seconds: float, directory: str) -> None:
+    """The disk variants side by side, one thread each, a commit every 2 ms for
+    `seconds`: their latencies, and whether their stalls (commits over 10 ms)
+    happen at the same moments (the device) or apart (the file system's own
+    metadata commits, which only `append_fsync` needs)."""
+    kinds = list(DISK_KINDS)
+    seen: dict[str, list[tuple[float, float]]] = {}
+    end = time.monotonic() + seconds
+
+    def probe(kind: str) -> None:
+        journal, out = _Journal(kind, directory), []
+        try:
+            while time.monotonic() < end:
+                t = time.monotonic()
+                journal.commit()
+                out.append((t, time.monotonic() - t))
+                time.sleep(0.002)
+        finally:
+            journal.close()
+        seen[kind] = out
+
+    threads = [threading.Thread(target=probe, args=(kind,)) for kind in kinds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"disk variants side by side for {seconds:g} s, a commit every 2 ms each:")
+    for kind, r in stall_report(seen).items():
+        print(f"  {kind:<18} commits {r['commits']:,}, p50 {r['p50_ms']:.2f} ms, "
+              f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms, over 10 ms "
+              f"{r['stalls']} (of them {r['shared']} while both others stalled too)")  # fmt: skip
+
+
+def stall_report(seen: dict[str, list[tuple[float, float]]]) -> dict[str, dict[str, float]]:
+    """Per variant, from its commits' (start, duration) in seconds: the count,
+    p50/p99/max in ms, the stalls, and the stalls that overlap a stall of every
+    other variant."""
+    slow = {kind: _slow(commits) for kind, commits in seen.items()}
+    report: dict[str, dict[str, float]] = {}
+    for kind, commits in seen.items():
+        lat = sorted(d for _, d in commits)
+        others = [spans for other, spans in slow.items() if other != kind]
+        shared = sum(
+            all(any(a < e2 and a2 < e for a2, e2 in spans) for spans in others)
+            for a, e in slow[kind]
+        )
+        report[kind] = {
+            "commits": len(lat),
+            "p50_ms": lat[len(lat) // 2] * 1e3,
+            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+            "max_ms": lat[-1] * 1e3,
+            "stalls": len(slow[kind]),
+            "shared": shared,
+        }
+    return report
+
+
+def _slow(commits: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(t, t + d) for t, d in commits if d > STALL]
 
 
 def _median_table(title: str, results: dict[str, list[dict[str, float]]]) -> None:
@@ -127,11 +212,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commits", type=int, default=2000, help="commits per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the files go")
+    parser.add_argument(
+        "--stalls", type=float, metavar="SECONDS",
+        help="instead: run the disk variants side by side for SECONDS and compare their stalls",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.stalls:
+        with tempfile.TemporaryDirectory(prefix="commit-costs-", dir=args.dir) as directory:
+            stalls(args.stalls, directory)
+        return
     hand: dict[str, list[dict[str, float]]] = {"to_thread": [], "dedicated": []}
-    disk: dict[str, list[dict[str, float]]] = {
-        "append_fsync": [], "append_fdatasync": [], "zeroed_fdatasync": []
-    }  # fmt: skip
+    disk: dict[str, list[dict[str, float]]] = {kind: [] for kind in DISK_KINDS}
     with tempfile.TemporaryDirectory(prefix="commit-costs-", dir=args.dir) as directory:
         for _ in range(args.rounds):
             for kind in hand:

@@ -71,3 +71,25 @@ def test_commit_costs_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert f"  {variant} " in out, out
     assert "process_cpu" in out and "thread_cpu" in out
     assert list(tmp_path.iterdir()) == []  # the temporary directory and its files are gone
+
+
+def test_commit_costs_stall_report() -> None:
+    """A stall counts as shared only when it overlaps a stall of every other variant."""
+    path = BENCH.parent / "commit_costs.py"
+    spec = importlib.util.spec_from_file_location("wsserver_commit_costs_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fast = [(t / 10, 0.001) for t in range(98)]
+    seen = {
+        "a": fast + [(10.0, 0.030), (20.0, 0.020)],  # the second: only "b" stalls then
+        "b": fast + [(10.02, 0.015), (20.01, 0.015)],
+        "c": fast + [(9.99, 0.035), (30.0, 0.050)],  # starts before the others, ends inside
+    }
+    report = module.stall_report(seen)
+    assert {k: (r["stalls"], r["shared"]) for k, r in report.items()} == {
+        "a": (2, 1), "b": (2, 1), "c": (2, 1)
+    }  # fmt: skip
+    assert report["a"]["commits"] == 100
+    assert report["c"]["max_ms"] == pytest.approx(50.0)
+    assert report["a"]["p50_ms"] == pytest.approx(1.0)
