@@ -5,6 +5,8 @@ Real files in `tmp_path`; fsyncs are counted through the injectable `fsync_fd`.
 
 from __future__ import annotations
 
+import datetime
+import enum
 import errno
 import json
 import logging
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +29,7 @@ from hypothesis import strategies as st
 
 import wsserver.storage
 from wsserver.storage import FileStorage, Loaded, MemoryStorage, Storage, StorageError
-from wsserver.storage.base import json_chunks
+from wsserver.storage.base import encode_record, json_chunks
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -725,6 +728,88 @@ _json_value = st.recursive(
     | st.dictionaries(st.integers(-5, 5) | st.booleans() | st.none(), inner, max_size=20),
     max_leaves=200,
 )
+
+
+# journal lines (encode_record) use the same leaves
+
+
+class _Str(str):
+    pass
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+_odd_leaf = st.sampled_from(
+    [
+        float("nan"), float("inf"), -float("inf"), 2**64, -(2**63) - 1, "\ud800", _Str("s"),
+        _Level.HIGH, (1, "a"), datetime.datetime(2026, 1, 2), uuid.UUID(int=7), {1, 2}, b"x",
+    ]
+)  # fmt: skip
+_line_value = st.recursive(
+    _json_leaf | _odd_leaf,
+    lambda inner: st.lists(inner, max_size=6)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4) | st.integers(-3, 3) | st.none(), inner, max_size=6),
+    max_leaves=30,
+)
+
+
+def _stdlib_line(n: int, record: dict[str, Any]) -> bytes:
+    """What encode_record gave before orjson: the stdlib's text."""
+    text = json.dumps({"n": n, **record}, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(record=st.dictionaries(st.text(max_size=4).filter(lambda k: k != "n"), _line_value, max_size=6))
+def test_a_journal_line_reads_back_as_the_stdlibs_or_fails_alike(record: dict[str, Any]) -> None:
+    """orjson writes the plain records; whatever it would write differently from
+    the stdlib (NaN, integers beyond 64 bits, keys that are not str, lone
+    surrogates, subclasses, datetime, UUID) is still the stdlib's to encode or refuse."""
+    try:
+        expected = _stdlib_line(9, record)
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            encode_record(9, record)
+        return
+    line = encode_record(9, record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == json.loads(expected)
+
+
+def test_plain_records_take_orjson_and_the_line_keeps_no_spare_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tracemalloc
+
+    import wsserver.storage.base as base
+
+    record = {"t": "msg", "id": 1, "to": {"user_id": 2, "name": None}, "x": [1.5, True], "s": "é"}
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the stdlib encoder was used for a plain record")
+
+    monkeypatch.setattr(base.json, "dumps", refuse)
+    assert json.loads(encode_record(3, record)) == {"n": 3, **record}
+    with pytest.raises(AssertionError, match="stdlib"):
+        encode_record(3, {"big": 2**70})  # beyond orjson: the stdlib's turn
+    monkeypatch.undo()
+    tracemalloc.start()
+    try:
+        lines = [encode_record(i, record) for i in range(2000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(lines[0]) < 120
+    assert held / len(lines) < 400  # orjson's own bytes would hold ~4 KiB each
+
+
+def test_non_finite_floats_anywhere_in_a_record_are_refused() -> None:
+    for bad in ({"x": float("nan")}, {"x": [1, (2, float("inf"))]}, {"x": {"y": -float("inf")}}):
+        with pytest.raises(ValueError):
+            encode_record(1, bad)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
