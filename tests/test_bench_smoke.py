@@ -29,13 +29,18 @@ if sys.platform.startswith("linux"):
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("wsserver_bench", BENCH)
+def _load(name: str, filename: str):
+    """A script of benchmarks/ as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH.parent / filename)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # attrs classes look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _bench():
+    return _load("wsserver_bench", "bench.py")
 
 
 def test_fanout_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,11 +64,7 @@ def test_fanout_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_commit_costs_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/commit_costs.py runs its five variants and cleans up after itself."""
-    path = BENCH.parent / "commit_costs.py"
-    spec = importlib.util.spec_from_file_location("wsserver_commit_costs", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("wsserver_commit_costs", "commit_costs.py")
     module.main(["--handoffs", "20", "--commits", "5", "--rounds", "1", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
     for variant in ("to_thread", "dedicated", "append_fsync", "append_fdatasync",
@@ -75,16 +76,12 @@ def test_commit_costs_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_commit_costs_stall_report() -> None:
     """A stall counts as shared only when it overlaps a stall of every other variant."""
-    path = BENCH.parent / "commit_costs.py"
-    spec = importlib.util.spec_from_file_location("wsserver_commit_costs_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("wsserver_commit_costs_report", "commit_costs.py")
     fast = [(t / 10, 0.001) for t in range(98)]
     seen = {
-        "a": fast + [(10.0, 0.030), (20.0, 0.020)],  # the second: only "b" stalls then
-        "b": fast + [(10.02, 0.015), (20.01, 0.015)],
-        "c": fast + [(9.99, 0.035), (30.0, 0.050)],  # starts before the others, ends inside
+        "a": [*fast, (10.0, 0.03), (20.0, 0.02)],  # the second: only "b" stalls then
+        "b": [*fast, (10.02, 0.015), (20.01, 0.015)],
+        "c": [*fast, (9.99, 0.035), (30.0, 0.05)],  # starts before the others, ends inside
     }
     report = module.stall_report(seen)
     assert {k: (r["stalls"], r["shared"]) for k, r in report.items()} == {
@@ -93,3 +90,22 @@ def test_commit_costs_stall_report() -> None:
     assert report["a"]["commits"] == 100
     assert report["c"]["max_ms"] == pytest.approx(50.0)
     assert report["a"]["p50_ms"] == pytest.approx(1.0)
+
+
+def test_ab_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/ab.py runs two versions alternately: here the checkout given as a
+    directory (A) and the installed package (B), a tiny closed loop each."""
+    module = _load("wsserver_ab", "ab.py")
+    root = str(BENCH.parent.parent)
+    args = module.parser().parse_args(
+        ["closed", root, "-", "--runs", "2", "--pairs", "3", "--seconds", "0.5",
+         "--warmup", "0.2", "--timeout", "30"]
+    )  # fmt: skip
+    out = module.run_ab(args)
+    assert [len(out["A"]), len(out["B"])] == [2, 2]
+    for run in out["A"] + out["B"]:
+        assert run["delivered"] > 0 and run["missing_after_drain"] == 0, run
+    printed = capsys.readouterr().out
+    assert printed.index("run 1 A") < printed.index("run 1 B")
+    assert printed.index("run 2 B") < printed.index("run 2 A")  # the order alternates
+    assert f"median of 2 A ({root})" in printed

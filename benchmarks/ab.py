@@ -1,0 +1,87 @@
+"""Two versions of wsserver on the same direct-message load, interleaved: did a change help?
+
+The machine is shared and its speed drifts within minutes, so one run of each
+version says little. This runs A and B alternately (A B, B A, A B, ...), each on
+fresh servers started by `bench.py`'s machinery, and prints every run and the
+medians. A version is a directory holding a `wsserver` package (for an older
+commit: `git archive COMMIT wsserver | tar -x -C DIR`), or `-` for the one
+installed (the checkout).
+
+Loads (the `dm` benchmark's scenario, 2,500 pairs unless --pairs):
+  closed  every user keeps one message unacknowledged; `fsync = "interval"`
+          (--fsync to change): messages/s and server CPU per message.
+  open    5,000 messages/s offered (--rate), `fsync = "always"`: p50/p99
+          send→deliver, server CPU per message, and the journal fsyncs over 10 ms
+          (from /metrics), which decide the p99 more than the server does.
+
+Usage: python benchmarks/ab.py closed /tmp/base - [--runs 4] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench
+
+SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms")
+
+
+def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    params: dict[str, Any] = {
+        "pairs": args.pairs,
+        "window": 1 if args.load == "closed" else 0,
+        "rate": 0 if args.load == "closed" else args.rate,
+        "duration": args.seconds,
+        "warmup": args.warmup,
+        "timeout": args.timeout,
+    }
+    fsync = args.fsync or ("interval" if args.load == "closed" else "always")
+    versions = {"A": args.a, "B": args.b}
+    sources = {name: None if src == "-" else src for name, src in versions.items()}
+    out: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    for run in range(args.runs):
+        for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
+            with bench.running("wsserver", sources[name], fsync) as server:
+                if fsync == "always":
+                    result = bench.drive_with_fsyncs(server, "dm", dict(params))
+                else:
+                    result = bench.drive(server, "dm", dict(params))
+            out[name].append(result)
+            shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
+            print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)
+    for name in ("A", "B"):
+        medians = {
+            k: round(statistics.median(r[k] for r in out[name]), 2)
+            for k in SHOWN
+            if all(r.get(k) is not None for r in out[name])
+        }
+        print(f"median of {args.runs} {name} ({versions[name]}): {medians}")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("load", choices=("closed", "open"))
+    p.add_argument("a", help="version A: a directory holding wsserver, or - for the installed one")
+    p.add_argument("b", help="version B, the same way")
+    p.add_argument("--runs", type=int, default=4, help="runs of each version (default 4)")
+    p.add_argument("--pairs", type=int, default=2500)
+    p.add_argument("--rate", type=float, default=5000.0, help="messages/s offered (open)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds measured per run")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    p.add_argument("--fsync", choices=("always", "interval", "never"), help="default by load")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_ab(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
