@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.test_hub import NOW, NOW_MS, FakeOutlet, error_of, send, user
 from wsserver.auth import Identity
@@ -1163,3 +1165,45 @@ def test_session_history_survives_a_restart_from_the_snapshot():
     send(again, a2, "history", {"session_id": "s-1", "limit": 2})
     page = a2_out.last["data"]
     assert [m["text"] for m in page["messages"]] == ["two", "three"] and page["has_more"] is True
+
+
+# -- the live-connection index -------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["connect", "close", "close"]),
+            st.sampled_from([1, "1", 2]),  # the user id, as int or str
+            st.sampled_from([1, 2]),  # the group
+            st.sampled_from([None, "staff"]),  # the user type
+            st.integers(0, 20),  # which open connection to close
+        ),
+        max_size=40,
+    )
+)
+def test_connections_of_is_the_principals_connections_in_that_group(steps: list[Any]) -> None:
+    """`connections_of` answers from DirectMessaging's own index; whatever the
+    sequence of connects and closes (tabs, the same user in two groups, ids as
+    int and str, user types), it lists what the hub's principals hold for that
+    group, in the same order."""
+    hub = make()
+    direct = hub.direct
+    open_ids: list[str] = []
+    for action, user_id, group, user_type, pick in steps:
+        if action == "connect":
+            conn_id, _, _ = login(hub, user(user_id, group, user_type=user_type))
+            open_ids.append(conn_id)
+        elif open_ids:
+            hub.close(open_ids.pop(pick % len(open_ids)))
+        for uid, g, utype in itertools.product(["1", "2"], ["1", "2"], ["", "staff"]):
+            key = f"{g}|{utype}|{uid}"
+            expected = [
+                s for s in hub.principals.get(("user", utype, uid), {}).values()
+                if s.identity is not None and s.identity.group_key == g
+            ]  # fmt: skip
+            assert direct.connections_of(key) == expected, (key, steps)
+    for conn_id in open_ids:
+        hub.close(conn_id)
+    assert direct._live == {}  # nothing kept for connections that are gone

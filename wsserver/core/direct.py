@@ -70,6 +70,11 @@ class DirectMessaging:
                 "history": self._history,
             }
         )
+        # principal key in its group -> its live connections, in connect order
+        # (what `connections_of` asks three times per message)
+        self._live: dict[Key, dict[str, Session]] = {}
+        hub.on_authenticated.append(self._went_live)
+        hub.on_closed.append(self._went_away)
         hub.on_authenticated.append(self._deliver_mailbox)
         # ids of messages whose `new_message` announcement has not run yet: a
         # recipient connecting meanwhile gets them from the announcement, not
@@ -112,9 +117,22 @@ class DirectMessaging:
 
     def connections_of(self, key: Key) -> list[Session]:
         """The live connections of a principal in a group."""
-        group, user_type, user_id = key.split("|", 2)
-        sessions = self.hub.principals.get(("user", user_type, user_id), {})
-        return [s for s in sessions.values() if s.identity and s.identity.group_key == group]
+        sessions = self._live.get(key)
+        return list(sessions.values()) if sessions else []
+
+    def _went_live(self, session: Session) -> None:
+        if session.identity is not None and not session.identity.is_device:
+            self._live.setdefault(self.own_key(session), {})[session.conn_id] = session
+
+    def _went_away(self, session: Session) -> None:
+        if session.identity is None or session.identity.is_device:
+            return
+        key = self.own_key(session)
+        sessions = self._live.get(key)
+        if sessions is not None:
+            sessions.pop(session.conn_id, None)
+            if not sessions:
+                del self._live[key]
 
     def _recipient(self, session: Session, data: dict[str, Any], id_field: str, type_field: str) -> Key:
         to_id = _id_value(data, id_field)
