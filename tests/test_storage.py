@@ -806,6 +806,17 @@ def test_plain_records_take_orjson_and_the_line_keeps_no_spare_buffer(
     assert held / len(lines) < 400  # orjson's own bytes would hold ~4 KiB each
 
 
+def test_deep_nesting_is_encoded_as_before() -> None:
+    """The walk that picks orjson recurses in Python and gives up sooner than the
+    stdlib's C encoder; such a record still gets the stdlib's line."""
+    value: Any = 1
+    for _ in range(900):
+        value = [value]
+    record = {"x": value, "big": 2**70}
+    assert encode_record(4, {"x": value}) == _stdlib_line(4, {"x": value})
+    assert json.loads(encode_record(4, record)) == json.loads(_stdlib_line(4, record))
+
+
 def test_non_finite_floats_anywhere_in_a_record_are_refused() -> None:
     for bad in ({"x": float("nan")}, {"x": [1, (2, float("inf"))]}, {"x": {"y": -float("inf")}}):
         with pytest.raises(ValueError):

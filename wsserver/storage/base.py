@@ -153,12 +153,14 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
     if "n" in record:
         raise ValueError('a record must not carry "n": storage numbers it')
     line = {"n": n, **record}
-    if _plain_json(line):
-        try:
+    try:
+        if _plain_json(line):
             # `+ b"\n"` also copies: orjson's own bytes keep its ~4 KiB buffer
             return orjson.dumps(line) + b"\n"
-        except TypeError:  # integers beyond 64 bits, keys that are not str, lone surrogates
-            pass
+    except TypeError:  # integers beyond 64 bits, keys that are not str, lone surrogates
+        pass
+    except RecursionError:  # nesting deeper than the walk goes (the stdlib's C encoder goes deeper)
+        pass
     return json.dumps(line, **_JSON_OPTIONS).encode("utf-8") + b"\n"
 
 
