@@ -47,10 +47,7 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     for run in range(args.runs):
         for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
             with bench.running("wsserver", sources[name], fsync) as server:
-                if fsync == "always":
-                    result = bench.drive_with_fsyncs(server, "dm", dict(params))
-                else:
-                    result = bench.drive(server, "dm", dict(params))
+                result = bench.drive_dm(server, fsync, params)
             out[name].append(result)
             shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
             print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)

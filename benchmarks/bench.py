@@ -578,6 +578,14 @@ def bench_fanout(args: argparse.Namespace, sustained: bool) -> Report:
     )
 
 
+def drive_dm(server: Server, fsync: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The `dm` scenario against `server`; for wsserver with fsync="always" also
+    its journal's fsyncs (`drive_with_fsyncs`), which decide the p99 there."""
+    if server.kind == "wsserver" and fsync == "always":
+        return drive_with_fsyncs(server, "dm", dict(params))
+    return drive(server, "dm", dict(params))
+
+
 def bench_dm(args: argparse.Namespace) -> Report:
     closed = {
         "pairs": args.pairs,
@@ -592,9 +600,7 @@ def bench_dm(args: argparse.Namespace) -> Report:
     def side(kind: str, fsync: str, params: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             with running(kind, args.server_src, fsync) as server:
-                if kind == "wsserver" and fsync == "always":
-                    return drive_with_fsyncs(server, "dm", dict(params))
-                return drive(server, "dm", dict(params))
+                return drive_dm(server, fsync, params)
 
         return run
 

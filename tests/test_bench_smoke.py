@@ -109,3 +109,15 @@ def test_ab_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed.index("run 1 A") < printed.index("run 1 B")
     assert printed.index("run 2 B") < printed.index("run 2 A")  # the order alternates
     assert f"median of 2 A ({root})" in printed
+
+
+def test_ab_open_loop_reports_the_journal_fsyncs() -> None:
+    module = _load("wsserver_ab_open", "ab.py")
+    args = module.parser().parse_args(
+        ["open", "-", "-", "--runs", "1", "--pairs", "3", "--rate", "30", "--seconds", "0.5",
+         "--warmup", "0.2", "--timeout", "30"]
+    )  # fmt: skip
+    out = module.run_ab(args)
+    for run in out["A"] + out["B"]:
+        assert run["missing_after_drain"] == 0, run
+        assert run["fsyncs"] > 0 and run["fsyncs_over_10ms"] >= 0, run  # fsync="always"
