@@ -123,6 +123,9 @@ class AuthConfig:
     audience: str = ""
     timeout: float = 10.0
     expiry_grace: float = 30.0
+    require_exp: bool = True
+    max_failures: int = 10
+    failure_window: float = 60.0
 
 
 @attrs.frozen
@@ -161,6 +164,9 @@ class LimitsConfig:
     max_room_members: int = 0
     max_http_body_bytes: int = 1048576
     max_header_bytes: int = 16384
+    max_json_depth: int = 32
+    max_pending: int = 1000
+    write_timeout: float = 30.0
 
 
 @attrs.frozen(kw_only=True)
@@ -180,6 +186,7 @@ class MessagesConfig:
     mailbox_ttl: float = 604800.0
     history_limit: int = 1000
     task_state_ttl: float = 3600.0
+    mailbox_max_bytes: int = 8388608
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +205,7 @@ class CrmConfig:
 
     timezone: str = "Asia/Shanghai"
     offline_on_disconnect: bool = True
+    dashboard_roles: tuple[str, ...] = ("admin", "dashboard")
 
 
 @attrs.frozen(kw_only=True)
@@ -588,7 +596,12 @@ _POSITIVE: Final = (
     "limits.max_rooms_per_connection",
     "limits.max_http_body_bytes",
     "limits.max_header_bytes",
+    "limits.max_json_depth",
+    "limits.max_pending",
+    "limits.write_timeout",
+    "auth.failure_window",
     "messages.mailbox_ttl",
+    "messages.mailbox_max_bytes",
     "webhooks.undelivered_after",
     "storage.snapshot_interval",
     "cluster.node_ttl",
@@ -596,6 +609,7 @@ _POSITIVE: Final = (
 
 _NON_NEGATIVE: Final = (
     "auth.expiry_grace",
+    "auth.max_failures",
     "limits.max_connections_per_ip",
     "limits.max_room_members",
     "messages.dedup_window",

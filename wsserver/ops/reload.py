@@ -33,6 +33,7 @@ LIVE_KEYS: Final = (
     "limits.*",  # rate/burst also on open connections; sizes and send_queue for new ones
     "rooms.*",
     "crm.offline_on_disconnect",
+    "crm.dashboard_roles",
     "api.*",
     "security.*",
     "metrics.*",
