@@ -25,6 +25,7 @@ from wsserver.api.routes import ROUTES
 from wsserver.core.hub import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path
+from wsserver.protocol.i18n import text
 
 API_KEY = "test-api-key-0123456789"
 CODE = "HG66OP88"
@@ -745,6 +746,65 @@ async def test_unknown_path_404_wrong_method_405_big_body_413(live_server: Any) 
     )
     assert (status, reply["code"]) == (413, 413)
 
+
+@pytest.mark.parametrize(
+    ("locale", "no_credentials", "missing_field", "conflict"),
+    [
+        (
+            "zh-CN",
+            "需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key",
+            "缺少字段: type",
+            "目标冲突: user_id, all（只能给出一个）",
+        ),
+        (
+            "en",
+            "authentication required: Authorization: Bearer <admin token> or X-API-Key",
+            "missing field: type",
+            "conflicting targets: user_id, all (give exactly one)",
+        ),
+    ],
+    ids=["zh-CN", "en"],
+)
+async def test_every_error_text_is_in_the_configured_locale(
+    live_server: Any, locale: str, no_credentials: str, missing_field: str, conflict: str
+) -> None:
+    server = await start(live_server, server__locale=locale, limits__max_http_body_bytes=1024)
+
+    async def message(method: str, target: str, body: Any = None, **kw: Any) -> str:
+        return str((await call(server, method, target, body, **kw))[1]["message"])
+
+    assert await message("GET", "/api/stats", key=None) == no_credentials
+    assert await message("POST", "/api/publish", {"all": True}) == missing_field
+    assert await message("POST", "/api/publish", {"type": "t", "user_id": 1, "all": True}) == conflict
+    # the parser's, the router's and the handlers' texts all come from the catalogue
+    notification = {"user_id": 1, "title": "t", "message": "m", "level": "x"}
+    expected = [
+        ("GET", "/api/nope", None, text("not_found", locale)),
+        ("GET", "/api/publish", None, text("http_method", locale)),
+        ("POST", "/api/publish", b"[1]", text("http_not_object", locale)),
+        ("POST", "/api/publish", b"{", text("http_invalid_json", locale)),
+        (
+            "POST",
+            "/api/publish",
+            {"type": "t", "all": "yes"},
+            text("http_field_type", locale, field="all", expected="boolean"),
+        ),
+        (
+            "POST",
+            "/api/publish",
+            {"type": "t", "all": True, "data": "x" * 2000},
+            text("http_body_too_large", locale),
+        ),
+        (
+            "POST",
+            "/api/websocket/notification",
+            notification,
+            text("http_field_choice", locale, field="level", choices="info, warning, error, success"),
+        ),
+        ("DELETE", "/api/activation-codes/nope", None, text("code_not_found", locale)),
+    ]
+    for method, target, body, want in expected:
+        assert await message(method, target, body) == want, (method, target)
 
 async def test_api_listen_moves_the_api_to_its_private_listener(live_server: Any) -> None:
     server = await start(live_server, server__api_listen="127.0.0.1:0")

@@ -63,16 +63,19 @@ async def run_server(
     stream: trio.abc.Stream,
     router: Router,
     done: list[tuple[object, ...]] | None = None,
+    *,
+    locale: str = "en",
     **kw: float,
 ) -> None:
-    """What the listener does for a plain HTTP connection."""
+    """What the listener does for a plain HTTP connection (texts in English unless
+    `locale` says otherwise)."""
     async with stream:
         try:
             head, conn, _ = await read_request_head(stream, max_header_bytes=MAX_HEADER)
         except ConnectionGone:
             return
         except HttpError as err:
-            await respond_and_close(stream, error_reply(err))
+            await respond_and_close(stream, error_reply(err, locale))
             return
         await serve_http(
             stream,
@@ -82,6 +85,7 @@ async def run_server(
             remote="127.0.0.1",
             max_body_bytes=MAX_BODY,
             max_header_bytes=MAX_HEADER,
+            locale=locale,
             on_request_done=None if done is None else (lambda *a: done.append(a)),
             **kw,
         )
@@ -237,7 +241,7 @@ async def test_handler_exception_is_500_logged_and_next_request_works(
         with caplog.at_level(logging.ERROR, logger="wsserver.http"):
             reply = await client.request("GET", "/boom?token=secret-token")
         assert reply.status == 500
-        assert reply.json() == {"code": 500, "message": "internal error"}
+        assert reply.json() == {"code": 500, "message": "internal server error"}
         again = await client.request("GET", "/api/users/2/online")
         assert again.status == 200
         await client_stream.aclose()
@@ -489,7 +493,7 @@ async def test_refused_upgrade_gets_a_json_error_and_close(
     head, conn, _ = await read_request_head(server_stream, max_header_bytes=MAX_HEADER)
     assert head.is_websocket_upgrade
     async with trio.open_nursery() as nursery:
-        refusal = error_reply(HttpError(401, "token expired"))
+        refusal = error_reply(HttpError(401, "token_expired"), "en")
         nursery.start_soon(functools.partial(respond_and_close, conn=conn), server_stream, refusal)
         reply = await client.receive()
         await client_stream.aclose()
@@ -582,7 +586,7 @@ def test_json_reply_and_error_reply_are_compact_utf8() -> None:
     assert (
         json_reply({"a": "你"}).body == '{"code":0,"message":"success","data":{"a":"你"}}'.encode()
     )
-    err = error_reply(HttpError(400, "missing field: type", field="type"))
+    err = error_reply(HttpError(400, "field_missing", field="type"), "en")
     assert err.status == 400
     assert err.body == b'{"code":400,"message":"missing field: type","field":"type"}'
 

@@ -19,7 +19,8 @@ Invariants:
   413, answered as soon as the limit is crossed, before reading the rest).
 * Every reply is JSON with ``Content-Length``, ``Content-Type`` and
   ``Server: wsserver``; errors are ``{"code": <status>, "message": ..}`` with
-  ``"field"`` when one field is to blame.
+  ``"field"`` when one field is to blame, the message a catalogue text
+  (``wsserver.protocol.i18n``) in the locale the caller passes.
 * An exception in a handler becomes a 500 for that request only, is logged on
   the ``wsserver.http`` logger, and the connection keeps serving.
 * Log lines carry the raw path without its query string (queries may hold
@@ -49,6 +50,7 @@ import trio
 
 from wsserver.net.fastwrite import raw_socket
 from wsserver.net.readiness import receive_raw
+from wsserver.protocol.i18n import text
 
 __all__ = [
     "ConnectionGone",
@@ -90,26 +92,46 @@ class ConnectionGone(Exception):
 
 
 class HttpError(Exception):
-    """An HTTP error answer: ``status``, a human ``message``, the ``field`` to blame.
+    """An HTTP error answer: ``status``, a catalogue ``key``, the ``field`` to blame.
 
     Raised by the parser, the router and handlers; :func:`serve_http` turns it
-    into :func:`error_reply`. ``headers`` are added to the reply (``Allow`` for
-    405, ``WWW-Authenticate`` for 401, ...).
+    into :func:`error_reply`, which writes the text in the server's locale
+    (``key`` names an entry of ``wsserver.protocol.i18n``, filled with
+    ``params`` and ``field``; a tuple param is listed with the catalogue's
+    "or"). ``headers`` are added to the reply (``Allow`` for 405,
+    ``WWW-Authenticate`` for 401, ...).
     """
 
     def __init__(
         self,
         status: int,
-        message: str,
+        key: str,
         field: str | None = None,
         *,
         headers: tuple[tuple[str, str], ...] = (),
+        **params: object,
     ) -> None:
-        super().__init__(status, message, field)
+        super().__init__(status, key, field)
         self.status = status
-        self.message = message
+        self.key = key
         self.field = field
         self.headers = headers
+        self.params = params
+
+    def render(self, locale: str) -> str:
+        """The human text in ``locale``."""
+        params = {
+            name: text("list_or", locale).join(map(str, value)) if isinstance(value, tuple) else value
+            for name, value in self.params.items()
+        }
+        if self.field is not None:
+            params.setdefault("field", self.field)
+        return text(self.key, locale, **params)
+
+    @property
+    def message(self) -> str:
+        """The English text, for logs and Python callers (replies use :meth:`render`)."""
+        return self.render("en")
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}" + (f" ({self.field})" if self.field else "")
@@ -221,7 +243,7 @@ class RequestHead:
             for key, value in parse_qsl(raw_query, keep_blank_values=True, errors="strict"):
                 query.setdefault(key, value)
         except UnicodeDecodeError:
-            raise HttpError(400, "malformed request target") from None
+            raise HttpError(400, "http_bad_target") from None
         return cls(method, target, path, query, headers, http_version, size)
 
     @property
@@ -299,17 +321,17 @@ async def _receive_head(
         if conn.trailing_data[1]:
             raise ConnectionGone("peer closed before a complete request head") from None
         if exc.error_status_hint == 431:
-            raise HttpError(431, "request header fields too large") from None
-        raise HttpError(400, "malformed request") from None
+            raise HttpError(431, "http_head_too_large") from None
+        raise HttpError(400, "http_malformed") from None
     if isinstance(event, h11.ConnectionClosed):
         raise ConnectionGone("peer closed before a request")
     if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields Request first
-        raise HttpError(400, "malformed request")
+        raise HttpError(400, "http_malformed")
     # h11 only limits heads that arrive in pieces; a whole head in one read
     # is measured here.
     head_size = buffered_before + len(sink) - start - len(conn.trailing_data[0])
     if head_size > max_header_bytes:
-        raise HttpError(431, "request header fields too large")
+        raise HttpError(431, "http_head_too_large")
     return RequestHead.from_h11(event)
 
 
@@ -420,27 +442,28 @@ class HttpRequest:
     remote: str = ""
 
     def json(self) -> object:
-        """The body parsed as UTF-8 JSON; ``HttpError(400, "invalid JSON body")`` otherwise."""
+        """The body parsed as UTF-8 JSON; ``HttpError(400)`` otherwise."""
         try:
             return json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise HttpError(400, "invalid JSON body") from None
+            raise HttpError(400, "http_invalid_json") from None
 
     def json_object(self) -> dict[str, object]:
         """The body as a JSON object; ``HttpError(400)`` when it is anything else."""
         data = self.json()
         if not isinstance(data, dict):
-            raise HttpError(400, "JSON body must be an object")
+            raise HttpError(400, "http_not_object")
         return data
 
 
-def _type_name(type_: type | tuple[type, ...]) -> str:
+def _type_names(type_: type | tuple[type, ...]) -> tuple[str, ...]:
+    """JSON's names of ``type_`` (the same in every locale)."""
     names = {
         str: "string", int: "integer", float: "number", bool: "boolean",
         dict: "object", list: "array", type(None): "null",
     }  # fmt: skip
     types = type_ if isinstance(type_, tuple) else (type_,)
-    return " or ".join(names.get(t, t.__name__) for t in types)
+    return tuple(names.get(t, t.__name__) for t in types)
 
 
 def _check_type(value: object, field: str, type_: type | tuple[type, ...]) -> object:
@@ -450,7 +473,7 @@ def _check_type(value: object, field: str, type_: type | tuple[type, ...]) -> ob
     if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise HttpError(400, f"invalid field: {field} (expected {_type_name(type_)})", field=field)
+        raise HttpError(400, "http_field_type", field, expected=_type_names(type_))
     return value
 
 
@@ -467,7 +490,7 @@ def require(data: Mapping[str, object], field: str, type_: type | tuple[type, ..
     """
     value = data.get(field)
     if value is None:
-        raise HttpError(400, f"missing field: {field}", field=field)
+        raise HttpError(400, "field_missing", field)
     return _check_type(value, field, type_)
 
 
@@ -502,9 +525,10 @@ def json_reply(data: object, message: str = "success", status: int = 200) -> Htt
     return HttpResponse(status, _dumps({"code": 0, "message": message, "data": data}))
 
 
-def error_reply(err: HttpError) -> HttpResponse:
-    """An error reply ``{"code":status,"message":..}`` plus ``"field"`` when set."""
-    body: dict[str, object] = {"code": err.status, "message": err.message}
+def error_reply(err: HttpError, locale: str = "zh-CN") -> HttpResponse:
+    """An error reply ``{"code":status,"message":..}`` plus ``"field"`` when set;
+    the message in ``locale`` (``server.locale``)."""
+    body: dict[str, object] = {"code": err.status, "message": err.render(locale)}
     if err.field is not None:
         body["field"] = err.field
     return HttpResponse(err.status, _dumps(body), headers=err.headers)
@@ -593,7 +617,7 @@ class Router:
         try:
             segments = [unquote(s, errors="strict") for s in raw_path[1:].split("/")]
         except UnicodeDecodeError:
-            raise HttpError(400, "malformed request target") from None
+            raise HttpError(400, "http_bad_target") from None
         lookup = "GET" if method == "HEAD" else method
         best: tuple[_Route, dict[str, str]] | None = None
         allowed: set[str] = set()
@@ -609,11 +633,11 @@ class Router:
         if best is not None:
             return best[0].handlers[lookup], best[1]
         if not allowed:
-            raise HttpError(404, "not found")
+            raise HttpError(404, "not_found")
         if "GET" in allowed:
             allowed.add("HEAD")
         allow = ", ".join(sorted(allowed))
-        raise HttpError(405, "method not allowed", headers=(("Allow", allow),))
+        raise HttpError(405, "http_method", headers=(("Allow", allow),))
 
 
 # --------------------------------------------------------------------------- serving
@@ -689,7 +713,7 @@ async def _read_body(
     """
     length = head.header("content-length")
     if length is not None and int(length) > max_body_bytes:  # h11 validated the digits
-        raise HttpError(413, "request body too large")
+        raise HttpError(413, "http_body_too_large")
     if conn.they_are_waiting_for_100_continue:
         await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     body = bytearray()
@@ -699,30 +723,30 @@ async def _read_body(
         except h11.RemoteProtocolError:
             if conn.trailing_data[1]:
                 raise ConnectionGone("peer closed mid-body") from None
-            raise HttpError(400, "malformed request body") from None
+            raise HttpError(400, "http_bad_body") from None
         if isinstance(event, h11.Data):
             body += event.data
             if len(body) > max_body_bytes:
-                raise HttpError(413, "request body too large")
+                raise HttpError(413, "http_body_too_large")
         elif isinstance(event, h11.EndOfMessage):
             return bytes(body)
         else:  # pragma: no cover - h11 only yields Data/EndOfMessage in a body
             raise ConnectionGone("unexpected event in body")
 
 
-async def _dispatch(router: Router, request: HttpRequest) -> HttpResponse:
-    """Run the routed handler; every failure becomes an error reply."""
+async def _dispatch(router: Router, request: HttpRequest, locale: str) -> HttpResponse:
+    """Run the routed handler; every failure becomes an error reply in ``locale``."""
     head = request.head
     try:
         handler, params = router.resolve(head.method, head.raw_path)
         return await handler(attrs.evolve(request, params=params))
     except HttpError as err:
-        return error_reply(err)
+        return error_reply(err, locale)
     except Exception:
         logger.exception(
             "handler failed: %s %s from %s", head.method, head.raw_path, request.remote
         )
-        return error_reply(HttpError(500, "internal error"))
+        return error_reply(HttpError(500, "internal"), locale)
 
 
 async def serve_http(
@@ -735,6 +759,7 @@ async def serve_http(
     max_body_bytes: int,
     max_header_bytes: int = 16 * 1024,
     idle_timeout: float = 30.0,
+    locale: str = "zh-CN",
     on_request_done: RequestDoneCallback | None = None,
 ) -> None:
     """Serve ``head``'s request and then further keep-alive requests on ``conn``.
@@ -745,6 +770,7 @@ async def serve_http(
     time). Never closes ``stream``; the caller does. ``on_request_done`` gets
     ``(method, raw_path, status, duration_seconds, bytes_in, bytes_out)``: the
     path as sent minus its query, and request/response body byte counts.
+    Error texts are written in ``locale``.
     """
     current: RequestHead | None = head
     while True:
@@ -755,7 +781,7 @@ async def serve_http(
             except ConnectionGone:
                 return
             except HttpError as err:
-                await respond_and_close(stream, error_reply(err), conn=conn)
+                await respond_and_close(stream, error_reply(err, locale), conn=conn)
                 return
             if current is None:
                 return  # idle
@@ -768,11 +794,11 @@ async def serve_http(
             if body_scope.cancelled_caught:
                 return
             request = HttpRequest(head=current, body=body, remote=remote)
-            response = await _dispatch(router, request)
+            response = await _dispatch(router, request, locale)
         except ConnectionGone:
             return
         except HttpError as err:  # 400 / 413 while reading the body: framing is lost
-            response = error_reply(err)
+            response = error_reply(err, locale)
             close = True
         try:
             sent = await _send_response(

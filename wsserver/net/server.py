@@ -169,7 +169,7 @@ class Server:
 
         async def readyz(req: HttpRequest) -> HttpResponse:
             if not self.ready:
-                raise HttpError(503, "not ready")
+                raise HttpError(503, "not_ready")
             return json_reply({"status": "ready"})
 
         router.add("GET", "/healthz", healthz)
@@ -439,7 +439,7 @@ class Server:
                     return  # no complete head in time
             except HttpError as err:
                 self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
-                await respond_and_close(stream, error_reply(err))
+                await respond_and_close(stream, error_reply(err, cfg.server.locale))
                 return
             except ConnectionGone:
                 return
@@ -466,6 +466,7 @@ class Server:
                 remote=ip,
                 max_body_bytes=cfg.limits.max_http_body_bytes,
                 max_header_bytes=cfg.limits.max_header_bytes,
+                locale=cfg.server.locale,
                 on_request_done=functools.partial(self._request_done, ip),
             )
         except trio.BrokenResourceError:
