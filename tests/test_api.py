@@ -806,6 +806,37 @@ async def test_every_error_text_is_in_the_configured_locale(
     for method, target, body, want in expected:
         assert await message(method, target, body) == want, (method, target)
 
+async def read_until_eof(stream: trio.abc.Stream) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the end)."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+async def test_content_length_and_transfer_encoding_get_one_400_then_the_connection_closes(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, server__locale="en")
+    stream = await trio.open_tcp_stream(*server.addresses[0])
+    async with stream:
+        await stream.send_all(
+            b"POST /api/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: " + API_KEY.encode() + b"\r\n"
+            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        with trio.fail_after(10):
+            response = await read_until_eof(stream)
+    assert response.startswith(b"HTTP/1.1 400 ") and response.count(b"HTTP/1.1 ") == 1
+    assert b"\r\nConnection: close\r\n" in response
+    assert response.endswith(b"Content-Length and Transfer-Encoding in one request\"}")
+
+
 async def test_api_listen_moves_the_api_to_its_private_listener(live_server: Any) -> None:
     server = await start(live_server, server__api_listen="127.0.0.1:0")
     assert (await call(server, "GET", "/api/stats"))[0] == 404

@@ -389,6 +389,31 @@ async def test_431_on_a_follow_up_request(autojump_clock: trio.testing.MockClock
     assert response.startswith(b"HTTP/1.1 431 ")
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first-request", "follow-up"])
+async def test_content_length_with_transfer_encoding_is_400_and_nothing_after_it_is_served(
+    first: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    smuggled = (
+        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        b"GET /api/users/smuggled/online HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_server, server_stream, make_router())
+        client = Client(client_stream)
+        if not first:
+            assert (await client.request("GET", "/api/users/1/online")).status == 200
+        await client_stream.send_all(smuggled)
+        response = await client.read_to_eof()
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert response.count(b"HTTP/1.1") == 1
+    assert b"\r\nConnection: close\r\n" in response
+    assert response.endswith(
+        b'{"code":400,"message":"Content-Length and Transfer-Encoding in one request"}'
+    )
+
+
 async def test_garbage_is_400(autojump_clock: trio.testing.MockClock) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:

@@ -14,6 +14,9 @@ Invariants:
 
 * No byte read from the socket is lost: :func:`read_request_head` returns all
   of them, and :class:`ReplayStream` hands them back before reading more.
+* A request with both ``Content-Length`` and ``Transfer-Encoding`` gets 400
+  and ends the connection (RFC 9112 §6.1), like every error that comes before
+  a request's body is known to be read: no request after it is served.
 * Memory per connection is bounded: a request head is at most
   ``max_header_bytes`` (else 431) and a body at most ``max_body_bytes`` (else
   413, answered as soon as the limit is crossed, before reading the rest).
@@ -309,8 +312,9 @@ async def _receive_head(
     """Read the next request head on ``conn``.
 
     Raises ``HttpError(431)`` when the head exceeds ``max_header_bytes``,
-    ``HttpError(400)`` when it is malformed, ``ConnectionGone`` when the peer
-    ends the connection first.
+    ``HttpError(400)`` when it is malformed or has both ``Content-Length`` and
+    ``Transfer-Encoding``, ``ConnectionGone`` when the peer ends the
+    connection first.
     """
     buffered_before = len(conn.trailing_data[0])
     sink = bytearray() if received is None else received
@@ -332,7 +336,12 @@ async def _receive_head(
     head_size = buffered_before + len(sink) - start - len(conn.trailing_data[0])
     if head_size > max_header_bytes:
         raise HttpError(431, "http_head_too_large")
-    return RequestHead.from_h11(event)
+    head = RequestHead.from_h11(event)
+    if head.header("content-length") is not None and head.header("transfer-encoding") is not None:
+        # RFC 9112 6.1: the body's end is ambiguous (request smuggling), so is
+        # whatever follows it: refuse and close instead of choosing one.
+        raise HttpError(400, "http_length_and_chunked")
+    return head
 
 
 async def read_request_head(
