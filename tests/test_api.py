@@ -837,6 +837,28 @@ async def test_content_length_and_transfer_encoding_get_one_400_then_the_connect
     assert response.endswith(b"Content-Length and Transfer-Encoding in one request\"}")
 
 
+async def test_client_that_pipelines_and_never_reads_is_closed_after_write_timeout(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, limits__write_timeout=0.5)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(server.addresses[0])
+    stream = trio.SocketStream(sock)
+    async with stream:
+        # far more reply bytes than both socket buffers hold
+        requests = 400
+        await stream.send_all(b"GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * requests)
+        # it reads nothing for four write timeouts; another client is served meanwhile
+        with trio.fail_after(2):
+            status, _, _ = await http_request(server.addresses[0], "GET", "/healthz")
+        assert status == 200
+        await trio.sleep(2.0)
+        with trio.fail_after(10):
+            response = await read_until_eof(stream)
+    assert response.count(b"HTTP/1.1 200 ") < requests
+
+
 async def test_api_listen_moves_the_api_to_its_private_listener(live_server: Any) -> None:
     server = await start(live_server, server__api_listen="127.0.0.1:0")
     assert (await call(server, "GET", "/api/stats"))[0] == 404

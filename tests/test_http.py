@@ -316,6 +316,34 @@ async def test_idle_keep_alive_connection_is_closed_after_idle_timeout(
         assert trio.current_time() - answered == pytest.approx(5.0)
 
 
+async def test_client_that_pipelines_and_never_reads_is_dropped_after_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # lockstep: a write completes only when the peer reads it, as on a full socket
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    requests = b"GET /api/users/1/online HTTP/1.1\r\nHost: t\r\n\r\n" * 50
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(run_server, write_timeout=5.0)
+            nursery.start_soon(serve, server_stream, make_router())
+            await client_stream.send_all(requests)
+            sent = trio.current_time()
+        # the nursery ended: the server gave up on the reader and closed
+    assert trio.current_time() - sent == pytest.approx(5.0)
+    # what the cut-short write had handed over, then the end: nothing more is served
+    assert (await Client(client_stream).read_to_eof()).count(b"HTTP/1.1 200 ") <= 1
+
+
+async def test_a_refusal_to_a_peer_that_does_not_read_ends_after_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _silent_client, server_stream = trio.testing.lockstep_stream_pair()
+    refusal = error_reply(HttpError(429, "too_many_ip_connections"))
+    with trio.fail_after(60):
+        await respond_and_close(server_stream, refusal, write_timeout=5.0)
+    assert trio.current_time() == pytest.approx(5.0)
+
+
 # --------------------------------------------------------------------------- limits
 
 

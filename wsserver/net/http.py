@@ -31,6 +31,9 @@ Invariants:
   line), and never header values.
 * Whoever opened the stream closes it: :func:`serve_http` returns when the
   connection should end and leaves ``aclose`` to its caller.
+* Every write waits at most ``write_timeout`` seconds for a peer that does not
+  read (a client pipelining requests and never reading its replies): then the
+  connection ends as if the peer had gone, and no further request is served.
 * ``HEAD`` is served as ``GET`` without the body, and is listed in ``Allow``
   wherever ``GET`` is.
 
@@ -662,8 +665,10 @@ async def _send_response(
     *,
     head_only: bool = False,
     close: bool = False,
+    write_timeout: float = 30.0,
 ) -> int:
-    """Write ``response`` through ``conn``; returns the body bytes sent."""
+    """Write ``response`` through ``conn`` within ``write_timeout`` seconds; returns
+    the body bytes sent."""
     headers = [
         ("Content-Type", response.content_type),
         ("Content-Length", str(len(response.body))),
@@ -677,13 +682,24 @@ async def _send_response(
     if body:
         data += conn.send(h11.Data(data=body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
+    await _send_within(stream, data, write_timeout)
     return len(body)
 
 
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close and discard input for a moment, so an error reply is not reset away."""
-    with trio.move_on_after(_LINGER_SECONDS):
+async def _send_within(stream: trio.abc.Stream, data: bytes, write_timeout: float) -> None:
+    """``stream.send_all(data)``, or ``trio.BrokenResourceError`` when the peer has
+    not taken it within ``write_timeout`` seconds: a peer that does not read is
+    treated as gone (the stream, a write cut short, is only good for closing)."""
+    with trio.move_on_after(write_timeout) as scope:
+        await stream.send_all(data)
+    if scope.cancelled_caught:
+        raise trio.BrokenResourceError(f"the peer did not read the reply within {write_timeout} s")
+
+
+async def _linger(stream: trio.abc.Stream, write_timeout: float = 30.0) -> None:
+    """Half-close and discard input for a moment (at most ``write_timeout``), so an
+    error reply is not reset away."""
+    with trio.move_on_after(min(_LINGER_SECONDS, write_timeout)):
         try:
             if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
@@ -694,26 +710,35 @@ async def _linger(stream: trio.abc.Stream) -> None:
 
 
 async def respond_and_close(
-    stream: trio.abc.Stream, response: HttpResponse, *, conn: h11.Connection | None = None
+    stream: trio.abc.Stream,
+    response: HttpResponse,
+    *,
+    conn: h11.Connection | None = None,
+    write_timeout: float = 30.0,
 ) -> None:
     """Answer with ``Connection: close`` and end the exchange (the caller still closes).
 
     For refusals before :func:`serve_http` runs: a 400/431 from
     :func:`read_request_head`, or a 401/403/429/503 to a WebSocket upgrade.
     Pass the ``conn`` from :func:`read_request_head` when there is one; a peer
-    that has already gone is ignored.
+    that has already gone, or does not read within ``write_timeout``, is
+    ignored.
     """
     if conn is None or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         conn = h11.Connection(h11.SERVER)
     try:
-        await _send_response(stream, conn, response, close=True)
+        await _send_response(stream, conn, response, close=True, write_timeout=write_timeout)
     except trio.BrokenResourceError:
         return
-    await _linger(stream)
+    await _linger(stream, write_timeout)
 
 
 async def _read_body(
-    stream: trio.abc.Stream, conn: h11.Connection, head: RequestHead, max_body_bytes: int
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    head: RequestHead,
+    max_body_bytes: int,
+    write_timeout: float = 30.0,
 ) -> bytes:
     """The request body, or ``HttpError(413)`` once it exceeds ``max_body_bytes``.
 
@@ -724,7 +749,8 @@ async def _read_body(
     if length is not None and int(length) > max_body_bytes:  # h11 validated the digits
         raise HttpError(413, "http_body_too_large")
     if conn.they_are_waiting_for_100_continue:
-        await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+        continue_ = conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+        await _send_within(stream, continue_, write_timeout)
     body = bytearray()
     while True:
         try:
@@ -768,15 +794,16 @@ async def serve_http(
     max_body_bytes: int,
     max_header_bytes: int = 16 * 1024,
     idle_timeout: float = 30.0,
+    write_timeout: float = 30.0,
     locale: str = "zh-CN",
     on_request_done: RequestDoneCallback | None = None,
 ) -> None:
     """Serve ``head``'s request and then further keep-alive requests on ``conn``.
 
     Returns when the client closes or asks to close, after an error that ends
-    the connection (400, 413, 431), or when no complete request arrives within
+    the connection (400, 413, 431), when no complete request arrives within
     ``idle_timeout`` seconds (a request's body too must arrive within that
-    time). Never closes ``stream``; the caller does. ``on_request_done`` gets
+    time), or when a reply is not taken within ``write_timeout`` seconds. Never closes ``stream``; the caller does. ``on_request_done`` gets
     ``(method, raw_path, status, duration_seconds, bytes_in, bytes_out)``: the
     path as sent minus its query, and request/response body byte counts.
     Error texts are written in ``locale``.
@@ -790,7 +817,9 @@ async def serve_http(
             except ConnectionGone:
                 return
             except HttpError as err:
-                await respond_and_close(stream, error_reply(err, locale), conn=conn)
+                await respond_and_close(
+                    stream, error_reply(err, locale), conn=conn, write_timeout=write_timeout
+                )
                 return
             if current is None:
                 return  # idle
@@ -799,19 +828,24 @@ async def serve_http(
         body = b""
         try:
             with trio.move_on_after(idle_timeout) as body_scope:
-                body = await _read_body(stream, conn, current, max_body_bytes)
+                body = await _read_body(stream, conn, current, max_body_bytes, write_timeout)
             if body_scope.cancelled_caught:
                 return
             request = HttpRequest(head=current, body=body, remote=remote)
             response = await _dispatch(router, request, locale)
-        except ConnectionGone:
+        except (ConnectionGone, trio.BrokenResourceError):  # gone, or not reading a 100
             return
         except HttpError as err:  # 400 / 413 while reading the body: framing is lost
             response = error_reply(err, locale)
             close = True
         try:
             sent = await _send_response(
-                stream, conn, response, head_only=current.method == "HEAD", close=close
+                stream,
+                conn,
+                response,
+                head_only=current.method == "HEAD",
+                close=close,
+                write_timeout=write_timeout,
             )
         except trio.BrokenResourceError:
             return
@@ -824,7 +858,7 @@ async def serve_http(
             except Exception:
                 logger.exception("on_request_done failed")
         if close:
-            await _linger(stream)
+            await _linger(stream, write_timeout)
             return
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return  # MUST_CLOSE: the client sent Connection: close, or spoke HTTP/1.0
