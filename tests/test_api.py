@@ -525,6 +525,25 @@ async def test_in_a_large_fan_out_only_the_connection_that_stops_reading_is_clos
     await stalled.stream.aclose()
 
 
+async def test_connection_that_stops_reading_is_closed_4008_after_write_timeout_before_its_queue_fills(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, limits__write_timeout=0.5)
+    raw = trio.socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await raw.connect(server.addresses[0])
+    stalled = MemoryClient(trio.SocketStream(raw))
+    assert await stalled.handshake(f"/ws?token={token(server.config, user_id='stalled')}")
+    # 40 frames (the queue holds 1024), more bytes than the sockets' buffers
+    body = {"type": "system", "data": {"pad": "x" * 65000}, "user_id": "stalled"}
+    for _ in range(40):
+        await ok(server, "POST", "/api/publish", body)
+    await trio.sleep(2.0)  # it reads nothing for four write timeouts
+    with trio.fail_after(10):
+        assert await stalled.closed() == 4008
+    await stalled.stream.aclose()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
