@@ -84,6 +84,10 @@ class MemoryClient:
                     pass
             self.events.append(event)
 
+    async def read_some(self) -> None:
+        """One read of whatever has arrived (at least one byte), kept as events."""
+        await self._pump()
+
     async def next_event(self) -> Event:
         while not self.events:
             await self._pump()

@@ -25,6 +25,7 @@ from wsserver.api.routes import ROUTES
 from wsserver.core.hub import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path
+from wsserver.protocol.i18n import text
 
 API_KEY = "test-api-key-0123456789"
 CODE = "HG66OP88"
@@ -524,6 +525,25 @@ async def test_in_a_large_fan_out_only_the_connection_that_stops_reading_is_clos
     await stalled.stream.aclose()
 
 
+async def test_connection_that_stops_reading_is_closed_4008_after_write_timeout_before_its_queue_fills(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, limits__write_timeout=0.5)
+    raw = trio.socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await raw.connect(server.addresses[0])
+    stalled = MemoryClient(trio.SocketStream(raw))
+    assert await stalled.handshake(f"/ws?token={token(server.config, user_id='stalled')}")
+    # 40 frames (the queue holds 1024), more bytes than the sockets' buffers
+    body = {"type": "system", "data": {"pad": "x" * 65000}, "user_id": "stalled"}
+    for _ in range(40):
+        await ok(server, "POST", "/api/publish", body)
+    await trio.sleep(2.0)  # it reads nothing for four write timeouts
+    with trio.fail_after(10):
+        assert await stalled.closed() == 4008
+    await stalled.stream.aclose()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -744,6 +764,118 @@ async def test_unknown_path_404_wrong_method_405_big_body_413(live_server: Any) 
         server, "POST", "/api/publish", {"type": "x", "all": True, "data": "x" * 2000}
     )
     assert (status, reply["code"]) == (413, 413)
+
+
+@pytest.mark.parametrize(
+    ("locale", "no_credentials", "missing_field", "conflict"),
+    [
+        (
+            "zh-CN",
+            "需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key",
+            "缺少字段: type",
+            "目标冲突: user_id, all（只能给出一个）",
+        ),
+        (
+            "en",
+            "authentication required: Authorization: Bearer <admin token> or X-API-Key",
+            "missing field: type",
+            "conflicting targets: user_id, all (give exactly one)",
+        ),
+    ],
+    ids=["zh-CN", "en"],
+)
+async def test_every_error_text_is_in_the_configured_locale(
+    live_server: Any, locale: str, no_credentials: str, missing_field: str, conflict: str
+) -> None:
+    server = await start(live_server, server__locale=locale, limits__max_http_body_bytes=1024)
+
+    async def message(method: str, target: str, body: Any = None, **kw: Any) -> str:
+        return str((await call(server, method, target, body, **kw))[1]["message"])
+
+    assert await message("GET", "/api/stats", key=None) == no_credentials
+    assert await message("POST", "/api/publish", {"all": True}) == missing_field
+    assert await message("POST", "/api/publish", {"type": "t", "user_id": 1, "all": True}) == conflict
+    # the parser's, the router's and the handlers' texts all come from the catalogue
+    notification = {"user_id": 1, "title": "t", "message": "m", "level": "x"}
+    expected = [
+        ("GET", "/api/nope", None, text("not_found", locale)),
+        ("GET", "/api/publish", None, text("http_method", locale)),
+        ("POST", "/api/publish", b"[1]", text("http_not_object", locale)),
+        ("POST", "/api/publish", b"{", text("http_invalid_json", locale)),
+        (
+            "POST",
+            "/api/publish",
+            {"type": "t", "all": "yes"},
+            text("http_field_type", locale, field="all", expected="boolean"),
+        ),
+        (
+            "POST",
+            "/api/publish",
+            {"type": "t", "all": True, "data": "x" * 2000},
+            text("http_body_too_large", locale),
+        ),
+        (
+            "POST",
+            "/api/websocket/notification",
+            notification,
+            text("http_field_choice", locale, field="level", choices="info, warning, error, success"),
+        ),
+        ("DELETE", "/api/activation-codes/nope", None, text("code_not_found", locale)),
+    ]
+    for method, target, body, want in expected:
+        assert await message(method, target, body) == want, (method, target)
+
+async def read_until_eof(stream: trio.abc.Stream) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the end)."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+async def test_content_length_and_transfer_encoding_get_one_400_then_the_connection_closes(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, server__locale="en")
+    stream = await trio.open_tcp_stream(*server.addresses[0])
+    async with stream:
+        await stream.send_all(
+            b"POST /api/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: " + API_KEY.encode() + b"\r\n"
+            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        with trio.fail_after(10):
+            response = await read_until_eof(stream)
+    assert response.startswith(b"HTTP/1.1 400 ") and response.count(b"HTTP/1.1 ") == 1
+    assert b"\r\nConnection: close\r\n" in response
+    assert response.endswith(b"Content-Length and Transfer-Encoding in one request\"}")
+
+
+async def test_client_that_pipelines_and_never_reads_is_closed_after_write_timeout(
+    live_server: Any,
+) -> None:
+    server = await start(live_server, limits__write_timeout=0.5)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(server.addresses[0])
+    stream = trio.SocketStream(sock)
+    async with stream:
+        # far more reply bytes than both socket buffers hold
+        requests = 400
+        await stream.send_all(b"GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * requests)
+        # it reads nothing for four write timeouts; another client is served meanwhile
+        with trio.fail_after(2):
+            status, _, _ = await http_request(server.addresses[0], "GET", "/healthz")
+        assert status == 200
+        await trio.sleep(2.0)
+        with trio.fail_after(10):
+            response = await read_until_eof(stream)
+    assert response.count(b"HTTP/1.1 200 ") < requests
 
 
 async def test_api_listen_moves_the_api_to_its_private_listener(live_server: Any) -> None:

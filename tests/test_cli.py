@@ -1,6 +1,6 @@
 """Tests for the `wsserver` command line, run in-process through `main(argv)`.
 
-Only the subcommands that need no server: version, gen-config, check-config.
+Only the subcommands that need no server: version, gen-config, check-config, gentoken.
 """
 
 import os
@@ -119,3 +119,28 @@ def test_serve_flags_override_the_file(tmp_path: Path, capsys: pytest.CaptureFix
     path.write_text("[server]\nport = 9000\n", encoding="utf-8")
     assert main(["serve", "--config", str(path), "--port", "70000"]) == 2
     assert capsys.readouterr().err.startswith("config error: server.port: ")
+
+
+def test_gentoken_warns_when_it_creates_a_new_secret_that_only_its_data_dir_knows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "elsewhere"
+    assert main(["gentoken", "--user", "1", "--data-dir", str(data)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count(".") == 2  # the JWT, on stdout alone
+    secret = data / "jwt_secret"
+    assert secret.exists()
+    assert f"created a new secret in {secret}" in err
+    assert "another data directory rejects this token" in err
+    # the secret now exists: signed with it, nothing to warn about
+    assert main(["gentoken", "--user", "1", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_gentoken_with_a_configured_secret_creates_no_file_and_warns_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WSSERVER_AUTH_JWT_SECRET", "a-shared-secret-0123456789abcdef")
+    assert main(["gentoken", "--user", "1", "--data-dir", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "d" / "jwt_secret").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+from wsproto.events import TextMessage
 
 from tests.conftest import token
 
@@ -165,3 +166,43 @@ async def test_client_that_never_reads_again_is_dropped_within_bounded_time(memo
     while server.hub.sessions:
         await trio.sleep(0.5)
     assert trio.current_time() - start <= 12  # send grace + close timeout
+
+
+async def test_client_that_stops_reading_with_little_to_receive_is_closed_4008_after_write_timeout(
+    memory_server: Any, autojump_clock: Any
+) -> None:
+    # far from a full queue: only the write timeout can notice this peer
+    server = await memory_server(
+        limits__write_timeout=20, heartbeat__interval=300, heartbeat__timeout=600
+    )
+    slow = await server.connect(headers=bearer(token(server.config)), lockstep=True)
+    await slow.recv_type("connected")
+    (session,) = server.hub.sessions.values()
+    for _ in range(3):  # then it reads nothing: the pongs wait on it
+        await slow.send({"type": "ping"})
+    await trio.sleep(19.9)
+    assert session.outlet.closing is None
+    await trio.sleep(0.2)
+    assert session.outlet.closing == (4008, "slow_consumer")
+    with trio.fail_after(5):  # what was left to write, then the close frame
+        assert await slow.closed() == 4008
+
+
+async def test_slow_reader_that_keeps_reading_is_not_closed_by_the_write_timeout(
+    memory_server: Any, autojump_clock: Any
+) -> None:
+    server = await memory_server(
+        limits__write_timeout=2, heartbeat__interval=300, heartbeat__timeout=600
+    )
+    slow = await server.connect(headers=bearer(token(server.config)), lockstep=True)
+    await slow.recv_type("connected")
+    # Always something waiting on it for 15 s, several write timeouts, but it
+    # takes some every 1.5 s, less than one.
+    for _ in range(10):
+        await slow.send({"type": "ping"})
+        await slow.send({"type": "ping"})
+        await trio.sleep(1.5)
+        await slow.read_some()
+    assert len(server.hub.sessions) == 1
+    while slow.events:
+        assert isinstance(await slow.next_event(), TextMessage)

@@ -63,16 +63,19 @@ async def run_server(
     stream: trio.abc.Stream,
     router: Router,
     done: list[tuple[object, ...]] | None = None,
+    *,
+    locale: str = "en",
     **kw: float,
 ) -> None:
-    """What the listener does for a plain HTTP connection."""
+    """What the listener does for a plain HTTP connection (texts in English unless
+    `locale` says otherwise)."""
     async with stream:
         try:
             head, conn, _ = await read_request_head(stream, max_header_bytes=MAX_HEADER)
         except ConnectionGone:
             return
         except HttpError as err:
-            await respond_and_close(stream, error_reply(err))
+            await respond_and_close(stream, error_reply(err, locale))
             return
         await serve_http(
             stream,
@@ -82,6 +85,7 @@ async def run_server(
             remote="127.0.0.1",
             max_body_bytes=MAX_BODY,
             max_header_bytes=MAX_HEADER,
+            locale=locale,
             on_request_done=None if done is None else (lambda *a: done.append(a)),
             **kw,
         )
@@ -237,7 +241,7 @@ async def test_handler_exception_is_500_logged_and_next_request_works(
         with caplog.at_level(logging.ERROR, logger="wsserver.http"):
             reply = await client.request("GET", "/boom?token=secret-token")
         assert reply.status == 500
-        assert reply.json() == {"code": 500, "message": "internal error"}
+        assert reply.json() == {"code": 500, "message": "internal server error"}
         again = await client.request("GET", "/api/users/2/online")
         assert again.status == 200
         await client_stream.aclose()
@@ -312,6 +316,34 @@ async def test_idle_keep_alive_connection_is_closed_after_idle_timeout(
         assert trio.current_time() - answered == pytest.approx(5.0)
 
 
+async def test_client_that_pipelines_and_never_reads_is_dropped_after_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # lockstep: a write completes only when the peer reads it, as on a full socket
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    requests = b"GET /api/users/1/online HTTP/1.1\r\nHost: t\r\n\r\n" * 50
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(run_server, write_timeout=5.0)
+            nursery.start_soon(serve, server_stream, make_router())
+            await client_stream.send_all(requests)
+            sent = trio.current_time()
+        # the nursery ended: the server gave up on the reader and closed
+    assert trio.current_time() - sent == pytest.approx(5.0)
+    # what the cut-short write had handed over, then the end: nothing more is served
+    assert (await Client(client_stream).read_to_eof()).count(b"HTTP/1.1 200 ") <= 1
+
+
+async def test_a_refusal_to_a_peer_that_does_not_read_ends_after_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _silent_client, server_stream = trio.testing.lockstep_stream_pair()
+    refusal = error_reply(HttpError(429, "too_many_ip_connections"))
+    with trio.fail_after(60):
+        await respond_and_close(server_stream, refusal, write_timeout=5.0)
+    assert trio.current_time() == pytest.approx(5.0)
+
+
 # --------------------------------------------------------------------------- limits
 
 
@@ -383,6 +415,31 @@ async def test_431_on_a_follow_up_request(autojump_clock: trio.testing.MockClock
         )
         response = await client.read_to_eof()
     assert response.startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-request", "follow-up"])
+async def test_content_length_with_transfer_encoding_is_400_and_nothing_after_it_is_served(
+    first: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    smuggled = (
+        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        b"GET /api/users/smuggled/online HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_server, server_stream, make_router())
+        client = Client(client_stream)
+        if not first:
+            assert (await client.request("GET", "/api/users/1/online")).status == 200
+        await client_stream.send_all(smuggled)
+        response = await client.read_to_eof()
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert response.count(b"HTTP/1.1") == 1
+    assert b"\r\nConnection: close\r\n" in response
+    assert response.endswith(
+        b'{"code":400,"message":"Content-Length and Transfer-Encoding in one request"}'
+    )
 
 
 async def test_garbage_is_400(autojump_clock: trio.testing.MockClock) -> None:
@@ -489,7 +546,7 @@ async def test_refused_upgrade_gets_a_json_error_and_close(
     head, conn, _ = await read_request_head(server_stream, max_header_bytes=MAX_HEADER)
     assert head.is_websocket_upgrade
     async with trio.open_nursery() as nursery:
-        refusal = error_reply(HttpError(401, "token expired"))
+        refusal = error_reply(HttpError(401, "token_expired"), "en")
         nursery.start_soon(functools.partial(respond_and_close, conn=conn), server_stream, refusal)
         reply = await client.receive()
         await client_stream.aclose()
@@ -582,7 +639,7 @@ def test_json_reply_and_error_reply_are_compact_utf8() -> None:
     assert (
         json_reply({"a": "你"}).body == '{"code":0,"message":"success","data":{"a":"你"}}'.encode()
     )
-    err = error_reply(HttpError(400, "missing field: type", field="type"))
+    err = error_reply(HttpError(400, "field_missing", field="type"), "en")
     assert err.status == 400
     assert err.body == b'{"code":400,"message":"missing field: type","field":"type"}'
 

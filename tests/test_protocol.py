@@ -339,7 +339,8 @@ def test_unknown_catalogue_key_shows_the_key_instead_of_crashing():
 
 def _catalogue_uses() -> list[tuple[str, int, str, set[str]]]:
     """Every literal catalogue key the package passes to ProtocolError, AuthError,
-    text(), Refusal() or a close(code, reason), with the params given alongside."""
+    HttpError, text(), Refusal() or a close(code, reason), with the params given
+    alongside."""
     uses: list[tuple[str, int, str, set[str]]] = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -354,6 +355,7 @@ def _catalogue_uses() -> list[tuple[str, int, str, set[str]]]:
             )
             position = {
                 "ProtocolError": 1,
+                "HttpError": 1,
                 "AuthError": 0,
                 "text": 0,
                 "Refusal": 2,
@@ -371,6 +373,8 @@ def _catalogue_uses() -> list[tuple[str, int, str, set[str]]]:
             rel = str(path.relative_to(PACKAGE_DIR.parent))
             if name == "ProtocolError" and "field" in given:
                 given.add("field")
+            if name == "HttpError" and len(node.args) > 2:
+                given.add("field")  # the field to blame, passed by position
             if name in ("close", "close_after_queued", "Refusal"):
                 given = set()  # reasons are shown with no params
             uses.append((rel, node.lineno, arg.value, given))

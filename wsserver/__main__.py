@@ -102,13 +102,27 @@ def _gentoken(args: argparse.Namespace) -> int:
         claims["username"] = args.username
     if args.rooms is not None:
         claims["rooms"] = list(args.rooms)
-    from wsserver.auth import mint_token
+    from wsserver.auth import SECRET_FILE, mint_token
 
+    # Without auth.jwt_secret the token is signed with the data directory's
+    # generated secret; a directory without one gets a new secret, which only a
+    # server using that directory accepts (a common mistake: another directory).
+    secret_file = os.path.join(config.storage.dir, SECRET_FILE)
+    creates_secret = (
+        private_key_pem is None and not config.auth.jwt_secret and not os.path.exists(secret_file)
+    )
     try:
         token = mint_token(config, claims, args.ttl, private_key_pem)
     except ValueError as exc:  # e.g. no configured algorithm fits the key given
         print(f"gentoken: {exc}", file=sys.stderr)
         return 2
+    if creates_secret:
+        print(
+            f"gentoken: warning: created a new secret in {os.path.abspath(secret_file)}; "
+            "a server using another data directory rejects this token "
+            "(use --data-dir, or set auth.jwt_secret)",
+            file=sys.stderr,
+        )
     print(token)
     return 0
 

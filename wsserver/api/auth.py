@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from wsserver.errors import AuthError
 from wsserver.net.http import HttpError, RequestHead
-from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
     from wsserver.net.server import Server
@@ -41,21 +40,20 @@ def key_matches(given: str, keys: Iterable[str]) -> bool:
 
 def authorize(server: Server, head: RequestHead) -> None:
     """Return when `head` carries admin credentials; raise `HttpError` 401/403 otherwise."""
-    locale = server.config.server.locale
     api_key = head.header("x-api-key")
     if api_key is not None and key_matches(api_key, server.config.api.keys):
         return
     authorization = head.header("authorization")
     if authorization is None:
         key = "api_key_invalid" if api_key is not None else "api_credentials_missing"
-        raise HttpError(401, text(key, locale), headers=_CHALLENGE)
+        raise HttpError(401, key, headers=_CHALLENGE)
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise HttpError(401, text("token_missing", locale), headers=_CHALLENGE)
+        raise HttpError(401, "token_missing", headers=_CHALLENGE)
     try:
         identity = server.verifier.verify(token)
     except AuthError as err:
-        raise HttpError(401, text(err.key, locale), headers=_CHALLENGE) from None
+        raise HttpError(401, err.key, headers=_CHALLENGE) from None
     if not identity.is_admin:
-        raise HttpError(403, text("api_admin_required", locale))
+        raise HttpError(403, "api_admin_required")

@@ -157,10 +157,10 @@ def check_json_values(value: Any) -> None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
-            raise HttpError(400, "invalid JSON body (number out of range)")
+            raise HttpError(400, "http_json_number")
         if isinstance(item, dict | list):
             if depth > MAX_DEPTH:
-                raise HttpError(400, f"invalid JSON body (nested deeper than {MAX_DEPTH})")
+                raise HttpError(400, "http_json_depth", depth=MAX_DEPTH)
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
 
@@ -178,7 +178,7 @@ def _id(body: dict[str, Any], name: str, *, required: bool) -> Any:
     """A user/group id or user type: a non-empty string or an integer."""
     value = require(body, name, _ID) if required else optional(body, name, _ID, None)
     if value == "":
-        raise HttpError(400, f"invalid field: {name} (must not be empty)", field=name)
+        raise HttpError(400, "http_field_empty", name)
     return value
 
 
@@ -201,7 +201,7 @@ def parse_publish(body: dict[str, Any]) -> Publish:
     """
     mtype = require(body, "type", str)
     if not TYPE_NAME.fullmatch(mtype):
-        raise HttpError(400, f"invalid field: type (must match {TYPE_NAME.pattern})", field="type")
+        raise HttpError(400, "http_field_pattern", "type", pattern=TYPE_NAME.pattern)
     user_id = _id(body, "user_id", required=False)
     user_ids = optional(body, "user_ids", list, None)
     group_id = _id(body, "group_id", required=False)
@@ -213,9 +213,7 @@ def parse_publish(body: dict[str, Any]) -> Publish:
         not user_ids
         or not all(isinstance(u, _ID) and not isinstance(u, bool) and u != "" for u in user_ids)
     ):
-        raise HttpError(
-            400, "invalid field: user_ids (expected a non-empty array of ids)", field="user_ids"
-        )
+        raise HttpError(400, "http_field_ids", "user_ids")
     forms = [
         name
         for name, given in (
@@ -229,21 +227,13 @@ def parse_publish(body: dict[str, Any]) -> Publish:
     if everyone and group_id is not None:
         forms.append("group_id")
     if len(forms) > 1:
-        raise HttpError(
-            400, f"conflicting targets: {', '.join(forms)} (give exactly one)", field=forms[1]
-        )
+        raise HttpError(400, "http_targets_conflict", forms[1], targets=", ".join(forms))
     if not forms and group_id is None:
-        raise HttpError(
-            400,
-            "missing field: user_id (or user_ids, group_id, room with group_id, all: true)",
-            field="user_id",
-        )
+        raise HttpError(400, "http_target_missing", "user_id")
     if room is not None and not ROOM_NAME.fullmatch(room):
-        raise HttpError(400, "invalid field: room", field="room")
+        raise HttpError(400, "field_invalid", "room")
     if persist and user_id is None and user_ids is None:
-        raise HttpError(
-            400, "invalid field: persist (only for user_id or user_ids)", field="persist"
-        )
+        raise HttpError(400, "http_persist_target", "persist")
     ids = (user_id,) if user_id is not None else tuple(user_ids or ())
     target = Target(
         user_ids=ids, group_id=group_id, room=room, everyone=everyone, user_type=user_type
@@ -334,9 +324,7 @@ class Api:
         if body.get("type") is not None:
             mtype = require(body, "type", str)
             if not TYPE_NAME.fullmatch(mtype):
-                raise HttpError(
-                    400, f"invalid field: type (must match {TYPE_NAME.pattern})", field="type"
-                )
+                raise HttpError(400, "http_field_pattern", "type", pattern=TYPE_NAME.pattern)
             data = body.get("data")
         else:
             mtype, data = seed001.system_notification(body)
@@ -435,7 +423,7 @@ class Api:
         body = read_body(req)
         code = require(body, "code", str)
         if not 0 < len(code.strip()) == len(code) <= 128:
-            raise HttpError(400, "invalid field: code (1-128 characters, no surrounding spaces)", field="code")
+            raise HttpError(400, "http_code_format", "code")
         group_id = _id(body, "group_id", required=True)
         name = optional(body, "name", str, "")
         enabled = optional(body, "enabled", bool, True)
@@ -451,7 +439,7 @@ class Api:
         hub = self.server.hub
         closed = await self.server.registry.call(hub.activation_codes.delete, req.params["code"])
         if closed is None:
-            raise HttpError(404, "activation code not found", field="code")
+            raise HttpError(404, "code_not_found", "code")
         await self._committed()
         return json_reply({"deleted": True, "closed": closed})
 

@@ -37,16 +37,14 @@ Body = dict[str, Any]
 
 def _non_empty(name: str, value: Any) -> Any:
     if value == "":
-        raise HttpError(400, f"invalid field: {name} (must not be empty)", field=name)
+        raise HttpError(400, "http_field_empty", name)
     return value
 
 
 def _list_of_strings(body: Body, name: str) -> list[str]:
     value = require(body, name, list)
     if not value or not all(isinstance(v, str) and v for v in value):
-        raise HttpError(
-            400, f"invalid field: {name} (expected a non-empty array of strings)", field=name
-        )
+        raise HttpError(400, "http_field_strings", name)
     return value
 
 
@@ -54,7 +52,7 @@ def system_notification(body: Body) -> tuple[str, dict[str, Any]]:
     """`system_notification` with `SystemNotificationData {title, message, level, action, action_url}`."""
     level = optional(body, "level", str, "info")
     if level not in LEVELS:
-        raise HttpError(400, f"invalid field: level (one of {', '.join(LEVELS)})", field="level")
+        raise HttpError(400, "http_field_choice", "level", choices=", ".join(LEVELS))
     return "system_notification", {
         "title": require(body, "title", str),
         "message": require(body, "message", str),
@@ -79,7 +77,7 @@ def batchgo_open_url(body: Body) -> tuple[str, dict[str, Any]]:
     """`batchgo_open_url` with `BatchGoOpenURLData {task_id, urls, delay}` (delay in ms)."""
     delay = optional(body, "delay", int, DEFAULT_OPEN_URL_DELAY)
     if delay < 0:
-        raise HttpError(400, "invalid field: delay (must be >= 0)", field="delay")
+        raise HttpError(400, "http_field_min", "delay", min=0)
     return "batchgo_open_url", {
         "task_id": _non_empty("task_id", require(body, "task_id", _ID)),
         "urls": _list_of_strings(body, "urls"),
@@ -92,9 +90,7 @@ def task_progress(body: Body) -> tuple[str, dict[str, Any]]:
     `completed`/`failed`, else `<task_type>_progress`; data `TaskProgressData`."""
     task_type = require(body, "task_type", str)
     if not _TASK_TYPE.fullmatch(task_type):
-        raise HttpError(
-            400, "invalid field: task_type (lower-case letters, digits and _)", field="task_type"
-        )
+        raise HttpError(400, "http_task_type", "task_type")
     status = _non_empty("status", require(body, "status", str))
     if status == "started":
         suffix = "start"

@@ -10,9 +10,11 @@
   otherwise it is queued and a writer task, started in the connection's
   nursery only while there is a backlog, joins queued frames into one write.
 - timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
-  liveness timeout (4000), the auth timeout (4002) and token expiry
-  (`token_expiring`, then 4001). No task per connection: an idle connection is
-  one coroutine, a socket and a few small objects.
+  liveness timeout (4000), the auth timeout (4002), token expiry
+  (`token_expiring`, then 4001) and the write timeout (4008: a backlog the
+  peer has taken nothing of for `limits.write_timeout`; the writer asks for a
+  tick in time when its backlog starts). No task per connection: an idle
+  connection is one coroutine, a socket and a few small objects.
 
 Every way of ending a connection goes through `close()`: it records the close
 code once, drops the queued frames (a frame already half written is
@@ -22,7 +24,9 @@ from the peer is answered with the same code.
 
 `deliver()`, called by the registry, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
-`limits.send_queue` frames of memory and never slows anyone else.
+`limits.send_queue` frames of memory and never slows anyone else; a peer
+that stops reading while little is sent to it is closed with 4008 by the
+write timeout.
 """
 
 from __future__ import annotations
@@ -283,6 +287,10 @@ class Connection:
         if now - self.last_seen >= hb.timeout:
             self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat_timeout")
             return None
+        stalled_until = self._write_deadline(cfg.limits.write_timeout)
+        if stalled_until is not None and now >= stalled_until:
+            self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+            return None
         next_ping = self._last_ping + hb.interval
         if now >= next_ping:
             self._write(ping_frame())  # its pong (any frame) refreshes `last_seen`
@@ -291,6 +299,8 @@ class Connection:
             self._last_ping = now
             next_ping = now + hb.interval
         due = min(next_ping, self.last_seen + hb.timeout)
+        if stalled_until is not None:
+            due = min(due, stalled_until)
         if unauthenticated:
             due = min(due, auth_deadline)
         expiry = self._expiry()
@@ -312,6 +322,21 @@ class Connection:
             return None
         return due
 
+    def _write_deadline(self, write_timeout: float) -> float | None:
+        """When the writer's backlog will have waited `write_timeout` on a peer
+        that takes nothing, or None without a backlog."""
+        writer = self.writer
+        since = None if writer is None else writer.waiting_since
+        return None if since is None else since + write_timeout
+
+    def _writer_waits(self, since: float) -> None:
+        """(FrameWriter, as a backlog starts waiting on the peer.) Have the timer
+        look at it when the write timeout would expire, if before its next tick."""
+        due = self.timer_due
+        when = since + self.server.config.limits.write_timeout
+        if due is not None and when < due:
+            self.server.heartbeats.schedule(self, when)
+
     # -- the session ---------------------------------------------------------
 
     async def run(self, transport: trio.abc.Stream, received: bytes = b"", preamble: bytes = b"") -> None:
@@ -327,7 +352,7 @@ class Connection:
         """
         heartbeats = self.server.heartbeats
         async with trio.open_nursery() as nursery:
-            writer = self.writer = FrameWriter(transport, nursery.start_soon)
+            writer = self.writer = FrameWriter(transport, nursery.start_soon, self._writer_waits)
             early, self._early = self._early, None
             head = [preamble] if preamble else []
             while early and isinstance(early[0], bytes):
@@ -353,6 +378,7 @@ class Connection:
                     await self._read(transport, received)
             finally:
                 self.timer_due = None  # the timer forgets this connection
+                writer.on_wait = None  # and the writer: no reference cycle once it ends
                 if not self._closed_at_once():
                     with trio.CancelScope(shield=True) as shielded:
                         shielded.deadline = trio.current_time() + CLOSE_TIMEOUT

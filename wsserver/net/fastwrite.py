@@ -12,6 +12,12 @@ in order: data frames, pongs, pings and the close frame.
   at once: one `sendmsg()` of up to `MAX_BATCH` bytes on a plain socket
   (joined and `send()` on Windows, which has no `sendmsg()`), one
   `send_all()` of the joined bytes on TLS or a test's memory stream.
+- While the writer task runs, `waiting_since` is when the peer last took bytes
+  (or when the backlog began): the connection's timer closes a connection
+  whose peer has taken nothing for `limits.write_timeout`. It is set only by
+  the writer task (at its start and after each write that moved bytes; on
+  TLS or a memory stream after each batch's whole `send_all()`), so the paths
+  that write at once pay nothing for it.
 - A partially sent frame's remainder stays at the head of the queue and is
   completed before anything else; `drop_pending()` (a close was decided) keeps
   it, so the peer never sees half a frame followed by another frame. `torn` is
@@ -80,7 +86,8 @@ class FrameWriter:
     """Writes whole frames to one connection in order (see the module docstring).
 
     `spawn(fn)` starts the writer task `fn` in the connection's nursery; it is
-    called when a backlog appears and no writer task runs.
+    called when a backlog appears and no writer task runs. `on_wait(since)`,
+    when given, is called as that task starts waiting on the peer.
     """
 
     __slots__ = (
@@ -91,12 +98,19 @@ class FrameWriter:
         "_spawn",
         "broken",
         "frames",
+        "on_wait",
         "pending",
         "sock",
         "transport",
+        "waiting_since",
     )
 
-    def __init__(self, transport: trio.abc.Stream, spawn: Callable[[Callable[[], Any]], None]) -> None:
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        spawn: Callable[[Callable[[], Any]], None],
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
         self.transport = transport
         self.sock = raw_socket(transport)
         self.pending: deque[Item] | None = None  # created with the first backlog
@@ -106,7 +120,11 @@ class FrameWriter:
         self._running = False  # a writer task exists, or the flusher owns the queue
         self._deferred = False  # the queue waits for the flusher (no writer task)
         self._spawn = spawn
+        self.on_wait = on_wait
         self.broken = False
+        # trio time of the backlog's start or of the peer's last taking bytes,
+        # while the writer task runs (None otherwise)
+        self.waiting_since: float | None = None
 
     # -- producers (never block) ----------------------------------------------
 
@@ -249,6 +267,9 @@ class FrameWriter:
 
     async def _run(self) -> None:
         """Write the backlog, joining queued frames; ends when the queue is empty."""
+        self.waiting_since = trio.current_time()
+        if self.on_wait is not None:
+            self.on_wait(self.waiting_since)
         try:
             while True:
                 pending = self.pending
@@ -263,6 +284,8 @@ class FrameWriter:
                 if self.sock is not None:
                     await trio.lowlevel.wait_writable(self.sock)
                     sent = self._send(batch, size)
+                    if sent:
+                        self.waiting_since = trio.current_time()
                     if sent < size and not self.broken:
                         self._put_back(batch, sent, head_partial)
                     else:
@@ -271,12 +294,14 @@ class FrameWriter:
                     self._busy = True  # a cancelled send_all() may have written part
                     try:
                         await self.transport.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                        self.waiting_since = trio.current_time()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         self.broken = True
                     self._busy = False
                     self._partial = False
         finally:
             self._running = False
+            self.waiting_since = None
             if self.broken and self.pending:
                 self._discard()
 

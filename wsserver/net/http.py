@@ -14,12 +14,16 @@ Invariants:
 
 * No byte read from the socket is lost: :func:`read_request_head` returns all
   of them, and :class:`ReplayStream` hands them back before reading more.
+* A request with both ``Content-Length`` and ``Transfer-Encoding`` gets 400
+  and ends the connection (RFC 9112 §6.1), like every error that comes before
+  a request's body is known to be read: no request after it is served.
 * Memory per connection is bounded: a request head is at most
   ``max_header_bytes`` (else 431) and a body at most ``max_body_bytes`` (else
   413, answered as soon as the limit is crossed, before reading the rest).
 * Every reply is JSON with ``Content-Length``, ``Content-Type`` and
   ``Server: wsserver``; errors are ``{"code": <status>, "message": ..}`` with
-  ``"field"`` when one field is to blame.
+  ``"field"`` when one field is to blame, the message a catalogue text
+  (``wsserver.protocol.i18n``) in the locale the caller passes.
 * An exception in a handler becomes a 500 for that request only, is logged on
   the ``wsserver.http`` logger, and the connection keeps serving.
 * Log lines carry the raw path without its query string (queries may hold
@@ -27,6 +31,9 @@ Invariants:
   line), and never header values.
 * Whoever opened the stream closes it: :func:`serve_http` returns when the
   connection should end and leaves ``aclose`` to its caller.
+* Every write waits at most ``write_timeout`` seconds for a peer that does not
+  read (a client pipelining requests and never reading its replies): then the
+  connection ends as if the peer had gone, and no further request is served.
 * ``HEAD`` is served as ``GET`` without the body, and is listed in ``Allow``
   wherever ``GET`` is.
 
@@ -49,6 +56,7 @@ import trio
 
 from wsserver.net.fastwrite import raw_socket
 from wsserver.net.readiness import receive_raw
+from wsserver.protocol.i18n import text
 
 __all__ = [
     "ConnectionGone",
@@ -90,26 +98,46 @@ class ConnectionGone(Exception):
 
 
 class HttpError(Exception):
-    """An HTTP error answer: ``status``, a human ``message``, the ``field`` to blame.
+    """An HTTP error answer: ``status``, a catalogue ``key``, the ``field`` to blame.
 
     Raised by the parser, the router and handlers; :func:`serve_http` turns it
-    into :func:`error_reply`. ``headers`` are added to the reply (``Allow`` for
-    405, ``WWW-Authenticate`` for 401, ...).
+    into :func:`error_reply`, which writes the text in the server's locale
+    (``key`` names an entry of ``wsserver.protocol.i18n``, filled with
+    ``params`` and ``field``; a tuple param is listed with the catalogue's
+    "or"). ``headers`` are added to the reply (``Allow`` for 405,
+    ``WWW-Authenticate`` for 401, ...).
     """
 
     def __init__(
         self,
         status: int,
-        message: str,
+        key: str,
         field: str | None = None,
         *,
         headers: tuple[tuple[str, str], ...] = (),
+        **params: object,
     ) -> None:
-        super().__init__(status, message, field)
+        super().__init__(status, key, field)
         self.status = status
-        self.message = message
+        self.key = key
         self.field = field
         self.headers = headers
+        self.params = params
+
+    def render(self, locale: str) -> str:
+        """The human text in ``locale``."""
+        params = {
+            name: text("list_or", locale).join(map(str, value)) if isinstance(value, tuple) else value
+            for name, value in self.params.items()
+        }
+        if self.field is not None:
+            params.setdefault("field", self.field)
+        return text(self.key, locale, **params)
+
+    @property
+    def message(self) -> str:
+        """The English text, for logs and Python callers (replies use :meth:`render`)."""
+        return self.render("en")
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}" + (f" ({self.field})" if self.field else "")
@@ -221,7 +249,7 @@ class RequestHead:
             for key, value in parse_qsl(raw_query, keep_blank_values=True, errors="strict"):
                 query.setdefault(key, value)
         except UnicodeDecodeError:
-            raise HttpError(400, "malformed request target") from None
+            raise HttpError(400, "http_bad_target") from None
         return cls(method, target, path, query, headers, http_version, size)
 
     @property
@@ -287,8 +315,9 @@ async def _receive_head(
     """Read the next request head on ``conn``.
 
     Raises ``HttpError(431)`` when the head exceeds ``max_header_bytes``,
-    ``HttpError(400)`` when it is malformed, ``ConnectionGone`` when the peer
-    ends the connection first.
+    ``HttpError(400)`` when it is malformed or has both ``Content-Length`` and
+    ``Transfer-Encoding``, ``ConnectionGone`` when the peer ends the
+    connection first.
     """
     buffered_before = len(conn.trailing_data[0])
     sink = bytearray() if received is None else received
@@ -299,18 +328,23 @@ async def _receive_head(
         if conn.trailing_data[1]:
             raise ConnectionGone("peer closed before a complete request head") from None
         if exc.error_status_hint == 431:
-            raise HttpError(431, "request header fields too large") from None
-        raise HttpError(400, "malformed request") from None
+            raise HttpError(431, "http_head_too_large") from None
+        raise HttpError(400, "http_malformed") from None
     if isinstance(event, h11.ConnectionClosed):
         raise ConnectionGone("peer closed before a request")
     if not isinstance(event, h11.Request):  # pragma: no cover - h11 yields Request first
-        raise HttpError(400, "malformed request")
+        raise HttpError(400, "http_malformed")
     # h11 only limits heads that arrive in pieces; a whole head in one read
     # is measured here.
     head_size = buffered_before + len(sink) - start - len(conn.trailing_data[0])
     if head_size > max_header_bytes:
-        raise HttpError(431, "request header fields too large")
-    return RequestHead.from_h11(event)
+        raise HttpError(431, "http_head_too_large")
+    head = RequestHead.from_h11(event)
+    if head.header("content-length") is not None and head.header("transfer-encoding") is not None:
+        # RFC 9112 6.1: the body's end is ambiguous (request smuggling), so is
+        # whatever follows it: refuse and close instead of choosing one.
+        raise HttpError(400, "http_length_and_chunked")
+    return head
 
 
 async def read_request_head(
@@ -420,27 +454,28 @@ class HttpRequest:
     remote: str = ""
 
     def json(self) -> object:
-        """The body parsed as UTF-8 JSON; ``HttpError(400, "invalid JSON body")`` otherwise."""
+        """The body parsed as UTF-8 JSON; ``HttpError(400)`` otherwise."""
         try:
             return json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise HttpError(400, "invalid JSON body") from None
+            raise HttpError(400, "http_invalid_json") from None
 
     def json_object(self) -> dict[str, object]:
         """The body as a JSON object; ``HttpError(400)`` when it is anything else."""
         data = self.json()
         if not isinstance(data, dict):
-            raise HttpError(400, "JSON body must be an object")
+            raise HttpError(400, "http_not_object")
         return data
 
 
-def _type_name(type_: type | tuple[type, ...]) -> str:
+def _type_names(type_: type | tuple[type, ...]) -> tuple[str, ...]:
+    """JSON's names of ``type_`` (the same in every locale)."""
     names = {
         str: "string", int: "integer", float: "number", bool: "boolean",
         dict: "object", list: "array", type(None): "null",
     }  # fmt: skip
     types = type_ if isinstance(type_, tuple) else (type_,)
-    return " or ".join(names.get(t, t.__name__) for t in types)
+    return tuple(names.get(t, t.__name__) for t in types)
 
 
 def _check_type(value: object, field: str, type_: type | tuple[type, ...]) -> object:
@@ -450,7 +485,7 @@ def _check_type(value: object, field: str, type_: type | tuple[type, ...]) -> ob
     if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise HttpError(400, f"invalid field: {field} (expected {_type_name(type_)})", field=field)
+        raise HttpError(400, "http_field_type", field, expected=_type_names(type_))
     return value
 
 
@@ -467,7 +502,7 @@ def require(data: Mapping[str, object], field: str, type_: type | tuple[type, ..
     """
     value = data.get(field)
     if value is None:
-        raise HttpError(400, f"missing field: {field}", field=field)
+        raise HttpError(400, "field_missing", field)
     return _check_type(value, field, type_)
 
 
@@ -502,9 +537,10 @@ def json_reply(data: object, message: str = "success", status: int = 200) -> Htt
     return HttpResponse(status, _dumps({"code": 0, "message": message, "data": data}))
 
 
-def error_reply(err: HttpError) -> HttpResponse:
-    """An error reply ``{"code":status,"message":..}`` plus ``"field"`` when set."""
-    body: dict[str, object] = {"code": err.status, "message": err.message}
+def error_reply(err: HttpError, locale: str = "zh-CN") -> HttpResponse:
+    """An error reply ``{"code":status,"message":..}`` plus ``"field"`` when set;
+    the message in ``locale`` (``server.locale``)."""
+    body: dict[str, object] = {"code": err.status, "message": err.render(locale)}
     if err.field is not None:
         body["field"] = err.field
     return HttpResponse(err.status, _dumps(body), headers=err.headers)
@@ -593,7 +629,7 @@ class Router:
         try:
             segments = [unquote(s, errors="strict") for s in raw_path[1:].split("/")]
         except UnicodeDecodeError:
-            raise HttpError(400, "malformed request target") from None
+            raise HttpError(400, "http_bad_target") from None
         lookup = "GET" if method == "HEAD" else method
         best: tuple[_Route, dict[str, str]] | None = None
         allowed: set[str] = set()
@@ -609,11 +645,11 @@ class Router:
         if best is not None:
             return best[0].handlers[lookup], best[1]
         if not allowed:
-            raise HttpError(404, "not found")
+            raise HttpError(404, "not_found")
         if "GET" in allowed:
             allowed.add("HEAD")
         allow = ", ".join(sorted(allowed))
-        raise HttpError(405, "method not allowed", headers=(("Allow", allow),))
+        raise HttpError(405, "http_method", headers=(("Allow", allow),))
 
 
 # --------------------------------------------------------------------------- serving
@@ -629,8 +665,10 @@ async def _send_response(
     *,
     head_only: bool = False,
     close: bool = False,
+    write_timeout: float = 30.0,
 ) -> int:
-    """Write ``response`` through ``conn``; returns the body bytes sent."""
+    """Write ``response`` through ``conn`` within ``write_timeout`` seconds; returns
+    the body bytes sent."""
     headers = [
         ("Content-Type", response.content_type),
         ("Content-Length", str(len(response.body))),
@@ -644,13 +682,24 @@ async def _send_response(
     if body:
         data += conn.send(h11.Data(data=body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
+    await _send_within(stream, data, write_timeout)
     return len(body)
 
 
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close and discard input for a moment, so an error reply is not reset away."""
-    with trio.move_on_after(_LINGER_SECONDS):
+async def _send_within(stream: trio.abc.Stream, data: bytes, write_timeout: float) -> None:
+    """``stream.send_all(data)``, or ``trio.BrokenResourceError`` when the peer has
+    not taken it within ``write_timeout`` seconds: a peer that does not read is
+    treated as gone (the stream, a write cut short, is only good for closing)."""
+    with trio.move_on_after(write_timeout) as scope:
+        await stream.send_all(data)
+    if scope.cancelled_caught:
+        raise trio.BrokenResourceError(f"the peer did not read the reply within {write_timeout} s")
+
+
+async def _linger(stream: trio.abc.Stream, write_timeout: float = 30.0) -> None:
+    """Half-close and discard input for a moment (at most ``write_timeout``), so an
+    error reply is not reset away."""
+    with trio.move_on_after(min(_LINGER_SECONDS, write_timeout)):
         try:
             if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
@@ -661,26 +710,35 @@ async def _linger(stream: trio.abc.Stream) -> None:
 
 
 async def respond_and_close(
-    stream: trio.abc.Stream, response: HttpResponse, *, conn: h11.Connection | None = None
+    stream: trio.abc.Stream,
+    response: HttpResponse,
+    *,
+    conn: h11.Connection | None = None,
+    write_timeout: float = 30.0,
 ) -> None:
     """Answer with ``Connection: close`` and end the exchange (the caller still closes).
 
     For refusals before :func:`serve_http` runs: a 400/431 from
     :func:`read_request_head`, or a 401/403/429/503 to a WebSocket upgrade.
     Pass the ``conn`` from :func:`read_request_head` when there is one; a peer
-    that has already gone is ignored.
+    that has already gone, or does not read within ``write_timeout``, is
+    ignored.
     """
     if conn is None or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         conn = h11.Connection(h11.SERVER)
     try:
-        await _send_response(stream, conn, response, close=True)
+        await _send_response(stream, conn, response, close=True, write_timeout=write_timeout)
     except trio.BrokenResourceError:
         return
-    await _linger(stream)
+    await _linger(stream, write_timeout)
 
 
 async def _read_body(
-    stream: trio.abc.Stream, conn: h11.Connection, head: RequestHead, max_body_bytes: int
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    head: RequestHead,
+    max_body_bytes: int,
+    write_timeout: float = 30.0,
 ) -> bytes:
     """The request body, or ``HttpError(413)`` once it exceeds ``max_body_bytes``.
 
@@ -689,9 +747,10 @@ async def _read_body(
     """
     length = head.header("content-length")
     if length is not None and int(length) > max_body_bytes:  # h11 validated the digits
-        raise HttpError(413, "request body too large")
+        raise HttpError(413, "http_body_too_large")
     if conn.they_are_waiting_for_100_continue:
-        await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+        continue_ = conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+        await _send_within(stream, continue_, write_timeout)
     body = bytearray()
     while True:
         try:
@@ -699,30 +758,30 @@ async def _read_body(
         except h11.RemoteProtocolError:
             if conn.trailing_data[1]:
                 raise ConnectionGone("peer closed mid-body") from None
-            raise HttpError(400, "malformed request body") from None
+            raise HttpError(400, "http_bad_body") from None
         if isinstance(event, h11.Data):
             body += event.data
             if len(body) > max_body_bytes:
-                raise HttpError(413, "request body too large")
+                raise HttpError(413, "http_body_too_large")
         elif isinstance(event, h11.EndOfMessage):
             return bytes(body)
         else:  # pragma: no cover - h11 only yields Data/EndOfMessage in a body
             raise ConnectionGone("unexpected event in body")
 
 
-async def _dispatch(router: Router, request: HttpRequest) -> HttpResponse:
-    """Run the routed handler; every failure becomes an error reply."""
+async def _dispatch(router: Router, request: HttpRequest, locale: str) -> HttpResponse:
+    """Run the routed handler; every failure becomes an error reply in ``locale``."""
     head = request.head
     try:
         handler, params = router.resolve(head.method, head.raw_path)
         return await handler(attrs.evolve(request, params=params))
     except HttpError as err:
-        return error_reply(err)
+        return error_reply(err, locale)
     except Exception:
         logger.exception(
             "handler failed: %s %s from %s", head.method, head.raw_path, request.remote
         )
-        return error_reply(HttpError(500, "internal error"))
+        return error_reply(HttpError(500, "internal"), locale)
 
 
 async def serve_http(
@@ -735,16 +794,19 @@ async def serve_http(
     max_body_bytes: int,
     max_header_bytes: int = 16 * 1024,
     idle_timeout: float = 30.0,
+    write_timeout: float = 30.0,
+    locale: str = "zh-CN",
     on_request_done: RequestDoneCallback | None = None,
 ) -> None:
     """Serve ``head``'s request and then further keep-alive requests on ``conn``.
 
     Returns when the client closes or asks to close, after an error that ends
-    the connection (400, 413, 431), or when no complete request arrives within
+    the connection (400, 413, 431), when no complete request arrives within
     ``idle_timeout`` seconds (a request's body too must arrive within that
-    time). Never closes ``stream``; the caller does. ``on_request_done`` gets
+    time), or when a reply is not taken within ``write_timeout`` seconds. Never closes ``stream``; the caller does. ``on_request_done`` gets
     ``(method, raw_path, status, duration_seconds, bytes_in, bytes_out)``: the
     path as sent minus its query, and request/response body byte counts.
+    Error texts are written in ``locale``.
     """
     current: RequestHead | None = head
     while True:
@@ -755,7 +817,9 @@ async def serve_http(
             except ConnectionGone:
                 return
             except HttpError as err:
-                await respond_and_close(stream, error_reply(err), conn=conn)
+                await respond_and_close(
+                    stream, error_reply(err, locale), conn=conn, write_timeout=write_timeout
+                )
                 return
             if current is None:
                 return  # idle
@@ -764,19 +828,24 @@ async def serve_http(
         body = b""
         try:
             with trio.move_on_after(idle_timeout) as body_scope:
-                body = await _read_body(stream, conn, current, max_body_bytes)
+                body = await _read_body(stream, conn, current, max_body_bytes, write_timeout)
             if body_scope.cancelled_caught:
                 return
             request = HttpRequest(head=current, body=body, remote=remote)
-            response = await _dispatch(router, request)
-        except ConnectionGone:
+            response = await _dispatch(router, request, locale)
+        except (ConnectionGone, trio.BrokenResourceError):  # gone, or not reading a 100
             return
         except HttpError as err:  # 400 / 413 while reading the body: framing is lost
-            response = error_reply(err)
+            response = error_reply(err, locale)
             close = True
         try:
             sent = await _send_response(
-                stream, conn, response, head_only=current.method == "HEAD", close=close
+                stream,
+                conn,
+                response,
+                head_only=current.method == "HEAD",
+                close=close,
+                write_timeout=write_timeout,
             )
         except trio.BrokenResourceError:
             return
@@ -789,7 +858,7 @@ async def serve_http(
             except Exception:
                 logger.exception("on_request_done failed")
         if close:
-            await _linger(stream)
+            await _linger(stream, write_timeout)
             return
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return  # MUST_CLOSE: the client sent Connection: close, or spoke HTTP/1.0

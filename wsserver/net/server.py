@@ -169,7 +169,7 @@ class Server:
 
         async def readyz(req: HttpRequest) -> HttpResponse:
             if not self.ready:
-                raise HttpError(503, "not ready")
+                raise HttpError(503, "not_ready")
             return json_reply({"status": "ready"})
 
         router.add("GET", "/healthz", healthz)
@@ -439,7 +439,9 @@ class Server:
                     return  # no complete head in time
             except HttpError as err:
                 self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
-                await respond_and_close(stream, error_reply(err))
+                await respond_and_close(
+                    stream, error_reply(err, cfg.server.locale), write_timeout=cfg.limits.write_timeout
+                )
                 return
             except ConnectionGone:
                 return
@@ -466,6 +468,8 @@ class Server:
                 remote=ip,
                 max_body_bytes=cfg.limits.max_http_body_bytes,
                 max_header_bytes=cfg.limits.max_header_bytes,
+                write_timeout=cfg.limits.write_timeout,
+                locale=cfg.server.locale,
                 on_request_done=functools.partial(self._request_done, ip),
             )
         except trio.BrokenResourceError:
@@ -507,9 +511,10 @@ class Server:
 
     async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
         body = self._refusal_body(status, key)
-        await request.reject(
-            status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
-        )
+        with trio.move_on_after(self.config.limits.write_timeout):  # a peer that does not read
+            await request.reject(
+                status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
+            )
 
     async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
         head: RequestHead = box[0]
@@ -540,7 +545,10 @@ class Server:
         box.clear()
 
         async def refuse(status: int, key: str) -> None:
-            await respond_and_close(stream, HttpResponse(status, self._refusal_body(status, key)))
+            body = self._refusal_body(status, key)
+            await respond_and_close(
+                stream, HttpResponse(status, body), write_timeout=self.config.limits.write_timeout
+            )
 
         conn = await self._admit(refuse, head, ip, echo)
         if conn is None:
