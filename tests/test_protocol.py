@@ -371,8 +371,8 @@ def _catalogue_uses() -> list[tuple[str, int, str, set[str]]]:
             rel = str(path.relative_to(PACKAGE_DIR.parent))
             if name == "ProtocolError" and "field" in given:
                 given.add("field")
-            if name in ("close", "close_after_queued", "Refusal"):
-                given = set()  # reasons are shown with no params
+            if name == "Refusal":
+                given = set()  # a refusal's text is shown with no params
             uses.append((rel, node.lineno, arg.value, given))
     return uses
 
