@@ -281,6 +281,24 @@ class Hub:
         """A catalogue text in the configured locale."""
         return text(key, self.config.server.locale, **params)
 
+    def group_id(self, key: str, given: Any = None) -> Any:
+        """A group's id as replies and pushes echo it (SPEC 2: as it came): as the
+        group's connections carry it (their tokens; a desktop client's is its
+        code's), else as an activation code of the group has it, else `given`
+        (the request's), else the comparison form itself (None for no group).
+        One rule, so that two answers about the same group never differ in type."""
+        members = self.by_group.get(key)
+        if members:
+            ident = next(iter(members.values())).identity
+            if ident is not None:
+                return ident.group_id
+        for record in self.codes.values():
+            if id_key(record.group_id) == key:
+                return record.group_id
+        if given is not None:
+            return given
+        return key or None
+
     def send(self, session: Session, frame: str | bytes) -> bool:
         """Hand one frame to one session."""
         if session.outlet.deliver(frame):
