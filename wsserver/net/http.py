@@ -49,6 +49,8 @@ import trio
 
 from wsserver.net.fastwrite import raw_socket
 from wsserver.net.readiness import receive_raw
+from wsserver.ops.access import safe_path
+from wsserver.ops.logging import clean
 
 __all__ = [
     "ConnectionGone",
@@ -720,8 +722,9 @@ async def _dispatch(router: Router, request: HttpRequest) -> HttpResponse:
         return error_reply(err)
     except Exception:
         logger.exception(
-            "handler failed: %s %s from %s", head.method, head.raw_path, request.remote
-        )
+            "handler failed: %s %s from %s",
+            clean(head.method), safe_path(head.raw_path), clean(request.remote),
+        )  # fmt: skip
         return error_reply(HttpError(500, "internal error"))
 
 
