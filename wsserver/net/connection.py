@@ -17,11 +17,12 @@
 Every way of ending a connection goes through `close()`: it records the close
 code and the reason's text once, drops the queued frames (a frame already half
 written is finished first), stops the reader and has the hub forget the
-connection at once (rooms, presence, per-user and per-IP counts: a closing
-connection receives nothing more and is no longer online, however long its
-closing handshake takes); `run` then sends the close frame through the writer
-and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame from the peer
-is answered with the same code.
+connection at once (`forget`: rooms, presence, per-user and per-IP counts; a
+closing connection receives nothing more and is no longer online, however long
+its closing handshake takes); `run` then sends the close frame through the
+writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame from the
+peer is answered with the same code; the hub forgets the connection as soon as
+the reader has it, before that answer is written.
 
 `deliver()`, called by the registry, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
@@ -212,7 +213,7 @@ class Connection:
             self.writer.drop_pending()
         if self._scope is not None:
             self._scope.cancel()
-        self._forget()
+        self.forget()
 
     def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
         """Close once everything queued so far is written (e.g. `kicked`, then 4003).
@@ -228,13 +229,14 @@ class Connection:
             self._early.append(close)
         else:
             self.writer.call_when_written(close)
-        self._forget()
+        self.forget()
 
-    def _forget(self) -> None:
-        """Have the hub forget this connection (once; `Hub.close` is idempotent, so
-        the server's own call when the connection ends does no harm). From inside
-        the registry (a fan-out finding the queue full) the command runs in the
-        same batch, before the actor answers anyone else."""
+    def forget(self) -> None:
+        """Have the hub forget this connection, once: when its close is decided, or
+        when the reader ends (the peer closed or vanished), before any waiting on
+        the closing handshake. From inside the registry (a fan-out finding the
+        queue full) the command runs in the same batch, before the actor answers
+        anyone else."""
         if not self._forgotten:
             self._forgotten = True
             self.server._closed(self.conn_id)
@@ -375,6 +377,7 @@ class Connection:
                     await self._read(transport, received)
             finally:
                 self.timer_due = None  # the timer forgets this connection
+                self.forget()  # and so does the hub, now: the rest is the socket's
                 if not self._closed_at_once():
                     with trio.CancelScope(shield=True) as shielded:
                         shielded.deadline = trio.current_time() + CLOSE_TIMEOUT

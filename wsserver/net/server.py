@@ -530,7 +530,7 @@ class Server:
         try:
             await conn.run(stream, received, preamble)
         finally:
-            self._closed(conn.conn_id)
+            conn.forget()  # done by run() already, unless it failed early
             self._session_done(conn)
 
     async def _fast_handshake(
