@@ -107,6 +107,16 @@ async def close_code(ws: Any) -> int:
             return int(exc.reason.code)
 
 
+async def close_reason(ws: Any) -> tuple[int, str]:
+    """The close frame's code and reason."""
+    with trio.fail_after(5):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            return int(exc.reason.code), str(exc.reason.reason or "")
+
+
 @asynccontextmanager
 async def client(
     server: Any, user_id: Any = "user_123", *, query: str = "", ua: str | None = None, **claims: Any
@@ -663,9 +673,19 @@ async def test_kick_by_device_sends_kicked_then_closes_4003(live_server: Any) ->
         assert data == {"kicked": 1}
         msg = await recv(a)
         assert msg["type"] == "kicked" and msg["data"] == {"reason": "账号在其他设备登录"}
-        assert await close_code(a) == 4003
+        assert await close_reason(a) == (4003, "账号在其他设备登录")  # the kick's own reason
         await nothing_more(b)
         assert (await ok(server, "GET", "/api/users/5/online"))["connections"] == 1
+
+
+async def test_a_long_kick_reason_is_cut_to_fit_the_close_frame(live_server: Any) -> None:
+    server = await start(live_server)
+    async with client(server, 7) as ws:
+        reason = "账号在其他设备登录" * 10  # 270 bytes of UTF-8; a close reason holds 123
+        assert await ok(server, "POST", "/api/users/7/kick", {"reason": reason}) == {"kicked": 1}
+        assert (await recv(ws))["data"]["reason"] == reason  # the message carries it whole
+        code, cut = await close_reason(ws)
+        assert code == 4003 and reason.startswith(cut) and len(cut.encode()) == 123
 
 
 async def test_kick_by_conn_id_and_kick_all(live_server: Any) -> None:
@@ -675,7 +695,7 @@ async def test_kick_by_conn_id_and_kick_all(live_server: Any) -> None:
         assert await ok(server, "POST", "/api/users/6/kick", {"conn_id": conn_id}) == {"kicked": 1}
         kicked = await recv(b)
         assert kicked["type"] == "kicked" and kicked["data"]["reason"] == "已被管理员踢出"
-        assert await close_code(b) == 4003
+        assert await close_reason(b) == (4003, "已被管理员踢出")
         assert await ok(server, "POST", "/api/users/6/kick", {"conn_id": "nope"}) == {"kicked": 0}
         assert await ok(server, "POST", "/api/users/6/kick") == {"kicked": 2}  # empty body: all
         for ws in (a, c):
@@ -703,11 +723,26 @@ async def test_rooms_and_room_members_by_group(live_server: Any) -> None:
         ]
         assert len((await ok(server, "GET", "/api/rooms"))["rooms"]) == 3
         members = await ok(server, "GET", "/api/rooms/chat:room001/members?group_id=1")
-        assert members["room"] == "chat:room001"
+        assert (members["room"], members["group_id"]) == ("chat:room001", 1)  # as /api/rooms
         assert members["members"] == [
             {"user_id": 1, "username": "amy", "user_type": None, "connections": 1}
         ]
         assert (await ok(server, "GET", "/api/rooms/empty/members?group_id=1"))["members"] == []
+
+
+async def test_group_ids_are_echoed_as_they_came_by_every_room_endpoint(live_server: Any) -> None:
+    server = await start(live_server)  # the activation code HG66OP88 opens group 1 (a number)
+    async with client(server, "u", group_id="007") as ws:
+        await ws.send_message(json.dumps({"type": "join_room", "data": "lobby"}))
+        assert (await recv(ws))["type"] == "room_joined"
+        rooms = (await ok(server, "GET", "/api/rooms"))["rooms"]
+        assert [(r["room"], r["group_id"]) for r in rooms] == [("lobby", "007")]
+        members = await ok(server, "GET", "/api/rooms/lobby/members?group_id=007")
+        assert (members["group_id"], len(members["members"])) == ("007", 1)
+    assert (await ok(server, "GET", "/api/rooms/lobby/members?group_id=007"))["group_id"] == "007"
+    assert (await ok(server, "GET", "/api/rooms/lobby/members?group_id=1"))["group_id"] == 1
+    assert (await ok(server, "GET", "/api/rooms/lobby/members?group_id=x"))["group_id"] == "x"
+    assert (await ok(server, "GET", "/api/groups/1/stats"))["group_id"] == 1
 
 
 async def test_stats_count_connections_users_groups_rooms_and_messages(live_server: Any) -> None:
@@ -947,7 +982,7 @@ def test_logged_paths_drop_the_query_and_activation_codes() -> None:
     assert safe_path("/api/stats?token=abc") == "/api/stats"
     assert safe_path("/api/activation-codes/HG66OP88") == "/api/activation-codes/[redacted]"
     assert safe_path("/api/activation-codes") == "/api/activation-codes"
-    assert len(safe_path("/" + "a" * 1000)) < 210
+    assert safe_path("/" + "a" * 1000) == "/" + "a" * 199 + "...(+801 chars)"
 
 
 # --------------------------------------------------------------------------- OpenAPI

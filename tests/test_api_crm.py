@@ -30,7 +30,7 @@ async def test_group_stats_and_accounts_follow_the_desktop_client(live_server: A
         await recv(desk)
         stats = await ok(server, "GET", "/api/groups/3/stats")
         assert stats == {
-            "group_id": "3", "total_accounts": 2, "online_accounts": 1, "total_incoming": 1,
+            "group_id": 3, "total_accounts": 2, "online_accounts": 1, "total_incoming": 1,
             "today_incoming": 1, "duplicate_incoming": 0, "today_duplicate": 0,
         }  # fmt: skip
         accounts = await ok(server, "GET", "/api/groups/3/accounts")

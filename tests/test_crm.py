@@ -224,6 +224,19 @@ def test_offline_on_disconnect_can_be_turned_off() -> None:
     assert cc.hub.crm.groups["1"]["accounts"]["x"]["online_status"] == "online"
 
 
+def test_dashboards_get_the_group_id_as_it_came_when_its_code_is_gone() -> None:
+    # "007" is not the number 7: with its code deleted, the id is the one the
+    # dashboards' tokens carry
+    cc = CallCentre(activation_codes=[{"code": "Z7", "group_id": "007"}])
+    desk, _ = cc.desktop("Z7")
+    send(cc.hub, desk, "sync_line_accounts", [{"line_account_id": "x", "online_status": "online"}])
+    _, dash = cc.dashboard("boss", "007")
+    assert cc.hub.activation_codes.delete("Z7") == 1
+    cc.hub.close(desk)
+    change = dash.of_type("account_status_change")[-1]["data"]
+    assert (change["online_status"], change["group_id"]) == ("offline", "007")
+
+
 def test_bad_crm_payloads_get_errors_naming_the_field_and_change_nothing() -> None:
     cc = CallCentre()
     hub = cc.hub

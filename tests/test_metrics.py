@@ -123,6 +123,24 @@ async def test_metrics_can_require_api_credentials(live_server: Any) -> None:
     assert "wsserver_connections" in names
 
 
+async def test_client_invented_message_types_count_as_unknown(live_server: Any) -> None:
+    server = await live_server()
+    server.hub.handlers["order_placed"] = lambda session, msg: None  # as a host's hub.on()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv(ws)
+        for mtype in ("ping", "order_placed", "x-junk-1", "x-junk-2", "join_room"):
+            await ws.send_message(json.dumps({"type": mtype, "data": "lobby"}))
+        while (await recv(ws))["type"] != "room_joined":  # the last one: all are counted
+            pass
+    _, samples = await scrape(server)
+    by_type = {
+        dict(labels)["type"]: n
+        for (name, labels), n in samples.items()
+        if name == "wsserver_messages_in_total"
+    }
+    assert by_type == {"ping": 1, "order_placed": 1, "unknown": 2, "join_room": 1}
+
+
 def test_frame_type_reads_the_encoded_prefix() -> None:
     assert frame_type('{"type":"new_message","data":1}') == "new_message"
     assert frame_type(b"\x00") == "binary"
@@ -132,11 +150,16 @@ def test_frame_type_reads_the_encoded_prefix() -> None:
 
 def test_type_labels_are_bounded_and_sane() -> None:
     metrics = Metrics()
+    metrics.count_types_in({"ping"}, {"send_message": None})
     for i in range(MAX_TYPE_LABELS + 50):
         metrics.message_in(f"t{i}")
+        metrics.frame_out(f'{{"type":"o{i}","data":1}}')
     metrics.message_in("Not A Type\n")
-    counts = metrics.types_in.counts
-    assert len(counts) <= MAX_TYPE_LABELS + 1 and counts["other"] == 51
+    metrics.message_in("ping")
+    metrics.message_in("send_message")
+    assert metrics.types_in.counts == {"unknown": MAX_TYPE_LABELS + 51, "ping": 1, "send_message": 1}
+    counts = metrics.types_out.counts  # the server's own types: capped
+    assert len(counts) == MAX_TYPE_LABELS + 1 and counts["other"] == 50
     metrics.session_closed(4008)
     metrics.session_closed(4008)
     metrics.http_request("BREW", 405, 0.001)
@@ -145,7 +168,7 @@ def test_type_labels_are_bounded_and_sane() -> None:
     assert value(samples, "wsserver_closes_total", code="4008") == 2
     assert value(samples, "wsserver_http_requests_total", method="other", status="405") == 1
     assert value(samples, "wsserver_registry_queue_depth") == 3
-    assert value(samples, "wsserver_messages_in_total", type="other") == 51
+    assert value(samples, "wsserver_messages_in_total", type="unknown") == MAX_TYPE_LABELS + 51
 
 
 def _empty_stats() -> dict[str, Any]:

@@ -375,8 +375,8 @@ def _catalogue_uses() -> list[tuple[str, int, str, set[str]]]:
                 given.add("field")
             if name == "HttpError" and len(node.args) > 2:
                 given.add("field")  # the field to blame, passed by position
-            if name in ("close", "close_after_queued", "Refusal"):
-                given = set()  # reasons are shown with no params
+            if name == "Refusal":
+                given = set()  # a refusal's text is shown with no params
             uses.append((rel, node.lineno, arg.value, given))
     return uses
 

@@ -120,7 +120,7 @@ def load_or_create_secret(data_dir: str | os.PathLike[str]) -> str:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # storage.dir: owner only
     secret = secrets.token_urlsafe(48)
     # Written whole under a private name, then put in place atomically: a
     # process racing us sees either no file or the complete secret.

@@ -82,6 +82,15 @@ class ProtocolError(WsServerError):
         self.field = field
         self.params = params
 
+    def text_params(self) -> dict[str, object]:
+        """What fills the catalogue text (the error's `error` and, when it closes
+        the connection, the close frame's reason): `params` but a request `id`,
+        and `field`."""
+        params = {k: v for k, v in self.params.items() if k != "id"}
+        if self.field is not None:
+            params.setdefault("field", self.field)
+        return params
+
 
 class AuthError(WsServerError):
     """Credentials refused; `key` names the catalogue entry saying why."""

@@ -396,8 +396,16 @@ class Api:
     async def room_members(self, req: HttpRequest) -> HttpResponse:
         room = req.params["room"]
         group_id = req.head.query.get("group_id") or None
-        members = await self.server.registry.call(self.admin.room_members, room, group_id)
-        return json_reply({"room": room, "group_id": group_id, "members": members})
+
+        def members() -> dict[str, Any]:
+            admin = self.admin
+            return {
+                "room": room,
+                "group_id": admin.group_id(group_id),
+                "members": admin.room_members(room, group_id),
+            }
+
+        return json_reply(await self.server.registry.call(members))
 
     # -- CRM ------------------------------------------------------------------------
 
@@ -406,14 +414,18 @@ class Api:
         key = req.params["group_id"]
 
         def stats() -> dict[str, Any]:
-            return {"group_id": key, **hub.crm.group_stats(key, hub.now_ms())}
+            return {"group_id": hub.group_id(key, key), **hub.crm.group_stats(key, hub.now_ms())}
 
         return json_reply(await self.server.registry.call(stats))
 
     async def group_accounts(self, req: HttpRequest) -> HttpResponse:
+        hub = self.server.hub
         key = req.params["group_id"]
-        accounts = await self.server.registry.call(self.server.hub.crm.accounts, key)
-        return json_reply({"group_id": key, "accounts": accounts})
+
+        def accounts() -> dict[str, Any]:
+            return {"group_id": hub.group_id(key, key), "accounts": hub.crm.accounts(key)}
+
+        return json_reply(await self.server.registry.call(accounts))
 
     async def list_codes(self, req: HttpRequest) -> HttpResponse:
         codes = await self.server.registry.call(self.server.hub.activation_codes.listing)

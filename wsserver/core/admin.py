@@ -218,7 +218,8 @@ class HubAdmin:
         group_id: Any = None,
     ) -> int:
         """Send `kicked {reason}` to the matching connections of a user, then close
-        them with 4003 once that frame is written; returns how many.
+        them with 4003 once that frame is written, the same reason in the close
+        frame (cut to its 123 bytes); returns how many.
 
         With neither `device_id` nor `conn_id` every connection of the user is
         kicked; with both, a connection must match both. Kicked connections are
@@ -236,7 +237,7 @@ class HubAdmin:
             if conn_id is not None and s.conn_id != conn_id:
                 continue
             hub.send(s, frame)
-            s.outlet.close_after_queued(CloseCode.KICKED, "kicked")
+            s.outlet.close_after_queued(CloseCode.KICKED, "kicked_reason", reason=reason)
             hub.close(s.conn_id)
             n += 1
         return n
@@ -249,11 +250,10 @@ class HubAdmin:
         for (group, room), members in sorted(self.hub.rooms.items()):
             if group_id is not None and group != id_key(group_id):
                 continue
-            first = next(iter(members.values()), None)
             out.append(
                 {
                     "room": room,
-                    "group_id": first.identity.group_id if first and first.identity else None,
+                    "group_id": self.hub.group_id(group, group_id),
                     "members": len(self.hub.members((group, room))),
                     "connections": len(members),
                 }
@@ -263,6 +263,10 @@ class HubAdmin:
     def room_members(self, room: str, group_id: Any = None) -> list[dict[str, Any]]:
         """A room's members, one entry per principal (empty for an unknown room)."""
         return self.hub.members((id_key(group_id), room))
+
+    def group_id(self, group_id: Any) -> Any:
+        """A group id given by a request, as replies echo it (`Hub.group_id`)."""
+        return self.hub.group_id(id_key(group_id), group_id)
 
     # -- stats -----------------------------------------------------------------
 

@@ -5,7 +5,8 @@ changes made through the HTTP API, which are durable records (`code_put`,
 `code_del`) and so survive restarts. A change never reaches into the config
 file; deleting a code that the config defines hides it until it is put again.
 
-Disabling or deleting a code closes its live connections with 4001.
+Disabling or deleting a code closes its live connections with 4001; the hub
+forgets them at once (their desktop client goes offline in the CRM).
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ class ActivationCodes:
         return self._close_live(code, "activation_code_invalid")
 
     def _close_live(self, code: str, reason: str) -> int:
+        """Close (4001) and forget at once the connections of `code`; how many."""
         n = 0
         for s in list(self.hub.sessions.values()):
             if s.identity is not None and s.identity.activation_code == code:
                 s.outlet.close(CloseCode.AUTH_FAILED, reason)
+                self.hub.close(s.conn_id)
                 n += 1
         return n

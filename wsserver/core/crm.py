@@ -371,11 +371,8 @@ class Crm:
         hub.after_commit(announce)
 
     def _group_id(self, key: str) -> Any:
-        """The group id as configured (int or string), for `group_id` fields."""
-        for c in self.hub.codes.values():
-            if str(c.group_id) == key:
-                return c.group_id
-        return int(key) if key.isdigit() else key
+        """The group id as it came (int or string), for `group_id` fields."""
+        return self.hub.group_id(key)
 
     # -- connection events -------------------------------------------------------
 

@@ -62,11 +62,14 @@ class Outlet(Protocol):
         fan-out, and the outlet may write it a moment later, joined with what
         else it has for the same peer by then (`FANOUT_SOON`)."""
 
-    def close(self, code: int, reason: str) -> None:
-        """Close now, dropping queued frames."""
+    def close(self, code: int, reason: str, /, **params: object) -> None:
+        """Close now, dropping queued frames. `reason` is a catalogue key; its text,
+        filled with `params`, is the close frame's reason. The outlet also has the
+        hub forget its session (`Hub.close`) at once, in a later command."""
 
-    def close_after_queued(self, code: int, reason: str) -> None:
-        """Close once the frames queued before this call are written."""
+    def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
+        """Close once the frames queued before this call are written (and have the
+        hub forget the session at once, as `close` does)."""
 
 
 @attrs.define(eq=False, slots=True)
@@ -278,6 +281,24 @@ class Hub:
         """A catalogue text in the configured locale."""
         return text(key, self.config.server.locale, **params)
 
+    def group_id(self, key: str, given: Any = None) -> Any:
+        """A group's id as replies and pushes echo it (SPEC 2: as it came): as the
+        group's connections carry it (their tokens; a desktop client's is its
+        code's), else as an activation code of the group has it, else `given`
+        (the request's), else the comparison form itself (None for no group).
+        One rule, so that two answers about the same group never differ in type."""
+        members = self.by_group.get(key)
+        if members:
+            ident = next(iter(members.values())).identity
+            if ident is not None:
+                return ident.group_id
+        for record in self.codes.values():
+            if id_key(record.group_id) == key:
+                return record.group_id
+        if given is not None:
+            return given
+        return key or None
+
     def send(self, session: Session, frame: str | bytes) -> bool:
         """Hand one frame to one session."""
         if session.outlet.deliver(frame):
@@ -411,7 +432,11 @@ class Hub:
         self.send(session, encode(mtype, data, self.now_ms(), request_id=request_id))
 
     def close(self, conn_id: str) -> None:
-        """Forget a connection and everything it held (rooms, presence). Idempotent."""
+        """Forget a connection and everything it held (rooms, presence). Idempotent.
+
+        Runs as soon as a close is decided, whoever decides it (the connection,
+        the hub, an admin), not when the socket is done: a connection on its way
+        out is in no room, online for no one and counted in no limit."""
         session = self.sessions.pop(conn_id, None)
         if session is None:
             return

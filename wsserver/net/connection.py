@@ -17,10 +17,14 @@
   connection is one coroutine, a socket and a few small objects.
 
 Every way of ending a connection goes through `close()`: it records the close
-code once, drops the queued frames (a frame already half written is
-finished first) and stops the reader; `run` then sends the close frame through
-the writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame
-from the peer is answered with the same code.
+code and the reason's text once, drops the queued frames (a frame already half
+written is finished first), stops the reader and has the hub forget the
+connection at once (`forget`: rooms, presence, per-user and per-IP counts; a
+closing connection receives nothing more and is no longer online, however long
+its closing handshake takes); `run` then sends the close frame through the
+writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame from the
+peer is answered with the same code; the hub forgets the connection as soon as
+the reader has it, before that answer is written.
 
 `deliver()`, called by the registry, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
@@ -91,6 +95,7 @@ class Connection:
         "_bucket",
         "_close_queued",
         "_early",
+        "_forgotten",
         "_last_ping",
         "_limits",
         "_parser",
@@ -134,7 +139,7 @@ class Connection:
         self.send_queue = server.config.limits.send_queue
         self.writer: FrameWriter | None = None  # from run(); frames before it wait in _early
         self._early: list[bytes | Callable[[], None]] | None = []
-        self.closing: tuple[int, str] | None = None
+        self.closing: tuple[int, str] | None = None  # our close: code, the reason's text
         self.peer_close: tuple[int, str] | None = None  # the peer's close frame
         self.eof = False  # the peer's TCP stream ended without a close frame
         self._scope: trio.CancelScope | None = None
@@ -152,6 +157,7 @@ class Connection:
         self._abuse: AbuseCounter | None = None
         self._binary = 0
         self._close_queued = False
+        self._forgotten = False  # the hub was told this connection is gone
         self._parser: FrameParser | None = None
 
     # -- Outlet --------------------------------------------------------------
@@ -195,31 +201,49 @@ class Connection:
             writer.write_nowait(data)
         return True
 
-    def close(self, code: int, reason: str) -> None:
-        """Close with `code`; `reason` is a catalogue key. The first call wins."""
+    def close(self, code: int, reason: str, /, **params: object) -> None:
+        """Close with `code`; `reason` is a catalogue key whose text, filled with
+        `params`, is the close frame's reason. The first call wins.
+
+        The hub forgets the connection now, not when the socket is done: a peer
+        that stops reading could otherwise stay in its rooms and online for the
+        whole closing handshake."""
         if self.closing is not None:
             return
-        self.closing = (int(code), reason)
+        self.closing = (int(code), text(reason, self.locale, **params) if reason else "")
         if self._early:
             self._early.clear()
         if self.writer is not None:
             self.writer.drop_pending()
         if self._scope is not None:
             self._scope.cancel()
+        self.forget()
 
-    def close_after_queued(self, code: int, reason: str) -> None:
-        """Close once everything queued so far is written (e.g. `kicked`, then 4003)."""
+    def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
+        """Close once everything queued so far is written (e.g. `kicked`, then 4003).
+        The hub forgets the connection now: the close is decided."""
         if self.closing is not None:
             return
 
         def close() -> None:
-            self.close(code, reason)
+            self.close(code, reason, **params)
 
         if self.writer is None:
             assert self._early is not None
             self._early.append(close)
         else:
             self.writer.call_when_written(close)
+        self.forget()
+
+    def forget(self) -> None:
+        """Have the hub forget this connection, once: when its close is decided, or
+        when the reader ends (the peer closed or vanished), before any waiting on
+        the closing handshake. From inside the registry (a fan-out finding the
+        queue full) the command runs in the same batch, before the actor answers
+        anyone else."""
+        if not self._forgotten:
+            self._forgotten = True
+            self.server._closed(self.conn_id)
 
     @property
     def end_code(self) -> int:
@@ -379,6 +403,7 @@ class Connection:
             finally:
                 self.timer_due = None  # the timer forgets this connection
                 writer.on_wait = None  # and the writer: no reference cycle once it ends
+                self.forget()  # and so does the hub, now: the rest is the socket's
                 if not self._closed_at_once():
                     with trio.CancelScope(shield=True) as shielded:
                         shielded.deadline = trio.current_time() + CLOSE_TIMEOUT
@@ -406,8 +431,9 @@ class Connection:
         if self.peer_close is not None:
             # answer the peer's close frame with its code (ours if we closed first)
             if not self._close_queued:
-                code, key = self.closing or self.peer_close
-                reason = text(key, self.locale) if self.closing is not None and key else ""
+                code, reason = self.closing or self.peer_close
+                if self.closing is None:
+                    reason = ""
                 writer.write_nowait(close_frame(None if code == NO_STATUS else code, reason))
             await writer.flush()
             return
@@ -416,8 +442,12 @@ class Connection:
         # frame waits behind a frame already half written.
         peer_closed = trio.Event()
         nursery.start_soon(self._drain, transport, peer_closed)
-        code, key = self.closing or (CloseCode.NORMAL, "")
-        writer.write_nowait(close_frame(code, text(key, self.locale) if key else ""))
+        if self.closing is None:
+            # A close decided behind queued frames (`close_after_queued`, e.g. an
+            # error, then 4001): its code is known once they are written.
+            await writer.flush()
+        code, reason = self.closing or (CloseCode.NORMAL, "")
+        writer.write_nowait(close_frame(code, reason))
         await writer.flush()
         if not writer.broken:
             await peer_closed.wait()
@@ -646,5 +676,5 @@ class Connection:
     def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
         self.server.metrics.auth_failed(err.key)
         self.send_error(err, msg)
-        self.close_after_queued(CloseCode.AUTH_FAILED, err.key)
+        self.close_after_queued(CloseCode.AUTH_FAILED, err.key, **err.text_params())
 

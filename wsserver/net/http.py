@@ -56,6 +56,8 @@ import trio
 
 from wsserver.net.fastwrite import raw_socket
 from wsserver.net.readiness import receive_raw
+from wsserver.ops.access import safe_path
+from wsserver.ops.logging import clean
 from wsserver.protocol.i18n import text
 
 __all__ = [
@@ -779,8 +781,9 @@ async def _dispatch(router: Router, request: HttpRequest, locale: str) -> HttpRe
         return error_reply(err, locale)
     except Exception:
         logger.exception(
-            "handler failed: %s %s from %s", head.method, head.raw_path, request.remote
-        )
+            "handler failed: %s %s from %s",
+            clean(head.method), safe_path(head.raw_path), clean(request.remote),
+        )  # fmt: skip
         return error_reply(HttpError(500, "internal"), locale)
 
 

@@ -40,7 +40,7 @@ from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
 from wsserver.errors import AuthError, CloseCode
-from wsserver.net.connection import CLOSE_TIMEOUT, Connection
+from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
 from wsserver.net.fastwrite import Flusher, raw_socket
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
@@ -137,6 +137,9 @@ class Server:
             config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
         )
         self.hub = Hub(config, storage=self.storage)
+        # inbound types get a metrics label only when handled (hub.handlers also
+        # gets an embedding host's types); a client's own inventions are "unknown"
+        self.metrics.count_types_in(LOCAL_TYPES, self.hub.handlers)
         self.registry = Registry(self.hub, after_batch=self._after_batch)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
@@ -532,7 +535,7 @@ class Server:
         try:
             await conn.run(stream, received, preamble)
         finally:
-            self._closed(conn.conn_id)
+            conn.forget()  # done by run() already, unless it failed early
             self._session_done(conn)
 
     async def _fast_handshake(

@@ -3,12 +3,14 @@
 Both go to the `wsserver.access` logger at INFO, as readable text plus the same
 values as `extra` fields (which `log.format = "json"` writes as keys).
 
-Invariant: no credential is ever written. The HTTP path is logged without its
+Invariants: no credential is ever written. The HTTP path is logged without its
 query string (where `?token=` would be), the one path segment that is a
 secret (`/api/activation-codes/<code>`) is replaced, header values are never
 logged, and a desktop client's session is named by its group, never by its
 activation code. The `RedactSecrets` filter of `wsserver.ops.logging` scrubs
-whatever slips through anyway.
+whatever slips through anyway. Every value a client chose (method, path, user
+id, group id, address) goes through `wsserver.ops.logging.clean`, in the text
+and in the `extra` fields alike: one short line per request or session.
 """
 
 from __future__ import annotations
@@ -16,23 +18,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wsserver.ops.logging import clean
+
 __all__ = ["log_request", "log_session", "safe_path", "session_user"]
 
 log = logging.getLogger("wsserver.access")
 
 _SECRET_PREFIXES = ("/api/activation-codes/",)
-_MAX_PATH = 200  # a log line stays one short line, whatever the client sent
 
 
 def safe_path(raw_path: str) -> str:
-    """The path as logged: no query, secret segments replaced, bounded length."""
+    """The path as logged: no query, secret segments replaced, `clean`."""
     path = raw_path.partition("?")[0]
     for prefix in _SECRET_PREFIXES:
         if path.startswith(prefix) and len(path) > len(prefix):
             path = prefix + "[redacted]"
-    if len(path) > _MAX_PATH:
-        path = path[:_MAX_PATH] + "..."
-    return path
+    return clean(path)
 
 
 def log_request(
@@ -48,6 +49,7 @@ def log_request(
     if not log.isEnabledFor(logging.INFO):
         return
     path = safe_path(raw_path)
+    method, remote = clean(method), clean(remote)
     ms = round(seconds * 1000, 1)
     log.info(
         "http %s %s %d %.1fms in=%d out=%d from %s",
@@ -60,13 +62,13 @@ def log_request(
 
 
 def session_user(identity: Any) -> str:
-    """How a session's principal is named in the log: the user id, or the group
-    of a desktop client (never its activation code), or `-` before auth."""
+    """How a session's principal is named in the log (`clean`): the user id, or
+    the group of a desktop client (never its activation code), or `-` before auth."""
     if identity is None:
         return "-"
     if identity.is_device:
-        return f"device@group:{identity.group_id}"
-    return str(identity.user_id)
+        return clean(f"device@group:{identity.group_id}")
+    return clean(identity.user_id)
 
 
 def log_session(
@@ -82,6 +84,7 @@ def log_session(
     if not log.isEnabledFor(logging.INFO):
         return
     user = session_user(identity)
+    remote = clean(remote)
     duration = round(seconds, 3)
     log.info(
         "ws %s user=%s from %s %.3fs in=%d out=%d close=%d",

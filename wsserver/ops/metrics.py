@@ -9,10 +9,13 @@ Invariants:
 - Hub state (connections by kind, mailboxes, rooms) is never read from here:
   the `/metrics` handler fetches it through the registry actor
   (`HubAdmin.stats`) and passes it to `render`.
-- Label values are bounded, whatever clients send: at most `MAX_TYPE_LABELS`
-  message types per direction (then `"other"`), only names that could be a
-  message type, HTTP methods outside a fixed set are `"other"`, and reasons and
-  close codes come from the server's own catalogue.
+- Label values are bounded, whatever clients send: an inbound message type
+  has its own label only when the server handles it (the connection's own
+  types, the hub's handlers, a type an embedding host registered), every
+  other type counts as `"unknown"`; outbound types are the server's own, at
+  most `MAX_TYPE_LABELS` of them (then `"other"`); HTTP methods outside a
+  fixed set are `"other"`, and reasons and close codes come from the server's
+  own catalogue.
 
 Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `rooms`, `groups`, `mailboxes`, `mailbox_messages`, `registry_queue_depth`,
@@ -29,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -51,6 +54,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of what `generate_latest` writes."""
 
 MAX_TYPE_LABELS = 256
+UNKNOWN_TYPE = "unknown"  # the label of every inbound type the server does not handle
 SLOW_CONSUMER = 4008
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -74,19 +78,26 @@ def _size(frame: str | bytes) -> int:
 
 
 class _TypeCounts:
-    """Message counts by type with a bounded set of labels."""
+    """Message counts by type with a bounded set of labels: with `known` tables,
+    only the types in one of them, else `"unknown"`; without, the first
+    `MAX_TYPE_LABELS` names that could be a type, else `"other"`."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "known")
 
-    def __init__(self) -> None:
+    def __init__(self, known: tuple[Container[str], ...] | None = None) -> None:
         self.counts: dict[str, int] = {}
+        self.known = known
 
     def add(self, mtype: str) -> None:
         counts = self.counts
-        if mtype in counts:
+        if mtype in counts:  # the hot path: one lookup
             counts[mtype] += 1
             return
-        if len(counts) >= MAX_TYPE_LABELS or not _TYPE_NAME.fullmatch(mtype):
+        known = self.known
+        if known is not None:
+            if not any(mtype in table for table in known):
+                mtype = UNKNOWN_TYPE
+        elif len(counts) >= MAX_TYPE_LABELS or not _TYPE_NAME.fullmatch(mtype):
             mtype = "other"
         counts[mtype] = counts.get(mtype, 0) + 1
 
@@ -216,12 +227,18 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
-        self.types_in = _TypeCounts()
+        self.types_in = _TypeCounts(known=())  # `count_types_in` says which are known
         self.types_out = _TypeCounts()
         self.bytes_in = 0
         self.bytes_out = 0
         self.scrape_view: tuple[Mapping[str, Any], int] | None = None
         r.register(_ScrapeCollector(self))
+
+    def count_types_in(self, *known: Container[str]) -> None:
+        """Give inbound message types their own label when they are in one of the
+        `known` tables (read live: a handler registered later counts from then
+        on); every other type counts as `"unknown"`."""
+        self.types_in.known = known
 
     # -- hot path --------------------------------------------------------------
 

@@ -185,12 +185,9 @@ def encode_error(
     data: dict[str, Any] = {"code": str(err.code), "ref": ref}
     if err.field is not None:
         data["field"] = err.field
-    params = {k: v for k, v in err.params.items() if k != "id"}
-    if err.field is not None:
-        params.setdefault("field", err.field)
     msg: dict[str, Any] = {
         "type": "error",
-        "error": text(err.key, locale, **params),
+        "error": text(err.key, locale, **err.text_params()),
         "data": data,
     }
     rid = request_id if request_id is not None else err.params.get("id")

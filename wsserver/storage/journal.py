@@ -58,6 +58,7 @@ from wsserver.storage.base import (
     json_chunks,
     log,
 )
+from wsserver.storage.private import FILE_MODE, open_private, private_dir
 
 __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]
 
@@ -131,20 +132,21 @@ class FileStorage(DurableNotifier):
     def load(self) -> Loaded:
         """Read the snapshot and the journal after it; see `Storage.load`.
 
-        Creates the directory and an empty journal when missing, and truncates a
+        Creates the directory and an empty journal when missing, owner-only
+        (`storage.private`; files found wider are narrowed), and truncates a
         torn last journal line (with a warning) so that appends start clean.
         Afterwards `durable_upto` is the last loaded number.
         """
         if self._running:
             raise RuntimeError("load() while the writer is running")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir, (self._snapshot_path, self._journal_path, self._temp_path))
         with gc_paused():  # everything parsed here stays alive: no collection can free any
             state, snapshot_n = read_snapshot(self._snapshot_path)
             scan = read_journal(self._journal_path, after=snapshot_n)
         if scan.torn_at is not None:
             self._truncate_torn_tail(scan.torn_at)
         elif not self._journal_path.exists():
-            self._journal_path.touch()
+            self._journal_path.touch(mode=FILE_MODE)
             self._sync_dir()
         self._next_n = max(snapshot_n, scan.last_n) + 1
         self._durable_upto = self._next_n - 1  # what was read back is durable
@@ -344,7 +346,7 @@ class FileStorage(DurableNotifier):
 
     def _open_journal(self) -> BinaryIO:
         if self._journal is None:
-            self._journal = open(self._journal_path, "ab")
+            self._journal = open(self._journal_path, "ab", opener=open_private)
         return self._journal
 
     def _close_journal(self) -> None:
@@ -388,7 +390,7 @@ class FileStorage(DurableNotifier):
         sync = self.fsync != "never"
         size = 0
         try:
-            with open(self._temp_path, "wb") as temp:
+            with open(self._temp_path, "wb", opener=open_private) as temp:
                 try:
                     # in pieces, written as they come: the trio thread gets the
                     # GIL between them (`json_chunks`), and the text is never
