@@ -11,14 +11,16 @@ Sender identity (`from`, `from_user_id`, ...) always comes from the
 connection's identity, never from the client's payload.
 
 Isolation: a message lives in the sender's group (an admin may name
-`to_group_id`); it reaches only connections of that group.
+`to_group_id`); it reaches only connections of that group. Principals are
+keyed with `core.keys`, injectively, whatever characters their ids hold.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wsserver.core.messages import Key, MessageStore, RetentionPolicy, party, principal_key
+from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
+from wsserver.core.messages import MessageStore, RetentionPolicy, party
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
@@ -252,7 +254,8 @@ class DirectMessaging:
                 )
                 hub.after_commit(lambda: hub.send(session, reply))
                 return
-        to_group, to_type, to_id = to.split("|", 2)
+        to_group, to_type, to_id = split_key(to)
+        assert to_group is not None and to_type is not None  # a principal's key, not a push box
         recipient_live = bool(self.connections_of(to))
         record: dict[str, Any] = {
             "t": "msg",
@@ -413,9 +416,9 @@ class DirectMessaging:
         message type with `message_id` and `offline: true`, and leaves the
         mailbox then (clients of pushes send no receipts).
         """
-        to = principal_key(
-            "*" if group_id is None else id_key(group_id),
-            "*" if user_type is None else id_key(user_type),
+        to = push_key(
+            None if group_id is None else id_key(group_id),
+            None if user_type is None else id_key(user_type),
             id_key(user_id),
         )
         hub = self.hub
@@ -424,7 +427,7 @@ class DirectMessaging:
                 "t": "msg",
                 "id": self.store.next_id,
                 "seq": self.store.seq.get(to, 0) + 1,
-                "from_key": "system",
+                "from_key": SYSTEM,
                 "to_key": to,
                 "from": {"user_id": None, "user_type": None, "username": None},
                 "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
@@ -438,13 +441,8 @@ class DirectMessaging:
 
     def _mailbox_keys(self, me: Key) -> list[Key]:
         """The mailboxes a principal reads: its own and the wildcard push boxes."""
-        group, user_type, user_id = me.split("|", 2)
-        keys = [me]
-        for g, t in ((group, "*"), ("*", user_type), ("*", "*")):
-            key = principal_key(g, t, user_id)
-            if key not in keys:
-                keys.append(key)
-        return keys
+        group, user_type, user_id = split_key(me)
+        return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
 
     def _deliver_mailbox(self, session: Session) -> None:
         """Expire, report truncation, then push undelivered messages in seq order."""

@@ -18,7 +18,8 @@ Invariants:
 - A message is kept while it is in a mailbox or among the last
   `history_limit` messages of its conversation; then it is forgotten.
 - Recipients are addressed inside a group: the key is (group, user_type,
-  user_id) as strings, so a mailbox or a conversation never spans two groups.
+  user_id) as strings, encoded injectively (`core.keys`), so a mailbox or a
+  conversation never spans two groups, whatever characters the ids hold.
 """
 
 from __future__ import annotations
@@ -32,19 +33,11 @@ from typing import Any
 import attrs
 import orjson
 
+from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
+
+__all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "party", "principal_key"]
+
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
-
-Key = str  # "group|user_type|user_id"
-
-
-def principal_key(group: str, user_type: str, user_id: str) -> Key:
-    """The storage key of a principal inside a group (all parts in string form)."""
-    return f"{group}|{user_type}|{user_id}"
-
-
-def conversation_key(a: Key, b: Key) -> str:
-    """The key of the conversation between two principals (order-free)."""
-    return f"{a}>{b}" if a <= b else f"{b}>{a}"
 
 
 @attrs.define(slots=True)
@@ -82,7 +75,7 @@ class MessageStore:
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
         """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`
         within the window (whether or not the message itself is still kept)."""
-        hit = self.dedup.get(f"{sender}|{client_msg_id}")
+        hit = self.dedup.get(dedup_key(sender, client_msg_id))
         if hit is None or now_ms - hit[1] > self.policy.dedup_window_ms:
             return None
         return {"id": hit[0], "time": hit[1], "seq": hit[2], "cmid": client_msg_id}
@@ -170,7 +163,7 @@ class MessageStore:
         mid = rec["id"]
         # the record without its "t", keys in the same order, parties as text;
         # built with no container in it, so the GC never tracks it (see below)
-        msg = {
+        msg: dict[str, Any] = {
             k: _party_text(v) if type(v) is dict and k in _PARTIES else v for k, v in rec.items() if k != "t"
         }
         msg.setdefault("status", "sent")
@@ -191,7 +184,7 @@ class MessageStore:
         now_ms = msg["time"]
         cmid = msg.get("cmid")
         if cmid is not None:
-            key = f"{msg['from_key']}|{cmid}"
+            key = dedup_key(msg["from_key"], cmid)
             dedup = self.dedup
             dedup.pop(key, None)  # re-insert at the end: keeps time order
             dedup[key] = (mid, now_ms, seq)
