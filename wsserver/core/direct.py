@@ -13,6 +13,9 @@ connection's identity, never from the client's payload.
 Isolation: a message lives in the sender's group (an admin may name
 `to_group_id`); it reaches only connections of that group. Principals are
 keyed with `core.keys`, injectively, whatever characters their ids hold.
+
+Visibility: `sync`, `history` and receipts read the store, which shows only
+durable messages (`MessageStore.durable`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class DirectMessaging:
                 mailbox_limit=cfg.mailbox_limit,
                 mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
                 history_limit=cfg.history_limit,
-            )
+            ),
+            durable=self._durable_upto,
         )
         hub.appliers.update({t: self._apply for t in ("msg", "status", "box", "drop", "trunc_seen")})
         hub.handlers.update(
@@ -85,6 +89,9 @@ class DirectMessaging:
 
     # -- durable state -------------------------------------------------------
 
+    def _durable_upto(self) -> int:
+        return self.hub.storage.durable_upto
+
     def _apply(self, rec: dict[str, Any]) -> None:
         self.store.apply(rec)
 
@@ -98,7 +105,7 @@ class DirectMessaging:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace the store with a snapshot's."""
-        self.store = MessageStore.from_state(state, self.store.policy)
+        self.store = MessageStore.from_state(state, self.store.policy, self._durable_upto)
 
     # -- addressing ----------------------------------------------------------
 
@@ -313,7 +320,7 @@ class DirectMessaging:
             mid = int(mid)
         except ValueError:
             raise _bad("message_id") from None
-        m = self.store.messages.get(mid)
+        m = self.store.message(mid)
         if m is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
         if m["to_key"] != self.own_key(session):
@@ -382,7 +389,7 @@ class DirectMessaging:
         for m in page:
             hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
         more = len(newer) > len(page)
-        upto = page[-1]["seq"] if more else max(last_seq, self.store.seq.get(me, 0))
+        upto = page[-1]["seq"] if more else max(last_seq, self.store.durable_seq(me))
         hub.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
 
     def _history(self, session: Session, msg: Inbound) -> None:
@@ -463,13 +470,13 @@ class DirectMessaging:
                 hub.record({"t": "trunc_seen", "to": key})
         if dropped:
             hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
-        durable = hub.storage.durable_upto
-        # newer ones are announced when they commit
+        # only durable ones (the store hides the others); those not yet
+        # announced are announced when they commit
         waiting = [
             m
             for key in keys
             for m in self.store.mailbox_messages(key)
-            if m.get("n", 0) <= durable and m["id"] not in self._unannounced
+            if m["id"] not in self._unannounced
         ]
         if len(keys) > 1:
             waiting.sort(key=lambda m: m["id"])

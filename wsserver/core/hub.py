@@ -256,6 +256,8 @@ class Hub:
                         last_n = n
             finally:
                 self.last_n = last_n
+                if isinstance(self.storage, InstantJournal):  # numbers go on after the restored ones
+                    self.storage.durable_upto = max(self.storage.durable_upto, last_n)
 
     def snapshot_state(self) -> dict[str, Any]:
         """A detached copy of all durable state, for `storage.request_snapshot`."""

@@ -20,13 +20,18 @@ Invariants:
 - Recipients are addressed inside a group: the key is (group, user_type,
   user_id) as strings, encoded injectively (`core.keys`), so a mailbox or a
   conversation never spans two groups, whatever characters the ids hold.
+- Only durable records are visible: every reading method leaves out the
+  messages whose record number `n` is above `durable()` (the journal's
+  `durable_upto`). Records are applied when appended, before they are durable;
+  a crash may still take those back, so nothing may show them yet.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import Any
 
@@ -38,6 +43,10 @@ from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
 __all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "party", "principal_key"]
 
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
+
+
+def _everything() -> int:
+    return sys.maxsize
 
 
 @attrs.define(slots=True)
@@ -69,53 +78,93 @@ class MessageStore:
     dedup: OrderedDict[str, tuple[int, int, int]] = attrs.field(factory=OrderedDict)
     # session_id -> ids of kept messages, ascending; derived (not in the snapshot)
     by_session: dict[str, list[int]] = attrs.field(factory=dict)
+    # the number of the last durable record (the journal's `durable_upto`)
+    durable: Callable[[], int] = _everything
 
     # -- reading -------------------------------------------------------------
 
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
         """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`
-        within the window (whether or not the message itself is still kept)."""
+        within the window (whether or not the message itself is still kept).
+
+        It may not be durable yet: the caller answers it only once everything
+        appended so far is (`Hub.after_commit`)."""
         hit = self.dedup.get(dedup_key(sender, client_msg_id))
         if hit is None or now_ms - hit[1] > self.policy.dedup_window_ms:
             return None
         return {"id": hit[0], "time": hit[1], "seq": hit[2], "cmid": client_msg_id}
 
+    def message(self, mid: int) -> dict[str, Any] | None:
+        """A kept message by id, if it is durable."""
+        m = self.messages.get(mid)
+        if m is None or m.get("n", 0) > self.durable():
+            return None
+        return m
+
     def mailbox_messages(self, recipient: Key) -> list[dict[str, Any]]:
-        """Undelivered messages of `recipient`, in `seq` order."""
+        """Undelivered durable messages of `recipient`, in `seq` order."""
         box = self.mailbox.get(recipient, {})
-        return [self.messages[i] for i in box if i in self.messages]
+        upto = self.durable()
+        messages = self.messages
+        return [m for i in box if (m := messages.get(i)) is not None and m.get("n", 0) <= upto]
 
     def since(self, recipient: Key, last_seq: int) -> list[dict[str, Any]]:
-        """Kept messages received by `recipient` with `seq > last_seq`, in order."""
+        """Kept durable messages received by `recipient` with `seq > last_seq`, in order."""
         out = []
+        upto = self.durable()
         for i in self.inbox.get(recipient, ()):
             m = self.messages.get(i)
-            if m is not None and m["seq"] > last_seq:
+            if m is not None and m["seq"] > last_seq and m.get("n", 0) <= upto:
                 out.append(m)
         return out
+
+    def durable_seq(self, recipient: Key) -> int:
+        """The highest `seq` of `recipient` whose message is durable (or forgotten).
+
+        Messages not yet durable are the newest of the inbox, and a recipient's
+        `seq` counts up by one per message, so it is one below the oldest of them.
+        """
+        seq = self.seq.get(recipient, 0)
+        upto = self.durable()
+        for i in reversed(self.inbox.get(recipient, ())):
+            m = self.messages.get(i)
+            if m is None:
+                continue
+            if m.get("n", 0) <= upto:
+                break
+            seq = m["seq"] - 1
+        return seq
 
     def history(
         self, a: Key, b: Key, before_id: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Up to `limit` messages of the a–b conversation before `before_id`, oldest first."""
+        """Up to `limit` durable messages of the a–b conversation before `before_id`, oldest first."""
         ids = self.conversations.get(conversation_key(a, b), [])
-        if before_id is not None:
-            ids = [i for i in ids if i < before_id]
+        upto = self.durable()
+        messages = self.messages
+        ids = [
+            i
+            for i in ids
+            if (before_id is None or i < before_id) and messages[i].get("n", 0) <= upto
+        ]
         page = ids[-limit:] if limit else []
-        return [self.messages[i] for i in page], len(ids) > len(page)
+        return [messages[i] for i in page], len(ids) > len(page)
 
     def session_history(
         self, party: Key, session_id: str, before_id: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """Like `history`, for the messages of one `session_id` that `party` sent or got."""
+        upto = self.durable()
+        messages = self.messages
         ids = [
             i
             for i in self.by_session.get(str(session_id), ())
-            if party in (self.messages[i]["from_key"], self.messages[i]["to_key"])
+            if party in (messages[i]["from_key"], messages[i]["to_key"])
             and (before_id is None or i < before_id)
+            and messages[i].get("n", 0) <= upto
         ]
         page = ids[-limit:] if limit else []
-        return [self.messages[i] for i in page], len(ids) > len(page)
+        return [messages[i] for i in page], len(ids) > len(page)
 
     def expired(self, recipient: Key, now_ms: int) -> list[int]:
         """Mailbox ids older than the mailbox TTL."""
@@ -303,7 +352,9 @@ class MessageStore:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], policy: RetentionPolicy) -> MessageStore:
+    def from_state(
+        cls, state: dict[str, Any], policy: RetentionPolicy, durable: Callable[[], int] = _everything
+    ) -> MessageStore:
         """Rebuild from `to_state()` output (taking over its message dicts)."""
         messages = state["messages"]
         by_session: dict[str, list[int]] = {}
@@ -320,6 +371,7 @@ class MessageStore:
         return cls(
             policy=policy,
             by_session=by_session,
+            durable=durable,
             next_id=state["next_id"],
             messages={m["id"]: m for m in messages},
             seq=dict(state["seq"]),
