@@ -119,6 +119,7 @@ def test_format_1_state_is_rekeyed_for_the_principals_the_old_server_read(tmp_pa
         conversation_key(BOSS, STAR_U7): [3],
     }
     assert list(store.dedup) == [dedup_key(MALLORY, "c1"), dedup_key(MALLORY, "c4")]
+    assert store.mailbox_bytes[TARGET] == len("psst") + len("again")
 
 
 async def test_a_crash_before_the_first_snapshot_leaves_the_format_1_files_to_migrate_again(tmp_path: Path) -> None:

@@ -16,6 +16,10 @@ keyed with `core.keys`, injectively, whatever characters their ids hold.
 
 Visibility: `sync`, `history` and receipts read the store, which shows only
 durable messages (`MessageStore.durable`).
+
+Quota: a message for a recipient with no connection (it goes to the mailbox)
+or a persisted push that would take the mailbox over
+`messages.mailbox_max_bytes` is refused (`rate_limited`), nothing stored.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
-from wsserver.core.messages import MessageStore, RetentionPolicy, party
+from wsserver.core.messages import MessageStore, RetentionPolicy, message_size, party
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
@@ -59,6 +63,7 @@ class DirectMessaging:
                 mailbox_limit=cfg.mailbox_limit,
                 mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
                 history_limit=cfg.history_limit,
+                mailbox_max_bytes=cfg.mailbox_max_bytes,
             ),
             durable=self._durable_upto,
         )
@@ -264,6 +269,8 @@ class DirectMessaging:
         to_group, to_type, to_id = split_key(to)
         assert to_group is not None and to_type is not None  # a principal's key, not a push box
         recipient_live = bool(self.connections_of(to))
+        if not recipient_live and self.store.mailbox_full(to, message_size({"text": text})):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "mailbox_full", field=_recipient_field(data))
         record: dict[str, Any] = {
             "t": "msg",
             "id": self.store.next_id,
@@ -422,12 +429,18 @@ class DirectMessaging:
         (of any type). It is pushed on the user's next connect as the original
         message type with `message_id` and `offline: true`, and leaves the
         mailbox then (clients of pushes send no receipts).
+
+        Returns False, queueing nothing, when the push would take that mailbox
+        over `messages.mailbox_max_bytes`.
         """
         to = push_key(
             None if group_id is None else id_key(group_id),
             None if user_type is None else id_key(user_type),
             id_key(user_id),
         )
+        push = {"type": mtype, "data": data}
+        if self.store.mailbox_full(to, message_size({"push": push})):
+            return False
         hub = self.hub
         hub.record(
             {
@@ -439,7 +452,7 @@ class DirectMessaging:
                 "from": {"user_id": None, "user_type": None, "username": None},
                 "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
                 "text": None,
-                "push": {"type": mtype, "data": data},
+                "push": push,
                 "time": hub.now_ms(),
                 "boxed": True,
             }
@@ -495,6 +508,14 @@ class DirectMessaging:
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]
+
+
+def _recipient_field(data: dict[str, Any]) -> str:
+    """The request field that named the recipient (for errors about it)."""
+    for name in ("to_user_id", "to"):
+        if name in data:
+            return name
+    return "receiver.id"
 
 
 def _echo_id(data: dict[str, Any], names: tuple[str, ...], fallback: str, msg: Inbound) -> Any:

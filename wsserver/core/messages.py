@@ -24,6 +24,8 @@ Invariants:
   messages whose record number `n` is above `durable()` (the journal's
   `durable_upto`). Records are applied when appended, before they are durable;
   a crash may still take those back, so nothing may show them yet.
+- `mailbox_bytes` is the size of each mailbox's messages (UTF-8 length of a
+  text, or of a push's JSON payload); derived, never in the snapshot.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import orjson
 
 from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
 
-__all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "party", "principal_key"]
+__all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "message_size", "party", "principal_key"]
 
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
@@ -57,6 +59,7 @@ class RetentionPolicy:
     mailbox_limit: int = 1000
     mailbox_ttl_ms: int = 604_800_000
     history_limit: int = 1000
+    mailbox_max_bytes: int = 8_388_608
 
 
 @attrs.define
@@ -78,6 +81,8 @@ class MessageStore:
     dedup: OrderedDict[str, tuple[int, int, int]] = attrs.field(factory=OrderedDict)
     # session_id -> ids of kept messages, ascending; derived (not in the snapshot)
     by_session: dict[str, list[int]] = attrs.field(factory=dict)
+    # recipient -> bytes of its mailbox's messages; derived (not in the snapshot)
+    mailbox_bytes: dict[Key, int] = attrs.field(factory=dict)
     # the number of the last durable record (the journal's `durable_upto`)
     durable: Callable[[], int] = _everything
 
@@ -165,6 +170,10 @@ class MessageStore:
         ]
         page = ids[-limit:] if limit else []
         return [messages[i] for i in page], len(ids) > len(page)
+
+    def mailbox_full(self, recipient: Key, size: int) -> bool:
+        """Whether `size` more bytes would take `recipient`'s mailbox over its quota."""
+        return self.mailbox_bytes.get(recipient, 0) + size > self.policy.mailbox_max_bytes
 
     def expired(self, recipient: Key, now_ms: int) -> list[int]:
         """Mailbox ids older than the mailbox TTL."""
@@ -255,6 +264,7 @@ class MessageStore:
         box = self.mailbox.setdefault(to, {})
         if mid in box:
             return
+        self.mailbox_bytes[to] = self.mailbox_bytes.get(to, 0) + message_size(self.messages[mid])
         if box and mid < next(reversed(box)):
             box[mid] = None
             self.mailbox[to] = box = dict.fromkeys(sorted(box))
@@ -270,12 +280,19 @@ class MessageStore:
         if not box:
             return 0
         n = 0
+        size = 0
         for i in ids:
             if box.pop(i, False) is None:
                 n += 1
+                m = self.messages.get(i)
+                if m is not None:
+                    size += message_size(m)
                 self._forget_if_unkept(i)
         if not box:
             del self.mailbox[recipient]
+            self.mailbox_bytes.pop(recipient, None)
+        elif size:
+            self.mailbox_bytes[recipient] -= size
         return n
 
     def _kept(self, mid: int) -> bool:
@@ -368,14 +385,20 @@ class MessageStore:
         for ids in by_session.values():  # ascending ids, whatever the snapshot's order
             if any(a > b for a, b in pairwise(ids)):
                 ids.sort()
+        by_id = {m["id"]: m for m in messages}
+        mailbox = {k: dict.fromkeys(v) for k, v in state["mailbox"].items()}
+        mailbox_bytes = {
+            k: sum(message_size(by_id[i]) for i in box if i in by_id) for k, box in mailbox.items()
+        }
         return cls(
             policy=policy,
             by_session=by_session,
+            mailbox_bytes=mailbox_bytes,
             durable=durable,
             next_id=state["next_id"],
-            messages={m["id"]: m for m in messages},
+            messages=by_id,
             seq=dict(state["seq"]),
-            mailbox={k: dict.fromkeys(v) for k, v in state["mailbox"].items()},
+            mailbox=mailbox,
             truncated=dict(state["truncated"]),
             conversations={k: list(v) for k, v in state["conversations"].items()},
             inbox={k: list(v) for k, v in state["inbox"].items()},
@@ -428,6 +451,22 @@ class StoredMessages(list):  # type: ignore[type-arg]
     object `to_state()` would hold (`storage.base.json_chunks` calls it)."""
 
     json_item = staticmethod(_thawed)
+
+
+def message_size(msg: dict[str, Any]) -> int:
+    """The bytes a stored message counts against its mailbox's quota: the UTF-8
+    length of its text, or of a persisted push's JSON payload."""
+    text = msg.get("text")
+    if type(text) is str:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    push = msg.get("push")
+    if push is None:
+        return 0
+    data = push.get("data") if isinstance(push, dict) else push
+    try:
+        return len(orjson.dumps(data))
+    except (TypeError, orjson.JSONEncodeError):
+        return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def party(msg: dict[str, Any], side: str) -> dict[str, Any]:
