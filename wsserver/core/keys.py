@@ -15,9 +15,10 @@ Invariants:
   for two principals, four for a push (`SYSTEM` has no `|`). A de-duplication
   key is the sender's key plus the escaped `client_msg_id` as a fourth part.
   Both split back into their parts unambiguously, so both are injective.
-- Ids without `\\` and `|` give the same keys as format 1 did
+- Ids without `\\` and `|` give the same principal keys as format 1 did
   (`f"{group}|{user_type}|{user_id}"`), which keeps most data unchanged by the
-  migration (`core.migrate`).
+  migration (`core.migrate`); conversation keys changed (format 1 joined
+  them with `>`) and are rebuilt from their messages.
 - Keys are `str`, never tuples: they are values inside stored message dicts,
   which must hold only plain values (see "stored messages and the cyclic GC" in
   `core.messages`).

@@ -16,9 +16,9 @@ How format-1 keys are read: exactly as the old server read them,
 `key.split("|", 2)` (a `|` inside an id went to the user id). A `*` part is
 the wildcard in a persisted push (sender `"system"`), and a real id in any
 other message. Conversations, mailboxes and inboxes are keyed again from
-their messages; a `seq` or `truncated` entry whose key has a `*` part goes to
-both readings (seq only grows; a truncation is reported where the old server
-reported it). A de-duplication entry whose message is gone and whose key
+their messages. A `seq` entry whose key has a `*` part goes to both readings
+(seq only grows), a `truncated` count to the "any" reading, which every
+principal that read the old mailbox still reads. A de-duplication entry whose message is gone and whose key
 cannot be split unambiguously is dropped (it only answers retries within
 `messages.dedup_window`).
 """
