@@ -147,7 +147,7 @@ async def test_sigterm_snapshots_and_loses_nothing(tmp_path: Path, spawn: Any) -
     proc.proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
     snapshot = json.loads((data / "snapshot.json").read_text())
-    assert snapshot["version"] == 1
+    assert snapshot["version"] == 2
     assert (data / "journal.jsonl").stat().st_size == 0
     proc, base = await start(spawn, cfg, data)
     box = await mailbox(base, recipient)

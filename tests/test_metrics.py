@@ -104,9 +104,9 @@ async def test_journal_fsyncs_are_timed(live_server: Any) -> None:
     assert value(samples, "wsserver_storage_fsync_seconds_sum") > 0
 
 
-async def test_two_servers_in_one_process_keep_separate_metrics(live_server: Any) -> None:
+async def test_two_servers_in_one_process_keep_separate_metrics(live_server: Any, tmp_path: Any) -> None:
     one = await live_server()
-    two = await live_server()
+    two = await live_server(storage__dir=str(tmp_path / "two"))  # a data directory has one server
     async with ws_connect(f"{one.url}/ws?token={token(one.config)}") as ws:
         await recv(ws)
         _, first = await scrape(one)

@@ -87,6 +87,8 @@ OLD_JOURNAL = (
     ":2}\n"
 )
 
+# What that directory restores to; the message store migrated to format 2
+# (`core.migrate`): plain ids keep their keys, conversations are joined with `|`.
 OLD_RESTORED: dict[str, Any] = {
     "last_n": 14,
     "next_n": 15,
@@ -237,10 +239,10 @@ OLD_RESTORED: dict[str, Any] = {
         "mailbox": {"1||4": [3, 4, 7]},
         "truncated": {},
         "conversations": {
-            "1||1>1||2": [1, 2, 5, 6],
-            "1||1>1||4": [3, 7],
-            "1||3>1||4": [4],
-            "1||2>1||3": [8],
+            "1||1|1||2": [1, 2, 5, 6],
+            "1||1|1||4": [3, 7],
+            "1||3|1||4": [4],
+            "1||2|1||3": [8],
         },
         "inbox": {"1||2": [1, 5], "1||1": [2, 6], "1||4": [3, 4, 7], "1||3": [8]},
         "dedup": {
@@ -278,7 +280,7 @@ def _restored(tmp_path: Path) -> tuple[Hub, int, int]:
     storage = FileStorage(tmp_path, "never")
     loaded = storage.load()
     hub = Hub(_config(tmp_path), storage=storage)
-    hub.restore(loaded.state, loaded.records)
+    hub.restore(loaded.state, loaded.records, loaded.version)
     return hub, loaded.next_n, len(loaded.records)
 
 

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import wsserver.storage
 from wsserver.storage import FileStorage, Loaded, MemoryStorage, Storage, StorageError
 from wsserver.storage.base import encode_record, json_chunks
+from wsserver.storage.journal import SNAPSHOT_VERSION
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -218,7 +219,7 @@ async def test_snapshot_then_more_records_reload_as_snapshot_state_plus_later_re
         storage.append({"i": 4})
         await durable.wait_for(5)
     snapshot = json.loads((tmp_path / "snapshot.json").read_bytes())
-    assert snapshot == {"version": 1, "n": 3, "written_at": 1700000000.5, "state": {"total": 3}}
+    assert snapshot == {"version": 2, "n": 3, "written_at": 1700000000.5, "state": {"total": 3}}
     assert [r["n"] for r in journal_lines(tmp_path)] == [4, 5]
 
     _, loaded = open_storage(tmp_path)
@@ -259,7 +260,7 @@ async def test_crash_between_snapshot_rename_and_truncate_reloads_without_duplic
     tmp_path: Path,
 ) -> None:
     (tmp_path / "snapshot.json").write_text(
-        json.dumps({"version": 1, "n": 3, "written_at": 0, "state": {"total": 3}})
+        json.dumps({"version": 2, "n": 3, "written_at": 0, "state": {"total": 3}})
     )
     (tmp_path / "journal.jsonl").write_text(
         "".join(json.dumps({"n": n, "i": n}) + "\n" for n in range(1, 6))
@@ -344,7 +345,8 @@ def test_corrupt_snapshot_stops_load_naming_the_file_and_byte_and_leaves_it(
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ({"version": 2, "n": 3, "state": {}}, "unknown snapshot version 2"),
+        ({"version": 3, "n": 3, "state": {}}, "unknown snapshot version 3"),
+        ({"version": 0, "n": 3, "state": {}}, "unknown snapshot version 0"),
         ({"n": 3, "state": {}}, "unknown snapshot version None"),
         ({"version": 1, "n": "3", "state": {}}, 'invalid record number "n"'),
         ({"version": 1, "n": 3, "state": []}, '"state" is not a JSON object'),
@@ -565,13 +567,18 @@ def test_load_returns_the_last_snapshot_and_exactly_the_records_after_it(
                     await done.wait()  # the cancelled writer has flushed
                     storage = FileStorage(path, "always", fsync_fd=lambda fd: None)
                     loaded = storage.load()
-                    assert loaded == Loaded(model_state, model_records, len(all_records) + 1)
+                    assert loaded == expected(model_state, model_records, len(all_records) + 1)
                     scope, done = trio.CancelScope(), trio.Event()
                     await nursery.start(writer, storage, scope, done)
             scope.cancel()
         await storage.close()
         loaded = FileStorage(path).load()
-        assert loaded == Loaded(model_state, model_records, len(all_records) + 1)
+        assert loaded == expected(model_state, model_records, len(all_records) + 1)
+
+    def expected(state: Any, records: list[dict[str, Any]], next_n: int) -> Loaded:
+        # a journal without a snapshot can only be the first format's
+        version = 1 if state is None and records else SNAPSHOT_VERSION
+        return Loaded(state, records, next_n, version)
 
     with tempfile.TemporaryDirectory() as path:
         trio.run(scenario, path)

@@ -11,14 +11,23 @@ Sender identity (`from`, `from_user_id`, ...) always comes from the
 connection's identity, never from the client's payload.
 
 Isolation: a message lives in the sender's group (an admin may name
-`to_group_id`); it reaches only connections of that group.
+`to_group_id`); it reaches only connections of that group. Principals are
+keyed with `core.keys`, injectively, whatever characters their ids hold.
+
+Visibility: `sync`, `history` and receipts read the store, which shows only
+durable messages (`MessageStore.durable`).
+
+Quota: a message for a recipient with no connection (it goes to the mailbox)
+or a persisted push that would take the mailbox over
+`messages.mailbox_max_bytes` is refused (`rate_limited`), nothing stored.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wsserver.core.messages import Key, MessageStore, RetentionPolicy, party, principal_key
+from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
+from wsserver.core.messages import MessageStore, RetentionPolicy, message_size, party
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
@@ -54,7 +63,9 @@ class DirectMessaging:
                 mailbox_limit=cfg.mailbox_limit,
                 mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
                 history_limit=cfg.history_limit,
-            )
+                mailbox_max_bytes=cfg.mailbox_max_bytes,
+            ),
+            durable=self._durable_upto,
         )
         hub.appliers.update({t: self._apply for t in ("msg", "status", "box", "drop", "trunc_seen")})
         hub.handlers.update(
@@ -83,6 +94,9 @@ class DirectMessaging:
 
     # -- durable state -------------------------------------------------------
 
+    def _durable_upto(self) -> int:
+        return self.hub.storage.durable_upto
+
     def _apply(self, rec: dict[str, Any]) -> None:
         self.store.apply(rec)
 
@@ -96,7 +110,7 @@ class DirectMessaging:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace the store with a snapshot's."""
-        self.store = MessageStore.from_state(state, self.store.policy)
+        self.store = MessageStore.from_state(state, self.store.policy, self._durable_upto)
 
     # -- addressing ----------------------------------------------------------
 
@@ -252,8 +266,11 @@ class DirectMessaging:
                 )
                 hub.after_commit(lambda: hub.send(session, reply))
                 return
-        to_group, to_type, to_id = to.split("|", 2)
+        to_group, to_type, to_id = split_key(to)
+        assert to_group is not None and to_type is not None  # a principal's key, not a push box
         recipient_live = bool(self.connections_of(to))
+        if not recipient_live and self.store.mailbox_full(to, message_size({"text": text})):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "mailbox_full", field=_recipient_field(data))
         record: dict[str, Any] = {
             "t": "msg",
             "id": self.store.next_id,
@@ -310,7 +327,7 @@ class DirectMessaging:
             mid = int(mid)
         except ValueError:
             raise _bad("message_id") from None
-        m = self.store.messages.get(mid)
+        m = self.store.message(mid)
         if m is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
         if m["to_key"] != self.own_key(session):
@@ -379,7 +396,7 @@ class DirectMessaging:
         for m in page:
             hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
         more = len(newer) > len(page)
-        upto = page[-1]["seq"] if more else max(last_seq, self.store.seq.get(me, 0))
+        upto = page[-1]["seq"] if more else max(last_seq, self.store.durable_seq(me))
         hub.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
 
     def _history(self, session: Session, msg: Inbound) -> None:
@@ -412,24 +429,30 @@ class DirectMessaging:
         (of any type). It is pushed on the user's next connect as the original
         message type with `message_id` and `offline: true`, and leaves the
         mailbox then (clients of pushes send no receipts).
+
+        Returns False, queueing nothing, when the push would take that mailbox
+        over `messages.mailbox_max_bytes`.
         """
-        to = principal_key(
-            "*" if group_id is None else id_key(group_id),
-            "*" if user_type is None else id_key(user_type),
+        to = push_key(
+            None if group_id is None else id_key(group_id),
+            None if user_type is None else id_key(user_type),
             id_key(user_id),
         )
+        push = {"type": mtype, "data": data}
+        if self.store.mailbox_full(to, message_size({"push": push})):
+            return False
         hub = self.hub
         hub.record(
             {
                 "t": "msg",
                 "id": self.store.next_id,
                 "seq": self.store.seq.get(to, 0) + 1,
-                "from_key": "system",
+                "from_key": SYSTEM,
                 "to_key": to,
                 "from": {"user_id": None, "user_type": None, "username": None},
                 "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
                 "text": None,
-                "push": {"type": mtype, "data": data},
+                "push": push,
                 "time": hub.now_ms(),
                 "boxed": True,
             }
@@ -438,13 +461,8 @@ class DirectMessaging:
 
     def _mailbox_keys(self, me: Key) -> list[Key]:
         """The mailboxes a principal reads: its own and the wildcard push boxes."""
-        group, user_type, user_id = me.split("|", 2)
-        keys = [me]
-        for g, t in ((group, "*"), ("*", user_type), ("*", "*")):
-            key = principal_key(g, t, user_id)
-            if key not in keys:
-                keys.append(key)
-        return keys
+        group, user_type, user_id = split_key(me)
+        return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
 
     def _deliver_mailbox(self, session: Session) -> None:
         """Expire, report truncation, then push undelivered messages in seq order."""
@@ -465,13 +483,13 @@ class DirectMessaging:
                 hub.record({"t": "trunc_seen", "to": key})
         if dropped:
             hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
-        durable = hub.storage.durable_upto
-        # newer ones are announced when they commit
+        # only durable ones (the store hides the others); those not yet
+        # announced are announced when they commit
         waiting = [
             m
             for key in keys
             for m in self.store.mailbox_messages(key)
-            if m.get("n", 0) <= durable and m["id"] not in self._unannounced
+            if m["id"] not in self._unannounced
         ]
         if len(keys) > 1:
             waiting.sort(key=lambda m: m["id"])
@@ -490,6 +508,14 @@ class DirectMessaging:
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]
+
+
+def _recipient_field(data: dict[str, Any]) -> str:
+    """The request field that named the recipient (for errors about it)."""
+    for name in ("to_user_id", "to"):
+        if name in data:
+            return name
+    return "receiver.id"
 
 
 def _echo_id(data: dict[str, Any], names: tuple[str, ...], fallback: str, msg: Inbound) -> Any:

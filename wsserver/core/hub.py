@@ -32,6 +32,7 @@ from wsserver.core.codes import ActivationCodes
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.gcpause import gc_paused
+from wsserver.core.migrate import STATE_VERSION, migrate
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 from wsserver.protocol.i18n import text
@@ -230,12 +231,19 @@ class Hub:
             except Exception:
                 log.exception("announcement failed")
 
-    def restore(self, state: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
+    def restore(
+        self, state: dict[str, Any] | None, records: list[dict[str, Any]], version: int = STATE_VERSION
+    ) -> None:
         """Rebuild durable state at start-up: the snapshot, then the journal.
 
+        `version` is the format they were written in; an older one is migrated
+        first (`core.migrate`), and the caller then snapshots the result before
+        appending anything, so the journal never mixes formats.
         The cyclic GC is paused meanwhile (`gc_paused`): nothing made here is garbage.
         """
         with gc_paused():
+            if version != STATE_VERSION:
+                state, records = migrate(state, records, version)
             if state is not None:
                 for name, component in self.components.items():
                     if name in state:
@@ -251,6 +259,8 @@ class Hub:
                         last_n = n
             finally:
                 self.last_n = last_n
+                if isinstance(self.storage, InstantJournal):  # numbers go on after the restored ones
+                    self.storage.durable_upto = max(self.storage.durable_upto, last_n)
 
     def snapshot_state(self) -> dict[str, Any]:
         """A detached copy of all durable state, for `storage.request_snapshot`."""

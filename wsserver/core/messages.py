@@ -18,33 +18,37 @@ Invariants:
 - A message is kept while it is in a mailbox or among the last
   `history_limit` messages of its conversation; then it is forgotten.
 - Recipients are addressed inside a group: the key is (group, user_type,
-  user_id) as strings, so a mailbox or a conversation never spans two groups.
+  user_id) as strings, encoded injectively (`core.keys`), so a mailbox or a
+  conversation never spans two groups, whatever characters the ids hold.
+- Only durable records are visible: every reading method leaves out the
+  messages whose record number `n` is above `durable()` (the journal's
+  `durable_upto`). Records are applied when appended, before they are durable;
+  a crash may still take those back, so nothing may show them yet.
+- `mailbox_bytes` is the size of each mailbox's messages (UTF-8 length of a
+  text, or of a push's JSON payload); derived, never in the snapshot.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import Any
 
 import attrs
 import orjson
 
+from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
+
+__all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "message_size", "party", "principal_key"]
+
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
-Key = str  # "group|user_type|user_id"
 
-
-def principal_key(group: str, user_type: str, user_id: str) -> Key:
-    """The storage key of a principal inside a group (all parts in string form)."""
-    return f"{group}|{user_type}|{user_id}"
-
-
-def conversation_key(a: Key, b: Key) -> str:
-    """The key of the conversation between two principals (order-free)."""
-    return f"{a}>{b}" if a <= b else f"{b}>{a}"
+def _everything() -> int:
+    return sys.maxsize
 
 
 @attrs.define(slots=True)
@@ -55,6 +59,7 @@ class RetentionPolicy:
     mailbox_limit: int = 1000
     mailbox_ttl_ms: int = 604_800_000
     history_limit: int = 1000
+    mailbox_max_bytes: int = 8_388_608
 
 
 @attrs.define
@@ -76,53 +81,99 @@ class MessageStore:
     dedup: OrderedDict[str, tuple[int, int, int]] = attrs.field(factory=OrderedDict)
     # session_id -> ids of kept messages, ascending; derived (not in the snapshot)
     by_session: dict[str, list[int]] = attrs.field(factory=dict)
+    # recipient -> bytes of its mailbox's messages; derived (not in the snapshot)
+    mailbox_bytes: dict[Key, int] = attrs.field(factory=dict)
+    # the number of the last durable record (the journal's `durable_upto`)
+    durable: Callable[[], int] = _everything
 
     # -- reading -------------------------------------------------------------
 
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
         """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`
-        within the window (whether or not the message itself is still kept)."""
-        hit = self.dedup.get(f"{sender}|{client_msg_id}")
+        within the window (whether or not the message itself is still kept).
+
+        It may not be durable yet: the caller answers it only once everything
+        appended so far is (`Hub.after_commit`)."""
+        hit = self.dedup.get(dedup_key(sender, client_msg_id))
         if hit is None or now_ms - hit[1] > self.policy.dedup_window_ms:
             return None
         return {"id": hit[0], "time": hit[1], "seq": hit[2], "cmid": client_msg_id}
 
+    def message(self, mid: int) -> dict[str, Any] | None:
+        """A kept message by id, if it is durable."""
+        m = self.messages.get(mid)
+        if m is None or m.get("n", 0) > self.durable():
+            return None
+        return m
+
     def mailbox_messages(self, recipient: Key) -> list[dict[str, Any]]:
-        """Undelivered messages of `recipient`, in `seq` order."""
+        """Undelivered durable messages of `recipient`, in `seq` order."""
         box = self.mailbox.get(recipient, {})
-        return [self.messages[i] for i in box if i in self.messages]
+        upto = self.durable()
+        messages = self.messages
+        return [m for i in box if (m := messages.get(i)) is not None and m.get("n", 0) <= upto]
 
     def since(self, recipient: Key, last_seq: int) -> list[dict[str, Any]]:
-        """Kept messages received by `recipient` with `seq > last_seq`, in order."""
+        """Kept durable messages received by `recipient` with `seq > last_seq`, in order."""
         out = []
+        upto = self.durable()
         for i in self.inbox.get(recipient, ()):
             m = self.messages.get(i)
-            if m is not None and m["seq"] > last_seq:
+            if m is not None and m["seq"] > last_seq and m.get("n", 0) <= upto:
                 out.append(m)
         return out
+
+    def durable_seq(self, recipient: Key) -> int:
+        """The highest `seq` of `recipient` whose message is durable (or forgotten).
+
+        Messages not yet durable are the newest of the inbox, and a recipient's
+        `seq` counts up by one per message, so it is one below the oldest of them.
+        """
+        seq = self.seq.get(recipient, 0)
+        upto = self.durable()
+        for i in reversed(self.inbox.get(recipient, ())):
+            m = self.messages.get(i)
+            if m is None:
+                continue
+            if m.get("n", 0) <= upto:
+                break
+            seq = m["seq"] - 1
+        return seq
 
     def history(
         self, a: Key, b: Key, before_id: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Up to `limit` messages of the a–b conversation before `before_id`, oldest first."""
+        """Up to `limit` durable messages of the a–b conversation before `before_id`, oldest first."""
         ids = self.conversations.get(conversation_key(a, b), [])
-        if before_id is not None:
-            ids = [i for i in ids if i < before_id]
+        upto = self.durable()
+        messages = self.messages
+        ids = [
+            i
+            for i in ids
+            if (before_id is None or i < before_id) and messages[i].get("n", 0) <= upto
+        ]
         page = ids[-limit:] if limit else []
-        return [self.messages[i] for i in page], len(ids) > len(page)
+        return [messages[i] for i in page], len(ids) > len(page)
 
     def session_history(
         self, party: Key, session_id: str, before_id: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """Like `history`, for the messages of one `session_id` that `party` sent or got."""
+        upto = self.durable()
+        messages = self.messages
         ids = [
             i
             for i in self.by_session.get(str(session_id), ())
-            if party in (self.messages[i]["from_key"], self.messages[i]["to_key"])
+            if party in (messages[i]["from_key"], messages[i]["to_key"])
             and (before_id is None or i < before_id)
+            and messages[i].get("n", 0) <= upto
         ]
         page = ids[-limit:] if limit else []
-        return [self.messages[i] for i in page], len(ids) > len(page)
+        return [messages[i] for i in page], len(ids) > len(page)
+
+    def mailbox_full(self, recipient: Key, size: int) -> bool:
+        """Whether `size` more bytes would take `recipient`'s mailbox over its quota."""
+        return self.mailbox_bytes.get(recipient, 0) + size > self.policy.mailbox_max_bytes
 
     def expired(self, recipient: Key, now_ms: int) -> list[int]:
         """Mailbox ids older than the mailbox TTL."""
@@ -170,7 +221,7 @@ class MessageStore:
         mid = rec["id"]
         # the record without its "t", keys in the same order, parties as text;
         # built with no container in it, so the GC never tracks it (see below)
-        msg = {
+        msg: dict[str, Any] = {
             k: _party_text(v) if type(v) is dict and k in _PARTIES else v for k, v in rec.items() if k != "t"
         }
         msg.setdefault("status", "sent")
@@ -191,7 +242,7 @@ class MessageStore:
         now_ms = msg["time"]
         cmid = msg.get("cmid")
         if cmid is not None:
-            key = f"{msg['from_key']}|{cmid}"
+            key = dedup_key(msg["from_key"], cmid)
             dedup = self.dedup
             dedup.pop(key, None)  # re-insert at the end: keeps time order
             dedup[key] = (mid, now_ms, seq)
@@ -213,6 +264,7 @@ class MessageStore:
         box = self.mailbox.setdefault(to, {})
         if mid in box:
             return
+        self.mailbox_bytes[to] = self.mailbox_bytes.get(to, 0) + message_size(self.messages[mid])
         if box and mid < next(reversed(box)):
             box[mid] = None
             self.mailbox[to] = box = dict.fromkeys(sorted(box))
@@ -228,12 +280,19 @@ class MessageStore:
         if not box:
             return 0
         n = 0
+        size = 0
         for i in ids:
             if box.pop(i, False) is None:
                 n += 1
+                m = self.messages.get(i)
+                if m is not None:
+                    size += message_size(m)
                 self._forget_if_unkept(i)
         if not box:
             del self.mailbox[recipient]
+            self.mailbox_bytes.pop(recipient, None)
+        elif size:
+            self.mailbox_bytes[recipient] -= size
         return n
 
     def _kept(self, mid: int) -> bool:
@@ -310,7 +369,9 @@ class MessageStore:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], policy: RetentionPolicy) -> MessageStore:
+    def from_state(
+        cls, state: dict[str, Any], policy: RetentionPolicy, durable: Callable[[], int] = _everything
+    ) -> MessageStore:
         """Rebuild from `to_state()` output (taking over its message dicts)."""
         messages = state["messages"]
         by_session: dict[str, list[int]] = {}
@@ -324,13 +385,20 @@ class MessageStore:
         for ids in by_session.values():  # ascending ids, whatever the snapshot's order
             if any(a > b for a, b in pairwise(ids)):
                 ids.sort()
+        by_id = {m["id"]: m for m in messages}
+        mailbox = {k: dict.fromkeys(v) for k, v in state["mailbox"].items()}
+        mailbox_bytes = {
+            k: sum(message_size(by_id[i]) for i in box if i in by_id) for k, box in mailbox.items()
+        }
         return cls(
             policy=policy,
             by_session=by_session,
+            mailbox_bytes=mailbox_bytes,
+            durable=durable,
             next_id=state["next_id"],
-            messages={m["id"]: m for m in messages},
+            messages=by_id,
             seq=dict(state["seq"]),
-            mailbox={k: dict.fromkeys(v) for k, v in state["mailbox"].items()},
+            mailbox=mailbox,
             truncated=dict(state["truncated"]),
             conversations={k: list(v) for k, v in state["conversations"].items()},
             inbox={k: list(v) for k, v in state["inbox"].items()},
@@ -383,6 +451,22 @@ class StoredMessages(list):  # type: ignore[type-arg]
     object `to_state()` would hold (`storage.base.json_chunks` calls it)."""
 
     json_item = staticmethod(_thawed)
+
+
+def message_size(msg: dict[str, Any]) -> int:
+    """The bytes a stored message counts against its mailbox's quota: the UTF-8
+    length of its text, or of a persisted push's JSON payload."""
+    text = msg.get("text")
+    if type(text) is str:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    push = msg.get("push")
+    if push is None:
+        return 0
+    data = push.get("data") if isinstance(push, dict) else push
+    try:
+        return len(orjson.dumps(data))
+    except (TypeError, orjson.JSONEncodeError):
+        return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def party(msg: dict[str, Any], side: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from wsserver.api.routes import install
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
+from wsserver.core.migrate import STATE_VERSION
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
 from wsserver.net.fastwrite import Flusher, raw_socket
@@ -240,17 +241,31 @@ class Server:
         ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         return ctx
 
+    def load_state(self) -> None:
+        """Load the durable state (before serving): the snapshot and the journal,
+        migrated when they are of an older format.
+
+        A new directory gets a snapshot at once, a migrated one before any new
+        record: the journal never mixes formats, and a journal without a
+        snapshot is always an old one (`storage.journal`). Queued before any
+        append, the snapshot is written before anything appended later; a crash
+        before it leaves the old files as they were.
+        """
+        loaded = self.storage.load()  # StorageError stops start-up, files untouched
+        self.hub.restore(loaded.state, loaded.records, loaded.version)
+        if loaded.state is None or loaded.version != STATE_VERSION:
+            self._snapshot_now()
+        log.info(
+            "state loaded from %s: %d journal records after the snapshot%s",
+            self.config.storage.dir,
+            len(loaded.records),
+            "" if loaded.version == STATE_VERSION else f" (format {loaded.version}, migrated)",
+        )
+
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `stop()`; reports `self` through `task_status` once listening."""
         cfg = self.config
-        loaded = self.storage.load()  # StorageError stops start-up, files untouched
-        self.hub.restore(loaded.state, loaded.records)
-        log.info(
-            "state loaded from %s: %d journal records after the snapshot",
-            cfg.storage.dir,
-            len(loaded.records),
-        )
-        del loaded  # the parsed records are garbage now; serve() lasts the server's life
+        self.load_state()
         if self.tune_gc:
             tune_gc()
         async with trio.open_nursery() as root:

@@ -20,7 +20,9 @@ Invariants every implementation keeps:
 - Durable callbacks receive strictly increasing numbers, from the writer task
   (`run`, or `close` at shutdown), never from inside `append`.
 - `load` returns the last snapshot and every record after it that was durable, in
-  number order; a record whose durable callback ran is never lost.
+  number order; a record whose durable callback ran is never lost. It reports
+  the format they were written in (`Loaded.version`); an older format is
+  migrated by the hub, which then snapshots before it appends anything.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import orjson
 import trio
+
+from wsserver.core.migrate import STATE_VERSION
 
 __all__ = [
     "FSYNC_MODES",
@@ -72,11 +76,13 @@ class StorageError(Exception):
 @attrs.frozen
 class Loaded:
     """What `Storage.load` found: the snapshot state (None when there is none), the
-    records after it in number order, and the number the next `append` returns."""
+    records after it in number order, the number the next `append` returns, and
+    the format of the state and records (`core.migrate.STATE_VERSION` when current)."""
 
     state: dict[str, Any] | None
     records: list[dict[str, Any]]
     next_n: int
+    version: int = STATE_VERSION
 
 
 @runtime_checkable

@@ -2,7 +2,11 @@
 
 Layout: `journal.jsonl` holds one record per line, compact UTF-8 JSON with its
 number as key `"n"`, each line newline-terminated. `snapshot.json` is
-`{"version": 1, "n": upto, "written_at": <unix s>, "state": {...}}`.
+`{"version": 2, "n": upto, "written_at": <unix s>, "state": {...}}`; the
+version is the format of the state and of the journal after it
+(`core.migrate`). Format 1 is still read (`Loaded.version`); a journal
+without a snapshot can only be format 1, because the server writes a
+snapshot as soon as it starts on a new directory.
 
 Invariants:
 
@@ -48,6 +52,7 @@ import attrs
 import trio
 
 from wsserver.core.gcpause import gc_paused
+from wsserver.core.migrate import OLDEST_STATE_VERSION, STATE_VERSION
 from wsserver.storage.base import (
     FSYNC_MODES,
     DurableNotifier,
@@ -64,7 +69,7 @@ __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]
 
 SNAPSHOT_FILE: Final = "snapshot.json"
 JOURNAL_FILE: Final = "journal.jsonl"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = STATE_VERSION
 FLUSH_TIMEOUT: Final = 10.0
 """How long the writer may keep flushing after it was cancelled."""
 
@@ -141,8 +146,10 @@ class FileStorage(DurableNotifier):
             raise RuntimeError("load() while the writer is running")
         private_dir(self.dir, (self._snapshot_path, self._journal_path, self._temp_path))
         with gc_paused():  # everything parsed here stays alive: no collection can free any
-            state, snapshot_n = read_snapshot(self._snapshot_path)
+            state, snapshot_n, version = read_snapshot(self._snapshot_path)
             scan = read_journal(self._journal_path, after=snapshot_n)
+        if state is None and scan.records:
+            version = OLDEST_STATE_VERSION  # only that format leaves a journal without a snapshot
         if scan.torn_at is not None:
             self._truncate_torn_tail(scan.torn_at)
         elif not self._journal_path.exists():
@@ -150,7 +157,7 @@ class FileStorage(DurableNotifier):
             self._sync_dir()
         self._next_n = max(snapshot_n, scan.last_n) + 1
         self._durable_upto = self._next_n - 1  # what was read back is durable
-        return Loaded(state=state, records=scan.records, next_n=self._next_n)
+        return Loaded(state=state, records=scan.records, next_n=self._next_n, version=version)
 
     def _truncate_torn_tail(self, size: int) -> None:
         try:
@@ -452,15 +459,16 @@ def _write_error(path: Path, exc: OSError) -> StorageError:
 # -- reading (start-up) --------------------------------------------------------
 
 
-def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int]:
-    """The snapshot's state and number, or `(None, 0)` when there is no snapshot.
+def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int, int]:
+    """The snapshot's state, number and format version, or `(None, 0,
+    SNAPSHOT_VERSION)` when there is no snapshot.
 
     Raises `StorageError` naming the file and byte offset for anything unreadable.
     """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return None, 0
+        return None, 0, SNAPSHOT_VERSION
     except OSError as exc:
         raise StorageError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
 
@@ -480,9 +488,12 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int]:
     if not isinstance(document, dict):
         raise fail("not a snapshot (expected a JSON object)")
     version = document.get("version")
-    if version != SNAPSHOT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+        OLDEST_STATE_VERSION <= version <= SNAPSHOT_VERSION
+    ):
         raise fail(
-            f"unknown snapshot version {version!r} (this server reads version {SNAPSHOT_VERSION})"
+            f"unknown snapshot version {version!r} (this server reads versions "
+            f"{OLDEST_STATE_VERSION} to {SNAPSHOT_VERSION})"
         )
     n = document.get("n")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -490,7 +501,7 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int]:
     state = document.get("state")
     if not isinstance(state, dict):
         raise fail('"state" is not a JSON object')
-    return state, n
+    return state, n, version
 
 
 @attrs.frozen
