@@ -1,5 +1,5 @@
 """The `wsserver` command line: serve (the default), check-config, gen-config, gentoken,
-systemd-unit, version.
+systemd-unit, version, client.
 
 Invariants:
 
@@ -10,8 +10,8 @@ Invariants:
 - The config file is `--config FILE`, else `$WSSERVER_CONFIG`, else the built-in
   defaults (no file needed). `WSSERVER_<SECTION>_<KEY>` variables override the
   file and flags override both.
-- Heavy modules (the server, JWT minting) are imported only by the subcommand
-  that needs them, so `version`, `gen-config` and `check-config` stay light.
+- Heavy modules (the server, JWT minting, the client) are imported only by the
+  subcommand that needs them, so `version`, `gen-config` and `check-config` stay light.
 """
 
 import argparse
@@ -152,6 +152,12 @@ def _systemd_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> int:
+    from wsserver.client.cli import run
+
+    return run(args)
+
+
 def _version(args: argparse.Namespace) -> int:
     print(f"wsserver {__version__}")
     return 0
@@ -236,6 +242,23 @@ def _parser() -> argparse.ArgumentParser:
         "--python", metavar="PATH", default="/usr/bin/python3", help="interpreter (default: /usr/bin/python3)"
     )
     unit.set_defaults(run=_systemd_unit)
+
+    client = commands.add_parser(
+        "client", help="connect to a hub: print what it sends as JSON lines, send the JSON lines typed on stdin"
+    )
+    client.add_argument("--url", required=True, help="the hub's WebSocket URL, e.g. ws://127.0.0.1:8080/ws")
+    credential = client.add_mutually_exclusive_group()
+    credential.add_argument("--token", metavar="JWT", help="authenticate with a JWT (see `gentoken`)")
+    credential.add_argument("--activation-code", metavar="CODE", help="authenticate as a desktop client (seed 000)")
+    client.add_argument("--device-id", metavar="D", help="this device's id (shown in the device list)")
+    client.add_argument(
+        "--last-seq", metavar="N", type=int, help="resume the inbox after this seq (default: only undelivered messages)"
+    )
+    client.add_argument("--auto-ack", action="store_true", help="send message_delivered for each message received")
+    client.add_argument(
+        "--wait", metavar="SECONDS", type=float, default=10.0, help="after EOF on stdin, wait this long at most for replies (default 10)"
+    )
+    client.set_defaults(run=_client)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=_version)

@@ -1,0 +1,106 @@
+"""A `wsserver serve` child process on a port fixed in advance, restartable on the
+same port and data directory (kill -9, then start again): the hub the client
+tests talk to."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import make_config, token
+
+SECRET = "client-test-secret-0123456789abcdef-xyz"
+API_KEY = "client-test-api-key-0123456789"
+CODE = "DESK0001"
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Hub:
+    """One hub: `start()` (blocking until it listens), `kill()` (SIGKILL), `url`;
+    a context manager that kills it at the end."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.data = tmp_path / "hub-data"
+        self.config_path = tmp_path / "hub.toml"
+        self.config_path.write_text(
+            f"""
+[server]
+host = "127.0.0.1"
+[auth]
+jwt_secret = "{SECRET}"
+[api]
+keys = ["{API_KEY}"]
+[[activation_codes]]
+code = "{CODE}"
+group_id = 7
+[limits]
+messages_per_second = 10000
+burst = 10000
+""",
+            encoding="utf-8",
+        )
+        self.env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: list[str] = []
+        self._tokens = make_config(tmp_path, auth__jwt_secret=SECRET)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def token(self, user_id: Any, ttl: float = 3600, **claims: Any) -> str:
+        claims.setdefault("group_id", 1)
+        return token(self._tokens, ttl, user_id=user_id, **claims)
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wsserver", "serve", "--config", str(self.config_path),
+             "--port", str(self.port), "--data-dir", str(self.data)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+        )
+        self.proc = proc
+        ready = threading.Event()
+
+        def drain() -> None:  # keeps the pipe empty for the life of the process
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                text = line.decode(errors="replace")
+                self.log.append(text)
+                if "listening on" in text:
+                    ready.set()
+            proc.stderr.close()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(20) or proc.poll() is not None:
+            raise AssertionError("hub did not start:\n" + "".join(self.log))
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
