@@ -101,6 +101,19 @@ async def test_token_expiry_warns_then_closes_4001(memory_server: Any, autojump_
     assert 325 <= trio.current_time() - start <= 335  # exp + grace
 
 
+async def test_first_message_auth_warns_of_expiry_at_once(memory_server: Any, autojump_clock: Any) -> None:
+    # a token 30 s from its exp is warned of at once; the connection's next
+    # tick was still the auth timeout's (10 s later)
+    server = await memory_server(auth__expiry_grace=30)
+    client = await server.connect()
+    start = trio.current_time()
+    await client.send({"type": "auth", "data": {"token": token(server.config, ttl=30)}})
+    await client.recv_type("connected")
+    warning = await client.recv()
+    assert warning["type"] == "token_expiring"
+    assert trio.current_time() - start < 1
+
+
 async def test_refresh_with_new_token_extends_the_session(memory_server: Any, autojump_clock: Any) -> None:
     server = await memory_server(auth__expiry_grace=30)
     client = await server.connect(headers=bearer(token(server.config, ttl=300, user_id=5)))

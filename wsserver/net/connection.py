@@ -671,6 +671,9 @@ class Connection:
             return False
         self.identity = identity
         self.device_id = device_id
+        # the timer's next deadline was the auth timeout's: the token's own
+        # (its expiry warning, maybe due already) take over from now
+        server.heartbeats.schedule(self, trio.current_time())
         return True
 
     def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
