@@ -18,6 +18,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # message errors
     "invalid_json": ("无效的JSON", "invalid JSON"),
     "not_object": ("消息必须是JSON对象", "a message must be a JSON object"),
+    "too_deep": ("JSON嵌套层数过多（最多 {limit} 层）", "JSON nested too deep (at most {limit} levels)"),
     "missing_type": ("缺少消息类型 type", "missing message type"),
     "bad_type": ("消息类型必须是字符串", "the message type must be a string"),
     "bad_id": ("id 必须是字符串或整数", "id must be a string or an integer"),
