@@ -947,7 +947,7 @@ async def test_a_state_that_is_not_json_skips_the_snapshot_and_keeps_the_journal
         assert not (tmp_path / "snapshot.json").exists()
         assert not (tmp_path / "snapshot.json.tmp").exists()
         assert [r["n"] for r in journal_lines(tmp_path)] == [1, 2]
-        storage.request_snapshot({"deep": _nested(5000)}, 2)  # deeper than any encoder goes
+        storage.request_snapshot({"deep": _nested(100_000)}, 2)  # deeper than the encoder goes
         storage.append({"i": 3})
         await durable.wait_for(3)
         assert [task for task, _ in health.failures] == ["storage.snapshot"] * 2
