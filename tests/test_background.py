@@ -36,7 +36,7 @@ class Flaky:
         await trio.sleep(10)
 
 
-# -- the helper, on the autojump clock -------------------------------------------------
+# -- Background itself, on the autojump clock ------------------------------------------
 
 
 async def test_a_failing_round_is_logged_counted_marked_and_retried_with_a_growing_backoff(
@@ -204,5 +204,5 @@ async def test_a_full_disk_holds_the_acks_back_and_readyz_names_the_journal_unti
 
 
 @pytest.fixture(autouse=True)
-def _quiet_background(caplog: pytest.LogCaptureFixture) -> None:
+def _background_log_at_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="wsserver.background")
