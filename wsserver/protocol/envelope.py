@@ -143,8 +143,13 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
         raise ProtocolError(ErrorCode.INVALID_JSON, "invalid_json") from None
     except RecursionError:  # deeper than the decoder itself goes
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "too_deep", limit=max_depth) from None
-    # the bracket count is `too_deep`'s own shortcut, inlined: this runs per message
-    if frame.count("{") + frame.count("[") > max_depth and too_deep(obj, max_depth):
+    # Per message, so cheapest first: a frame nests at most half its length deep
+    # (heartbeats and pings stop there), then `too_deep`'s bracket count, inlined.
+    if (
+        len(frame) > 2 * max_depth
+        and frame.count("{") + frame.count("[") > max_depth
+        and too_deep(obj, max_depth)
+    ):
         # before anything reads it: nothing may keep a value this deep (SPEC 3)
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "too_deep", limit=max_depth, id=_echoable_id(obj))
     if not isinstance(obj, dict):
