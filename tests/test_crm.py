@@ -305,3 +305,39 @@ def test_next_midnight_is_computed_in_the_crm_timezone() -> None:
     assert cc.hub.crm.day(int(now.timestamp() * 1000)) == "2026-11-23"
     utc_evening = datetime.datetime(2026, 11, 23, 17, 0, tzinfo=datetime.UTC)  # 01:00 in Shanghai
     assert cc.hub.crm.day(int(utc_evening.timestamp() * 1000)) == "2026-11-24"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_snapshot_of_a_deeply_nested_customer_value_is_taken_and_stays_detached() -> None:
+    # A record a journal may still hold from before depth was checked on input.
+    cc = CallCentre()
+    hub = cc.hub
+    hub.restore(None, [
+        {"n": 1, "t": "crm_accounts", "g": "1", "by": "A1", "accounts": [{"line_account_id": "acc1", "online_status": "online"}], "time": 1},
+        {"n": 2, "t": "crm_customer", "g": "1", "customer_id": "c1", "db_id": 1, "fields": {"notes": _nested(600)}},
+    ])  # fmt: skip
+    a1, _ = cc.desktop("A1")
+    state = hub.snapshot_state()  # copy.deepcopy raised RecursionError here
+    notes = state["crm"]["groups"]["1"]["customers"]["c1"]["notes"]
+    for _ in range(600):
+        notes = notes[0]
+    assert notes == "bottom"
+    # what `apply` changes in place does not reach the snapshot taken before
+    send(hub, a1, "account_status_change", {"line_account_id": "acc1", "online_status": "busy"})
+    send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "U1"})
+    send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "U1"})
+    group = state["crm"]["groups"]["1"]
+    assert group["accounts"]["acc1"]["online_status"] == "online"
+    assert group["totals"] == {} and group["days"] == {} and group["seen"] == {}
+    later = hub.crm.to_state()["groups"]["1"]
+    assert later["accounts"]["acc1"]["online_status"] == "busy"
+    assert later["totals"] == {"": [2, 1], "acc1": [2, 1]}
+    hub.crm.apply({"t": "crm_incoming", "g": "1", "acct": "acc1", "line": "U2", "day": "2026-11-23", "time": 2})
+    assert later["totals"] == {"": [2, 1], "acc1": [2, 1]}
+    assert list(later["days"].values()) == [{"": [2, 1], "acc1": [2, 1]}]

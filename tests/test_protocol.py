@@ -28,10 +28,10 @@ from wsserver.protocol.i18n import CATALOGUE, LOCALES, text
 PACKAGE_DIR = Path(wsserver.__file__).resolve().parent
 
 
-def decode_error(frame: str) -> ProtocolError:
+def decode_error(frame: str, max_depth: int = 32) -> ProtocolError:
     """The ProtocolError `decode(frame)` raises (the test fails if it raises none)."""
     with pytest.raises(ProtocolError) as info:
-        decode(frame)
+        decode(frame, max_depth)
     return info.value
 
 
@@ -130,9 +130,38 @@ def test_ordinary_floats_and_big_integers_are_kept():
 
 
 @pytest.mark.parametrize("depth", [5_000, 60_000])
-def test_deeply_nested_json_is_invalid_json_not_a_crash(depth: int):
+def test_deeply_nested_json_is_invalid_message_not_a_crash(depth: int):
     frame = '{"type":"x","data":' + "[" * depth + "]" * depth + "}"
-    assert decode_error(frame).code == ErrorCode.INVALID_JSON
+    err = decode_error(frame)
+    assert (err.code, err.key) == (ErrorCode.INVALID_MESSAGE, "too_deep")
+
+
+def _nested_message(depth: int, **top: Any) -> str:
+    """A message `depth` levels deep: the envelope, then `data`'s lists."""
+    return json.dumps({"type": "x", "data": json.loads("[" * (depth - 1) + "]" * (depth - 1)), **top})
+
+
+@pytest.mark.parametrize("limit", [32, 5])
+def test_a_message_as_deep_as_the_limit_decodes_and_one_level_more_is_refused(limit: int):
+    assert decode(_nested_message(limit), limit).type == "x"
+    err = decode_error(_nested_message(limit + 1, id="r1"), limit)
+    assert (err.code, err.key, err.field, err.params) == (
+        ErrorCode.INVALID_MESSAGE, "too_deep", None, {"limit": limit, "id": "r1"}
+    )
+    wire = json.loads(encode_error(err, None, 1, locale="en"))
+    assert wire["error"] == f"JSON nested too deep (at most {limit} levels)"
+    assert wire["id"] == "r1" and wire["data"] == {"code": "invalid_message", "ref": None}
+
+
+def test_brackets_inside_strings_never_refuse_a_shallow_message():
+    frame = json.dumps({"type": "x", "data": {"text": "[{" * 500}})
+    assert decode(frame).data == {"text": "[{" * 500}
+
+
+def test_the_envelope_counts_wherever_the_nesting_is():
+    deep = json.loads("[" * 32 + "]" * 32)  # 33 with the envelope
+    err = decode_error(json.dumps({"type": "x", "extra": deep, "data": None}))
+    assert err.key == "too_deep"
 
 
 @pytest.mark.parametrize("frame", ["[]", '"ping"', "42", "null", "true", '[{"type":"ping"}]'])

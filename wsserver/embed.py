@@ -41,6 +41,7 @@ from wsserver.net.connection import LOCAL_TYPES
 from wsserver.net.http import HttpError
 from wsserver.net.server import Server, run_server
 from wsserver.protocol.envelope import encode
+from wsserver.protocol.jsondepth import too_deep
 
 if TYPE_CHECKING:
     from wsserver.auth import Identity
@@ -64,6 +65,7 @@ def _publish_request(
     mtype: str,
     data: Any,
     *,
+    max_depth: int,
     user_id: Any,
     user_ids: Any,
     group_id: Any,
@@ -72,7 +74,10 @@ def _publish_request(
     user_type: Any,
     persist: bool,
 ) -> Publish:
-    """The `Publish` for these arguments, checked by the HTTP API's own rules; ValueError if not."""
+    """The `Publish` for these arguments, checked by the HTTP API's own rules
+    (nesting at most `max_depth`, `limits.max_json_depth`); ValueError if not."""
+    if too_deep({"data": data}, max_depth):  # first: json.dumps recurses
+        raise ValueError(f"data is nested deeper than {max_depth}")
     try:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -171,7 +176,8 @@ class HostContext:
         """Publish like `HubHandle.publish`, from inside the handler; returns at once
         (a `persist` push becomes durable shortly after)."""
         publish = _publish_request(
-            type, data, user_id=user_id, user_ids=user_ids, group_id=group_id,
+            type, data, max_depth=self._handle._server.config.limits.max_json_depth,
+            user_id=user_id, user_ids=user_ids, group_id=group_id,
             room=room, all=all, user_type=user_type, persist=persist,
         )  # fmt: skip
         result = self._handle._admin.publish(publish)
@@ -226,7 +232,8 @@ class HubHandle:
         raises ValueError for arguments the HTTP API would answer 400.
         """
         publish = _publish_request(
-            type, data, user_id=user_id, user_ids=user_ids, group_id=group_id,
+            type, data, max_depth=self._server.config.limits.max_json_depth,
+            user_id=user_id, user_ids=user_ids, group_id=group_id,
             room=room, all=all, user_type=user_type, persist=persist,
         )  # fmt: skip
         registry = self._server.registry

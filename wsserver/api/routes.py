@@ -14,7 +14,8 @@ Invariants:
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
   status in `code` and name the field to blame (`wsserver.net.http`).
 - A body is a JSON object whose numbers are finite and whose nesting is at
-  most `MAX_DEPTH`, so whatever is accepted can be re-encoded for clients.
+  most `limits.max_json_depth` (SPEC 3), so whatever is accepted can be
+  re-encoded for clients, journaled and snapshotted.
 - A `persist` publish is answered only once its mailbox records are durable.
 """
 
@@ -41,14 +42,12 @@ from wsserver.net.http import (
     require,
 )
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from wsserver.protocol.jsondepth import too_deep
 
 if TYPE_CHECKING:
     from wsserver.net.server import Server
 
-__all__ = ["MAX_DEPTH", "ROUTES", "Api", "Route", "install", "parse_publish"]
-
-MAX_DEPTH = 64
-"""Deepest nesting of arrays/objects accepted in a JSON body."""
+__all__ = ["ROUTES", "Api", "Route", "install", "parse_publish"]
 
 _ID = (str, int)
 
@@ -150,27 +149,28 @@ ROUTES: tuple[Route, ...] = (
 # --------------------------------------------------------------------------- bodies
 
 
-def check_json_values(value: Any) -> None:
-    """`HttpError(400)` for a non-finite number or nesting deeper than `MAX_DEPTH`
-    (which clients could not parse, or we could not re-encode)."""
-    stack = [(value, 1)]
+def check_json_values(value: Any, max_depth: int, text: bytes | None = None) -> None:
+    """`HttpError(400)` for nesting deeper than `max_depth` (`limits.max_json_depth`)
+    or a non-finite number (which clients could not parse, or we could not
+    re-encode). `text`, the body `value` was decoded from, spares the depth
+    walk in the common case (`protocol.jsondepth.too_deep`)."""
+    if too_deep(value, max_depth, text=text):
+        raise HttpError(400, "http_json_depth", depth=max_depth)
+    stack = [value]
     while stack:
-        item, depth = stack.pop()
+        item = stack.pop()
         if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
             raise HttpError(400, "http_json_number")
         if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                raise HttpError(400, "http_json_depth", depth=MAX_DEPTH)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            stack.extend(item.values() if isinstance(item, dict) else item)
 
 
-def read_body(req: HttpRequest, *, empty_ok: bool = False) -> dict[str, Any]:
+def read_body(req: HttpRequest, max_depth: int, *, empty_ok: bool = False) -> dict[str, Any]:
     """The request body as a checked JSON object (`{}` for an empty body when `empty_ok`)."""
     if empty_ok and not req.body.strip():
         return {}
     body = req.json_object()
-    check_json_values(body)
+    check_json_values(body, max_depth, req.body)
     return body
 
 
@@ -256,6 +256,11 @@ class Api:
     def locale(self) -> str:
         return self.server.config.server.locale
 
+    @property
+    def max_depth(self) -> int:
+        """`limits.max_json_depth`, read per request (a reload applies at once)."""
+        return self.server.config.limits.max_json_depth
+
     def guarded(self, route: Route) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
         """The handler of `route`, behind the credentials check its access asks for."""
         handler: Callable[[HttpRequest], Awaitable[HttpResponse]] = getattr(self, route.handler)
@@ -292,23 +297,23 @@ class Api:
     # -- seed 001 -------------------------------------------------------------------
 
     async def notification(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         return await self._push_user(body, *seed001.system_notification(body))
 
     async def batchgo_open_url(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         return await self._push_user(body, *seed001.batchgo_open_url(body))
 
     async def task_progress(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         return await self._push_user(body, *seed001.task_progress(body))
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         return await self._push_user(body, *seed001.token_insufficient(body, self.locale))
 
     async def plan_expiring(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         return await self._push_user(body, *seed001.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
@@ -320,7 +325,7 @@ class Api:
         return json_reply({"user_id": user_id, "is_online": n > 0})
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         if body.get("type") is not None:
             mtype = require(body, "type", str)
             if not TYPE_NAME.fullmatch(mtype):
@@ -347,7 +352,7 @@ class Api:
     # -- general --------------------------------------------------------------------
 
     async def publish(self, req: HttpRequest) -> HttpResponse:
-        publish = parse_publish(read_body(req))
+        publish = parse_publish(read_body(req, self.max_depth))
         delivered, queued = await self._publish(publish)
         return json_reply({"delivered": delivered, "queued": queued})
 
@@ -369,7 +374,7 @@ class Api:
         return json_reply({"user_id": user_id, "connections": devices})
 
     async def kick(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, empty_ok=True)
+        body = read_body(req, self.max_depth, empty_ok=True)
         device_id = _id(body, "device_id", required=False)
         conn_id = optional(body, "conn_id", str, None)
         reason = optional(body, "reason", str, None)
@@ -432,7 +437,7 @@ class Api:
         return json_reply({"codes": codes})
 
     async def put_code(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req)
+        body = read_body(req, self.max_depth)
         code = require(body, "code", str)
         if not 0 < len(code.strip()) == len(code) <= 128:
             raise HttpError(400, "http_code_format", "code")

@@ -19,6 +19,9 @@ Counters:
 
 Isolation: account ids are unique per group, not globally; nothing of one
 group is ever sent to another group's connections.
+
+In place, `apply` changes only a group's dicts, its account dicts and its
+counter lists; everything else is replaced whole (`to_state` relies on it).
 """
 
 from __future__ import annotations
@@ -156,11 +159,29 @@ class Crm:
             raise ValueError(f"unknown CRM record {kind!r}")
 
     def to_state(self) -> dict[str, Any]:
-        """A detached, JSON-able copy for the snapshot."""
-        import copy
+        """A detached, JSON-able copy for the snapshot.
 
+        Exactly the levels `apply` changes in place are copied: each group's
+        dicts, the account dicts (status changes), the per-day and total
+        counter lists; first sightings, customers, follow-ups and every value a
+        client sent are only ever replaced, never changed, so they are shared.
+        No recursion (a `copy.deepcopy` of a client's deeply nested value once
+        took the server down), and no walk of what clients sent.
+        """
+        groups = {
+            key: {
+                **g,
+                "accounts": {k: dict(acct) for k, acct in g["accounts"].items()},
+                "seen": dict(g["seen"]),
+                "days": {day: {k: list(c) for k, c in counts.items()} for day, counts in g["days"].items()},
+                "totals": {k: list(c) for k, c in g["totals"].items()},
+                "customers": dict(g["customers"]),
+                "follow_ups": list(g["follow_ups"]),
+            }
+            for key, g in self.groups.items()
+        }
         return {
-            "groups": copy.deepcopy(self.groups),
+            "groups": groups,
             "next_customer_db_id": self.next_customer_db_id,
             "next_follow_up_id": self.next_follow_up_id,
         }

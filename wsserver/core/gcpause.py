@@ -1,6 +1,9 @@
 """Pausing the cyclic garbage collector around a bulk load of durable state.
 
 Plain `gc` only (no trio), so the sans-IO core and the storage layer share it.
+Invariant: what was frozen before the load (by a host, or by the interpreter
+itself: CPython 3.12.1 starts with objects in the permanent generation) is
+still frozen afterwards, and the freeze count is what it was.
 """
 
 from __future__ import annotations
@@ -16,17 +19,23 @@ def gc_paused() -> Iterator[None]:
 
     Loading creates millions of objects that all stay alive; each collection
     triggered meanwhile would walk all of them again, for nothing. Afterwards
-    they are moved to the oldest generation at once (if nobody else uses
-    `gc.freeze`), so the next young collection does not walk them either.
-    The collector is re-enabled only if it was enabled before.
+    they are moved to the oldest generation, so the next young collection does
+    not walk them either: at once when nothing is frozen (`gc.freeze` then
+    `gc.unfreeze` moves every tracked object there without walking any), else
+    by one young collection, because `gc.unfreeze` would also release what was
+    frozen before (a host's objects, or the interpreter's own). The collector
+    is re-enabled only if it was enabled before.
     """
     was_enabled = gc.isenabled()
+    frozen_before = gc.get_freeze_count()
     gc.disable()
     try:
         yield
     finally:
-        if gc.get_freeze_count() == 0:
+        if frozen_before == 0 and gc.get_freeze_count() == 0:
             gc.freeze()  # every tracked object -> the permanent generation,
             gc.unfreeze()  # -> the oldest generation: no collection walks them now
+        else:
+            gc.collect(1)  # one walk moves the survivors to the oldest generation
         if was_enabled:
             gc.enable()

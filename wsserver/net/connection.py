@@ -548,7 +548,7 @@ class Connection:
                 return False
             return None
         try:
-            msg = decode(frame)
+            msg = decode(frame, limits.max_json_depth)
         except ProtocolError as err:
             self.send_error(err, None)
             return None

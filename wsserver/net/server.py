@@ -6,6 +6,11 @@ One listener (`server.host:port`) serves WebSocket upgrades on `server.path`
 
 Lifecycle: `Server.serve()` starts the registry actor, opens the listeners,
 logs `listening on HOST:PORT`, reports readiness and runs until `stop()`.
+Its background tasks (snapshots, the midnight timer, the storage writer, the
+connections' timer task, the fan-out flusher) run under `self.background`
+(`wsserver.ops.background`): a failure is logged, counted and retried, and
+`/readyz` answers 503 naming the task while it keeps failing; none of them
+can stop the server.
 Stopping is graceful: accept no more, close every client with 1001, wait a
 bounded time for them, then end. `Server.reload()` applies a changed
 configuration while serving (SIGHUP in `run_server`).
@@ -61,6 +66,7 @@ from wsserver.net.http import (
 from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget
 from wsserver.net.registry import Registry
 from wsserver.ops.access import log_request, log_session
+from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
 from wsserver.ops.reload import ReloadPlan, plan_reload
@@ -134,8 +140,12 @@ class Server:
         self.config_path = config_path
         self.overrides = dict(overrides or {})
         self.metrics = Metrics()
+        self.background = Background(self.metrics.background_failed)
         self.storage = FileStorage(
-            config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
+            config.storage.dir,
+            config.storage.fsync,
+            fsync_fd=self.metrics.timed_fsync,
+            health=self.background,
         )
         self.hub = Hub(config, storage=self.storage)
         # inbound types get a metrics label only when handled (hub.handlers also
@@ -174,6 +184,12 @@ class Server:
         async def readyz(req: HttpRequest) -> HttpResponse:
             if not self.ready:
                 raise HttpError(503, "not_ready")
+            failing = self.background.failing()
+            if failing:
+                locale = self.config.server.locale
+                message = text("background_failing", locale, tasks=", ".join(failing))
+                body = {"code": 503, "message": message, "failing": failing}
+                return HttpResponse(503, json.dumps(body, ensure_ascii=False).encode())
             return json_reply({"status": "ready"})
 
         router.add("GET", "/healthz", healthz)
@@ -195,9 +211,7 @@ class Server:
         records are written at once, and what became durable is announced."""
         self._in_after_batch = True
         try:
-            self.storage.write_now()
-        except StorageError as exc:
-            log.error("storage failed: %s", exc)  # the writer task stops the server
+            self.storage.write_now()  # a failed write is the writer task's to report and retry
         finally:
             self._in_after_batch = False
         self.hub.release()
@@ -221,12 +235,18 @@ class Server:
     async def start_core(self, nursery: trio.Nursery) -> None:
         """Start the registry actor, the connections' timer task, the read poller
         and the fan-out flusher in `nursery` (`serve()` does; tests serving
-        memory streams call it themselves)."""
+        memory streams call it themselves).
+
+        The timer task and the flusher do each connection's work, so a bug there
+        is restarted (`Background.keep_running`). The registry catches every
+        command's exception itself, and the poller only moves readiness events:
+        neither has work that can fail, and a restart would lose their state."""
+        keep_running = self.background.keep_running
         await nursery.start(self.registry.run)
-        await nursery.start(self.heartbeats.run)
+        await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
         if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
             await nursery.start(Readiness().run)
-        await nursery.start(self.flusher.run)
+        await nursery.start(keep_running, "flusher", self.flusher.run)
         self._spare = nursery
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
@@ -269,7 +289,8 @@ class Server:
         if self.tune_gc:
             tune_gc()
         async with trio.open_nursery() as root:
-            await root.start(self.storage.run)
+            # the writer retries failed disk steps itself; this restarts it after a bug
+            await root.start(self.background.keep_running, "storage", self.storage.run)
             # Wake the registry when records become durable; if its inbox is
             # full it is busy anyway and releases after the batch. Records made
             # durable by _after_batch itself are released there.
@@ -316,7 +337,10 @@ class Server:
                 await self.registry.call(self.hub.close_all, CloseCode.GOING_AWAY, "shutting_down")
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
             with trio.CancelScope(shield=True):
-                await self.registry.call(self._snapshot_now)
+                try:
+                    await self.registry.call(self._snapshot_now)
+                except Exception as exc:  # the journal keeps every record: the next start replays it
+                    self.background.failed("snapshots", exc)
                 await self.storage.close()
             root.cancel_scope.cancel()
         log.info("stopped")
@@ -384,19 +408,35 @@ class Server:
         return self.hub.last_n
 
     async def _midnights(self) -> None:
-        """At each new day in `crm.timezone`, dashboards get their zeroed "today" counters."""
-        while True:
-            wait_ms = self.hub.crm.ms_to_next_midnight(self.hub.now_ms())
-            await trio.sleep(wait_ms / 1000 + 0.2)
+        """At each new day in `crm.timezone`, dashboards get their zeroed "today"
+        counters; a push that fails is retried (`Background.supervised`)."""
+        due = False
+
+        async def midnight() -> None:
+            nonlocal due
+            if not due:
+                wait_ms = self.hub.crm.ms_to_next_midnight(self.hub.now_ms())
+                await trio.sleep(wait_ms / 1000 + 0.2)
+                due = True
             await self.registry.call(self.hub.crm.midnight)
+            due = False
+
+        await self.background.supervised("midnights", midnight)
 
     async def _snapshots(self) -> None:
-        """Compact the journal every `storage.snapshot_interval` when there were changes."""
+        """Compact the journal every `storage.snapshot_interval` when there were
+        changes. A snapshot that cannot be taken is retried after the backoff
+        and the interval (`Background.supervised`); the journal keeps every
+        record meanwhile. (Writing it is the storage's: `storage.snapshot`.)"""
         taken = self.hub.last_n
-        while True:
+
+        async def snapshot() -> None:
+            nonlocal taken
             await trio.sleep(self.config.storage.snapshot_interval)
             if self.hub.last_n != taken:
                 taken = await self.registry.call(self._snapshot_now)
+
+        await self.background.supervised("snapshots", snapshot)
 
     # -- one TCP stream ------------------------------------------------------
 

@@ -24,7 +24,8 @@ Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `messages_out_total{type}`, `bytes_in_total`, `bytes_out_total`,
 `messages_dropped_total{reason}`, `closes_total{code}`,
 `slow_consumer_closes_total`, `http_requests_total{method,status}`,
-`http_request_duration_seconds` and `storage_fsync_seconds` (histograms).
+`background_failures_total{task}`, `http_request_duration_seconds` and
+`storage_fsync_seconds` (histograms).
 """
 
 from __future__ import annotations
@@ -209,6 +210,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.background_failures = Counter(
+            "wsserver_background_failures",
+            "Failures of a background task (snapshots, timers, the storage writer), by task.",
+            ["task"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "wsserver_http_requests",
             "HTTP requests answered, by method and status.",
@@ -284,6 +291,10 @@ class Metrics:
         child.inc()
         if code == SLOW_CONSUMER:
             self.slow_consumer_closes.inc()
+
+    def background_failed(self, task: str) -> None:
+        """A background task failed (`ops.background`); `task` is one of the server's names."""
+        self.background_failures.labels(task).inc()
 
     def http_request(self, method: str, status: int, seconds: float) -> None:
         """An HTTP request was answered."""

@@ -23,6 +23,7 @@ import orjson
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
+from wsserver.protocol.jsondepth import DEFAULT_MAX_DEPTH, too_deep
 
 
 def _reject_constant(name: str) -> Any:
@@ -129,16 +130,28 @@ class Inbound:
         return self.raw.get("activation_code")
 
 
-def decode(frame: str) -> Inbound:
+def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
     """Parse one text frame into an `Inbound`.
 
     Raises `ProtocolError` with `invalid_json` for text that is not JSON and
-    `invalid_message` for JSON that is not an object with a string `type`.
+    `invalid_message` for JSON that is not an object with a string `type`, or
+    that nests deeper than `max_depth` (`limits.max_json_depth`; SPEC 3).
     """
     try:
         obj = _decoder.decode(frame)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+    except ValueError:
         raise ProtocolError(ErrorCode.INVALID_JSON, "invalid_json") from None
+    except RecursionError:  # deeper than the decoder itself goes
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "too_deep", limit=max_depth) from None
+    # Per message, so cheapest first: a frame nests at most half its length deep
+    # (heartbeats and pings stop there), then `too_deep`'s bracket count, inlined.
+    if (
+        len(frame) > 2 * max_depth
+        and frame.count("{") + frame.count("[") > max_depth
+        and too_deep(obj, max_depth)
+    ):
+        # before anything reads it: nothing may keep a value this deep (SPEC 3)
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "too_deep", limit=max_depth, id=_echoable_id(obj))
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "not_object")
     request_id = obj.get("id")
@@ -153,6 +166,12 @@ def decode(frame: str) -> Inbound:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bad_type", field="type", id=request_id)
     data = obj["data"] if "data" in obj else obj.get("content")
     return Inbound(type=mtype, data=data, id=request_id, raw=obj)
+
+
+def _echoable_id(obj: Any) -> RequestId | None:
+    """The `id` of a refused message when it is one a reply may echo."""
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
 
 
 def encode(

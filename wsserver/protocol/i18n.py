@@ -18,6 +18,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # message errors
     "invalid_json": ("无效的JSON", "invalid JSON"),
     "not_object": ("消息必须是JSON对象", "a message must be a JSON object"),
+    "too_deep": ("JSON嵌套层数过多（最多 {limit} 层）", "JSON nested too deep (at most {limit} levels)"),
     "missing_type": ("缺少消息类型 type", "missing message type"),
     "bad_type": ("消息类型必须是字符串", "the message type must be a string"),
     "bad_id": ("id 必须是字符串或整数", "id must be a string or an integer"),
@@ -80,6 +81,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "api_key_invalid": ("API密钥无效", "invalid API key"),
     "api_admin_required": ("需要管理员权限", "admin role required"),
     "not_ready": ("服务尚未就绪", "not ready"),
+    "background_failing": ("后台任务失败: {tasks}", "failing: {tasks}"),
     "list_or": (" 或 ", " or "),  # joins alternatives, e.g. the JSON types a field may have
     # HTTP requests: framing and limits
     "http_malformed": ("请求格式错误", "malformed request"),

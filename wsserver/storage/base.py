@@ -23,6 +23,9 @@ Invariants every implementation keeps:
   number order; a record whose durable callback ran is never lost. It reports
   the format they were written in (`Loaded.version`); an older format is
   migrated by the hub, which then snapshots before it appends anything.
+- A failed write never stops the storage: it is reported to its `Health` and
+  retried; records wait in order meanwhile, and only what was written is
+  announced durable.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from wsserver.core.migrate import STATE_VERSION
 
 __all__ = [
     "FSYNC_MODES",
+    "Health",
     "Loaded",
     "MemoryStorage",
     "Storage",
@@ -101,8 +105,8 @@ class Storage(Protocol):
         """Queue one record; returns its number. Never blocks, never does I/O.
 
         Raises TypeError/ValueError for a record that is not JSON or already has
-        an `"n"` key, `trio.ClosedResourceError` after `close`, and the
-        `StorageError` that stopped the writer, if one did.
+        an `"n"` key, and `trio.ClosedResourceError` after `close`. A failing
+        disk does not refuse appends: they wait until the writer gets through.
         """
         ...
 
@@ -143,6 +147,35 @@ class Storage(Protocol):
     def durable_upto(self) -> int:
         """The number of the last record known durable (0 before any)."""
         ...
+
+
+class Health(Protocol):
+    """Where a storage's writer reports its failures and recoveries
+    (`ops.background.Background` in a server). `task` is `"storage.journal"`
+    (lines and their fsync) or `"storage.snapshot"` (a snapshot file)."""
+
+    def failed(self, task: str, exc: BaseException) -> float:
+        """Log, count and mark one failure; the seconds to wait before retrying."""
+        ...
+
+    def recovered(self, task: str) -> None:
+        """`task` succeeded again."""
+        ...
+
+
+class RetryLog:
+    """The `Health` of a storage used on its own: failures are logged and
+    retried every `delay` seconds."""
+
+    def __init__(self, delay: float = 1.0) -> None:
+        self.delay = delay
+
+    def failed(self, task: str, exc: BaseException) -> float:
+        log.error("%s failed, retrying in %.1f s: %s", task, self.delay, exc)
+        return self.delay
+
+    def recovered(self, task: str) -> None:
+        log.info("%s recovered", task)
 
 
 _JSON_OPTIONS: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
@@ -194,9 +227,10 @@ def _plain_json(value: Any) -> bool:
 JSON_CHUNK = 1000
 """Items of a large list or dict that `json_chunks` encodes with one `json.dumps`."""
 _SPLIT_AT = 16  # containers this long or shorter are opened and their values encoded one by one
+_OPEN_LEVELS = 8  # small dicts are opened this deep at most: the state's levels, never a client's nesting
 
 
-def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
+def json_chunks(value: Any, chunk: int = JSON_CHUNK, _level: int = 0) -> Iterator[str]:
     """The text `json.dumps(value, ensure_ascii=False, separators=(",", ":"),
     allow_nan=False)` gives, in pieces.
 
@@ -204,9 +238,11 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
     a million stored messages encoded in a worker thread would stop the trio
     thread for seconds. Here a list or dict longer than `_SPLIT_AT` items is
     encoded `chunk` items per `json.dumps` call, and a shorter dict with string
-    keys (the state's upper levels) is opened and each value encoded the same
+    keys (the state's upper levels, `_OPEN_LEVELS` at most: the recursion here
+    never follows a client's nesting) is opened and each value encoded the same
     way, so between two pieces other threads get the GIL. Raises what
-    `json.dumps` raises (TypeError, ValueError), at the piece that has it.
+    `json.dumps` raises (TypeError, ValueError, RecursionError), at the piece
+    that has it.
 
     A list whose class has a `json_item` function (a snapshot view's stored
     messages, `core.messages.StoredMessages`) is encoded as the list of
@@ -220,11 +256,11 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK) -> Iterator[str]:
         yield from _in_groups("[]", value, chunk, lambda part: part)
     elif kind is dict and len(value) > _SPLIT_AT:
         yield from _in_groups("{}", list(value.items()), chunk, dict)
-    elif kind is dict and value and all(type(k) is str for k in value):
+    elif kind is dict and value and _level < _OPEN_LEVELS and all(type(k) is str for k in value):
         yield "{"
         for i, (key, member) in enumerate(value.items()):
             yield ("" if i == 0 else ",") + json.dumps(key, ensure_ascii=False) + ":"
-            yield from json_chunks(member, chunk)
+            yield from json_chunks(member, chunk, _level + 1)
         yield "}"
     else:
         yield json.dumps(value, **_JSON_OPTIONS)

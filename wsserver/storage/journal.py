@@ -27,8 +27,16 @@ Invariants:
   fsyncs it, renames it over `snapshot.json`, fsyncs the directory, and only then
   empties the journal. A crash between rename and truncation leaves journal
   lines `<= upto`, which `load` skips.
-- A crash can only leave a torn *last* line (nothing is written after a failed
-  write: the storage stops with `StorageError`); `load` drops and truncates it.
+- A failed step never stops the storage: it is reported to its `Health`
+  (`storage.journal`, `storage.snapshot`) and lines are retried after the
+  backoff `Health.failed` gives; appends queue meanwhile and nothing is
+  announced durable before it was written (and fsynced under "always").
+  A failed write may have left part of a line: the next write first cuts the
+  journal back to its size after the last successful one, so a torn line is
+  only ever the *last* one (a crash mid-write); `load` drops and truncates it.
+- A snapshot step that fails (the state is not JSON, a write error) is
+  dropped, not retried: the journal keeps its records, and the next snapshot
+  tries again.
   Any other unreadable line or snapshot stops `load` with a `StorageError` that
   names the file and place, and the files are left as they are.
 - `load` scans a clean journal in one pass over its text; at the first thing
@@ -38,6 +46,8 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import math
@@ -56,7 +66,9 @@ from wsserver.core.migrate import OLDEST_STATE_VERSION, STATE_VERSION
 from wsserver.storage.base import (
     FSYNC_MODES,
     DurableNotifier,
+    Health,
     Loaded,
+    RetryLog,
     StorageError,
     check_snapshot_request,
     encode_record,
@@ -95,7 +107,9 @@ class FileStorage(DurableNotifier):
 
     `fsync` is "always", "interval" or "never". `clock` gives the snapshot's
     `written_at` (unix seconds); `fsync_fd` is what fsyncs a file descriptor
-    (tests inject a counter). Call `load()` before anything else.
+    and `write_fd` what writes to one (`os.write`'s signature; tests inject
+    counters and failures). `health` hears of failed and recovered steps
+    (default: logged, retried every second). Call `load()` before anything else.
     """
 
     def __init__(
@@ -105,7 +119,9 @@ class FileStorage(DurableNotifier):
         *,
         clock: Callable[[], float] = time.time,
         fsync_fd: Callable[[int], None] = os.fsync,
+        write_fd: Callable[[int, memoryview], int] = os.write,
         fsync_interval: float = 1.0,
+        health: Health | None = None,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -114,7 +130,9 @@ class FileStorage(DurableNotifier):
         self.fsync = fsync
         self._clock = clock
         self._fsync_fd = fsync_fd
+        self._write_fd = write_fd
         self._fsync_interval = fsync_interval
+        self._health: Health = health if health is not None else RetryLog()
         self._snapshot_path = self.dir / SNAPSHOT_FILE
         self._journal_path = self.dir / JOURNAL_FILE
         self._temp_path = self.dir / (SNAPSHOT_FILE + ".tmp")
@@ -126,9 +144,11 @@ class FileStorage(DurableNotifier):
         # Our own thread slot: other users of to_thread can never starve the writer.
         self._disk = trio.CapacityLimiter(1)
         self._journal: BinaryIO | None = None  # opened by the first step that needs it
+        self._journal_size = 0  # after the last successful write: a failed one is cut back to it
+        self._cut_needed = False  # a write failed: cut the journal back before the next
         self._unsynced = False  # written but not yet fsynced ("interval")
         self._last_sync = -math.inf  # trio time of the last interval fsync
-        self._failed: StorageError | None = None
+        self._failing: StorageError | None = None  # the last journal step failed
         self._closed = False
         self._running = False
 
@@ -155,6 +175,7 @@ class FileStorage(DurableNotifier):
         elif not self._journal_path.exists():
             self._journal_path.touch(mode=FILE_MODE)
             self._sync_dir()
+        self._journal_size = self._journal_path.stat().st_size
         self._next_n = max(snapshot_n, scan.last_n) + 1
         self._durable_upto = self._next_n - 1  # what was read back is durable
         return Loaded(state=state, records=scan.records, next_n=self._next_n, version=version)
@@ -182,12 +203,21 @@ class FileStorage(DurableNotifier):
     def write_now(self) -> None:
         """Write the queued lines here and now under "interval" and "never" (a
         write to the page cache) when no disk step is running; see
-        `Storage.write_now`. Under "always" the fsync decides: left to `run`."""
-        if self.fsync == "always" or self._io_lock.locked() or self._failed is not None:
+        `Storage.write_now`. Under "always" the fsync decides: left to `run`.
+        A failure is reported to `health` and left to the writer task to retry
+        (it never reaches the caller); until that retry succeeds, this does
+        nothing."""
+        if self.fsync == "always" or self._io_lock.locked() or self._failing is not None:
             return
         lines = self._leading_lines()
         if lines:
-            self._inline(self._write_lines, b"".join(x.data for x in lines))
+            try:
+                self._write_lines(b"".join(x.data for x in lines))
+            except StorageError as exc:
+                self._failing = exc
+                self._health.failed("storage.journal", exc)
+                self._wake.set()
+                return
             self._lines_written(lines)
 
     def _leading_lines(self) -> list[_Line]:
@@ -223,9 +253,6 @@ class FileStorage(DurableNotifier):
         self._wake.set()
 
     def _check_open(self) -> int:
-        if self._failed is not None:
-            failed = self._failed
-            raise StorageError(str(failed), path=failed.path) from failed
         if self._closed:
             raise trio.ClosedResourceError("storage is closed")
         if self._next_n is None:
@@ -237,7 +264,8 @@ class FileStorage(DurableNotifier):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task; see `Storage.run`.
 
-        Raises `StorageError` when a write fails; the storage then refuses appends.
+        A journal step that fails is reported to `health` and retried after the
+        backoff it gives; the queue waits meanwhile.
         """
         if self._next_n is None:
             raise RuntimeError("call load() before run()")
@@ -248,10 +276,18 @@ class FileStorage(DurableNotifier):
         try:
             while True:
                 await self._wait_for_work()
-                async with self._io_lock:
-                    await self._drain()
-                    if self._sync_due():
-                        await self._sync()
+                try:
+                    async with self._io_lock:
+                        await self._drain()
+                        if self._sync_due():
+                            await self._sync()
+                except StorageError as exc:
+                    self._failing = exc
+                    await trio.sleep(self._health.failed("storage.journal", exc))
+                    continue
+                if self._failing is not None:
+                    self._failing = None
+                    self._health.recovered("storage.journal")
         except trio.Cancelled:
             with trio.move_on_after(FLUSH_TIMEOUT, shield=True):
                 async with self._io_lock:
@@ -302,15 +338,19 @@ class FileStorage(DurableNotifier):
         )
 
     async def _drain(self) -> None:
-        """Write the queue step by step: runs of lines as one batch, snapshots alone."""
-        if self._failed is not None:
-            raise self._failed
+        """Write the queue step by step: runs of lines as one batch, snapshots alone.
+        Raises the `StorageError` of a failed batch of lines (they stay queued)."""
         while self._queue:
             head = self._queue[0]
             try:
                 if isinstance(head, _SnapshotRequest):
                     self._in_flight = 1
-                    await self._in_thread(self._write_snapshot, head)
+                    try:
+                        await self._in_thread(self._write_snapshot, head)
+                    except StorageError as exc:  # dropped: the journal keeps the records
+                        self._health.failed("storage.snapshot", exc)
+                    else:
+                        self._health.recovered("storage.snapshot")
                     self._queue.popleft()
                 else:
                     lines = self._leading_lines()
@@ -321,7 +361,7 @@ class FileStorage(DurableNotifier):
                     else:
                         # Without an fsync the write only reaches the page cache:
                         # a few µs, cheaper than a hop to a worker thread and back.
-                        self._inline(self._write_lines, data)
+                        self._write_lines(data)
                     self._lines_written(lines)
             finally:
                 self._in_flight = 0
@@ -333,27 +373,17 @@ class FileStorage(DurableNotifier):
         self._unsynced = False
         self._last_sync = trio.current_time()
 
-    def _inline(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run one short disk step here; a failure stops the storage for good."""
-        try:
-            fn(*args)
-        except StorageError as exc:
-            self._failed = exc
-            raise
-
     async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run one disk step in a worker thread; a failure stops the storage for good."""
-        try:
-            await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
-        except StorageError as exc:
-            self._failed = exc
-            raise
+        """Run one disk step in a worker thread."""
+        await trio.to_thread.run_sync(fn, *args, limiter=self._disk)
 
     # -- disk steps (worker thread) --------------------------------------------
 
     def _open_journal(self) -> BinaryIO:
         if self._journal is None:
-            self._journal = open(self._journal_path, "ab", opener=open_private)
+            # unbuffered: a failed write leaves nothing behind in a buffer to be
+            # written later, after the cut (`_write_lines`)
+            self._journal = open(self._journal_path, "ab", buffering=0, opener=open_private)
         return self._journal
 
     def _close_journal(self) -> None:
@@ -365,15 +395,31 @@ class FileStorage(DurableNotifier):
                 log.warning("closing %s failed: %s", self._journal_path, exc)
 
     def _write_lines(self, data: bytes) -> None:
-        """Append one batch of lines; fsync it when the mode is "always"."""
+        """Append one batch of lines; fsync it when the mode is "always".
+
+        After a failed write (or fsync) the journal is first cut back to its
+        size after the last good one: a partial batch never stays in the
+        middle of the journal, and the batch, still queued, is written whole.
+        """
         try:
             journal = self._open_journal()
-            journal.write(data)
-            journal.flush()
+            fd = journal.fileno()
+            if self._cut_needed:
+                journal.truncate(self._journal_size)
+                self._cut_needed = False
+            self._cut_needed = True  # until the batch is written (and fsynced)
+            view = memoryview(data)
+            while view:
+                written = self._write_fd(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[written:]
             if self.fsync == "always":
-                self._fsync_fd(journal.fileno())
+                self._fsync_fd(fd)
         except OSError as exc:
             raise _write_error(self._journal_path, exc) from exc
+        self._cut_needed = False
+        self._journal_size += len(data)
 
     def _sync_journal(self) -> None:
         try:
@@ -384,8 +430,9 @@ class FileStorage(DurableNotifier):
     def _write_snapshot(self, request: _SnapshotRequest) -> None:
         """Replace `snapshot.json` atomically, then empty the journal it covers.
 
-        A state that is not JSON is logged and skipped: the journal keeps the
-        records, so nothing is lost, only the snapshot is not taken.
+        A state that is not JSON raises `StorageError` like a write error does:
+        the journal keeps the records, so nothing is lost, only the snapshot is
+        not taken.
         """
         started = time.monotonic()
         document = {
@@ -406,11 +453,13 @@ class FileStorage(DurableNotifier):
                         data = piece.encode("utf-8")
                         temp.write(data)
                         size += len(data)
-                except (TypeError, ValueError):
-                    log.exception("snapshot at n=%d skipped: the state is not JSON", request.upto)
+                except (TypeError, ValueError, RecursionError) as exc:
                     temp.close()
                     os.unlink(self._temp_path)
-                    return
+                    raise StorageError(
+                        f"snapshot at n={request.upto} skipped: the state is not JSON ({exc})",
+                        path=str(self._snapshot_path),
+                    ) from exc
                 temp.flush()
                 if sync:
                     self._fsync_fd(temp.fileno())
@@ -418,10 +467,13 @@ class FileStorage(DurableNotifier):
             if sync:
                 self._sync_dir()
         except OSError as exc:
+            with contextlib.suppress(OSError):  # a half-written temp file (gone once renamed)
+                os.unlink(self._temp_path)
             raise _write_error(self._snapshot_path, exc) from exc
         try:
             journal = self._open_journal()
             journal.truncate(0)
+            self._journal_size, self._cut_needed = 0, False
             if sync:
                 self._fsync_fd(journal.fileno())
         except OSError as exc:
