@@ -307,6 +307,17 @@ async def test_disallowed_origin_gets_403(live_server: Any) -> None:
         assert (await recv(ws))["type"] == "connected"
 
 
+async def test_clients_without_origin_connect_when_an_origin_list_is_set(live_server: Any) -> None:
+    # desktop (seed 000), Python (seed 002) and server clients send no Origin header
+    server = await live_server(security__allowed_origins=["https://good.example"], activation_codes=CODES)
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        assert (await recv(ws))["type"] == "connected"
+    async with ws_connect(f"{server.url}/ws?activation_code={CODE}") as desk:
+        assert (await recv(desk))["type"] == "auth_success"
+    status, body = await rejected(server, f"/ws?activation_code={CODE}", [("Origin", "https://evil.example")])
+    assert status == 403 and body["code"] == 403
+
+
 async def test_total_connection_limit_answers_503(live_server: Any) -> None:
     server = await live_server(limits__max_connections=2)
     url = f"{server.url}/ws?token="

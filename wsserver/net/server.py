@@ -603,7 +603,10 @@ class Server:
         `refuse(status, key)`) when refused."""
         cfg = self.config
         origins = cfg.security.allowed_origins
-        if origins and head.header("origin") not in origins:
+        origin = head.header("origin")
+        # Only browsers send Origin: a client without one (desktop, Python, a
+        # server) is not a cross-site page, and the list is not for it.
+        if origins and origin is not None and origin not in origins:
             await refuse(403, "origin_forbidden")
             return None
         creds = credentials_from_handshake(head.header, head.query)
