@@ -49,7 +49,8 @@ UPGRADE = [
 
 async def rejected(server: Any, target: str, headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, Any]]:
     """Attempt a WebSocket upgrade that must be refused; (status, JSON body)."""
-    status, hdrs, body = await http_request(server.addresses[0], "GET", target, headers=UPGRADE + (headers or []))
+    with trio.fail_after(5):  # an accepted upgrade (101) would leave the reply without an end
+        status, hdrs, body = await http_request(server.addresses[0], "GET", target, headers=UPGRADE + (headers or []))
     assert status != 101
     assert hdrs["content-type"].startswith("application/json")
     return status, json.loads(body)
@@ -170,6 +171,29 @@ async def test_bad_credentials_at_handshake_get_http_401_json(live_server: Any, 
     status, body = await rejected(server, f"/ws?{query}")
     assert status == 401
     assert body == {"code": 401, "message": why}
+
+
+async def test_token_without_exp_is_refused_everywhere_a_token_is_taken(live_server: Any) -> None:
+    import jwt as pyjwt
+
+    server = await live_server(server__locale="en", api__keys=["k" * 24])
+    secret = server.config.auth.jwt_secret
+    forever = pyjwt.encode({"user_id": 1, "role": "admin"}, secret, "HS256")
+    status, body = await rejected(server, f"/ws?token={forever}")
+    assert (status, body["message"]) == (401, "the token has no expiry time (exp)")
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "auth", "data": {"token": forever}}))
+        err = await recv(ws)
+        assert err["data"]["code"] == "unauthorized" and err["error"] == "the token has no expiry time (exp)"
+        assert await close_code(ws) == 4001
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        await ws.send_message(json.dumps({"type": "refresh", "data": {"token": forever}}))
+        err = await recv_type(ws, "error")
+        assert err["data"] == {"code": "unauthorized", "ref": "refresh", "field": "token"}
+    api = [("Authorization", f"Bearer {forever}")]
+    status, _, reply = await http_request(server.addresses[0], "GET", "/api/stats", headers=api)
+    assert status == 401 and json.loads(reply)["message"] == "the token has no expiry time (exp)"
 
 
 async def test_bad_token_in_first_message_gets_error_then_4001(live_server: Any) -> None:

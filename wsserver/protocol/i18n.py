@@ -48,6 +48,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "token_missing": ("未提供令牌", "no token given"),
     "token_invalid": ("令牌无效", "invalid token"),
     "token_expired": ("令牌已过期", "token expired"),
+    "token_no_exp": ("令牌缺少过期时间 exp", "the token has no expiry time (exp)"),
     "token_not_yet_valid": ("令牌尚未生效", "token not yet valid"),
     "token_algorithm": ("不支持的签名算法", "signature algorithm not allowed"),
     "token_issuer": ("令牌签发者无效", "invalid token issuer"),
