@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -352,6 +353,30 @@ async def test_total_connection_limit_answers_503(live_server: Any) -> None:
         await recv(b)
         status, body = await rejected(server, "/ws?token=" + token(server.config, user_id=3))
         assert status == 503 and body["code"] == 503
+
+
+async def test_sockets_that_never_authenticate_do_not_lock_users_out(live_server: Any) -> None:
+    server = await live_server(limits__max_connections=5, limits__max_pending=100)
+    async with AsyncExitStack() as stack:
+        for _ in range(20):  # credential-less upgrades that never send a first message
+            await stack.enter_async_context(ws_connect(server.url + "/ws"))
+        async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+            assert (await recv(ws))["type"] == "connected"
+        async with ws_connect(server.url + "/ws") as late:  # a first-message auth gets in too
+            await late.send_message(json.dumps({"type": "auth", "data": {"token": token(server.config)}}))
+            assert (await recv(late))["type"] == "connected"
+
+
+async def test_unauthenticated_sockets_over_max_pending_get_503_users_still_connect(live_server: Any) -> None:
+    server = await live_server(limits__max_pending=3)
+    async with AsyncExitStack() as stack:
+        for _ in range(3):
+            await stack.enter_async_context(ws_connect(server.url + "/ws"))
+        status, body = await rejected(server, "/ws")
+        assert status == 503 and body["code"] == 503 and body["message"] == "等待认证的连接数已满"
+        for user_id in (1, 2):
+            async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id=user_id)}") as ws:
+                assert (await recv(ws))["type"] == "connected"
 
 
 async def test_per_user_limit_evicts_oldest_with_4004(live_server: Any) -> None:

@@ -60,6 +60,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # handshake refusals and close reasons
     "origin_forbidden": ("来源不被允许", "origin not allowed"),
     "over_capacity": ("服务器连接数已满", "server at capacity"),
+    "too_many_pending": ("等待认证的连接数已满", "too many connections waiting to authenticate"),
     "too_many_user_connections": ("该用户连接数已达上限", "too many connections for this user"),
     "too_many_ip_connections": ("该IP连接数已达上限", "too many connections from this address"),
     "not_found": ("未找到", "not found"),
