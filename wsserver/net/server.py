@@ -39,6 +39,7 @@ from wsserver.api.routes import install
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
+from wsserver.core.limits import FailureThrottle
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, Connection
 from wsserver.net.fastwrite import Flusher, raw_socket
@@ -133,6 +134,9 @@ class Server:
         self.config_path = config_path
         self.overrides = dict(overrides or {})
         self.metrics = Metrics()
+        # failed credentials per client IP (SPEC 2); like the metrics, touched only
+        # from the trio thread between awaits, and asked before anything is verified
+        self.auth_throttle = FailureThrottle()
         self.storage = FileStorage(
             config.storage.dir, config.storage.fsync, fsync_fd=self.metrics.timed_fsync
         )
@@ -174,6 +178,24 @@ class Server:
 
         router.add("GET", "/healthz", healthz)
         router.add("GET", "/readyz", readyz)
+
+    # -- failed credentials ----------------------------------------------------
+
+    def auth_blocked(self, ip: str, via: str) -> bool:
+        """True (and counted under `via`) when `ip` had `auth.max_failures` failed
+        credentials within `auth.failure_window`: its attempt is refused, whatever
+        it presents, before anything is verified."""
+        auth = self.config.auth
+        if not self.auth_throttle.blocked(ip, trio.current_time(), auth.max_failures, auth.failure_window):
+            return False
+        self.metrics.auth_throttled(via)
+        return True
+
+    def credential_failed(self, ip: str, reason: str) -> None:
+        """A credential `ip` presented was refused (`reason`, a catalogue key)."""
+        self.metrics.auth_failed(reason)
+        auth = self.config.auth
+        self.auth_throttle.failed(ip, trio.current_time(), auth.max_failures, auth.failure_window)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -609,6 +631,9 @@ class Server:
         if origins and origin is not None and origin not in origins:
             await refuse(403, "origin_forbidden")
             return None
+        if not echo and self.auth_blocked(ip, "handshake"):
+            await refuse(429, "auth_throttled")
+            return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
         if not echo:
@@ -619,7 +644,7 @@ class Server:
                     identity = Identity(activation_code=creds.activation_code)
             except AuthError as err:
                 refusal = refusal_for(err)
-                self.metrics.auth_failed(refusal.key)
+                self.credential_failed(ip, refusal.key)
                 await refuse(refusal.status, refusal.key)
                 return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
@@ -628,8 +653,8 @@ class Server:
             self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id
         )
         if refusal is not None:
-            if refusal.status == 401:
-                self.metrics.auth_failed(refusal.key)
+            if refusal.status == 401:  # an unknown or disabled activation code
+                self.credential_failed(ip, refusal.key)
             await refuse(refusal.status, refusal.key)
             return None
         return conn

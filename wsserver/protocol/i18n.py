@@ -57,6 +57,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "jwt_not_configured": ("服务器未配置令牌验证", "token authentication is not configured"),
     "activation_code_invalid": ("激活码无效", "invalid activation code"),
     "activation_code_disabled": ("激活码已停用", "activation code disabled"),
+    "auth_throttled": ("认证失败次数过多，请稍后再试", "too many failed authentication attempts, try again later"),
     # handshake refusals and close reasons
     "origin_forbidden": ("来源不被允许", "origin not allowed"),
     "over_capacity": ("服务器连接数已满", "server at capacity"),
