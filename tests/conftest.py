@@ -232,7 +232,9 @@ async def http_request(
             if event is h11.NEED_DATA:
                 conn.receive_data(await stream.receive_some(65536))
                 continue
-            if isinstance(event, h11.Response):
+            if event is h11.PAUSED:  # after a 101: the upgrade was accepted, no HTTP body follows
+                return status, resp_headers, b""
+            if isinstance(event, h11.Response | h11.InformationalResponse):
                 status = event.status_code
                 resp_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
             elif isinstance(event, h11.Data):

@@ -55,6 +55,11 @@ def refusal_key(verifier: TokenVerifier, token: str) -> str:
     return info.value.key
 
 
+def in_an_hour() -> int:
+    """An `exp` claim an hour from now."""
+    return int(time.time()) + 3600
+
+
 def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -154,9 +159,19 @@ def test_token_without_user_id_uses_sub(tmp_path: Path):
     assert ident.role is None
 
 
-def test_token_without_exp_has_no_expiry(tmp_path: Path):
+def test_token_without_exp_is_refused_as_never_expiring(tmp_path: Path):
     token = jwt.encode({"user_id": "u1"}, SECRET, algorithm="HS256")
-    ident = TokenVerifier(make_config(tmp_path)).verify(token)
+    assert refusal_key(TokenVerifier(make_config(tmp_path)), token) == "token_no_exp"
+
+
+def test_token_with_a_null_exp_is_refused_as_never_expiring(tmp_path: Path):
+    token = jwt.encode({"user_id": "u1", "exp": None}, SECRET, algorithm="HS256")
+    assert refusal_key(TokenVerifier(make_config(tmp_path)), token) == "token_no_exp"
+
+
+def test_token_without_exp_has_no_expiry_when_exp_is_not_required(tmp_path: Path):
+    token = jwt.encode({"user_id": "u1"}, SECRET, algorithm="HS256")
+    ident = TokenVerifier(make_config(tmp_path, **{"auth.require_exp": False})).verify(token)
     assert ident.user_id == "u1"
     assert ident.expires_at is None
 
@@ -196,7 +211,7 @@ def test_hs512_token_is_refused_when_only_hs256_is_allowed(tmp_path: Path):
 
 def test_hs512_token_is_accepted_when_hs512_is_allowed(tmp_path: Path):
     config = make_config(tmp_path, **{"auth.algorithms": ["HS256", "HS512"]})
-    token = jwt.encode({"user_id": 1}, SECRET, algorithm="HS512")
+    token = jwt.encode({"user_id": 1, "exp": in_an_hour()}, SECRET, algorithm="HS512")
     assert TokenVerifier(config).verify(token).user_id == 1
 
 
@@ -267,7 +282,7 @@ def test_token_without_issuer_is_refused_as_wrong_issuer_when_an_issuer_is_confi
     tmp_path: Path,
 ):
     config = make_config(tmp_path, **{"auth.issuer": "https://crm.example"})
-    token = jwt.encode({"user_id": 1}, SECRET, algorithm="HS256")
+    token = jwt.encode({"user_id": 1, "exp": in_an_hour()}, SECRET, algorithm="HS256")
     assert refusal_key(TokenVerifier(config), token) == "token_issuer"
 
 
@@ -285,12 +300,12 @@ def test_token_listing_the_configured_audience_among_others_is_accepted(tmp_path
 
 def test_token_without_audience_is_refused_when_an_audience_is_configured(tmp_path: Path):
     config = make_config(tmp_path, **{"auth.audience": "wsserver"})
-    token = jwt.encode({"user_id": 1}, SECRET, algorithm="HS256")
+    token = jwt.encode({"user_id": 1, "exp": in_an_hour()}, SECRET, algorithm="HS256")
     assert refusal_key(TokenVerifier(config), token) == "token_audience"
 
 
 def test_integer_sub_is_a_user_id(tmp_path: Path):
-    token = jwt.encode({"sub": 5}, SECRET, algorithm="HS256")
+    token = jwt.encode({"sub": 5, "exp": in_an_hour()}, SECRET, algorithm="HS256")
     assert TokenVerifier(make_config(tmp_path)).verify(token).user_id == 5
 
 

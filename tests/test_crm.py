@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from tests.test_hub import FakeOutlet, send, user
 from wsserver.auth import Identity
 from wsserver.config import load_config
+from wsserver.core.crm import mask_code
 from wsserver.core.hub import Hub
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -66,8 +67,8 @@ class CallCentre:
         assert outlet.take()[0]["type"] == "auth_success"
         return conn_id, outlet
 
-    def dashboard(self, user_id: Any, group: Any) -> tuple[str, FakeOutlet]:
-        conn_id, outlet = self.connect(user(user_id, group_id=group))
+    def dashboard(self, user_id: Any, group: Any, role: str | None = "dashboard") -> tuple[str, FakeOutlet]:
+        conn_id, outlet = self.connect(user(user_id, group_id=group, role=role))
         frames = outlet.take()
         assert [f["type"] for f in frames] == ["connected", "group_stats_update"]
         return conn_id, outlet
@@ -94,7 +95,7 @@ def counters(total_accounts: int, online: int, total: int, today: int, dup: int,
 
 def test_dashboard_gets_group_stats_right_after_connected() -> None:
     cc = CallCentre()
-    _, d1 = cc.connect(user("boss", group_id=1))
+    _, d1 = cc.connect(user("boss", group_id=1, role="dashboard"))
     frames = d1.take()
     assert [f["type"] for f in frames] == ["connected", "group_stats_update"]
     assert frames[1]["data"]["activation_code"] == "A1"
@@ -203,6 +204,51 @@ def test_a_day_in_the_call_centre() -> None:
     replayed = CallCentre(clock=cc.clock)
     replayed.hub.restore(None, cc.journal.records)
     assert replayed.hub.crm.to_state() == hub.crm.to_state()
+
+
+def test_only_group_administrators_see_the_activation_code_other_members_get_it_masked() -> None:
+    cc = CallCentre()
+    hub = cc.hub
+    a1, _ = cc.desktop("A1")
+    seen = {
+        role: cc.dashboard(f"u-{role}", 1, role=role)[1] for role in ("admin", "dashboard", None, "user")
+    }
+
+    def codes() -> dict[str | None, set[Any]]:
+        return {role: {f["data"]["activation_code"] for f in out.of_type("group_stats_update")} for role, out in seen.items()}
+
+    # every kind of update: sync, incoming, status change, midnight, the client leaving
+    send(hub, a1, "sync_line_accounts", [{"line_account_id": "acc1", "online_status": "online"}])
+    send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1"})
+    send(hub, a1, "account_status_change", {"line_account_id": "acc1", "online_status": "busy"})
+    hub.crm.midnight()
+    hub.close(a1)
+    assert codes() == {"admin": {"A1"}, "dashboard": {"A1"}, None: {"A*"}, "user": {"A*"}}
+    _, late = cc.connect(user("late", group_id=1))  # the greeting is masked too
+    assert late.of_type("group_stats_update")[0]["data"]["activation_code"] == "A*"
+    # masked or not, the counters are the same
+    clear, masked = seen["dashboard"].of_type("group_stats_update"), seen["user"].of_type("group_stats_update")
+    assert len(clear) == len(masked) == 5
+    for a, b in zip(clear, masked, strict=True):
+        assert {**a["data"], "activation_code": None} == {**b["data"], "activation_code": None}
+
+
+def test_dashboard_roles_name_who_administers_the_crm_admins_always_do() -> None:
+    cc = CallCentre(**{"crm.dashboard_roles": ["supervisor"]})
+    frames = {role: cc.dashboard(f"u-{role}", 1, role=role)[1] for role in ("supervisor", "dashboard", "admin")}
+    a1, _ = cc.desktop("A1")
+    send(cc.hub, a1, "sync_line_accounts", [{"line_account_id": "acc1"}])
+    shown = {role: out.of_type("group_stats_update")[-1]["data"]["activation_code"] for role, out in frames.items()}
+    assert shown == {"supervisor": "A1", "dashboard": "A*", "admin": "A1"}
+
+
+def test_a_masked_code_keeps_at_most_four_characters_of_its_first_half() -> None:
+    assert mask_code("HG66OP88") == "HG66****"
+    assert mask_code("SECRETCODE42") == "SECR********"
+    assert mask_code("ABCDEF") == "ABC***"
+    assert mask_code("A1") == "A*"
+    assert mask_code("X") == "*"
+    assert mask_code(None) is None
 
 
 def test_a_client_with_two_connections_keeps_its_accounts_online_until_the_last_goes() -> None:

@@ -30,8 +30,8 @@ async def until(ws: Any, mtype: str) -> dict[str, Any]:
 async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> None:
     server = await live_server(activation_codes=[{"code": "HG66OP88", "group_id": 1}, {"code": "OTHER002", "group_id": 2}])
     base = server.url + "/ws"
-    dash_token = token(server.config, user_id=10, group_id=1)
-    other_token = token(server.config, user_id=20, group_id=2)
+    dash_token = token(server.config, user_id=10, group_id=1, role="dashboard")
+    other_token = token(server.config, user_id=20, group_id=2, role="dashboard")
     async with ws_connect(f"{base}?token={dash_token}") as dash, ws_connect(f"{base}?token={other_token}") as other:
         assert (await recv(dash))["type"] == "connected"
         first = await recv(dash)
@@ -62,6 +62,25 @@ async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> 
         with trio.move_on_after(0.3):
             msg = await recv(other)
             raise AssertionError(f"group 2 got {msg}")
+
+
+async def test_a_group_member_who_is_no_administrator_cannot_log_in_as_the_desktop_client(
+    live_server: Any,
+) -> None:
+    server = await live_server(activation_codes=[{"code": "HG66OP88", "group_id": 1}])
+    base = server.url + "/ws"
+    member = token(server.config, user_id=11, group_id=1)  # no role: a plain member of group 1
+    async with ws_connect(f"{base}?token={member}") as ws:
+        stats = await until(ws, "group_stats_update")
+    shown = stats["data"]["activation_code"]
+    assert shown == "HG66****"
+    async with ws_connect(base) as desk:  # trying the code it was shown, as seed 000's client sends it
+        await desk.send_message(json.dumps({"type": "heartbeat", "activation_code": shown}))
+        err = await recv(desk)
+        assert err["type"] == "error" and err["data"]["code"] == "unauthorized"
+    admin = token(server.config, user_id=12, group_id=1, role="admin")
+    async with ws_connect(f"{base}?token={admin}") as ws:
+        assert (await until(ws, "group_stats_update"))["data"]["activation_code"] == "HG66OP88"
 
 
 async def test_crm_counters_survive_a_kill_and_restart(tmp_path: Path, spawn: Any) -> None:

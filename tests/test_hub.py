@@ -246,11 +246,51 @@ def test_refused_handshake_identity_leaves_nothing_behind():
 
 def test_connection_over_the_total_limit_is_refused_with_503():
     hub = make_hub(**{"limits.max_connections": 2})
-    assert hub.admit(FakeOutlet(), "a", "10.0.0.1") is None
-    assert hub.admit(FakeOutlet(), "b", "10.0.0.2") is None
-    refusal = hub.admit(FakeOutlet(), "c", "10.0.0.3")
+    assert hub.admit(FakeOutlet(), "a", "10.0.0.1", identity=user("a")) is None
+    assert hub.admit(FakeOutlet(), "b", "10.0.0.2", identity=user("b")) is None
+    refusal = hub.admit(FakeOutlet(), "c", "10.0.0.3", identity=user("c"))
     assert refusal == Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
     assert set(hub.sessions) == {"a", "b"}
+
+
+def test_unauthenticated_connections_do_not_count_against_the_total_limit():
+    hub = make_hub(**{"limits.max_connections": 2})
+    for i in range(10):  # sockets that never authenticate
+        assert hub.admit(FakeOutlet(), f"idle{i}", "10.0.0.9") is None
+    assert hub.admit(FakeOutlet(), "a", "10.0.0.1", identity=user("a")) is None
+    b_id, _ = connect(hub, user("b"))  # admitted pending, then a first-message auth
+    assert hub.stats()["pending_connections"] == 10
+    # the total is reached by authenticated connections only: now both ways are refused
+    assert hub.admit(FakeOutlet(), "c", "10.0.0.3", identity=user("c")) == Refusal(
+        503, CloseCode.OVER_CAPACITY, "over_capacity"
+    )
+    assert hub.authenticate("idle0", user("c")) == Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
+    hub.close(b_id)
+    assert hub.authenticate("idle0", user("c")) is None
+    assert hub.stats()["pending_connections"] == hub.unauthenticated == 9
+
+
+def test_unauthenticated_connections_over_max_pending_are_refused_with_503_users_still_get_in():
+    hub = make_hub(**{"limits.max_pending": 2})
+    assert hub.admit(FakeOutlet(), "p1", "10.0.0.1") is None
+    assert hub.admit(FakeOutlet(), "p2", "10.0.0.1") is None
+    assert hub.admit(FakeOutlet(), "p3", "10.0.0.1") == Refusal(
+        503, CloseCode.OVER_CAPACITY, "too_many_pending"
+    )
+    assert hub.admit(FakeOutlet(), "u", "10.0.0.1", identity=user("u")) is None
+    assert hub.authenticate("p1", user("v")) is None  # p1 is no longer pending: room for one
+    assert hub.admit(FakeOutlet(), "p3", "10.0.0.1") is None
+    hub.close("p2")
+    hub.close("p3")
+    assert hub.unauthenticated == 0 == hub.stats()["pending_connections"]
+
+
+def test_a_refused_handshake_identity_leaves_no_pending_connection_behind():
+    hub = make_hub(**{"limits.max_pending": 1})
+    refusal = hub.admit(FakeOutlet(), "bad", "10.0.0.1", identity=Identity(activation_code="NOPE"))
+    assert refusal is not None and refusal.status == 401
+    assert hub.unauthenticated == 0
+    assert hub.admit(FakeOutlet(), "p", "10.0.0.1") is None
 
 
 def test_connection_over_the_per_ip_limit_is_refused_with_429():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -172,6 +173,29 @@ async def test_bad_credentials_at_handshake_get_http_401_json(live_server: Any, 
     assert body == {"code": 401, "message": why}
 
 
+async def test_token_without_exp_is_refused_everywhere_a_token_is_taken(live_server: Any) -> None:
+    import jwt as pyjwt
+
+    server = await live_server(server__locale="en", api__keys=["k" * 24])
+    secret = server.config.auth.jwt_secret
+    forever = pyjwt.encode({"user_id": 1, "role": "admin"}, secret, "HS256")
+    status, body = await rejected(server, f"/ws?token={forever}")
+    assert (status, body["message"]) == (401, "the token has no expiry time (exp)")
+    async with ws_connect(server.url + "/ws") as ws:
+        await ws.send_message(json.dumps({"type": "auth", "data": {"token": forever}}))
+        err = await recv(ws)
+        assert err["data"]["code"] == "unauthorized" and err["error"] == "the token has no expiry time (exp)"
+        assert await close_code(ws) == 4001
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        await ws.send_message(json.dumps({"type": "refresh", "data": {"token": forever}}))
+        err = await recv_type(ws, "error")
+        assert err["data"] == {"code": "unauthorized", "ref": "refresh", "field": "token"}
+    api = [("Authorization", f"Bearer {forever}")]
+    status, _, reply = await http_request(server.addresses[0], "GET", "/api/stats", headers=api)
+    assert status == 401 and json.loads(reply)["message"] == "the token has no expiry time (exp)"
+
+
 async def test_bad_token_in_first_message_gets_error_then_4001(live_server: Any) -> None:
     server = await live_server()
     async with ws_connect(server.url + "/ws") as ws:
@@ -307,6 +331,17 @@ async def test_disallowed_origin_gets_403(live_server: Any) -> None:
         assert (await recv(ws))["type"] == "connected"
 
 
+async def test_clients_without_origin_connect_when_an_origin_list_is_set(live_server: Any) -> None:
+    # desktop (seed 000), Python (seed 002) and server clients send no Origin header
+    server = await live_server(security__allowed_origins=["https://good.example"], activation_codes=CODES)
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        assert (await recv(ws))["type"] == "connected"
+    async with ws_connect(f"{server.url}/ws?activation_code={CODE}") as desk:
+        assert (await recv(desk))["type"] == "auth_success"
+    status, body = await rejected(server, f"/ws?activation_code={CODE}", [("Origin", "https://evil.example")])
+    assert status == 403 and body["code"] == 403
+
+
 async def test_total_connection_limit_answers_503(live_server: Any) -> None:
     server = await live_server(limits__max_connections=2)
     url = f"{server.url}/ws?token="
@@ -317,6 +352,30 @@ async def test_total_connection_limit_answers_503(live_server: Any) -> None:
         await recv(b)
         status, body = await rejected(server, "/ws?token=" + token(server.config, user_id=3))
         assert status == 503 and body["code"] == 503
+
+
+async def test_sockets_that_never_authenticate_do_not_lock_users_out(live_server: Any) -> None:
+    server = await live_server(limits__max_connections=5, limits__max_pending=100)
+    async with AsyncExitStack() as stack:
+        for _ in range(20):  # credential-less upgrades that never send a first message
+            await stack.enter_async_context(ws_connect(server.url + "/ws"))
+        async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+            assert (await recv(ws))["type"] == "connected"
+        async with ws_connect(server.url + "/ws") as late:  # a first-message auth gets in too
+            await late.send_message(json.dumps({"type": "auth", "data": {"token": token(server.config)}}))
+            assert (await recv(late))["type"] == "connected"
+
+
+async def test_unauthenticated_sockets_over_max_pending_get_503_users_still_connect(live_server: Any) -> None:
+    server = await live_server(limits__max_pending=3)
+    async with AsyncExitStack() as stack:
+        for _ in range(3):
+            await stack.enter_async_context(ws_connect(server.url + "/ws"))
+        status, body = await rejected(server, "/ws")
+        assert status == 503 and body["code"] == 503 and body["message"] == "等待认证的连接数已满"
+        for user_id in (1, 2):
+            async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id=user_id)}") as ws:
+                assert (await recv(ws))["type"] == "connected"
 
 
 async def test_per_user_limit_evicts_oldest_with_4004(live_server: Any) -> None:

@@ -1,4 +1,5 @@
-"""Tests for wsserver.core.limits: the inbound token bucket and the abuse counter.
+"""Tests for wsserver.core.limits: the inbound token bucket, the abuse counter and the
+throttle of failed credentials per client IP.
 
 Time is a plain float passed in, so a minute of traffic is tested in microseconds.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsserver.core.limits import AbuseCounter, TokenBucket
+from wsserver.core.limits import AbuseCounter, FailureThrottle, TokenBucket
 
 
 def takes(bucket: TokenBucket, now: float, n: int) -> int:
@@ -126,3 +127,85 @@ def test_tokens_stay_between_zero_and_burst(rate: float, burst: int, steps: list
         now += step
         bucket.take(now)
         assert 0.0 <= bucket.tokens <= burst
+
+
+# --- failed credentials per client IP ---------------------------------------------------
+
+LIMIT, WINDOW = 10, 60.0
+
+
+def fail(throttle: FailureThrottle, ip: str, now: float, n: int = 1) -> None:
+    for _ in range(n):
+        throttle.failed(ip, now, LIMIT, WINDOW)
+
+
+def blocked(throttle: FailureThrottle, ip: str, now: float) -> bool:
+    return throttle.blocked(ip, now, LIMIT, WINDOW)
+
+
+def test_an_ip_is_blocked_after_max_failures_until_its_window_ends():
+    throttle = FailureThrottle()
+    fail(throttle, "10.0.0.1", 0.0, 9)
+    assert not blocked(throttle, "10.0.0.1", 1.0)
+    fail(throttle, "10.0.0.1", 30.0)
+    assert blocked(throttle, "10.0.0.1", 30.0)
+    assert blocked(throttle, "10.0.0.1", 59.9)
+    assert not blocked(throttle, "10.0.0.1", 60.0)  # the window opened at the first failure
+    assert len(throttle) == 0  # and the expired entry is gone
+
+
+def test_other_ips_are_not_affected():
+    throttle = FailureThrottle()
+    fail(throttle, "10.0.0.1", 0.0, LIMIT)
+    fail(throttle, "10.0.0.2", 0.0, LIMIT - 1)
+    assert blocked(throttle, "10.0.0.1", 1.0)
+    assert not blocked(throttle, "10.0.0.2", 1.0)
+    assert not blocked(throttle, "10.0.0.3", 1.0)
+
+
+def test_failures_of_an_ended_window_are_forgotten():
+    throttle = FailureThrottle()
+    fail(throttle, "10.0.0.1", 0.0, LIMIT - 1)
+    fail(throttle, "10.0.0.1", 61.0, LIMIT - 1)  # a new window: counts from one again
+    assert not blocked(throttle, "10.0.0.1", 62.0)
+    fail(throttle, "10.0.0.1", 62.0)
+    assert blocked(throttle, "10.0.0.1", 62.0)
+
+
+def test_max_failures_zero_turns_the_throttle_off():
+    throttle = FailureThrottle()
+    for _ in range(1000):
+        throttle.failed("10.0.0.1", 0.0, 0, WINDOW)
+    assert not throttle.blocked("10.0.0.1", 0.0, 0, WINDOW)
+    assert len(throttle) == 0
+
+
+def test_a_changed_limit_applies_to_the_window_already_open():
+    throttle = FailureThrottle()
+    fail(throttle, "10.0.0.1", 0.0, 3)
+    assert throttle.blocked("10.0.0.1", 1.0, 3, WINDOW)  # a reload lowered max_failures
+    assert not throttle.blocked("10.0.0.1", 1.0, 4, WINDOW)
+
+
+def test_memory_is_bounded_expired_windows_go_first_then_the_oldest():
+    throttle = FailureThrottle(max_ips=3)
+    fail(throttle, "a", 0.0, LIMIT)
+    fail(throttle, "b", 10.0, LIMIT)
+    fail(throttle, "c", 20.0, LIMIT)
+    fail(throttle, "d", 30.0)  # full: "a", whose window opened first, makes room
+    assert len(throttle) == 3
+    assert not blocked(throttle, "a", 30.0)
+    assert blocked(throttle, "b", 30.0) and blocked(throttle, "c", 30.0)
+    fail(throttle, "e", 75.0)  # "b" (ended at 70) goes without pushing anyone out early
+    assert len(throttle) == 3
+    assert blocked(throttle, "c", 75.0)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.floats(0, 10)), max_size=200))
+def test_the_throttle_never_tracks_more_than_max_ips(events: list[tuple[str, float]]):
+    throttle = FailureThrottle(max_ips=4)
+    now = 0.0
+    for ip, dt in events:
+        now += dt
+        throttle.failed(ip, now, 2, 5.0)
+        assert len(throttle) <= 4

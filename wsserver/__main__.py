@@ -212,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=3600.0,
         metavar="SECONDS",
-        help="lifetime in seconds (default 3600; negative mints an already expired token)",
+        help="lifetime in seconds (default 3600; 0 or negative mints an already expired token); "
+        "every token carries exp",
     )
     config_option(token)
     token.add_argument(

@@ -4,6 +4,8 @@ Invariants:
 - `none` is never accepted, whatever the configuration says; a token whose
   header names an algorithm outside `auth.algorithms` is refused before any
   signature check.
+- With `auth.require_exp` (the default) a token without `exp` is refused
+  (`token_no_exp`): it would never expire.
 - Tokens and activation codes are never put into an exception message or a
   log line; `AuthError` carries only a catalogue key.
 - When `auth.jwt_secret` is empty and an HS* algorithm is allowed, the secret
@@ -226,7 +228,8 @@ class TokenVerifier:
             # `sub` may be an integer id (SPEC: ids are strings or integers);
             # identity_from_claims checks its type instead.
             "verify_sub": False,
-            "require": [],
+            # `auth.require_exp`: a token that never expires cannot be revoked
+            "require": ["exp"] if auth.require_exp else [],
         }
 
     def verify(self, token: str) -> Identity:
@@ -254,7 +257,9 @@ class TokenVerifier:
             else:
                 claims = self._decode(token, key, algorithms)
         except jwt.MissingRequiredClaimError as err:
-            reason = {"iss": "token_issuer", "aud": "token_audience"}.get(err.claim, "token_invalid")
+            reason = {"iss": "token_issuer", "aud": "token_audience", "exp": "token_no_exp"}.get(
+                err.claim, "token_invalid"
+            )
             raise AuthError(reason) from None
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired") from None

@@ -9,6 +9,9 @@ Credentials, in the order they are tried:
 
 No credentials, a wrong key or a token that does not verify is 401 (with
 `WWW-Authenticate: Bearer`); a valid token without the admin role is 403.
+A wrong key or token counts as a failed credential of the client IP, and an IP
+with too many of late gets 429 whatever it presents (`Server.auth_blocked`),
+like its WebSocket handshakes.
 Tokens are taken from headers only: a `?token=` query would end up in proxy
 logs. The configuration and the verifier are read at each request, so a
 reload of `api.keys` or of `[auth]` takes effect at once.
@@ -38,22 +41,32 @@ def key_matches(given: str, keys: Iterable[str]) -> bool:
     return any(matches)
 
 
-def authorize(server: Server, head: RequestHead) -> None:
-    """Return when `head` carries admin credentials; raise `HttpError` 401/403 otherwise."""
+def authorize(server: Server, head: RequestHead, remote: str = "") -> None:
+    """Return when `head` carries admin credentials; raise `HttpError` 401/403
+    otherwise, or 429 when the client IP `remote` is throttled for failed credentials."""
+    if server.auth_blocked(remote, "http"):
+        raise HttpError(429, "auth_throttled")
     api_key = head.header("x-api-key")
     if api_key is not None and key_matches(api_key, server.config.api.keys):
         return
     authorization = head.header("authorization")
     if authorization is None:
-        key = "api_key_invalid" if api_key is not None else "api_credentials_missing"
-        raise HttpError(401, key, headers=_CHALLENGE)
+        if api_key is None:  # no credential at all: nothing was guessed
+            raise HttpError(401, "api_credentials_missing", headers=_CHALLENGE)
+        raise _refused(server, remote, "api_key_invalid")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise HttpError(401, "token_missing", headers=_CHALLENGE)
+        raise _refused(server, remote, "token_missing")
     try:
         identity = server.verifier.verify(token)
     except AuthError as err:
-        raise HttpError(401, err.key, headers=_CHALLENGE) from None
+        raise _refused(server, remote, err.key) from None
     if not identity.is_admin:
         raise HttpError(403, "api_admin_required")
+
+
+def _refused(server: Server, remote: str, key: str) -> HttpError:
+    """The 401 for a credential that was refused, counted against `remote`."""
+    server.credential_failed(remote, key)
+    return HttpError(401, key, headers=_CHALLENGE)

@@ -270,7 +270,7 @@ class Api:
             if route.access == "admin" or (
                 route.access == "metrics" and server.config.metrics.require_auth
             ):
-                authorize(server, req.head)
+                authorize(server, req.head, req.remote)
             return await handler(req)
 
         guarded.__name__ = route.handler

@@ -22,6 +22,11 @@ group is ever sent to another group's connections.
 
 In place, `apply` changes only a group's dicts, its account dicts and its
 counter lists; everything else is replaced whole (`to_state` relies on it).
+
+The activation code is a credential: `group_stats_update` carries it in clear
+only to connections that administer the group (`role` admin or a role in
+`crm.dashboard_roles`); every other member of the group gets it masked
+(`mask_code`). Every `group_stats_update` goes through `push_group_stats`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field
 
 if TYPE_CHECKING:
+    from wsserver.auth import Identity
     from wsserver.core.hub import Hub, Session
 
 RECORD_TYPES = (
@@ -57,6 +63,17 @@ def _new_group() -> dict[str, Any]:
         "customers": {},  # customer_id -> {"customer_db_id", ...fields}
         "follow_ups": [],  # {"follow_up_id", "customer_id", ...fields}
     }
+
+
+def mask_code(code: str | None) -> str | None:
+    """An activation code as members who do not administer its group see it: its
+    first half, at most four characters, is kept and every other character is a
+    `*` (`HG66OP88` becomes `HG66****`), enough to tell codes apart on a
+    dashboard, too little to log in with."""
+    if code is None:
+        return None
+    shown = min(4, len(code) // 2)
+    return code[:shown] + "*" * (len(code) - shown)
 
 
 def _text_id(data: Any, name: str) -> str:
@@ -241,16 +258,36 @@ class Crm:
             return code
         return next((c.code for c in self.hub.codes.values() if str(c.group_id) == key), None)
 
-    def group_stats_frame(self, key: str, code: str | None = None) -> str:
-        now = self.hub.now_ms()
-        data = {"activation_code": self._group_code(key, code), **self.group_stats(key, now), "timestamp": now}
-        return encode("group_stats_update", data, now)
+    def administers(self, identity: Identity) -> bool:
+        """True for a connection that may see its group's activation code: `role`
+        admin, or a role listed in `crm.dashboard_roles` (read on use: a reload
+        applies to the next update)."""
+        return identity.is_admin or (
+            identity.role is not None and identity.role in self.hub.config.crm.dashboard_roles
+        )
 
-    def push_group_stats(self, key: str, code: str | None = None) -> None:
-        """Send `group_stats_update` to every dashboard of the group."""
-        dashboards = self.dashboards(key)
-        if dashboards:
-            self.hub.fan_out(dashboards, self.group_stats_frame(key, code))
+    def push_group_stats(self, key: str, code: str | None = None, dashboards: list[Session] | None = None) -> None:
+        """Send `group_stats_update` to `dashboards` (every dashboard of the group by
+        default), encoded once per form: the activation code in clear for those who
+        administer the group, masked for the others. `code` is the desktop client's
+        that caused the update, else the group's first code."""
+        if dashboards is None:
+            dashboards = self.dashboards(key)
+        if not dashboards:
+            return
+        admins: list[Session] = []
+        members: list[Session] = []
+        for s in dashboards:
+            assert s.identity is not None
+            (admins if self.administers(s.identity) else members).append(s)
+        hub = self.hub
+        now = hub.now_ms()
+        code = self._group_code(key, code)
+        stats = self.group_stats(key, now)
+        for targets, shown in ((admins, code), (members, mask_code(code))):
+            if targets:
+                data = {"activation_code": shown, **stats, "timestamp": now}
+                hub.fan_out(targets, encode("group_stats_update", data, now))
 
     def midnight(self) -> None:
         """(At each new day in `crm.timezone`.) Every dashboard gets today's zeroed counters."""
@@ -337,7 +374,7 @@ class Crm:
                 t = hub.now_ms()
                 stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
                 hub.fan_out(dashboards, stats)
-                hub.fan_out(dashboards, self.group_stats_frame(key, code))
+                self.push_group_stats(key, code, dashboards)
 
         hub.after_commit(announce)
 
@@ -387,7 +424,7 @@ class Crm:
             for acct in accounts:
                 change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
                 hub.fan_out(dashboards, encode("account_status_change", change, now))
-            hub.fan_out(dashboards, self.group_stats_frame(key, code))
+            self.push_group_stats(key, code, dashboards)
 
         hub.after_commit(announce)
 
@@ -407,7 +444,7 @@ class Crm:
             return
         key = ident.group_key
         if key in self.groups or self._group_code(key, None) is not None:  # a CRM group
-            self.hub.send(session, self.group_stats_frame(key))
+            self.push_group_stats(key, None, [session])
 
     def _desktop_gone(self, session: Session) -> None:
         """The last connection of a desktop client ended: its accounts go offline."""

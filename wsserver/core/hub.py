@@ -10,6 +10,10 @@ A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
 `deliver()` must not block (the trio shell puts them into a bounded queue and
 closes a connection that cannot keep up with 4008).
 
+Capacity: `limits.max_connections` counts authenticated sessions only;
+sessions still waiting to authenticate have their own cap
+(`limits.max_pending`), so sockets that never authenticate cannot lock users out.
+
 Group isolation: a session only receives frames addressed to its own group,
 its own principal, a room of its own group, or everyone; only an admin may
 name another group.
@@ -174,6 +178,9 @@ class Hub:
         # per user_type: the HTTP API addresses "user 42" across user types
         self.user_principals: dict[str, dict[Principal, None]] = {}
         self.per_ip: dict[str, int] = {}
+        # sessions admitted without an identity yet: capped by `limits.max_pending`,
+        # never counted against `limits.max_connections`
+        self.unauthenticated = 0
         self.rooms: dict[RoomKey, dict[str, Session]] = {}
         self.codes: dict[str, CodeRecord] = {
             c.code: CodeRecord(c.code, c.group_id, c.name, c.enabled)
@@ -354,22 +361,33 @@ class Hub:
         device_id: str | None = None,
         device_info: Any = None,
     ) -> Refusal | None:
-        """Take a new connection, or say why not (total and per-IP limits, and
-        with an identity given at the handshake, everything `authenticate` checks)."""
+        """Take a new connection, or say why not (per-IP limit; without an identity
+        the cap on unauthenticated connections, with one everything `authenticate`
+        checks). Connections still to authenticate have their own cap so that
+        they can never fill `max_connections` and lock users out."""
         limits = self.config.limits
-        if limits.max_connections and len(self.sessions) >= limits.max_connections:
+        if identity is None:
+            if self.unauthenticated >= limits.max_pending:
+                return Refusal(503, CloseCode.OVER_CAPACITY, "too_many_pending")
+        elif self._full():
             return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
         if limits.max_connections_per_ip and self.per_ip.get(ip, 0) >= limits.max_connections_per_ip:
             return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_ip_connections")
         session = Session(conn_id, outlet, ip, user_agent, self.clock())
         self.sessions[conn_id] = session
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        self.unauthenticated += 1
         if identity is not None:
             refusal = self.authenticate(conn_id, identity, device_id, device_info)
             if refusal is not None:
                 self.close(conn_id)
                 return refusal
         return None
+
+    def _full(self) -> bool:
+        """True when authenticated sessions reach `limits.max_connections`."""
+        limit = self.config.limits.max_connections
+        return bool(limit) and len(self.sessions) - self.unauthenticated >= limit
 
     def authenticate(
         self,
@@ -381,12 +399,15 @@ class Hub:
     ) -> Refusal | None:
         """Bind an admitted connection to its principal and greet it.
 
-        Activation codes are checked here (they are shared state). The
+        Activation codes are checked here (they are shared state), and
+        `limits.max_connections` (authenticated sessions only). The
         per-principal limit evicts the oldest connection (4004) or refuses.
         """
         session = self.sessions.get(conn_id)
-        if session is None:
+        if session is None or self._full():
             return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
+        if session.identity is not None:  # (the connection never asks twice)
+            return Refusal(409, CloseCode.POLICY, "already_authenticated")
         if identity.is_device:
             record = self.codes.get(identity.activation_code or "")
             if record is None:
@@ -406,6 +427,7 @@ class Hub:
                 self.close(oldest.conn_id)
                 mine = self.principals.get(principal, {})
         session.identity = identity
+        self.unauthenticated -= 1
         session.device_id = device_id
         session.device_info = device_info
         self.principals.setdefault(principal, {})[conn_id] = session
@@ -450,6 +472,8 @@ class Hub:
         session = self.sessions.pop(conn_id, None)
         if session is None:
             return
+        if session.identity is None:
+            self.unauthenticated -= 1
         left = self.per_ip.get(session.ip, 0) - 1
         if left > 0:
             self.per_ip[session.ip] = left

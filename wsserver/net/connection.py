@@ -635,6 +635,11 @@ class Connection:
 
     async def _first_message_auth(self, msg: Inbound) -> bool:
         """Authenticate from the first message; False when the connection is closing."""
+        server = self.server
+        if server.auth_blocked(self.ip, "first_message"):
+            self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "auth_throttled"), msg)
+            self.close_after_queued(CloseCode.RATE_LIMIT, "auth_throttled")
+            return False
         device_id = self.device_id
         device_info = None
         try:
@@ -652,19 +657,20 @@ class Connection:
                 identity = Identity(activation_code=msg.activation_code)
             else:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "auth_required")
-        except AuthError as err:
+        except AuthError as err:  # a token that does not verify
+            server.credential_failed(self.ip, err.key)
             self._auth_failed(ProtocolError(ErrorCode.UNAUTHORIZED, err.key), msg)
             return False
-        except ProtocolError as err:
+        except ProtocolError as err:  # no credential, or a misshapen message
+            server.metrics.auth_failed(err.key)
             self._auth_failed(err, msg)
             return False
-        server = self.server
         refusal = await server.registry.call(
             server.hub.authenticate, self.conn_id, identity, device_id, device_info, msg.id
         )
         if refusal is not None:
-            if refusal.status == 401:
-                server.metrics.auth_failed(refusal.key)
+            if refusal.status == 401:  # an unknown or disabled activation code
+                server.credential_failed(self.ip, refusal.key)
             code = ErrorCode.UNAUTHORIZED if refusal.status == 401 else ErrorCode.CONFLICT
             self.send_error(ProtocolError(code, refusal.key), msg)
             self.close_after_queued(refusal.close_code, refusal.key)
@@ -677,7 +683,6 @@ class Connection:
         return True
 
     def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
-        self.server.metrics.auth_failed(err.key)
         self.send_error(err, msg)
         self.close_after_queued(CloseCode.AUTH_FAILED, err.key, **err.text_params())
 

@@ -44,6 +44,7 @@ from wsserver.api.routes import install
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
+from wsserver.core.limits import FailureThrottle
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.errors import AuthError, CloseCode
 from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
@@ -141,6 +142,9 @@ class Server:
         self.overrides = dict(overrides or {})
         self.metrics = Metrics()
         self.background = Background(self.metrics.background_failed)
+        # failed credentials per client IP (SPEC 2); like the metrics, touched only
+        # from the trio thread between awaits, and asked before anything is verified
+        self.auth_throttle = FailureThrottle()
         self.storage = FileStorage(
             config.storage.dir,
             config.storage.fsync,
@@ -194,6 +198,24 @@ class Server:
 
         router.add("GET", "/healthz", healthz)
         router.add("GET", "/readyz", readyz)
+
+    # -- failed credentials ----------------------------------------------------
+
+    def auth_blocked(self, ip: str, via: str) -> bool:
+        """True (and counted under `via`) when `ip` had `auth.max_failures` failed
+        credentials within `auth.failure_window`: its attempt is refused, whatever
+        it presents, before anything is verified."""
+        auth = self.config.auth
+        if not self.auth_throttle.blocked(ip, trio.current_time(), auth.max_failures, auth.failure_window):
+            return False
+        self.metrics.auth_throttled(via)
+        return True
+
+    def credential_failed(self, ip: str, reason: str) -> None:
+        """A credential `ip` presented was refused (`reason`, a catalogue key)."""
+        self.metrics.auth_failed(reason)
+        auth = self.config.auth
+        self.auth_throttle.failed(ip, trio.current_time(), auth.max_failures, auth.failure_window)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -669,8 +691,14 @@ class Server:
         `refuse(status, key)`) when refused."""
         cfg = self.config
         origins = cfg.security.allowed_origins
-        if origins and head.header("origin") not in origins:
+        origin = head.header("origin")
+        # Only browsers send Origin: a client without one (desktop, Python, a
+        # server) is not a cross-site page, and the list is not for it.
+        if origins and origin is not None and origin not in origins:
             await refuse(403, "origin_forbidden")
+            return None
+        if not echo and self.auth_blocked(ip, "handshake"):
+            await refuse(429, "auth_throttled")
             return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
@@ -682,7 +710,7 @@ class Server:
                     identity = Identity(activation_code=creds.activation_code)
             except AuthError as err:
                 refusal = refusal_for(err)
-                self.metrics.auth_failed(refusal.key)
+                self.credential_failed(ip, refusal.key)
                 await refuse(refusal.status, refusal.key)
                 return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
@@ -691,8 +719,8 @@ class Server:
             self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id
         )
         if refusal is not None:
-            if refusal.status == 401:
-                self.metrics.auth_failed(refusal.key)
+            if refusal.status == 401:  # an unknown or disabled activation code
+                self.credential_failed(ip, refusal.key)
             await refuse(refusal.status, refusal.key)
             return None
         return conn

@@ -20,7 +20,7 @@ Invariants:
 Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `rooms`, `groups`, `mailboxes`, `mailbox_messages`, `registry_queue_depth`,
 `uptime_seconds`, `build_info{version}`, `handshakes_total{result}`,
-`auth_failures_total{reason}`, `messages_in_total{type}`,
+`auth_failures_total{reason}`, `auth_throttled_total{via}`, `messages_in_total{type}`,
 `messages_out_total{type}`, `bytes_in_total`, `bytes_out_total`,
 `messages_dropped_total{reason}`, `closes_total{code}`,
 `slow_consumer_closes_total`, `http_requests_total{method,status}`,
@@ -192,8 +192,15 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "wsserver_auth_failures",
-            "Refused credentials (handshake or first message), by reason.",
+            "Refused credentials (handshake, first message or HTTP API), by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "wsserver_auth_throttled",
+            "Attempts refused because their client IP had too many failed credentials"
+            " (via handshake, first_message or http).",
+            ["via"],
             registry=r,
         )
         self.closes = Counter(
@@ -278,6 +285,11 @@ class Metrics:
     def auth_failed(self, reason: str) -> None:
         """Credentials were refused; `reason` is a catalogue key."""
         self.auth_failures.labels(reason).inc()
+
+    def auth_throttled(self, via: str) -> None:
+        """An attempt was refused by the failed-credentials throttle (`via` is
+        `handshake`, `first_message` or `http`)."""
+        self.throttled.labels(via).inc()
 
     def message_dropped(self, reason: str) -> None:
         """An inbound message was dropped (e.g. `rate_limited`)."""
