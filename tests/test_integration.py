@@ -143,6 +143,17 @@ async def test_heartbeat_ack_without_client_timestamp_carries_server_time(live_s
         assert "activation_code" not in ack
 
 
+@pytest.mark.parametrize("sent", [[], "1234567890", 1.5, True, -1, 2**53, {"t": 1}])
+async def test_heartbeat_ack_echoes_only_an_integer_timestamp(live_server: Any, sent: Any) -> None:
+    server = await live_server()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
+        await recv_type(ws, "connected")
+        await ws.send_message(json.dumps({"type": "heartbeat", "timestamp": sent}))
+        ack = await recv(ws)
+        assert ack["type"] == "heartbeat_ack" and isinstance(ack["timestamp"], int)
+        assert abs(ack["timestamp"] - ack["data"]["server_time"]) < 1000
+
+
 def _unsigned_token() -> str:
     def b64(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()

@@ -83,6 +83,7 @@ BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
 TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
+MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
 FRAME_ERROR_KEYS = {1002: "protocol_error", 1007: "invalid_utf8", 1009: "message_too_big"}
 
 
@@ -592,8 +593,11 @@ class Connection:
             return None
         if mtype == "heartbeat":
             extra: dict[str, Any] = {}
+            # seed 000 echoes the client's timestamp; only a plain integer is a
+            # timestamp (SPEC 3: integer ms), anything else gets the server's time
             ts = msg.raw.get("timestamp")
-            extra["timestamp"] = ts if ts is not None else self.now_ms()
+            valid = type(ts) is int and 0 <= ts < MAX_SAFE_INTEGER
+            extra["timestamp"] = ts if valid else self.now_ms()
             if code is not None:
                 extra["activation_code"] = code
             data = {"status": "ok", "message": text("heartbeat_ok", self.locale), "server_time": self.now_ms()}
