@@ -121,3 +121,29 @@ async def test_crm_counters_survive_a_kill_and_restart(tmp_path: Path, spawn: An
         assert (await until(desk, "customer_sync_received"))["data"]["customer_db_id"] == db_id
     proc.proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
+
+
+async def test_a_desktop_client_cannot_send_or_read_direct_messages(live_server: Any) -> None:
+    # One activation code serves every desktop of a group: its messages would
+    # come from nobody, and whatever it read would be every desktop's.
+    server = await live_server(activation_codes=[{"code": CODE, "group_id": 7}])
+    user = token(server.config, user_id=5, group_id=7)
+    async with ws_connect(f"{server.url}/ws?activation_code={CODE}") as desk, ws_connect(
+        f"{server.url}/ws?token={user}"
+    ) as person:
+        await until(desk, "auth_success")
+        await until(person, "connected")
+        for mtype, data in (
+            ("send_message", {"to_user_id": 5, "message": "hi"}),
+            ("typing", {"to_user_id": 5, "typing": True}),
+            ("sync", {"last_seq": 0}),
+            ("history", {"with_user_id": 5}),
+            ("message_read", {"message_id": 1}),
+        ):
+            await desk.send_message(json.dumps({"type": mtype, "data": data, "id": mtype}))
+            err = await until(desk, "error")
+            assert err["id"] == mtype and err["data"]["code"] == "forbidden", err
+        await person.send_message(json.dumps({"type": "ping", "id": "p"}))
+        while (msg := await recv(person))["type"] == "group_stats_update":
+            pass  # the user is in a CRM group: its greeting
+        assert msg["type"] == "pong"  # nothing of the desktop reached the user

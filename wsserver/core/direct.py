@@ -32,7 +32,7 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
 if TYPE_CHECKING:
-    from wsserver.core.hub import Hub, Session
+    from wsserver.core.hub import Handler, Hub, Session
 
 MAX_TEXT = 65536
 MAX_PAGE = 100  # history
@@ -68,19 +68,18 @@ class DirectMessaging:
             durable=self._durable_upto,
         )
         hub.appliers.update({t: self._apply for t in ("msg", "status", "box", "drop", "trunc_seen")})
-        hub.handlers.update(
-            {
-                "send_message": self._send_message,
-                "user_message": self._user_message,
-                "message": self._seed003_message,
-                "message_delivered": self._delivered,
-                "message_read": self._read,
-                "read": self._read,
-                "typing": self._typing,
-                "sync": self._sync,
-                "history": self._history,
-            }
-        )
+        handlers: dict[str, Handler] = {
+            "send_message": self._send_message,
+            "user_message": self._user_message,
+            "message": self._seed003_message,
+            "message_delivered": self._delivered,
+            "message_read": self._read,
+            "read": self._read,
+            "typing": self._typing,
+            "sync": self._sync,
+            "history": self._history,
+        }
+        hub.handlers.update({t: _users_only(h) for t, h in handlers.items()})
         # principal key in its group -> its live connections, in connect order
         # (what `connections_of` asks three times per message)
         self._live: dict[Key, dict[str, Session]] = {}
@@ -508,6 +507,19 @@ class DirectMessaging:
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]
+
+
+def _users_only(handler: Handler) -> Handler:
+    """`handler` for JWT users only. A desktop client (activation code) is no
+    person: one code is shared by every desktop of a group, so its messages
+    would come from nobody, and its mailbox would be everybody's."""
+
+    def guarded(session: Session, msg: Inbound) -> None:
+        if session.identity is not None and session.identity.is_device:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "device_no_direct")
+        handler(session, msg)
+
+    return guarded
 
 
 def _recipient_field(data: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "room_full": ("房间人数已满", "the room is full"),
     "group_forbidden": ("无权访问其他分组", "no access to another group"),
     "device_no_rooms": ("桌面客户端不能加入房间", "activation-code clients cannot join rooms"),
+    "device_no_direct": ("桌面客户端不能收发私信", "activation-code clients cannot send or receive direct messages"),
     "not_recipient": ("只有接收者可以回执该消息", "only the recipient may acknowledge this message"),
     "desktop_only": ("仅桌面客户端可以发送该消息", "only desktop (activation-code) clients may send this"),
     "account_other_group": ("该账号属于其他分组", "this account belongs to another group"),
