@@ -245,7 +245,7 @@ level = "info"
 
     def start(self) -> None:
         self.log_path = self.data.parent / f"server-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "w+b")  # noqa: SIM115 (closed in stop)
+        self.log = open(self.log_path, "w+b")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wsserver", "serve", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -315,7 +315,7 @@ class Client:
                 inbox.put(json.loads(message))
         except ConnectionClosed as closed:
             inbox.put(("closed", closed.rcvd.code if closed.rcvd else 1006))
-        except Exception as exc:  # noqa: BLE001 (reported to the test)
+        except Exception as exc:
             inbox.put(("failed", repr(exc)))
 
     def exchange(self, frame: str | bytes) -> list[dict[str, Any]]:

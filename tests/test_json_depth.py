@@ -23,7 +23,7 @@ from tests.test_process import CODE as PROCESS_CODE
 from tests.test_process import SECRET, write_config
 from wsserver.embed import HubHandle
 from wsserver.protocol.i18n import text
-from wsserver.protocol.jsondepth import too_deep
+from wsserver.protocol.jsonlimits import too_deep
 from wsserver.storage.base import encode_record
 
 CODE = "HG66OP88"

@@ -41,7 +41,7 @@ from wsserver.net.connection import LOCAL_TYPES
 from wsserver.net.http import HttpError
 from wsserver.net.server import Server, run_server
 from wsserver.protocol.envelope import encode
-from wsserver.protocol.jsondepth import too_deep
+from wsserver.protocol.jsonlimits import lone_surrogate, too_deep
 
 if TYPE_CHECKING:
     from wsserver.auth import Identity
@@ -83,6 +83,8 @@ def _publish_request(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"data is not JSON: {exc}") from None
     body: dict[str, Any] = {"type": mtype, "data": data}
+    if lone_surrogate(body):
+        raise ValueError("a string holds a lone surrogate (not valid Unicode)")
     given = {
         "user_id": user_id,
         "user_ids": user_ids,

@@ -42,7 +42,7 @@ from wsserver.net.http import (
     require,
 )
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from wsserver.protocol.jsondepth import too_deep
+from wsserver.protocol.jsonlimits import too_deep
 
 if TYPE_CHECKING:
     from wsserver.net.server import Server
@@ -153,7 +153,7 @@ def check_json_values(value: Any, max_depth: int, text: bytes | None = None) -> 
     """`HttpError(400)` for nesting deeper than `max_depth` (`limits.max_json_depth`)
     or a non-finite number (which clients could not parse, or we could not
     re-encode). `text`, the body `value` was decoded from, spares the depth
-    walk in the common case (`protocol.jsondepth.too_deep`)."""
+    walk in the common case (`protocol.jsonlimits.too_deep`)."""
     if too_deep(value, max_depth, text=text):
         raise HttpError(400, "http_json_depth", depth=max_depth)
     stack = [value]

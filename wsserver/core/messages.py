@@ -429,7 +429,7 @@ def _party_text(value: dict[str, Any]) -> str | bytes:
     try:
         return orjson.dumps(value).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _party_value(text: str | bytes) -> dict[str, Any]:

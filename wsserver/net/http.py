@@ -59,6 +59,7 @@ from wsserver.net.readiness import receive_raw
 from wsserver.ops.access import safe_path
 from wsserver.ops.logging import clean
 from wsserver.protocol.i18n import text
+from wsserver.protocol.jsonlimits import lone_surrogate
 
 __all__ = [
     "ConnectionGone",
@@ -436,7 +437,8 @@ def parse_plain_upgrade(data: bytes) -> RequestHead | None:
 
 def _dumps(data: object) -> bytes:
     """Compact UTF-8 JSON; raises on NaN/Infinity rather than emit invalid JSON."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "backslashreplace")  # a lone surrogate as its JSON escape
 
 
 def _reject_constant(name: str) -> object:
@@ -458,9 +460,13 @@ class HttpRequest:
     def json(self) -> object:
         """The body parsed as UTF-8 JSON; ``HttpError(400)`` otherwise."""
         try:
-            return json.loads(self.body.decode("utf-8"), parse_constant=_reject_constant)
+            text = self.body.decode("utf-8")
+            value = json.loads(text, parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise HttpError(400, "http_invalid_json") from None
+        if lone_surrogate(value, text=text):  # no reply or journal line could carry it
+            raise HttpError(400, "http_lone_surrogate")
+        return value
 
     def json_object(self) -> dict[str, object]:
         """The body as a JSON object; ``HttpError(400)`` when it is anything else."""

@@ -23,7 +23,7 @@ import orjson
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
-from wsserver.protocol.jsondepth import DEFAULT_MAX_DEPTH, too_deep
+from wsserver.protocol.jsonlimits import DEFAULT_MAX_DEPTH, lone_surrogate, too_deep
 
 
 def _reject_constant(name: str) -> Any:
@@ -133,7 +133,8 @@ class Inbound:
 def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
     """Parse one text frame into an `Inbound`.
 
-    Raises `ProtocolError` with `invalid_json` for text that is not JSON and
+    Raises `ProtocolError` with `invalid_json` for text that is not JSON (or
+    holds a lone surrogate, which no reply or journal line could carry) and
     `invalid_message` for JSON that is not an object with a string `type`, or
     that nests deeper than `max_depth` (`limits.max_json_depth`; SPEC 3).
     """
@@ -152,6 +153,8 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
     ):
         # before anything reads it: nothing may keep a value this deep (SPEC 3)
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "too_deep", limit=max_depth, id=_echoable_id(obj))
+    if "\\u" in frame and lone_surrogate(obj):  # only an escape can make one
+        raise ProtocolError(ErrorCode.INVALID_JSON, "lone_surrogate")
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "not_object")
     request_id = obj.get("id")

@@ -17,6 +17,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "token_refreshed": ("令牌已刷新", "token refreshed"),
     # message errors
     "invalid_json": ("无效的JSON", "invalid JSON"),
+    "lone_surrogate": ("字符串含有孤立的代理字符（不是有效的 Unicode）", "a string holds a lone surrogate (not valid Unicode)"),
     "not_object": ("消息必须是JSON对象", "a message must be a JSON object"),
     "too_deep": ("JSON嵌套层数过多（最多 {limit} 层）", "JSON nested too deep (at most {limit} levels)"),
     "missing_type": ("缺少消息类型 type", "missing message type"),
@@ -99,6 +100,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "http_invalid_json": ("请求体不是有效的JSON", "invalid JSON body"),
     "http_not_object": ("请求体必须是JSON对象", "JSON body must be an object"),
     "http_json_number": ("请求体中的数字超出范围", "invalid JSON body (number out of range)"),
+    "http_lone_surrogate": ("请求体的字符串含有孤立的代理字符（不是有效的 Unicode）", "invalid JSON body (a string holds a lone surrogate)"),
     "http_json_depth": ("请求体嵌套超过 {depth} 层", "invalid JSON body (nested deeper than {depth})"),
     "http_field_type": ("字段类型错误: {field}（应为 {expected}）", "invalid field: {field} (expected {expected})"),
     "http_field_empty": ("字段不能为空: {field}", "invalid field: {field} (must not be empty)"),

@@ -200,7 +200,8 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
         pass
     except RecursionError:  # nesting deeper than the walk goes (the stdlib's C encoder goes deeper)
         pass
-    return json.dumps(line, **_JSON_OPTIONS).encode("utf-8") + b"\n"
+    # a lone surrogate (from a token, say) as its JSON escape: the line stays UTF-8
+    return json.dumps(line, **_JSON_OPTIONS).encode("utf-8", "backslashreplace") + b"\n"
 
 
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})

@@ -450,7 +450,7 @@ class FileStorage(DurableNotifier):
                     # GIL between them (`json_chunks`), and the text is never
                     # held whole, nor its UTF-8 beside it
                     for piece in json_chunks(document):
-                        data = piece.encode("utf-8")
+                        data = piece.encode("utf-8", "backslashreplace")  # see encode_record
                         temp.write(data)
                         size += len(data)
                 except (TypeError, ValueError, RecursionError) as exc:
