@@ -96,6 +96,8 @@ def test_build_reports_what_it_bundled_with_size_and_sha256(linux_pyz: tuple[Pat
         assert env["entry_point"] == "wsserver.__main__:main"
         assert env["reproducible"] is True
         assert "site-packages/wsserver/wsserver.toml" in z.namelist()  # package data
+        for name in ("client.js", "client.mjs", "client-worker.js", "client.d.ts"):  # the browser client
+            assert f"site-packages/wsserver/static/{name}" in z.namelist()
         assert not [n for n in z.namelist() if n.endswith(".pyc") or "/bin/" in n]
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 

@@ -41,6 +41,7 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_strea
 
 from wsserver._version import __version__
 from wsserver.api.routes import install
+from wsserver.api.static import add_client_routes
 from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.hub import Hub, refusal_for
@@ -175,6 +176,7 @@ class Server:
         self._stop = trio.Event()
         self._no_api = Router()  # `/api/*` on the public listener when the API has its own
         self._add_health_routes(self.router)
+        add_client_routes(self.router)  # the browser client (public: browsers load it)
         if self.api_router is not self.router:
             self._add_health_routes(self.api_router)
         install(self)
