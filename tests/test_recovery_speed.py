@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsserver.config import load_config
-from wsserver.core.gcpause import gc_paused
 from wsserver.core.hub import Hub
 from wsserver.core.messages import MessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import journal as journal_mod
 from wsserver.storage.base import encode_record, json_chunks
+from wsserver.storage.gcpause import gc_paused
 
 # -- a data directory written by the previous version (made with its hub) ------------
 

@@ -35,7 +35,6 @@ from wsserver.auth import Identity
 from wsserver.core.codes import ActivationCodes
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
-from wsserver.core.gcpause import gc_paused
 from wsserver.core.migrate import STATE_VERSION, migrate
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
@@ -245,29 +244,28 @@ class Hub:
 
         `version` is the format they were written in; an older one is migrated
         first (`core.migrate`), and the caller then snapshots the result before
-        appending anything, so the journal never mixes formats.
-        The cyclic GC is paused meanwhile (`gc_paused`): nothing made here is garbage.
+        appending anything, so the journal never mixes formats. (The caller
+        pauses the cyclic GC meanwhile: nothing made here is garbage.)
         """
-        with gc_paused():
-            if version != STATE_VERSION:
-                state, records = migrate(state, records, version)
-            if state is not None:
-                for name, component in self.components.items():
-                    if name in state:
-                        component.load_state(state[name])
-                self.last_n = state.get("n", 0)
-            appliers = self.appliers
-            last_n = self.last_n
-            try:
-                for rec in records:
-                    appliers[rec["t"]](rec)
-                    n = rec.get("n", 0)
-                    if n > last_n:
-                        last_n = n
-            finally:
-                self.last_n = last_n
-                if isinstance(self.storage, InstantJournal):  # numbers go on after the restored ones
-                    self.storage.durable_upto = max(self.storage.durable_upto, last_n)
+        if version != STATE_VERSION:
+            state, records = migrate(state, records, version)
+        if state is not None:
+            for name, component in self.components.items():
+                if name in state:
+                    component.load_state(state[name])
+            self.last_n = state.get("n", 0)
+        appliers = self.appliers
+        last_n = self.last_n
+        try:
+            for rec in records:
+                appliers[rec["t"]](rec)
+                n = rec.get("n", 0)
+                if n > last_n:
+                    last_n = n
+        finally:
+            self.last_n = last_n
+            if isinstance(self.storage, InstantJournal):  # numbers go on after the restored ones
+                self.storage.durable_upto = max(self.storage.durable_upto, last_n)
 
     def snapshot_state(self) -> dict[str, Any]:
         """A detached copy of all durable state, for `storage.request_snapshot`."""

@@ -75,6 +75,7 @@ from wsserver.ops.systemd import Notifier
 from wsserver.protocol.handshake import response_101, upgrade_accept
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
+from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.journal import FileStorage
 
 log = logging.getLogger("wsserver.server")
@@ -294,7 +295,8 @@ class Server:
         before it leaves the old files as they were.
         """
         loaded = self.storage.load()  # StorageError stops start-up, files untouched
-        self.hub.restore(loaded.state, loaded.records, loaded.version)
+        with gc_paused():  # everything restored stays alive: no collection can free any
+            self.hub.restore(loaded.state, loaded.records, loaded.version)
         if loaded.state is None or loaded.version != STATE_VERSION:
             self._snapshot_now()
         log.info(
@@ -755,7 +757,7 @@ def tune_gc() -> None:
     many short-lived per-message objects rarer (they are mostly freed by
     reference counting anyway).
     """
-    # The loaded state is already in the oldest generation (`core.gcpause`):
+    # The loaded state is already in the oldest generation (`storage.gcpause`):
     # collect only the young ones, not the whole (possibly GB-sized) heap.
     gc.collect(1)
     gc.freeze()

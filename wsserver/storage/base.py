@@ -39,7 +39,7 @@ import attrs
 import orjson
 import trio
 
-from wsserver.core.migrate import STATE_VERSION
+from wsserver._version import STATE_VERSION
 
 __all__ = [
     "FSYNC_MODES",
@@ -81,7 +81,7 @@ class StorageError(Exception):
 class Loaded:
     """What `Storage.load` found: the snapshot state (None when there is none), the
     records after it in number order, the number the next `append` returns, and
-    the format of the state and records (`core.migrate.STATE_VERSION` when current)."""
+    the format of the state and records (`_version.STATE_VERSION` when current)."""
 
     state: dict[str, Any] | None
     records: list[dict[str, Any]]
