@@ -40,8 +40,8 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field
 
 if TYPE_CHECKING:
-    from wsserver.auth import Identity
     from wsserver.core.hub import Hub, Session
+    from wsserver.core.identity import Identity
 
 RECORD_TYPES = (
     "crm_accounts",

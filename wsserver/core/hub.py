@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from wsserver.auth import Identity
 from wsserver.core.codes import ActivationCodes
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
+from wsserver.core.identity import Identity
 from wsserver.core.migrate import STATE_VERSION, migrate
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
