@@ -32,6 +32,7 @@ from wsproto.events import (
 
 from wsserver.auth import mint_token
 from wsserver.config import Config, load_config
+from wsserver.core.hub import Hub
 from wsserver.net.server import Server
 
 
@@ -45,6 +46,12 @@ def make_config(tmp_path: Any, **overrides: Any) -> Config:
     }
     base.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config(None, env={}, overrides=base)
+
+
+def hub_of(server: Server) -> Hub:
+    """The hub a server's actor owns, for tests that look at its state: the one
+    place a test reaches past the actor's command door."""
+    return server.actor._hub
 
 
 def token(config: Config, ttl: float = 3600, **claims: Any) -> str:

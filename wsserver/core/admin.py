@@ -21,69 +21,32 @@ Invariants:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from wsserver._version import __version__
+from wsserver.core.commands import (
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    OnlineCount,
+    Publish,
+    PublishResult,
+    RoomList,
+    RoomMembers,
+    Stats,
+    Target,
+    WebsocketStats,
+)
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import encode, id_key
 
 if TYPE_CHECKING:
-    from wsserver.core.hub import Hub, RoomKey, Session
+    from wsserver.core.hub import Hub
+    from wsserver.core.session import RoomKey, Session
 
-__all__ = ["TYPE_NAME", "HubAdmin", "Publish", "PublishResult", "Target"]
-
-TYPE_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
-"""A message type a backend may publish (SPEC 4.5)."""
-
-
-@attrs.frozen
-class Target:
-    """Who a publish reaches: users, a group, a room of a group, or everyone.
-
-    Exactly one form is meant: `user_ids` (one or more users; `group_id` then
-    narrows to that group), `room` (in the group `group_id`; `None` is the
-    scope of connections without a group), `group_id` alone, or `everyone`.
-    `user_type`, when given, narrows any form to principals of that type.
-    """
-
-    user_ids: tuple[Any, ...] = ()
-    group_id: Any = None
-    room: str | None = None
-    everyone: bool = False
-    user_type: Any = None
-
-    @property
-    def kind(self) -> str:
-        """`"users"`, `"room"`, `"group"` or `"all"`."""
-        if self.user_ids:
-            return "users"
-        if self.room is not None:
-            return "room"
-        if self.everyone:
-            return "all"
-        return "group"
-
-
-@attrs.frozen
-class Publish:
-    """One message for a target; `persist` queues it for offline users."""
-
-    type: str
-    data: Any
-    target: Target
-    persist: bool = False
-
-
-@attrs.frozen
-class PublishResult:
-    """Connections that took the frame, and mailboxes it was queued in."""
-
-    delivered: int
-    queued: int
+__all__ = ["HubAdmin"]
 
 
 class HubAdmin:
@@ -166,13 +129,11 @@ class HubAdmin:
 
     # -- presence and devices --------------------------------------------------
 
-    def online_count(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> int:
+    def online_count(self, cmd: OnlineCount) -> int:
         """How many connections a user has (0 = offline)."""
-        return len(self.user_sessions(user_id, user_type, group_id))
+        return len(self.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id))
 
-    def devices(
-        self, user_id: Any, user_type: Any = None, group_id: Any = None
-    ) -> list[dict[str, Any]]:
+    def devices(self, cmd: Devices) -> list[dict[str, Any]]:
         """A user's connections, oldest first, as the device list of the API.
 
         Times are Unix milliseconds. `last_seen` is the last frame or pong from
@@ -181,7 +142,7 @@ class HubAdmin:
         """
         out = []
         for s in sorted(
-            self.user_sessions(user_id, user_type, group_id), key=lambda s: s.connected_at
+            self.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id), key=lambda s: s.connected_at
         ):
             ident = s.identity
             assert ident is not None
@@ -207,16 +168,7 @@ class HubAdmin:
             )
         return out
 
-    def kick(
-        self,
-        user_id: Any,
-        *,
-        device_id: str | None = None,
-        conn_id: str | None = None,
-        reason: str | None = None,
-        user_type: Any = None,
-        group_id: Any = None,
-    ) -> int:
+    def kick(self, cmd: Kick) -> int:
         """Send `kicked {reason}` to the matching connections of a user, then close
         them with 4003 once that frame is written, the same reason in the close
         frame (cut to its 123 bytes); returns how many.
@@ -227,14 +179,13 @@ class HubAdmin:
         online.
         """
         hub = self.hub
-        if reason is None:
-            reason = hub.text("kicked")
+        reason = hub.text("kicked") if cmd.reason is None else cmd.reason
         frame = encode("kicked", {"reason": reason}, hub.now_ms())
         n = 0
-        for s in self.user_sessions(user_id, user_type, group_id):
-            if device_id is not None and s.device_id != device_id:
+        for s in self.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id):
+            if cmd.device_id is not None and s.device_id != cmd.device_id:
                 continue
-            if conn_id is not None and s.conn_id != conn_id:
+            if cmd.conn_id is not None and s.conn_id != cmd.conn_id:
                 continue
             hub.send(s, frame)
             s.outlet.close_after_queued(CloseCode.KICKED, "kicked_reason", reason=reason)
@@ -244,8 +195,9 @@ class HubAdmin:
 
     # -- rooms -----------------------------------------------------------------
 
-    def rooms(self, group_id: Any = None) -> list[dict[str, Any]]:
+    def rooms(self, cmd: RoomList) -> list[dict[str, Any]]:
         """Rooms with members, of one group or (`None`) of every group."""
+        group_id = cmd.group_id
         out = []
         for (group, room), members in sorted(self.hub.rooms.items()):
             if group_id is not None and group != id_key(group_id):
@@ -260,17 +212,33 @@ class HubAdmin:
             )
         return out
 
-    def room_members(self, room: str, group_id: Any = None) -> list[dict[str, Any]]:
-        """A room's members, one entry per principal (empty for an unknown room)."""
-        return self.hub.members((id_key(group_id), room))
+    def room_members(self, cmd: RoomMembers) -> dict[str, Any]:
+        """`{room, group_id, members}`: a room's members, one entry per principal
+        (none for an unknown room); the group id as replies echo it (`Hub.group_id`)."""
+        key = id_key(cmd.group_id)
+        return {
+            "room": cmd.room,
+            "group_id": self.hub.group_id(key, cmd.group_id),
+            "members": self.hub.members((key, cmd.room)),
+        }
 
-    def group_id(self, group_id: Any) -> Any:
-        """A group id given by a request, as replies echo it (`Hub.group_id`)."""
-        return self.hub.group_id(id_key(group_id), group_id)
+    # -- the CRM -----------------------------------------------------------------
+
+    def group_stats(self, cmd: GroupStats) -> dict[str, Any]:
+        """A group's CRM counters (as in `group_stats_update`) with its `group_id`."""
+        hub = self.hub
+        key = cmd.group
+        return {"group_id": hub.group_id(key, key), **hub.crm.group_stats(key, hub.now_ms())}
+
+    def group_accounts(self, cmd: GroupAccounts) -> dict[str, Any]:
+        """`{group_id, accounts}`: a group's Line accounts."""
+        hub = self.hub
+        key = cmd.group
+        return {"group_id": hub.group_id(key, key), "accounts": hub.crm.accounts(key)}
 
     # -- stats -----------------------------------------------------------------
 
-    def websocket_stats(self) -> dict[str, Any]:
+    def websocket_stats(self, cmd: WebsocketStats | None = None) -> dict[str, Any]:
         """Seed 001's `{total_connections, connected_users}`: authenticated
         connections, and the online user ids as they came in the tokens."""
         users: dict[str, Any] = {}
@@ -283,7 +251,7 @@ class HubAdmin:
                 users.setdefault(id_key(ident.user_id), ident.user_id)
         return {"total_connections": total, "connected_users": list(users.values())}
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, cmd: Stats | None = None) -> dict[str, Any]:
         """Everything `GET /api/stats` and `/metrics` report about the hub."""
         hub = self.hub
         base = hub.stats()

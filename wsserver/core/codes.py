@@ -13,10 +13,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from wsserver.errors import CloseCode
 
 if TYPE_CHECKING:
-    from wsserver.core.hub import CodeRecord, Hub
+    from wsserver.core.hub import Hub
+
+
+@attrs.define(slots=True)
+class CodeRecord:
+    """An activation code: which group it opens, and whether it is enabled."""
+
+    code: str
+    group_id: Any
+    name: str = ""
+    enabled: bool = True
 
 
 class ActivationCodes:
@@ -29,8 +41,6 @@ class ActivationCodes:
 
     def rebuild(self) -> None:
         """Recompute `hub.codes` from the config and the overrides."""
-        from wsserver.core.hub import CodeRecord
-
         codes: dict[str, CodeRecord] = {
             c.code: CodeRecord(c.code, c.group_id, c.name, c.enabled) for c in self.hub.config.activation_codes
         }

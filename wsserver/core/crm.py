@@ -40,8 +40,9 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field
 
 if TYPE_CHECKING:
-    from wsserver.core.hub import Hub, Session
+    from wsserver.core.hub import Hub
     from wsserver.core.identity import Identity
+    from wsserver.core.session import Session
 
 RECORD_TYPES = (
     "crm_accounts",

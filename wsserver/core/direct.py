@@ -32,7 +32,8 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
 if TYPE_CHECKING:
-    from wsserver.core.hub import Handler, Hub, Session
+    from wsserver.core.hub import Hub
+    from wsserver.core.session import Handler, Session
 
 MAX_TEXT = 65536
 MAX_PAGE = 100  # history

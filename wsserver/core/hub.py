@@ -22,21 +22,51 @@ name another group.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import attrs
-
-from wsserver.core.codes import ActivationCodes
+from wsserver.core.admin import HubAdmin
+from wsserver.core.codes import ActivationCodes, CodeRecord
+from wsserver.core.commands import (
+    ROOM_NAME,
+    AddHandler,
+    Admit,
+    AfterCommit,
+    Authenticate,
+    CloseAll,
+    Command,
+    DeleteCode,
+    Devices,
+    Forget,
+    GroupAccounts,
+    GroupStats,
+    Handle,
+    Kick,
+    ListCodes,
+    Midnight,
+    NextMidnight,
+    OnlineCount,
+    Publish,
+    PutCode,
+    Reconfigure,
+    Release,
+    Restore,
+    RoomList,
+    RoomMembers,
+    Stats,
+    TakeSnapshot,
+    WebsocketStats,
+)
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
+from wsserver.core.host import HostRequest, Sender
 from wsserver.core.identity import Identity
 from wsserver.core.migrate import STATE_VERSION, migrate
-from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.core.session import Handler, Outlet, Principal, Refusal, RoomKey, Session
+from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 from wsserver.protocol.i18n import text
 
@@ -45,79 +75,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsserver.hub")
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+R = TypeVar("R")
+
 FANOUT_SOON = 32
 """A fan-out to at least this many sessions asks its outlets to deliver "soon":
 the network layer then writes the frames from one task, a moment later, and a
 connection that meanwhile gets more frames (the next publish) receives them in
 one write. Smaller deliveries (a user's own tabs, a direct message) go out at
 once."""
-
-RoomKey = tuple[str, str]  # (group key, room name)
-Principal = tuple[str, ...]  # ("user", type, id) or ("device", code)
-
-
-class Outlet(Protocol):
-    """Where a session's frames go. Implementations never block."""
-
-    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
-        """Queue one frame; False when the connection is closing or was just
-        closed for being too slow. `soon`: the frame is part of a large
-        fan-out, and the outlet may write it a moment later, joined with what
-        else it has for the same peer by then (`FANOUT_SOON`)."""
-
-    def close(self, code: int, reason: str, /, **params: object) -> None:
-        """Close now, dropping queued frames. `reason` is a catalogue key; its text,
-        filled with `params`, is the close frame's reason. The outlet also has the
-        hub forget its session (`Hub.close`) at once, in a later command."""
-
-    def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
-        """Close once the frames queued before this call are written (and have the
-        hub forget the session at once, as `close` does)."""
-
-
-@attrs.define(eq=False, slots=True)
-class Session:
-    """The registry's record of one connection."""
-
-    conn_id: str
-    outlet: Outlet
-    ip: str
-    user_agent: str
-    connected_at: float
-    identity: Identity | None = None
-    device_id: str | None = None
-    device_info: Any = None
-    rooms: set[RoomKey] = attrs.field(factory=set)
-
-    @property
-    def principal(self) -> Principal | None:
-        """The principal key, once authenticated."""
-        return None if self.identity is None else self.identity.principal
-
-
-@attrs.frozen
-class Refusal:
-    """Why a connection is not admitted: an HTTP status at the handshake, a
-    close code after a first-message auth, and the catalogue key saying why."""
-
-    status: int
-    close_code: int
-    key: str
-
-
-@attrs.define(slots=True)
-class CodeRecord:
-    """An activation code: which group it opens, and whether it is enabled."""
-
-    code: str
-    group_id: Any
-    name: str = ""
-    enabled: bool = True
-
-
-Handler = Callable[[Session, Inbound], None]
-
 
 class Journal(Protocol):
     """What the hub needs of durable storage (`wsserver.storage` implements it):
@@ -129,6 +94,9 @@ class Journal(Protocol):
 
     def append(self, record: dict[str, Any]) -> int:
         """Queue one record for writing; returns its number (never blocks)."""
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Queue a snapshot of `state`, which reflects the records up to `upto`."""
 
 
 class Component(Protocol):
@@ -150,6 +118,9 @@ class InstantJournal:
     def append(self, record: dict[str, Any]) -> int:
         self.durable_upto += 1
         return self.durable_upto
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Nothing to keep."""
 
 
 class Hub:
@@ -204,6 +175,113 @@ class Hub:
             "crm": self.crm,
             "activation_codes": self.activation_codes,
         }
+        self.admin = HubAdmin(self)
+        self.snapshot_n = -1  # the journal number of the last snapshot queued
+        admin = self.admin
+        codes = self.activation_codes
+        # The one door in (`execute`): each command class and the method that runs it.
+        self.commands: dict[type[Command[Any]], Callable[[Any], Any]] = {
+            Handle: self._handle,
+            Admit: self._admit,
+            Authenticate: self._authenticate,
+            Forget: self._forget,
+            CloseAll: self._close_all,
+            Release: self._release,
+            AfterCommit: self._after_commit,
+            TakeSnapshot: self._take_snapshot,
+            Restore: self._restore,
+            NextMidnight: self._next_midnight,
+            Midnight: self._midnight,
+            Reconfigure: self._reconfigure,
+            AddHandler: self._add_handler,
+            Publish: admin.publish,
+            Kick: admin.kick,
+            OnlineCount: admin.online_count,
+            Devices: admin.devices,
+            RoomList: admin.rooms,
+            RoomMembers: admin.room_members,
+            Stats: admin.stats,
+            WebsocketStats: admin.websocket_stats,
+            GroupStats: admin.group_stats,
+            GroupAccounts: admin.group_accounts,
+            ListCodes: lambda cmd: codes.listing(),
+            PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
+            DeleteCode: lambda cmd: codes.delete(cmd.code),
+        }
+        self._host = Sender(self.send, self.now_ms, admin.publish)
+
+    # -- commands ------------------------------------------------------------
+
+    def execute(self, command: Command[R]) -> R:
+        """Run one command (the actor's only way in) and return its answer."""
+        return self.commands[command.__class__](command)  # type: ignore[no-any-return]
+
+    def _admit(self, cmd: Admit) -> Refusal | Identity | None:
+        refusal = self.admit(cmd.outlet, cmd.conn_id, cmd.ip, cmd.user_agent, cmd.identity, cmd.device_id)
+        if refusal is not None:
+            return refusal
+        return self._settled(cmd.conn_id, cmd.identity)
+
+    def _authenticate(self, cmd: Authenticate) -> Refusal | Identity:
+        refusal = self.authenticate(cmd.conn_id, cmd.identity, cmd.device_id, cmd.device_info, cmd.request_id)
+        if refusal is not None:
+            return refusal
+        settled = self._settled(cmd.conn_id, cmd.identity)
+        assert settled is not None
+        return settled
+
+    def _settled(self, conn_id: str, given: Identity | None) -> Identity | None:
+        """The identity the hub settled on for an admitted connection (`given`
+        when it is already forgotten again)."""
+        session = self.sessions.get(conn_id)
+        return given if session is None else session.identity
+
+    def _forget(self, cmd: Forget) -> None:
+        self.close(cmd.conn_id)
+
+    def _close_all(self, cmd: CloseAll) -> None:
+        self.close_all(cmd.code, cmd.reason)
+
+    def _release(self, cmd: Release) -> None:
+        self.release()
+
+    def _after_commit(self, cmd: AfterCommit) -> None:
+        self.after_commit(cmd.callback)
+
+    def _take_snapshot(self, cmd: TakeSnapshot) -> int:
+        n = self.last_n
+        if cmd.if_changed and n == self.snapshot_n:
+            return n
+        self.storage.request_snapshot(self.snapshot_view(), n)
+        self.snapshot_n = n
+        return n
+
+    def _restore(self, cmd: Restore) -> int:
+        self.restore(cmd.state, cmd.records, cmd.version)
+        self.snapshot_n = self.last_n  # what was restored counts as taken
+        return self.last_n
+
+    def _next_midnight(self, cmd: NextMidnight) -> int:
+        return self.crm.ms_to_next_midnight(self.now_ms())
+
+    def _midnight(self, cmd: Midnight) -> None:
+        self.crm.midnight()
+
+    def _reconfigure(self, cmd: Reconfigure) -> int:
+        if cmd.on_switch is not None:
+            cmd.on_switch()
+        return self.reconfigure(cmd.config)
+
+    def _add_handler(self, cmd: AddHandler) -> None:
+        if cmd.type in self.handlers:
+            raise ValueError(f"message type {cmd.type!r} is already handled")
+        fn = cmd.fn
+        host = self._host
+
+        def handler(session: Session, msg: Inbound) -> None:
+            fn(HostRequest(host, session, msg))
+
+        self.handlers[cmd.type] = handler
 
     # -- durable state -------------------------------------------------------
 
@@ -533,6 +611,12 @@ class Hub:
 
     def handle(self, conn_id: str, msg: Inbound) -> None:
         """Route one authenticated client message. Errors go back to its sender only."""
+        self._handle(Handle(conn_id, msg))
+
+    def _handle(self, cmd: Handle) -> None:
+        """`Handle`: the per-message command, run straight from the command table."""
+        msg = cmd.msg
+        conn_id = cmd.conn_id
         session = self.sessions.get(conn_id)
         if session is None or session.identity is None:
             return
@@ -697,7 +781,3 @@ class Hub:
             "messages_out": self.messages_out,
         }
 
-
-def refusal_for(err: AuthError) -> Refusal:
-    """The refusal for credentials that did not verify."""
-    return Refusal(401, CloseCode.AUTH_FAILED, err.key)

@@ -3,7 +3,7 @@
 - the reader (`run`, the connection's only long-lived task): reads the socket,
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
   handles what concerns this connection only (heartbeat, ping, refresh,
-  first-message auth) and hands the rest to the registry actor.
+  first-message auth) and hands the rest to the hub actor (`Handle`).
 - writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
   goes through it, in order. A frame is written straight from `deliver()`
   when nothing is queued and the socket takes it (no scheduler trip);
@@ -26,7 +26,7 @@ writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame from the
 peer is answered with the same code; the hub forgets the connection as soon as
 the reader has it, before that answer is written.
 
-`deliver()`, called by the registry, never blocks: a full queue closes the
+`deliver()`, called by the hub actor, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
 `limits.send_queue` frames of memory and never slows anyone else; a peer
 that stops reading while little is sent to it is closed with 4008 by the
@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.auth import Identity
+from wsserver.core.commands import Authenticate, Handle
+from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
+from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastwrite import FrameWriter, raw_socket
 from wsserver.net.readiness import receive_raw
@@ -239,7 +241,7 @@ class Connection:
     def forget(self) -> None:
         """Have the hub forget this connection, once: when its close is decided, or
         when the reader ends (the peer closed or vanished), before any waiting on
-        the closing handshake. From inside the registry (a fan-out finding the
+        the closing handshake. From inside the hub actor (a fan-out finding the
         queue full) the command runs in the same batch, before the actor answers
         anyone else."""
         if not self._forgotten:
@@ -559,7 +561,7 @@ class Connection:
         return self._dispatch(msg)
 
     async def _on_message_async(self, msg: Inbound) -> bool:
-        """The slow path of `_on_message`: first-message auth, or a full registry
+        """The slow path of `_on_message`: first-message auth, or a full hub actor
         inbox. False when the connection is closing."""
         if self.identity is None:
             if not await self._first_message_auth(msg):
@@ -569,12 +571,12 @@ class Connection:
             msg = self._dispatch(msg)  # type: ignore[assignment]
             if msg is None:
                 return True
-        await self.server.registry.tell(self.server.hub.handle, self.conn_id, msg)
+        await self.server.actor.tell(Handle(self.conn_id, msg))
         return True
 
     def _dispatch(self, msg: Inbound) -> Inbound | None:
         """Handle or forward an authenticated message; returns it when the
-        registry's inbox is full (the caller waits for room)."""
+        hub actor's inbox is full (the caller waits for room)."""
         ident = self.identity
         assert ident is not None
         code = msg.activation_code
@@ -586,9 +588,8 @@ class Connection:
             return None
         mtype = msg.type
         if mtype not in LOCAL_TYPES:
-            server = self.server
             # no scheduler trip while the inbox has room
-            if not server.registry.tell_nowait(server.hub.handle, self.conn_id, msg):
+            if not self.server.actor.tell_nowait(Handle(self.conn_id, msg)):
                 return msg
             return None
         if mtype == "heartbeat":
@@ -669,17 +670,15 @@ class Connection:
             server.metrics.auth_failed(err.key)
             self._auth_failed(err, msg)
             return False
-        refusal = await server.registry.call(
-            server.hub.authenticate, self.conn_id, identity, device_id, device_info, msg.id
-        )
-        if refusal is not None:
-            if refusal.status == 401:  # an unknown or disabled activation code
-                server.credential_failed(self.ip, refusal.key)
-            code = ErrorCode.UNAUTHORIZED if refusal.status == 401 else ErrorCode.CONFLICT
-            self.send_error(ProtocolError(code, refusal.key), msg)
-            self.close_after_queued(refusal.close_code, refusal.key)
+        settled = await server.actor.call(Authenticate(self.conn_id, identity, device_id, device_info, msg.id))
+        if isinstance(settled, Refusal):
+            if settled.status == 401:  # an unknown or disabled activation code
+                server.credential_failed(self.ip, settled.key)
+            code = ErrorCode.UNAUTHORIZED if settled.status == 401 else ErrorCode.CONFLICT
+            self.send_error(ProtocolError(code, settled.key), msg)
+            self.close_after_queued(settled.close_code, settled.key)
             return False
-        self.identity = identity
+        self.identity = settled  # as the hub settled it (a desktop client's group)
         self.device_id = device_id
         # the timer's next deadline was the auth timeout's: the token's own
         # (its expiry warning, maybe due already) take over from now
