@@ -16,6 +16,7 @@ import pytest
 
 from wsserver.auth import Identity
 from wsserver.config import load_config
+from wsserver.core.commands import Authenticate
 from wsserver.core.hub import FANOUT_SOON, Hub, Refusal
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import decode
@@ -210,9 +211,10 @@ def test_activation_code_sets_the_codes_group_on_the_identity():
     outlet = FakeOutlet()
     hub.admit(outlet, "desk2", "10.0.0.2")
     ident = Identity(activation_code="DESK-2", group_id="forged")
-    assert hub.authenticate("desk2", ident) is None
-    assert ident.group_id == "2"
-    assert hub.sessions["desk2"].identity is ident
+    settled = hub.execute(Authenticate("desk2", ident))
+    assert isinstance(settled, Identity) and settled.group_id == "2"
+    assert hub.sessions["desk2"].identity is settled
+    assert ident.group_id == "forged"  # a value: what the connection presented is not changed
     assert outlet.last["data"]["group_id"] == "2"
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import attrs
+
 from wsserver.core.admin import HubAdmin
 from wsserver.core.codes import ActivationCodes, CodeRecord
 from wsserver.core.commands import (
@@ -490,7 +492,7 @@ class Hub:
                 return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_invalid")
             if not record.enabled:
                 return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_disabled")
-            identity.group_id = record.group_id
+            identity = attrs.evolve(identity, group_id=record.group_id)  # the code's group
         principal = identity.principal
         mine = self.principals.get(principal, {})
         limit = self.config.limits.max_connections_per_user

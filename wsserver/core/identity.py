@@ -2,6 +2,13 @@
 
 A value of the core (the hub keys sessions, principals and groups by it);
 `wsserver.auth` makes one from a verified token or an activation code.
+
+An `Identity` is frozen, so the hub's record of a session and the connection
+that presented it can share it without either changing what the other sees.
+What changes is kept where it changes: the token's expiry by the connection
+(a `refresh` moves it), a desktop client's group by the hub, which settles it
+from the activation code and answers the settled identity (`Admit`,
+`Authenticate`).
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ __all__ = ["ADMIN_ROLE", "Identity"]
 ADMIN_ROLE = "admin"
 
 
-@attrs.define(slots=True)
+@attrs.frozen
 class Identity:
     """The principal a connection authenticated as.
 
     JWT users have `user_id`; activation-code clients (seed 000 desktops) have
     `activation_code` and the code's group. `expires_at` (Unix seconds) is
-    refreshed by a `refresh` message; the rest never changes.
+    the token's as it was presented.
     """
 
     user_id: Any = None

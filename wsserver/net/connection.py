@@ -110,6 +110,7 @@ class Connection:
         "device_id",
         "echo",
         "eof",
+        "expires_at",
         "identity",
         "ip",
         "last_seen",
@@ -137,6 +138,8 @@ class Connection:
         self.conn_id = conn_id
         self.ip = ip
         self.identity = identity
+        # the token's expiry (Unix seconds): this connection's own, a refresh moves it
+        self.expires_at = None if identity is None else identity.expires_at
         self.device_id = device_id
         self.echo = echo
         self.send_queue = server.config.limits.send_queue
@@ -291,10 +294,10 @@ class Connection:
 
     def _expiry(self) -> float | None:
         """Token expiry on the trio clock, or None."""
-        ident = self.identity
-        if ident is None or ident.expires_at is None:
+        expires_at = self.expires_at
+        if expires_at is None:
             return None
-        return ident.expires_at - self._wall_offset
+        return expires_at - self._wall_offset
 
     # -- the timer (run by the server's Heartbeats task) -----------------------
 
@@ -338,8 +341,7 @@ class Connection:
             warn_at = expiry - TOKEN_WARN_BEFORE
             if now >= warn_at:
                 if not self._warned:
-                    assert self.identity is not None
-                    self.reply(None, "token_expiring", {"expires_at": int(self.identity.expires_at or 0)})
+                    self.reply(None, "token_expiring", {"expires_at": int(self.expires_at or 0)})
                     self._warned = True
             else:
                 self._warned = False  # a refresh moved the expiry
@@ -630,7 +632,7 @@ class Connection:
         except ProtocolError as err:
             self.send_error(err, msg)
             return
-        ident.expires_at = fresh.expires_at
+        self.expires_at = fresh.expires_at
         self.server.heartbeats.schedule(self, trio.current_time())  # new expiry deadlines
         self.reply(
             msg,
@@ -679,6 +681,7 @@ class Connection:
             self.close_after_queued(settled.close_code, settled.key)
             return False
         self.identity = settled  # as the hub settled it (a desktop client's group)
+        self.expires_at = settled.expires_at
         self.device_id = device_id
         # the timer's next deadline was the auth timeout's: the token's own
         # (its expiry warning, maybe due already) take over from now
