@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
-from wsserver.core.messages import MessageStore, RetentionPolicy, party
+from wsserver.core.message_store import MessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import journal as journal_mod
 from wsserver.storage.base import encode_record, json_chunks

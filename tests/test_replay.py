@@ -24,7 +24,7 @@ from tests.test_hub import NOW, FakeOutlet, send, user
 from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
-from wsserver.core.messages import MessageStore, RetentionPolicy
+from wsserver.core.message_store import MessageStore, RetentionPolicy
 
 DEDUP_S = 10
 TTL_S = 30

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
-from wsserver.core.messages import MessageStore, RetentionPolicy, message_size, party
+from wsserver.core.message_store import MessageStore, RetentionPolicy, message_size, party
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
+from wsserver.core.activation_codes import ActivationCodes, CodeRecord
 from wsserver.core.admin import HubAdmin
-from wsserver.core.codes import ActivationCodes, CodeRecord
 from wsserver.core.commands import (
     ROOM_NAME,
     AddHandler,

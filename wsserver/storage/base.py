@@ -246,7 +246,7 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK, _level: int = 0) -> Iterato
     that has it.
 
     A list whose class has a `json_item` function (a snapshot view's stored
-    messages, `core.messages.StoredMessages`) is encoded as the list of
+    messages, `core.message_store.StoredMessages`) is encoded as the list of
     `json_item(x)` of its items.
     """
     kind = type(value)
