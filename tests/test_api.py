@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed
 
 from tests.conftest import MemoryClient, http_request, make_config, token, ws_connect
 from wsserver.api.routes import ROUTES
-from wsserver.core.hub import FANOUT_SOON
+from wsserver.core.broker import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path
 from wsserver.protocol.i18n import text

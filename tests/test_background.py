@@ -149,7 +149,7 @@ async def test_a_failing_snapshot_is_reported_by_readyz_until_it_recovers_and_se
 ) -> None:
     server = await live_server(storage__snapshot_interval=0.05, api__keys=[API_KEY])
     signals = Signals(server, monkeypatch)
-    view = hub_of(server).snapshot_view
+    view = hub_of(server).commit.snapshot_view
     broken = [True]
 
     def snapshot_view() -> dict[str, Any]:
@@ -157,7 +157,7 @@ async def test_a_failing_snapshot_is_reported_by_readyz_until_it_recovers_and_se
             raise RuntimeError("the state cannot be copied")
         return view()
 
-    monkeypatch.setattr(hub_of(server), "snapshot_view", snapshot_view)
+    monkeypatch.setattr(hub_of(server).commit, "snapshot_view", snapshot_view)
     await server.actor.call(PutCode("NEWCODE1", 3, "", True))
     with trio.fail_after(5):
         await signals.failed.wait()

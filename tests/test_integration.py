@@ -97,7 +97,7 @@ async def test_first_message_auth_and_seed002_register(live_server: Any) -> None
         await ws.send_message(json.dumps(reg))
         msg = await recv(ws)
         assert msg["type"] == "connected" and msg["data"]["device_id"] == "device-uuid"
-        sessions = [s for s in hub_of(server).sessions.values() if s.device_id == "device-uuid"]
+        sessions = [s for s in hub_of(server).presence.sessions.values() if s.device_id == "device-uuid"]
         assert sessions and sessions[0].device_info["device_name"] == "iPhone 13"
 
 

@@ -98,7 +98,7 @@ async def test_a_desktop_clients_600_deep_customer_notes_are_refused_and_nothing
         await desk.send_message(json.dumps({"type": "heartbeat", "activation_code": CODE}))
         assert (await recv(desk))["type"] == "heartbeat_ack"  # the connection goes on
         assert hub_of(server).last_n == stored
-    assert hub_of(server).crm.groups["1"]["customers"] == {}
+    assert hub_of(server).crm.store.groups["1"]["customers"] == {}
     await server.actor.call(TakeSnapshot())  # the snapshot that crashed goes through
 
 
@@ -116,7 +116,7 @@ async def test_a_message_32_deep_is_stored_and_33_deep_is_refused(live_server: A
         assert (await recv(desk))["data"]["code"] == "invalid_message"
         await desk.send_message(customer_sync("ok", 30))
         assert (await recv(desk))["type"] == "customer_sync_received"
-    assert list(hub_of(server).crm.groups["1"]["customers"]) == ["ok"]
+    assert list(hub_of(server).crm.store.groups["1"]["customers"]) == ["ok"]
 
 
 async def test_the_first_message_is_checked_before_it_authenticates(live_server: Any) -> None:
@@ -126,7 +126,7 @@ async def test_the_first_message_is_checked_before_it_authenticates(live_server:
         deep_info = {"token": tok, "device_id": "d1", "device_info": {"os": nested(40)}}
         await ws.send_message(json.dumps({"type": "auth", "data": deep_info}))
         assert (await recv(ws))["data"]["code"] == "invalid_message"
-        assert hub_of(server).principals == {}  # not authenticated, nothing kept
+        assert hub_of(server).presence.principals == {}  # not authenticated, nothing kept
         await ws.send_message(json.dumps({"type": "auth", "data": {**deep_info, "device_info": {"os": "win"}}}))
         assert (await recv(ws))["type"] == "connected"
 
