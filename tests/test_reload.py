@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, hub_of, make_config, token, ws_connect
+from tests.conftest import http_request, hub_of, make_config, make_server, token, ws_connect
 from wsserver.config import Config, load_config
 from wsserver.net.server import Server
 from wsserver.ops.reload import LIVE_KEYS, RESTART_KEYS, _matches, flatten, plan_reload
@@ -47,7 +47,7 @@ async def file_server(path: Path, text: str) -> AsyncIterator[Server]:
     overrides = {"storage.dir": str(path.parent / "data")}
     config = load_config(path, env={}, overrides=overrides)
     async with trio.open_nursery() as nursery:
-        server = Server(config, config_path=path, overrides=overrides)
+        server = make_server(config, config_path=path, overrides=overrides)
         await nursery.start(server.serve)
         host, port = server.addresses[0]
         server.url = f"ws://{host}:{port}/ws"  # type: ignore[attr-defined]

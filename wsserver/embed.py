@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from wsserver.api.routes import parse_publish
+from wsserver.api.routes import install, parse_publish
 from wsserver.config import Config, load_config
 from wsserver.core.commands import AddHandler, AfterCommit, Publish, Stats
 from wsserver.net.connection import LOCAL_TYPES
@@ -42,7 +42,7 @@ from wsserver.net.server import Server, run_server
 from wsserver.protocol.jsonlimits import lone_surrogate, too_deep
 
 if TYPE_CHECKING:
-    from wsserver.core.host import HostRequest
+    from wsserver.core.commands import HostRequest
     from wsserver.core.identity import Identity
 
 __all__ = ["HostContext", "HostHandler", "HubHandle", "run", "serve"]
@@ -276,10 +276,19 @@ class HubHandle:
         self._server.stop()
 
 
+def install_http_api(server: Server) -> None:
+    """Install the HTTP API on `server`'s API router. Every entry point builds its
+    server so: the network layer does not know the API (`api` depends on `net`)."""
+    install(server, server.api_router)
+
+
 def _server_for(config: ConfigSource) -> Server:
     if isinstance(config, Config):
-        return Server(config)
-    return Server(load_config(config), config_path=config)
+        server = Server(config)
+    else:
+        server = Server(load_config(config), config_path=config)
+    install_http_api(server)
+    return server
 
 
 def _register(handle: HubHandle, handlers: Mapping[str, HostHandler] | None) -> None:
@@ -339,6 +348,7 @@ def run(config: ConfigSource, *, handlers: Mapping[str, HostHandler] | None = No
         cfg, path = load_config(config), config
 
     def setup(server: Server) -> None:
+        install_http_api(server)
         _register(HubHandle(server), handlers)
 
     return run_server(cfg, config_path=path, setup=setup)

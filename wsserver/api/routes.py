@@ -1,7 +1,8 @@
 """The HTTP API (SPEC 6): routes -> handlers -> hub commands.
 
-`install(server)` registers every route of `ROUTES` on `server.api_router`
-(the main listener, or the private `server.api_listen` one). The same table
+`install(host, router)` registers every route of `ROUTES` on `router` (the
+main listener's, or the private `server.api_listen` one's); `host` is what the
+API needs of its server (`api.host.ApiHost`). The entry points install it. The same table
 produces the OpenAPI description served at `/api/openapi.json`, so the two
 cannot drift apart.
 
@@ -25,12 +26,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from wsserver.api import seed001
 from wsserver.api.auth import authorize
-from wsserver.api.openapi import document
+from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     ROOM_NAME,
     TYPE_NAME,
@@ -54,6 +54,7 @@ from wsserver.net.http import (
     HttpError,
     HttpRequest,
     HttpResponse,
+    Router,
     json_reply,
     optional,
     require,
@@ -62,32 +63,11 @@ from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsserver.protocol.jsonlimits import too_deep
 
 if TYPE_CHECKING:
-    from wsserver.net.server import Server
+    from wsserver.api.host import ApiHost
 
 __all__ = ["ROUTES", "Api", "Route", "install", "parse_publish"]
 
 _ID = (str, int)
-
-
-@attrs.frozen
-class Route:
-    """One endpoint: how it is matched, who may call it, and how it is described.
-
-    `access` is `"admin"` (API credentials), `"open"`, or `"metrics"` (open
-    unless `metrics.require_auth`). `body` and `reply` name schemas of
-    `wsserver.api.openapi.SCHEMAS` (`reply` describes `data`); `query` lists
-    `(name, required, description)`.
-    """
-
-    method: str
-    path: str
-    handler: str
-    summary: str
-    tag: str
-    access: str = "admin"
-    body: str | None = None
-    query: tuple[tuple[str, bool, str], ...] = ()
-    reply: str | None = None
 
 
 _FILTERS = (
@@ -264,7 +244,7 @@ def parse_publish(body: dict[str, Any]) -> Publish:
 class Api:
     """The handlers of `ROUTES`, bound to one server."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ApiHost) -> None:
         self.server = server
         self.actor = server.actor
         self._openapi = json.dumps(document(ROUTES), ensure_ascii=False).encode()
@@ -462,9 +442,9 @@ class Api:
         return HttpResponse(200, self._openapi)
 
 
-def install(server: Server) -> Api:
-    """Register every route of `ROUTES` on `server.api_router`."""
-    api = Api(server)
+def install(host: ApiHost, router: Router) -> Api:
+    """Register every route of `ROUTES` on `router`, served for `host`."""
+    api = Api(host)
     for route in ROUTES:
-        server.api_router.add(route.method, route.path, api.guarded(route))
+        router.add(route.method, route.path, api.guarded(route))
     return api

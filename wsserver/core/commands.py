@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
 if TYPE_CHECKING:
     from wsserver.config import Config
-    from wsserver.core.host import HostRequest
     from wsserver.core.identity import Identity
     from wsserver.core.session import Outlet, Refusal  # noqa: F401 (in a string)
     from wsserver.protocol.envelope import Inbound
@@ -49,6 +48,7 @@ __all__ = [
     "GroupAccounts",
     "GroupStats",
     "Handle",
+    "HostRequest",
     "Kick",
     "ListCodes",
     "Midnight",
@@ -346,3 +346,42 @@ class DeleteCode(Command["int | None"]):
     """Remove an activation code; the connections closed, or None if unknown."""
 
     code: str
+
+
+class HostRequest(Protocol):
+    """A client message of a host-defined type, as an `AddHandler` function gets
+    it inside the actor (`core.host.Request` is the hub's): who sent it, and how
+    to answer. Valid only while the handler runs."""
+
+    @property
+    def type(self) -> str:
+        """The message type."""
+
+    @property
+    def id(self) -> Any:
+        """The request `id` the client sent, or None."""
+
+    @property
+    def data(self) -> Any:
+        """The message's `data`."""
+
+    @property
+    def conn_id(self) -> str:
+        """The sender's connection id."""
+
+    @property
+    def identity(self) -> Identity:
+        """The sender's identity."""
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole message object as the client sent it."""
+
+    def reply(self, type: str, data: Any = None) -> None:
+        """Send `{type, data}` to the sender's connection, echoing the request `id`."""
+
+    def error(self, message: str, *, code: str = "invalid_message", field: str | None = None) -> None:
+        """Answer with an `error` shaped like the hub's own; ValueError for an unknown `code`."""
+
+    def publish(self, publish: Publish) -> PublishResult:
+        """Publish as `POST /api/publish` does, from inside the handler."""

@@ -1,10 +1,11 @@
 """A client message of an embedding host's own type, as the hub hands it over.
 
 The host registers a handler with `AddHandler(type, fn)`; for each message of
-that type the hub calls `fn(HostRequest)` inside its actor, between two
-commands, like its own handlers. The request answers the sender and
-publishes through the hub's own paths; it is valid only while the handler
-runs. (`wsserver.embed.HostContext` wraps it for the host's code.)
+that type the hub calls `fn(request)` inside its actor, between two commands,
+like its own handlers. `Request` is the hub's `commands.HostRequest`: it
+answers the sender and publishes through the hub's own paths, and is valid
+only while the handler runs. (`wsserver.embed.HostContext` wraps it for the
+host's code.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from wsserver.core.session import Session
 from wsserver.errors import ErrorCode
 from wsserver.protocol.envelope import Inbound, encode
 
-__all__ = ["HostRequest", "Sender"]
+__all__ = ["Request", "Sender"]
 
 
 class Sender:
@@ -38,8 +39,8 @@ class Sender:
         self.publish = publish
 
 
-class HostRequest:
-    """One client message for a host handler: who sent it, and how to answer."""
+class Request:
+    """One client message for a host handler (a `commands.HostRequest`)."""
 
     __slots__ = ("_msg", "_sender", "_session")
 

@@ -80,7 +80,7 @@ from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
-from wsserver.core.host import HostRequest, Sender
+from wsserver.core.host import Request, Sender
 from wsserver.core.identity import Identity
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
@@ -221,7 +221,7 @@ class Hub:
         host = self._host
 
         def handler(session: Session, msg: Inbound) -> None:
-            fn(HostRequest(host, session, msg))
+            fn(Request(host, session, msg))
 
         self.handlers[cmd.type] = handler
 

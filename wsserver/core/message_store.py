@@ -379,7 +379,7 @@ class MemoryMessageStore:
         messages: they go as the store's own dicts (never changed in place) in a
         `StoredMessages` list, made JSON objects as they are encoded
         (`storage.base.json_chunks`). The hub's view of a million stored
-        messages takes ~84 ms instead of seconds of copying in the registry."""
+        messages takes ~84 ms instead of seconds of copying in the hub actor."""
         state = self._state_without_messages()
         state["messages"] = StoredMessages(self.messages.values())
         return state

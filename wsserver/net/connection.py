@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -75,8 +75,12 @@ from wsserver.protocol.frames import (
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
-    from wsserver.config import LimitsConfig
-    from wsserver.net.server import Server
+    from wsserver.auth import TokenVerifier
+    from wsserver.config import Config, LimitsConfig
+    from wsserver.net.actor import HubActor
+    from wsserver.net.fastwrite import Flusher
+    from wsserver.net.heartbeat import Heartbeats
+    from wsserver.ops.metrics import Metrics
 
 log = logging.getLogger("wsserver.connection")
 
@@ -87,6 +91,29 @@ RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
 MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
 FRAME_ERROR_KEYS = {1002: "protocol_error", 1007: "invalid_utf8", 1009: "message_too_big"}
+
+
+class ConnectionHost(Protocol):
+    """What a connection uses of its server (`net.server.Server`): the live
+    config and verifier (a reload swaps them), the shared tasks, the hub's
+    actor, and the failed-credentials throttle."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def verifier(self) -> TokenVerifier: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def flusher(self) -> Flusher: ...
+    @property
+    def heartbeats(self) -> Heartbeats: ...
+    @property
+    def actor(self) -> HubActor: ...
+    def auth_blocked(self, ip: str, via: str) -> bool: ...
+    def credential_failed(self, ip: str, reason: str) -> None: ...
+    def forget_connection(self, conn_id: str) -> None:
+        """Have the hub forget a connection (`Forget`), without waiting."""
 
 
 class Connection:
@@ -126,7 +153,7 @@ class Connection:
 
     def __init__(
         self,
-        server: Server,
+        server: ConnectionHost,
         conn_id: str,
         ip: str,
         *,
@@ -249,7 +276,7 @@ class Connection:
         anyone else."""
         if not self._forgotten:
             self._forgotten = True
-            self.server._closed(self.conn_id)
+            self.server.forget_connection(self.conn_id)
 
     @property
     def end_code(self) -> int:

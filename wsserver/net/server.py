@@ -40,7 +40,6 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from wsserver._version import STATE_VERSION, __version__
-from wsserver.api.routes import install
 from wsserver.auth import TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.commands import (
@@ -190,7 +189,8 @@ class Server:
         self._add_health_routes(self.router)
         if self.api_router is not self.router:
             self._add_health_routes(self.api_router)
-        install(self)
+        # The HTTP API (`wsserver.api`) is installed on `api_router` by whoever
+        # builds the server (the entry points: `wsserver.embed`, `__main__`).
 
     # -- routes --------------------------------------------------------------
 
@@ -672,10 +672,10 @@ class Server:
                 try:
                     await request.accept()
                 except ConnectionClosed:
-                    self._closed(conn.conn_id)
+                    self.forget_connection(conn.conn_id)
                     return None, b""
                 except BaseException:
-                    self._closed(conn.conn_id)
+                    self.forget_connection(conn.conn_id)
                     raise
                 self.metrics.handshake("accepted")
                 log.debug("open %s from %s", conn.conn_id, ip)
@@ -729,7 +729,7 @@ class Server:
         conn.identity = admitted  # as the hub settled it (a desktop client's group)
         return conn
 
-    def _closed(self, conn_id: str) -> None:
+    def forget_connection(self, conn_id: str) -> None:
         """Tell the hub a connection ended (never waits: the inbox has room for it
         or a spare task waits for room)."""
         forget = Forget(conn_id)
