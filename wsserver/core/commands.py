@@ -78,7 +78,7 @@ ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
 class Command(Generic[R_co]):
-    """Something the outside asks of the hub; `R` is its answer."""
+    """Something the outside asks of the hub; `R_co` is its answer."""
 
     __slots__ = ()
 
@@ -89,8 +89,9 @@ class Command(Generic[R_co]):
 class Handle(Command[None]):
     """Route one authenticated client message (the per-message command).
 
-    A plain slotted class, not attrs: it is built once per message, and attrs'
-    frozen `__init__` costs twice as much. Treat it as frozen."""
+    A plain slotted class, not attrs: it is built once per message, and a frozen
+    attrs class costs clearly more to build than the tuple this replaced, where
+    this one costs about the same. Treat it as frozen."""
 
     __slots__ = ("conn_id", "msg")
 
