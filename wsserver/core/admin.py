@@ -215,7 +215,7 @@ class HubAdmin:
 
     # -- stats -----------------------------------------------------------------
 
-    def websocket_stats(self, cmd: WebsocketStats | None = None) -> dict[str, Any]:
+    def websocket_stats(self, cmd: WebsocketStats) -> dict[str, Any]:
         """Seed 001's `{total_connections, connected_users}`: authenticated
         connections, and the online user ids as they came in the tokens."""
         users: dict[str, Any] = {}
@@ -228,7 +228,7 @@ class HubAdmin:
                 users.setdefault(id_key(ident.user_id), ident.user_id)
         return {"total_connections": total, "connected_users": list(users.values())}
 
-    def stats(self, cmd: Stats | None = None) -> dict[str, Any]:
+    def stats(self, cmd: Stats) -> dict[str, Any]:
         """Everything `GET /api/stats` and `/metrics` report about the hub."""
         base = self.counters()
         groups = {_group_key(s) for s in self.presence.authenticated()}
