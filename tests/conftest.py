@@ -32,6 +32,8 @@ from wsproto.events import (
 
 from wsserver.auth import mint_token
 from wsserver.config import Config, load_config
+from wsserver.core.hub import Hub
+from wsserver.embed import install_http_api
 from wsserver.net.server import Server
 
 
@@ -45,6 +47,19 @@ def make_config(tmp_path: Any, **overrides: Any) -> Config:
     }
     base.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config(None, env={}, overrides=base)
+
+
+def make_server(config: Config, **kwargs: Any) -> Server:
+    """A server as the entry points build it: with the HTTP API installed."""
+    server = Server(config, **kwargs)
+    install_http_api(server)
+    return server
+
+
+def hub_of(server: Server) -> Hub:
+    """The hub a server's actor owns, for tests that look at its state: the one
+    place a test reaches past the actor's command door."""
+    return server.actor._hub
 
 
 def token(config: Config, ttl: float = 3600, **claims: Any) -> str:
@@ -160,7 +175,7 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
 
         async def factory(**overrides: Any) -> Server:
             config = make_config(tmp_path, **overrides)
-            server = Server(config)
+            server = make_server(config)
             await server.start_core(nursery)
 
             async def connect(
@@ -194,7 +209,7 @@ async def live_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
 
         async def factory(**overrides: Any) -> Server:
             config = make_config(tmp_path, **overrides)
-            server: Server = await nursery.start(Server(config).serve)
+            server: Server = await nursery.start(make_server(config).serve)
             host, port = server.addresses[0]
             server.url = f"ws://{host}:{port}"  # type: ignore[attr-defined]
             server.http = f"http://{host}:{port}"  # type: ignore[attr-defined]

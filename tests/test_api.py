@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import MemoryClient, http_request, make_config, token, ws_connect
+from tests.conftest import MemoryClient, http_request, make_config, make_server, token, ws_connect
 from wsserver.api.routes import ROUTES
-from wsserver.core.hub import FANOUT_SOON
+from wsserver.core.broker import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path
 from wsserver.protocol.i18n import text
@@ -1017,7 +1017,7 @@ def server_in_thread(tmp_path: Any) -> Iterator[tuple[str, int]]:
     box: dict[str, Any] = {}
 
     async def main() -> None:
-        server: Server = await box["nursery"].start(Server(config).serve)
+        server: Server = await box["nursery"].start(make_server(config).serve)
         box["server"] = server
         box["token"] = trio.lowlevel.current_trio_token()
         started.set()

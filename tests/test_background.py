@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import http_request, token, ws_connect
+from tests.conftest import http_request, hub_of, token, ws_connect
+from wsserver.core.commands import PutCode
 from wsserver.ops.background import Background
 from wsserver.protocol.i18n import text
 
@@ -148,7 +149,7 @@ async def test_a_failing_snapshot_is_reported_by_readyz_until_it_recovers_and_se
 ) -> None:
     server = await live_server(storage__snapshot_interval=0.05, api__keys=[API_KEY])
     signals = Signals(server, monkeypatch)
-    view = server.hub.snapshot_view
+    view = hub_of(server).commit.snapshot_view
     broken = [True]
 
     def snapshot_view() -> dict[str, Any]:
@@ -156,8 +157,8 @@ async def test_a_failing_snapshot_is_reported_by_readyz_until_it_recovers_and_se
             raise RuntimeError("the state cannot be copied")
         return view()
 
-    monkeypatch.setattr(server.hub, "snapshot_view", snapshot_view)
-    await server.registry.call(server.hub.activation_codes.put, "NEWCODE1", 3, "", True)
+    monkeypatch.setattr(hub_of(server).commit, "snapshot_view", snapshot_view)
+    await server.actor.call(PutCode("NEWCODE1", 3, "", True))
     with trio.fail_after(5):
         await signals.failed.wait()
     assert await readyz(server) == (503, {

@@ -9,7 +9,7 @@ import pytest
 import trio
 from wsproto.events import CloseConnection, TextMessage
 
-from tests.conftest import MemoryClient, token
+from tests.conftest import MemoryClient, hub_of, token
 
 
 def bearer(t: str) -> list[tuple[str, str]]:
@@ -24,7 +24,7 @@ async def test_silent_client_is_closed_4000_after_heartbeat_timeout(memory_serve
     assert await client.closed() == 4000
     assert 59 <= trio.current_time() - start <= 62
     await trio.sleep(1)
-    assert server.hub.sessions == {}
+    assert hub_of(server).presence.sessions == {}
 
 
 async def test_client_answering_pings_stays_connected(memory_server: Any, autojump_clock: Any) -> None:
@@ -176,7 +176,7 @@ async def test_client_that_stops_reading_is_closed_4008_and_frees_its_memory(mem
     for _ in range(12):
         await slow.send({"type": "ping"})
     await trio.sleep(1)  # less than the close timeout: its close frame is not even written
-    assert list(server.hub.sessions) == [other_id]  # closed 4008: the hub forgot it at once
+    assert list(hub_of(server).presence.sessions) == [other_id]  # closed 4008: the hub forgot it at once
     # Now it reads: a few pongs, then the 4008 close, not all twelve pongs.
     pongs = 0
     while True:
@@ -191,7 +191,7 @@ async def test_client_that_stops_reading_is_closed_4008_and_frees_its_memory(mem
     await other.send({"type": "ping"})
     assert (await other.recv())["type"] == "pong"
     await trio.sleep(1)
-    assert len(server.hub.sessions) == 1
+    assert len(hub_of(server).presence.sessions) == 1
 
 
 async def test_client_that_never_reads_again_is_dropped_within_bounded_time(memory_server: Any, autojump_clock: Any) -> None:
@@ -201,7 +201,7 @@ async def test_client_that_never_reads_again_is_dropped_within_bounded_time(memo
     for _ in range(12):
         await slow.send({"type": "ping"})
     start = trio.current_time()
-    while server.hub.sessions:
+    while hub_of(server).presence.sessions:
         await trio.sleep(0.5)
     assert trio.current_time() - start <= 12  # send grace + close timeout
 
@@ -215,7 +215,7 @@ async def test_client_that_stops_reading_with_little_to_receive_is_closed_4008_a
     )
     slow = await server.connect(headers=bearer(token(server.config)), lockstep=True)
     await slow.recv_type("connected")
-    (session,) = server.hub.sessions.values()
+    (session,) = hub_of(server).presence.sessions.values()
     for _ in range(3):  # then it reads nothing: the pongs wait on it
         await slow.send({"type": "ping"})
     await trio.sleep(19.9)
@@ -241,6 +241,6 @@ async def test_slow_reader_that_keeps_reading_is_not_closed_by_the_write_timeout
         await slow.send({"type": "ping"})
         await trio.sleep(1.5)
         await slow.read_some()
-    assert len(server.hub.sessions) == 1
+    assert len(hub_of(server).presence.sessions) == 1
     while slow.events:
         assert isinstance(await slow.next_event(), TextMessage)

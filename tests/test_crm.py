@@ -169,7 +169,7 @@ def test_a_day_in_the_call_centre() -> None:
     send(hub, a2, "customer_sync", {"customer_id": "c-9", "phone": "123"})
     again = a2_out.last["data"]
     assert first["customer_db_id"] == again["customer_db_id"] and again["status"] == "processed"
-    assert hub.crm.groups["1"]["customers"]["c-9"] == {"customer_db_id": first["customer_db_id"], "name": "Wang", "phone": "123"}
+    assert hub.crm.store.groups["1"]["customers"]["c-9"] == {"customer_db_id": first["customer_db_id"], "name": "Wang", "phone": "123"}
     send(hub, a1, "follow_up_sync", {"customer_id": "c-9", "note": "call back"})
     f1 = a1_out.last["data"]["follow_up_id"]
     send(hub, a1, "follow_up_sync", {"customer_id": "c-9", "note": "done"})
@@ -257,9 +257,9 @@ def test_a_client_with_two_connections_keeps_its_accounts_online_until_the_last_
     second, _ = cc.desktop("A1")
     send(cc.hub, first, "sync_line_accounts", [{"line_account_id": "x", "online_status": "online"}])
     cc.hub.close(first)
-    assert cc.hub.crm.groups["1"]["accounts"]["x"]["online_status"] == "online"
+    assert cc.hub.crm.store.groups["1"]["accounts"]["x"]["online_status"] == "online"
     cc.hub.close(second)
-    assert cc.hub.crm.groups["1"]["accounts"]["x"]["online_status"] == "offline"
+    assert cc.hub.crm.store.groups["1"]["accounts"]["x"]["online_status"] == "offline"
 
 
 def test_offline_on_disconnect_can_be_turned_off() -> None:
@@ -267,7 +267,7 @@ def test_offline_on_disconnect_can_be_turned_off() -> None:
     a1, _ = cc.desktop("A1")
     send(cc.hub, a1, "sync_line_accounts", [{"line_account_id": "x", "online_status": "online"}])
     cc.hub.close(a1)
-    assert cc.hub.crm.groups["1"]["accounts"]["x"]["online_status"] == "online"
+    assert cc.hub.crm.store.groups["1"]["accounts"]["x"]["online_status"] == "online"
 
 
 def test_dashboards_get_the_group_id_as_it_came_when_its_code_is_gone() -> None:
@@ -323,7 +323,7 @@ def test_dashboards_cannot_send_desktop_messages() -> None:
     d1, out = cc.dashboard("boss", 1)
     send(cc.hub, d1, "sync_line_accounts", [{"line_account_id": "x"}])
     assert out.last["data"]["code"] == "forbidden"
-    assert cc.hub.crm.groups.get("1") is None
+    assert cc.hub.crm.store.groups.get("1") is None
 
 
 def test_replies_wait_for_the_journal() -> None:

@@ -1184,12 +1184,12 @@ def test_session_history_survives_a_restart_from_the_snapshot():
     )
 )
 def test_connections_of_is_the_principals_connections_in_that_group(steps: list[Any]) -> None:
-    """`connections_of` answers from DirectMessaging's own index; whatever the
+    """`Presence.connections_of` answers from its own index (`by_key`); whatever the
     sequence of connects and closes (tabs, the same user in two groups, ids as
     int and str, user types), it lists what the hub's principals hold for that
     group, in the same order."""
     hub = make()
-    direct = hub.direct
+    presence = hub.presence
     open_ids: list[str] = []
     for action, user_id, group, user_type, pick in steps:
         if action == "connect":
@@ -1200,10 +1200,10 @@ def test_connections_of_is_the_principals_connections_in_that_group(steps: list[
         for uid, g, utype in itertools.product(["1", "2"], ["1", "2"], ["", "staff"]):
             key = f"{g}|{utype}|{uid}"
             expected = [
-                s for s in hub.principals.get(("user", utype, uid), {}).values()
+                s for s in hub.presence.principals.get(("user", utype, uid), {}).values()
                 if s.identity is not None and s.identity.group_key == g
             ]  # fmt: skip
-            assert direct.connections_of(key) == expected, (key, steps)
+            assert presence.connections_of(key) == expected, (key, steps)
     for conn_id in open_ids:
         hub.close(conn_id)
-    assert direct._live == {}  # nothing kept for connections that are gone
+    assert presence.by_key == {}  # nothing kept for connections that are gone

@@ -12,7 +12,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from tests.conftest import http_request, token
+from tests.conftest import http_request, hub_of, token
 from wsserver.protocol.handshake import accept_value, response_101, upgrade_accept
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -97,7 +97,7 @@ async def test_malformed_upgrades_get_trio_websockets_answer_and_nothing_breaks(
         server.addresses[0], "GET", f"/ws?token={token(server.config)}", headers=UPGRADE + extra
     )
     assert 400 <= status < 500
-    assert not server.hub.sessions
+    assert not hub_of(server).presence.sessions
     # and a good client right after is served
     host, port = server.addresses[0]
     stream = await trio.open_tcp_stream(host, port)

@@ -16,7 +16,10 @@ import pytest
 
 from wsserver.auth import Identity
 from wsserver.config import load_config
-from wsserver.core.hub import FANOUT_SOON, Hub, Refusal
+from wsserver.core.broker import FANOUT_SOON
+from wsserver.core.commands import Authenticate
+from wsserver.core.hub import Hub
+from wsserver.core.session import Refusal
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import decode
 
@@ -210,9 +213,10 @@ def test_activation_code_sets_the_codes_group_on_the_identity():
     outlet = FakeOutlet()
     hub.admit(outlet, "desk2", "10.0.0.2")
     ident = Identity(activation_code="DESK-2", group_id="forged")
-    assert hub.authenticate("desk2", ident) is None
-    assert ident.group_id == "2"
-    assert hub.sessions["desk2"].identity is ident
+    settled = hub.execute(Authenticate("desk2", ident))
+    assert isinstance(settled, Identity) and settled.group_id == "2"
+    assert hub.presence.sessions["desk2"].identity is settled
+    assert ident.group_id == "forged"  # a value: what the connection presented is not changed
     assert outlet.last["data"]["group_id"] == "2"
 
 
@@ -223,7 +227,7 @@ def test_unknown_activation_code_is_refused_with_401():
     refusal = hub.authenticate("bad", Identity(activation_code="NOPE"))
     assert refusal == Refusal(401, CloseCode.AUTH_FAILED, "activation_code_invalid")
     assert outlet.frames == []
-    assert hub.principals == {}
+    assert hub.presence.principals == {}
 
 
 def test_disabled_activation_code_is_refused_as_disabled():
@@ -238,7 +242,7 @@ def test_refused_handshake_identity_leaves_nothing_behind():
     outlet = FakeOutlet()
     refusal = hub.admit(outlet, "gone", "10.0.0.9", identity=Identity(activation_code="NOPE"))
     assert refusal is not None and refusal.status == 401
-    assert hub.sessions == {} and hub.per_ip == {} and hub.principals == {}
+    assert hub.presence.sessions == {} and hub.presence.per_ip == {} and hub.presence.principals == {}
 
 
 # --- connection limits ----------------------------------------------------------------
@@ -250,7 +254,7 @@ def test_connection_over_the_total_limit_is_refused_with_503():
     assert hub.admit(FakeOutlet(), "b", "10.0.0.2", identity=user("b")) is None
     refusal = hub.admit(FakeOutlet(), "c", "10.0.0.3", identity=user("c"))
     assert refusal == Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
-    assert set(hub.sessions) == {"a", "b"}
+    assert set(hub.presence.sessions) == {"a", "b"}
 
 
 def test_unauthenticated_connections_do_not_count_against_the_total_limit():
@@ -267,7 +271,7 @@ def test_unauthenticated_connections_do_not_count_against_the_total_limit():
     assert hub.authenticate("idle0", user("c")) == Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
     hub.close(b_id)
     assert hub.authenticate("idle0", user("c")) is None
-    assert hub.stats()["pending_connections"] == hub.unauthenticated == 9
+    assert hub.stats()["pending_connections"] == hub.presence.unauthenticated == 9
 
 
 def test_unauthenticated_connections_over_max_pending_are_refused_with_503_users_still_get_in():
@@ -282,14 +286,14 @@ def test_unauthenticated_connections_over_max_pending_are_refused_with_503_users
     assert hub.admit(FakeOutlet(), "p3", "10.0.0.1") is None
     hub.close("p2")
     hub.close("p3")
-    assert hub.unauthenticated == 0 == hub.stats()["pending_connections"]
+    assert hub.presence.unauthenticated == 0 == hub.stats()["pending_connections"]
 
 
 def test_a_refused_handshake_identity_leaves_no_pending_connection_behind():
     hub = make_hub(**{"limits.max_pending": 1})
     refusal = hub.admit(FakeOutlet(), "bad", "10.0.0.1", identity=Identity(activation_code="NOPE"))
     assert refusal is not None and refusal.status == 401
-    assert hub.unauthenticated == 0
+    assert hub.presence.unauthenticated == 0
     assert hub.admit(FakeOutlet(), "p", "10.0.0.1") is None
 
 
@@ -301,7 +305,7 @@ def test_connection_over_the_per_ip_limit_is_refused_with_429():
     assert refusal is not None
     assert (refusal.status, refusal.key) == (429, "too_many_ip_connections")
     assert hub.admit(FakeOutlet(), "d", "10.0.0.2") is None
-    assert hub.per_ip == {"10.0.0.1": 2, "10.0.0.2": 1}
+    assert hub.presence.per_ip == {"10.0.0.1": 2, "10.0.0.2": 1}
 
 
 def test_closing_a_connection_makes_room_under_the_per_ip_limit():
@@ -323,8 +327,8 @@ def test_new_tab_over_the_per_user_limit_replaces_the_oldest_with_4004():
     assert first_out.closed == [(CloseCode.REPLACED, "replaced")]
     assert second_out.closed == []
     assert third_out.frames[0]["type"] == "connected"
-    assert first not in hub.sessions
-    assert set(hub.principals[("user", "", "u1")]) == {second, "third"}
+    assert first not in hub.presence.sessions
+    assert set(hub.presence.principals[("user", "", "u1")]) == {second, "third"}
 
 
 def test_replaced_tab_leaves_its_rooms():
@@ -338,7 +342,7 @@ def test_replaced_tab_leaves_its_rooms():
     connect(hub, user("u1"))
 
     assert [c for c, _ in old_out.closed] == [CloseCode.REPLACED]
-    assert [m["user_id"] for m in hub.members(("1", "lobby"))] == ["u2"]
+    assert [m["user_id"] for m in hub.rooms.members(("1", "lobby"))] == ["u2"]
     assert other_out.of_type("user_left")[0]["data"]["user_id"] == "u1"
 
 
@@ -349,7 +353,7 @@ def test_new_tab_over_the_per_user_limit_is_refused_with_429_under_reject():
     refusal = hub.authenticate("second", user("u1"))
     assert refusal == Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
     assert first_out.closed == []
-    assert set(hub.principals[("user", "", "u1")]) == {first}
+    assert set(hub.presence.principals[("user", "", "u1")]) == {first}
 
 
 def test_per_user_limit_does_not_count_other_users():
@@ -364,15 +368,15 @@ def test_closing_frees_rooms_principals_and_ip_counts_and_is_idempotent():
     hub = make_hub()
     conn, outlet = connect(hub, user("u1"), ip="10.9.9.9")
     join(hub, conn, "lobby", outlet)
-    assert hub.rooms and hub.principals and hub.per_ip
+    assert hub.presence.rooms and hub.presence.principals and hub.presence.per_ip
 
     hub.close(conn)
     hub.close(conn)
 
-    assert hub.sessions == {}
-    assert hub.rooms == {}
-    assert hub.principals == {}
-    assert hub.per_ip == {}
+    assert hub.presence.sessions == {}
+    assert hub.presence.rooms == {}
+    assert hub.presence.principals == {}
+    assert hub.presence.per_ip == {}
 
 
 def test_closing_one_tab_keeps_the_principal_and_its_other_tab():
@@ -380,8 +384,8 @@ def test_closing_one_tab_keeps_the_principal_and_its_other_tab():
     tab1, _ = connect(hub, user("u1"))
     tab2, _ = connect(hub, user("u1"))
     hub.close(tab1)
-    assert set(hub.principals[("user", "", "u1")]) == {tab2}
-    assert hub.per_ip == {"10.0.0.1": 1}
+    assert set(hub.presence.principals[("user", "", "u1")]) == {tab2}
+    assert hub.presence.per_ip == {"10.0.0.1": 1}
 
 
 def test_closing_a_room_member_tells_the_others_user_left():
@@ -438,7 +442,7 @@ def test_bad_message_is_answered_only_to_its_sender():
     send(hub, a, "join_room", {"room": "bad room"})
     assert error_of(a_out)["data"]["code"] == "invalid_message"
     assert b_out.frames == []
-    assert hub.sessions[a].outlet is a_out and a_out.closed == []
+    assert hub.presence.sessions[a].outlet is a_out and a_out.closed == []
 
 
 def test_messages_of_an_unauthenticated_connection_are_ignored():
@@ -447,7 +451,7 @@ def test_messages_of_an_unauthenticated_connection_are_ignored():
     hub.admit(outlet, "anon", "10.0.0.1")
     send(hub, "anon", "join_room", "lobby")
     assert outlet.frames == []
-    assert hub.rooms == {}
+    assert hub.presence.rooms == {}
 
 
 # --- rooms ----------------------------------------------------------------------------
@@ -509,7 +513,7 @@ def test_invalid_room_name_is_invalid_message_naming_room(data: Any):
     assert err["data"]["code"] == "invalid_message"
     assert err["data"]["field"] == "room"
     assert err["data"]["ref"] == "join_room"
-    assert hub.rooms == {}
+    assert hub.presence.rooms == {}
 
 
 def test_joiner_is_listed_with_existing_members():
@@ -569,7 +573,7 @@ def test_leaving_with_another_tab_still_in_the_room_sends_no_user_left():
 
     assert a_out.frames == []
     assert b1_out.last["type"] == "room_left"
-    members = hub.members(("1", "lobby"))
+    members = hub.rooms.members(("1", "lobby"))
     assert {m["user_id"]: m["connections"] for m in members} == {"a": 1, "b": 1}
 
 
@@ -601,8 +605,8 @@ def test_last_member_leaving_removes_the_room():
     a, a_out = connect(hub, user("a"))
     join(hub, a, "lobby", a_out)
     send(hub, a, "leave_room", "lobby")
-    assert hub.rooms == {}
-    assert hub.sessions[a].rooms == set()
+    assert hub.presence.rooms == {}
+    assert hub.presence.sessions[a].rooms == set()
 
 
 def test_leaving_a_room_not_joined_is_not_found():
@@ -613,7 +617,7 @@ def test_leaving_a_room_not_joined_is_not_found():
     send(hub, a, "leave_room", "lobby")
     err = error_of(a_out)
     assert err["data"] == {"code": "not_found", "ref": "leave_room", "field": "room"}
-    assert [m["user_id"] for m in hub.members(("1", "lobby"))] == ["b"]
+    assert [m["user_id"] for m in hub.rooms.members(("1", "lobby"))] == ["b"]
 
 
 def test_room_message_reaches_every_other_member_connection_including_own_other_tab():
@@ -740,7 +744,7 @@ def test_naming_another_group_is_forbidden_for_a_non_admin():
         err = error_of(a_out)
         assert err["data"] == {"code": "forbidden", "ref": mtype, "field": "group_id"}
     assert g2_out.frames == []
-    assert [m["user_id"] for m in hub.members(("2", "lobby"))] == ["c"]
+    assert [m["user_id"] for m in hub.rooms.members(("2", "lobby"))] == ["c"]
 
 
 def test_naming_ones_own_group_is_allowed_in_either_id_form():
@@ -748,7 +752,7 @@ def test_naming_ones_own_group_is_allowed_in_either_id_form():
     a, a_out = connect(hub, user("a", group_id=1))
     reply = join(hub, a, "lobby", a_out, group_id="1")
     assert reply["data"]["room"] == "lobby"
-    assert ("1", "lobby") in hub.rooms
+    assert ("1", "lobby") in hub.presence.rooms
 
 
 def test_admin_may_join_and_talk_in_another_groups_room():
@@ -764,7 +768,7 @@ def test_admin_may_join_and_talk_in_another_groups_room():
     assert sorted(m["user_id"] for m in reply["data"]["members"]) == ["c", "root"]
     assert [f["type"] for f in c_out.frames] == ["user_joined", "room_message"]
     assert c_out.frames[1]["data"]["text"] == "hello g2"
-    assert ("1", "lobby") not in hub.rooms
+    assert ("1", "lobby") not in hub.presence.rooms
 
 
 def test_rooms_allow_patterns_restrict_joins():
@@ -775,7 +779,7 @@ def test_rooms_allow_patterns_restrict_joins():
     send(hub, a, "join_room", "secret")
     err = error_of(a_out)
     assert err["data"] == {"code": "forbidden", "ref": "join_room", "field": "room"}
-    assert ("1", "secret") not in hub.rooms
+    assert ("1", "secret") not in hub.presence.rooms
 
 
 def test_rooms_allow_patterns_apply_to_admins_too():
@@ -811,7 +815,7 @@ def test_too_many_rooms_on_one_connection_is_a_conflict():
     send(hub, a, "join_room", "r3")
     err = error_of(a_out)
     assert err["data"] == {"code": "conflict", "ref": "join_room", "field": "room"}
-    assert len(hub.sessions[a].rooms) == 2
+    assert len(hub.presence.sessions[a].rooms) == 2
     # another connection has its own allowance
     b, b_out = connect(hub, user("b"))
     join(hub, b, "r3", b_out)
@@ -826,7 +830,7 @@ def test_full_room_refuses_one_more_member_with_conflict():
     join(hub, b, "lobby", b_out)
     send(hub, c, "join_room", "lobby")
     assert error_of(c_out)["data"]["code"] == "conflict"
-    assert len(hub.rooms[("1", "lobby")]) == 2
+    assert len(hub.presence.rooms[("1", "lobby")]) == 2
     send(hub, b, "leave_room", "lobby")
     join(hub, c, "lobby", c_out)
 
@@ -874,7 +878,7 @@ def test_desktop_clients_cannot_use_rooms(mtype: str):
     err = error_of(desk_out)
     assert err["data"]["code"] == "forbidden"
     assert err["data"]["field"] == "room"
-    assert hub.rooms == {}
+    assert hub.presence.rooms == {}
 
 
 def test_no_user_joined_or_user_left_when_presence_events_are_off():
@@ -923,9 +927,9 @@ def test_group_index_follows_connections():
     a, _ = connect(hub, user("u1", group_id=1))
     b, _ = connect(hub, user("u2", group_id="1"))
     c, _ = connect(hub, user("u3", group_id=2))
-    assert set(hub.by_group["1"]) == {a, b} and set(hub.by_group["2"]) == {c}
+    assert set(hub.presence.by_group["1"]) == {a, b} and set(hub.presence.by_group["2"]) == {c}
     hub.close(a)
     hub.close(c)
-    assert set(hub.by_group["1"]) == {b} and "2" not in hub.by_group
+    assert set(hub.presence.by_group["1"]) == {b} and "2" not in hub.presence.by_group
     hub.close(b)
-    assert hub.by_group == {}
+    assert hub.presence.by_group == {}

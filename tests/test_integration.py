@@ -12,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, token, ws_connect
+from tests.conftest import http_request, hub_of, token, ws_connect
 
 CODE = "HG66OP88"
 CODES = [{"code": CODE, "group_id": 1, "name": "desk"}, {"code": "OFF00001", "group_id": 2, "enabled": False}]
@@ -97,7 +97,7 @@ async def test_first_message_auth_and_seed002_register(live_server: Any) -> None
         await ws.send_message(json.dumps(reg))
         msg = await recv(ws)
         assert msg["type"] == "connected" and msg["data"]["device_id"] == "device-uuid"
-        sessions = [s for s in server.hub.sessions.values() if s.device_id == "device-uuid"]
+        sessions = [s for s in hub_of(server).presence.sessions.values() if s.device_id == "device-uuid"]
         assert sessions and sessions[0].device_info["device_name"] == "iPhone 13"
 
 

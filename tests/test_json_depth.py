@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import http_request, make_config, token, ws_connect
+from tests.conftest import http_request, hub_of, make_config, token, ws_connect
 from tests.test_process import CODE as PROCESS_CODE
 from tests.test_process import SECRET, write_config
+from wsserver.core.commands import TakeSnapshot
 from wsserver.embed import HubHandle
 from wsserver.protocol.i18n import text
 from wsserver.protocol.jsonlimits import too_deep
@@ -83,7 +84,7 @@ async def test_a_desktop_clients_600_deep_customer_notes_are_refused_and_nothing
         }))  # fmt: skip
         assert (await recv(desk))["type"] == "auth_success"
         assert (await recv(desk))["type"] == "sync_result"
-        stored = server.hub.last_n
+        stored = hub_of(server).last_n
         attack = json.dumps({
             "type": "customer_sync", "activation_code": CODE, "id": "c-1",
             "data": {"customer_id": "cust_1", "notes": nested(600)},
@@ -96,9 +97,9 @@ async def test_a_desktop_clients_600_deep_customer_notes_are_refused_and_nothing
         assert error["error"] == "JSON嵌套层数过多（最多 32 层）"
         await desk.send_message(json.dumps({"type": "heartbeat", "activation_code": CODE}))
         assert (await recv(desk))["type"] == "heartbeat_ack"  # the connection goes on
-        assert server.hub.last_n == stored
-    assert server.hub.crm.groups["1"]["customers"] == {}
-    await server.registry.call(server._snapshot_now)  # the snapshot that crashed goes through
+        assert hub_of(server).last_n == stored
+    assert hub_of(server).crm.store.groups["1"]["customers"] == {}
+    await server.actor.call(TakeSnapshot())  # the snapshot that crashed goes through
 
 
 async def test_a_message_32_deep_is_stored_and_33_deep_is_refused(live_server: Any) -> None:
@@ -115,7 +116,7 @@ async def test_a_message_32_deep_is_stored_and_33_deep_is_refused(live_server: A
         assert (await recv(desk))["data"]["code"] == "invalid_message"
         await desk.send_message(customer_sync("ok", 30))
         assert (await recv(desk))["type"] == "customer_sync_received"
-    assert list(server.hub.crm.groups["1"]["customers"]) == ["ok"]
+    assert list(hub_of(server).crm.store.groups["1"]["customers"]) == ["ok"]
 
 
 async def test_the_first_message_is_checked_before_it_authenticates(live_server: Any) -> None:
@@ -125,7 +126,7 @@ async def test_the_first_message_is_checked_before_it_authenticates(live_server:
         deep_info = {"token": tok, "device_id": "d1", "device_info": {"os": nested(40)}}
         await ws.send_message(json.dumps({"type": "auth", "data": deep_info}))
         assert (await recv(ws))["data"]["code"] == "invalid_message"
-        assert server.hub.principals == {}  # not authenticated, nothing kept
+        assert hub_of(server).presence.principals == {}  # not authenticated, nothing kept
         await ws.send_message(json.dumps({"type": "auth", "data": {**deep_info, "device_info": {"os": "win"}}}))
         assert (await recv(ws))["type"] == "connected"
 

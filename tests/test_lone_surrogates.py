@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from tests.conftest import http_request, token, ws_connect
+from wsserver.core.commands import TakeSnapshot
 from wsserver.embed import HubHandle
 from wsserver.protocol.jsonlimits import lone_surrogate
 from wsserver.storage.base import encode_record
@@ -65,7 +66,7 @@ async def test_a_message_with_a_lone_surrogate_is_invalid_json_and_nothing_is_st
         await desk.send_message('{"type":"follow_up_sync","id":"f2","data":{"customer_id":"c1","note":"\\ud83d\\ude00"}}')
         reply = await recv(desk)
         assert reply["type"] == "follow_up_sync_received" and reply["id"] == "f2"
-    await server.registry.call(server._snapshot_now)
+    await server.actor.call(TakeSnapshot())
     path = Path(server.config.storage.dir) / "snapshot.json"
     with trio.fail_after(5):  # the storage's writer writes it
         while not (follow_ups := _follow_ups(path)):

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from tests.conftest import make_config, token, ws_connect
+from tests.conftest import make_config, make_server, token, ws_connect
 from tests.test_api import API_KEY, call
 from tests.test_direct import (
     ALICE,
@@ -103,7 +103,7 @@ async def _send(server: Server, text: str) -> dict[str, Any]:
 async def test_over_the_quota_a_send_is_rate_limited_and_it_stays_so_after_a_restart(tmp_path: Any) -> None:
     config = make_config(tmp_path, **{**QUOTA, "api.keys": [API_KEY]})
     for run in range(2):
-        server = Server(config)
+        server = make_server(config)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             if run == 0:

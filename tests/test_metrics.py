@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import http_request, token, ws_connect
 from tests.test_api import API_KEY, call, client, close_code, ok, recv
+from wsserver.embed import HubHandle
 from wsserver.ops.metrics import MAX_TYPE_LABELS, Metrics, frame_type
 
 FAMILIES = {
@@ -125,7 +126,7 @@ async def test_metrics_can_require_api_credentials(live_server: Any) -> None:
 
 async def test_client_invented_message_types_count_as_unknown(live_server: Any) -> None:
     server = await live_server()
-    server.hub.handlers["order_placed"] = lambda session, msg: None  # as a host's hub.on()
+    HubHandle(server).add_handler("order_placed", lambda ctx, data: None)  # as a host's hub.on()
     async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as ws:
         await recv(ws)
         for mtype in ("ping", "order_placed", "x-junk-1", "x-junk-2", "join_room"):

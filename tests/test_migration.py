@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from tests.conftest import make_config, token, ws_connect
+from tests.conftest import hub_of, make_config, token, ws_connect
 from wsserver.core.keys import SYSTEM, conversation_key, dedup_key, principal_key, push_key
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.net.server import Server
@@ -105,7 +105,7 @@ def test_format_1_state_is_rekeyed_for_the_principals_the_old_server_read(tmp_pa
     write_v1_dir(tmp_path)
     server = Server(make_config(tmp_path, **{"storage.fsync": "never"}))
     server.load_state()
-    store = server.hub.direct.store
+    store = hub_of(server).direct.store
     assert [(m["from_key"], m["to_key"]) for m in store.messages.values()] == [
         (MALLORY, TARGET), (SYSTEM, ANY_U7), (BOSS, STAR_U7), (MALLORY, TARGET)
     ]
@@ -126,7 +126,7 @@ async def test_a_crash_before_the_first_snapshot_leaves_the_format_1_files_to_mi
     snapshot, journal = write_v1_dir(tmp_path)
     server = Server(make_config(tmp_path, **{"storage.fsync": "never"}))
     server.load_state()  # migrates, and queues the format-2 snapshot first
-    assert server.hub.direct.persist_push(None, None, "late", "notice", {})  # appended after it
+    assert hub_of(server).direct.persist_push(None, None, "late", "notice", {})  # appended after it
     server.storage.write_now()  # the inline write never passes the snapshot
     assert (tmp_path / "snapshot.json").read_bytes() == snapshot
     assert (tmp_path / "journal.jsonl").read_bytes() == journal
@@ -147,7 +147,7 @@ async def test_a_new_directory_is_format_2_from_the_start_even_after_a_crash(tmp
     # a crash before the snapshot is written: an empty journal, no snapshot
     loaded = FileStorage(tmp_path).load()
     assert (loaded.state, loaded.records, loaded.version) == (None, [], 2)
-    server.hub.direct.persist_push(None, None, "u", "notice", {})
+    hub_of(server).direct.persist_push(None, None, "u", "notice", {})
     await server.storage.close()
     assert json.loads((tmp_path / "snapshot.json").read_bytes())["version"] == 2
     assert FileStorage(tmp_path).load().version == 2

@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsserver.config import load_config
-from wsserver.core.gcpause import gc_paused
 from wsserver.core.hub import Hub
-from wsserver.core.messages import MessageStore, RetentionPolicy, party
+from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import journal as journal_mod
 from wsserver.storage.base import encode_record, json_chunks
+from wsserver.storage.gcpause import gc_paused
 
 # -- a data directory written by the previous version (made with its hub) ------------
 
@@ -547,7 +547,7 @@ def _msg(mid: int, time: int, cmid: str | None, session: Any = None) -> dict[str
 
 
 def test_dedup_keeps_the_window_in_time_order_and_a_retry_moves_to_the_end() -> None:
-    store = MessageStore(RetentionPolicy(dedup_window_ms=1000, history_limit=0))
+    store = MemoryMessageStore(RetentionPolicy(dedup_window_ms=1000, history_limit=0))
     for i in range(1, 5001):
         store.apply(_msg(i, i * 10, f"c{i}"))
     # within 1000 ms of the last (time 50000): times 49000..50000, ids 4900..5000
@@ -557,19 +557,19 @@ def test_dedup_keeps_the_window_in_time_order_and_a_retry_moves_to_the_end() -> 
     assert store.dedup["1||1|c4950"] == (5001, 50_005, 5001)
     assert next(iter(store.dedup)) == "1||1|c4901"  # c4900 (49000) fell out of the window
     assert len(store.dedup) == 100
-    again = MessageStore.from_state(_json(store.to_state()), store.policy)
+    again = MemoryMessageStore.from_state(_json(store.to_state()), store.policy)
     assert isinstance(again.dedup, OrderedDict)
     assert list(again.dedup.items()) == list(store.dedup.items())
 
 
 def test_restored_sessions_list_ids_ascending_whatever_the_snapshot_order() -> None:
-    store = MessageStore(RetentionPolicy(history_limit=0))
+    store = MemoryMessageStore(RetentionPolicy(history_limit=0))
     for i, sid in enumerate(["a", 7, None, "a", "7", "b"], start=1):
         store.apply(_msg(i, i, None, sid))
     assert store.by_session == {"a": [1, 4], "7": [2, 5], "b": [6]}
     state = _json(store.to_state())
     state["messages"].reverse()
-    again = MessageStore.from_state(state, store.policy)
+    again = MemoryMessageStore.from_state(state, store.policy)
     assert again.by_session == store.by_session
     assert list(again.messages) == [6, 5, 4, 3, 2, 1]  # the snapshot's order, as before
 
@@ -587,7 +587,7 @@ def _message_record(sender: Any = "a") -> dict[str, Any]:
 def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
     """A stored message holds only plain values (its parties as JSON text), so
     the GC never tracks it; snapshots still write its parties as objects."""
-    store = MessageStore(policy=RetentionPolicy())
+    store = MemoryMessageStore(policy=RetentionPolicy())
     rec = _message_record()
     store.apply(rec)
     # not tracked from the start: CPython untracks dicts only in full collections,
@@ -595,7 +595,7 @@ def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
     assert not gc.is_tracked(store.messages[1])
     state = store.to_state()
     assert state["messages"][0]["from"] == rec["from"] and state["messages"][0]["to"] == rec["to"]
-    again = MessageStore.from_state(json.loads(json.dumps(state)), RetentionPolicy())
+    again = MemoryMessageStore.from_state(json.loads(json.dumps(state)), RetentionPolicy())
     assert again.to_state() == state
     assert party(again.messages[1], "to") == rec["to"]
 
@@ -603,7 +603,7 @@ def test_stored_messages_leave_the_cyclic_gc_and_snapshot_as_objects() -> None:
 def test_stored_parties_keep_integers_over_64_bits_exact() -> None:
     """orjson refuses integers over 64 bits (and would read them back as floats):
     such a party is kept as the stdlib encoder's text and comes back exact."""
-    store = MessageStore(policy=RetentionPolicy())
+    store = MemoryMessageStore(policy=RetentionPolicy())
     big = 2**70 + 1
     rec = _message_record(big)
     store.apply(rec)
@@ -615,7 +615,7 @@ def test_stored_parties_keep_integers_over_64_bits_exact() -> None:
 def test_a_stored_message_keeps_no_more_memory_than_its_content_needs() -> None:
     """orjson 3.13 hands out its output in a ~4 KiB allocation whatever its
     length: keeping those bytes cost 8 KB per stored message (two parties)."""
-    store = MessageStore(policy=RetentionPolicy())
+    store = MemoryMessageStore(policy=RetentionPolicy())
     records = []
     for i in range(1, 1001):
         rec = _message_record(f"user-{i}")
@@ -639,10 +639,10 @@ def _view_json(view: dict[str, Any]) -> Any:
 def test_a_snapshot_view_encodes_as_the_detached_snapshot_does() -> None:
     """Messages stored at run time (parties as text, one beyond 64 bits), restored
     from a snapshot (parties as objects), and with a changed status."""
-    old = MessageStore(policy=RetentionPolicy())
+    old = MemoryMessageStore(policy=RetentionPolicy())
     first = _message_record("restored")
     old.apply(first)
-    store = MessageStore.from_state(_json(old.to_state()), RetentionPolicy())
+    store = MemoryMessageStore.from_state(_json(old.to_state()), RetentionPolicy())
     for i, sender in enumerate(["a", 2**70 + 1, "c"], start=2):
         rec = _message_record(sender)
         rec["id"] = rec["seq"] = i
@@ -655,7 +655,7 @@ def test_a_snapshot_view_encodes_as_the_detached_snapshot_does() -> None:
 def test_a_status_change_after_the_view_is_taken_does_not_reach_it() -> None:
     """The snapshot must show the state at its record number: a later status
     change stores a new dict and leaves the one the view holds alone."""
-    store = MessageStore(policy=RetentionPolicy())
+    store = MemoryMessageStore(policy=RetentionPolicy())
     rec = _message_record()
     store.apply(rec)
     store.apply({"t": "box", "id": 1})

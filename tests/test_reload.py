@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, make_config, token, ws_connect
+from tests.conftest import http_request, hub_of, make_config, make_server, token, ws_connect
 from wsserver.config import Config, load_config
 from wsserver.net.server import Server
 from wsserver.ops.reload import LIVE_KEYS, RESTART_KEYS, _matches, flatten, plan_reload
@@ -47,7 +47,7 @@ async def file_server(path: Path, text: str) -> AsyncIterator[Server]:
     overrides = {"storage.dir": str(path.parent / "data")}
     config = load_config(path, env={}, overrides=overrides)
     async with trio.open_nursery() as nursery:
-        server = Server(config, config_path=path, overrides=overrides)
+        server = make_server(config, config_path=path, overrides=overrides)
         await nursery.start(server.serve)
         host, port = server.addresses[0]
         server.url = f"ws://{host}:{port}/ws"  # type: ignore[attr-defined]
@@ -159,7 +159,7 @@ async def test_reload_changes_the_rate_limit_of_open_connections(tmp_path: Path)
                 "limits.burst",
                 "limits.messages_per_second",
             )
-            assert server.config.limits.burst == 2 and server.hub.config is server.config
+            assert server.config.limits.burst == 2 and hub_of(server).config is server.config
             # burst 2: two pass, the third is dropped (a second drop in a row would close 4029)
             assert await pings(ws, 3) == ["pong", "pong", "error"]
 
@@ -228,7 +228,7 @@ async def test_reload_of_a_broken_file_keeps_the_running_config(
             with caplog.at_level(logging.ERROR, logger="wsserver"):
                 caplog.clear()
                 assert await server.reload() is None
-            assert server.config is running and server.hub.config is running
+            assert server.config is running and hub_of(server).config is running
             assert "reload failed, keeping the running configuration" in caplog.text
             assert why in caplog.text
         async with ws_connect(f"{server.url}?token={user_token(tmp_path)}") as ws:

@@ -24,7 +24,7 @@ from tests.test_hub import NOW, FakeOutlet, send, user
 from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
-from wsserver.core.messages import MessageStore, RetentionPolicy
+from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy
 
 DEDUP_S = 10
 TTL_S = 30
@@ -307,7 +307,7 @@ def test_a_restored_hub_goes_on_exactly_like_the_original(
 
 def test_replayed_status_records_never_move_a_message_back():
     """`apply()` alone keeps statuses monotonic, whatever order receipts were journaled in."""
-    store = MessageStore(RetentionPolicy())
+    store = MemoryMessageStore(RetentionPolicy())
     store.apply(
         {
             "t": "msg",

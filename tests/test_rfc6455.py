@@ -15,7 +15,7 @@ import pytest
 import trio
 from wsproto.events import CloseConnection, Pong, TextMessage
 
-from tests.conftest import MemoryClient, token
+from tests.conftest import MemoryClient, hub_of, token
 from tests.test_frames import client_frame
 
 CODE = "HG66OP88"
@@ -114,7 +114,7 @@ async def test_client_close_is_echoed_then_the_server_ends_tcp(
     assert await tcp_closed(client)
     await client.stream.aclose()
     with trio.fail_after(5):
-        while server.hub.sessions:
+        while hub_of(server).presence.sessions:
             await trio.sleep(0.02)
 
 
@@ -122,8 +122,8 @@ async def test_server_close_waits_for_the_clients_close_frame(live_server: Any) 
     server = await live_server()
     client = await connect(server)
     # the hub closes the connection (as a kick would)
-    conn_id = next(iter(server.hub.sessions))
-    await server.registry.call(lambda: server.hub.sessions[conn_id].outlet.close(4003, "kicked"))
+    conn_id = next(iter(hub_of(server).presence.sessions))
+    hub_of(server).presence.sessions[conn_id].outlet.close(4003, "kicked")
     event = await next_of(client, CloseConnection)  # MemoryClient answers the close
     assert event.code == 4003
     assert await tcp_closed(client)

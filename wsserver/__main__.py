@@ -58,10 +58,13 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args, overrides)
     if config is None:
         return 2
+    from wsserver.embed import install_http_api
     from wsserver.net.server import run_server
 
     # The path and the flags are kept so that SIGHUP can read the file again.
-    return int(run_server(config, config_path=_config_path(args), overrides=overrides))
+    return int(
+        run_server(config, config_path=_config_path(args), overrides=overrides, setup=install_http_api)
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:

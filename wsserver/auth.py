@@ -1,4 +1,5 @@
-"""Who a connection is: JWT verification, activation codes, credentials from a handshake.
+"""Who a connection is: JWT verification, activation codes, credentials from a handshake
+(the `Identity` they yield is a core value, `core.identity`).
 
 Invariants:
 - `none` is never accepted, whatever the configuration says; a token whose
@@ -28,8 +29,8 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 from jwt.warnings import InsecureKeyLengthWarning
 
+from wsserver.core.identity import Identity
 from wsserver.errors import AuthError
-from wsserver.protocol.envelope import id_key
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -41,53 +42,6 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 KEY_ALGORITHMS = frozenset({"RS256", "ES256"})
 _HMAC_HASHES = {"HS256": HMACAlgorithm.SHA256, "HS384": HMACAlgorithm.SHA384, "HS512": HMACAlgorithm.SHA512}
 SECRET_FILE = "jwt_secret"
-
-ADMIN_ROLE = "admin"
-
-
-@attrs.define(slots=True)
-class Identity:
-    """The principal a connection authenticated as.
-
-    JWT users have `user_id`; activation-code clients (seed 000 desktops) have
-    `activation_code` and the code's group. `expires_at` (Unix seconds) is
-    refreshed by a `refresh` message; the rest never changes.
-    """
-
-    user_id: Any = None
-    user_type: Any = None
-    username: str | None = None
-    group_id: Any = None
-    role: str | None = None
-    rooms: tuple[str, ...] | None = None
-    expires_at: float | None = None
-    activation_code: str | None = None
-
-    @property
-    def is_device(self) -> bool:
-        """True for an activation-code (desktop client) connection."""
-        return self.activation_code is not None
-
-    @property
-    def is_admin(self) -> bool:
-        """Admin rights come from the `role: "admin"` claim only."""
-        return self.role == ADMIN_ROLE
-
-    @property
-    def principal(self) -> tuple[str, ...]:
-        """The key that groups a principal's connections (tabs, devices).
-
-        Users and desktop clients have keys of different shapes, so no token
-        can ever name the principal of an activation code.
-        """
-        if self.activation_code is not None:
-            return ("device", self.activation_code)
-        return ("user", id_key(self.user_type), id_key(self.user_id))
-
-    @property
-    def group_key(self) -> str:
-        """The group id in its comparison form ("" for no group)."""
-        return id_key(self.group_id)
 
 
 @attrs.frozen

@@ -7,13 +7,13 @@
 
 `serve()` is for a host that runs trio, `run()` for one that does not (it blocks
 like `wsserver serve`). The `HubHandle` publishes exactly as `POST /api/publish`
-does (same validation, `HubAdmin.publish` in the registry actor, a `persist`
+does (same validation, a `Publish` command to the hub actor, a `persist`
 publish answered once durable) and registers handlers for the host's own
-client message types.
+client message types (`AddHandler`).
 
 Invariants:
 
-- Host handlers run inside the registry actor, like the built-in ones: they
+- Host handlers run inside the hub actor, like the built-in ones: they
   must not block, and they see the hub between two commands. An exception in
   one answers its sender with `internal` and is logged; the hub goes on.
 - Built-in message types cannot be overridden, and a type nobody handles still
@@ -33,20 +33,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from wsserver.api.routes import parse_publish
+from wsserver.api.routes import install, parse_publish
+from wsserver.api.static import add_client_routes
 from wsserver.config import Config, load_config
-from wsserver.core.admin import HubAdmin, Publish
-from wsserver.errors import ErrorCode
+from wsserver.core.commands import AddHandler, AfterCommit, Publish, Stats
 from wsserver.net.connection import LOCAL_TYPES
 from wsserver.net.http import HttpError
 from wsserver.net.server import Server, run_server
-from wsserver.protocol.envelope import encode
 from wsserver.protocol.jsonlimits import lone_surrogate, too_deep
 
 if TYPE_CHECKING:
-    from wsserver.auth import Identity
-    from wsserver.core.hub import Session
-    from wsserver.protocol.envelope import Inbound
+    from wsserver.core.commands import HostRequest
+    from wsserver.core.identity import Identity
 
 __all__ = ["HostContext", "HostHandler", "HubHandle", "run", "serve"]
 
@@ -108,59 +106,50 @@ def _publish_request(
 class HostContext:
     """A client message as a host handler sees it: who sent it, and how to answer.
 
-    Valid only while the handler runs (inside the registry actor).
+    Valid only while the handler runs (inside the hub actor).
     """
 
-    __slots__ = ("_handle", "_msg", "_session")
+    __slots__ = ("_request", "_server")
 
-    def __init__(self, handle: HubHandle, session: Session, msg: Inbound) -> None:
-        self._handle = handle
-        self._session = session
-        self._msg = msg
+    def __init__(self, server: Server, request: HostRequest) -> None:
+        self._server = server
+        self._request = request
 
     @property
     def type(self) -> str:
         """The message type."""
-        return self._msg.type
+        return self._request.type
 
     @property
     def id(self) -> Any:
         """The request `id` the client sent (echoed by `reply` and `error`), or None."""
-        return self._msg.id
+        return self._request.id
 
     @property
     def conn_id(self) -> str:
         """The sender's connection id."""
-        return self._session.conn_id
+        return self._request.conn_id
 
     @property
     def identity(self) -> Identity:
         """The sender: `user_id`, `user_type`, `group_id`, `username`, `role`, or
         `activation_code` for a desktop client."""
-        assert self._session.identity is not None
-        return self._session.identity
+        return self._request.identity
 
     @property
     def raw(self) -> dict[str, Any]:
         """The whole message object as the client sent it."""
-        return self._msg.raw
+        return self._request.raw
 
     def reply(self, type: str, data: Any = None) -> None:
         """Send `{type, data}` to the sender's connection, echoing the request `id`."""
-        self._handle._server.hub.reply(self._session, self._msg, type, data)
+        self._request.reply(type, data)
 
     def error(
         self, message: str, *, code: str = "invalid_message", field: str | None = None
     ) -> None:
         """Answer with an `error` shaped like the hub's own (`data.code`, `data.ref`, `data.field`)."""
-        data: dict[str, Any] = {"code": str(ErrorCode(code)), "ref": self._msg.type}
-        if field is not None:
-            data["field"] = field
-        hub = self._handle._server.hub
-        frame = encode(
-            "error", data, hub.now_ms(), request_id=self._msg.id, extra={"error": message}
-        )
-        hub.send(self._session, frame)
+        self._request.error(message, code=code, field=field)
 
     def publish(
         self,
@@ -178,11 +167,11 @@ class HostContext:
         """Publish like `HubHandle.publish`, from inside the handler; returns at once
         (a `persist` push becomes durable shortly after)."""
         publish = _publish_request(
-            type, data, max_depth=self._handle._server.config.limits.max_json_depth,
+            type, data, max_depth=self._server.config.limits.max_json_depth,
             user_id=user_id, user_ids=user_ids, group_id=group_id,
             room=room, all=all, user_type=user_type, persist=persist,
         )  # fmt: skip
-        result = self._handle._admin.publish(publish)
+        result = self._request.publish(publish)
         return {"delivered": result.delivered, "queued": result.queued}
 
 
@@ -191,7 +180,6 @@ class HubHandle:
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        self._admin = HubAdmin(server.hub)
 
     @property
     def server(self) -> Server:
@@ -238,17 +226,17 @@ class HubHandle:
             user_id=user_id, user_ids=user_ids, group_id=group_id,
             room=room, all=all, user_type=user_type, persist=persist,
         )  # fmt: skip
-        registry = self._server.registry
-        result = await registry.call(self._admin.publish, publish)
+        actor = self._server.actor
+        result = await actor.call(publish)
         if result.queued:
             durable = trio.Event()
-            await registry.call(self._server.hub.after_commit, durable.set)
+            await actor.call(AfterCommit(durable.set))
             await durable.wait()
         return {"delivered": result.delivered, "queued": result.queued}
 
     async def stats(self) -> dict[str, Any]:
         """The hub's statistics, as `GET /api/stats` reports them."""
-        return await self._server.registry.call(self._admin.stats)
+        return await self._server.actor.call(Stats())
 
     def add_handler(self, message_type: str, fn: HostHandler) -> None:
         """Handle client messages of `message_type` with `fn(ctx, data)`.
@@ -262,18 +250,18 @@ class HubHandle:
             raise ValueError(
                 f"invalid message type {message_type!r} (letters, digits, _.:-; 64 at most)"
             )
-        hub = self._server.hub
-        if message_type in LOCAL_TYPES or message_type in hub.handlers:
+        if message_type in LOCAL_TYPES:
             raise ValueError(f"message type {message_type!r} is already handled")
         if inspect.iscoroutinefunction(fn) or not callable(fn):
             raise TypeError("a host handler is a plain function fn(ctx, data) that does not block")
+        server = self._server
 
-        def handler(session: Session, msg: Inbound) -> None:
-            fn(HostContext(self, session, msg), msg.data)
+        def handler(request: HostRequest) -> None:
+            fn(HostContext(server, request), request.data)
 
-        # Set from the host's task, not through the registry: trio runs one task at a
-        # time, so the actor sees the table before or after, never half-changed.
-        hub.handlers[message_type] = handler
+        # At once, from the host's task (also before the hub runs): the hub refuses
+        # a type it already handles (ValueError).
+        server.actor.execute_now(AddHandler(message_type, handler))
 
     def on(self, message_type: str) -> Callable[[F], F]:
         """Decorator form of `add_handler`: `@hub.on("order_placed")`."""
@@ -289,10 +277,21 @@ class HubHandle:
         self._server.stop()
 
 
+def install_http_api(server: Server) -> None:
+    """Install the HTTP API on `server`'s API router, and the browser client's
+    files on its public one. Every entry point builds its server so: the
+    network layer does not know the API (`api` depends on `net`)."""
+    install(server, server.api_router)
+    add_client_routes(server.router)  # the browser client (public: browsers load it)
+
+
 def _server_for(config: ConfigSource) -> Server:
     if isinstance(config, Config):
-        return Server(config)
-    return Server(load_config(config), config_path=config)
+        server = Server(config)
+    else:
+        server = Server(load_config(config), config_path=config)
+    install_http_api(server)
+    return server
 
 
 def _register(handle: HubHandle, handlers: Mapping[str, HostHandler] | None) -> None:
@@ -352,6 +351,7 @@ def run(config: ConfigSource, *, handlers: Mapping[str, HostHandler] | None = No
         cfg, path = load_config(config), config
 
     def setup(server: Server) -> None:
+        install_http_api(server)
         _register(HubHandle(server), handlers)
 
     return run_server(cfg, config_path=path, setup=setup)

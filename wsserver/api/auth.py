@@ -10,7 +10,7 @@ Credentials, in the order they are tried:
 No credentials, a wrong key or a token that does not verify is 401 (with
 `WWW-Authenticate: Bearer`); a valid token without the admin role is 403.
 A wrong key or token counts as a failed credential of the client IP, and an IP
-with too many of late gets 429 whatever it presents (`Server.auth_blocked`),
+with too many of late gets 429 whatever it presents (`ApiHost.auth_blocked`),
 like its WebSocket handshakes.
 Tokens are taken from headers only: a `?token=` query would end up in proxy
 logs. The configuration and the verifier are read at each request, so a
@@ -27,7 +27,7 @@ from wsserver.errors import AuthError
 from wsserver.net.http import HttpError, RequestHead
 
 if TYPE_CHECKING:
-    from wsserver.net.server import Server
+    from wsserver.api.host import ApiHost
 
 __all__ = ["authorize", "key_matches"]
 
@@ -41,7 +41,7 @@ def key_matches(given: str, keys: Iterable[str]) -> bool:
     return any(matches)
 
 
-def authorize(server: Server, head: RequestHead, remote: str = "") -> None:
+def authorize(server: ApiHost, head: RequestHead, remote: str = "") -> None:
     """Return when `head` carries admin credentials; raise `HttpError` 401/403
     otherwise, or 429 when the client IP `remote` is throttled for failed credentials."""
     if server.auth_blocked(remote, "http"):
@@ -66,7 +66,7 @@ def authorize(server: Server, head: RequestHead, remote: str = "") -> None:
         raise HttpError(403, "api_admin_required")
 
 
-def _refused(server: Server, remote: str, key: str) -> HttpError:
+def _refused(server: ApiHost, remote: str, key: str) -> HttpError:
     """The 401 for a credential that was refused, counted against `remote`."""
     server.credential_failed(remote, key)
     return HttpError(401, key, headers=_CHALLENGE)

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, built from the route table.
 
-`document(routes)` turns `wsserver.api.routes.ROUTES` into the document served
-at `GET /api/openapi.json`; the schemas below describe the request bodies, the
+`Route` describes one endpoint; `document(routes)` turns the table of them
+(`wsserver.api.routes.ROUTES`) into the document served at
+`GET /api/openapi.json`; the schemas below describe the request bodies, the
 `data` of each reply, and the payloads of the messages the API pushes.
 """
 
@@ -9,14 +10,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import attrs
 
 from wsserver._version import __version__
 
-if TYPE_CHECKING:
-    from wsserver.api.routes import Route
+__all__ = ["SCHEMAS", "Route", "document"]
 
-__all__ = ["SCHEMAS", "document"]
+
+@attrs.frozen
+class Route:
+    """One endpoint: how it is matched, who may call it, and how it is described.
+
+    `access` is `"admin"` (API credentials), `"open"`, or `"metrics"` (open
+    unless `metrics.require_auth`). `body` and `reply` name schemas of
+    `wsserver.api.openapi.SCHEMAS` (`reply` describes `data`); `query` lists
+    `(name, required, description)`.
+    """
+
+    method: str
+    path: str
+    handler: str
+    summary: str
+    tag: str
+    access: str = "admin"
+    body: str | None = None
+    query: tuple[tuple[str, bool, str], ...] = ()
+    reply: str | None = None
 
 Schema = dict[str, Any]
 

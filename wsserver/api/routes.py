@@ -1,14 +1,15 @@
 """The HTTP API (SPEC 6): routes -> handlers -> hub commands.
 
-`install(server)` registers every route of `ROUTES` on `server.api_router`
-(the main listener, or the private `server.api_listen` one). The same table
+`install(host, router)` registers every route of `ROUTES` on `router` (the
+main listener's, or the private `server.api_listen` one's); `host` is what the
+API needs of its server (`api.host.ApiHost`). The entry points install it. The same table
 produces the OpenAPI description served at `/api/openapi.json`, so the two
 cannot drift apart.
 
 Invariants:
 
-- Handlers touch the hub only through `server.registry.call` with a
-  `HubAdmin` method; they never read hub state directly.
+- Handlers reach the hub only with commands (`wsserver.core.commands`)
+  through its actor; they never read hub state directly.
 - Every route except `/api/openapi.json` (and `/metrics` unless
   `metrics.require_auth`) requires admin credentials (`wsserver.api.auth`).
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
@@ -25,18 +26,35 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from wsserver.api import seed001
 from wsserver.api.auth import authorize
-from wsserver.api.openapi import document
-from wsserver.core.admin import TYPE_NAME, HubAdmin, Publish, Target
-from wsserver.core.hub import ROOM_NAME
+from wsserver.api.openapi import Route, document
+from wsserver.core.commands import (
+    ROOM_NAME,
+    TYPE_NAME,
+    AfterCommit,
+    DeleteCode,
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    ListCodes,
+    OnlineCount,
+    Publish,
+    PutCode,
+    RoomList,
+    RoomMembers,
+    Stats,
+    Target,
+    WebsocketStats,
+)
 from wsserver.net.http import (
     HttpError,
     HttpRequest,
     HttpResponse,
+    Router,
     json_reply,
     optional,
     require,
@@ -45,32 +63,11 @@ from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsserver.protocol.jsonlimits import too_deep
 
 if TYPE_CHECKING:
-    from wsserver.net.server import Server
+    from wsserver.api.host import ApiHost
 
 __all__ = ["ROUTES", "Api", "Route", "install", "parse_publish"]
 
 _ID = (str, int)
-
-
-@attrs.frozen
-class Route:
-    """One endpoint: how it is matched, who may call it, and how it is described.
-
-    `access` is `"admin"` (API credentials), `"open"`, or `"metrics"` (open
-    unless `metrics.require_auth`). `body` and `reply` name schemas of
-    `wsserver.api.openapi.SCHEMAS` (`reply` describes `data`); `query` lists
-    `(name, required, description)`.
-    """
-
-    method: str
-    path: str
-    handler: str
-    summary: str
-    tag: str
-    access: str = "admin"
-    body: str | None = None
-    query: tuple[tuple[str, bool, str], ...] = ()
-    reply: str | None = None
 
 
 _FILTERS = (
@@ -247,9 +244,9 @@ def parse_publish(body: dict[str, Any]) -> Publish:
 class Api:
     """The handlers of `ROUTES`, bound to one server."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ApiHost) -> None:
         self.server = server
-        self.admin = HubAdmin(server.hub)
+        self.actor = server.actor
         self._openapi = json.dumps(document(ROUTES), ensure_ascii=False).encode()
 
     @property
@@ -279,12 +276,12 @@ class Api:
     async def _committed(self) -> None:
         """Wait until every record the hub has appended so far is durable."""
         durable = trio.Event()
-        await self.server.registry.call(self.server.hub.after_commit, durable.set)
+        await self.actor.call(AfterCommit(durable.set))
         await durable.wait()
 
     async def _publish(self, publish: Publish) -> tuple[int, int]:
         """Run a publish in the actor; with queued mailbox records, wait until durable."""
-        result = await self.server.registry.call(self.admin.publish, publish)
+        result = await self.actor.call(publish)
         if result.queued:
             await self._committed()
         return result.delivered, result.queued
@@ -317,11 +314,11 @@ class Api:
         return await self._push_user(body, *seed001.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.server.registry.call(self.admin.websocket_stats))
+        return json_reply(await self.actor.call(WebsocketStats()))
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.server.registry.call(self.admin.online_count, user_id)
+        n = await self.actor.call(OnlineCount(user_id))
         return json_reply({"user_id": user_id, "is_online": n > 0})
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
@@ -357,7 +354,7 @@ class Api:
         return json_reply({"delivered": delivered, "queued": queued})
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.server.registry.call(self.admin.stats))
+        return json_reply(await self.actor.call(Stats()))
 
     def _filters(self, req: HttpRequest) -> tuple[Any, Any]:
         query = req.head.query
@@ -365,12 +362,12 @@ class Api:
 
     async def user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.server.registry.call(self.admin.online_count, user_id, *self._filters(req))
+        n = await self.actor.call(OnlineCount(user_id, *self._filters(req)))
         return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n})
 
     async def user_connections(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        devices = await self.server.registry.call(self.admin.devices, user_id, *self._filters(req))
+        devices = await self.actor.call(Devices(user_id, *self._filters(req)))
         return json_reply({"user_id": user_id, "connections": devices})
 
     async def kick(self, req: HttpRequest) -> HttpResponse:
@@ -380,60 +377,36 @@ class Api:
         reason = optional(body, "reason", str, None)
         user_type = _id(body, "user_type", required=False)
         group_id = _id(body, "group_id", required=False)
-
-        def kick() -> int:
-            return self.admin.kick(
-                req.params["user_id"],
-                device_id=None if device_id is None else str(device_id),
-                conn_id=conn_id,
-                reason=reason,
-                user_type=user_type,
-                group_id=group_id,
-            )
-
-        return json_reply({"kicked": await self.server.registry.call(kick)})
+        kick = Kick(
+            req.params["user_id"],
+            device_id=None if device_id is None else str(device_id),
+            conn_id=conn_id,
+            reason=reason,
+            user_type=user_type,
+            group_id=group_id,
+        )
+        return json_reply({"kicked": await self.actor.call(kick)})
 
     async def rooms(self, req: HttpRequest) -> HttpResponse:
         group_id = req.head.query.get("group_id") or None
-        rooms = await self.server.registry.call(self.admin.rooms, group_id)
+        rooms = await self.actor.call(RoomList(group_id))
         return json_reply({"rooms": rooms})
 
     async def room_members(self, req: HttpRequest) -> HttpResponse:
         room = req.params["room"]
         group_id = req.head.query.get("group_id") or None
-
-        def members() -> dict[str, Any]:
-            admin = self.admin
-            return {
-                "room": room,
-                "group_id": admin.group_id(group_id),
-                "members": admin.room_members(room, group_id),
-            }
-
-        return json_reply(await self.server.registry.call(members))
+        return json_reply(await self.actor.call(RoomMembers(room, group_id)))
 
     # -- CRM ------------------------------------------------------------------------
 
     async def group_stats(self, req: HttpRequest) -> HttpResponse:
-        hub = self.server.hub
-        key = req.params["group_id"]
-
-        def stats() -> dict[str, Any]:
-            return {"group_id": hub.group_id(key, key), **hub.crm.group_stats(key, hub.now_ms())}
-
-        return json_reply(await self.server.registry.call(stats))
+        return json_reply(await self.actor.call(GroupStats(req.params["group_id"])))
 
     async def group_accounts(self, req: HttpRequest) -> HttpResponse:
-        hub = self.server.hub
-        key = req.params["group_id"]
-
-        def accounts() -> dict[str, Any]:
-            return {"group_id": hub.group_id(key, key), "accounts": hub.crm.accounts(key)}
-
-        return json_reply(await self.server.registry.call(accounts))
+        return json_reply(await self.actor.call(GroupAccounts(req.params["group_id"])))
 
     async def list_codes(self, req: HttpRequest) -> HttpResponse:
-        codes = await self.server.registry.call(self.server.hub.activation_codes.listing)
+        codes = await self.actor.call(ListCodes())
         return json_reply({"codes": codes})
 
     async def put_code(self, req: HttpRequest) -> HttpResponse:
@@ -444,17 +417,13 @@ class Api:
         group_id = _id(body, "group_id", required=True)
         name = optional(body, "name", str, "")
         enabled = optional(body, "enabled", bool, True)
-        hub = self.server.hub
-        created, closed = await self.server.registry.call(
-            hub.activation_codes.put, code, group_id, name, enabled
-        )
+        created, closed = await self.actor.call(PutCode(code, group_id, name, enabled))
         await self._committed()
         entry = {"code": code, "group_id": group_id, "name": name, "enabled": enabled}
         return json_reply({**entry, "created": created, "closed": closed}, status=201 if created else 200)
 
     async def delete_code(self, req: HttpRequest) -> HttpResponse:
-        hub = self.server.hub
-        closed = await self.server.registry.call(hub.activation_codes.delete, req.params["code"])
+        closed = await self.actor.call(DeleteCode(req.params["code"]))
         if closed is None:
             raise HttpError(404, "code_not_found", "code")
         await self._committed()
@@ -463,9 +432,9 @@ class Api:
     # -- operations -----------------------------------------------------------------
 
     async def metrics(self, req: HttpRequest) -> HttpResponse:
-        registry = self.server.registry
-        depth = registry.queue_depth  # before our own command joins the queue
-        stats = await registry.call(self.admin.stats)
+        actor = self.actor
+        depth = actor.queue_depth  # before our own command joins the queue
+        stats = await actor.call(Stats())
         body = self.server.metrics.render(stats, depth)
         return HttpResponse(200, body, content_type=METRICS_CONTENT_TYPE)
 
@@ -473,9 +442,9 @@ class Api:
         return HttpResponse(200, self._openapi)
 
 
-def install(server: Server) -> Api:
-    """Register every route of `ROUTES` on `server.api_router`."""
-    api = Api(server)
+def install(host: ApiHost, router: Router) -> Api:
+    """Register every route of `ROUTES` on `router`, served for `host`."""
+    api = Api(host)
     for route in ROUTES:
-        server.api_router.add(route.method, route.path, api.guarded(route))
+        router.add(route.method, route.path, api.guarded(route))
     return api

@@ -1,13 +1,15 @@
-"""What the HTTP API asks of the hub: publish, presence, devices, kick, rooms, stats.
+"""What the HTTP API and the embedding host ask of the hub: publish,
+presence, devices, kick, rooms, the CRM's counters, stats.
 
-Sans-IO like the rest of `core`: a `HubAdmin` wraps a `Hub` and its methods
-run inside the registry actor (`registry.call(admin.publish, ...)`), never
-anywhere else, so they read and change hub state without locks.
+`HubAdmin` is a component of the hub: each of its public methods answers one
+command of `core.commands` (`Publish`, `Kick`, `Devices`, `Stats`, ...) and
+runs inside the hub actor, never anywhere else, so it reads and changes hub
+state without locks. It reads presence and sends through the broker.
 
 Invariants:
 
 - A publish is encoded once; the same string is handed to every connection
-  (`Hub.fan_out`).
+  (`Broker.to_target`).
 - Only authenticated connections receive what the API publishes.
 - A user target reaches every connection of that user id: all tabs and
   devices, every `user_type` unless one is given, every group unless
@@ -21,122 +23,62 @@ Invariants:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from collections.abc import Callable
+from typing import Any
 
 from wsserver._version import __version__
+from wsserver.core.broker import Broker
+from wsserver.core.commands import (
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    OnlineCount,
+    Publish,
+    PublishResult,
+    RoomList,
+    RoomMembers,
+    Stats,
+    WebsocketStats,
+)
+from wsserver.core.crm import Crm
+from wsserver.core.direct import DirectMessaging
+from wsserver.core.env import Env
+from wsserver.core.presence import Presence
+from wsserver.core.rooms import Rooms
+from wsserver.core.session import Session
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import encode, id_key
 
-if TYPE_CHECKING:
-    from wsserver.core.hub import Hub, RoomKey, Session
-
-__all__ = ["TYPE_NAME", "HubAdmin", "Publish", "PublishResult", "Target"]
-
-TYPE_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
-"""A message type a backend may publish (SPEC 4.5)."""
-
-
-@attrs.frozen
-class Target:
-    """Who a publish reaches: users, a group, a room of a group, or everyone.
-
-    Exactly one form is meant: `user_ids` (one or more users; `group_id` then
-    narrows to that group), `room` (in the group `group_id`; `None` is the
-    scope of connections without a group), `group_id` alone, or `everyone`.
-    `user_type`, when given, narrows any form to principals of that type.
-    """
-
-    user_ids: tuple[Any, ...] = ()
-    group_id: Any = None
-    room: str | None = None
-    everyone: bool = False
-    user_type: Any = None
-
-    @property
-    def kind(self) -> str:
-        """`"users"`, `"room"`, `"group"` or `"all"`."""
-        if self.user_ids:
-            return "users"
-        if self.room is not None:
-            return "room"
-        if self.everyone:
-            return "all"
-        return "group"
-
-
-@attrs.frozen
-class Publish:
-    """One message for a target; `persist` queues it for offline users."""
-
-    type: str
-    data: Any
-    target: Target
-    persist: bool = False
-
-
-@attrs.frozen
-class PublishResult:
-    """Connections that took the frame, and mailboxes it was queued in."""
-
-    delivered: int
-    queued: int
+__all__ = ["HubAdmin"]
 
 
 class HubAdmin:
-    """The hub as the HTTP API sees it. Call its methods only in the registry actor."""
+    """The hub's answers to the administrative commands."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    # -- addressing ------------------------------------------------------------
-
-    def user_sessions(
-        self, user_id: Any, user_type: Any = None, group_id: Any = None
-    ) -> list[Session]:
-        """The live connections of a user id, narrowed by type and group when given."""
-        hub = self.hub
-        found: list[Session] = []
-        for principal in hub.user_principals.get(id_key(user_id), ()):
-            if user_type is not None and principal[1] != id_key(user_type):
-                continue
-            for session in hub.principals.get(principal, {}).values():
-                if group_id is None or _group_key(session) == id_key(group_id):
-                    found.append(session)
-        return found
-
-    def _authenticated(self) -> Iterable[Session]:
-        return (s for s in self.hub.sessions.values() if s.identity is not None)
-
-    def _sessions_for(self, target: Target) -> list[Session]:
-        kind = target.kind
-        if kind == "users":
-            seen: dict[str, Session] = {}
-            for uid in target.user_ids:
-                for s in self.user_sessions(uid, target.user_type, target.group_id):
-                    seen[s.conn_id] = s
-            return list(seen.values())
-        if kind == "room":
-            key: RoomKey = (id_key(target.group_id), target.room or "")
-            sessions = list(self.hub.rooms.get(key, {}).values())
-        elif kind == "group":
-            group = id_key(target.group_id)
-            sessions = list(self.hub.by_group.get(group, {}).values())
-        else:
-            sessions = list(self._authenticated())
-        if target.user_type is not None:
-            wanted = id_key(target.user_type)
-            sessions = [
-                s
-                for s in sessions
-                if s.identity is not None
-                and not s.identity.is_device
-                and id_key(s.identity.user_type) == wanted
-            ]
-        return sessions
+    def __init__(
+        self,
+        presence: Presence,
+        broker: Broker,
+        env: Env,
+        rooms: Rooms,
+        direct: DirectMessaging,
+        crm: Crm,
+        *,
+        forget: Callable[[str], None],
+        group_id: Callable[[str, Any], Any],
+        counters: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.presence = presence
+        self.broker = broker
+        self.env = env
+        self.rooms = rooms
+        self.direct = direct
+        self.crm = crm
+        self.forget = forget  # the hub forgets a connection it closed (`Hub.close`)
+        self.group_id = group_id  # a group's id as replies echo it (`Hub.group_id`)
+        self.counters = counters  # the hub's own counts (`Hub.stats`)
+        self.started_at = env.clock()
 
     # -- publish ---------------------------------------------------------------
 
@@ -144,21 +86,21 @@ class HubAdmin:
         """Deliver `p` to its target's connections; with `persist`, queue it for
         targeted users none of whose connections took it.
         """
-        hub = self.hub
+        broker = self.broker
         target = p.target
         persist = p.persist and target.kind == "users"
-        frame = encode(p.type, p.data, hub.now_ms())
+        frame = encode(p.type, p.data, self.env.now_ms())
         if not persist:
-            return PublishResult(hub.fan_out(self._sessions_for(target), frame), 0)
+            return PublishResult(broker.to_target(target, frame), 0)
         delivered = queued = 0
         done: set[str] = set()
         for uid in target.user_ids:
             if id_key(uid) in done:
                 continue
             done.add(id_key(uid))
-            took = hub.fan_out(self.user_sessions(uid, target.user_type, target.group_id), frame)
+            took = broker.to_user(uid, target.user_type, target.group_id, frame)
             delivered += took
-            if took == 0 and hub.direct.persist_push(
+            if took == 0 and self.direct.persist_push(
                 target.group_id, target.user_type, uid, p.type, p.data
             ):
                 queued += 1
@@ -166,13 +108,11 @@ class HubAdmin:
 
     # -- presence and devices --------------------------------------------------
 
-    def online_count(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> int:
+    def online_count(self, cmd: OnlineCount) -> int:
         """How many connections a user has (0 = offline)."""
-        return len(self.user_sessions(user_id, user_type, group_id))
+        return len(self.presence.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id))
 
-    def devices(
-        self, user_id: Any, user_type: Any = None, group_id: Any = None
-    ) -> list[dict[str, Any]]:
+    def devices(self, cmd: Devices) -> list[dict[str, Any]]:
         """A user's connections, oldest first, as the device list of the API.
 
         Times are Unix milliseconds. `last_seen` is the last frame or pong from
@@ -181,7 +121,7 @@ class HubAdmin:
         """
         out = []
         for s in sorted(
-            self.user_sessions(user_id, user_type, group_id), key=lambda s: s.connected_at
+            self.presence.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id), key=lambda s: s.connected_at
         ):
             ident = s.identity
             assert ident is not None
@@ -207,16 +147,7 @@ class HubAdmin:
             )
         return out
 
-    def kick(
-        self,
-        user_id: Any,
-        *,
-        device_id: str | None = None,
-        conn_id: str | None = None,
-        reason: str | None = None,
-        user_type: Any = None,
-        group_id: Any = None,
-    ) -> int:
+    def kick(self, cmd: Kick) -> int:
         """Send `kicked {reason}` to the matching connections of a user, then close
         them with 4003 once that frame is written, the same reason in the close
         frame (cut to its 123 bytes); returns how many.
@@ -226,56 +157,70 @@ class HubAdmin:
         forgotten at once, so they receive nothing more and no longer count as
         online.
         """
-        hub = self.hub
-        if reason is None:
-            reason = hub.text("kicked")
-        frame = encode("kicked", {"reason": reason}, hub.now_ms())
+        env = self.env
+        reason = env.text("kicked") if cmd.reason is None else cmd.reason
+        frame = encode("kicked", {"reason": reason}, env.now_ms())
         n = 0
-        for s in self.user_sessions(user_id, user_type, group_id):
-            if device_id is not None and s.device_id != device_id:
+        for s in self.presence.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id):
+            if cmd.device_id is not None and s.device_id != cmd.device_id:
                 continue
-            if conn_id is not None and s.conn_id != conn_id:
+            if cmd.conn_id is not None and s.conn_id != cmd.conn_id:
                 continue
-            hub.send(s, frame)
+            self.broker.send(s, frame)
             s.outlet.close_after_queued(CloseCode.KICKED, "kicked_reason", reason=reason)
-            hub.close(s.conn_id)
+            self.forget(s.conn_id)
             n += 1
         return n
 
     # -- rooms -----------------------------------------------------------------
 
-    def rooms(self, group_id: Any = None) -> list[dict[str, Any]]:
+    def room_list(self, cmd: RoomList) -> list[dict[str, Any]]:
         """Rooms with members, of one group or (`None`) of every group."""
+        group_id = cmd.group_id
         out = []
-        for (group, room), members in sorted(self.hub.rooms.items()):
+        for group, room in sorted(self.presence.room_keys()):
             if group_id is not None and group != id_key(group_id):
                 continue
             out.append(
                 {
                     "room": room,
-                    "group_id": self.hub.group_id(group, group_id),
-                    "members": len(self.hub.members((group, room))),
-                    "connections": len(members),
+                    "group_id": self.group_id(group, group_id),
+                    "members": len(self.rooms.members((group, room))),
+                    "connections": len(self.presence.room((group, room))),
                 }
             )
         return out
 
-    def room_members(self, room: str, group_id: Any = None) -> list[dict[str, Any]]:
-        """A room's members, one entry per principal (empty for an unknown room)."""
-        return self.hub.members((id_key(group_id), room))
+    def room_members(self, cmd: RoomMembers) -> dict[str, Any]:
+        """`{room, group_id, members}`: a room's members, one entry per principal
+        (none for an unknown room); the group id as replies echo it (`Hub.group_id`)."""
+        key = id_key(cmd.group_id)
+        return {
+            "room": cmd.room,
+            "group_id": self.group_id(key, cmd.group_id),
+            "members": self.rooms.members((key, cmd.room)),
+        }
 
-    def group_id(self, group_id: Any) -> Any:
-        """A group id given by a request, as replies echo it (`Hub.group_id`)."""
-        return self.hub.group_id(id_key(group_id), group_id)
+    # -- the CRM -----------------------------------------------------------------
+
+    def group_stats(self, cmd: GroupStats) -> dict[str, Any]:
+        """A group's CRM counters (as in `group_stats_update`) with its `group_id`."""
+        key = cmd.group
+        return {"group_id": self.group_id(key, key), **self.crm.group_stats(key, self.env.now_ms())}
+
+    def group_accounts(self, cmd: GroupAccounts) -> dict[str, Any]:
+        """`{group_id, accounts}`: a group's Line accounts."""
+        key = cmd.group
+        return {"group_id": self.group_id(key, key), "accounts": self.crm.accounts(key)}
 
     # -- stats -----------------------------------------------------------------
 
-    def websocket_stats(self) -> dict[str, Any]:
+    def websocket_stats(self, cmd: WebsocketStats) -> dict[str, Any]:
         """Seed 001's `{total_connections, connected_users}`: authenticated
         connections, and the online user ids as they came in the tokens."""
         users: dict[str, Any] = {}
         total = 0
-        for s in self._authenticated():
+        for s in self.presence.authenticated():
             total += 1
             ident = s.identity
             assert ident is not None
@@ -283,14 +228,13 @@ class HubAdmin:
                 users.setdefault(id_key(ident.user_id), ident.user_id)
         return {"total_connections": total, "connected_users": list(users.values())}
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, cmd: Stats) -> dict[str, Any]:
         """Everything `GET /api/stats` and `/metrics` report about the hub."""
-        hub = self.hub
-        base = hub.stats()
-        groups = {_group_key(s) for s in self._authenticated()}
+        base = self.counters()
+        groups = {_group_key(s) for s in self.presence.authenticated()}
         groups.discard("")
-        mailbox = hub.direct.store.mailbox
-        now = hub.clock()
+        mailboxes, waiting = self.direct.mailbox_counts()
+        now = self.env.clock()
         return {
             "connections": {
                 "total": base["connections"],
@@ -298,14 +242,14 @@ class HubAdmin:
                 "device": base["device_connections"],
                 "pending": base["pending_connections"],
             },
-            "users": len(hub.user_principals),
+            "users": self.presence.user_count(),
             "principals": base["principals"],
             "groups": len(groups),
             "rooms": base["rooms"],
             "messages": {"in": base["messages_in"], "out": base["messages_out"]},
-            "mailboxes": {"count": len(mailbox), "messages": sum(len(b) for b in mailbox.values())},
-            "uptime": round(now - hub.started_at, 3),
-            "started_at": int(hub.started_at * 1000),
+            "mailboxes": {"count": mailboxes, "messages": waiting},
+            "uptime": round(now - self.started_at, 3),
+            "started_at": int(self.started_at * 1000),
             "version": __version__,
         }
 

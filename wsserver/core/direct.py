@@ -1,10 +1,11 @@
 """Direct messages between principals (SPEC 4.3; seeds 002, 003, 004), without I/O.
 
-`DirectMessaging` plugs into a `Hub`: it registers the client message types,
-turns them into records (`MessageStore.apply` is the only mutation), and
-decides who hears what. Every frame that announces a durable change
-(`message_sent`, `new_message`, `message_status`) is sent through
-`hub.after_commit`, i.e. only once the record is durable under
+`DirectMessaging` is a component of the hub: it handles the client message
+types in `handlers`, turns them into records (`MessageStore.apply` is the
+only mutation, through the commit log), and decides who hears what, found
+through presence and sent through the broker. Every frame that announces a
+durable change (`message_sent`, `new_message`, `message_status`) is sent
+through `CommitLog.after_commit`, i.e. only once the record is durable under
 `storage.fsync`, so an acknowledged message survives `kill -9`.
 
 Sender identity (`from`, `from_user_id`, ...) always comes from the
@@ -24,15 +25,25 @@ or a persisted push that would take the mailbox over
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from wsserver.core.broker import Broker
+from wsserver.core.commit import CommitLog
+from wsserver.core.env import Env
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
-from wsserver.core.messages import MessageStore, RetentionPolicy, message_size, party
+from wsserver.core.message_store import (
+    MemoryMessageStore,
+    RetentionPolicy,
+    message_size,
+    party,
+)
+from wsserver.core.presence import Presence
+from wsserver.core.session import Handler, Session
+from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, field, id_key
 
-if TYPE_CHECKING:
-    from wsserver.core.hub import Handler, Hub, Session
+__all__ = ["DirectMessaging"]
 
 MAX_TEXT = 65536
 MAX_PAGE = 100  # history
@@ -54,20 +65,33 @@ def _id_value(data: Any, name: str, *, required: bool = True) -> Any:
 class DirectMessaging:
     """The direct-message handlers of a hub and their durable store."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        cfg = hub.config.messages
-        self.store = MessageStore(
-            RetentionPolicy(
-                dedup_window_ms=int(cfg.dedup_window * 1000),
-                mailbox_limit=cfg.mailbox_limit,
-                mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
-                history_limit=cfg.history_limit,
-                mailbox_max_bytes=cfg.mailbox_max_bytes,
-            ),
-            durable=self._durable_upto,
-        )
-        hub.appliers.update({t: self._apply for t in ("msg", "status", "box", "drop", "trunc_seen")})
+    record_types: tuple[str, ...] = ("msg", "status", "box", "drop", "trunc_seen")
+
+    def __init__(
+        self,
+        commit: CommitLog,
+        presence: Presence,
+        broker: Broker,
+        env: Env,
+        store: MessageStore | None = None,
+    ) -> None:
+        self.commit = commit
+        self.presence = presence
+        self.broker = broker
+        self.env = env
+        if store is None:
+            cfg = env.config.messages  # retention is fixed at start (a restart key)
+            store = MemoryMessageStore(
+                RetentionPolicy(
+                    dedup_window_ms=int(cfg.dedup_window * 1000),
+                    mailbox_limit=cfg.mailbox_limit,
+                    mailbox_ttl_ms=int(cfg.mailbox_ttl * 1000),
+                    history_limit=cfg.history_limit,
+                    mailbox_max_bytes=cfg.mailbox_max_bytes,
+                ),
+                durable=self._durable_upto,
+            )
+        self.store: MessageStore = store
         handlers: dict[str, Handler] = {
             "send_message": self._send_message,
             "user_message": self._user_message,
@@ -79,13 +103,7 @@ class DirectMessaging:
             "sync": self._sync,
             "history": self._history,
         }
-        hub.handlers.update({t: _users_only(h) for t, h in handlers.items()})
-        # principal key in its group -> its live connections, in connect order
-        # (what `connections_of` asks three times per message)
-        self._live: dict[Key, dict[str, Session]] = {}
-        hub.on_authenticated.append(self._went_live)
-        hub.on_closed.append(self._went_away)
-        hub.on_authenticated.append(self._deliver_mailbox)
+        self.handlers: dict[str, Handler] = {t: _users_only(h) for t, h in handlers.items()}
         # ids of messages whose `new_message` announcement has not run yet: a
         # recipient connecting meanwhile gets them from the announcement, not
         # also from its mailbox (durable_upto may pass a record before release())
@@ -94,9 +112,10 @@ class DirectMessaging:
     # -- durable state -------------------------------------------------------
 
     def _durable_upto(self) -> int:
-        return self.hub.storage.durable_upto
+        return self.commit.journal.durable_upto  # (not the property: every read asks)
 
-    def _apply(self, rec: dict[str, Any]) -> None:
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold one record into the store."""
         self.store.apply(rec)
 
     def to_state(self) -> dict[str, Any]:
@@ -108,8 +127,12 @@ class DirectMessaging:
         return self.store.snapshot_view()
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Replace the store with a snapshot's."""
-        self.store = MessageStore.from_state(state, self.store.policy, self._durable_upto)
+        """Replace the store's state with a snapshot's."""
+        self.store.load_state(state)
+
+    def mailbox_counts(self) -> tuple[int, int]:
+        """(mailboxes, messages in them), for the statistics."""
+        return self.store.mailbox_counts()
 
     # -- addressing ----------------------------------------------------------
 
@@ -127,25 +150,6 @@ class DirectMessaging:
         if not ident.is_admin:
             raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="to_group_id")
         return id_key(group)
-
-    def connections_of(self, key: Key) -> list[Session]:
-        """The live connections of a principal in a group."""
-        sessions = self._live.get(key)
-        return list(sessions.values()) if sessions else []
-
-    def _went_live(self, session: Session) -> None:
-        if session.identity is not None and not session.identity.is_device:
-            self._live.setdefault(self.own_key(session), {})[session.conn_id] = session
-
-    def _went_away(self, session: Session) -> None:
-        if session.identity is None or session.identity.is_device:
-            return
-        key = self.own_key(session)
-        sessions = self._live.get(key)
-        if sessions is not None:
-            sessions.pop(session.conn_id, None)
-            if not sessions:
-                del self._live[key]
 
     def _recipient(self, session: Session, data: dict[str, Any], id_field: str, type_field: str) -> Key:
         to_id = _id_value(data, id_field)
@@ -236,7 +240,7 @@ class DirectMessaging:
 
     def send(self, session: Session, msg: Inbound, to: Key, data: dict[str, Any], text: Any) -> None:
         """Store one message for `to` and announce it once it is durable."""
-        hub = self.hub
+        commit, broker = self.commit, self.broker
         ident = session.identity
         assert ident is not None
         if not isinstance(text, str):
@@ -256,24 +260,24 @@ class DirectMessaging:
         if reply_to is not None and (not isinstance(reply_to, int) or isinstance(reply_to, bool)):
             raise _bad("reply_to_message_id")
         me = self.own_key(session)
-        now = hub.now_ms()
+        now = self.env.now_ms()
         if cmid is not None:
             first = self.store.find_duplicate(me, str(cmid), now)
             if first is not None:
                 reply = encode(
                     "message_sent", self._sent_reply(first, duplicate=True), now, request_id=msg.id
                 )
-                hub.after_commit(lambda: hub.send(session, reply))
+                commit.after_commit(lambda: broker.send(session, reply))
                 return
         to_group, to_type, to_id = split_key(to)
         assert to_group is not None and to_type is not None  # a principal's key, not a push box
-        recipient_live = bool(self.connections_of(to))
+        recipient_live = bool(self.presence.connections_of(to))
         if not recipient_live and self.store.mailbox_full(to, message_size({"text": text})):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "mailbox_full", field=_recipient_field(data))
         record: dict[str, Any] = {
             "t": "msg",
             "id": self.store.next_id,
-            "seq": self.store.seq.get(to, 0) + 1,
+            "seq": self.store.next_seq(to),
             "from_key": me,
             "to_key": to,
             "from": {
@@ -294,26 +298,27 @@ class DirectMessaging:
             "time": now,
             "boxed": not recipient_live,
         }
-        hub.record(record)
-        m = self.store.messages[record["id"]]
+        commit.record(record)
+        m = self.store.stored(record["id"])
+        assert m is not None  # just recorded
         sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
 
         def announce() -> None:
             self._unannounced.discard(m["id"])
-            hub.send(session, sent)
-            frame = encode("new_message", self._new_message(m, offline=False), hub.now_ms())
+            broker.send(session, sent)
+            frame = encode("new_message", self._new_message(m, offline=False), self.env.now_ms())
             # the recipient's connections now (they may have connected meanwhile)
             # and the sender's other tabs
-            reached = hub.fan_out(self.connections_of(to), frame)
+            reached = broker.to_principal(to, frame)
             if to != me:  # the sender's other tabs (a note to self reached them above)
-                hub.fan_out([s for s in self.connections_of(me) if s is not session], frame)
+                broker.to_principal(me, frame, skip=session)
             if not reached and not m.get("boxed") and m["status"] == "sent":
                 # the recipient was online at send time but left before this
                 # announcement: keep it for the next connect after all
-                hub.record({"t": "box", "id": m["id"]})
+                commit.record({"t": "box", "id": m["id"]})
 
         self._unannounced.add(m["id"])
-        hub.after_commit(announce)
+        commit.after_commit(announce)
 
     # -- receipts ------------------------------------------------------------
 
@@ -331,22 +336,22 @@ class DirectMessaging:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
         if m["to_key"] != self.own_key(session):
             raise ProtocolError(ErrorCode.FORBIDDEN, "not_recipient", field="message_id")
-        hub = self.hub
         if STATUS_ORDER.index(status) <= STATUS_ORDER.index(m["status"]):
             return  # already there: receipts are idempotent
-        now = hub.now_ms()
-        hub.record({"t": "status", "id": mid, "status": status, "time": now})
+        now = self.env.now_ms()
+        self.commit.record({"t": "status", "id": mid, "status": status, "time": now})
         frame = encode("message_status", {"message_id": mid, "status": status, "timestamp": now}, now)
+        presence = self.presence
 
         def announce() -> None:
-            targets = {s.conn_id: s for s in self.connections_of(m["from_key"])}
+            targets = {s.conn_id: s for s in presence.connections_of(m["from_key"])}
             if status == "read":  # the reader's other tabs mark it read too
-                for s in self.connections_of(m["to_key"]):
+                for s in presence.connections_of(m["to_key"]):
                     if s is not session:
                         targets[s.conn_id] = s
-            hub.fan_out(targets.values(), frame)
+            self.broker.fan_out(targets.values(), frame)
 
-        hub.after_commit(announce)
+        self.commit.after_commit(announce)
 
     def _delivered(self, session: Session, msg: Inbound) -> None:
         self._receipt(session, msg, "delivered")
@@ -372,15 +377,15 @@ class DirectMessaging:
                 "from": {"user_id": ident.user_id, "user_type": ident.user_type, "username": ident.username},
                 "typing": typing,
             },
-            self.hub.now_ms(),
+            self.env.now_ms(),
         )
-        self.hub.fan_out(self.connections_of(to), frame)
+        self.broker.to_principal(to, frame)
 
     @property
     def page_size(self) -> int:
         """Messages sent in one burst (mailbox push, one `sync` page): half the
         outbound queue at most, so a burst never trips the slow-consumer limit."""
-        return max(1, min(MAX_SYNC_PAGE, self.hub.config.limits.send_queue // 2))
+        return max(1, min(MAX_SYNC_PAGE, self.env.config.limits.send_queue // 2))
 
     def _sync(self, session: Session, msg: Inbound) -> None:
         data = msg.data if msg.data is not None else {}
@@ -388,15 +393,15 @@ class DirectMessaging:
         limit = field(data, "limit", int, required=False) or self.page_size
         limit = max(1, min(limit, self.page_size))
         me = self.own_key(session)
-        hub = self.hub
+        broker = self.broker
         newer = self.store.since(me, last_seq)
         page = newer[:limit]
-        now = hub.now_ms()
+        now = self.env.now_ms()
         for m in page:
-            hub.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
+            broker.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
         more = len(newer) > len(page)
         upto = page[-1]["seq"] if more else max(last_seq, self.store.durable_seq(me))
-        hub.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
+        broker.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
 
     def _history(self, session: Session, msg: Inbound) -> None:
         data = msg.data
@@ -417,7 +422,7 @@ class DirectMessaging:
         else:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="with_user_id")
         messages = [self._new_message(m, offline=False) for m in page]
-        self.hub.reply(session, msg, "history", {"messages": messages, "has_more": more})
+        self.broker.reply(session, msg, "history", {"messages": messages, "has_more": more})
 
     # -- on connect ------------------------------------------------------------
 
@@ -440,19 +445,18 @@ class DirectMessaging:
         push = {"type": mtype, "data": data}
         if self.store.mailbox_full(to, message_size({"push": push})):
             return False
-        hub = self.hub
-        hub.record(
+        self.commit.record(
             {
                 "t": "msg",
                 "id": self.store.next_id,
-                "seq": self.store.seq.get(to, 0) + 1,
+                "seq": self.store.next_seq(to),
                 "from_key": SYSTEM,
                 "to_key": to,
                 "from": {"user_id": None, "user_type": None, "username": None},
                 "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
                 "text": None,
                 "push": push,
-                "time": hub.now_ms(),
+                "time": self.env.now_ms(),
                 "boxed": True,
             }
         )
@@ -463,25 +467,27 @@ class DirectMessaging:
         group, user_type, user_id = split_key(me)
         return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
 
-    def _deliver_mailbox(self, session: Session) -> None:
-        """Expire, report truncation, then push undelivered messages in seq order."""
+    def deliver_mailbox(self, session: Session) -> None:
+        """(A connection authenticated.) Expire, report truncation, then push
+        undelivered messages in seq order."""
         ident = session.identity
         if ident is None or ident.is_device:
             return
         me = self.own_key(session)
-        hub = self.hub
-        now = hub.now_ms()
+        commit, broker = self.commit, self.broker
+        now = self.env.now_ms()
         keys = self._mailbox_keys(me)
         dropped = 0
         for key in keys:
             expired = self.store.expired(key, now)
             if expired:
-                hub.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
-            if self.store.truncated.get(key):
-                dropped += self.store.truncated[key]
-                hub.record({"t": "trunc_seen", "to": key})
+                commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
+            truncated = self.store.truncated_count(key)
+            if truncated:
+                dropped += truncated
+                commit.record({"t": "trunc_seen", "to": key})
         if dropped:
-            hub.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
+            broker.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
         # only durable ones (the store hides the others); those not yet
         # announced are announced when they commit
         waiting = [
@@ -496,14 +502,14 @@ class DirectMessaging:
         for m in page:
             push = m.get("push")
             if push is None:
-                hub.send(session, encode("new_message", self._new_message(m, offline=True), now))
+                broker.send(session, encode("new_message", self._new_message(m, offline=True), now))
                 continue
             extra = {"message_id": m["id"], "offline": True}
-            hub.send(session, encode(push["type"], push["data"], now, extra=extra))
-            hub.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
+            broker.send(session, encode(push["type"], push["data"], now, extra=extra))
+            commit.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
         if len(waiting) > len(page):
             more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
-            hub.send(session, encode("mailbox_more", more, now))
+            broker.send(session, encode("mailbox_more", more, now))
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]

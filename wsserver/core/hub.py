@@ -1,10 +1,26 @@
-"""The hub's shared state and its rules, without I/O.
+"""The hub: its components composed, the rules of connections, and its door.
 
-Everything shared between connections lives in one `Hub`: sessions (one per
-connection), principals and their connections (tabs, devices), connections per
-IP, rooms (scoped by group) and activation codes. Exactly one task, the
-registry actor (`wsserver.net.registry`), calls into a `Hub`; nothing else
-mutates it, so there are no locks.
+A `Hub` is made of components with explicit interfaces, each given the
+collaborators it needs at construction and nothing more:
+
+    Env              the live config, the clock, catalogue texts   (core.env)
+    CommitLog        records, snapshots, announcements held until durable
+                                                                   (core.commit)
+    Presence         who is connected where                        (core.presence)
+    Broker           every frame leaves through it                 (core.broker)
+    Rooms            room rules and handlers                       (core.rooms)
+    ActivationCodes  the effective codes and their overrides       (core.activation_codes)
+    DirectMessaging  direct messages, receipts, mailboxes          (core.direct)
+    Crm              the seed-000 workflow                         (core.crm)
+    HubAdmin         the HTTP API's and the host's commands        (core.admin)
+
+The hub itself keeps the rules that span them: admitting, authenticating and
+forgetting connections (limits, eviction, the greeting, the hooks components
+run on those events), routing each client message to its handler, and the one
+door in: `execute(command)`, one table from command class
+(`core.commands`) to the method that runs it. Exactly one task, the hub
+actor (`wsserver.net.actor`), owns a `Hub` and calls `execute`; nothing else
+holds it, so there are no locks.
 
 A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
 `deliver()` must not block (the trio shell puts them into a bounded queue and
@@ -22,139 +38,69 @@ name another group.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections import deque
 from collections.abc import Callable
-from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from wsserver.auth import Identity
-from wsserver.core.codes import ActivationCodes
+from wsserver.core.activation_codes import ActivationCodes
+from wsserver.core.admin import HubAdmin
+from wsserver.core.broker import Broker, LocalBroker
+from wsserver.core.commands import (
+    AddHandler,
+    Admit,
+    AfterCommit,
+    Authenticate,
+    CloseAll,
+    Command,
+    DeleteCode,
+    Devices,
+    Forget,
+    GroupAccounts,
+    GroupStats,
+    Handle,
+    Kick,
+    ListCodes,
+    Midnight,
+    NextMidnight,
+    OnlineCount,
+    Publish,
+    PutCode,
+    Reconfigure,
+    Release,
+    Restore,
+    RoomList,
+    RoomMembers,
+    Stats,
+    TakeSnapshot,
+    WebsocketStats,
+)
+from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
-from wsserver.core.gcpause import gc_paused
-from wsserver.core.migrate import STATE_VERSION, migrate
-from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
-from wsserver.protocol.i18n import text
+from wsserver.core.env import Env
+from wsserver.core.host import Request, Sender
+from wsserver.core.identity import Identity
+from wsserver.core.migrate import STATE_VERSION
+from wsserver.core.presence import LocalPresence, Presence
+from wsserver.core.rooms import Rooms
+from wsserver.core.session import Handler, Outlet, Refusal, Session
+from wsserver.errors import CloseCode, ErrorCode, ProtocolError
+from wsserver.protocol.envelope import Inbound, encode, id_key
 
 if TYPE_CHECKING:
     from wsserver.config import Config
 
+__all__ = ["Hub", "InstantJournal", "Journal"]
+
 log = logging.getLogger("wsserver.hub")
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-FANOUT_SOON = 32
-"""A fan-out to at least this many sessions asks its outlets to deliver "soon":
-the network layer then writes the frames from one task, a moment later, and a
-connection that meanwhile gets more frames (the next publish) receives them in
-one write. Smaller deliveries (a user's own tabs, a direct message) go out at
-once."""
-
-RoomKey = tuple[str, str]  # (group key, room name)
-Principal = tuple[str, ...]  # ("user", type, id) or ("device", code)
-
-
-class Outlet(Protocol):
-    """Where a session's frames go. Implementations never block."""
-
-    def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
-        """Queue one frame; False when the connection is closing or was just
-        closed for being too slow. `soon`: the frame is part of a large
-        fan-out, and the outlet may write it a moment later, joined with what
-        else it has for the same peer by then (`FANOUT_SOON`)."""
-
-    def close(self, code: int, reason: str, /, **params: object) -> None:
-        """Close now, dropping queued frames. `reason` is a catalogue key; its text,
-        filled with `params`, is the close frame's reason. The outlet also has the
-        hub forget its session (`Hub.close`) at once, in a later command."""
-
-    def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
-        """Close once the frames queued before this call are written (and have the
-        hub forget the session at once, as `close` does)."""
-
-
-@attrs.define(eq=False, slots=True)
-class Session:
-    """The registry's record of one connection."""
-
-    conn_id: str
-    outlet: Outlet
-    ip: str
-    user_agent: str
-    connected_at: float
-    identity: Identity | None = None
-    device_id: str | None = None
-    device_info: Any = None
-    rooms: set[RoomKey] = attrs.field(factory=set)
-
-    @property
-    def principal(self) -> Principal | None:
-        """The principal key, once authenticated."""
-        return None if self.identity is None else self.identity.principal
-
-
-@attrs.frozen
-class Refusal:
-    """Why a connection is not admitted: an HTTP status at the handshake, a
-    close code after a first-message auth, and the catalogue key saying why."""
-
-    status: int
-    close_code: int
-    key: str
-
-
-@attrs.define(slots=True)
-class CodeRecord:
-    """An activation code: which group it opens, and whether it is enabled."""
-
-    code: str
-    group_id: Any
-    name: str = ""
-    enabled: bool = True
-
-
-Handler = Callable[[Session, Inbound], None]
-
-
-class Journal(Protocol):
-    """What the hub needs of durable storage (`wsserver.storage` implements it):
-    a non-blocking append that numbers records, and how far they are durable."""
-
-    @property
-    def durable_upto(self) -> int:
-        """The number of the last record that is durable."""
-
-    def append(self, record: dict[str, Any]) -> int:
-        """Queue one record for writing; returns its number (never blocks)."""
-
-
-class Component(Protocol):
-    """A durable part of the hub's state (direct messages, CRM, activation codes)."""
-
-    def to_state(self) -> dict[str, Any]:
-        """A detached, JSON-able copy for the snapshot."""
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Replace the state with one from `to_state()` (start-up only)."""
-
-
-class InstantJournal:
-    """A journal that keeps nothing and is durable at once (no data directory)."""
-
-    def __init__(self) -> None:
-        self.durable_upto = 0
-
-    def append(self, record: dict[str, Any]) -> int:
-        self.durable_upto += 1
-        return self.durable_upto
+R = TypeVar("R")
 
 
 class Hub:
-    """Shared state and the rules of connections, principals and rooms."""
+    """The hub's components, the rules of connections, and its command door."""
 
     def __init__(
         self,
@@ -162,141 +108,156 @@ class Hub:
         clock: Callable[[], float] = time.time,
         storage: Journal | None = None,
     ) -> None:
-        self.config = config
-        self.clock = clock
-        self.storage: Journal = storage if storage is not None else InstantJournal()
-        self.appliers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        self.on_authenticated: list[Callable[[Session], None]] = []
-        self.on_closed: list[Callable[[Session], None]] = []  # after a session is forgotten
-        self.last_n = 0  # the journal number of the last record this hub appended
-        self._pending: deque[tuple[int, Callable[[], object]]] = deque()
-        self.sessions: dict[str, Session] = {}
-        # group key -> its authenticated sessions (group broadcasts, CRM dashboards)
-        self.by_group: dict[str, dict[str, Session]] = {}
-        self.principals: dict[Principal, dict[str, Session]] = {}
-        # user id (comparison form) -> the user principals online with it, one
-        # per user_type: the HTTP API addresses "user 42" across user types
-        self.user_principals: dict[str, dict[Principal, None]] = {}
-        self.per_ip: dict[str, int] = {}
-        # sessions admitted without an identity yet: capped by `limits.max_pending`,
-        # never counted against `limits.max_connections`
-        self.unauthenticated = 0
-        self.rooms: dict[RoomKey, dict[str, Session]] = {}
-        self.codes: dict[str, CodeRecord] = {
-            c.code: CodeRecord(c.code, c.group_id, c.name, c.enabled)
-            for c in config.activation_codes
-        }
-        self.messages_in = 0
-        self.messages_out = 0
-        self.started_at = clock()
+        self.env = env = Env(config, clock)
+        self.commit = commit = CommitLog(storage)
+        local = LocalPresence()
+        self.presence: Presence = local
+        presence = self.presence
+        self.broker: Broker = LocalBroker(local, env)
+        broker = self.broker
+        self._sessions = presence.sessions  # (read per message; never replaced)
+        self.rooms = Rooms(presence, broker, env)
+        self.activation_codes = ActivationCodes(commit, presence, env, forget=self.close)
+        self.direct = DirectMessaging(commit, presence, broker, env)
+        self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
+        self.admin = admin = HubAdmin(
+            presence,
+            broker,
+            env,
+            self.rooms,
+            self.direct,
+            self.crm,
+            forget=self.close,
+            group_id=self.group_id,
+            counters=self.stats,
+        )
+        # Durable parts, by their key in the snapshot; each folds its own records.
+        commit.register("messages", self.direct)
+        commit.register("crm", self.crm)
+        commit.register("activation_codes", self.activation_codes)
         self.handlers: dict[str, Handler] = {
-            "join_room": self._join_room,
-            "leave_room": self._leave_room,
-            "room_message": self._room_message,
-            "room_members": self._room_members,
+            **self.rooms.handlers,
+            **self.direct.handlers,
+            **self.crm.handlers,
         }
-        self.direct = DirectMessaging(self)
-        self.crm = Crm(self)
-        self.activation_codes = ActivationCodes(self)
-        # Durable parts, by their key in the snapshot; each folds its own records
-        # (registered in `appliers`) and can dump and reload its state.
-        self.components: dict[str, Component] = {
-            "messages": self.direct,
-            "crm": self.crm,
-            "activation_codes": self.activation_codes,
+        # what the components do when a connection authenticates / is forgotten
+        self.on_authenticated: list[Callable[[Session], None]] = [
+            self.direct.deliver_mailbox,
+            self.crm.greet_dashboard,
+        ]
+        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone]
+        self.messages_in = 0
+        codes = self.activation_codes
+        # The one door in (`execute`): each command class and the method that runs it.
+        self.commands: dict[type[Command[Any]], Callable[[Any], Any]] = {
+            Handle: self._handle,
+            Admit: self._admit,
+            Authenticate: self._authenticate,
+            Forget: lambda cmd: self.close(cmd.conn_id),
+            CloseAll: lambda cmd: self.close_all(cmd.code, cmd.reason),
+            Release: lambda cmd: commit.release(),
+            AfterCommit: lambda cmd: commit.after_commit(cmd.callback),
+            TakeSnapshot: lambda cmd: commit.take_snapshot(cmd.if_changed),
+            Restore: self._restore,
+            NextMidnight: lambda cmd: self.crm.ms_to_next_midnight(env.now_ms()),
+            Midnight: lambda cmd: self.crm.midnight(),
+            Reconfigure: self._reconfigure,
+            AddHandler: self._add_handler,
+            Publish: admin.publish,
+            Kick: admin.kick,
+            OnlineCount: admin.online_count,
+            Devices: admin.devices,
+            RoomList: admin.room_list,
+            RoomMembers: admin.room_members,
+            Stats: admin.stats,
+            WebsocketStats: admin.websocket_stats,
+            GroupStats: admin.group_stats,
+            GroupAccounts: admin.group_accounts,
+            ListCodes: lambda cmd: codes.listing(),
+            PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
+            DeleteCode: lambda cmd: codes.delete(cmd.code),
         }
+        self._host = Sender(broker.send, env.now_ms, admin.publish)
 
-    # -- durable state -------------------------------------------------------
+    # -- the door --------------------------------------------------------------
 
-    def record(self, rec: dict[str, Any]) -> int:
-        """Journal one durable change and apply it; returns its journal number."""
-        n = self.storage.append(rec)
-        rec["n"] = n
-        self.appliers[rec["t"]](rec)
-        self.last_n = n
-        return n
+    def execute(self, command: Command[R]) -> R:
+        """Run one command (the actor's only way in) and return its answer."""
+        return self.commands[command.__class__](command)  # type: ignore[no-any-return]
 
-    def after_commit(self, announce: Callable[[], object]) -> None:
-        """Run `announce` once every record appended so far is durable.
+    def _admit(self, cmd: Admit) -> Refusal | Identity | None:
+        refusal = self.admit(cmd.outlet, cmd.conn_id, cmd.ip, cmd.user_agent, cmd.identity, cmd.device_id)
+        if refusal is not None:
+            return refusal
+        return self._settled(cmd.conn_id, cmd.identity)
 
-        Acknowledgements and the pushes they imply go through here, so a
-        client never hears of a change that a crash could still take back.
-        """
-        if not self._pending and self.last_n <= self.storage.durable_upto:
-            announce()
-        else:  # behind older announcements still waiting: keep their order
-            self._pending.append((self.last_n, announce))
+    def _authenticate(self, cmd: Authenticate) -> Refusal | Identity:
+        refusal = self.authenticate(cmd.conn_id, cmd.identity, cmd.device_id, cmd.device_info, cmd.request_id)
+        if refusal is not None:
+            return refusal
+        settled = self._settled(cmd.conn_id, cmd.identity)
+        assert settled is not None
+        return settled
+
+    def _settled(self, conn_id: str, given: Identity | None) -> Identity | None:
+        """The identity the hub settled on for an admitted connection (`given`
+        when it is already forgotten again)."""
+        session = self.presence.sessions.get(conn_id)
+        return given if session is None else session.identity
+
+    def _restore(self, cmd: Restore) -> int:
+        self.restore(cmd.state, cmd.records, cmd.version)
+        return self.commit.last_n
+
+    def _reconfigure(self, cmd: Reconfigure) -> int:
+        if cmd.on_switch is not None:
+            cmd.on_switch()
+        return self.reconfigure(cmd.config)
+
+    def _add_handler(self, cmd: AddHandler) -> None:
+        if cmd.type in self.handlers:
+            raise ValueError(f"message type {cmd.type!r} is already handled")
+        fn = cmd.fn
+        host = self._host
+
+        def handler(session: Session, msg: Inbound) -> None:
+            fn(Request(host, session, msg))
+
+        self.handlers[cmd.type] = handler
+
+    # -- the components' state, as the hub's -------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The running configuration."""
+        return self.env.config
+
+    @property
+    def last_n(self) -> int:
+        """The journal number of the last record appended (or restored)."""
+        return self.commit.last_n
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds for `timestamp` fields."""
+        return self.env.now_ms()
 
     def release(self) -> None:
-        """Run the announcements whose records became durable (registry command)."""
-        durable = self.storage.durable_upto
-        pending = self._pending
-        while pending and pending[0][0] <= durable:
-            _, announce = pending.popleft()
-            try:
-                announce()
-            except Exception:
-                log.exception("announcement failed")
+        """Run the announcements whose records became durable."""
+        self.commit.release()
 
     def restore(
         self, state: dict[str, Any] | None, records: list[dict[str, Any]], version: int = STATE_VERSION
     ) -> None:
-        """Rebuild durable state at start-up: the snapshot, then the journal.
-
-        `version` is the format they were written in; an older one is migrated
-        first (`core.migrate`), and the caller then snapshots the result before
-        appending anything, so the journal never mixes formats.
-        The cyclic GC is paused meanwhile (`gc_paused`): nothing made here is garbage.
-        """
-        with gc_paused():
-            if version != STATE_VERSION:
-                state, records = migrate(state, records, version)
-            if state is not None:
-                for name, component in self.components.items():
-                    if name in state:
-                        component.load_state(state[name])
-                self.last_n = state.get("n", 0)
-            appliers = self.appliers
-            last_n = self.last_n
-            try:
-                for rec in records:
-                    appliers[rec["t"]](rec)
-                    n = rec.get("n", 0)
-                    if n > last_n:
-                        last_n = n
-            finally:
-                self.last_n = last_n
-                if isinstance(self.storage, InstantJournal):  # numbers go on after the restored ones
-                    self.storage.durable_upto = max(self.storage.durable_upto, last_n)
+        """Rebuild durable state at start-up (`CommitLog.restore`)."""
+        self.commit.restore(state, records, version)
 
     def snapshot_state(self) -> dict[str, Any]:
-        """A detached copy of all durable state, for `storage.request_snapshot`."""
-        state: dict[str, Any] = {"n": self.last_n}
-        for name, component in self.components.items():
-            state[name] = component.to_state()
-        return state
+        """A detached copy of all durable state (`CommitLog.snapshot_state`)."""
+        return self.commit.snapshot_state()
 
     def snapshot_view(self) -> dict[str, Any]:
-        """What `snapshot_state()` gives, for the snapshot writer: components with a
-        `snapshot_view()` (the message store) hand over their never-changed parts
-        without copying them; the storage encodes the view with
-        `storage.base.json_chunks`. This runs in the registry: with a million
-        stored messages the copy took it 3.6–5.9 s."""
-        state: dict[str, Any] = {"n": self.last_n}
-        for name, component in self.components.items():
-            view = getattr(component, "snapshot_view", None)
-            state[name] = view() if view is not None else component.to_state()
-        return state
-
-    # -- small helpers -------------------------------------------------------
-
-    def now_ms(self) -> int:
-        """Wall-clock milliseconds for `timestamp` fields."""
-        return int(self.clock() * 1000)
-
-    def text(self, key: str, **params: object) -> str:
-        """A catalogue text in the configured locale."""
-        return text(key, self.config.server.locale, **params)
+        """All durable state for the snapshot writer (`CommitLog.snapshot_view`)."""
+        return self.commit.snapshot_view()
 
     def group_id(self, key: str, given: Any = None) -> Any:
         """A group's id as replies and pushes echo it (SPEC 2: as it came): as the
@@ -304,50 +265,17 @@ class Hub:
         code's), else as an activation code of the group has it, else `given`
         (the request's), else the comparison form itself (None for no group).
         One rule, so that two answers about the same group never differ in type."""
-        members = self.by_group.get(key)
+        members = self.presence.of_group(key)
         if members:
             ident = next(iter(members.values())).identity
             if ident is not None:
                 return ident.group_id
-        for record in self.codes.values():
-            if id_key(record.group_id) == key:
-                return record.group_id
+        record = self.activation_codes.of_group(lambda group_id: id_key(group_id) == key)
+        if record is not None:
+            return record.group_id
         if given is not None:
             return given
         return key or None
-
-    def send(self, session: Session, frame: str | bytes) -> bool:
-        """Hand one frame to one session."""
-        if session.outlet.deliver(frame):
-            self.messages_out += 1
-            return True
-        return False
-
-    def reply(self, session: Session, msg: Inbound, mtype: str, data: Any) -> None:
-        """Answer `msg` on its connection, echoing its `id`."""
-        self.send(session, encode(mtype, data, self.now_ms(), request_id=msg.id))
-
-    def send_error(self, session: Session, err: ProtocolError, msg: Inbound | None) -> None:
-        """Send an `error` for `err` to one session."""
-        frame = encode_error(
-            err,
-            msg.type if msg else None,
-            self.now_ms(),
-            locale=self.config.server.locale,
-            request_id=msg.id if msg else None,
-        )
-        self.send(session, frame)
-
-    def fan_out(self, sessions: Any, frame: str, skip: Session | None = None) -> int:
-        """Deliver one encoded frame to many sessions; returns how many took it."""
-        n = 0
-        targets = list(sessions)  # a copy: a delivery may close a connection
-        soon = len(targets) >= FANOUT_SOON
-        for s in targets:
-            if s is not skip and s.outlet.deliver(frame, soon):
-                n += 1
-        self.messages_out += n
-        return n
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -366,17 +294,15 @@ class Hub:
         checks). Connections still to authenticate have their own cap so that
         they can never fill `max_connections` and lock users out."""
         limits = self.config.limits
+        presence = self.presence
         if identity is None:
-            if self.unauthenticated >= limits.max_pending:
+            if presence.pending >= limits.max_pending:
                 return Refusal(503, CloseCode.OVER_CAPACITY, "too_many_pending")
         elif self._full():
             return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
-        if limits.max_connections_per_ip and self.per_ip.get(ip, 0) >= limits.max_connections_per_ip:
+        if limits.max_connections_per_ip and presence.ip_count(ip) >= limits.max_connections_per_ip:
             return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_ip_connections")
-        session = Session(conn_id, outlet, ip, user_agent, self.clock())
-        self.sessions[conn_id] = session
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        self.unauthenticated += 1
+        presence.add(Session(conn_id, outlet, ip, user_agent, self.env.clock()))
         if identity is not None:
             refusal = self.authenticate(conn_id, identity, device_id, device_info)
             if refusal is not None:
@@ -387,7 +313,8 @@ class Hub:
     def _full(self) -> bool:
         """True when authenticated sessions reach `limits.max_connections`."""
         limit = self.config.limits.max_connections
-        return bool(limit) and len(self.sessions) - self.unauthenticated >= limit
+        presence = self.presence
+        return bool(limit) and len(presence.sessions) - presence.pending >= limit
 
     def authenticate(
         self,
@@ -402,38 +329,37 @@ class Hub:
         Activation codes are checked here (they are shared state), and
         `limits.max_connections` (authenticated sessions only). The
         per-principal limit evicts the oldest connection (4004) or refuses.
+        A desktop client's identity takes its code's group (a new value: the
+        one the connection presented is left as it was).
         """
-        session = self.sessions.get(conn_id)
+        presence = self.presence
+        session = presence.sessions.get(conn_id)
         if session is None or self._full():
             return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
         if session.identity is not None:  # (the connection never asks twice)
             return Refusal(409, CloseCode.POLICY, "already_authenticated")
         if identity.is_device:
-            record = self.codes.get(identity.activation_code or "")
+            record = self.activation_codes.get(identity.activation_code or "")
             if record is None:
                 return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_invalid")
             if not record.enabled:
                 return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_disabled")
-            identity.group_id = record.group_id
+            identity = attrs.evolve(identity, group_id=record.group_id)
         principal = identity.principal
-        mine = self.principals.get(principal, {})
-        limit = self.config.limits.max_connections_per_user
+        mine = presence.of_principal(principal)
+        limits = self.config.limits
+        limit = limits.max_connections_per_user
         if limit and len(mine) >= limit:
-            if self.config.limits.per_user_policy == "reject":
+            if limits.per_user_policy == "reject":
                 return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
             while len(mine) >= limit:
                 oldest = next(iter(mine.values()))
                 oldest.outlet.close(CloseCode.REPLACED, "replaced")
                 self.close(oldest.conn_id)
-                mine = self.principals.get(principal, {})
-        session.identity = identity
-        self.unauthenticated -= 1
+                mine = presence.of_principal(principal)
         session.device_id = device_id
         session.device_info = device_info
-        self.principals.setdefault(principal, {})[conn_id] = session
-        self.by_group.setdefault(identity.group_key, {})[conn_id] = session
-        if not identity.is_device:
-            self.user_principals.setdefault(principal[2], {})[principal] = None
+        presence.bind(session, identity)
         self._greet(session, request_id)
         for hook in self.on_authenticated:
             hook(session)
@@ -442,11 +368,12 @@ class Hub:
     def _greet(self, session: Session, request_id: Any) -> None:
         ident = session.identity
         assert ident is not None
+        env = self.env
         if ident.is_device:
             data = {
                 "group_id": ident.group_id,
                 "activation_code": ident.activation_code,
-                "message": self.text("auth_success"),
+                "message": env.text("auth_success"),
             }
             mtype = "auth_success"
         else:
@@ -454,14 +381,14 @@ class Hub:
                 "user_id": ident.user_id,
                 "group_id": ident.group_id,
                 "conn_id": session.conn_id,
-                "message": self.text("connected"),
+                "message": env.text("connected"),
             }
             if ident.user_type is not None:
                 data["user_type"] = ident.user_type
             if session.device_id is not None:
                 data["device_id"] = session.device_id
             mtype = "connected"
-        self.send(session, encode(mtype, data, self.now_ms(), request_id=request_id))
+        self.broker.send(session, encode(mtype, data, env.now_ms(), request_id=request_id))
 
     def close(self, conn_id: str) -> None:
         """Forget a connection and everything it held (rooms, presence). Idempotent.
@@ -469,73 +396,41 @@ class Hub:
         Runs as soon as a close is decided, whoever decides it (the connection,
         the hub, an admin), not when the socket is done: a connection on its way
         out is in no room, online for no one and counted in no limit."""
-        session = self.sessions.pop(conn_id, None)
+        session = self.presence.remove(conn_id)
         if session is None:
             return
-        if session.identity is None:
-            self.unauthenticated -= 1
-        left = self.per_ip.get(session.ip, 0) - 1
-        if left > 0:
-            self.per_ip[session.ip] = left
-        else:
-            self.per_ip.pop(session.ip, None)
-        for key in list(session.rooms):
-            self._leave(session, key)
-        principal = session.principal
-        if principal is not None:
-            assert session.identity is not None
-            members = self.by_group.get(session.identity.group_key)
-            if members is not None:
-                members.pop(conn_id, None)
-                if not members:
-                    del self.by_group[session.identity.group_key]
-            mine = self.principals.get(principal)
-            if mine is not None:
-                mine.pop(conn_id, None)
-                if not mine:
-                    del self.principals[principal]
-                    self._forget_user_principal(principal)
+        self.rooms.leave_all(session)
+        if session.identity is not None:
+            self.presence.unbind(session)
             for hook in self.on_closed:
                 try:
                     hook(session)
                 except Exception:
                     log.exception("close hook failed for connection %s", conn_id)
 
-    def _forget_user_principal(self, principal: Principal) -> None:
-        if principal[0] != "user":
-            return
-        others = self.user_principals.get(principal[2])
-        if others is not None:
-            others.pop(principal, None)
-            if not others:
-                del self.user_principals[principal[2]]
-
     def reconfigure(self, config: Config) -> int:
         """Run with `config` from now on (a reload) and rebuild the activation codes
         from it and the durable overrides; connections whose code is now gone,
         disabled or moved to another group are closed with 4001. Returns how many."""
-        before = self.codes
-        self.config = config
-        self.activation_codes.rebuild()
-        closed = 0
-        for code, old in before.items():
-            new = self.codes.get(code)
-            if new is None:
-                closed += self.activation_codes._close_live(code, "activation_code_invalid")
-            elif not new.enabled or str(new.group_id) != str(old.group_id):
-                closed += self.activation_codes._close_live(code, "activation_code_disabled")
-        return closed
+        self.env.config = config
+        return self.activation_codes.reconfigured()
 
     def close_all(self, code: int, reason: str) -> None:
         """Ask every connection to close (server shutdown)."""
-        for session in list(self.sessions.values()):
+        for session in list(self.presence.sessions.values()):
             session.outlet.close(code, reason)
 
     # -- inbound messages ----------------------------------------------------
 
     def handle(self, conn_id: str, msg: Inbound) -> None:
         """Route one authenticated client message. Errors go back to its sender only."""
-        session = self.sessions.get(conn_id)
+        self._handle(Handle(conn_id, msg))
+
+    def _handle(self, cmd: Handle) -> None:
+        """`Handle`: the per-message command, run straight from the command table."""
+        msg = cmd.msg
+        conn_id = cmd.conn_id
+        session = self._sessions.get(conn_id)
         if session is None or session.identity is None:
             return
         self.messages_in += 1
@@ -545,161 +440,32 @@ class Hub:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown_type", type=msg.type)
             handler(session, msg)
         except ProtocolError as err:
-            self.send_error(session, err, msg)
+            self.broker.send_error(session, err, msg)
         except Exception:
             # A bug must cost one message, not the hub: the sender hears `internal`.
             log.exception("handler for %r failed on connection %s", msg.type, conn_id)
-            self.send_error(session, ProtocolError(ErrorCode.INTERNAL, "internal"), msg)
-
-    # -- rooms (SPEC 4.2) ----------------------------------------------------
-
-    def _room_target(self, session: Session, data: Any) -> RoomKey:
-        """The (group, room) a room request names, checked for name and group."""
-        ident = session.identity
-        assert ident is not None
-        room: Any
-        group: Any
-        if isinstance(data, str):
-            room, group = data, None
-        elif isinstance(data, dict):
-            room, group = data.get("room"), data.get("group_id")
-        else:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
-        if room is None:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
-        if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "invalid_room", field="room")
-        if ident.is_device:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "device_no_rooms", field="room")
-        group_key = ident.group_key
-        if group is not None and id_key(group) != group_key:
-            if not ident.is_admin:
-                raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="group_id")
-            group_key = id_key(group)
-        return (group_key, room)
-
-    def may_join(self, identity: Identity, room: str) -> bool:
-        """`rooms.allow` patterns, and the token's `rooms` claim when it has one."""
-        if not any(fnmatchcase(room, p) for p in self.config.rooms.allow):
-            return False
-        if identity.rooms is not None and not identity.is_admin:
-            return any(fnmatchcase(room, p) for p in identity.rooms)
-        return True
-
-    def members(self, key: RoomKey) -> list[dict[str, Any]]:
-        """A room's members, one entry per principal with its connection count."""
-        out: dict[Principal, dict[str, Any]] = {}
-        for s in self.rooms.get(key, {}).values():
-            ident = s.identity
-            assert ident is not None
-            entry = out.get(ident.principal)
-            if entry is None:
-                entry = out[ident.principal] = {
-                    "user_id": ident.user_id,
-                    "username": ident.username,
-                    "user_type": ident.user_type,
-                    "connections": 0,
-                }
-            entry["connections"] += 1
-        return list(out.values())
-
-    def _principal_in_room(self, key: RoomKey, principal: Principal, skip: Session) -> bool:
-        return any(
-            s is not skip and s.principal == principal for s in self.rooms.get(key, {}).values()
-        )
-
-    def _presence(self, key: RoomKey, session: Session, mtype: str) -> None:
-        if not self.config.rooms.presence_events:
-            return
-        ident = session.identity
-        assert ident is not None
-        frame = encode(
-            mtype,
-            {"room": key[1], "user_id": ident.user_id, "username": ident.username},
-            self.now_ms(),
-        )
-        self.fan_out(self.rooms.get(key, {}).values(), frame, skip=session)
-
-    def _join_room(self, session: Session, msg: Inbound) -> None:
-        key = self._room_target(session, msg.data)
-        assert session.identity is not None
-        if not self.may_join(session.identity, key[1]):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
-        members = self.rooms.get(key)
-        if key not in session.rooms:
-            limits = self.config.limits
-            if limits.max_rooms_per_connection and len(session.rooms) >= limits.max_rooms_per_connection:
-                raise ProtocolError(ErrorCode.CONFLICT, "too_many_rooms", field="room")
-            if limits.max_room_members and members and len(members) >= limits.max_room_members:
-                raise ProtocolError(ErrorCode.CONFLICT, "room_full", field="room")
-            first_of_principal = not self._principal_in_room(key, session.principal, session)  # type: ignore[arg-type]
-            self.rooms.setdefault(key, {})[session.conn_id] = session
-            session.rooms.add(key)
-            if first_of_principal:
-                self._presence(key, session, "user_joined")
-        self.reply(session, msg, "room_joined", {"room": key[1], "members": self.members(key)})
-
-    def _leave(self, session: Session, key: RoomKey) -> None:
-        session.rooms.discard(key)
-        members = self.rooms.get(key)
-        if members is None or members.pop(session.conn_id, None) is None:
-            return
-        if not members:
-            del self.rooms[key]
-        elif not self._principal_in_room(key, session.principal, session):  # type: ignore[arg-type]
-            self._presence(key, session, "user_left")
-
-    def _leave_room(self, session: Session, msg: Inbound) -> None:
-        key = self._room_target(session, msg.data)
-        if key not in session.rooms:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "not_in_room", field="room")
-        self._leave(session, key)
-        self.reply(session, msg, "room_left", {"room": key[1]})
-
-    def _room_message(self, session: Session, msg: Inbound) -> None:
-        if not isinstance(msg.data, dict):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
-        key = self._room_target(session, msg.data)
-        if key not in session.rooms:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "not_in_room", field="room")
-        ident = session.identity
-        assert ident is not None
-        payload = {k: v for k, v in msg.data.items() if k not in ("room", "group_id", "from")}
-        payload["room"] = key[1]
-        payload["from"] = {
-            "user_id": ident.user_id,
-            "username": ident.username,
-            "user_type": ident.user_type,
-        }
-        frame = encode("room_message", payload, self.now_ms())
-        delivered = self.fan_out(self.rooms[key].values(), frame, skip=session)
-        self.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})
-
-    def _room_members(self, session: Session, msg: Inbound) -> None:
-        key = self._room_target(session, msg.data)
-        assert session.identity is not None
-        if key not in session.rooms and not self.may_join(session.identity, key[1]):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
-        self.reply(session, msg, "room_members", {"room": key[1], "members": self.members(key)})
+            self.broker.send_error(session, ProtocolError(ErrorCode.INTERNAL, "internal"), msg)
 
     # -- stats ---------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counts for `/api/stats` and health checks."""
-        devices = sum(1 for s in self.sessions.values() if s.identity and s.identity.is_device)
-        users = sum(1 for s in self.sessions.values() if s.identity and not s.identity.is_device)
+        """The hub's own counts (`HubAdmin.stats` reports them with the rest)."""
+        presence = self.presence
+        devices = users = 0
+        for s in presence.sessions.values():
+            if s.identity is not None:
+                if s.identity.is_device:
+                    devices += 1
+                else:
+                    users += 1
+        total = len(presence.sessions)
         return {
-            "connections": len(self.sessions),
+            "connections": total,
             "user_connections": users,
             "device_connections": devices,
-            "pending_connections": len(self.sessions) - users - devices,
-            "principals": len(self.principals),
-            "rooms": len(self.rooms),
+            "pending_connections": total - users - devices,
+            "principals": presence.principal_count(),
+            "rooms": len(presence.room_keys()),
             "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
+            "messages_out": self.broker.messages_out,
         }
-
-
-def refusal_for(err: AuthError) -> Refusal:
-    """The refusal for credentials that did not verify."""
-    return Refusal(401, CloseCode.AUTH_FAILED, err.key)

@@ -21,7 +21,7 @@ Invariants:
   them with `>`) and are rebuilt from their messages.
 - Keys are `str`, never tuples: they are values inside stored message dicts,
   which must hold only plain values (see "stored messages and the cyclic GC" in
-  `core.messages`).
+  `core.message_store`).
 """
 
 from __future__ import annotations

@@ -25,15 +25,12 @@ cannot be split unambiguously is dropped (it only answers retries within
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
+from wsserver._version import OLDEST_STATE_VERSION, STATE_VERSION
 from wsserver.core.keys import SYSTEM, Key, conversation_key, dedup_key, principal_key, push_key
 
-STATE_VERSION: Final = 2
-"""The format of the durable state written now."""
-
-OLDEST_STATE_VERSION: Final = 1
-"""The oldest format `Hub.restore` still reads (migrating it)."""
+__all__ = ["OLDEST_STATE_VERSION", "STATE_VERSION", "migrate"]
 
 
 def migrate(

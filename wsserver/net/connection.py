@@ -3,7 +3,7 @@
 - the reader (`run`, the connection's only long-lived task): reads the socket,
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
   handles what concerns this connection only (heartbeat, ping, refresh,
-  first-message auth) and hands the rest to the registry actor.
+  first-message auth) and hands the rest to the hub actor (`Handle`).
 - writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
   goes through it, in order. A frame is written straight from `deliver()`
   when nothing is queued and the socket takes it (no scheduler trip);
@@ -26,7 +26,7 @@ writer and waits for the peer's, within `CLOSE_TIMEOUT`. A close frame from the
 peer is answered with the same code; the hub forgets the connection as soon as
 the reader has it, before that answer is written.
 
-`deliver()`, called by the registry, never blocks: a full queue closes the
+`deliver()`, called by the hub actor, never blocks: a full queue closes the
 connection with 4008 (slow consumer), so a slow client costs at most
 `limits.send_queue` frames of memory and never slows anyone else; a peer
 that stops reading while little is sent to it is closed with 4008 by the
@@ -38,12 +38,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from wsserver.auth import Identity
+from wsserver.core.commands import Authenticate, Handle
+from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
+from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastwrite import FrameWriter, raw_socket
 from wsserver.net.readiness import receive_raw
@@ -73,8 +75,12 @@ from wsserver.protocol.frames import (
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
-    from wsserver.config import LimitsConfig
-    from wsserver.net.server import Server
+    from wsserver.auth import TokenVerifier
+    from wsserver.config import Config, LimitsConfig
+    from wsserver.net.actor import HubActor
+    from wsserver.net.fastwrite import Flusher
+    from wsserver.net.heartbeat import Heartbeats
+    from wsserver.ops.metrics import Metrics
 
 log = logging.getLogger("wsserver.connection")
 
@@ -85,6 +91,29 @@ RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
 MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
 FRAME_ERROR_KEYS = {1002: "protocol_error", 1007: "invalid_utf8", 1009: "message_too_big"}
+
+
+class ConnectionHost(Protocol):
+    """What a connection uses of its server (`net.server.Server`): the live
+    config and verifier (a reload swaps them), the shared tasks, the hub's
+    actor, and the failed-credentials throttle."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def verifier(self) -> TokenVerifier: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def flusher(self) -> Flusher: ...
+    @property
+    def heartbeats(self) -> Heartbeats: ...
+    @property
+    def actor(self) -> HubActor: ...
+    def auth_blocked(self, ip: str, via: str) -> bool: ...
+    def credential_failed(self, ip: str, reason: str) -> None: ...
+    def forget_connection(self, conn_id: str) -> None:
+        """Have the hub forget a connection (`Forget`), without waiting."""
 
 
 class Connection:
@@ -108,6 +137,7 @@ class Connection:
         "device_id",
         "echo",
         "eof",
+        "expires_at",
         "identity",
         "ip",
         "last_seen",
@@ -123,7 +153,7 @@ class Connection:
 
     def __init__(
         self,
-        server: Server,
+        server: ConnectionHost,
         conn_id: str,
         ip: str,
         *,
@@ -135,6 +165,8 @@ class Connection:
         self.conn_id = conn_id
         self.ip = ip
         self.identity = identity
+        # the token's expiry (Unix seconds): this connection's own, a refresh moves it
+        self.expires_at = None if identity is None else identity.expires_at
         self.device_id = device_id
         self.echo = echo
         self.send_queue = server.config.limits.send_queue
@@ -239,12 +271,12 @@ class Connection:
     def forget(self) -> None:
         """Have the hub forget this connection, once: when its close is decided, or
         when the reader ends (the peer closed or vanished), before any waiting on
-        the closing handshake. From inside the registry (a fan-out finding the
+        the closing handshake. From inside the hub actor (a fan-out finding the
         queue full) the command runs in the same batch, before the actor answers
         anyone else."""
         if not self._forgotten:
             self._forgotten = True
-            self.server._closed(self.conn_id)
+            self.server.forget_connection(self.conn_id)
 
     @property
     def end_code(self) -> int:
@@ -289,10 +321,10 @@ class Connection:
 
     def _expiry(self) -> float | None:
         """Token expiry on the trio clock, or None."""
-        ident = self.identity
-        if ident is None or ident.expires_at is None:
+        expires_at = self.expires_at
+        if expires_at is None:
             return None
-        return ident.expires_at - self._wall_offset
+        return expires_at - self._wall_offset
 
     # -- the timer (run by the server's Heartbeats task) -----------------------
 
@@ -336,8 +368,7 @@ class Connection:
             warn_at = expiry - TOKEN_WARN_BEFORE
             if now >= warn_at:
                 if not self._warned:
-                    assert self.identity is not None
-                    self.reply(None, "token_expiring", {"expires_at": int(self.identity.expires_at or 0)})
+                    self.reply(None, "token_expiring", {"expires_at": int(self.expires_at or 0)})
                     self._warned = True
             else:
                 self._warned = False  # a refresh moved the expiry
@@ -559,7 +590,7 @@ class Connection:
         return self._dispatch(msg)
 
     async def _on_message_async(self, msg: Inbound) -> bool:
-        """The slow path of `_on_message`: first-message auth, or a full registry
+        """The slow path of `_on_message`: first-message auth, or a full hub actor
         inbox. False when the connection is closing."""
         if self.identity is None:
             if not await self._first_message_auth(msg):
@@ -569,12 +600,12 @@ class Connection:
             msg = self._dispatch(msg)  # type: ignore[assignment]
             if msg is None:
                 return True
-        await self.server.registry.tell(self.server.hub.handle, self.conn_id, msg)
+        await self.server.actor.tell(Handle(self.conn_id, msg))
         return True
 
     def _dispatch(self, msg: Inbound) -> Inbound | None:
         """Handle or forward an authenticated message; returns it when the
-        registry's inbox is full (the caller waits for room)."""
+        hub actor's inbox is full (the caller waits for room)."""
         ident = self.identity
         assert ident is not None
         code = msg.activation_code
@@ -586,9 +617,8 @@ class Connection:
             return None
         mtype = msg.type
         if mtype not in LOCAL_TYPES:
-            server = self.server
             # no scheduler trip while the inbox has room
-            if not server.registry.tell_nowait(server.hub.handle, self.conn_id, msg):
+            if not self.server.actor.tell_nowait(Handle(self.conn_id, msg)):
                 return msg
             return None
         if mtype == "heartbeat":
@@ -629,7 +659,7 @@ class Connection:
         except ProtocolError as err:
             self.send_error(err, msg)
             return
-        ident.expires_at = fresh.expires_at
+        self.expires_at = fresh.expires_at
         self.server.heartbeats.schedule(self, trio.current_time())  # new expiry deadlines
         self.reply(
             msg,
@@ -669,17 +699,16 @@ class Connection:
             server.metrics.auth_failed(err.key)
             self._auth_failed(err, msg)
             return False
-        refusal = await server.registry.call(
-            server.hub.authenticate, self.conn_id, identity, device_id, device_info, msg.id
-        )
-        if refusal is not None:
-            if refusal.status == 401:  # an unknown or disabled activation code
-                server.credential_failed(self.ip, refusal.key)
-            code = ErrorCode.UNAUTHORIZED if refusal.status == 401 else ErrorCode.CONFLICT
-            self.send_error(ProtocolError(code, refusal.key), msg)
-            self.close_after_queued(refusal.close_code, refusal.key)
+        settled = await server.actor.call(Authenticate(self.conn_id, identity, device_id, device_info, msg.id))
+        if isinstance(settled, Refusal):
+            if settled.status == 401:  # an unknown or disabled activation code
+                server.credential_failed(self.ip, settled.key)
+            code = ErrorCode.UNAUTHORIZED if settled.status == 401 else ErrorCode.CONFLICT
+            self.send_error(ProtocolError(code, settled.key), msg)
+            self.close_after_queued(settled.close_code, settled.key)
             return False
-        self.identity = identity
+        self.identity = settled  # as the hub settled it (a desktop client's group)
+        self.expires_at = settled.expires_at
         self.device_id = device_id
         # the timer's next deadline was the auth timeout's: the token's own
         # (its expiry warning, maybe due already) take over from now

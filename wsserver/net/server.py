@@ -4,7 +4,7 @@ One listener (`server.host:port`) serves WebSocket upgrades on `server.path`
 (and `server.echo_path` when set) and plain HTTP for everything else; with
 `server.api_listen` set, `/api/*` moves to that second listener.
 
-Lifecycle: `Server.serve()` starts the registry actor, opens the listeners,
+Lifecycle: `Server.serve()` starts the hub actor, opens the listeners,
 logs `listening on HOST:PORT`, reports readiness and runs until `stop()`.
 Its background tasks (snapshots, the midnight timer, the storage writer, the
 connections' timer task, the fan-out flusher) run under `self.background`
@@ -39,15 +39,26 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
-from wsserver._version import __version__
-from wsserver.api.routes import install
-from wsserver.api.static import add_client_routes
-from wsserver.auth import Identity, TokenVerifier, credentials_from_handshake
+from wsserver._version import STATE_VERSION, __version__
+from wsserver.auth import TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
-from wsserver.core.hub import Hub, refusal_for
+from wsserver.core.commands import (
+    Admit,
+    CloseAll,
+    Forget,
+    Midnight,
+    NextMidnight,
+    Reconfigure,
+    Release,
+    Restore,
+    Stats,
+    TakeSnapshot,
+)
+from wsserver.core.identity import Identity
 from wsserver.core.limits import FailureThrottle
-from wsserver.core.migrate import STATE_VERSION
+from wsserver.core.session import Refusal, refusal_for
 from wsserver.errors import AuthError, CloseCode
+from wsserver.net.actor import HubActor
 from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
 from wsserver.net.fastwrite import Flusher, raw_socket
 from wsserver.net.heartbeat import Heartbeats
@@ -66,7 +77,6 @@ from wsserver.net.http import (
     serve_http,
 )
 from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget
-from wsserver.net.registry import Registry
 from wsserver.ops.access import log_request, log_session
 from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
@@ -76,6 +86,7 @@ from wsserver.ops.systemd import Notifier
 from wsserver.protocol.handshake import response_101, upgrade_accept
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
+from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.journal import FileStorage
 
 log = logging.getLogger("wsserver.server")
@@ -152,11 +163,10 @@ class Server:
             fsync_fd=self.metrics.timed_fsync,
             health=self.background,
         )
-        self.hub = Hub(config, storage=self.storage)
-        # inbound types get a metrics label only when handled (hub.handlers also
-        # gets an embedding host's types); a client's own inventions are "unknown"
-        self.metrics.count_types_in(LOCAL_TYPES, self.hub.handlers)
-        self.registry = Registry(self.hub, after_batch=self._after_batch)
+        self.actor = HubActor(config, storage=self.storage, after_batch=self._after_batch)
+        # inbound types get a metrics label only when handled (the hub's types include
+        # an embedding host's); a client's own inventions are "unknown"
+        self.metrics.count_types_in(LOCAL_TYPES, self.actor.message_types)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
         self.flusher = Flusher()  # writes large fan-outs (net.fastwrite)
@@ -164,6 +174,7 @@ class Server:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
         self._spare: trio.Nursery | None = None  # for the rare command that must wait
+        self._release = Release()  # told each time records become durable
         self.verifier = TokenVerifier(config)
         self.router = Router()
         self.api_router = self.router
@@ -176,10 +187,10 @@ class Server:
         self._stop = trio.Event()
         self._no_api = Router()  # `/api/*` on the public listener when the API has its own
         self._add_health_routes(self.router)
-        add_client_routes(self.router)  # the browser client (public: browsers load it)
         if self.api_router is not self.router:
             self._add_health_routes(self.api_router)
-        install(self)
+        # The HTTP API (`wsserver.api`) is installed on `api_router` by whoever
+        # builds the server (the entry points: `wsserver.embed`, `__main__`).
 
     # -- routes --------------------------------------------------------------
 
@@ -231,42 +242,41 @@ class Server:
         return self._stop.is_set()
 
     def _after_batch(self) -> None:
-        """(Registry hook, after each batch of commands.) Without fsync the batch's
-        records are written at once, and what became durable is announced."""
+        """(Actor hook, after each batch of commands, before the hub announces what
+        became durable.) Without fsync the batch's records are written at once."""
         self._in_after_batch = True
         try:
             self.storage.write_now()  # a failed write is the writer task's to report and retry
         finally:
             self._in_after_batch = False
-        self.hub.release()
 
     def _durable(self, n: int) -> None:
-        if not self._in_after_batch:
-            self.registry.tell_nowait(self.hub.release)
+        if not self._in_after_batch:  # (else the actor announces right after the hook)
+            self.actor.tell_nowait(self._release)
 
     async def status(self) -> str:
-        """A one-line status (systemd's STATUS=); a registry round trip, so it also
-        proves the hub actor is responsive."""
-        stats = await self.registry.call(self.hub.stats)
-        n = stats["connections"]
+        """A one-line status (systemd's STATUS=); a round trip through the hub
+        actor, so it also proves the actor is responsive."""
+        connections = (await self.actor.call(Stats()))["connections"]
+        n = connections["total"]
         where = ", ".join(f"{host}:{port}" for host, port in self.addresses)
         state = "shutting down" if self.stopping else f"listening on {where}"
         return (
-            f"{n} connection{'' if n == 1 else 's'} ({stats['user_connections']} users, "
-            f"{stats['device_connections']} devices); {state}"
+            f"{n} connection{'' if n == 1 else 's'} ({connections['user']} users, "
+            f"{connections['device']} devices); {state}"
         )
 
     async def start_core(self, nursery: trio.Nursery) -> None:
-        """Start the registry actor, the connections' timer task, the read poller
+        """Start the hub actor, the connections' timer task, the read poller
         and the fan-out flusher in `nursery` (`serve()` does; tests serving
         memory streams call it themselves).
 
         The timer task and the flusher do each connection's work, so a bug there
-        is restarted (`Background.keep_running`). The registry catches every
+        is restarted (`Background.keep_running`). The actor catches every
         command's exception itself, and the poller only moves readiness events:
         neither has work that can fail, and a restart would lose their state."""
         keep_running = self.background.keep_running
-        await nursery.start(self.registry.run)
+        await nursery.start(self.actor.run)
         await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
         if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
             await nursery.start(Readiness().run)
@@ -296,9 +306,10 @@ class Server:
         before it leaves the old files as they were.
         """
         loaded = self.storage.load()  # StorageError stops start-up, files untouched
-        self.hub.restore(loaded.state, loaded.records, loaded.version)
+        with gc_paused():  # everything restored stays alive: no collection can free any
+            self.actor.execute_now(Restore(loaded.state, loaded.records, loaded.version))
         if loaded.state is None or loaded.version != STATE_VERSION:
-            self._snapshot_now()
+            self.actor.execute_now(TakeSnapshot())
         log.info(
             "state loaded from %s: %d journal records after the snapshot%s",
             self.config.storage.dir,
@@ -315,7 +326,7 @@ class Server:
         async with trio.open_nursery() as root:
             # the writer retries failed disk steps itself; this restarts it after a bug
             await root.start(self.background.keep_running, "storage", self.storage.run)
-            # Wake the registry when records become durable; if its inbox is
+            # Wake the actor when records become durable; if its inbox is
             # full it is busy anyway and releases after the batch. Records made
             # durable by _after_batch itself are released there.
             self.storage.on_durable(self._durable)
@@ -358,11 +369,11 @@ class Server:
                 self.ready = False
                 for scope in accepting:
                     scope.cancel()
-                await self.registry.call(self.hub.close_all, CloseCode.GOING_AWAY, "shutting_down")
+                await self.actor.call(CloseAll(CloseCode.GOING_AWAY, "shutting_down"))
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
             with trio.CancelScope(shield=True):
                 try:
-                    await self.registry.call(self._snapshot_now)
+                    await self.actor.call(TakeSnapshot())
                 except Exception as exc:  # the journal keeps every record: the next start replays it
                     self.background.failed("snapshots", exc)
                 await self.storage.close()
@@ -380,7 +391,7 @@ class Server:
         not load or validate, or an `[auth]` that cannot be used, changes nothing.
         Everything is logged, secret values never. Returns the plan, or None when
         nothing was applied; a `config` given that does not validate raises
-        `ConfigError`. Call it while `serve()` runs (it goes through the registry).
+        `ConfigError`. Call it while `serve()` runs (it goes through the hub actor).
         """
         if config is None:
             if self.config_path is None:
@@ -401,7 +412,7 @@ class Server:
             except (OSError, ValueError) as exc:
                 log.error("reload failed, keeping the running configuration: auth: %s", exc)
                 return None
-        closed = await self.registry.call(self._reconfigure, plan.config, verifier)
+        closed = await self.actor.call(Reconfigure(plan.config, functools.partial(self._switch, plan.config, verifier)))
         if any(key.startswith("log.") for key in plan.applied):
             reconfigure_logging(plan.config.log.level, plan.config.log.format)
         if not plan.changed:
@@ -417,19 +428,12 @@ class Server:
             )
         return plan
 
-    def _reconfigure(self, config: Config, verifier: TokenVerifier) -> int:
-        """(Registry command.) Switch server, hub and verifier to `config` at once,
-        between two hub commands; returns the connections closed for their code."""
+    def _switch(self, config: Config, verifier: TokenVerifier) -> None:
+        """(In the actor, as the hub takes `config`: `Reconfigure.on_switch`.) The
+        server and its verifier switch in the same step, between two hub commands."""
         self.config = config
         self.verifier = verifier
         self.heartbeats.reschedule_all(trio.current_time())  # [heartbeat]/[auth] timings
-        return self.hub.reconfigure(config)
-
-    def _snapshot_now(self) -> int:
-        """(Registry command.) Queue a snapshot of everything recorded so far."""
-        state = self.hub.snapshot_view()
-        self.storage.request_snapshot(state, self.hub.last_n)
-        return self.hub.last_n
 
     async def _midnights(self) -> None:
         """At each new day in `crm.timezone`, dashboards get their zeroed "today"
@@ -439,10 +443,10 @@ class Server:
         async def midnight() -> None:
             nonlocal due
             if not due:
-                wait_ms = self.hub.crm.ms_to_next_midnight(self.hub.now_ms())
+                wait_ms = await self.actor.call(NextMidnight())
                 await trio.sleep(wait_ms / 1000 + 0.2)
                 due = True
-            await self.registry.call(self.hub.crm.midnight)
+            await self.actor.call(Midnight())
             due = False
 
         await self.background.supervised("midnights", midnight)
@@ -452,13 +456,10 @@ class Server:
         changes. A snapshot that cannot be taken is retried after the backoff
         and the interval (`Background.supervised`); the journal keeps every
         record meanwhile. (Writing it is the storage's: `storage.snapshot`.)"""
-        taken = self.hub.last_n
 
         async def snapshot() -> None:
-            nonlocal taken
             await trio.sleep(self.config.storage.snapshot_interval)
-            if self.hub.last_n != taken:
-                taken = await self.registry.call(self._snapshot_now)
+            await self.actor.call(TakeSnapshot(if_changed=True))
 
         await self.background.supervised("snapshots", snapshot)
 
@@ -671,10 +672,10 @@ class Server:
                 try:
                     await request.accept()
                 except ConnectionClosed:
-                    self._closed(conn.conn_id)
+                    self.forget_connection(conn.conn_id)
                     return None, b""
                 except BaseException:
-                    self._closed(conn.conn_id)
+                    self.forget_connection(conn.conn_id)
                     raise
                 self.metrics.handshake("accepted")
                 log.debug("open %s from %s", conn.conn_id, ip)
@@ -717,22 +718,24 @@ class Server:
                 return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
         conn = Connection(self, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo)
-        refusal = await self.registry.call(
-            self.hub.admit, conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id
+        admitted = await self.actor.call(
+            Admit(conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id)
         )
-        if refusal is not None:
-            if refusal.status == 401:  # an unknown or disabled activation code
-                self.credential_failed(ip, refusal.key)
-            await refuse(refusal.status, refusal.key)
+        if isinstance(admitted, Refusal):
+            if admitted.status == 401:  # an unknown or disabled activation code
+                self.credential_failed(ip, admitted.key)
+            await refuse(admitted.status, admitted.key)
             return None
+        conn.identity = admitted  # as the hub settled it (a desktop client's group)
         return conn
 
-    def _closed(self, conn_id: str) -> None:
+    def forget_connection(self, conn_id: str) -> None:
         """Tell the hub a connection ended (never waits: the inbox has room for it
         or a spare task waits for room)."""
-        if not self.registry.tell_nowait(self.hub.close, conn_id):
+        forget = Forget(conn_id)
+        if not self.actor.tell_nowait(forget):
             assert self._spare is not None, "start_core() was not called"
-            self._spare.start_soon(self.registry.tell, self.hub.close, conn_id)
+            self._spare.start_soon(self.actor.tell, forget)
 
     def _session_done(self, conn: Connection) -> None:
         """Access log and metrics for one ended WebSocket session."""
@@ -757,7 +760,7 @@ def tune_gc() -> None:
     many short-lived per-message objects rarer (they are mostly freed by
     reference counting anyway).
     """
-    # The loaded state is already in the oldest generation (`core.gcpause`):
+    # The loaded state is already in the oldest generation (`storage.gcpause`):
     # collect only the young ones, not the whole (possibly GB-sized) heap.
     gc.collect(1)
     gc.freeze()

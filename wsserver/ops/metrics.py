@@ -7,7 +7,7 @@ Invariants:
 - The hot path (every WebSocket frame in or out) only bumps plain ints and
   dicts; they become metric families when `/metrics` is scraped.
 - Hub state (connections by kind, mailboxes, rooms) is never read from here:
-  the `/metrics` handler fetches it through the registry actor
+  the `/metrics` handler fetches it through the hub actor
   (`HubAdmin.stats`) and passes it to `render`.
 - Label values are bounded, whatever clients send: an inbound message type
   has its own label only when the server handles it (the connection's own
@@ -160,7 +160,7 @@ class _ScrapeCollector(Collector):
             ),
             (
                 "wsserver_registry_queue_depth",
-                "Commands waiting for the registry actor.",
+                "Commands waiting for the hub actor.",
                 queue_depth,
             ),
             ("wsserver_uptime_seconds", "Seconds since the server started.", stats["uptime"]),
@@ -176,7 +176,7 @@ class Metrics:
     """The counters of one server and their Prometheus rendering.
 
     The net layer calls the recording methods; `render` produces the body of
-    `GET /metrics` from them plus a hub view fetched through the registry.
+    `GET /metrics` from them plus a hub view fetched through the hub actor.
     """
 
     def __init__(self) -> None:

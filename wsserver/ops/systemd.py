@@ -13,7 +13,7 @@ Invariants:
 - The watchdog is ours only when `WATCHDOG_USEC` is set and `WATCHDOG_PID` is
   absent or our pid; we then ping at half the interval (sd_watchdog_enabled(3)).
 - `keepalive` goes through the caller's `status` coroutine each time, which in
-  the server is a registry round trip: a stuck hub actor stops the pings, and
+  the server is a round trip through the hub actor: a stuck actor stops the pings, and
   systemd restarts the service.
 """
 

@@ -39,7 +39,7 @@ import attrs
 import orjson
 import trio
 
-from wsserver.core.migrate import STATE_VERSION
+from wsserver._version import STATE_VERSION
 
 __all__ = [
     "FSYNC_MODES",
@@ -81,7 +81,7 @@ class StorageError(Exception):
 class Loaded:
     """What `Storage.load` found: the snapshot state (None when there is none), the
     records after it in number order, the number the next `append` returns, and
-    the format of the state and records (`core.migrate.STATE_VERSION` when current)."""
+    the format of the state and records (`_version.STATE_VERSION` when current)."""
 
     state: dict[str, Any] | None
     records: list[dict[str, Any]]
@@ -246,7 +246,7 @@ def json_chunks(value: Any, chunk: int = JSON_CHUNK, _level: int = 0) -> Iterato
     that has it.
 
     A list whose class has a `json_item` function (a snapshot view's stored
-    messages, `core.messages.StoredMessages`) is encoded as the list of
+    messages, `core.message_store.StoredMessages`) is encoded as the list of
     `json_item(x)` of its items.
     """
     kind = type(value)

@@ -61,8 +61,7 @@ from typing import Any, BinaryIO, Final
 import attrs
 import trio
 
-from wsserver.core.gcpause import gc_paused
-from wsserver.core.migrate import OLDEST_STATE_VERSION, STATE_VERSION
+from wsserver._version import OLDEST_STATE_VERSION, STATE_VERSION
 from wsserver.storage.base import (
     FSYNC_MODES,
     DurableNotifier,
@@ -75,6 +74,7 @@ from wsserver.storage.base import (
     json_chunks,
     log,
 )
+from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.private import FILE_MODE, open_private, private_dir
 
 __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]

@@ -1,6 +1,10 @@
 """Durable direct messages: records, per-recipient sequence numbers, mailboxes,
 receipts, de-duplication and bounded history, without I/O.
 
+`MemoryMessageStore` keeps it all in this process (journaled and snapshotted
+through the hub's commit log); it implements `core.stores.MessageStore`, what
+the direct messages (`core.direct`) ask of their store.
+
 The state is event-sourced. Every durable change is a plain JSON-able record
 (`{"t": "msg" | "status" | "box" | "drop" | "trunc_seen", ...}`) that `apply()` folds
 into the state; the hub applies a record at the moment it appends it to the
@@ -42,7 +46,15 @@ import orjson
 
 from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
 
-__all__ = ["Key", "MessageStore", "RetentionPolicy", "StoredMessages", "message_size", "party", "principal_key"]
+__all__ = [
+    "Key",
+    "MemoryMessageStore",
+    "RetentionPolicy",
+    "StoredMessages",
+    "message_size",
+    "party",
+    "principal_key",
+]
 
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
@@ -63,8 +75,8 @@ class RetentionPolicy:
 
 
 @attrs.define
-class MessageStore:
-    """All durable direct-message state. Mutated only through `apply()`."""
+class MemoryMessageStore:
+    """All durable direct-message state, in memory. Mutated only through `apply()`."""
 
     policy: RetentionPolicy = attrs.field(factory=RetentionPolicy)
     next_id: int = 1
@@ -87,6 +99,22 @@ class MessageStore:
     durable: Callable[[], int] = _everything
 
     # -- reading -------------------------------------------------------------
+
+    def next_seq(self, recipient: Key) -> int:
+        """The `seq` the next message to `recipient` gets."""
+        return self.seq.get(recipient, 0) + 1
+
+    def stored(self, mid: int) -> dict[str, Any] | None:
+        """A kept message by id, durable or not (the one just recorded)."""
+        return self.messages.get(mid)
+
+    def truncated_count(self, recipient: Key) -> int:
+        """Messages dropped from `recipient`'s mailbox it was not told of yet."""
+        return self.truncated.get(recipient, 0)
+
+    def mailbox_counts(self) -> tuple[int, int]:
+        """(mailboxes, messages in them), for the statistics."""
+        return len(self.mailbox), sum(len(b) for b in self.mailbox.values())
 
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
         """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`
@@ -351,7 +379,7 @@ class MessageStore:
         messages: they go as the store's own dicts (never changed in place) in a
         `StoredMessages` list, made JSON objects as they are encoded
         (`storage.base.json_chunks`). The hub's view of a million stored
-        messages takes ~84 ms instead of seconds of copying in the registry."""
+        messages takes ~84 ms instead of seconds of copying in the hub actor."""
         state = self._state_without_messages()
         state["messages"] = StoredMessages(self.messages.values())
         return state
@@ -368,10 +396,17 @@ class MessageStore:
             "dedup": {k: list(v) for k, v in self.dedup.items()},
         }
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's (`from_state`), keeping the policy
+        and the durability source."""
+        loaded = self.from_state(state, self.policy, self.durable)
+        for name in attrs.fields_dict(MemoryMessageStore):
+            setattr(self, name, getattr(loaded, name))
+
     @classmethod
     def from_state(
         cls, state: dict[str, Any], policy: RetentionPolicy, durable: Callable[[], int] = _everything
-    ) -> MessageStore:
+    ) -> MemoryMessageStore:
         """Rebuild from `to_state()` output (taking over its message dicts)."""
         messages = state["messages"]
         by_session: dict[str, list[int]] = {}

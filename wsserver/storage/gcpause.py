@@ -1,6 +1,8 @@
 """Pausing the cyclic garbage collector around a bulk load of durable state.
 
-Plain `gc` only (no trio), so the sans-IO core and the storage layer share it.
+Runtime, not domain: the storage pauses the collector while it parses the
+files, and the server while the hub rebuilds its state from them
+(`Server.load_state`); the core itself never touches the collector.
 Invariant: what was frozen before the load (by a host, or by the interpreter
 itself: CPython 3.12.1 starts with objects in the permanent generation) is
 still frozen afterwards, and the freeze count is what it was.

@@ -1,0 +1,67 @@
+"""What the HTTP API needs of the server it is installed on.
+
+The API is given its host when installed (`routes.install(host, router)`) and
+knows it only through these protocols: the live configuration, the metrics,
+the token verifier, the failed-credentials throttle, and the hub's command
+door (`net.actor.HubActor` implements `HubDoor`). So the API depends on the
+core's commands, never on the network layer's classes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from wsserver.config import Config
+    from wsserver.core.commands import Command
+    from wsserver.core.identity import Identity
+    from wsserver.ops.metrics import Metrics
+
+__all__ = ["ApiHost", "HubDoor", "TokenCheck"]
+
+R = TypeVar("R")
+
+
+class HubDoor(Protocol):
+    """The hub's actor, as the API sends it commands."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting in the inbox."""
+
+    async def call(self, command: Command[R]) -> R:
+        """Run `command` in the actor and return its answer."""
+
+
+class TokenCheck(Protocol):
+    """Verifies a JWT (`wsserver.auth.TokenVerifier`)."""
+
+    def verify(self, token: str) -> Identity:
+        """The identity of a valid token; `AuthError` otherwise."""
+
+
+class ApiHost(Protocol):
+    """The server the API runs in (`net.server.Server`). `config` and
+    `verifier` are read at each request: a reload swaps them."""
+
+    @property
+    def config(self) -> Config:
+        """The running configuration."""
+
+    @property
+    def verifier(self) -> TokenCheck:
+        """The token verifier for the running `[auth]`."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """The server's metrics (`/metrics`)."""
+
+    @property
+    def actor(self) -> HubDoor:
+        """The hub's command door."""
+
+    def auth_blocked(self, ip: str, via: str) -> bool:
+        """True when `ip` is throttled for failed credentials (counted under `via`)."""
+
+    def credential_failed(self, ip: str, reason: str) -> None:
+        """A credential `ip` presented was refused."""

@@ -1,0 +1,198 @@
+"""The commit machinery: durable changes as records, and announcements held
+until their records are durable.
+
+The hub's durable state is event-sourced. A component never changes it
+directly: it builds a record (`{"t": type, ...}`) and `CommitLog.record`
+appends it to the journal and applies it through the component's own
+`apply`, at once. Start-up replays the last snapshot and the journal after it
+through the same `apply` (`restore`), so replay reproduces the state by
+construction.
+
+Invariants:
+
+- Records are numbered by the journal; `last_n` is the number of the last one
+  appended (or restored).
+- `after_commit(announce)` runs `announce` only once every record appended
+  before it is durable (`Journal.durable_upto`), in the order the
+  announcements were made: a client never hears of a change that a crash
+  could still take back. `release()` runs those that became durable.
+- A snapshot (`snapshot_view`, `snapshot_state`) reflects exactly the records
+  up to `last_n`, and holds each durable part's state under its name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from wsserver.core.migrate import STATE_VERSION, migrate
+
+__all__ = ["CommitLog", "Durable", "InstantJournal", "Journal"]
+
+log = logging.getLogger("wsserver.hub")
+
+
+class Journal(Protocol):
+    """What the hub needs of durable storage (`wsserver.storage` implements it):
+    a non-blocking append that numbers records, how far they are durable, and
+    a snapshot queued behind them."""
+
+    @property
+    def durable_upto(self) -> int:
+        """The number of the last record that is durable."""
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Queue one record for writing; returns its number (never blocks)."""
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Queue a snapshot of `state`, which reflects the records up to `upto`."""
+
+
+class Durable(Protocol):
+    """A durable part of the hub's state (direct messages, CRM, activation codes):
+    it folds its own records and can dump and reload its state."""
+
+    record_types: tuple[str, ...]
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Fold one record of one of `record_types` into the state."""
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy for the snapshot."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with one from `to_state()` (start-up only)."""
+
+
+class InstantJournal:
+    """A journal that keeps nothing and is durable at once (no data directory)."""
+
+    def __init__(self) -> None:
+        self.durable_upto = 0
+
+    def append(self, record: dict[str, Any]) -> int:
+        self.durable_upto += 1
+        return self.durable_upto
+
+    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
+        """Nothing to keep."""
+
+
+class CommitLog:
+    """Records, applies and snapshots the durable parts; holds announcements
+    until their records are durable."""
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.journal: Journal = journal if journal is not None else InstantJournal()
+        self.appliers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.parts: dict[str, Durable] = {}  # by their key in the snapshot
+        self.last_n = 0  # the journal number of the last record appended (or restored)
+        self.snapshot_n = -1  # the journal number of the last snapshot queued
+        self._pending: deque[tuple[int, Callable[[], object]]] = deque()
+
+    def register(self, name: str, part: Durable) -> None:
+        """Keep `part` under `name` in snapshots, and fold its record types with it."""
+        self.parts[name] = part
+        self.appliers.update(dict.fromkeys(part.record_types, part.apply))
+
+    @property
+    def durable_upto(self) -> int:
+        """The number of the last durable record."""
+        return self.journal.durable_upto
+
+    # -- run time --------------------------------------------------------------
+
+    def record(self, rec: dict[str, Any]) -> int:
+        """Journal one durable change and apply it; returns its journal number."""
+        n = self.journal.append(rec)
+        rec["n"] = n
+        self.appliers[rec["t"]](rec)
+        self.last_n = n
+        return n
+
+    def after_commit(self, announce: Callable[[], object]) -> None:
+        """Run `announce` once every record appended so far is durable.
+
+        Acknowledgements and the pushes they imply go through here, so a
+        client never hears of a change that a crash could still take back.
+        """
+        if not self._pending and self.last_n <= self.journal.durable_upto:
+            announce()
+        else:  # behind older announcements still waiting: keep their order
+            self._pending.append((self.last_n, announce))
+
+    def release(self) -> None:
+        """Run the announcements whose records became durable."""
+        durable = self.journal.durable_upto
+        pending = self._pending
+        while pending and pending[0][0] <= durable:
+            _, announce = pending.popleft()
+            try:
+                announce()
+            except Exception:
+                log.exception("announcement failed")
+
+    # -- start-up and snapshots ------------------------------------------------
+
+    def restore(
+        self, state: dict[str, Any] | None, records: list[dict[str, Any]], version: int = STATE_VERSION
+    ) -> None:
+        """Rebuild durable state at start-up: the snapshot, then the journal.
+
+        `version` is the format they were written in; an older one is migrated
+        first (`core.migrate`), and the caller then snapshots the result before
+        appending anything, so the journal never mixes formats. (The caller
+        pauses the cyclic GC meanwhile: nothing made here is garbage.)
+        """
+        if version != STATE_VERSION:
+            state, records = migrate(state, records, version)
+        if state is not None:
+            for name, part in self.parts.items():
+                if name in state:
+                    part.load_state(state[name])
+            self.last_n = state.get("n", 0)
+        appliers = self.appliers
+        last_n = self.last_n
+        try:
+            for rec in records:
+                appliers[rec["t"]](rec)
+                n = rec.get("n", 0)
+                if n > last_n:
+                    last_n = n
+        finally:
+            self.last_n = last_n
+            self.snapshot_n = last_n  # what was restored counts as taken
+            journal = self.journal
+            if isinstance(journal, InstantJournal):  # numbers go on after the restored ones
+                journal.durable_upto = max(journal.durable_upto, last_n)
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """A detached copy of all durable state, for `Journal.request_snapshot`."""
+        state: dict[str, Any] = {"n": self.last_n}
+        for name, part in self.parts.items():
+            state[name] = part.to_state()
+        return state
+
+    def snapshot_view(self) -> dict[str, Any]:
+        """What `snapshot_state()` gives, for the snapshot writer: parts with a
+        `snapshot_view()` (the message store) hand over their never-changed parts
+        without copying them; the storage encodes the view with
+        `storage.base.json_chunks`. This runs in the hub actor: with a million
+        stored messages the copy took it seconds."""
+        state: dict[str, Any] = {"n": self.last_n}
+        for name, part in self.parts.items():
+            view = getattr(part, "snapshot_view", None)
+            state[name] = view() if view is not None else part.to_state()
+        return state
+
+    def take_snapshot(self, if_changed: bool = False) -> int:
+        """Queue a snapshot of everything recorded so far (with `if_changed`, only
+        when something was since the last one); returns the number it reflects."""
+        n = self.last_n
+        if if_changed and n == self.snapshot_n:
+            return n
+        self.journal.request_snapshot(self.snapshot_view(), n)
+        self.snapshot_n = n
+        return n

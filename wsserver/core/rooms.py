@@ -1,0 +1,181 @@
+"""Rooms (SPEC 4.2): join, leave, message and list members, without I/O.
+
+A room is scoped by group: the key is (group key, room name). Membership is
+kept by `Presence`; this module holds the rules: which names are valid, who
+may join (`rooms.allow` and a token's `rooms` claim), the per-connection and
+per-room limits, and the `user_joined`/`user_left` events.
+
+Invariants:
+
+- A desktop client (activation code) joins no room.
+- Only an admin names a room of another group (`group_id`).
+- `user_joined` goes out when a principal's first connection joins, and
+  `user_left` when its last one leaves (or closes), to the other members, and
+  only with `rooms.presence_events`.
+- A room message reaches the other members only; its sender is stamped by the
+  hub (`from`), never taken from the payload.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+from wsserver.core.broker import Broker
+from wsserver.core.commands import ROOM_NAME
+from wsserver.core.env import Env
+from wsserver.core.identity import Identity
+from wsserver.core.presence import Presence
+from wsserver.core.session import Handler, Principal, RoomKey, Session
+from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.envelope import Inbound, encode, id_key
+
+__all__ = ["Rooms"]
+
+
+class Rooms:
+    """The room rules and the room message handlers."""
+
+    def __init__(self, presence: Presence, broker: Broker, env: Env) -> None:
+        self.presence = presence
+        self.broker = broker
+        self.env = env
+        self.handlers: dict[str, Handler] = {
+            "join_room": self._join_room,
+            "leave_room": self._leave_room,
+            "room_message": self._room_message,
+            "room_members": self._room_members,
+        }
+
+    # -- rules -------------------------------------------------------------------
+
+    def may_join(self, identity: Identity, room: str) -> bool:
+        """`rooms.allow` patterns, and the token's `rooms` claim when it has one."""
+        if not any(fnmatchcase(room, p) for p in self.env.config.rooms.allow):
+            return False
+        if identity.rooms is not None and not identity.is_admin:
+            return any(fnmatchcase(room, p) for p in identity.rooms)
+        return True
+
+    def members(self, key: RoomKey) -> list[dict[str, Any]]:
+        """A room's members, one entry per principal with its connection count."""
+        out: dict[Principal, dict[str, Any]] = {}
+        for s in self.presence.room(key).values():
+            ident = s.identity
+            assert ident is not None
+            entry = out.get(ident.principal)
+            if entry is None:
+                entry = out[ident.principal] = {
+                    "user_id": ident.user_id,
+                    "username": ident.username,
+                    "user_type": ident.user_type,
+                    "connections": 0,
+                }
+            entry["connections"] += 1
+        return list(out.values())
+
+    def leave_all(self, session: Session) -> None:
+        """A connection is forgotten: it leaves every room it is in."""
+        for key in list(session.rooms):
+            self._leave(session, key)
+
+    # -- what a request names ------------------------------------------------------
+
+    def _target(self, session: Session, data: Any) -> RoomKey:
+        """The (group, room) a room request names, checked for name and group."""
+        ident = session.identity
+        assert ident is not None
+        room: Any
+        group: Any
+        if isinstance(data, str):
+            room, group = data, None
+        elif isinstance(data, dict):
+            room, group = data.get("room"), data.get("group_id")
+        else:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
+        if room is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
+        if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "invalid_room", field="room")
+        if ident.is_device:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "device_no_rooms", field="room")
+        group_key = ident.group_key
+        if group is not None and id_key(group) != group_key:
+            if not ident.is_admin:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="group_id")
+            group_key = id_key(group)
+        return (group_key, room)
+
+    def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session) -> bool:
+        return any(s is not skip and s.principal == principal for s in self.presence.room(key).values())
+
+    def _presence(self, key: RoomKey, session: Session, mtype: str) -> None:
+        if not self.env.config.rooms.presence_events:
+            return
+        ident = session.identity
+        assert ident is not None
+        frame = encode(
+            mtype,
+            {"room": key[1], "user_id": ident.user_id, "username": ident.username},
+            self.env.now_ms(),
+        )
+        self.broker.to_room(key, frame, skip=session)
+
+    def _leave(self, session: Session, key: RoomKey) -> None:
+        if not self.presence.leave(session, key):
+            return
+        if self.presence.room(key) and not self._principal_in_room(key, session.principal, session):
+            self._presence(key, session, "user_left")
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _join_room(self, session: Session, msg: Inbound) -> None:
+        key = self._target(session, msg.data)
+        assert session.identity is not None
+        if not self.may_join(session.identity, key[1]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
+        members = self.presence.room(key)
+        if key not in session.rooms:
+            limits = self.env.config.limits
+            if limits.max_rooms_per_connection and len(session.rooms) >= limits.max_rooms_per_connection:
+                raise ProtocolError(ErrorCode.CONFLICT, "too_many_rooms", field="room")
+            if limits.max_room_members and members and len(members) >= limits.max_room_members:
+                raise ProtocolError(ErrorCode.CONFLICT, "room_full", field="room")
+            first_of_principal = not self._principal_in_room(key, session.principal, session)
+            self.presence.join(session, key)
+            if first_of_principal:
+                self._presence(key, session, "user_joined")
+        self.broker.reply(session, msg, "room_joined", {"room": key[1], "members": self.members(key)})
+
+    def _leave_room(self, session: Session, msg: Inbound) -> None:
+        key = self._target(session, msg.data)
+        if key not in session.rooms:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "not_in_room", field="room")
+        self._leave(session, key)
+        self.broker.reply(session, msg, "room_left", {"room": key[1]})
+
+    def _room_message(self, session: Session, msg: Inbound) -> None:
+        if not isinstance(msg.data, dict):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
+        key = self._target(session, msg.data)
+        if key not in session.rooms:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not_in_room", field="room")
+        ident = session.identity
+        assert ident is not None
+        payload = {k: v for k, v in msg.data.items() if k not in ("room", "group_id", "from")}
+        payload["room"] = key[1]
+        payload["from"] = {
+            "user_id": ident.user_id,
+            "username": ident.username,
+            "user_type": ident.user_type,
+        }
+        frame = encode("room_message", payload, self.env.now_ms())
+        delivered = self.broker.to_room(key, frame, skip=session)
+        self.broker.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})
+
+    def _room_members(self, session: Session, msg: Inbound) -> None:
+        key = self._target(session, msg.data)
+        assert session.identity is not None
+        if key not in session.rooms and not self.may_join(session.identity, key[1]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
+        self.broker.reply(session, msg, "room_members", {"room": key[1], "members": self.members(key)})
