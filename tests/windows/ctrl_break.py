@@ -3,27 +3,30 @@ new process group, send it CTRL_BREAK_EVENT when asked, exit with its status.
 
     python.exe ctrl_break.py COMMAND ARG...
 
-Reads stdin: a line `break` sends the event (once). The command's stdout and stderr
-are this process's; its stdin is empty. Prints `started pid N`, then how the
-event was sent.
+Reads stdin: a line `break` sends the event (once). The command's stdout and
+stderr are this process's; its stdin is empty. Prints `started pid N`, then
+how the event was sent.
 
 Ctrl+Break goes to a process group of a console: a process started with
 CREATE_NEW_PROCESS_GROUP leads a group of its own, so
-GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) (what
-`os.kill(pid, signal.CTRL_BREAK_EVENT)` calls; called directly here, as
-CPython 3.11's os.kill turns its failure into a SystemError) reaches that
-process alone, as when a service wrapper or a host program stops a child. Windows then runs, on
-a new thread of the target, its C runtime's console handler, which calls the
-SIGBREAK handler the target installed (CPython's, for trio's signal receiver).
+GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) reaches that process alone, as
+when a service wrapper or a host program stops a child. (That is what
+`os.kill(pid, signal.CTRL_BREAK_EVENT)` calls; it is called directly here, as
+CPython 3.11's os.kill turns its failure into a SystemError.) Windows then
+runs, on a new thread of the target, its C runtime's console handler, which
+calls the SIGBREAK handler the target installed (CPython's, for trio's signal
+receiver).
 
-Wine 8 work-around (not needed on Windows): Wine cannot deliver it. Its
-console server implements only CTRL_C_EVENT (the call fails), its console
-dispatch drops every event for a CREATE_NEW_PROCESS_GROUP process, and its C
-runtime maps only CTRL_C_EVENT to a signal, never CTRL_BREAK_EVENT to
-SIGBREAK. When the call fails, the launcher does the last step itself: a
-thread in the target that calls the target's `ucrtbase!raise(SIGBREAK)`, which
-runs the installed SIGBREAK handler on a foreign thread as Windows does. This
-skips only the console's routing of the event to that handler.
+Wine 8 work-around (not needed on Windows): Wine cannot deliver the event.
+GenerateConsoleCtrlEvent fails from the console Wine gives a process started
+from Linux (ERROR_INVALID_ACCESS, for any event), and Wine's console server
+propagates only CTRL_C_EVENT anyway; its console dispatch drops every event
+for a CREATE_NEW_PROCESS_GROUP process; its C runtime maps only CTRL_C_EVENT
+to a signal, never CTRL_BREAK_EVENT to SIGBREAK. When the call fails, the
+launcher does the last step itself: a thread in the target that calls the
+target's `ucrtbase!raise(SIGBREAK)`, which runs the installed SIGBREAK
+handler on a foreign thread as Windows does. This skips only the console's
+routing of the event to that handler.
 """
 
 from __future__ import annotations
