@@ -4,6 +4,8 @@ Only the subcommands that need no server: version, gen-config, check-config, gen
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,22 @@ def test_check_config_accepts_the_generated_file(
     main(["gen-config"])
     path = tmp_path / "generated.toml"
     path.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_gen_config_writes_utf8_where_the_streams_default_to_a_windows_code_page(
+    tmp_path: Path,
+) -> None:
+    """On Windows a redirected stdout is in the ANSI code page (PYTHONIOENCODING
+    stands in for it here): `gen-config > wsserver.toml` must still write the
+    UTF-8 that TOML requires, or the file would not load."""
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "PYTHONPATH": str(ROOT_TOML.parent)}
+    out = subprocess.run(
+        [sys.executable, "-m", "wsserver", "gen-config"], capture_output=True, env=env, check=True
+    ).stdout
+    assert out == ROOT_TOML.read_bytes()
+    path = tmp_path / "wsserver.toml"
+    path.write_bytes(out)
     assert main(["check-config", "--config", str(path)]) == 0
 
 

@@ -151,6 +151,24 @@ def test_cli_prints_what_it_receives_and_sends_what_is_typed(tmp_path: Path) -> 
             proc.stdout.close()
 
 
+def test_cli_reads_and_writes_utf8_where_the_streams_default_to_a_windows_code_page(
+    tmp_path: Path,
+) -> None:
+    """JSON lines are UTF-8 whatever the platform's code page (Windows gives a
+    redirected stream cp1252 or cp936; PYTHONIOENCODING stands in for it)."""
+    with Hub(tmp_path) as hub:
+        hub.start()
+        proc = subprocess.run(
+            [sys.executable, "-m", "wsserver", "client", "--url", hub.url, "--token", hub.token(1)],
+            input='{"type":"ping","id":"订单"}\n'.encode(), capture_output=True,
+            env={**ENV, "PYTHONIOENCODING": "cp1252"}, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+        assert lines[0]["type"] == "connected" and lines[0]["data"]["message"] == "WebSocket连接成功"
+        assert [m["id"] for m in lines if m["type"] == "pong"] == ["订单"]
+
+
 def test_cli_exits_1_when_the_hub_refuses_it(tmp_path: Path) -> None:
     with Hub(tmp_path) as hub:
         hub.start()

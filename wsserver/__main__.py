@@ -12,9 +12,13 @@ Invariants:
   file and flags override both.
 - Heavy modules (the server, JWT minting, the client) are imported only by the
   subcommand that needs them, so `version`, `gen-config` and `check-config` stay light.
+- stdin, stdout and stderr are UTF-8 on every platform (`_utf8_stdio`), also
+  where Windows would use its ANSI code page for a redirected stream.
 """
 
 import argparse
+import codecs
+import io
 import os
 import re
 import sys
@@ -269,8 +273,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _utf8_stdio() -> None:
+    """Make the standard streams UTF-8, whatever the platform's code page.
+
+    Why: on Windows a redirected stream (a pipe, `> file`) is encoded in the
+    ANSI code page (cp1252, cp936, ...): `gen-config > wsserver.toml` wrote a
+    file that TOML, which is UTF-8, could not load, and `wsserver client` failed
+    on the first message holding a character that page lacks (the `connected`
+    message's own text). JSON lines and TOML are UTF-8 by their specifications.
+    A Windows console is not affected (CPython writes it as Unicode either way),
+    nor is a UTF-8 locale; each stream keeps its error handler.
+    """
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+            stream.reconfigure(encoding="utf-8", errors=stream.errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `wsserver` command line with `argv` (default `sys.argv[1:]`); return the exit status."""
+    _utf8_stdio()
     args_list = list(sys.argv[1:] if argv is None else argv)
     # No subcommand means serve, including `wsserver --config FILE`.
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
