@@ -4,9 +4,10 @@
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
   handles what concerns this connection only (heartbeat, ping, refresh,
   first-message auth) and hands the rest to the registry actor.
-- writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
-  goes through it, in order. A frame is written straight from `deliver()`
-  when nothing is queued and the socket takes it (no scheduler trip);
+- writer (`wsserver.net.fastwrite.FrameWriter`, on a plain socket
+  `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
+  it, in order. A frame is written straight from `deliver()` when nothing is
+  queued and the socket takes it (no scheduler trip, fast path only);
   otherwise it is queued and a writer task, started in the connection's
   nursery only while there is a backlog, joins queued frames into one write.
 - timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
@@ -45,8 +46,8 @@ import trio
 from wsserver.auth import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastwrite import FrameWriter, raw_socket
-from wsserver.net.readiness import receive_raw
+from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.net.fastwrite import FrameWriter
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
@@ -197,7 +198,7 @@ class Connection:
         if writer.broken:
             return False
         if soon:
-            writer.write_soon(data, self.server.flusher)
+            writer.write_soon(data)
         else:
             writer.write_nowait(data)
         return True
@@ -377,7 +378,9 @@ class Connection:
         """
         heartbeats = self.server.heartbeats
         async with trio.open_nursery() as nursery:
-            writer = self.writer = FrameWriter(transport, nursery.start_soon, self._writer_waits)
+            writer = self.writer = frame_writer(
+                transport, nursery.start_soon, self._writer_waits, self.server.flusher
+            )
             early, self._early = self._early, None
             head = [preamble] if preamble else []
             while early and isinstance(early[0], bytes):
@@ -471,7 +474,7 @@ class Connection:
     async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
-        sock = raw_socket(transport)  # a plain TCP socket: read it directly
+        sock = raw_socket(transport)  # a plain TCP socket, fast paths on: read it directly
         while True:
             if data:
                 self.last_seen = trio.current_time()

@@ -54,8 +54,7 @@ import attrs
 import h11
 import trio
 
-from wsserver.net.fastwrite import raw_socket
-from wsserver.net.readiness import receive_raw
+from wsserver.net.fastio import raw_socket, receive_raw
 from wsserver.ops.access import safe_path
 from wsserver.ops.logging import clean
 from wsserver.protocol.i18n import text

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import socket as stdlib_socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,8 +46,9 @@ from wsserver.core.hub import Hub, refusal_for
 from wsserver.core.limits import FailureThrottle
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.errors import AuthError, CloseCode
+from wsserver.net import fastio
 from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
-from wsserver.net.fastwrite import Flusher, raw_socket
+from wsserver.net.fastio import Flusher
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
     ConnectionGone,
@@ -64,7 +64,6 @@ from wsserver.net.http import (
     respond_and_close,
     serve_http,
 )
-from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget
 from wsserver.net.registry import Registry
 from wsserver.ops.access import log_request, log_session
 from wsserver.ops.background import Background
@@ -85,8 +84,6 @@ ACCEPT_BACKOFF = 0.1
 # accept() errors that concern one connection only (as trio.SocketListener.accept)
 ACCEPT_IGNORABLE_ERRNOS = {getattr(errno, n) for n in ("ECONNABORTED", "EPERM", "EPROTO") if hasattr(errno, n)}
 
-ACCEPT_BATCH = 64  # connections accepted in a row before the other tasks get a turn
-
 
 async def _accept_failed(exc: OSError) -> bool:
     """An `accept()` failed: True when the listener goes on (the peer left first,
@@ -99,14 +96,6 @@ async def _accept_failed(exc: OSError) -> bool:
         await trio.sleep(ACCEPT_BACKOFF)
         return True
     return False
-
-
-def raw_socket_of_listener(listener: Any) -> stdlib_socket.socket | None:
-    """The stdlib socket under a plain `trio.SocketListener` (not TLS)."""
-    if not isinstance(listener, trio.SocketListener):
-        return None
-    sock = getattr(listener.socket, "_sock", None)
-    return sock if isinstance(sock, stdlib_socket.socket) else None
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
@@ -158,7 +147,7 @@ class Server:
         self.registry = Registry(self.hub, after_batch=self._after_batch)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
-        self.flusher = Flusher()  # writes large fan-outs (net.fastwrite)
+        self.flusher = Flusher()  # writes large fan-outs (net.fastio)
         # connection ids: unique per process start (a random prefix) and cheap
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -266,8 +255,8 @@ class Server:
         keep_running = self.background.keep_running
         await nursery.start(self.registry.run)
         await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
-        if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
-            await nursery.start(Readiness().run)
+        if fastio.HAVE_EPOLL:  # plain sockets' reads (net.fastio); elsewhere trio's waits
+            await nursery.start(fastio.Readiness().run)
         await nursery.start(keep_running, "flusher", self.flusher.run)
         self._spare = nursery
 
@@ -467,7 +456,7 @@ class Server:
         with `_handle_stream` closing its own stream (serve_listeners adds a second,
         forceful close with its own cancel scope to every connection)."""
         async with listener:
-            lsock = raw_socket_of_listener(listener)
+            lsock = fastio.listener_socket(listener)
             if lsock is not None:
                 await self._accept_plain(lsock, handlers, api_only)
                 return
@@ -481,25 +470,12 @@ class Server:
                 handlers.start_soon(self._handle_stream, stream, api_only, _peer_ip(stream))
 
     async def _accept_plain(self, lsock: Any, handlers: trio.Nursery, api_only: bool) -> None:
-        """Accept on a plain TCP listening socket: every connection waiting, up to
-        `ACCEPT_BATCH` in a row, with the stdlib's `accept()` (trio's takes a
-        scheduler trip per connection); the peer's address comes with it."""
-        while True:
-            for _ in range(ACCEPT_BATCH):
-                try:
-                    sock, address = lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if not await _accept_failed(exc):
-                        raise
-                    continue
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                handlers.start_soon(self._handle_stream, stream, api_only, str(address[0]))
-            else:
-                await trio.lowlevel.checkpoint()  # more are waiting: let the others run first
-                continue
-            await trio.lowlevel.wait_readable(lsock)
+        """Accept on a plain TCP listening socket (`fastio.accept_plain`)."""
+
+        def serve(stream: trio.SocketStream, ip: str) -> None:
+            handlers.start_soon(self._handle_stream, stream, api_only, ip)
+
+        await fastio.accept_plain(lsock, serve, _accept_failed)
 
     async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool, ip: str | None = None) -> None:
         cfg = self.config
@@ -555,18 +531,7 @@ class Server:
         except trio.BrokenResourceError:
             pass
         finally:
-            if isinstance(stream, trio.SocketStream):
-                sock = raw_socket(stream)
-                if sock is None:
-                    stream.socket.close()  # no await: a plain socket closes at once
-                else:
-                    # Every task that used it has ended (no trio wait to notify):
-                    # close the stdlib socket itself, without trio's notify_closing
-                    # (an epoll_ctl that fails, and its exception, per connection).
-                    forget(sock)
-                    sock.close()
-            else:
-                await trio.aclose_forcefully(stream)  # TLS, or a test's memory stream
+            await fastio.close_stream(stream)  # every task that used it has ended
 
     def _request_done(
         self,
