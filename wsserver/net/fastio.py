@@ -70,13 +70,10 @@ _current: RunVar[Readiness | None] = RunVar("wsserver_readiness", default=None)
 # --------------------------------------------------------------------------- the switch
 
 
-def use_fast_io(on: bool) -> bool:
-    """Take the fast paths in the current trio run, or not; True when they are
-    taken (`on`, and trio's internals have the expected shape)."""
-    if on and internals_problems():
-        on = False
+def use_fast_io(on: bool) -> None:
+    """Take the fast paths in the current trio run, or not (`Server.start_core`,
+    before any connection; check `internals_problems()` first)."""
     _enabled.set(on)
-    return on
 
 
 def internals_problems() -> list[str]:
@@ -93,8 +90,8 @@ def internals_problems() -> list[str]:
         a.close()
         b.close()
     expected = {
-        "wait_readable": ["sock"],
-        "wait_writable": ["sock"],
+        "wait_readable": ["fd"],
+        "wait_writable": ["fd"],
         "wait_task_rescheduled": ["abort_func"],
         "reschedule": ["task", "next_send"],
         "current_task": [],

@@ -244,9 +244,9 @@ class Server:
         )
 
     async def start_core(self, nursery: trio.Nursery) -> None:
-        """Start the registry actor, the connections' timer task, the read poller
-        and the fan-out flusher in `nursery` (`serve()` does; tests serving
-        memory streams call it themselves).
+        """Start the registry actor, the connections' timer task and, with
+        `server.fast_io`, the read poller and the fan-out flusher in `nursery`
+        (`serve()` does; tests serving memory streams call it themselves).
 
         The timer task and the flusher do each connection's work, so a bug there
         is restarted (`Background.keep_running`). The registry catches every
@@ -255,10 +255,28 @@ class Server:
         keep_running = self.background.keep_running
         await nursery.start(self.registry.run)
         await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
-        if fastio.HAVE_EPOLL:  # plain sockets' reads (net.fastio); elsewhere trio's waits
-            await nursery.start(fastio.Readiness().run)
-        await nursery.start(keep_running, "flusher", self.flusher.run)
+        if self._use_fast_io():
+            if fastio.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
+                await nursery.start(fastio.Readiness().run)
+            await nursery.start(keep_running, "flusher", self.flusher.run)
         self._spare = nursery
+
+    def _use_fast_io(self) -> bool:
+        """Decide `server.fast_io` for this trio run (`net.fastio`): on unless the
+        config says off or trio's internals have changed shape (logged)."""
+        fast = self.config.server.fast_io
+        if fast:
+            problems = fastio.internals_problems()
+            if problems:
+                log.error(
+                    "server.fast_io: trio %s is not what net.fastio expects (%s); "
+                    "using trio's plain I/O (slower)", trio.__version__, "; ".join(problems)
+                )
+                fast = False
+        else:
+            log.info("server.fast_io = false: trio's plain I/O only")
+        fastio.use_fast_io(fast)
+        return fast
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
         host, port = hostport
