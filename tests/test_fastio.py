@@ -51,7 +51,7 @@ def test_a_changed_signature_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
     assert fastio.internals_problems() == [
-        "trio.lowlevel.wait_readable('fd', 'timeout'): expected ('fd',)"
+        "trio.lowlevel.wait_readable(fd, timeout): expected 1 positional argument(s)"
     ]
 
 
