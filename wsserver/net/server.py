@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from wsserver._version import __version__
 from wsserver.api.routes import install
@@ -55,7 +54,6 @@ from wsserver.net.http import (
     HttpError,
     HttpRequest,
     HttpResponse,
-    ReplayStream,
     RequestHead,
     Router,
     error_reply,
@@ -71,7 +69,7 @@ from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
 from wsserver.ops.reload import ReloadPlan, plan_reload
 from wsserver.ops.systemd import Notifier
-from wsserver.protocol.handshake import response_101, upgrade_accept
+from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
@@ -572,33 +570,26 @@ class Server:
             {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
         ).encode()
 
-    async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
-        body = self._refusal_body(status, key)
-        with trio.move_on_after(self.config.limits.write_timeout):  # a peer that does not read
-            await request.reject(
-                status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
-            )
-
     async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
         head: RequestHead = box[0]
-        accept = upgrade_accept(head.method, head.http_version, head.header_values)
+        answer = answer_upgrade(head.method, head.header_values)
         del head
-        if accept is None:
-            # not a handshake the fast path knows: trio-websocket answers it
-            conn, received = await self._handshake(stream, box, ip, echo)
-            preamble = b""
-        else:
-            conn, received = await self._fast_handshake(stream, box, ip, echo)
-            preamble = response_101(accept)
+        if isinstance(answer, Refused):  # not a valid opening handshake: no body, then close
+            box.clear()
+            self.metrics.handshake("http_malformed")
+            refusal = HttpResponse(answer.status, b"", content_type="", headers=answer.headers)
+            await respond_and_close(stream, refusal, write_timeout=self.config.limits.write_timeout)
+            return
+        conn, received = await self._handshake(stream, box, ip, echo)
         if conn is None:
             return
         try:
-            await conn.run(stream, received, preamble)
+            await conn.run(stream, received, response_101(answer))
         finally:
             conn.forget()  # done by run() already, unless it failed early
             self._session_done(conn)
 
-    async def _fast_handshake(
+    async def _handshake(
         self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
     ) -> tuple[Connection | None, bytes]:
         """A valid opening handshake (`protocol.handshake`): admit the connection,
@@ -618,50 +609,6 @@ class Server:
             return None, b""
         self.metrics.handshake("accepted")
         return conn, received
-
-    async def _handshake(
-        self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
-    ) -> tuple[Connection | None, bytes]:
-        """The opening handshake done by trio-websocket, for requests the fast
-        path does not recognise (it answers a malformed one): `box` holds the
-        request head, its raw bytes and what followed them. Returns the admitted
-        connection (its 101 sent) and the bytes the client sent after its
-        request, or (None, b"") when it was refused or went away.
-
-        trio-websocket reads only the head (a parked `ReplayStream`); once the
-        101 is sent its reader task is cancelled and its objects dropped, and
-        the connection's frames are read by `Connection.run`.
-        """
-        head, raw_head, received = box
-        box.clear()
-        cfg = self.config
-        replay = ReplayStream(stream, raw_head, park=True)
-        del raw_head
-        async with trio.open_nursery() as nursery:
-            try:
-                with trio.move_on_after(cfg.limits.handshake_timeout) as scope:
-                    request = await wrap_server_stream(
-                        nursery, replay, message_queue_size=1, max_message_size=cfg.limits.max_message_bytes
-                    )
-                if scope.cancelled_caught:
-                    self.metrics.handshake("timeout")
-                    return None, b""
-                conn = await self._admit(functools.partial(self._reject, request), head, ip, echo)
-                if conn is None:
-                    return None, b""
-                try:
-                    await request.accept()
-                except ConnectionClosed:
-                    self._closed(conn.conn_id)
-                    return None, b""
-                except BaseException:
-                    self._closed(conn.conn_id)
-                    raise
-                self.metrics.handshake("accepted")
-                log.debug("open %s from %s", conn.conn_id, ip)
-                return conn, received
-            finally:
-                nursery.cancel_scope.cancel()
 
     async def _admit(
         self,

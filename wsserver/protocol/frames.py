@@ -1,9 +1,8 @@
 """RFC 6455 framing after the handshake, sans-IO: a parser for client frames and
 builders for server frames.
 
-trio-websocket (over wsproto) performs the opening handshake; once the 101 is
-sent, the connection's bytes are read by `FrameParser` and written as frames
-built here. This is the hot path of every message, so it is kept small and
+`protocol.handshake` answers the opening handshake; once the 101 is sent, the
+connection's bytes are read by `FrameParser` and written as frames built here. This is the hot path of every message, so it is kept small and
 allocation-light, and it keeps RFC 6455's rules:
 
 - client frames must be masked (else 1002); RSV bits must be 0 (no extension
