@@ -4,15 +4,18 @@ path every read, write, accept and close takes."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+import wsserver
 from tests.conftest import http_request, token, ws_connect
 from wsserver.net import fastio
 from wsserver.net.fastio import RawFrameWriter
@@ -51,7 +54,7 @@ def test_a_changed_signature_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
     assert fastio.internals_problems() == [
-        "trio.lowlevel.wait_readable(fd, timeout): expected 1 positional argument(s)"
+        "trio.lowlevel.wait_readable cannot be called with 1 positional argument(s)"
     ]
 
 
@@ -121,3 +124,25 @@ async def test_fast_io_decides_the_path_of_every_read_write_accept_and_close(
     assert server.flusher.running is fast_io
     assert (fastio._current.get() is not None) is (fast_io and fastio.HAVE_EPOLL)
     assert fast_paths == ({"read", "write", "accept", "close"} if fast_io else set())
+
+
+def test_only_fastio_reaches_below_trios_streams() -> None:
+    """The stdlib socket under a trio stream (`.socket._sock`) and trio's socket
+    waits are used in net/fastio.py only: one module to check when trio changes."""
+    root = Path(wsserver.__file__).parent
+    below = {"wait_readable", "wait_writable", "notify_closing"}
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "net" / "fastio.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "_sock":  # getattr(x.socket, "_sock")
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} _sock")
+            if not isinstance(node, ast.Attribute):
+                continue
+            inner = node.value
+            if (node.attr == "_sock" and isinstance(inner, ast.Attribute) and inner.attr == "socket") or (
+                node.attr in below and isinstance(inner, ast.Attribute) and inner.attr == "lowlevel"
+            ):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} {node.attr}")
+    assert offenders == []

@@ -1,42 +1,29 @@
 """Everything that reaches below trio's public API, in one module, behind one switch.
 
-trio's `SocketStream.send_all/receive_some`, `SocketListener.accept` and
-`aclose` cost a scheduler trip, several coroutines and a one-shot epoll
-registration per call; with thousands of connections that is most of what a
+trio's stream calls cost a scheduler trip, several coroutines and a one-shot
+epoll registration each; with thousands of connections that is most of what a
 delivered message costs and most of what every young GC collection walks
-(docs/BENCHMARKS.md). The fast paths here skip those layers:
+(docs/ARCHITECTURE.md). The fast paths skip those layers:
 
 - `raw_socket()` / `listener_socket()`: the stdlib socket under a plain
   `trio.SocketStream` / `trio.SocketListener` (`.socket._sock`, a trio
-  internal); None for TLS, a test's memory stream, or with the switch off.
-- writes: `RawFrameWriter` sends a frame from `deliver()` with a non-blocking
-  `send()` when nothing is queued, and its writer task joins a backlog into one
-  `sendmsg()`; `Flusher` is the server's one task writing the queues of large
-  fan-outs, connection after connection (see `net.fastwrite` for the rules both
-  keep: order, whole frames, the write timeout).
-- reads: `receive_raw()` is a plain `recv()`; a reader that finds its socket
-  empty parks on `Readiness`, an edge-triggered epoll set of our own (Linux).
-- `accept_plain()`: every waiting connection, up to `ACCEPT_BATCH` in a row,
-  with the stdlib's `accept()`.
+  internal); None for TLS, a test's memory stream, or with the switch off;
+- writes: `RawFrameWriter` (direct `send()`, a backlog in one `sendmsg()`) and
+  `Flusher` (the one task writing large fan-outs), keeping `net.fastwrite`'s
+  rules (order, whole frames, the write timeout);
+- reads: `receive_raw()`, a plain `recv()` that parks an idle reader on
+  `Readiness`, an edge-triggered epoll set of our own (Linux);
+- `accept_plain()`: the waiting connections in a row, with the stdlib's `accept()`;
 - `close_stream()`: the stdlib socket closed without trio's `notify_closing`
   (an `epoll_ctl` that fails, and its exception, per connection).
 
-The switch is `server.fast_io` (a restart key): `Server.start_core` calls
-`use_fast_io()` for its trio run, before any connection. Off, `raw_socket()`
-and `listener_socket()` return None, so every read, write, accept and close
-goes through trio's public API (`net.fastwrite.FrameWriter`,
-`receive_some`, `SocketListener.accept`, `aclose`): slower, but plain, and
-tested by a second run of the whole suite. Without a server (the unit tests
-of this module) it is on. `internals_problems()` checks that the trio
-internals used here still have the shape this module expects
-(tests/test_fastio.py fails loudly when they do not; a server that finds
-them changed logs it and runs the plain path).
-
-Closing: a socket leaves the epoll set by itself when it is closed. The
-registration is remembered with the socket object (not only its fd number,
-which the kernel reuses), so a new socket that gets an old number is added
-anew; `forget(sock)`, called before closing, wakes a reader still parked on
-it (it then reads EBADF: the end of the stream) and drops the entry.
+The switch is `server.fast_io`, a restart key: `Server.start_core` calls
+`use_fast_io()` for its trio run before any connection (on by default, e.g.
+for this module's unit tests). Off, `raw_socket()` and `listener_socket()`
+return None, so every read, write, accept and close goes through trio's public
+API; the suite runs a second time so. `internals_problems()` checks the shape
+of the trio internals used here: tests/test_fastio.py fails loudly when it
+changes, and a server that finds it changed says so and runs the plain path.
 """
 
 from __future__ import annotations
@@ -98,23 +85,11 @@ def internals_problems() -> list[str]:
         "current_task": 0,
         "checkpoint": 0,
     }
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     for name, n in expected.items():
-        fn = getattr(trio.lowlevel, name, None)
-        if fn is None:
-            problems.append(f"trio.lowlevel.{name} is missing")
-            continue
         try:
-            params = list(inspect.signature(fn).parameters.values())
-        except (TypeError, ValueError):
-            problems.append(f"trio.lowlevel.{name} has no readable signature")
-            continue
-        required = [p for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL]
-        takes = len([p for p in params if p.kind in positional])
-        var = any(p.kind is p.VAR_POSITIONAL for p in params)
-        if not all(p.kind in positional for p in required) or len(required) > n or (takes < n and not var):
-            names = ", ".join(p.name for p in params)
-            problems.append(f"trio.lowlevel.{name}({names}): expected {n} positional argument(s)")
+            inspect.signature(getattr(trio.lowlevel, name)).bind(*range(n))
+        except (AttributeError, TypeError, ValueError):
+            problems.append(f"trio.lowlevel.{name} cannot be called with {n} positional argument(s)")
     if getattr(Abort, "SUCCEEDED", None) is None:
         problems.append("trio.lowlevel.Abort.SUCCEEDED is missing")
     return problems
@@ -202,23 +177,16 @@ def frame_writer(
 class RawFrameWriter(FrameWriter):
     """A `FrameWriter` on a plain socket: writes without a scheduler trip.
 
-    - `write_nowait()` sends straight to the socket (a non-blocking `send()`)
-      when nothing is queued; whatever the socket does not take is queued.
-    - The writer task writes a backlog with one `sendmsg()` of up to
-      `MAX_BATCH` bytes (joined and `send()` on Windows) each time the socket
-      is writable; `waiting_since` moves after each write that moved bytes.
-    - `write_soon()` (large fan-outs) queues the frame and leaves the write to
-      the server's one `Flusher` task, which writes the queues of many
-      connections one after the other and lets other tasks run between chunks
-      of them. A fan-out that arrives meanwhile joins the frames still waiting,
-      so a connection receiving several publishes in quick succession gets
-      them in one `sendmsg()`: one system call where each costs more than
-      everything else a delivery does. Whatever the socket does not take goes
-      to the writer task. A connection never leaves more than `MAX_SOON`
-      frames to the flusher: when fan-outs come faster than it writes, the
-      next one writes them at once (so the publishers slow down to the pace
-      of the writes, and a queue only grows toward `limits.send_queue` when
-      the peer does not read).
+    - `write_nowait()` sends at once (a non-blocking `send()`) when nothing is
+      queued; what the socket does not take is queued for the writer task,
+      which writes a backlog with one `sendmsg()` (joined and `send()` on
+      Windows) each time the socket is writable.
+    - `write_soon()` (large fan-outs) queues the frame for the server's one
+      `Flusher`; a fan-out that arrives before the flusher's turn joins it, so
+      a burst of publishes costs one system call per connection. A writer
+      never leaves more than `MAX_SOON` frames to the flusher: then it writes
+      them at once, so publishers slow down to the pace of the writes and only
+      a peer that does not read fills `limits.send_queue`.
     """
 
     __slots__ = ("_deferred", "flusher", "sock")
@@ -428,23 +396,21 @@ class Flusher:
 
 # --------------------------------------------------------------------------- reads
 #
-# Every connection spends most of its life waiting for its next message, and
-# whatever a wait allocates stays alive until the message comes. trio's
-# `wait_readable(sock)` builds ~14 objects per wait (five coroutines, a closure
-# with four cells, its bookkeeping) and re-arms a one-shot epoll registration
-# with one `epoll_ctl()` per wait: with thousands of connections those objects
-# are the bulk of what every young collection of the cyclic GC walks, so the
-# pauses grow with the number of connections.
+# Whatever a waiting reader allocates stays alive, and is walked by every young
+# GC collection, until its next message. trio's `wait_readable` builds many
+# objects per wait and re-arms a one-shot epoll registration each time.
+# `Readiness` (Linux) keeps its own edge-triggered epoll set, each socket added
+# once: an idle reader parks with `trio.lowlevel.wait_task_rescheduled` (the
+# abort function made once per socket) and one poller task reschedules the
+# readers whose sockets became ready. Edge-triggered is safe because a reader
+# waits only after `recv()` said EAGAIN. Without a Readiness (no epoll, or no
+# server) `receive_raw` waits with trio's `wait_readable`.
 #
-# `Readiness` (Linux) keeps its own epoll set, edge-triggered, each socket
-# added once: a reader that found its socket empty parks its task with
-# `trio.lowlevel.wait_task_rescheduled` (three objects per wait, the abort
-# function made once per socket) and one poller task, waiting on the epoll's
-# own descriptor through trio, reschedules the readers whose sockets became
-# ready. Edge-triggered is safe because a reader waits only after `recv()` said
-# EAGAIN: any byte that arrives later is a new edge. Where there is no
-# Readiness (Windows and macOS have no epoll, tests serving memory streams
-# without `Server.start_core`) `receive_raw` waits with trio's `wait_readable`.
+# Closing: a socket leaves the epoll set by itself when closed. Entries are
+# kept with the socket object (the kernel reuses fd numbers), so a new socket
+# under an old number is added anew; `forget(sock)`, called before closing,
+# wakes a reader still parked on it (it then reads EBADF: the end) and drops
+# the entry.
 
 
 def _abort(waiting: dict[int, Task], fd: int, _raise_cancel: Any) -> Abort:
