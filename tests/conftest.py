@@ -36,12 +36,18 @@ from wsserver.core.hub import Hub
 from wsserver.embed import install_http_api
 from wsserver.net.server import Server
 
+# TEST_WSSERVER_FAST_IO=0 runs every test server on trio's plain I/O
+# (`server.fast_io = false`); .ci/run runs the whole suite a second time so.
+FAST_IO = os.environ.get("TEST_WSSERVER_FAST_IO", "1") != "0"
+
 
 def make_config(tmp_path: Any, **overrides: Any) -> Config:
-    """A config for tests: loopback, port 0, data in tmp_path; `a__b=v` means `a.b=v`."""
+    """A config for tests: loopback, port 0, data in tmp_path; `a__b=v` means `a.b=v`.
+    `server.fast_io` follows TEST_WSSERVER_FAST_IO unless overridden."""
     base: dict[str, Any] = {
         "server.host": "127.0.0.1",
         "server.port": 0,
+        "server.fast_io": FAST_IO,
         "storage.dir": str(tmp_path),
         "auth.jwt_secret": "test-secret-0123456789abcdef-0123456789",
     }
@@ -273,14 +279,16 @@ LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
 
 
 class ServerProcess:
-    """`python -m wsserver serve` as a child process, with its stderr collected."""
+    """`python -m wsserver serve` as a child process, with its stderr collected
+    (on trio's plain I/O too under TEST_WSSERVER_FAST_IO=0)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        plain = {} if FAST_IO else {"WSSERVER_SERVER_FAST_IO": "false"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wsserver", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **plain, **(env or {})},
         )
         self.log = ""
 

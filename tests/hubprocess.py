@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import make_config, token
+from tests.conftest import FAST_IO, make_config, token
 
 SECRET = "client-test-secret-0123456789abcdef-xyz"
 API_KEY = "client-test-api-key-0123456789"
@@ -40,6 +40,7 @@ class Hub:
             f"""
 [server]
 host = "127.0.0.1"
+fast_io = {str(FAST_IO).lower()}
 [auth]
 jwt_secret = "{SECRET}"
 [api]

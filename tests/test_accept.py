@@ -1,4 +1,4 @@
-"""The accept loop of plain TCP listeners (`Server._accept_plain`): failures of
+"""The accept loop of plain TCP listeners (`Server._accept_plain`, `fastio.accept_plain`): failures of
 `accept()` that concern one connection or the process's capacity do not stop
 the listener; anything else does; many waiting connections are all served."""
 
@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from tests.conftest import http_request, make_config
+from wsserver.net import fastio
 from wsserver.net import server as server_module
 from wsserver.net.server import Server
 
@@ -84,7 +85,7 @@ async def test_an_unexpected_accept_failure_stops_the_listener(tmp_path: Any, li
 async def test_more_waiting_connections_than_one_batch_are_all_served(
     tmp_path: Any, listening: socket.socket, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(server_module, "ACCEPT_BATCH", 4)
+    monkeypatch.setattr(fastio, "ACCEPT_BATCH", 4)
     server = Server(make_config(tmp_path))
     async with trio.open_nursery() as nursery:
         await server.start_core(nursery)

@@ -37,6 +37,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "server.api_listen": "",
     "server.tls_cert": "",
     "server.tls_key": "",
+    "server.fast_io": True,
     "auth.jwt_secret": "",
     "auth.jwt_public_key_file": "",
     "auth.algorithms": ("HS256",),

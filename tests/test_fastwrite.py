@@ -1,4 +1,5 @@
-"""The outbound byte path (`wsserver.net.fastwrite`) on real loopback sockets:
+"""The outbound byte path (`wsserver.net.fastio.RawFrameWriter` over
+`wsserver.net.fastwrite.FrameWriter`) on real loopback sockets:
 order, partial writes, control frames never interleaved with a half-written
 frame, dropping a queue without tearing a frame, a writer task only while
 there is a backlog; the flusher that writes large fan-outs."""
@@ -15,8 +16,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, TextMessage
 
 from tests.conftest import MemoryClient
-from wsserver.net import fastwrite
-from wsserver.net.fastwrite import Flusher, FrameWriter, raw_socket
+from wsserver.net import fastio
+from wsserver.net.fastio import Flusher, RawFrameWriter, frame_writer, raw_socket
+from wsserver.net.fastwrite import FrameWriter
 from wsserver.protocol.envelope import encode, text_frame
 from wsserver.protocol.frames import close_frame, pong_frame
 
@@ -47,7 +49,8 @@ async def pair() -> AsyncIterator[Any]:
 
         nursery.start_soon(handshake)
         await server_handshake(server_stream)
-        writer = FrameWriter(server_stream, nursery.start_soon)
+        writer = frame_writer(server_stream, nursery.start_soon)
+        assert isinstance(writer, RawFrameWriter)
         yield writer, client
         nursery.cancel_scope.cancel()
     for lst in listeners:
@@ -102,7 +105,7 @@ async def test_the_same_frame_bytes_go_to_many_writers(pair: Any) -> None:
 async def test_a_backlog_with_partial_writes_never_interleaves_with_control_frames(
     pair: Any, vectored: bool, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(fastwrite, "HAVE_SENDMSG", vectored)
+    monkeypatch.setattr(fastio, "HAVE_SENDMSG", vectored)
     writer, client = pair
     big = [text_frame(json.dumps({"i": i, "pad": "x" * 60_000}).encode()) for i in range(60)]
     for i, f in enumerate(big):  # ~3.6 MB: more than the socket buffers take at once
@@ -173,8 +176,8 @@ async def test_memory_streams_have_no_raw_socket_and_write_through_the_task() ->
     a, b = trio.testing.memory_stream_pair()
     assert raw_socket(a) is None
     async with trio.open_nursery() as nursery:
-        writer = FrameWriter(a, nursery.start_soon)
-        assert writer.sock is None
+        writer = frame_writer(a, nursery.start_soon)
+        assert type(writer) is FrameWriter  # trio's send_all(), through the writer task
         frames = [text_frame(b'"%d"' % i) for i in range(5)]
         for f in frames:
             writer.write_nowait(f)
@@ -218,13 +221,13 @@ async def flusher() -> AsyncIterator[Flusher]:
 def sends(monkeypatch: Any) -> list[int]:
     """The number of frames in each non-blocking write of the flusher and the writer task."""
     counts: list[int] = []
-    original = FrameWriter._send
+    original = RawFrameWriter._send
 
-    def counting(self: FrameWriter, batch: list[Any], size: int) -> int:
+    def counting(self: RawFrameWriter, batch: list[Any], size: int) -> int:
         counts.append(len(batch))
         return original(self, batch, size)
 
-    monkeypatch.setattr(FrameWriter, "_send", counting)
+    monkeypatch.setattr(RawFrameWriter, "_send", counting)
     return counts
 
 
@@ -232,9 +235,10 @@ async def test_frames_written_soon_wait_for_the_flusher_and_go_out_in_one_write(
     pair: Any, flusher: Flusher, sends: list[int]
 ) -> None:
     writer, client = pair
+    writer.flusher = flusher
     frames = [encode("n", {"i": i}, 0) for i in range(5)]
     for f in frames:
-        writer.write_soon(f.frame, flusher)
+        writer.write_soon(f.frame)
     assert writer.frames == 5 and not writer.idle and sends == []  # nothing written yet
     assert [json.loads(t)["data"]["i"] for t in await texts(client, 5)] == list(range(5))
     assert sends == [5]  # one sendmsg() for the five
@@ -243,9 +247,10 @@ async def test_frames_written_soon_wait_for_the_flusher_and_go_out_in_one_write(
 
 async def test_direct_writes_queue_behind_frames_left_to_the_flusher(pair: Any, flusher: Flusher) -> None:
     writer, client = pair
-    writer.write_soon(text_frame(b'"first"'), flusher)
+    writer.flusher = flusher
+    writer.write_soon(text_frame(b'"first"'))
     writer.write_nowait(pong_frame(b"p"))  # e.g. the reader answering a ping
-    writer.write_soon(text_frame(b'"second"'), flusher)
+    writer.write_soon(text_frame(b'"second"'))
     events = []
     with trio.fail_after(5):
         while len(events) < 3:
@@ -257,9 +262,10 @@ async def test_a_backlog_bigger_than_the_socket_takes_goes_on_in_the_writer_task
     pair: Any, flusher: Flusher
 ) -> None:
     writer, client = pair
+    writer.flusher = flusher
     big = [text_frame(json.dumps({"i": i, "pad": "x" * 60_000}).encode()) for i in range(60)]
     for f in big:  # ~3.6 MB, more than the socket buffers take at once
-        writer.write_soon(f, flusher)
+        writer.write_soon(f)
     got = [json.loads(t)["i"] for t in await texts(client, 60)]
     assert got == list(range(60))  # whole and in order (wsproto raises on a torn frame)
     with trio.fail_after(5):
@@ -272,7 +278,8 @@ async def test_flush_takes_the_queue_back_from_the_flusher(pair: Any) -> None:
     writer, client = pair
     parked = Flusher()
     parked.running = True  # a flusher that never gets to run: flush() must not wait for it
-    writer.write_soon(text_frame(b'"a"'), parked)
+    writer.flusher = parked
+    writer.write_soon(text_frame(b'"a"'))
     seen: list[str] = []
     writer.call_when_written(lambda: seen.append("written"))
     with trio.fail_after(5):
@@ -289,20 +296,22 @@ async def test_a_writer_never_leaves_more_than_max_soon_frames_to_the_flusher(
     writer, client = pair
     behind = Flusher()
     behind.running = True  # a flusher that does not get to run (busy elsewhere)
-    for i in range(fastwrite.MAX_SOON - 1):
-        writer.write_soon(text_frame(b"%d" % i), behind)
-    assert writer.frames == fastwrite.MAX_SOON - 1 and sends == []
-    writer.write_soon(text_frame(b"%d" % (fastwrite.MAX_SOON - 1)), behind)  # one more: written now
-    assert sends == [fastwrite.MAX_SOON] and writer.idle and writer.frames == 0
-    expected = [str(i) for i in range(fastwrite.MAX_SOON)]
-    assert await texts(client, fastwrite.MAX_SOON) == expected
-    writer.write_soon(text_frame(b'"next"'), behind)  # a new round for the flusher
+    writer.flusher = behind
+    for i in range(fastio.MAX_SOON - 1):
+        writer.write_soon(text_frame(b"%d" % i))
+    assert writer.frames == fastio.MAX_SOON - 1 and sends == []
+    writer.write_soon(text_frame(b"%d" % (fastio.MAX_SOON - 1)))  # one more: written now
+    assert sends == [fastio.MAX_SOON] and writer.idle and writer.frames == 0
+    expected = [str(i) for i in range(fastio.MAX_SOON)]
+    assert await texts(client, fastio.MAX_SOON) == expected
+    writer.write_soon(text_frame(b'"next"'))  # a new round for the flusher
     assert writer.frames == 1 and not writer.idle
 
 
 async def test_without_a_running_flusher_frames_are_written_at_once(pair: Any, sends: list[int]) -> None:
     writer, client = pair
-    writer.write_soon(text_frame(b'"now"'), Flusher())  # never started
+    writer.flusher = Flusher()  # never started
+    writer.write_soon(text_frame(b'"now"'))
     assert writer.idle and sends == []  # sent by write_nowait's plain send()
     assert await texts(client, 1) == ['"now"']
 
@@ -312,12 +321,13 @@ async def test_a_flusher_that_ends_hands_its_writers_to_their_own_tasks(pair: An
     async with trio.open_nursery() as nursery:
         flusher = Flusher()
         await nursery.start(flusher.run)
+        writer.flusher = flusher
         nursery.cancel_scope.cancel()  # ends before its first turn
-        writer.write_soon(text_frame(b'"held"'), flusher)
+        writer.write_soon(text_frame(b'"held"'))
         assert not writer.idle
     assert not flusher.running
     assert await texts(client, 1) == ['"held"']
-    writer.write_soon(text_frame(b'"after"'), flusher)  # the ended flusher: at once
+    writer.write_soon(text_frame(b'"after"'))  # the ended flusher: at once
     assert writer.idle
     assert await texts(client, 1) == ['"after"']
 
@@ -326,16 +336,17 @@ async def test_a_peer_gone_before_the_flusher_s_turn_breaks_the_writer_quietly(
     pair: Any, flusher: Flusher
 ) -> None:
     writer, client = pair
+    writer.flusher = flusher
     await client.stream.aclose()
     big = text_frame(b'"' + b"q" * 5_000_000 + b'"')
     with trio.fail_after(10):
         while not writer.broken:
-            writer.write_soon(big, flusher)
+            writer.write_soon(big)
             await trio.sleep(0.01)
         while not writer.idle:
             await trio.sleep(0.01)
     assert writer.frames == 0
-    writer.write_soon(big, flusher)  # ignored, never raises
+    writer.write_soon(big)  # ignored, never raises
     assert writer.idle
 
 
@@ -345,11 +356,11 @@ async def test_a_writer_whose_connection_ended_is_dropped_by_the_flusher(pair: A
     def closed_nursery(_fn: Any) -> None:
         raise RuntimeError("Nursery is closed to new arrivals")
 
-    ended = FrameWriter(writer.transport, closed_nursery)
     flusher = Flusher()
     flusher.running = True
+    ended = RawFrameWriter(writer.transport, writer.sock, closed_nursery, None, flusher)
     big = text_frame(b'"' + b"r" * 8_000_000 + b'"')  # more than the socket takes
-    ended.write_soon(big, flusher)
+    ended.write_soon(big)
     ended.flush_now()  # part is written, the rest would need a writer task: none can start
     assert ended.broken and ended.idle and ended.frames == 0
 
@@ -358,20 +369,21 @@ async def test_frames_queued_before_the_flusher_reaches_a_writer_join_the_waitin
     pair: Any, flusher: Flusher, monkeypatch: Any
 ) -> None:
     writer, client = pair
-    first = FrameWriter(writer.transport, lambda _fn: None)  # flushed before `writer`
+    writer.flusher = flusher
+    first = RawFrameWriter(writer.transport, writer.sock, lambda _fn: None, None, flusher)  # flushed before `writer`
     batches: list[int] = []
-    original = FrameWriter._send
+    original = RawFrameWriter._send
 
-    def send(self: FrameWriter, batch: list[Any], size: int) -> int:
+    def send(self: RawFrameWriter, batch: list[Any], size: int) -> int:
         batches.append(len(batch))
         if self is first:  # a publish that arrives while the flusher is on its way
-            writer.write_soon(text_frame(b'"2"'), flusher)
+            writer.write_soon(text_frame(b'"2"'))
             return size  # `first` pretends to write; its bytes would interleave
         return original(self, batch, size)
 
-    monkeypatch.setattr(FrameWriter, "_send", send)
-    first.write_soon(text_frame(b'"1"'), flusher)
-    writer.write_soon(text_frame(b'"1"'), flusher)
+    monkeypatch.setattr(RawFrameWriter, "_send", send)
+    first.write_soon(text_frame(b'"1"'))
+    writer.write_soon(text_frame(b'"1"'))
     assert await texts(client, 2) == ['"1"', '"2"']
     assert batches == [1, 2]  # the second frame went out with the first
 
@@ -381,7 +393,7 @@ async def test_the_flusher_gives_way_to_other_tasks_every_chunk(monkeypatch: Any
     writer, _client = pair
     ticks = 0
     seen: list[int] = []
-    monkeypatch.setattr(FrameWriter, "_send", lambda self, batch, size: seen.append(ticks) or size)
+    monkeypatch.setattr(RawFrameWriter, "_send", lambda self, batch, size: seen.append(ticks) or size)
 
     async def ticker() -> None:
         nonlocal ticks
@@ -392,9 +404,9 @@ async def test_the_flusher_gives_way_to_other_tasks_every_chunk(monkeypatch: Any
     async with trio.open_nursery() as nursery:
         flusher = Flusher()
         await nursery.start(flusher.run)
-        writers = [FrameWriter(writer.transport, nursery.start_soon) for _ in range(6)]
+        writers = [RawFrameWriter(writer.transport, writer.sock, nursery.start_soon, None, flusher) for _ in range(6)]
         for w in writers:
-            w.write_soon(text_frame(b"1"), flusher)
+            w.write_soon(text_frame(b"1"))
         nursery.start_soon(ticker)
         with trio.fail_after(5):
             while not all(w.idle for w in writers):

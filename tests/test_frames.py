@@ -6,19 +6,20 @@ from __future__ import annotations
 import os
 import struct
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
+from wsserver.errors import CloseCode
 from wsserver.protocol.frames import (
-    BINARY,
-    CLOSE,
-    PING,
-    PONG,
-    TEXT,
+    Close,
+    Event,
     FrameError,
     FrameParser,
+    Ping,
+    Pong,
     close_frame,
     ping_frame,
     pong_frame,
@@ -41,9 +42,9 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes |
     return head + mask + unmask(payload, mask)
 
 
-def feed_all(parser: FrameParser, data: bytes, cuts: list[int]) -> list[tuple[str, object]]:
+def feed_all(parser: FrameParser, data: bytes, cuts: list[int]) -> list[Event]:
     """Feed `data` split at `cuts` (as TCP reads would split it)."""
-    out: list[tuple[str, object]] = []
+    out: list[Event] = []
     last = 0
     for cut in [*sorted(set(c % (len(data) + 1) for c in cuts)), len(data)]:
         out += parser.feed(data[last:cut])
@@ -53,9 +54,9 @@ def feed_all(parser: FrameParser, data: bytes, cuts: list[int]) -> list[tuple[st
 
 messages = st.lists(
     st.one_of(
-        st.tuples(st.just(TEXT), st.text(max_size=300)),
-        st.tuples(st.just(BINARY), st.binary(max_size=70_000)),
-        st.tuples(st.just(PING), st.binary(max_size=125)),
+        st.text(max_size=300),
+        st.binary(max_size=70_000),
+        st.builds(Ping, st.binary(max_size=125)),
     ),
     max_size=6,
 )
@@ -64,28 +65,24 @@ messages = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(messages, st.lists(st.integers(min_value=0, max_value=200_000), max_size=8), st.integers(1, 5))
 def test_parser_reads_what_wsproto_clients_send_however_it_is_cut(
-    msgs: list[tuple[str, object]], cuts: list[int], pieces: int
+    msgs: list[str | bytes | Ping], cuts: list[int], pieces: int
 ) -> None:
     proto = FrameProtocol(client=True, extensions=[])
     wire = b""
-    expected: list[tuple[str, object]] = []
-    for kind, payload in msgs:
-        if kind == PING:
-            assert isinstance(payload, bytes)
-            wire += proto.ping(payload)
-            expected.append((PING, payload))
+    for msg in msgs:
+        if isinstance(msg, Ping):
+            wire += proto.ping(msg.payload)
             continue
         # a data message in `pieces` fragments, built by wsproto's client
-        assert isinstance(payload, (str, bytes))
+        payload = msg
         step = max(1, len(payload) // pieces)
         chunks = [payload[i : i + step] for i in range(0, len(payload), step)] or [payload]
         for i, chunk in enumerate(chunks):
             wire += proto.send_data(chunk, fin=i == len(chunks) - 1)
-        expected.append((kind, payload))
     wire += proto.close(1000, "bye")
     parser = FrameParser(max_message_size=1 << 20)
     got = feed_all(parser, wire, cuts)
-    assert got == [*expected, (CLOSE, (1000, "bye"))]
+    assert got == [*msgs, Close(1000, "bye")]
     assert parser.closed and parser.feed(b"more") == []
 
 
@@ -96,13 +93,13 @@ def test_control_frames_may_come_between_fragments() -> None:
         + client_frame(0xA, b"")
         + client_frame(0x0, b"lo", fin=True)
     )
-    assert FrameParser(100).feed(wire) == [(PING, b"are you there"), (PONG, b""), (TEXT, "hello")]
+    assert FrameParser(100).feed(wire) == [Ping(b"are you there"), Pong(b""), "hello"]
 
 
 def test_a_utf8_character_split_across_fragments_is_fine() -> None:
     data = "汉字".encode()
     wire = client_frame(0x1, data[:2], fin=False) + client_frame(0x0, data[2:])
-    assert FrameParser(100).feed(wire) == [(TEXT, "汉字")]
+    assert FrameParser(100).feed(wire) == ["汉字"]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +127,7 @@ def test_a_utf8_character_split_across_fragments_is_fine() -> None:
 def test_each_violation_has_its_close_code(wire: bytes, code: int) -> None:
     with pytest.raises(FrameError) as err:
         FrameParser(100).feed(wire)
-    assert err.value.code == code
+    assert err.value.code == code and isinstance(err.value.code, CloseCode)
 
 
 def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
@@ -141,9 +138,9 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
 
 
 def test_valid_close_frames() -> None:
-    assert FrameParser(10).feed(client_frame(0x8, b"")) == [(CLOSE, (1005, ""))]
+    assert FrameParser(10).feed(client_frame(0x8, b"")) == [Close(1005, "")]
     assert FrameParser(10).feed(client_frame(0x8, struct.pack("!H", 4001) + "再见".encode())) == [
-        (CLOSE, (4001, "再见"))
+        Close(4001, "再见")
     ]
 
 
@@ -153,7 +150,7 @@ def test_an_incomplete_frame_waits_for_its_bytes() -> None:
     for i in range(len(wire) - 1):
         assert parser.feed(wire[i : i + 1]) == []
     assert parser.buffered == len(wire) - 1
-    assert parser.feed(wire[-1:]) == [(TEXT, "x" * 300)]
+    assert parser.feed(wire[-1:]) == ["x" * 300]
     assert parser.buffered == 0
 
 
@@ -175,3 +172,16 @@ def test_close_frames_match_wsproto_and_cut_long_reasons_on_a_character_boundary
     assert len(long) <= 2 + 125
     reason = long[4:].decode("utf-8")  # still valid UTF-8 after the cut
     assert set(reason) == {"字"}
+
+
+def test_control_frame_events_are_frozen_values() -> None:
+    for event in (Ping(b""), Pong(b""), Close(1000, "")):
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(event, attrs.fields(type(event))[0].name, None)
+    assert Ping(b"x") == Ping(b"x") and Ping(b"x") != Pong(b"x")
+    assert repr(Close(1000, "bye")) == "Close(code=1000, reason='bye')"
+
+
+def test_text_and_binary_messages_are_their_str_and_bytes() -> None:
+    events = FrameParser(100).feed(client_frame(0x1, b"ab") + client_frame(0x2, b"ab"))
+    assert events == ["ab", b"ab"] and [type(e) for e in events] == [str, bytes]

@@ -11,14 +11,12 @@ import h11
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 
 from wsserver.net.http import (
     ConnectionGone,
     HttpError,
     HttpRequest,
     HttpResponse,
-    ReplayStream,
     RequestHead,
     Router,
     error_reply,
@@ -478,61 +476,6 @@ async def test_read_request_head_returns_every_byte_read() -> None:
     assert (head.method, head.path) == ("POST", "/api/echo")
     assert received == raw
     assert conn.their_state is h11.SEND_BODY
-
-
-async def test_replay_stream_returns_prefix_then_the_rest() -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    replay = ReplayStream(server_stream, b"abcdef")
-    assert replay.transport is server_stream
-    assert await replay.receive_some(4) == b"abcd"
-    assert await replay.receive_some() == b"ef"
-    await client_stream.send_all(b"xyz")
-    assert await replay.receive_some() == b"xyz"
-    await replay.send_all(b"out")
-    assert await client_stream.receive_some() == b"out"
-    await replay.aclose()
-    assert await client_stream.receive_some() == b""
-
-
-async def test_a_parked_replay_stream_leaves_the_later_bytes_to_their_owner() -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    replay = ReplayStream(server_stream, b"head", park=True)
-    assert await replay.receive_some() == b"head"
-    await client_stream.send_all(b"frames")
-    with trio.move_on_after(0.05) as waited:
-        await replay.receive_some()  # parked: does not read the transport
-    assert waited.cancelled_caught
-    assert await server_stream.receive_some() == b"frames"  # still there for its owner
-
-    async def close_soon() -> None:
-        await trio.sleep(0.01)
-        await replay.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(close_soon)
-        assert await replay.receive_some() == b""  # EOF once closed
-
-
-async def test_websocket_upgrade_is_handed_to_trio_websocket_with_replayed_bytes() -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-
-    async def server() -> None:
-        head, _, received = await read_request_head(server_stream, max_header_bytes=MAX_HEADER)
-        assert head.is_websocket_upgrade and head.path == "/ws"
-        async with trio.open_nursery() as nursery:
-            request = await trio_websocket.wrap_server_stream(
-                nursery, ReplayStream(server_stream, received)
-            )
-            ws = await request.accept()
-            await ws.send_message(await ws.get_message())
-            await ws.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server)
-        ws = await trio_websocket.wrap_client_stream(nursery, client_stream, "t", "/ws?token=x")
-        await ws.send_message("hello")
-        assert await ws.get_message() == "hello"
-        await ws.aclose()
 
 
 async def test_refused_upgrade_gets_a_json_error_and_close(

@@ -1,4 +1,4 @@
-"""`net.readiness`: the edge-triggered read waits of plain sockets, over real
+"""`net.fastio`'s reads: the edge-triggered read waits of plain sockets, over real
 socket pairs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget, receive_raw
+from wsserver.net.fastio import HAVE_EPOLL, Readiness, forget, receive_raw
 
 pytestmark = pytest.mark.skipif(not HAVE_EPOLL, reason="epoll is Linux-only; elsewhere trio's waits are used")
 

@@ -17,7 +17,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, hub_of, make_config, make_server, token, ws_connect
+from tests.conftest import (
+    FAST_IO,
+    http_request,
+    hub_of,
+    make_config,
+    make_server,
+    token,
+    ws_connect,
+)
 from wsserver.config import Config, load_config
 from wsserver.net.server import Server
 from wsserver.ops.reload import LIVE_KEYS, RESTART_KEYS, _matches, flatten, plan_reload
@@ -44,7 +52,7 @@ def toml(
 async def file_server(path: Path, text: str) -> AsyncIterator[Server]:
     """A real server started from the config file at `path`, as `wsserver serve --config` does."""
     path.write_text(text, encoding="utf-8")
-    overrides = {"storage.dir": str(path.parent / "data")}
+    overrides = {"storage.dir": str(path.parent / "data"), "server.fast_io": FAST_IO}
     config = load_config(path, env={}, overrides=overrides)
     async with trio.open_nursery() as nursery:
         server = make_server(config, config_path=path, overrides=overrides)

@@ -110,6 +110,7 @@ class ServerConfig:
     api_listen: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    fast_io: bool = True
 
 
 @attrs.frozen(kw_only=True)

@@ -4,9 +4,10 @@
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
   handles what concerns this connection only (heartbeat, ping, refresh,
   first-message auth) and hands the rest to the hub actor (`Handle`).
-- writer (`wsserver.net.fastwrite.FrameWriter`): every byte to the socket
-  goes through it, in order. A frame is written straight from `deliver()`
-  when nothing is queued and the socket takes it (no scheduler trip);
+- writer (`wsserver.net.fastwrite.FrameWriter`, on a plain socket
+  `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
+  it, in order. A frame is written straight from `deliver()` when nothing is
+  queued and the socket takes it (no scheduler trip, fast path only);
   otherwise it is queued and a writer task, started in the connection's
   nursery only while there is a backlog, joins queued frames into one write.
 - timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
@@ -38,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import trio
 
@@ -47,8 +48,8 @@ from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastwrite import FrameWriter, raw_socket
-from wsserver.net.readiness import receive_raw
+from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.net.fastwrite import FrameWriter
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
@@ -61,13 +62,13 @@ from wsserver.protocol.envelope import (
     text_frame,
 )
 from wsserver.protocol.frames import (
-    BINARY,
-    CLOSE,
+    ABNORMAL,
     NO_STATUS,
-    PING,
-    TEXT,
+    Close,
+    Event,
     FrameError,
     FrameParser,
+    Ping,
     close_frame,
     ping_frame,
     pong_frame,
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
     from wsserver.auth import TokenVerifier
     from wsserver.config import Config, LimitsConfig
     from wsserver.net.actor import HubActor
-    from wsserver.net.fastwrite import Flusher
+    from wsserver.net.fastio import Flusher
     from wsserver.net.heartbeat import Heartbeats
     from wsserver.ops.metrics import Metrics
 
@@ -90,7 +91,11 @@ TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
 MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
-FRAME_ERROR_KEYS = {1002: "protocol_error", 1007: "invalid_utf8", 1009: "message_too_big"}
+FRAME_ERROR_KEYS = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_DATA: "invalid_utf8",
+    CloseCode.TOO_BIG: "message_too_big",
+}
 
 
 class ConnectionHost(Protocol):
@@ -229,7 +234,7 @@ class Connection:
         if writer.broken:
             return False
         if soon:
-            writer.write_soon(data, self.server.flusher)
+            writer.write_soon(data)
         else:
             writer.write_nowait(data)
         return True
@@ -285,7 +290,7 @@ class Connection:
             return self.closing[0]
         if self.peer_close is not None:
             return self.peer_close[0]
-        return 1006
+        return ABNORMAL
 
     # -- helpers -------------------------------------------------------------
 
@@ -408,7 +413,9 @@ class Connection:
         """
         heartbeats = self.server.heartbeats
         async with trio.open_nursery() as nursery:
-            writer = self.writer = FrameWriter(transport, nursery.start_soon, self._writer_waits)
+            writer = self.writer = frame_writer(
+                transport, nursery.start_soon, self._writer_waits, self.server.flusher
+            )
             early, self._early = self._early, None
             head = [preamble] if preamble else []
             while early and isinstance(early[0], bytes):
@@ -492,9 +499,9 @@ class Connection:
                 data = await transport.receive_some(RECEIVE_SIZE)
                 if not data:
                     break
-                for kind, payload in parser.feed(data):
-                    if kind == CLOSE:
-                        self.peer_close = payload  # type: ignore[assignment]
+                for event in parser.feed(data):
+                    if type(event) is Close:
+                        self.peer_close = (event.code, event.reason)
         except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         peer_closed.set()
@@ -502,7 +509,10 @@ class Connection:
     async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
-        sock = raw_socket(transport)  # a plain TCP socket: read it directly
+        sock = raw_socket(transport)  # a plain TCP socket, fast paths on: read it directly
+        events: list[Event] | None = None
+        event: Event | None = None
+        msg: Inbound | Literal[False] | None = None
         while True:
             if data:
                 self.last_seen = trio.current_time()
@@ -511,17 +521,17 @@ class Connection:
                 except FrameError as err:
                     self.close(err.code, FRAME_ERROR_KEYS.get(err.code, "protocol_error"))
                     return
-                for kind, payload in events:
-                    if kind == TEXT or kind == BINARY:
-                        msg = self._on_message(payload)  # type: ignore[arg-type]
+                for event in events:
+                    if type(event) is str or type(event) is bytes:  # a message
+                        msg = self._on_message(event)
                         if msg is None:
                             continue
-                        if msg is False or not await self._on_message_async(msg):  # type: ignore[arg-type]
+                        if msg is False or not await self._on_message_async(msg):
                             return
-                    elif kind == PING:
-                        self._write(pong_frame(payload))  # type: ignore[arg-type]
-                    elif kind == CLOSE:
-                        self.peer_close = payload  # type: ignore[assignment]
+                    elif type(event) is Ping:
+                        self._write(pong_frame(event.payload))
+                    elif type(event) is Close:
+                        self.peer_close = (event.code, event.reason)
                         return
                     # a pong: liveness only (`last_seen` above)
             if sock is None:
@@ -535,13 +545,13 @@ class Connection:
                 # (memory, and work for every GC collection): a plain recv().
                 # Nothing of the last message stays referenced while waiting: it
                 # would only be more for the GC to walk.
-                events = msg = payload = None  # type: ignore[assignment]
+                events = event = msg = None
                 data = await receive_raw(sock, RECEIVE_SIZE)
             if not data:
                 self.eof = True
                 return
 
-    def _on_message(self, frame: str | bytes) -> Inbound | bool | None:
+    def _on_message(self, frame: str | bytes) -> Inbound | Literal[False] | None:
         """One text or binary message: None when handled, False to stop reading,
         an `Inbound` to finish in `_on_message_async` (it has to wait)."""
         now = self.last_seen

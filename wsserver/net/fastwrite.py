@@ -1,53 +1,37 @@
-"""The outbound byte path of one WebSocket connection: pre-built frames, written
-without a scheduler trip when the socket can take them.
+"""The outbound byte path of one WebSocket connection: pre-built frames, in order,
+without tearing one.
 
 Every byte the server sends after the handshake goes through one `FrameWriter`,
-in order: data frames, pongs, pings and the close frame.
+in order: data frames, pongs, pings and the close frame. This class is the path
+through trio's public API (`send_all()`), used for TLS, a test's memory stream
+and every connection when `server.fast_io` is off; `net.fastio.RawFrameWriter`
+extends it for plain TCP sockets with writes that need no scheduler trip
+(`net.fastio.frame_writer()` picks one).
 
-- `write_nowait()` sends straight to the socket (a non-blocking `send()` on the
-  stdlib socket under trio's `SocketStream`) when nothing is queued; whatever
-  the socket does not take is queued.
-- Queued frames are written by a writer task, started only while there is a
-  backlog (an idle connection has no writer task). It writes everything queued
-  at once: one `sendmsg()` of up to `MAX_BATCH` bytes on a plain socket
-  (joined and `send()` on Windows, which has no `sendmsg()`), one
-  `send_all()` of the joined bytes on TLS or a test's memory stream.
+- `write_nowait()` queues the frame; queued frames are written by a writer
+  task, started only while there is a backlog (an idle connection has no writer
+  task). It writes everything queued at once: one `send_all()` of the joined
+  bytes, up to `MAX_BATCH` of them.
 - While the writer task runs, `waiting_since` is when the peer last took bytes
   (or when the backlog began): the connection's timer closes a connection
   whose peer has taken nothing for `limits.write_timeout`. It is set only by
-  the writer task (at its start and after each write that moved bytes; on
-  TLS or a memory stream after each batch's whole `send_all()`), so the paths
-  that write at once pay nothing for it.
+  the writer task (at its start and after each write that moved bytes), so the
+  paths that write at once pay nothing for it.
 - A partially sent frame's remainder stays at the head of the queue and is
   completed before anything else; `drop_pending()` (a close was decided) keeps
   it, so the peer never sees half a frame followed by another frame. `torn` is
   True while the peer has seen part of a frame whose rest is unsent: then
   nothing, not even a close frame, may follow.
-
-- `write_soon()` (what large fan-outs use) queues the frame and leaves the write
-  to the server's one `Flusher` task, which writes the queues of many
-  connections one after the other and lets other tasks run between chunks of
-  them. A fan-out that arrives meanwhile joins the frames still waiting, so a
-  connection receiving several publishes in quick succession gets them in one
-  `sendmsg()`: one system call where each costs more than everything else a
-  delivery does. Whatever the socket does not take goes to the writer task. A
-  connection never leaves more than `MAX_SOON` frames to the flusher: when
-  fan-outs come faster than it writes, the next one writes them at once (so
-  the publishers slow down to the pace of the writes, and a queue only grows
-  toward `limits.send_queue` when the peer does not read).
+- `write_soon()` is what large fan-outs use: here the same as `write_nowait()`;
+  the raw writer leaves such frames to the server's one `Flusher`.
 
 Server frames are unmasked and identical for every recipient, so callers hand
 the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
 the caller (`frames` counts queued frames).
-
-This module is also where the stdlib socket under a trio `SocketStream`
-(`socket._sock`, a trio internal) is reached: `raw_socket()` (reads without
-trio's layers are in `readiness`).
 """
 
 from __future__ import annotations
 
-import socket as stdlib_socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -56,9 +40,6 @@ import trio
 
 MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
 MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
-MAX_SOON = 32  # frames a writer leaves to the flusher; the next one is written at once
-# Windows sockets have no sendmsg(): there the batch is joined and sent with send()
-HAVE_SENDMSG = hasattr(stdlib_socket.socket, "sendmsg")
 
 
 class _Marker:
@@ -73,15 +54,6 @@ class _Marker:
 Item = bytes | memoryview | _Marker
 
 
-def raw_socket(transport: trio.abc.Stream) -> stdlib_socket.socket | None:
-    """The stdlib socket under `transport`, when it is a plain TCP stream (not TLS,
-    not a test's memory stream)."""
-    if not isinstance(transport, trio.SocketStream):
-        return None
-    sock = getattr(transport.socket, "_sock", None)
-    return sock if isinstance(sock, stdlib_socket.socket) else None
-
-
 class FrameWriter:
     """Writes whole frames to one connection in order (see the module docstring).
 
@@ -92,7 +64,6 @@ class FrameWriter:
 
     __slots__ = (
         "_busy",
-        "_deferred",
         "_partial",
         "_running",
         "_spawn",
@@ -100,7 +71,6 @@ class FrameWriter:
         "frames",
         "on_wait",
         "pending",
-        "sock",
         "transport",
         "waiting_since",
     )
@@ -112,13 +82,11 @@ class FrameWriter:
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.transport = transport
-        self.sock = raw_socket(transport)
         self.pending: deque[Item] | None = None  # created with the first backlog
         self.frames = 0  # frames waiting in `pending` (not markers)
         self._partial = False  # pending[0] is the rest of a frame already started
         self._busy = False  # the writer task is inside a send_all() that may be partial
-        self._running = False  # a writer task exists, or the flusher owns the queue
-        self._deferred = False  # the queue waits for the flusher (no writer task)
+        self._running = False  # a writer task exists (or, raw, the flusher owns the queue)
         self._spawn = spawn
         self.on_wait = on_wait
         self.broken = False
@@ -129,88 +97,17 @@ class FrameWriter:
     # -- producers (never block) ----------------------------------------------
 
     def write_nowait(self, frame: bytes) -> None:
-        """Send `frame` now if the socket takes it, else queue it behind what waits."""
+        """Queue `frame` behind what waits; the writer task writes it."""
         if self.broken:
             return
-        if not self._running and self.sock is not None:
-            try:
-                sent = self.sock.send(frame)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.broken = True
-                return
-            if sent == len(frame):
-                return
-            if sent:
-                self._queue(memoryview(frame)[sent:])
-                self._partial = True
-                return
         self._queue(frame)
 
-    def write_soon(self, frame: bytes, flusher: Flusher) -> None:
-        """Queue `frame` for `flusher` to write with the other connections' frames;
-        behind a backlog, or without a plain socket, the same as `write_nowait`."""
-        if self.broken:
-            return
-        if self._deferred:  # the flusher has not reached this writer yet: join its frames
-            assert self.pending is not None
-            self.pending.append(frame)
-            self.frames += 1
-            if self.frames >= MAX_SOON:
-                # The flusher is behind (publishes arrive faster than it writes):
-                # write them now, so frames wait in the socket rather than here
-                # and only a peer that does not read reaches `send_queue`.
-                self.flush_now()
-            return
-        if self._running or self.sock is None or not flusher.running:
-            self.write_nowait(frame)
-            return
-        pending = self.pending
-        if pending is None:
-            pending = self.pending = deque()
-        pending.append(frame)
-        self.frames += 1
-        self._running = self._deferred = True
-        flusher.add(self)
-
-    def flush_now(self) -> None:
-        """The flusher's turn: write the queue with non-blocking sends while the
-        socket takes it; what is left goes to the writer task."""
-        if not self._deferred:
-            return  # claimed by `_claim()` meanwhile
-        self._deferred = False
-        while self.pending:
-            batch, size, head_partial = self._take_batch()
-            if not batch:
-                continue
-            if self.broken:
-                continue  # frames are discarded
-            sent = self._send(batch, size)
-            if self.broken:
-                continue  # the rest is discarded too
-            if sent < size:
-                self._put_back(batch, sent, head_partial)
-                self._hand_to_task()
-                return
-            self._partial = False
-        self._running = False
+    def write_soon(self, frame: bytes) -> None:
+        """A frame of a large fan-out: here the same as `write_nowait`."""
+        self.write_nowait(frame)
 
     def _claim(self) -> None:
-        """Take the queue back from the flusher: a writer task writes it now."""
-        if self._deferred:
-            self._deferred = False
-            self._hand_to_task()
-
-    def _hand_to_task(self) -> None:
-        """Start the writer task for the queue (`_running` stays True)."""
-        try:
-            self._spawn(self._run)
-        except RuntimeError:  # the connection's nursery has closed: it is over
-            self.broken = True
-            self._running = False
-            if self.pending:
-                self._discard()
+        """Take the queue back from the flusher (the raw writer's; nothing here)."""
 
     def _queue(self, item: Item) -> None:
         pending = self.pending
@@ -281,29 +178,23 @@ class FrameWriter:
                 if self.broken:
                     self._partial = False
                     continue  # markers still run; frames are discarded
-                if self.sock is not None:
-                    await trio.lowlevel.wait_writable(self.sock)
-                    sent = self._send(batch, size)
-                    if sent:
-                        self.waiting_since = trio.current_time()
-                    if sent < size and not self.broken:
-                        self._put_back(batch, sent, head_partial)
-                    else:
-                        self._partial = False
-                else:
-                    self._busy = True  # a cancelled send_all() may have written part
-                    try:
-                        await self.transport.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-                        self.waiting_since = trio.current_time()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        self.broken = True
-                    self._busy = False
-                    self._partial = False
+                await self._write_batch(batch, size, head_partial)
         finally:
             self._running = False
             self.waiting_since = None
             if self.broken and self.pending:
                 self._discard()
+
+    async def _write_batch(self, batch: list[bytes | memoryview], size: int, head_partial: bool) -> None:
+        """(The writer task.) Write `batch` whole with trio's `send_all()`."""
+        self._busy = True  # a cancelled send_all() may have written part
+        try:
+            await self.transport.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+            self.waiting_since = trio.current_time()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+        self._busy = False
+        self._partial = False
 
     def _take_batch(self) -> tuple[list[bytes | memoryview], int, bool]:
         """Take the frames at the head of the queue, up to `MAX_BATCH` bytes or the
@@ -328,40 +219,6 @@ class FrameWriter:
             size += len(item)
         return batch, size, head_partial
 
-    def _send(self, batch: list[bytes | memoryview], size: int) -> int:
-        """One non-blocking write of `batch` to the plain socket: the bytes taken
-        (0 when it takes none; `broken` is set when it failed)."""
-        sock = self.sock
-        assert sock is not None
-        try:
-            if len(batch) == 1:
-                return sock.send(batch[0])
-            if HAVE_SENDMSG:
-                return sock.sendmsg(batch)
-            return sock.send(b"".join(batch))
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            self.broken = True
-            return 0
-
-    def _put_back(self, batch: list[bytes | memoryview], sent: int, head_partial: bool) -> None:
-        """Return what of `batch` was not sent to the head of the queue, in order,
-        the first piece possibly partial."""
-        rest: list[Item] = []
-        for i, data in enumerate(batch):
-            n = len(data)
-            if sent >= n:
-                sent -= n
-                continue
-            rest.append(memoryview(data)[sent:] if sent else data)
-            rest.extend(batch[i + 1 :])
-            self._partial = bool(sent) or (i == 0 and head_partial)
-            break
-        assert self.pending is not None
-        self.pending.extendleft(reversed(rest))
-        self.frames += len(rest)
-
     def _discard(self) -> None:
         """The transport broke: drop the queued frames, run the markers."""
         assert self.pending is not None
@@ -370,61 +227,3 @@ class FrameWriter:
         self.frames = 0
         for marker in markers:
             marker.callback()
-
-
-class Flusher:
-    """The task that writes the queues `FrameWriter.write_soon()` left to it.
-
-    It takes the writers in the order their first frame arrived and gives way
-    to other tasks (the registry, readers, the HTTP API) after every `CHUNK` of
-    them; frames queued meanwhile for a writer not yet reached go out in the
-    same write. While it does not run (not started yet, or ended at shutdown)
-    `write_soon()` writes at once, and any writer it still held is handed to
-    its own writer task.
-    """
-
-    CHUNK = 128  # writers flushed between two turns of the other tasks
-
-    __slots__ = ("_dirty", "_task", "running")
-
-    def __init__(self) -> None:
-        self._dirty: list[FrameWriter] = []
-        self._task: trio.lowlevel.Task | None = None  # set while parked, waiting for work
-        self.running = False
-
-    def add(self, writer: FrameWriter) -> None:
-        """`writer` has frames for the flusher (called once per turn)."""
-        self._dirty.append(writer)
-        task = self._task
-        if task is not None:
-            self._task = None
-            trio.lowlevel.reschedule(task)
-
-    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        self._task = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.running = True
-        task_status.started()
-        batch: list[FrameWriter] = []
-        try:
-            while True:
-                if not self._dirty:
-                    self._task = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(self._abort)
-                batch, self._dirty = self._dirty, []
-                chunk = self.CHUNK
-                for writer in batch:
-                    writer.flush_now()
-                    chunk -= 1
-                    if not chunk:
-                        chunk = self.CHUNK
-                        await trio.lowlevel.checkpoint()
-                batch = []
-        finally:
-            self.running = False
-            self._task = None
-            left, self._dirty = batch + self._dirty, []
-            for writer in left:
-                writer._claim()  # a no-op for those flushed already

@@ -1,19 +1,17 @@
 """The HTTP side of the shared listener: read a request head, then serve JSON or hand off.
 
 One TCP listener serves both WebSocket upgrades and the small JSON HTTP API.
-trio-websocket answers any request without ``Upgrade`` with a bare 400 before a
-handler runs, so the listener reads the request head itself with h11
-(:func:`read_request_head`) and then either
+The listener reads the request head (:func:`read_request_head`) and then either
 
 * calls :func:`serve_http` with the same ``h11.Connection`` to answer this and
   any further keep-alive requests through a :class:`Router`, or
-* wraps the stream in a :class:`ReplayStream` that first returns every byte
-  already read, and gives that to ``trio_websocket.wrap_server_stream``.
+* answers a WebSocket upgrade itself (``wsserver.protocol.handshake``) and
+  hands the bytes that followed the head to the connection's frame parser.
 
 Invariants:
 
 * No byte read from the socket is lost: :func:`read_request_head` returns all
-  of them, and :class:`ReplayStream` hands them back before reading more.
+  of them.
 * A request with both ``Content-Length`` and ``Transfer-Encoding`` gets 400
   and ends the connection (RFC 9112 §6.1), like every error that comes before
   a request's body is known to be read: no request after it is served.
@@ -54,8 +52,7 @@ import attrs
 import h11
 import trio
 
-from wsserver.net.fastwrite import raw_socket
-from wsserver.net.readiness import receive_raw
+from wsserver.net.fastio import raw_socket, receive_raw
 from wsserver.ops.access import safe_path
 from wsserver.ops.logging import clean
 from wsserver.protocol.i18n import text
@@ -67,7 +64,6 @@ __all__ = [
     "HttpError",
     "HttpRequest",
     "HttpResponse",
-    "ReplayStream",
     "RequestDoneCallback",
     "RequestHead",
     "Router",
@@ -144,60 +140,6 @@ class HttpError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}" + (f" ({self.field})" if self.field else "")
-
-
-# --------------------------------------------------------------------------- streams
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that returns ``prefix`` first and then reads from ``transport``.
-
-    Used to hand a connection whose request head was already read to
-    trio-websocket, which must see the handshake bytes again. Sending and
-    closing go straight to ``transport``; reach the socket through
-    ``stream.transport`` (trio-websocket's ``remote`` cannot see through it).
-    With ``park=True`` reads after the prefix wait until ``aclose`` (then EOF)
-    and never touch the transport: its later bytes belong to someone else.
-    """
-
-    def __init__(self, transport: trio.abc.Stream, prefix: bytes, *, park: bool = False) -> None:
-        self.transport = transport
-        self._prefix = prefix
-        self._parked: trio.Event | None = trio.Event() if park else None
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Return buffered prefix bytes (at most ``max_bytes``) or read from the transport."""
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            if max_bytes is None:
-                chunk, self._prefix = self._prefix, b""
-            else:
-                chunk, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            return chunk
-        if self._parked is not None:
-            await self._parked.wait()
-            return b""
-        return bytes(await self.transport.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send through the transport."""
-        await self.transport.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Delegate to the transport."""
-        await self.transport.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        """Drop unread prefix bytes and close the transport."""
-        self._prefix = b""
-        if self._parked is not None:
-            self._parked.set()
-        await self.transport.aclose()
-
-    def __repr__(self) -> str:
-        return f"<ReplayStream over {self.transport!r}>"
 
 
 # --------------------------------------------------------------------------- request head
@@ -356,8 +298,8 @@ async def read_request_head(
     """Read the first request head of a new connection.
 
     Returns the head, the h11 connection (pass it to :func:`serve_http`) and
-    every byte read so far (wrap them in a :class:`ReplayStream` for a
-    WebSocket upgrade). Raises ``HttpError(431)`` for a head over
+    every byte read so far (what follows the head belongs to a WebSocket
+    upgrade's first frames). Raises ``HttpError(431)`` for a head over
     ``max_header_bytes``, ``HttpError(400)`` for a malformed one and
     :class:`ConnectionGone` when the peer leaves first. Apply the handshake
     timeout around the call.
@@ -532,7 +474,8 @@ def optional(
 
 @attrs.frozen
 class HttpResponse:
-    """A complete reply; :func:`serve_http` adds ``Content-Length`` and ``Server``."""
+    """A complete reply; :func:`serve_http` adds ``Content-Length`` and ``Server``
+    (an empty ``content_type`` sends no ``Content-Type``: a reply without a body)."""
 
     status: int
     body: bytes
@@ -677,12 +620,8 @@ async def _send_response(
 ) -> int:
     """Write ``response`` through ``conn`` within ``write_timeout`` seconds; returns
     the body bytes sent."""
-    headers = [
-        ("Content-Type", response.content_type),
-        ("Content-Length", str(len(response.body))),
-        ("Server", SERVER_NAME),
-        *response.headers,
-    ]
+    headers = [("Content-Type", response.content_type)] if response.content_type else []
+    headers += [("Content-Length", str(len(response.body))), ("Server", SERVER_NAME), *response.headers]
     if close:
         headers.append(("Connection", "close"))
     body = b"" if head_only else response.body

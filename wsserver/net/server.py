@@ -30,14 +30,12 @@ import json
 import logging
 import os
 import signal
-import socket as stdlib_socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from wsserver._version import STATE_VERSION, __version__
 from wsserver.auth import TokenVerifier, credentials_from_handshake
@@ -58,16 +56,16 @@ from wsserver.core.identity import Identity
 from wsserver.core.limits import FailureThrottle
 from wsserver.core.session import Refusal, refusal_for
 from wsserver.errors import AuthError, CloseCode
+from wsserver.net import fastio
 from wsserver.net.actor import HubActor
 from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES, Connection
-from wsserver.net.fastwrite import Flusher, raw_socket
+from wsserver.net.fastio import Flusher
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import (
     ConnectionGone,
     HttpError,
     HttpRequest,
     HttpResponse,
-    ReplayStream,
     RequestHead,
     Router,
     error_reply,
@@ -76,14 +74,13 @@ from wsserver.net.http import (
     respond_and_close,
     serve_http,
 )
-from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget
 from wsserver.ops.access import log_request, log_session
 from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
 from wsserver.ops.reload import ReloadPlan, plan_reload
 from wsserver.ops.systemd import Notifier
-from wsserver.protocol.handshake import response_101, upgrade_accept
+from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.gcpause import gc_paused
@@ -97,8 +94,6 @@ ACCEPT_BACKOFF = 0.1
 # accept() errors that concern one connection only (as trio.SocketListener.accept)
 ACCEPT_IGNORABLE_ERRNOS = {getattr(errno, n) for n in ("ECONNABORTED", "EPERM", "EPROTO") if hasattr(errno, n)}
 
-ACCEPT_BATCH = 64  # connections accepted in a row before the other tasks get a turn
-
 
 async def _accept_failed(exc: OSError) -> bool:
     """An `accept()` failed: True when the listener goes on (the peer left first,
@@ -111,14 +106,6 @@ async def _accept_failed(exc: OSError) -> bool:
         await trio.sleep(ACCEPT_BACKOFF)
         return True
     return False
-
-
-def raw_socket_of_listener(listener: Any) -> stdlib_socket.socket | None:
-    """The stdlib socket under a plain `trio.SocketListener` (not TLS)."""
-    if not isinstance(listener, trio.SocketListener):
-        return None
-    sock = getattr(listener.socket, "_sock", None)
-    return sock if isinstance(sock, stdlib_socket.socket) else None
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
@@ -169,7 +156,7 @@ class Server:
         self.metrics.count_types_in(LOCAL_TYPES, self.actor.message_types)
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
-        self.flusher = Flusher()  # writes large fan-outs (net.fastwrite)
+        self.flusher = Flusher()  # writes large fan-outs (net.fastio)
         # connection ids: unique per process start (a random prefix) and cheap
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -267,9 +254,9 @@ class Server:
         )
 
     async def start_core(self, nursery: trio.Nursery) -> None:
-        """Start the hub actor, the connections' timer task, the read poller
-        and the fan-out flusher in `nursery` (`serve()` does; tests serving
-        memory streams call it themselves).
+        """Start the hub actor, the connections' timer task and, with
+        `server.fast_io`, the read poller and the fan-out flusher in `nursery`
+        (`serve()` does; tests serving memory streams call it themselves).
 
         The timer task and the flusher do each connection's work, so a bug there
         is restarted (`Background.keep_running`). The actor catches every
@@ -278,10 +265,28 @@ class Server:
         keep_running = self.background.keep_running
         await nursery.start(self.actor.run)
         await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
-        if HAVE_EPOLL:  # plain sockets' reads (net.readiness); elsewhere trio's waits
-            await nursery.start(Readiness().run)
-        await nursery.start(keep_running, "flusher", self.flusher.run)
+        if self._use_fast_io():
+            if fastio.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
+                await nursery.start(fastio.Readiness().run)
+            await nursery.start(keep_running, "flusher", self.flusher.run)
         self._spare = nursery
+
+    def _use_fast_io(self) -> bool:
+        """Decide `server.fast_io` for this trio run (`net.fastio`): on unless the
+        config says off or trio's internals have changed shape (logged)."""
+        fast = self.config.server.fast_io
+        if fast:
+            problems = fastio.internals_problems()
+            if problems:
+                log.error(
+                    "server.fast_io: trio %s is not what net.fastio expects (%s); "
+                    "using trio's plain I/O (slower)", trio.__version__, "; ".join(problems)
+                )
+                fast = False
+        else:
+            log.info("server.fast_io = false: trio's plain I/O only")
+        fastio.use_fast_io(fast)
+        return fast
 
     async def _open(self, hostport: tuple[str, int]) -> list[trio.SocketListener]:
         host, port = hostport
@@ -470,7 +475,7 @@ class Server:
         with `_handle_stream` closing its own stream (serve_listeners adds a second,
         forceful close with its own cancel scope to every connection)."""
         async with listener:
-            lsock = raw_socket_of_listener(listener)
+            lsock = fastio.listener_socket(listener)
             if lsock is not None:
                 await self._accept_plain(lsock, handlers, api_only)
                 return
@@ -484,25 +489,12 @@ class Server:
                 handlers.start_soon(self._handle_stream, stream, api_only, _peer_ip(stream))
 
     async def _accept_plain(self, lsock: Any, handlers: trio.Nursery, api_only: bool) -> None:
-        """Accept on a plain TCP listening socket: every connection waiting, up to
-        `ACCEPT_BATCH` in a row, with the stdlib's `accept()` (trio's takes a
-        scheduler trip per connection); the peer's address comes with it."""
-        while True:
-            for _ in range(ACCEPT_BATCH):
-                try:
-                    sock, address = lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if not await _accept_failed(exc):
-                        raise
-                    continue
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                handlers.start_soon(self._handle_stream, stream, api_only, str(address[0]))
-            else:
-                await trio.lowlevel.checkpoint()  # more are waiting: let the others run first
-                continue
-            await trio.lowlevel.wait_readable(lsock)
+        """Accept on a plain TCP listening socket (`fastio.accept_plain`)."""
+
+        def serve(stream: trio.SocketStream, ip: str) -> None:
+            handlers.start_soon(self._handle_stream, stream, api_only, ip)
+
+        await fastio.accept_plain(lsock, serve, _accept_failed)
 
     async def _handle_stream(self, stream: trio.abc.Stream, api_only: bool, ip: str | None = None) -> None:
         cfg = self.config
@@ -558,18 +550,7 @@ class Server:
         except trio.BrokenResourceError:
             pass
         finally:
-            if isinstance(stream, trio.SocketStream):
-                sock = raw_socket(stream)
-                if sock is None:
-                    stream.socket.close()  # no await: a plain socket closes at once
-                else:
-                    # Every task that used it has ended (no trio wait to notify):
-                    # close the stdlib socket itself, without trio's notify_closing
-                    # (an epoll_ctl that fails, and its exception, per connection).
-                    forget(sock)
-                    sock.close()
-            else:
-                await trio.aclose_forcefully(stream)  # TLS, or a test's memory stream
+            await fastio.close_stream(stream)  # every task that used it has ended
 
     def _request_done(
         self,
@@ -592,33 +573,26 @@ class Server:
             {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
         ).encode()
 
-    async def _reject(self, request: WebSocketRequest, status: int, key: str) -> None:
-        body = self._refusal_body(status, key)
-        with trio.move_on_after(self.config.limits.write_timeout):  # a peer that does not read
-            await request.reject(
-                status, extra_headers=[(b"Content-Type", b"application/json; charset=utf-8")], body=body
-            )
-
     async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
         head: RequestHead = box[0]
-        accept = upgrade_accept(head.method, head.http_version, head.header_values)
+        answer = answer_upgrade(head.method, head.header_values)
         del head
-        if accept is None:
-            # not a handshake the fast path knows: trio-websocket answers it
-            conn, received = await self._handshake(stream, box, ip, echo)
-            preamble = b""
-        else:
-            conn, received = await self._fast_handshake(stream, box, ip, echo)
-            preamble = response_101(accept)
+        if isinstance(answer, Refused):  # not a valid opening handshake: no body, then close
+            box.clear()
+            self.metrics.handshake("http_malformed")
+            refusal = HttpResponse(answer.status, b"", content_type="", headers=answer.headers)
+            await respond_and_close(stream, refusal, write_timeout=self.config.limits.write_timeout)
+            return
+        conn, received = await self._handshake(stream, box, ip, echo)
         if conn is None:
             return
         try:
-            await conn.run(stream, received, preamble)
+            await conn.run(stream, received, response_101(answer))
         finally:
             conn.forget()  # done by run() already, unless it failed early
             self._session_done(conn)
 
-    async def _fast_handshake(
+    async def _handshake(
         self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
     ) -> tuple[Connection | None, bytes]:
         """A valid opening handshake (`protocol.handshake`): admit the connection,
@@ -638,50 +612,6 @@ class Server:
             return None, b""
         self.metrics.handshake("accepted")
         return conn, received
-
-    async def _handshake(
-        self, stream: trio.abc.Stream, box: list[Any], ip: str, echo: bool
-    ) -> tuple[Connection | None, bytes]:
-        """The opening handshake done by trio-websocket, for requests the fast
-        path does not recognise (it answers a malformed one): `box` holds the
-        request head, its raw bytes and what followed them. Returns the admitted
-        connection (its 101 sent) and the bytes the client sent after its
-        request, or (None, b"") when it was refused or went away.
-
-        trio-websocket reads only the head (a parked `ReplayStream`); once the
-        101 is sent its reader task is cancelled and its objects dropped, and
-        the connection's frames are read by `Connection.run`.
-        """
-        head, raw_head, received = box
-        box.clear()
-        cfg = self.config
-        replay = ReplayStream(stream, raw_head, park=True)
-        del raw_head
-        async with trio.open_nursery() as nursery:
-            try:
-                with trio.move_on_after(cfg.limits.handshake_timeout) as scope:
-                    request = await wrap_server_stream(
-                        nursery, replay, message_queue_size=1, max_message_size=cfg.limits.max_message_bytes
-                    )
-                if scope.cancelled_caught:
-                    self.metrics.handshake("timeout")
-                    return None, b""
-                conn = await self._admit(functools.partial(self._reject, request), head, ip, echo)
-                if conn is None:
-                    return None, b""
-                try:
-                    await request.accept()
-                except ConnectionClosed:
-                    self.forget_connection(conn.conn_id)
-                    return None, b""
-                except BaseException:
-                    self.forget_connection(conn.conn_id)
-                    raise
-                self.metrics.handshake("accepted")
-                log.debug("open %s from %s", conn.conn_id, ip)
-                return conn, received
-            finally:
-                nursery.cancel_scope.cancel()
 
     async def _admit(
         self,

@@ -47,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from wsserver._version import __version__
+from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import Wire, type_of
 
 __all__ = ["CONTENT_TYPE", "MAX_TYPE_LABELS", "Metrics", "frame_type"]
@@ -56,7 +57,6 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 MAX_TYPE_LABELS = 256
 UNKNOWN_TYPE = "unknown"  # the label of every inbound type the server does not handle
-SLOW_CONSUMER = 4008
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -301,7 +301,7 @@ class Metrics:
         if child is None:
             child = self._close_children[code] = self.closes.labels(str(code))
         child.inc()
-        if code == SLOW_CONSUMER:
+        if code == CloseCode.SLOW_CONSUMER:
             self.slow_consumer_closes.inc()
 
     def background_failed(self, task: str) -> None:

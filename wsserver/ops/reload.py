@@ -49,6 +49,7 @@ RESTART_KEYS: Final = (
     "server.api_listen",
     "server.tls_cert",
     "server.tls_key",
+    "server.fast_io",  # the I/O paths are chosen at start (net.fastio)
     "storage.*",  # the journal is open
     "messages.*",  # retention is fixed when the message store is built
     "crm.timezone",  # the CRM's day boundaries are fixed at start

@@ -1,9 +1,8 @@
 """RFC 6455 framing after the handshake, sans-IO: a parser for client frames and
 builders for server frames.
 
-trio-websocket (over wsproto) performs the opening handshake; once the 101 is
-sent, the connection's bytes are read by `FrameParser` and written as frames
-built here. This is the hot path of every message, so it is kept small and
+`protocol.handshake` answers the opening handshake; once the 101 is sent, the
+connection's bytes are read by `FrameParser` and written as frames built here. This is the hot path of every message, so it is kept small and
 allocation-light, and it keeps RFC 6455's rules:
 
 - client frames must be masked (else 1002); RSV bits must be 0 (no extension
@@ -19,33 +18,69 @@ allocation-light, and it keeps RFC 6455's rules:
 - a close frame's payload is empty or a 2-byte code (1000-1003, 1007-1011,
   3000-4999) plus a UTF-8 reason; anything else is 1002.
 
-`FrameParser.feed()` returns the events the bytes completed; after a
-`FrameError` or a close frame the parser takes no more input.
+`FrameParser.feed()` returns the events the bytes completed: a text message as
+its `str`, a binary message as its `bytes` (the type says which; a class
+around every message made the parse measurably slower, docs/ARCHITECTURE.md),
+a control frame as a small frozen class (`Ping`, `Pong`, `Close`); after a
+`FrameError` or a close frame the parser takes no more input. The close codes the server sends are
+`errors.CloseCode`; this module knows only the RFC's rules about codes a peer
+may send.
 """
 
 from __future__ import annotations
 
 import struct
 
+import attrs
+
+from wsserver.errors import CloseCode
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
-# event kinds returned by FrameParser.feed (first item of each tuple)
-TEXT, BINARY, PING, PONG, CLOSE = "text", "binary", "ping", "pong", "close"
-
-PROTOCOL_ERROR = 1002
-INVALID_DATA = 1007
-TOO_BIG = 1009
-NO_STATUS = 1005  # a close frame without a code (never sent on the wire)
+# what is reported (never sent, RFC 6455 7.1.5): a close frame without a code,
+# a connection that ended without a close frame
+NO_STATUS = 1005
+ABNORMAL = 1006
 
 _CONTROL_MAX = 125
+# the codes a peer may send (RFC 6455 7.4.1), besides 3000-4999
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
+
+
+# --------------------------------------------------------------------------- events
+
+
+@attrs.frozen(slots=True)
+class Ping:
+    """A ping; the pong carries `payload` back."""
+
+    payload: bytes
+
+
+@attrs.frozen(slots=True)
+class Pong:
+    """A pong (any frame proves liveness; this one carries nothing else)."""
+
+    payload: bytes
+
+
+@attrs.frozen(slots=True)
+class Close:
+    """The peer's close frame: its code (`NO_STATUS` when it had none) and reason."""
+
+    code: int
+    reason: str
+
+
+Event = str | bytes | Ping | Pong | Close
+"""What `FrameParser.feed` returns: a text message, a binary message, or a control frame."""
 
 
 class FrameError(Exception):
     """The peer broke RFC 6455: close with `code` (1002, 1007 or 1009)."""
 
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(f"{int(code)}: {reason}")
         self.code = code
         self.reason = reason
 
@@ -64,28 +99,28 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def parse_close(payload: bytes) -> tuple[int, str]:
-    """(code, reason) of a close frame's payload; 1005 when it has none."""
+def parse_close(payload: bytes) -> Close:
+    """The close frame of `payload`; its code is `NO_STATUS` when it has none."""
     if not payload:
-        return NO_STATUS, ""
+        return Close(NO_STATUS, "")
     if len(payload) == 1:
-        raise FrameError(PROTOCOL_ERROR, "close frame with a 1-byte payload")
+        raise FrameError(CloseCode.PROTOCOL_ERROR, "close frame with a 1-byte payload")
     code = (payload[0] << 8) | payload[1]
     if not valid_close_code(code):
-        raise FrameError(PROTOCOL_ERROR, f"invalid close code {code}")
+        raise FrameError(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise FrameError(INVALID_DATA, "close reason is not UTF-8") from None
-    return code, reason
+        raise FrameError(CloseCode.INVALID_DATA, "close reason is not UTF-8") from None
+    return Close(code, reason)
 
 
 class FrameParser:
     """Client frames in, complete messages and control frames out.
 
-    `feed(data)` returns a list of events: `("text", str)`, `("binary", bytes)`,
-    `("ping", bytes)`, `("pong", bytes)`, `("close", (code, reason))`. A
-    violation raises `FrameError`. Unconsumed bytes (an incomplete frame) are
+    `feed(data)` returns a list of events: a text message (`str`), a binary
+    message (`bytes`), `Ping`, `Pong`, `Close`. A violation raises
+    `FrameError`. Unconsumed bytes (an incomplete frame) are
     kept for the next call; a frame whose payload would exceed the limit is
     refused from its header.
     """
@@ -105,21 +140,21 @@ class FrameParser:
         """Bytes held for an incomplete frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[tuple[str, object]]:
+    def feed(self, data: bytes) -> list[Event]:
         if self.closed:
             return []
         buf = self._buf + data if self._buf else data
         end = len(buf)
         pos = 0
-        out: list[tuple[str, object]] = []
+        out: list[Event] = []
         limit = self.max_message_size
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b0 & 0x70:
-                raise FrameError(PROTOCOL_ERROR, "reserved bits set without an extension")
+                raise FrameError(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
             if not b1 & 0x80:
-                raise FrameError(PROTOCOL_ERROR, "client frame is not masked")
+                raise FrameError(CloseCode.PROTOCOL_ERROR, "client frame is not masked")
             opcode = b0 & 0x0F
             fin = b0 & 0x80
             length = b1 & 0x7F
@@ -135,26 +170,26 @@ class FrameParser:
                 (length,) = struct.unpack_from("!Q", buf, head)
                 head += 8
                 if length >> 63:
-                    raise FrameError(PROTOCOL_ERROR, "frame length has its top bit set")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "frame length has its top bit set")
             if opcode >= OP_CLOSE:
                 if opcode > OP_PONG:
-                    raise FrameError(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, f"unknown opcode {opcode}")
                 if not fin:
-                    raise FrameError(PROTOCOL_ERROR, "fragmented control frame")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
                 if length > _CONTROL_MAX:
-                    raise FrameError(PROTOCOL_ERROR, "control frame longer than 125 bytes")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "control frame longer than 125 bytes")
             elif opcode > OP_BINARY:
-                raise FrameError(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+                raise FrameError(CloseCode.PROTOCOL_ERROR, f"unknown opcode {opcode}")
             elif opcode == OP_CONT:
                 if self._parts is None:
-                    raise FrameError(PROTOCOL_ERROR, "continuation frame without a message")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
                 if self._part_size + length > limit:
-                    raise FrameError(TOO_BIG, "message too big")
+                    raise FrameError(CloseCode.TOO_BIG, "message too big")
             else:
                 if self._parts is not None:
-                    raise FrameError(PROTOCOL_ERROR, "new message inside a fragmented one")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
                 if length > limit:
-                    raise FrameError(TOO_BIG, "message too big")
+                    raise FrameError(CloseCode.TOO_BIG, "message too big")
             start = head + 4
             stop = start + length
             if stop > end:
@@ -177,11 +212,11 @@ class FrameParser:
                     self._parts = None
                     out.append(_message(self._part_op, b"".join(parts)))
             elif opcode == OP_PING:
-                out.append((PING, payload))
+                out.append(Ping(payload))
             elif opcode == OP_PONG:
-                out.append((PONG, payload))
+                out.append(Pong(payload))
             else:
-                out.append((CLOSE, parse_close(payload)))
+                out.append(parse_close(payload))
                 self.closed = True
                 self._buf = b""
                 return out
@@ -189,13 +224,13 @@ class FrameParser:
         return out
 
 
-def _message(opcode: int, payload: bytes) -> tuple[str, object]:
+def _message(opcode: int, payload: bytes) -> str | bytes:
     if opcode == OP_BINARY:
-        return BINARY, payload
+        return payload
     try:
-        return TEXT, payload.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise FrameError(INVALID_DATA, "text message is not UTF-8") from None
+        raise FrameError(CloseCode.INVALID_DATA, "text message is not UTF-8") from None
 
 
 # --------------------------------------------------------------------------- server frames

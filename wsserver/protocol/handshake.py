@@ -1,70 +1,73 @@
-"""The RFC 6455 opening handshake's server side, sans-IO: is a request head a
-valid WebSocket upgrade, and the 101 that accepts it.
+"""The RFC 6455 opening handshake's server side, sans-IO: the answer to an
+upgrade request, and the 101 that accepts it.
 
-`net.server` answers a valid upgrade with `response_101()` itself (a few µs)
-instead of running trio-websocket's handshake machinery (a second HTTP parse
-in wsproto, a connection object and a reader task: ~400 µs per connection,
-measured for issue 8). A request this module does not recognise as a valid
-upgrade is handed to trio-websocket, which answers it as before; so only the
-common, well-formed case takes the fast path.
+`net.server` hands every upgrade to a WebSocket path (a `GET` whose `Upgrade`
+names `websocket` and whose `Connection` names `upgrade`) to `answer_upgrade()`,
+the server's only handshake: a valid request gets its `Sec-WebSocket-Accept`
+value (then `response_101()`), anything else a `Refused` status, answered with
+an empty body and the connection closed.
 
-Valid (RFC 6455 §4.2.1): `GET`, HTTP/1.1, a `Host`, `Upgrade: websocket`,
-`Connection: upgrade` (as a token), `Sec-WebSocket-Version: 13`, and a
-`Sec-WebSocket-Key` that is the base64 of 16 bytes. Extensions and
-subprotocols offered are declined (the 101 names none; compression is never
-negotiated), as trio-websocket's `accept()` did.
+What is valid is what the server accepted before this was its only handshake
+(a stricter check here, and trio-websocket over wsproto for what that check
+did not know; tests/test_handshake.py checks the decisions against wsproto's),
+in wsproto's order of checks:
+
+- `Connection` and `Upgrade` name `upgrade` and `websocket` in any of their
+  values (as the stricter check took them), else 400;
+- `Sec-WebSocket-Version`: its last value must be `13`, else 426 (400 when it
+  is missing or empty) with `Sec-WebSocket-Version: 13` (RFC 6455 §4.4);
+- `Sec-WebSocket-Key` present, else 400. Its form is not checked (wsproto never
+  did): the accept value is computed over its values joined by ", ";
+- a `Host`, else 400. HTTP/1.0 is accepted.
+
+Extensions and subprotocols offered are declined (the 101 names none;
+compression is never negotiated).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Callable
 
+import attrs
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+VERSION = "13"  # the only version of the protocol (RFC 6455 §4.1)
 
 
-def _tokens(value: str | None) -> set[str]:
-    if not value:
-        return set()
-    return {t.strip().lower() for t in value.split(",")}
+@attrs.frozen
+class Refused:
+    """An upgrade request refused: the HTTP status and the headers that say why."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _has_token(values: list[str], token: str) -> bool:
+    """Whether any of the comma-separated header `values` is `token` (any case)."""
+    return any(t.strip().lower() == token for value in values for t in value.split(","))
 
 
 def accept_value(key: str) -> str:
-    """`Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`."""
-    return base64.b64encode(hashlib.sha1(key.encode("ascii") + GUID).digest()).decode("ascii")
+    """`Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (header text, Latin-1)."""
+    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + GUID).digest()).decode("ascii")
 
 
-def upgrade_accept(
-    method: str, http_version: str, header_values: Callable[[str], list[str]]
-) -> str | None:
-    """The `Sec-WebSocket-Accept` value when the request is a valid opening
-    handshake; None when it is not (let trio-websocket answer it).
-
-    `header_values(name)` returns every value of a header (lower-case name).
-    """
-    if method != "GET" or http_version != "1.1":
-        return None
-    if len(header_values("host")) != 1:
-        return None
-    upgrade = header_values("upgrade")
-    if not any("websocket" in _tokens(v) for v in upgrade):
-        return None
-    if not any("upgrade" in _tokens(v) for v in header_values("connection")):
-        return None
-    if header_values("sec-websocket-version") != ["13"]:
-        return None
+def answer_upgrade(method: str, header_values: Callable[[str], list[str]]) -> str | Refused:
+    """The `Sec-WebSocket-Accept` value of a valid opening handshake, or how to
+    refuse it. `header_values(name)` returns every value of a header
+    (lower-case name)."""
+    if method != "GET" or not _has_token(header_values("connection"), "upgrade"):
+        return Refused(400)
+    versions = header_values("sec-websocket-version")
+    version = versions[-1] if versions else ""
+    if version != VERSION:
+        return Refused(426 if version else 400, (("Sec-WebSocket-Version", VERSION),))
     keys = header_values("sec-websocket-key")
-    if len(keys) != 1:
-        return None
-    key = keys[0].strip()
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            return None
-    except (binascii.Error, ValueError):
-        return None
-    return accept_value(key)
+    if not keys or not _has_token(header_values("upgrade"), "websocket") or not header_values("host"):
+        return Refused(400)
+    return accept_value(", ".join(keys))
 
 
 def response_101(accept: str) -> bytes:
