@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
+from wsserver.protocol.messages import ROOM_NAME
+
 if TYPE_CHECKING:
     from wsserver.config import Config
     from wsserver.core.identity import Identity
@@ -73,8 +75,6 @@ R_co = TypeVar("R_co", covariant=True)
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 """A message type a backend may publish (SPEC 4.5)."""
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-"""A room name (SPEC 4.2)."""
 
 
 class Command(Generic[R_co]):

@@ -57,7 +57,6 @@ from wsserver.protocol.envelope import (
     decode,
     encode,
     encode_error,
-    field,
     id_key,
     text_frame,
 )
@@ -74,6 +73,7 @@ from wsserver.protocol.frames import (
     pong_frame,
 )
 from wsserver.protocol.i18n import text
+from wsserver.protocol.messages import Auth, Refresh, Register, read
 
 if TYPE_CHECKING:
     from wsserver.auth import TokenVerifier
@@ -657,7 +657,7 @@ class Connection:
         try:
             if ident.is_device:
                 raise ProtocolError(ErrorCode.INVALID_MESSAGE, "refresh_not_jwt")
-            token = field(msg.data, "token", str)
+            token = read(msg.data, Refresh).token
             try:
                 fresh = self.server.verifier.verify(token)
             except AuthError as err:
@@ -687,16 +687,16 @@ class Connection:
         device_id = self.device_id
         device_info = None
         try:
-            if msg.type in ("auth", "register"):
-                token = field(msg.data, "token", str)
-                identity = self.server.verifier.verify(token)
-                if msg.type == "register":
-                    device_id = field(msg.data, "device_id", (str, int), required=False)
-                    device_id = None if device_id is None else str(device_id)
-                    device_info = field(msg.data, "device_info", dict, required=False)
-                    claimed = msg.data.get("user_id")
-                    if claimed is not None and id_key(claimed) != id_key(identity.user_id):
-                        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
+            if msg.type == "auth":
+                identity = self.server.verifier.verify(read(msg.data, Auth).token)
+            elif msg.type == "register":
+                register = read(msg.data, Register)
+                identity = self.server.verifier.verify(register.token)
+                device_id = None if register.device_id is None else str(register.device_id)
+                device_info = register.device_info
+                claimed = register.user_id
+                if claimed is not None and id_key(claimed) != id_key(identity.user_id):
+                    raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
             elif isinstance(msg.activation_code, str) and msg.activation_code:
                 identity = Identity(activation_code=msg.activation_code)
             else:

@@ -24,6 +24,9 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
 from wsserver.protocol.jsonlimits import DEFAULT_MAX_DEPTH, lone_surrogate, too_deep
+from wsserver.shapes import ID
+
+_is_id = ID.holds  # a request `id`: a string or an integer, never a bool
 
 
 def _reject_constant(name: str) -> Any:
@@ -158,9 +161,7 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "not_object")
     request_id = obj.get("id")
-    if request_id is not None and (
-        not isinstance(request_id, str | int) or isinstance(request_id, bool)
-    ):
+    if request_id is not None and not _is_id(request_id):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bad_id", field="id")
     mtype = obj.get("type", obj.get("event"))
     if mtype is None:
@@ -174,7 +175,7 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
 def _echoable_id(obj: Any) -> RequestId | None:
     """The `id` of a refused message when it is one a reply may echo."""
     rid = obj.get("id") if isinstance(obj, dict) else None
-    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+    return rid if _is_id(rid) else None
 
 
 def encode(
@@ -217,27 +218,6 @@ def encode_error(
         msg["id"] = rid
     msg["timestamp"] = now_ms
     return Wire.from_json(dumps(msg), "error")
-
-
-def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
-    """Read `data[name]`, checking its type; errors name the field.
-
-    `bool` is never accepted where `int` is asked for (JSON true is not 1).
-    """
-    if not isinstance(data, dict):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
-    if name not in data or data[name] is None:
-        if required:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field=name)
-        return None
-    value = data[name]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=name)
-    return value
-
-
-def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
 
 
 def id_key(value: Any) -> str:
