@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 import wsserver
 from wsserver.errors import ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Wire, decode, dumps, encode, encode_error, id_key
+from wsserver.protocol.encoding import dumps
+from wsserver.protocol.envelope import Wire, decode, encode, encode_error, id_key
 from wsserver.protocol.i18n import CATALOGUE, LOCALES, text
 from wsserver.protocol.messages import read
 from wsserver.shapes import Shape
@@ -523,6 +524,8 @@ def test_outbound_json_edge_cases() -> None:
     assert json.loads(dumps({1: "int key"})) == {"1": "int key"}
     assert json.loads(dumps({"big": 2**70})) == {"big": 2**70}  # beyond orjson: the stdlib
     assert dumps({"x": float("nan"), "y": float("inf")}) == b'{"x":null,"y":null}'
+    # the same rule when orjson refuses the value for another reason (the stdlib writes it)
+    assert dumps({"big": 2**70, "x": [float("-inf")]}) == b'{"big":1180591620717411303424,"x":[null]}'
     lone = dumps({"s": "a\ud800b"})  # a lone surrogate cannot be UTF-8: escaped
     assert lone == b'{"s":"a\\ud800b"}'
     with pytest.raises(TypeError):

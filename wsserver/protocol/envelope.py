@@ -6,7 +6,8 @@ optional top-level `activation_code` (seed 000).
 
 Outbound: every server message has `type` and `timestamp` (int ms); replies
 echo the client's `id`. `encode()` returns the final text; the caller sends
-that same string to every recipient, so a broadcast is encoded once.
+that same string to every recipient, so a broadcast is encoded once. The
+encoder is `protocol.encoding.dumps` (NaN and infinities are written `null`).
 
 This module is sans-IO: no trio, no sockets.
 """
@@ -18,9 +19,9 @@ import math
 from typing import Any
 
 import attrs
-import orjson
 
 from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.encoding import dumps
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
 from wsserver.protocol.jsonlimits import DEFAULT_MAX_DEPTH, lone_surrogate, too_deep
@@ -43,29 +44,6 @@ def _finite_float(literal: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_ascii_encoder = json.JSONEncoder(separators=(",", ":"))
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as with json
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON of an outbound message.
-
-    orjson (about 8x faster than the stdlib's C encoder here); what it refuses
-    goes to the stdlib, which decides: integers beyond 64 bits are encoded,
-    text with lone surrogates is ASCII-escaped (so the frame is valid UTF-8), and
-    what is not JSON raises TypeError. NaN and infinities become `null` (a
-    browser's JSON.parse would reject the frame otherwise).
-    """
-    try:
-        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
-    except TypeError:
-        pass
-    text = _encoder.encode(obj)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _ascii_encoder.encode(obj).encode("ascii")
 
 RequestId = str | int
 
