@@ -26,7 +26,6 @@ import errno
 import functools
 import gc
 import itertools
-import json
 import logging
 import os
 import signal
@@ -68,8 +67,6 @@ from wsserver.net.http import (
     HttpResponse,
     RequestHead,
     Router,
-    error_reply,
-    json_reply,
     read_request_head,
     respond_and_close,
     serve_http,
@@ -82,6 +79,7 @@ from wsserver.ops.reload import ReloadPlan, plan_reload
 from wsserver.ops.systemd import Notifier
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
+from wsserver.protocol.replies import error_body, ok_body
 from wsserver.storage.base import StorageError
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.journal import FileStorage
@@ -183,7 +181,7 @@ class Server:
 
     def _add_health_routes(self, router: Router) -> None:
         async def healthz(req: HttpRequest) -> HttpResponse:
-            return json_reply({"status": "ok", "version": __version__})
+            return HttpResponse(200, ok_body({"status": "ok", "version": __version__}))
 
         async def readyz(req: HttpRequest) -> HttpResponse:
             if not self.ready:
@@ -192,9 +190,8 @@ class Server:
             if failing:
                 locale = self.config.server.locale
                 message = text("background_failing", locale, tasks=", ".join(failing))
-                body = {"code": 503, "message": message, "failing": failing}
-                return HttpResponse(503, json.dumps(body, ensure_ascii=False).encode())
-            return json_reply({"status": "ready"})
+                return HttpResponse(503, error_body(503, message, failing=failing))
+            return HttpResponse(200, ok_body({"status": "ready"}))
 
         router.add("GET", "/healthz", healthz)
         router.add("GET", "/readyz", readyz)
@@ -515,7 +512,7 @@ class Server:
             except HttpError as err:
                 self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
                 await respond_and_close(
-                    stream, error_reply(err, cfg.server.locale), write_timeout=cfg.limits.write_timeout
+                    stream, err.response(cfg.server.locale), write_timeout=cfg.limits.write_timeout
                 )
                 return
             except ConnectionGone:
@@ -569,9 +566,7 @@ class Server:
     def _refusal_body(self, status: int, key: str) -> bytes:
         """A refused handshake's JSON body (and its metric)."""
         self.metrics.handshake(key)
-        return json.dumps(
-            {"code": status, "message": text(key, self.config.server.locale)}, ensure_ascii=False
-        ).encode()
+        return error_body(status, text(key, self.config.server.locale))
 
     async def _websocket(self, stream: trio.abc.Stream, box: list[Any], ip: str, *, echo: bool) -> None:
         head: RequestHead = box[0]
