@@ -119,13 +119,9 @@ def layer(module: str) -> str:
     """The layer a package module belongs to."""
     if module in ("wsserver", "wsserver.__main__", "wsserver.embed"):
         return "entry"
-    if module in (
-        "wsserver.errors",
-        "wsserver._version",
-        "wsserver.shapes",
-        "wsserver.config",
-        "wsserver.auth",
-    ):
+    if module == "wsserver.shapes" or module.startswith("wsserver.shapes."):
+        return "shapes"
+    if module in ("wsserver.errors", "wsserver._version", "wsserver.config", "wsserver.auth"):
         return module.removeprefix("wsserver.").lstrip("_")
     name = module.split(".")[1]
     assert name in ("protocol", "core", "storage", "ops", "net", "api", "client"), module
@@ -136,7 +132,7 @@ LEAVES = {"errors", "version", "shapes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
-    "shapes": set(),
+    "shapes": {"shapes"},
     "config": LEAVES,
     "protocol": LEAVES | {"protocol"},
     "core": LEAVES | {"protocol", "core"},
