@@ -7,8 +7,9 @@ or not at all (`tell`); `Hub.execute` runs it through one table from command
 class to the hub's method.
 
 The value types a command carries (`Target`, and the name patterns its
-fields must match) live here too, so that the HTTP API and the embedding
-API can build commands without importing the hub.
+fields must match: `TYPE_NAME`, and `ROOM_NAME`, the wire format's) live
+here too, so that the HTTP API and the embedding API can build commands
+without importing the hub.
 
 Invariants:
 
