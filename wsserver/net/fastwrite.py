@@ -36,6 +36,14 @@ in order: data frames, pongs, pings and the close frame.
   the publishers slow down to the pace of the writes, and a queue only grows
   toward `limits.send_queue` when the peer does not read).
 
+- A frame that must wait and carries a coalescing key
+  (`protocol.coalesce.KeyedFrame`, e.g. a task's `_progress`) replaces a
+  frame of the same key still waiting unsent, in that frame's place, instead
+  of queueing behind it; a keyed frame that does not `replaces` (a task's
+  `_start` or `_complete`) is a barrier: it is queued, and no later frame of
+  its key replaces one queued before it. Plain frames are never looked at:
+  the check is made only when a frame has to be queued.
+
 Server frames are unmasked and identical for every recipient, so callers hand
 the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
 the caller (`frames` counts queued frames).
@@ -54,6 +62,8 @@ from typing import Any
 
 import trio
 
+from wsserver.protocol.coalesce import KeyedFrame
+
 MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
 MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
 MAX_SOON = 32  # frames a writer leaves to the flusher; the next one is written at once
@@ -68,6 +78,16 @@ class _Marker:
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
+
+
+class _Keyed(_Marker):
+    """A queued keyed frame that a newer frame of its key may still replace."""
+
+    __slots__ = ("frame", "key")
+
+    def __init__(self, frame: KeyedFrame) -> None:
+        self.frame = frame
+        self.key = frame.key
 
 
 Item = bytes | memoryview | _Marker
@@ -93,6 +113,7 @@ class FrameWriter:
     __slots__ = (
         "_busy",
         "_deferred",
+        "_latest",
         "_partial",
         "_running",
         "_spawn",
@@ -119,6 +140,7 @@ class FrameWriter:
         self._busy = False  # the writer task is inside a send_all() that may be partial
         self._running = False  # a writer task exists, or the flusher owns the queue
         self._deferred = False  # the queue waits for the flusher (no writer task)
+        self._latest: dict[Any, _Keyed] | None = None  # key -> its replaceable frame queued
         self._spawn = spawn
         self.on_wait = on_wait
         self.broken = False
@@ -213,15 +235,45 @@ class FrameWriter:
                 self._discard()
 
     def _queue(self, item: Item) -> None:
+        if item.__class__ is KeyedFrame:  # (plain frames: this one check)
+            assert isinstance(item, KeyedFrame)
+            if self._coalesce(item):
+                return
+            if item.replaces:
+                item = self._hold(item)
         pending = self.pending
         if pending is None:
             pending = self.pending = deque()
         pending.append(item)
-        if not isinstance(item, _Marker):
+        if not isinstance(item, _Marker) or item.__class__ is _Keyed:
             self.frames += 1
         if not self._running:
             self._running = True
             self._spawn(self._run)
+
+    def _coalesce(self, frame: KeyedFrame) -> bool:
+        """A keyed frame about to be queued: True when it replaced the waiting frame
+        of its key (nothing more to queue). A barrier ends its key's replacing."""
+        latest = self._latest
+        if not latest:
+            return False
+        if not frame.replaces:
+            latest.pop(frame.key, None)
+            return False
+        held = latest.get(frame.key)
+        if held is None:
+            return False
+        held.frame = frame
+        return True
+
+    def _hold(self, frame: KeyedFrame) -> _Keyed:
+        """Queue `frame` in a holder a newer frame of its key can replace."""
+        held = _Keyed(frame)
+        latest = self._latest
+        if latest is None:
+            latest = self._latest = {}
+        latest[held.key] = held
+        return held
 
     def call_when_written(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything queued before it has been written."""
@@ -240,9 +292,10 @@ class FrameWriter:
         if self._partial:
             keep.append(pending[0])
         # markers stay (a flush() may wait on one); callers' callbacks see `closing`
-        keep.extend(item for item in pending if isinstance(item, _Marker))
+        keep.extend(item for item in pending if item.__class__ is _Marker)
         self.pending = keep
         self.frames = 1 if self._partial else 0
+        self._latest = None
 
     @property
     def idle(self) -> bool:
@@ -317,6 +370,15 @@ class FrameWriter:
         while pending and size < MAX_BATCH and len(batch) < MAX_IOV:
             item = pending[0]
             if isinstance(item, _Marker):
+                if isinstance(item, _Keyed):  # a frame, as it is now: replaceable no more
+                    pending.popleft()
+                    self.frames -= 1
+                    latest = self._latest
+                    if latest and latest.get(item.key) is item:
+                        del latest[item.key]
+                    batch.append(item.frame)
+                    size += len(item.frame)
+                    continue
                 if batch:
                     break
                 pending.popleft()
@@ -365,9 +427,10 @@ class FrameWriter:
     def _discard(self) -> None:
         """The transport broke: drop the queued frames, run the markers."""
         assert self.pending is not None
-        markers = [i for i in self.pending if isinstance(i, _Marker)]
+        markers = [i for i in self.pending if i.__class__ is _Marker]
         self.pending.clear()
         self.frames = 0
+        self._latest = None
         for marker in markers:
             marker.callback()
 
