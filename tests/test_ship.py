@@ -26,6 +26,7 @@ import pytest
 import trio
 
 from tests.conftest import LISTENING, ws_connect
+from tests.webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build.py"
@@ -114,7 +115,16 @@ async def test_pyz_on_a_bare_python_serves_a_client_and_exits_0_on_sigterm(
 ) -> None:
     pyz = linux_pyz[0]
     data = tmp_path / "data"
-    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv")}
+    async with trio.open_nursery() as nursery:  # the bundled httpx delivers a webhook
+        receiver = await nursery.start(Receiver().serve)
+        await _serve_pyz(pyz, bare_python, tmp_path, data, receiver)
+        nursery.cancel_scope.cancel()
+    extracted = list((tmp_path / "shiv").glob("wsserver.pyz_*/site-packages/wsserver/__init__.py"))
+    assert len(extracted) == 1, "shiv extracts under $SHIV_ROOT"
+
+
+async def _serve_pyz(pyz: Path, bare_python: str, tmp_path: Path, data: Path, receiver: Receiver) -> None:
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "WSSERVER_WEBHOOKS_URL": receiver.url}
     proc = subprocess.Popen(
         [
             bare_python,
@@ -145,15 +155,15 @@ async def test_pyz_on_a_bare_python_serves_a_client_and_exits_0_on_sigterm(
         ).stdout.strip()  # fmt: skip
         async with ws_connect(f"ws://{m.group(1)}:{m.group(2)}/ws?token={minted}") as ws:
             assert json.loads(await ws.get_message())["type"] == "connected"
+            await receiver.wait_for(lambda: [e["event"] for e in receiver.delivered()] == ["user_online"])
             proc.send_signal(signal.SIGTERM)
-            assert await trio.to_thread.run_sync(lambda: proc.wait(20)) == 0
+            code = await trio.to_thread.run_sync(lambda: proc.wait(20))
+            assert code == 0, log + proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         proc.stderr.close()  # type: ignore[union-attr]
-    extracted = list((tmp_path / "shiv").glob("wsserver.pyz_*/site-packages/wsserver/__init__.py"))
-    assert len(extracted) == 1, "shiv extracts under $SHIV_ROOT"
 
 
 def test_pyz_subcommands_gen_config_check_config_and_systemd_unit(

@@ -198,6 +198,10 @@ class WebhooksConfig:
     secret: str = ""
     events: tuple[str, ...] = WEBHOOK_EVENTS
     undelivered_after: float = 60.0
+    max_backoff: float = 60.0
+    max_age: float = 86400.0
+    max_queue: int = 100000
+    timeout: float = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -604,6 +608,10 @@ _POSITIVE: Final = (
     "messages.mailbox_ttl",
     "messages.mailbox_max_bytes",
     "webhooks.undelivered_after",
+    "webhooks.max_backoff",
+    "webhooks.max_age",
+    "webhooks.max_queue",
+    "webhooks.timeout",
     "storage.snapshot_interval",
     "cluster.node_ttl",
 )

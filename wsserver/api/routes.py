@@ -43,11 +43,14 @@ from wsserver.core.commands import (
     ListCodes,
     OnlineCount,
     Publish,
+    PushTask,
     PutCode,
     RoomList,
     RoomMembers,
     Stats,
     Target,
+    TaskList,
+    WebhookPing,
     WebsocketStats,
 )
 from wsserver.net.http import (
@@ -116,6 +119,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/users/{user_id}/kick", "kick",
           "Send kicked {reason} to a user's connections, then close them with 4003", "users",
           body="KickRequest", reply="KickResult"),
+    Route("GET", "/api/users/{user_id}/tasks", "user_tasks",
+          "The latest state of a user's running and recently completed tasks", "users",
+          query=_FILTERS, reply="TaskList"),
     Route("GET", "/api/rooms", "rooms", "Rooms with members", "rooms",
           query=(("group_id", False, "only the rooms of this group"),), reply="RoomList"),
     Route("GET", "/api/rooms/{room}/members", "room_members",
@@ -136,6 +142,9 @@ ROUTES: tuple[Route, ...] = (
           "Delete an activation code and close its connections with 4001", "crm",
           reply="CodeDeleted"),
     # -- operations ---------------------------------------------------------------
+    Route("POST", "/api/webhooks/test", "webhook_test",
+          "Send a signed ping event to webhooks.url and answer the receiver's status", "ops",
+          reply="WebhookTest"),
     Route("GET", "/metrics", "metrics",
           "Prometheus metrics (text format)", "ops", access="metrics"),
     Route("GET", "/api/openapi.json", "openapi",
@@ -303,7 +312,12 @@ class Api:
 
     async def task_progress(self, req: HttpRequest) -> HttpResponse:
         body = read_body(req, self.max_depth)
-        return await self._push_user(body, *seed001.task_progress(body))
+        mtype, data = seed001.task_progress(body)
+        target = _user_target(body)
+        # kept as the task's latest state (SPEC 6.1): answered once that is durable
+        result = await self.actor.call(PushTask(mtype, data, target))
+        await self._committed()
+        return json_reply({"user_id": target.user_ids[0], "type": mtype, "delivered": result.delivered})
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
         body = read_body(req, self.max_depth)
@@ -387,6 +401,11 @@ class Api:
         )
         return json_reply({"kicked": await self.actor.call(kick)})
 
+    async def user_tasks(self, req: HttpRequest) -> HttpResponse:
+        user_id = req.params["user_id"]
+        tasks = await self.actor.call(TaskList(user_id, *self._filters(req)))
+        return json_reply({"user_id": user_id, "tasks": tasks})
+
     async def rooms(self, req: HttpRequest) -> HttpResponse:
         group_id = req.head.query.get("group_id") or None
         rooms = await self.actor.call(RoomList(group_id))
@@ -430,6 +449,12 @@ class Api:
         return json_reply({"deleted": True, "closed": closed})
 
     # -- operations -----------------------------------------------------------------
+
+    async def webhook_test(self, req: HttpRequest) -> HttpResponse:
+        if not self.server.config.webhooks.url:
+            raise HttpError(409, "webhooks_off", "webhooks.url")
+        event = await self.actor.call(WebhookPing())
+        return json_reply(await self.server.webhooks.ping(event))
 
     async def metrics(self, req: HttpRequest) -> HttpResponse:
         actor = self.actor

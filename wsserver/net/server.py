@@ -7,7 +7,7 @@ One listener (`server.host:port`) serves WebSocket upgrades on `server.path`
 Lifecycle: `Server.serve()` starts the hub actor, opens the listeners,
 logs `listening on HOST:PORT`, reports readiness and runs until `stop()`.
 Its background tasks (snapshots, the midnight timer, the storage writer, the
-connections' timer task, the fan-out flusher) run under `self.background`
+connections' timer task, the fan-out flusher, the webhook sender) run under `self.background`
 (`wsserver.ops.background`): a failure is logged, counted and retried, and
 `/readyz` answers 503 naming the task while it keeps failing; none of them
 can stop the server.
@@ -74,6 +74,7 @@ from wsserver.net.http import (
     respond_and_close,
     serve_http,
 )
+from wsserver.net.webhooks import WebhookSender
 from wsserver.ops.access import log_request, log_session
 from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
@@ -85,6 +86,7 @@ from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.journal import FileStorage
+from wsserver.storage.node import node_id
 
 log = logging.getLogger("wsserver.server")
 
@@ -157,6 +159,7 @@ class Server:
         self._in_after_batch = False
         self.heartbeats = Heartbeats()
         self.flusher = Flusher()  # writes large fan-outs (net.fastio)
+        self.webhooks = WebhookSender(self)  # runs when webhooks.url is set
         # connection ids: unique per process start (a random prefix) and cheap
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -269,6 +272,8 @@ class Server:
             if fastio.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
                 await nursery.start(fastio.Readiness().run)
             await nursery.start(keep_running, "flusher", self.flusher.run)
+        if self.config.webhooks.url:  # before any connection: offline events of a crash first
+            await nursery.start(keep_running, "webhooks", self.webhooks.run)
         self._spare = nursery
 
     def _use_fast_io(self) -> bool:
@@ -311,8 +316,9 @@ class Server:
         before it leaves the old files as they were.
         """
         loaded = self.storage.load()  # StorageError stops start-up, files untouched
+        node = node_id(self.config.storage.dir)
         with gc_paused():  # everything restored stays alive: no collection can free any
-            self.actor.execute_now(Restore(loaded.state, loaded.records, loaded.version))
+            self.actor.execute_now(Restore(loaded.state, loaded.records, loaded.version, node))
         if loaded.state is None or loaded.version != STATE_VERSION:
             self.actor.execute_now(TakeSnapshot())
         log.info(
@@ -376,6 +382,7 @@ class Server:
                     scope.cancel()
                 await self.actor.call(CloseAll(CloseCode.GOING_AWAY, "shutting_down"))
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
+            self.webhooks.stop()  # (events not yet answered stay in the snapshot)
             with trio.CancelScope(shield=True):
                 try:
                     await self.actor.call(TakeSnapshot())
