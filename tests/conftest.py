@@ -30,11 +30,11 @@ from wsproto.events import (
     TextMessage,
 )
 
-from wsserver.auth import mint_token
 from wsserver.config import Config, load_config
 from wsserver.core.hub import Hub
 from wsserver.embed import install_http_api
 from wsserver.net.server import Server
+from wsserver.tokens import mint_token
 
 # TEST_WSSERVER_FAST_IO=0 runs every test server on trio's plain I/O
 # (`server.fast_io = false`); .ci/run runs the whole suite a second time so.

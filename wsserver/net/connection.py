@@ -76,12 +76,12 @@ from wsserver.protocol.frames import (
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
-    from wsserver.auth import TokenVerifier
     from wsserver.config import Config, LimitsConfig
     from wsserver.net.actor import HubActor
     from wsserver.net.fastio import Flusher
     from wsserver.net.heartbeat import Heartbeats
     from wsserver.ops.metrics import Metrics
+    from wsserver.tokens import TokenVerifier
 
 log = logging.getLogger("wsserver.connection")
 

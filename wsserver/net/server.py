@@ -38,7 +38,6 @@ from typing import Any
 import trio
 
 from wsserver._version import STATE_VERSION, __version__
-from wsserver.auth import TokenVerifier, credentials_from_handshake
 from wsserver.config import Config, ConfigError, load_config, parse_host_port, validate_config
 from wsserver.core.commands import (
     Admit,
@@ -85,6 +84,7 @@ from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.journal import FileStorage
+from wsserver.tokens import TokenVerifier, credentials_from_handshake
 
 log = logging.getLogger("wsserver.server")
 

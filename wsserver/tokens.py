@@ -35,7 +35,7 @@ from wsserver.errors import AuthError
 if TYPE_CHECKING:
     from wsserver.config import Config
 
-log = logging.getLogger("wsserver.auth")
+log = logging.getLogger("wsserver.auth")  # the name operators filter the logs by
 
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})

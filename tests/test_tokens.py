@@ -1,4 +1,4 @@
-"""Tests for wsserver.auth: who a token or activation code says a client is.
+"""Tests for wsserver.tokens: who a token or activation code says a client is.
 
 Plain functions, no sockets. pyjwt reads the wall clock for `exp` and `nbf`, so
 tokens are minted already expired (or not yet valid) rather than moving a clock.
@@ -23,7 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from wsserver.auth import (
+from wsserver.config import Config, load_config
+from wsserver.errors import AuthError
+from wsserver.tokens import (
     SECRET_FILE,
     Credentials,
     Identity,
@@ -33,8 +35,6 @@ from wsserver.auth import (
     load_or_create_secret,
     mint_token,
 )
-from wsserver.config import Config, load_config
-from wsserver.errors import AuthError
 
 # 64 bytes: long enough for HS512 too, so pyjwt raises no InsecureKeyLengthWarning.
 SECRET = "s" * 64
