@@ -4,7 +4,7 @@
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
   handles what concerns this connection only (heartbeat, ping, refresh,
   first-message auth) and hands the rest to the hub actor (`Handle`).
-- writer (`wsserver.net.fastwrite.FrameWriter`, on a plain socket
+- writer (`wsserver.net.writer.FrameWriter`, on a plain socket
   `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
   it, in order. A frame is written straight from `deliver()` when nothing is
   queued and the socket takes it (no scheduler trip, fast path only);
@@ -49,7 +49,7 @@ from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.writer import FrameWriter
 from wsserver.protocol.envelope import (
     Inbound,
     Wire,
