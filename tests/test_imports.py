@@ -5,7 +5,7 @@ at module level, inside functions, and under `if TYPE_CHECKING:` alike, since
 a type-only import is still a dependency a reader has to follow. The layers:
 
     errors, _version                 import nothing of wsserver
-    config                           errors only
+    config/                          errors only
     protocol/                        the leaves
     core/                            protocol and the leaves (config only for types)
     storage/                         the leaves
@@ -114,10 +114,10 @@ def layer(module: str) -> str:
     """The layer a package module belongs to."""
     if module in ("wsserver", "wsserver.__main__", "wsserver.embed"):
         return "entry"
-    if module in ("wsserver.errors", "wsserver._version", "wsserver.config", "wsserver.tokens"):
+    if module in ("wsserver.errors", "wsserver._version", "wsserver.tokens"):
         return module.removeprefix("wsserver.").lstrip("_")
     name = module.split(".")[1]
-    assert name in ("protocol", "core", "storage", "ops", "net", "api", "client"), module
+    assert name in ("config", "protocol", "core", "storage", "ops", "net", "api", "client"), module
     return name
 
 
@@ -125,7 +125,7 @@ LEAVES = {"errors", "version"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
-    "config": {"errors"},
+    "config": {"errors", "config"},
     "protocol": LEAVES | {"protocol"},
     "core": LEAVES | {"protocol", "core"},
     "storage": LEAVES | {"storage"},
