@@ -1,12 +1,25 @@
 """Configuration: the attrs classes for every section of `wsserver.toml` and their loader.
 
-Everything is imported from here (`from wsserver.config import Config,
-load_config`); the modules of the package are where each part is written.
+Callers import from here (`from wsserver.config import Config, load_config`).
+The package's modules, each one concern:
+
+- `sections`: the frozen attrs classes, one per section, and `Config()`, the
+  embedded default;
+- `loading`: the TOML file, `WSSERVER_*` environment variables and CLI
+  overrides, structured strictly (cattrs, no coercion between types);
+- `validation`: the rules the types cannot express, and `ConfigError`, which
+  names the dotted key at fault.
 """
 
 from wsserver.config.loading import (
     CONFIG_PATH_ENV,
     ENV_PREFIX,
+    config_from_dict,
+    config_to_dict,
+    default_config_text,
+    load_config,
+)
+from wsserver.config.sections import (
     JWT_ALGORITHMS,
     WEBHOOK_EVENTS,
     ActivationCode,
@@ -14,7 +27,6 @@ from wsserver.config.loading import (
     AuthConfig,
     ClusterConfig,
     Config,
-    ConfigError,
     CrmConfig,
     HeartbeatConfig,
     LimitsConfig,
@@ -26,13 +38,8 @@ from wsserver.config.loading import (
     ServerConfig,
     StorageConfig,
     WebhooksConfig,
-    config_from_dict,
-    config_to_dict,
-    default_config_text,
-    load_config,
-    parse_host_port,
-    validate_config,
 )
+from wsserver.config.validation import ConfigError, parse_host_port, validate_config
 
 __all__ = [
     "CONFIG_PATH_ENV",

@@ -1,16 +1,13 @@
-"""Configuration: the attrs classes for every section of `wsserver.toml` and their loader.
+"""Loading a configuration: the TOML file, then the environment, then overrides, strictly typed.
 
 Invariants:
 
-- `Config()` is the embedded default and equals what the packaged `wsserver.toml`
-  loads to; the two are kept in step by a test.
-- The classes are frozen and know nothing of TOML, the environment or the CLI;
-  `load_config` is the only place that reads those, in this order, each layer
-  overriding the one before: the TOML file, `WSSERVER_<SECTION>_<KEY>` environment
-  variables, then dotted `overrides` (the CLI flags).
+- `load_config` is the only place that reads TOML, the environment or the CLI's
+  values, in this order, each layer overriding the one before: the TOML file,
+  `WSSERVER_<SECTION>_<KEY>` environment variables, then dotted `overrides`
+  (the CLI flags).
 - Types are strict: no value is coerced from one TOML type to another, except that
-  an integer is accepted where a float is expected. Durations are float seconds,
-  lists are tuples.
+  an integer is accepted where a float is expected.
 - A `Config` returned by `load_config` or `config_from_dict` has passed
   `validate_config`; one built by hand has not until you call it.
 - Every failure is a `ConfigError` whose `key` is the dotted path of the offending
@@ -21,14 +18,11 @@ Invariants:
 
 import math
 import os
-import re
 import tomllib
 import typing
-import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from importlib.resources import files
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -41,239 +35,21 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
+from wsserver.config.sections import Config
+from wsserver.config.validation import ConfigError, validate_config
+
 __all__ = [
-    "JWT_ALGORITHMS",
-    "WEBHOOK_EVENTS",
-    "ActivationCode",
-    "ApiConfig",
-    "AuthConfig",
-    "ClusterConfig",
-    "Config",
-    "ConfigError",
-    "CrmConfig",
-    "HeartbeatConfig",
-    "LimitsConfig",
-    "LogConfig",
-    "MessagesConfig",
-    "MetricsConfig",
-    "RoomsConfig",
-    "SecurityConfig",
-    "ServerConfig",
-    "StorageConfig",
-    "WebhooksConfig",
+    "CONFIG_PATH_ENV",
+    "ENV_PREFIX",
     "config_from_dict",
     "config_to_dict",
     "default_config_text",
     "load_config",
-    "parse_host_port",
-    "validate_config",
 ]
-
-JWT_ALGORITHMS: Final = ("HS256", "HS384", "HS512", "RS256", "ES256")
-"""The JWT algorithms `auth.algorithms` may name; `none` is never among them."""
-
-WEBHOOK_EVENTS: Final = ("user_online", "user_offline", "message_undelivered")
-"""The events `webhooks.events` may name."""
 
 ENV_PREFIX: Final = "WSSERVER_"
 CONFIG_PATH_ENV: Final = "WSSERVER_CONFIG"
 """The environment variable holding the config file path (read by the CLI, not a key)."""
-
-
-class ConfigError(Exception):
-    """The configuration is unusable: `key` names where, `message` says why.
-
-    `str(err)` is `"<key>: <message>"`, e.g. `limits.send_queue: expected int, got str`.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(key, message)
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}" if self.key else self.message
-
-
-# --- the sections -------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ServerConfig:
-    """`[server]`: where the listener binds and what it serves."""
-
-    host: str = "0.0.0.0"
-    port: int = 8080
-    path: str = "/ws"
-    echo_path: str = ""
-    locale: str = "zh-CN"
-    api_listen: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    fast_io: bool = True
-
-
-@attrs.frozen(kw_only=True)
-class AuthConfig:
-    """`[auth]`: how JWTs are verified and how long a client may take to authenticate."""
-
-    jwt_secret: str = ""
-    jwt_public_key_file: str = ""
-    algorithms: tuple[str, ...] = ("HS256",)
-    issuer: str = ""
-    audience: str = ""
-    timeout: float = 10.0
-    expiry_grace: float = 30.0
-    require_exp: bool = True
-    max_failures: int = 10
-    failure_window: float = 60.0
-
-
-@attrs.frozen
-class ActivationCode:
-    """One `[[activation_codes]]` entry: a code a desktop client logs in with, mapped to a group."""
-
-    code: str
-    group_id: int | str
-    name: str = ""
-    enabled: bool = True
-
-
-@attrs.frozen(kw_only=True)
-class HeartbeatConfig:
-    """`[heartbeat]`: liveness pings and when a silent connection is dropped."""
-
-    interval: float = 30.0
-    timeout: float = 60.0
-    app_ping: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class LimitsConfig:
-    """`[limits]`: sizes, rates and counts that protect the server (SPEC section 5)."""
-
-    max_message_bytes: int = 65536
-    messages_per_second: float = 50.0
-    burst: int = 100
-    max_connections: int = 10000
-    max_connections_per_user: int = 10
-    per_user_policy: str = "evict_oldest"
-    max_connections_per_ip: int = 0
-    handshake_timeout: float = 10.0
-    send_queue: int = 1024
-    max_rooms_per_connection: int = 100
-    max_room_members: int = 0
-    max_http_body_bytes: int = 1048576
-    max_header_bytes: int = 16384
-    max_json_depth: int = 32
-    max_pending: int = 1000
-    write_timeout: float = 30.0
-
-
-@attrs.frozen(kw_only=True)
-class RoomsConfig:
-    """`[rooms]`: which room names may exist and whether joins/leaves are announced."""
-
-    allow: tuple[str, ...] = ("*",)
-    presence_events: bool = True
-
-
-@attrs.frozen(kw_only=True)
-class MessagesConfig:
-    """`[messages]`: de-duplication, offline mailboxes, history and task-state retention."""
-
-    dedup_window: float = 600.0
-    mailbox_limit: int = 1000
-    mailbox_ttl: float = 604800.0
-    history_limit: int = 1000
-    task_state_ttl: float = 3600.0
-    mailbox_max_bytes: int = 8388608
-
-
-@attrs.frozen(kw_only=True)
-class WebhooksConfig:
-    """`[webhooks]`: events posted to the business backend (SPEC section 6.2)."""
-
-    url: str = ""
-    secret: str = ""
-    events: tuple[str, ...] = WEBHOOK_EVENTS
-    undelivered_after: float = 60.0
-
-
-@attrs.frozen(kw_only=True)
-class CrmConfig:
-    """`[crm]`: the CRM workflow of seed 000."""
-
-    timezone: str = "Asia/Shanghai"
-    offline_on_disconnect: bool = True
-    dashboard_roles: tuple[str, ...] = ("admin", "dashboard")
-
-
-@attrs.frozen(kw_only=True)
-class StorageConfig:
-    """`[storage]`: where the journal and snapshot live and how hard they are synced."""
-
-    dir: str = "./data"
-    fsync: str = "always"
-    snapshot_interval: float = 30.0
-
-
-@attrs.frozen(kw_only=True)
-class ApiConfig:
-    """`[api]`: keys accepted in `X-API-Key` by the HTTP API."""
-
-    keys: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class SecurityConfig:
-    """`[security]`: origins allowed to open a WebSocket (empty = any)."""
-
-    allowed_origins: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class MetricsConfig:
-    """`[metrics]`: whether `/metrics` needs the same credentials as the API."""
-
-    require_auth: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class LogConfig:
-    """`[log]`: log level and line format."""
-
-    level: str = "info"
-    format: str = "text"
-
-
-@attrs.frozen(kw_only=True)
-class ClusterConfig:
-    """`[cluster]`: Redis for running several nodes as one (empty URL = single process)."""
-
-    redis_url: str = ""
-    node_ttl: float = 15.0
-
-
-@attrs.frozen(kw_only=True)
-class Config:
-    """The whole configuration; `Config()` is the embedded default."""
-
-    server: ServerConfig = attrs.field(factory=ServerConfig)
-    auth: AuthConfig = attrs.field(factory=AuthConfig)
-    activation_codes: tuple[ActivationCode, ...] = ()
-    heartbeat: HeartbeatConfig = attrs.field(factory=HeartbeatConfig)
-    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
-    rooms: RoomsConfig = attrs.field(factory=RoomsConfig)
-    messages: MessagesConfig = attrs.field(factory=MessagesConfig)
-    webhooks: WebhooksConfig = attrs.field(factory=WebhooksConfig)
-    crm: CrmConfig = attrs.field(factory=CrmConfig)
-    storage: StorageConfig = attrs.field(factory=StorageConfig)
-    api: ApiConfig = attrs.field(factory=ApiConfig)
-    security: SecurityConfig = attrs.field(factory=SecurityConfig)
-    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
-    log: LogConfig = attrs.field(factory=LogConfig)
-    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
 
 
 # --- strict structuring ---------------------------------------------------------------
@@ -571,170 +347,3 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def default_config_text() -> str:
     """The text of the packaged, documented default `wsserver.toml`."""
     return files("wsserver").joinpath("wsserver.toml").read_text(encoding="utf-8")
-
-
-# --- validation -----------------------------------------------------------------------
-
-_ONE_OF: Final[dict[str, tuple[str, ...]]] = {
-    "server.locale": ("zh-CN", "en"),
-    "limits.per_user_policy": ("evict_oldest", "reject"),
-    "storage.fsync": ("always", "interval", "never"),
-    "log.level": ("debug", "info", "warning", "error"),
-    "log.format": ("text", "json"),
-}
-
-_POSITIVE: Final = (
-    "auth.timeout",
-    "heartbeat.interval",
-    "heartbeat.timeout",
-    "limits.max_message_bytes",
-    "limits.messages_per_second",
-    "limits.burst",
-    "limits.max_connections",
-    "limits.max_connections_per_user",
-    "limits.handshake_timeout",
-    "limits.send_queue",
-    "limits.max_rooms_per_connection",
-    "limits.max_http_body_bytes",
-    "limits.max_header_bytes",
-    "limits.max_json_depth",
-    "limits.max_pending",
-    "limits.write_timeout",
-    "auth.failure_window",
-    "messages.mailbox_ttl",
-    "messages.mailbox_max_bytes",
-    "webhooks.undelivered_after",
-    "storage.snapshot_interval",
-    "cluster.node_ttl",
-)
-
-_NON_NEGATIVE: Final = (
-    "auth.expiry_grace",
-    "auth.max_failures",
-    "limits.max_connections_per_ip",
-    "limits.max_room_members",
-    "messages.dedup_window",
-    "messages.mailbox_limit",
-    "messages.history_limit",
-    "messages.task_state_ttl",
-)
-
-
-def _get(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
-
-
-def parse_host_port(value: str) -> tuple[str, int]:
-    """Split `"HOST:PORT"` (IPv6 as `"[::1]:8081"`) into `(host, port)`.
-
-    Raises ValueError when it is not that shape or the port is not 0..65535.
-    """
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value!r}")
-    return host, int(port)
-
-
-def validate_config(cfg: Config) -> None:
-    """Check the rules the types cannot express; raise `ConfigError` at the first broken one."""
-
-    def require(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(key, message)
-
-    for key, allowed in _ONE_OF.items():
-        value = _get(cfg, key)
-        require(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
-    for key in _POSITIVE:
-        require(_get(cfg, key) > 0, key, f"must be > 0, got {_get(cfg, key)!r}")
-    for key in _NON_NEGATIVE:
-        require(_get(cfg, key) >= 0, key, f"must be >= 0, got {_get(cfg, key)!r}")
-
-    server = cfg.server
-    require(0 <= server.port <= 65535, "server.port", f"must be in 0..65535, got {server.port}")
-    require(server.path.startswith("/"), "server.path", "must start with /")
-    require(
-        server.echo_path == "" or server.echo_path.startswith("/"),
-        "server.echo_path",
-        "must be empty (off) or start with /",
-    )
-    require(server.echo_path != server.path, "server.echo_path", "must differ from server.path")
-    if server.tls_cert and not server.tls_key:
-        raise ConfigError("server.tls_key", "must be set when server.tls_cert is set")
-    if server.tls_key and not server.tls_cert:
-        raise ConfigError("server.tls_cert", "must be set when server.tls_key is set")
-    if server.api_listen:
-        try:
-            parse_host_port(server.api_listen)
-        except ValueError as exc:
-            raise ConfigError("server.api_listen", str(exc)) from None
-
-    auth = cfg.auth
-    require(bool(auth.algorithms), "auth.algorithms", "must name at least one algorithm")
-    for index, algorithm in enumerate(auth.algorithms):
-        key = f"auth.algorithms[{index}]"
-        require(algorithm.lower() != "none", key, '"none" is never accepted')
-        require(
-            algorithm in JWT_ALGORITHMS,
-            key,
-            f"must be one of {', '.join(JWT_ALGORITHMS)}, got {algorithm!r}",
-        )
-    require(
-        bool(auth.jwt_public_key_file) or not set(auth.algorithms) & {"RS256", "ES256"},
-        "auth.jwt_public_key_file",
-        "required when auth.algorithms includes RS256 or ES256",
-    )
-
-    seen: dict[str, int] = {}
-    for index, code in enumerate(cfg.activation_codes):
-        key = f"activation_codes[{index}]"
-        require(code.code.strip() != "", f"{key}.code", "must not be empty")
-        require(
-            code.code not in seen,
-            f"{key}.code",
-            f"duplicate of activation_codes[{seen.get(code.code)}].code",
-        )
-        seen[code.code] = index
-        require(
-            not isinstance(code.group_id, str) or code.group_id.strip() != "",
-            f"{key}.group_id",
-            "must not be empty",
-        )
-
-    for index, pattern in enumerate(cfg.rooms.allow):
-        require(pattern != "", f"rooms.allow[{index}]", "room pattern must not be empty")
-    for index, api_key in enumerate(cfg.api.keys):
-        require(api_key != "", f"api.keys[{index}]", "must not be empty")
-    for index, origin in enumerate(cfg.security.allowed_origins):
-        require(origin != "", f"security.allowed_origins[{index}]", "must not be empty")
-
-    webhooks = cfg.webhooks
-    if webhooks.url:
-        url = urlsplit(webhooks.url)
-        require(
-            url.scheme in ("http", "https") and bool(url.netloc),
-            "webhooks.url",
-            "must be empty (off) or an http:// or https:// URL",
-        )
-    for index, event in enumerate(webhooks.events):
-        require(
-            event in WEBHOOK_EVENTS,
-            f"webhooks.events[{index}]",
-            f"must be one of {', '.join(WEBHOOK_EVENTS)}, got {event!r}",
-        )
-
-    try:
-        zoneinfo.ZoneInfo(cfg.crm.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError("crm.timezone", f"unknown time zone {cfg.crm.timezone!r}") from None
-
-    require(cfg.storage.dir != "", "storage.dir", "must not be empty")
-    if cfg.cluster.redis_url:
-        require(
-            urlsplit(cfg.cluster.redis_url).scheme in ("redis", "rediss", "unix"),
-            "cluster.redis_url",
-            "must be empty (single node) or a redis://, rediss:// or unix:// URL",
-        )
