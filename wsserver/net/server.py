@@ -513,7 +513,7 @@ class Server:
                 if scope.cancelled_caught:
                     return  # no complete head in time
             except HttpError as err:
-                self._request_done(ip, "-", "-", err.status, 0.0, 0, 0)
+                log_request(self.metrics, ip, "-", "-", err.status, 0.0, 0, 0)
                 await respond_and_close(
                     stream, error_reply(err, cfg.server.locale), write_timeout=cfg.limits.write_timeout
                 )
@@ -545,26 +545,12 @@ class Server:
                 max_header_bytes=cfg.limits.max_header_bytes,
                 write_timeout=cfg.limits.write_timeout,
                 locale=cfg.server.locale,
-                on_request_done=functools.partial(self._request_done, ip),
+                on_request_done=functools.partial(log_request, self.metrics, ip),
             )
         except trio.BrokenResourceError:
             pass
         finally:
             await fastio.close_stream(stream)  # every task that used it has ended
-
-    def _request_done(
-        self,
-        remote: str,
-        method: str,
-        raw_path: str,
-        status: int,
-        seconds: float,
-        bytes_in: int,
-        bytes_out: int,
-    ) -> None:
-        """Access log and metrics for one answered HTTP request."""
-        self.metrics.http_request(method, status, seconds)
-        log_request(method, raw_path, status, seconds, bytes_in, bytes_out, remote)
 
     def _refusal_body(self, status: int, key: str) -> bytes:
         """A refused handshake's JSON body (and its metric)."""
@@ -669,16 +655,15 @@ class Server:
 
     def _session_done(self, conn: Connection) -> None:
         """Access log and metrics for one ended WebSocket session."""
-        code = conn.end_code
-        self.metrics.session_closed(code)
         log_session(
+            self.metrics,
             conn.conn_id,
             conn.identity,
             conn.ip,
             trio.current_time() - conn.started,
             conn.messages_in,
             conn.messages_out,
-            code,
+            conn.end_code,
         )
 
 
