@@ -15,21 +15,18 @@ Stopping is graceful: accept no more, close every client with 1001, wait a
 bounded time for them, then end. `Server.reload()` applies a changed
 configuration while serving (SIGHUP in `run_server`).
 
-`run_server` is the foreground process of `wsserver serve`: signals (SIGINT,
-SIGTERM, Windows' CTRL_BREAK stop; SIGHUP reloads where it exists) and the
-systemd notifications (`wsserver.ops.systemd`).
+`run_server` runs a server as the foreground process of `wsserver serve`
+(`wsserver.ops.process`: signals, systemd notifications, the exit status).
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import gc
 import itertools
 import json
 import logging
 import os
-import signal
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -77,8 +74,8 @@ from wsserver.ops.access import log_request, log_session
 from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
+from wsserver.ops.process import run_process, tune_gc
 from wsserver.ops.reload import ReloadPlan, plan_reload
-from wsserver.ops.systemd import Notifier
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.storage.base import StorageError
@@ -667,21 +664,6 @@ class Server:
         )
 
 
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector out of the hot path of a long-lived server.
-
-    Loaded state and start-up objects never die: `gc.freeze()` moves them out
-    of every future collection, and higher thresholds make collections of the
-    many short-lived per-message objects rarer (they are mostly freed by
-    reference counting anyway).
-    """
-    # The loaded state is already in the oldest generation (`storage.gcpause`):
-    # collect only the young ones, not the whole (possibly GB-sized) heap.
-    gc.collect(1)
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def run_server(
     config: Config,
     *,
@@ -689,80 +671,19 @@ def run_server(
     overrides: Mapping[str, object] | None = None,
     setup: Callable[[Server], None] | None = None,
 ) -> int:
-    """Run a server in the foreground until SIGINT/SIGTERM (Ctrl+C, Ctrl+Break); 0 on a clean stop.
+    """Run a server as the foreground process (`wsserver.ops.process`) until
+    SIGINT/SIGTERM (Ctrl+C, Ctrl+Break); 0 on a clean stop, 2 when its data
+    directory is unusable.
 
     `config_path`/`overrides` say where `config` came from, for SIGHUP reloads;
     `setup(server)` runs before it starts (the embedding API registers handlers).
     """
-    from wsserver.ops.logging import setup_logging
 
-    setup_logging(config.log.level, config.log.format)
-    try:
-        trio.run(functools.partial(_main, config, config_path, overrides, setup))
-    except (StorageError, ExceptionGroup) as exc:
-        err = _storage_error(exc)
-        if err is None:
-            raise
-        log.error("cannot start: %s", err)
-        return 2
-    return 0
+    def make() -> Server:
+        server = Server(config, config_path=config_path, overrides=overrides)
+        server.tune_gc = True  # our own process: an embedding host keeps its GC settings
+        if setup is not None:
+            setup(server)
+        return server
 
-
-def _storage_error(exc: BaseException) -> StorageError | None:
-    """The StorageError in `exc`, looking inside exception groups (trio nurseries)."""
-    if isinstance(exc, StorageError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _storage_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
-async def _main(
-    config: Config,
-    config_path: str | os.PathLike[str] | None = None,
-    overrides: Mapping[str, object] | None = None,
-    setup: Callable[[Server], None] | None = None,
-) -> None:
-    server = Server(config, config_path=config_path, overrides=overrides)
-    server.tune_gc = True  # our own process: an embedding host keeps its GC settings
-    if setup is not None:
-        setup(server)
-    notifier = Notifier()  # a no-op unless systemd gave us $NOTIFY_SOCKET
-    # SIGBREAK exists only on Windows (Ctrl+Break), SIGHUP only on POSIX.
-    names = ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP")
-    signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
-    reload_signal = getattr(signal, "SIGHUP", None)
-
-    async def watch(received: Any) -> None:
-        async for signum in received:
-            log.info("signal %s received", signal.Signals(signum).name)
-            if signum == reload_signal:
-                notifier.reloading()
-                try:
-                    await server.reload()
-                except Exception:  # a reload must never take the server down
-                    log.exception("reload failed, keeping the running configuration")
-                notifier.ready(await server.status())
-            else:
-                notifier.stopping()
-                server.stop()
-
-    async def serve(task_status: trio.TaskStatus[Server]) -> None:
-        try:
-            await server.serve(task_status=task_status)
-        finally:
-            notifier.stopping()
-        nursery.cancel_scope.cancel()
-
-    try:
-        with trio.open_signal_receiver(*signals) as received:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch, received)
-                await nursery.start(serve)  # listening, with the durable state loaded
-                notifier.ready(await server.status())
-                nursery.start_soon(notifier.keepalive, server.status)
-    finally:
-        notifier.close()
+    return run_process(config, make, cannot_start=StorageError)
