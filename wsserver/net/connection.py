@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -76,12 +76,8 @@ from wsserver.protocol.frames import (
 from wsserver.protocol.i18n import text
 
 if TYPE_CHECKING:
-    from wsserver.config import Config, LimitsConfig
-    from wsserver.net.actor import HubActor
-    from wsserver.net.fastio import Flusher
-    from wsserver.net.heartbeat import Heartbeats
-    from wsserver.ops.metrics import Metrics
-    from wsserver.tokens import TokenVerifier
+    from wsserver.config import LimitsConfig
+    from wsserver.net.host import ConnectionHost
 
 log = logging.getLogger("wsserver.connection")
 
@@ -96,29 +92,6 @@ FRAME_ERROR_KEYS = {
     CloseCode.INVALID_DATA: "invalid_utf8",
     CloseCode.TOO_BIG: "message_too_big",
 }
-
-
-class ConnectionHost(Protocol):
-    """What a connection uses of its server (`net.server.Server`): the live
-    config and verifier (a reload swaps them), the shared tasks, the hub's
-    actor, and the failed-credentials throttle."""
-
-    @property
-    def config(self) -> Config: ...
-    @property
-    def verifier(self) -> TokenVerifier: ...
-    @property
-    def metrics(self) -> Metrics: ...
-    @property
-    def flusher(self) -> Flusher: ...
-    @property
-    def heartbeats(self) -> Heartbeats: ...
-    @property
-    def actor(self) -> HubActor: ...
-    def auth_blocked(self, ip: str, via: str) -> bool: ...
-    def credential_failed(self, ip: str, reason: str) -> None: ...
-    def forget_connection(self, conn_id: str) -> None:
-        """Have the hub forget a connection (`Forget`), without waiting."""
 
 
 class Connection:
