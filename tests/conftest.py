@@ -194,7 +194,7 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
             ) -> MemoryClient:
                 pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
                 client_stream, server_stream = pair()
-                nursery.start_soon(server._handle_stream, server_stream, False)
+                nursery.start_soon(server.listeners.handle_stream, server_stream, False)
                 client = MemoryClient(client_stream, auto_pong=auto_pong)
                 accepted = await client.handshake(target, headers)
                 assert accepted == expect_accept, (client.reject_status, client.reject_body)

@@ -1,8 +1,9 @@
 """What the network layer's parts use of the server they run in (`net.server.Server`).
 
-Connections know their server only through these protocols, as the HTTP API
-knows it through `api.host`: the live configuration and token verifier (a
-reload swaps them), the shared tasks, the hub's actor, the metrics and the
+Connections, their admission and the routing of TCP streams know their
+server only through these protocols, as the HTTP API knows it through
+`api.host`: the live configuration and token verifier (a reload swaps them),
+the shared tasks, the hub's actor, the metrics, the routers and the
 failed-credentials throttle, each read at use.
 """
 
@@ -15,14 +16,15 @@ if TYPE_CHECKING:
     from wsserver.net.actor import HubActor
     from wsserver.net.fastio import Flusher
     from wsserver.net.heartbeat import Heartbeats
+    from wsserver.net.http import Router
     from wsserver.ops.metrics import Metrics
     from wsserver.tokens import TokenVerifier
 
-__all__ = ["ConnectionHost"]
+__all__ = ["ConnectionHost", "ListenerHost"]
 
 
 class ConnectionHost(Protocol):
-    """What a connection uses of its server."""
+    """What a connection, and the admission that creates it, use of their server."""
 
     @property
     def config(self) -> Config: ...
@@ -45,3 +47,18 @@ class ConnectionHost(Protocol):
     def forget_connection(self, conn_id: str) -> None:
         """Have the hub forget a connection (`Forget`), without waiting."""
 
+
+class ListenerHost(Protocol):
+    """What the routing of accepted TCP streams uses of its server."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def router(self) -> Router:
+        """The public listener's routes."""
+
+    @property
+    def api_router(self) -> Router:
+        """The HTTP API's routes (the public router unless `server.api_listen` is set)."""
