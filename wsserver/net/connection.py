@@ -2,8 +2,9 @@
 
 - the reader (`run`, the connection's only long-lived task): reads the socket,
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
-  handles what concerns this connection only (heartbeat, ping, refresh,
-  first-message auth) and hands the rest to the hub actor (`Handle`).
+  answers what concerns this connection only (heartbeat, ping, refresh,
+  first-message auth: `wsserver.net.local_messages`) and hands the rest to
+  the hub actor (`Handle`).
 - writer (`wsserver.net.writer.FrameWriter`, on a plain socket
   `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
   it, in order. A frame is written straight from `deliver()` when nothing is
@@ -43,12 +44,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from wsserver.core.commands import Authenticate, Handle
+from wsserver.core.commands import Handle
 from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
-from wsserver.core.session import Refusal
-from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
 from wsserver.net.writer import FrameWriter
 from wsserver.protocol.envelope import (
     Inbound,
@@ -57,8 +58,6 @@ from wsserver.protocol.envelope import (
     decode,
     encode,
     encode_error,
-    field,
-    id_key,
     text_frame,
 )
 from wsserver.protocol.frames import (
@@ -85,8 +84,6 @@ CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
 BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
 TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 RECEIVE_SIZE = 65536  # bytes asked of the socket per read
-LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
-MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
 FRAME_ERROR_KEYS = {
     CloseCode.PROTOCOL_ERROR: "protocol_error",
     CloseCode.INVALID_DATA: "invalid_utf8",
@@ -576,7 +573,7 @@ class Connection:
         """The slow path of `_on_message`: first-message auth, or a full hub actor
         inbox. False when the connection is closing."""
         if self.identity is None:
-            if not await self._first_message_auth(msg):
+            if not await first_message_auth(self, msg):
                 return False
             if msg.type in ("auth", "register"):
                 return True
@@ -604,101 +601,5 @@ class Connection:
             if not self.server.actor.tell_nowait(Handle(self.conn_id, msg)):
                 return msg
             return None
-        if mtype == "heartbeat":
-            extra: dict[str, Any] = {}
-            # seed 000 echoes the client's timestamp; only a plain integer is a
-            # timestamp (SPEC 3: integer ms), anything else gets the server's time
-            ts = msg.raw.get("timestamp")
-            valid = type(ts) is int and 0 <= ts < MAX_SAFE_INTEGER
-            extra["timestamp"] = ts if valid else self.now_ms()
-            if code is not None:
-                extra["activation_code"] = code
-            data = {"status": "ok", "message": text("heartbeat_ok", self.locale), "server_time": self.now_ms()}
-            self.reply(msg, "heartbeat_ack", data, **extra)
-        elif mtype == "ping":
-            self.reply(msg, "pong", {"server_time": self.now_ms()})
-        elif mtype == "refresh":
-            self._refresh(msg)
-        elif mtype in ("auth", "register"):
-            self.send_error(ProtocolError(ErrorCode.CONFLICT, "already_authenticated"), msg)
-        # pong and client_ready: liveness only, already counted
+        answer_local(self, msg)
         return None
-
-    def _refresh(self, msg: Inbound) -> None:
-        ident = self.identity
-        assert ident is not None
-        try:
-            if ident.is_device:
-                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "refresh_not_jwt")
-            token = field(msg.data, "token", str)
-            try:
-                fresh = self.server.verifier.verify(token)
-            except AuthError as err:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, err.key, field="token") from None
-            if id_key(fresh.user_id) != id_key(ident.user_id) or id_key(fresh.user_type) != id_key(
-                ident.user_type
-            ):
-                raise ProtocolError(ErrorCode.FORBIDDEN, "refresh_user_mismatch", field="token")
-        except ProtocolError as err:
-            self.send_error(err, msg)
-            return
-        self.expires_at = fresh.expires_at
-        self.server.heartbeats.schedule(self, trio.current_time())  # new expiry deadlines
-        self.reply(
-            msg,
-            "token_refreshed",
-            {"expires_at": None if fresh.expires_at is None else int(fresh.expires_at), "message": text("token_refreshed", self.locale)},
-        )
-
-    async def _first_message_auth(self, msg: Inbound) -> bool:
-        """Authenticate from the first message; False when the connection is closing."""
-        server = self.server
-        if server.auth_blocked(self.ip, "first_message"):
-            self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "auth_throttled"), msg)
-            self.close_after_queued(CloseCode.RATE_LIMIT, "auth_throttled")
-            return False
-        device_id = self.device_id
-        device_info = None
-        try:
-            if msg.type in ("auth", "register"):
-                token = field(msg.data, "token", str)
-                identity = self.server.verifier.verify(token)
-                if msg.type == "register":
-                    device_id = field(msg.data, "device_id", (str, int), required=False)
-                    device_id = None if device_id is None else str(device_id)
-                    device_info = field(msg.data, "device_info", dict, required=False)
-                    claimed = msg.data.get("user_id")
-                    if claimed is not None and id_key(claimed) != id_key(identity.user_id):
-                        raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
-            elif isinstance(msg.activation_code, str) and msg.activation_code:
-                identity = Identity(activation_code=msg.activation_code)
-            else:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, "auth_required")
-        except AuthError as err:  # a token that does not verify
-            server.credential_failed(self.ip, err.key)
-            self._auth_failed(ProtocolError(ErrorCode.UNAUTHORIZED, err.key), msg)
-            return False
-        except ProtocolError as err:  # no credential, or a misshapen message
-            server.metrics.auth_failed(err.key)
-            self._auth_failed(err, msg)
-            return False
-        settled = await server.actor.call(Authenticate(self.conn_id, identity, device_id, device_info, msg.id))
-        if isinstance(settled, Refusal):
-            if settled.status == 401:  # an unknown or disabled activation code
-                server.credential_failed(self.ip, settled.key)
-            code = ErrorCode.UNAUTHORIZED if settled.status == 401 else ErrorCode.CONFLICT
-            self.send_error(ProtocolError(code, settled.key), msg)
-            self.close_after_queued(settled.close_code, settled.key)
-            return False
-        self.identity = settled  # as the hub settled it (a desktop client's group)
-        self.expires_at = settled.expires_at
-        self.device_id = device_id
-        # the timer's next deadline was the auth timeout's: the token's own
-        # (its expiry warning, maybe due already) take over from now
-        server.heartbeats.schedule(self, trio.current_time())
-        return True
-
-    def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
-        self.send_error(err, msg)
-        self.close_after_queued(CloseCode.AUTH_FAILED, err.key, **err.text_params())
-

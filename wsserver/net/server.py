@@ -42,13 +42,14 @@ from wsserver.errors import CloseCode
 from wsserver.net import fastio
 from wsserver.net.actor import HubActor
 from wsserver.net.admission import Admission
-from wsserver.net.connection import CLOSE_TIMEOUT, LOCAL_TYPES
+from wsserver.net.connection import CLOSE_TIMEOUT
 from wsserver.net.crm_timer import midnights
 from wsserver.net.durability import Durability
 from wsserver.net.fastio import Flusher
 from wsserver.net.heartbeat import Heartbeats
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router, json_reply
 from wsserver.net.listeners import Listeners
+from wsserver.net.local_messages import LOCAL_TYPES
 from wsserver.ops.background import Background
 from wsserver.ops.logging import reconfigure_logging
 from wsserver.ops.metrics import Metrics
