@@ -11,12 +11,13 @@
   queued and the socket takes it (no scheduler trip, fast path only);
   otherwise it is queued and a writer task, started in the connection's
   nursery only while there is a backlog, joins queued frames into one write.
-- timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
-  liveness timeout (4000), the auth timeout (4002), token expiry
-  (`token_expiring`, then 4001) and the write timeout (4008: a backlog the
-  peer has taken nothing of for `limits.write_timeout`; the writer asks for a
-  tick in time when its backlog starts). No task per connection: an idle
-  connection is one coroutine, a socket and a few small objects.
+- timer (`tick`, run by the server's `Heartbeats` task; what it does is
+  `wsserver.net.heartbeat.tick_connection`): WebSocket pings, the liveness
+  timeout (4000), the auth timeout (4002), token expiry (`token_expiring`,
+  then 4001) and the write timeout (4008: a backlog the peer has taken
+  nothing of for `limits.write_timeout`; the writer asks for a tick in time
+  when its backlog starts). No task per connection: an idle connection is
+  one coroutine, a socket and a few small objects.
 
 Every way of ending a connection goes through `close()`: it records the close
 code and the reason's text once, drops the queued frames (a frame already half
@@ -49,6 +50,7 @@ from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.net.heartbeat import tick_connection
 from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
 from wsserver.net.writer import FrameWriter
 from wsserver.protocol.envelope import (
@@ -69,7 +71,6 @@ from wsserver.protocol.frames import (
     FrameParser,
     Ping,
     close_frame,
-    ping_frame,
     pong_frame,
 )
 from wsserver.protocol.i18n import text
@@ -82,7 +83,6 @@ log = logging.getLogger("wsserver.connection")
 
 CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
 BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
-TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 RECEIVE_SIZE = 65536  # bytes asked of the socket per read
 FRAME_ERROR_KEYS = {
     CloseCode.PROTOCOL_ERROR: "protocol_error",
@@ -101,20 +101,19 @@ class Connection:
         "_close_queued",
         "_early",
         "_forgotten",
-        "_last_ping",
         "_limits",
         "_parser",
         "_scope",
-        "_wall_offset",
-        "_warned",
         "closing",
         "conn_id",
         "device_id",
         "echo",
         "eof",
         "expires_at",
+        "expiry_warned",
         "identity",
         "ip",
+        "last_ping",
         "last_seen",
         "messages_in",
         "messages_out",
@@ -123,6 +122,7 @@ class Connection:
         "server",
         "started",
         "timer_due",
+        "wall_offset",
         "writer",
     )
 
@@ -154,10 +154,10 @@ class Connection:
         now = trio.current_time()
         self.started = now
         self.last_seen = now
-        self._last_ping = now
-        self._warned = False
+        self.last_ping = now  # the timer's: its last ping
+        self.expiry_warned = False  # the timer's: `token_expiring` sent for this expiry
         self.timer_due: float | None = None
-        self._wall_offset = time.time() - now
+        self.wall_offset = time.time() - now  # wall clock minus trio clock
         self.messages_in = 0
         self.messages_out = 0
         self._limits: LimitsConfig | None = None
@@ -181,13 +181,13 @@ class Connection:
             data = text_frame(frame.encode())
         else:
             data = binary_frame(frame)
-        if not self._write(data, soon):
+        if not self.write_frame(data, soon):
             return False
         self.messages_out += 1
         self.server.metrics.frame_out(frame)
         return True
 
-    def _write(self, data: bytes, soon: bool = False) -> bool:
+    def write_frame(self, data: bytes, soon: bool = False) -> bool:
         """Send or queue one whole frame; False (and close 4008) when the queue is full."""
         writer = self.writer
         if writer is None:
@@ -267,7 +267,7 @@ class Connection:
     @property
     def last_seen_ms(self) -> int:
         """Wall-clock ms of the last frame or pong from the client (for the device list)."""
-        return int((self.last_seen + self._wall_offset) * 1000)
+        return int((self.last_seen + self.wall_offset) * 1000)
 
     @property
     def locale(self) -> str:
@@ -294,71 +294,18 @@ class Connection:
             )
         )
 
-    def _expiry(self) -> float | None:
-        """Token expiry on the trio clock, or None."""
-        expires_at = self.expires_at
-        if expires_at is None:
-            return None
-        return expires_at - self._wall_offset
-
-    # -- the timer (run by the server's Heartbeats task) -----------------------
+    # -- the timer (the server's Heartbeats task) -------------------------------
 
     def tick(self, now: float) -> float | None:
-        """Pings, liveness, auth and token deadlines; the next deadline, or None
+        """(The server's `Heartbeats` task.) Pings, liveness, auth, token and write
+        deadlines (`net.heartbeat.tick_connection`); the next deadline, or None
         once the connection is closing."""
-        if self.closing is not None or self._scope is None:
-            return None
-        # Read on every tick: a reload changes [heartbeat] and [auth] timings live.
-        cfg = self.server.config
-        hb = cfg.heartbeat
-        unauthenticated = self.identity is None and not self.echo
-        auth_deadline = self.started + cfg.auth.timeout
-        if unauthenticated and now >= auth_deadline:
-            self.close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
-            return None
-        if now - self.last_seen >= hb.timeout:
-            self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat_timeout")
-            return None
-        stalled_until = self._write_deadline(cfg.limits.write_timeout)
-        if stalled_until is not None and now >= stalled_until:
-            self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
-            return None
-        next_ping = self._last_ping + hb.interval
-        if now >= next_ping:
-            self._write(ping_frame())  # its pong (any frame) refreshes `last_seen`
-            if hb.app_ping:
-                self.reply(None, "ping", None)
-            self._last_ping = now
-            next_ping = now + hb.interval
-        due = min(next_ping, self.last_seen + hb.timeout)
-        if stalled_until is not None:
-            due = min(due, stalled_until)
-        if unauthenticated:
-            due = min(due, auth_deadline)
-        expiry = self._expiry()
-        if expiry is not None:
-            if now >= expiry + cfg.auth.expiry_grace:
-                self.close(CloseCode.AUTH_FAILED, "token_expired")
-                return None
-            warn_at = expiry - TOKEN_WARN_BEFORE
-            if now >= warn_at:
-                if not self._warned:
-                    self.reply(None, "token_expiring", {"expires_at": int(self.expires_at or 0)})
-                    self._warned = True
-            else:
-                self._warned = False  # a refresh moved the expiry
-                due = min(due, warn_at)
-            due = min(due, expiry + cfg.auth.expiry_grace)
-        if self.closing is not None:  # a write above found the queue full
-            return None
-        return due
+        return tick_connection(self, now, self.server.config)
 
-    def _write_deadline(self, write_timeout: float) -> float | None:
-        """When the writer's backlog will have waited `write_timeout` on a peer
-        that takes nothing, or None without a backlog."""
-        writer = self.writer
-        since = None if writer is None else writer.waiting_since
-        return None if since is None else since + write_timeout
+    @property
+    def reading(self) -> bool:
+        """True once `run` reads the socket (before, the timer has nothing to do)."""
+        return self._scope is not None
 
     def _writer_waits(self, since: float) -> None:
         """(FrameWriter, as a backlog starts waiting on the peer.) Have the timer
@@ -499,7 +446,7 @@ class Connection:
                         if msg is False or not await self._on_message_async(msg):
                             return
                     elif type(event) is Ping:
-                        self._write(pong_frame(event.payload))
+                        self.write_frame(pong_frame(event.payload))
                     elif type(event) is Close:
                         self.peer_close = (event.code, event.reason)
                         return
