@@ -177,7 +177,7 @@ class Hub:
             PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
             DeleteCode: lambda cmd: codes.delete(cmd.code),
         }
-        self._host = Sender(broker.send, env.now_ms, admin.publish)
+        self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
 
