@@ -204,7 +204,7 @@ class TokenVerifier:
         return identity_from_claims(claims)
 
     def _decode(self, token: str, key: Any, algorithms: list[str]) -> dict[str, Any]:
-        return self._jwt.decode(  # type: ignore[no-any-return]
+        return self._jwt.decode(
             token,
             key,
             algorithms=algorithms,

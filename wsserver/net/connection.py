@@ -53,15 +53,7 @@ from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
 from wsserver.net.heartbeat import tick_connection
 from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
 from wsserver.net.writer import FrameWriter
-from wsserver.protocol.envelope import (
-    Inbound,
-    Wire,
-    binary_frame,
-    decode,
-    encode,
-    encode_error,
-    text_frame,
-)
+from wsserver.protocol.envelope import Inbound, Wire, decode, encode, encode_error
 from wsserver.protocol.frames import (
     ABNORMAL,
     NO_STATUS,
@@ -70,8 +62,10 @@ from wsserver.protocol.frames import (
     FrameError,
     FrameParser,
     Ping,
+    binary_frame,
     close_frame,
     pong_frame,
+    text_frame,
 )
 from wsserver.protocol.i18n import text
 
@@ -423,7 +417,7 @@ class Connection:
             pass
         peer_closed.set()
 
-    async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
+    async def _read(self, transport: trio.abc.Stream, data: bytes | bytearray) -> None:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
         sock = raw_socket(transport)  # a plain TCP socket, fast paths on: read it directly

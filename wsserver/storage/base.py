@@ -217,7 +217,8 @@ def _plain_json(value: Any) -> bool:
     if kind in _JSON_SCALARS:
         return True
     if kind is float:
-        return value - value == 0.0  # NaN and infinities give NaN
+        difference: float = value - value  # NaN and infinities give NaN
+        return difference == 0.0
     if kind is dict:
         return all(map(_plain_json, value.values()))
     if kind is list or kind is tuple:
