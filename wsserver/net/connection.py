@@ -451,7 +451,7 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
             else:
-                # trio's receive_some is ~7 coroutines and a context manager deep,
+                # trio's receive_some is several coroutines and a context manager deep,
                 # all re-created per wait and alive while the connection waits
                 # (memory, and work for every GC collection): a plain recv().
                 # Nothing of the last message stays referenced while waiting: it

@@ -357,7 +357,7 @@ class FileStorage(DurableNotifier):
                         await self._in_thread(self._write_lines, data)
                     else:
                         # Without an fsync the write only reaches the page cache:
-                        # a few µs, cheaper than a hop to a worker thread and back.
+                        # cheaper than a hop to a worker thread and back.
                         self._write_lines(data)
                     self._lines_written(lines)
             finally:
