@@ -155,6 +155,8 @@ def test_every_module_is_in_a_layer_and_the_walk_sees_its_imports() -> None:
     assert ("wsserver.net.actor", "wsserver.core.hub") in seen
     assert ("wsserver.core.commands", "wsserver.config") in seen  # under TYPE_CHECKING
     assert ("wsserver.embed", "wsserver.net.server") in seen
+    assert ("wsserver.config", "wsserver.config.loading") in seen  # the package's re-exports
+    assert ("wsserver.net.server", "wsserver.ops.process") in seen  # the process runs the server
 
 
 def test_imports_follow_the_layer_arrows() -> None:
