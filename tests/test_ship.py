@@ -282,17 +282,17 @@ def test_package_uses_no_posix_only_module_or_call() -> None:
 def test_generated_secret_without_hard_links_falls_back_to_a_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wsserver import auth
+    from wsserver import tokens
 
     def no_links(src: Any, dst: Any) -> None:
         raise PermissionError(1, "Operation not permitted")  # FAT, some network shares
 
-    monkeypatch.setattr(auth.os, "link", no_links)
+    monkeypatch.setattr(tokens.os, "link", no_links)
     data = tmp_path / "sub dir" / "data"
-    secret = auth.load_or_create_secret(data)
+    secret = tokens.load_or_create_secret(data)
     assert len(secret) > 40
     assert (data / "jwt_secret").read_text(encoding="utf-8").strip() == secret
-    assert auth.load_or_create_secret(data) == secret
+    assert tokens.load_or_create_secret(data) == secret
     assert [p.name for p in data.iterdir()] == ["jwt_secret"]  # no temporary file left
     # a secret already in place is never replaced
     other = tmp_path / "other"
@@ -300,7 +300,7 @@ def test_generated_secret_without_hard_links_falls_back_to_a_rename(
     (other / "jwt_secret").write_text("existing\n", encoding="utf-8")
     tmp = other / "candidate"
     tmp.write_text("new\n", encoding="utf-8")
-    auth._place_if_absent(tmp, other / "jwt_secret")
+    tokens._place_if_absent(tmp, other / "jwt_secret")
     assert (other / "jwt_secret").read_text(encoding="utf-8") == "existing\n"
 
 

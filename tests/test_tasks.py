@@ -13,9 +13,9 @@ import trio.testing
 from wsproto.events import TextMessage
 
 from tests.conftest import MemoryClient, http_request, make_config, make_server, token, ws_connect
-from tests.test_fastwrite import next_whole
+from tests.test_writer import next_whole
 from wsserver.core.commands import PushTask, Target
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.writer import FrameWriter
 from wsserver.protocol.coalesce import keyed
 from wsserver.protocol.envelope import encode
 

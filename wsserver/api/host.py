@@ -34,7 +34,7 @@ class HubDoor(Protocol):
 
 
 class TokenCheck(Protocol):
-    """Verifies a JWT (`wsserver.auth.TokenVerifier`)."""
+    """Verifies a JWT (`wsserver.tokens.TokenVerifier`)."""
 
     def verify(self, token: str) -> Identity:
         """The identity of a valid token; `AuthError` otherwise."""

@@ -11,7 +11,7 @@ Invariants:
 - Handlers reach the hub only with commands (`wsserver.core.commands`)
   through its actor; they never read hub state directly.
 - Every route except `/api/openapi.json` (and `/metrics` unless
-  `metrics.require_auth`) requires admin credentials (`wsserver.api.auth`).
+  `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`).
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
   status in `code` and name the field to blame (`wsserver.net.http`).
 - A body is a JSON object whose numbers are finite and whose nesting is at
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from wsserver.api import seed001
-from wsserver.api.auth import authorize
+from wsserver.api.credentials import authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     ROOM_NAME,

@@ -191,7 +191,7 @@ class Hub:
             **self.tasks.commands,
             **webhooks.commands,
         }
-        self._host = Sender(broker.send, env.now_ms, admin.publish)
+        self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
 

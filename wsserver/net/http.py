@@ -238,6 +238,7 @@ async def _next_event(
         if event is not h11.NEED_DATA:
             return event
         sock = raw_socket(stream)
+        data: bytes | bytearray
         if sock is not None:
             data = await receive_raw(sock, _RECEIVE_SIZE)
         else:

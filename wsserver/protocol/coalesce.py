@@ -10,7 +10,7 @@ So a server frame can carry a key (`KeyedFrame`, a `bytes` with two
 attributes): `replaces` frames may replace a waiting predecessor of the same
 key, the others are barriers (kept, and a later frame of the key never
 replaces one queued before them). Plain frames are plain `bytes`: the writer
-looks at the key only when it has to queue a frame (`net.fastwrite`).
+looks at the key only when it has to queue a frame (`net.writer`).
 """
 
 from __future__ import annotations
