@@ -32,9 +32,9 @@ from pathlib import Path
 
 import trio
 
-from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
+from wsserver.core.identity import Identity
 from wsserver.protocol.envelope import Inbound
 from wsserver.storage.journal import FileStorage
 

@@ -30,11 +30,11 @@ from wsproto.events import (
     TextMessage,
 )
 
-from wsserver.auth import mint_token
 from wsserver.config import Config, load_config
 from wsserver.core.hub import Hub
 from wsserver.embed import install_http_api
 from wsserver.net.server import Server
+from wsserver.tokens import mint_token
 
 # TEST_WSSERVER_FAST_IO=0 runs every test server on trio's plain I/O
 # (`server.fast_io = false`); .ci/run runs the whole suite a second time so.
@@ -194,7 +194,7 @@ async def memory_server(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
             ) -> MemoryClient:
                 pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
                 client_stream, server_stream = pair()
-                nursery.start_soon(server._handle_stream, server_stream, False)
+                nursery.start_soon(server.listeners.handle_stream, server_stream, False)
                 client = MemoryClient(client_stream, auto_pong=auto_pong)
                 accepted = await client.handshake(target, headers)
                 assert accepted == expect_accept, (client.reject_status, client.reject_body)

@@ -1,4 +1,4 @@
-"""The accept loop of plain TCP listeners (`Server._accept_plain`, `fastio.accept_plain`): failures of
+"""The accept loop of plain TCP listeners (`Listeners.accept_plain`, `fastio.accept_plain`): failures of
 `accept()` that concern one connection or the process's capacity do not stop
 the listener; anything else does; many waiting connections are all served."""
 
@@ -15,7 +15,7 @@ import trio
 
 from tests.conftest import http_request, make_config
 from wsserver.net import fastio
-from wsserver.net import server as server_module
+from wsserver.net import listeners as listeners_module
 from wsserver.net.server import Server
 
 
@@ -51,12 +51,12 @@ def listening() -> Any:
 async def test_a_peer_that_left_and_a_full_descriptor_table_do_not_stop_the_listener(
     tmp_path: Any, listening: socket.socket, caplog: pytest.LogCaptureFixture, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(server_module, "ACCEPT_BACKOFF", 0.01)
+    monkeypatch.setattr(listeners_module, "ACCEPT_BACKOFF", 0.01)
     server = Server(make_config(tmp_path))
     flaky = FlakyListener(listening, [errno.ECONNABORTED, errno.EMFILE])
     async with trio.open_nursery() as nursery:
         await server.start_core(nursery)
-        nursery.start_soon(server._accept_plain, flaky, nursery, False)
+        nursery.start_soon(server.listeners.accept_plain, flaky, nursery, False)
         with caplog.at_level(logging.ERROR, logger="wsserver.server"), trio.fail_after(10):
             status, _, body = await http_request(listening.getsockname(), "GET", "/healthz")
         assert status == 200, body
@@ -75,7 +75,7 @@ async def test_an_unexpected_accept_failure_stops_the_listener(tmp_path: Any, li
         async with trio.open_nursery() as nursery:
             await server.start_core(nursery)
             with pytest.raises(OSError) as caught, trio.fail_after(10):
-                await server._accept_plain(flaky, nursery, False)
+                await server.listeners.accept_plain(flaky, nursery, False)
             assert caught.value.errno == errno.EBADF
             nursery.cancel_scope.cancel()
     finally:
@@ -89,7 +89,7 @@ async def test_more_waiting_connections_than_one_batch_are_all_served(
     server = Server(make_config(tmp_path))
     async with trio.open_nursery() as nursery:
         await server.start_core(nursery)
-        nursery.start_soon(server._accept_plain, listening, nursery, False)
+        nursery.start_soon(server.listeners.accept_plain, listening, nursery, False)
         statuses: list[int] = []
 
         async def one() -> None:

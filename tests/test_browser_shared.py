@@ -159,3 +159,20 @@ def test_seed_001s_page_shows_task_progress_and_notifications_in_every_tab(conte
     late.wait_for_function("document.getElementById('progress-task_002')?.style.width === '30%'")
     assert late.query_selector("#progress-task_001") is None  # completed: not replayed
     assert len(connections(hub, "user_123")) == 1
+
+
+def test_a_follower_that_hears_of_the_new_leader_late_still_sees_the_reconnect(
+    context: BrowserContext, hub: Hub
+) -> None:
+    # The third tab is busy while the leader goes: by the time it hears of the
+    # new leader, that leader's connection is up again. It must still say it
+    # was reconnecting (what it had in flight may be lost), not stay "connected".
+    tabs = [tab(context, hub, init_script=NO_SHARED_WORKER) for _ in range(3)]
+    [old] = connections(hub, 1)
+    tabs[2].evaluate("setTimeout(() => { const end = Date.now() + 2000; while (Date.now() < end); }, 0)")
+    tabs[0].close()  # the leader goes; the second tab (next in the lock's queue) takes over
+    until(lambda: [c for c in connections(hub, 1) if c["conn_id"] != old["conn_id"]], what="a new leader")
+    wait_state(tabs[1], "a", "connected")
+    wait_state(tabs[2], "a", "connected")
+    for t in tabs[1:]:
+        assert t.evaluate("states('a').map(s => s[0])") == ["connected", "reconnecting", "connected"]

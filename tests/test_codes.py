@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.test_crm import CallCentre, Journal
 from tests.test_hub import FakeOutlet
-from wsserver.auth import Identity
+from wsserver.core.identity import Identity
 from wsserver.errors import CloseCode
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.test_hub import FakeOutlet, send, user
-from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.crm import mask_code
 from wsserver.core.hub import Hub
+from wsserver.core.identity import Identity
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CODES = [

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_hub import NOW, NOW_MS, FakeOutlet, error_of, send, user
-from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
+from wsserver.core.identity import Identity
 from wsserver.protocol.envelope import decode
 
 _conns = itertools.count(1)

@@ -19,7 +19,7 @@ import wsserver
 from tests.conftest import http_request, hub_of, token, ws_connect
 from wsserver.net import fastio
 from wsserver.net.fastio import RawFrameWriter
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.writer import FrameWriter
 
 
 async def test_trio_internals_have_the_shape_fastio_relies_on() -> None:

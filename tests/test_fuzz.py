@@ -45,7 +45,7 @@ from websockets.sync.client import ClientConnection, connect
 from wsserver.api.routes import ROUTES
 from wsserver.config import Config
 from wsserver.core.hub import Hub
-from wsserver.net.connection import LOCAL_TYPES
+from wsserver.net.local_messages import LOCAL_TYPES
 
 SECRET = "fuzz-secret-0123456789abcdef-0123456789"
 API_KEY = "fuzz-api-key"

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.broker import FANOUT_SOON
 from wsserver.core.commands import Authenticate
 from wsserver.core.hub import Hub
+from wsserver.core.identity import Identity
 from wsserver.core.session import Refusal
 from wsserver.errors import CloseCode
 from wsserver.protocol.envelope import decode

@@ -5,13 +5,13 @@ at module level, inside functions, and under `if TYPE_CHECKING:` alike, since
 a type-only import is still a dependency a reader has to follow. The layers:
 
     errors, _version, shapes         import nothing of wsserver (the leaves)
-    config                           the leaves only
+    config/                          the leaves only
     protocol/                        the leaves
     core/                            protocol and the leaves (config only for types)
     storage/                         the leaves
     ops/                             protocol, config and the leaves
-    auth                             core's Identity, protocol, config, the leaves
-    net/                             protocol, core, storage, ops, auth, config, the leaves
+    tokens                           core's Identity, protocol, config, the leaves
+    net/                             protocol, core, storage, ops, tokens, config, the leaves
     api/                             core's commands and values, net.http, ops,
                                      protocol, config, the leaves
     entry points                     anything (wsserver/__init__, __main__, embed)
@@ -121,10 +121,10 @@ def layer(module: str) -> str:
         return "entry"
     if module == "wsserver.shapes" or module.startswith("wsserver.shapes."):
         return "shapes"
-    if module in ("wsserver.errors", "wsserver._version", "wsserver.config", "wsserver.auth"):
+    if module in ("wsserver.errors", "wsserver._version", "wsserver.tokens"):
         return module.removeprefix("wsserver.").lstrip("_")
     name = module.split(".")[1]
-    assert name in ("protocol", "core", "storage", "ops", "net", "api", "client"), module
+    assert name in ("config", "protocol", "core", "storage", "ops", "net", "api", "client"), module
     return name
 
 
@@ -133,13 +133,13 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
     "shapes": {"shapes"},
-    "config": LEAVES,
+    "config": LEAVES | {"config"},
     "protocol": LEAVES | {"protocol"},
     "core": LEAVES | {"protocol", "core"},
     "storage": LEAVES | {"storage"},
     "ops": LEAVES | {"config", "protocol", "ops"},
-    "auth": LEAVES | {"config", "protocol", "core"},
-    "net": LEAVES | {"config", "protocol", "core", "storage", "ops", "auth", "net"},
+    "tokens": LEAVES | {"config", "protocol", "core"},
+    "net": LEAVES | {"config", "protocol", "core", "storage", "ops", "tokens", "net"},
     "api": LEAVES | {"config", "protocol", "core", "ops", "net", "api"},
     "client": {"version", "client"},
 }
@@ -149,7 +149,7 @@ API_MAY_USE = {"wsserver.core.commands", "wsserver.core.identity", "wsserver.net
 """What the HTTP API may import of the core and the network layer: the commands
 and the values they carry, and the HTTP plumbing it is served by."""
 
-AUTH_MAY_USE = {"wsserver.core.identity"}
+TOKENS_MAY_USE = {"wsserver.core.identity"}
 
 
 def _where(imp: Import) -> str:
@@ -163,6 +163,8 @@ def test_every_module_is_in_a_layer_and_the_walk_sees_its_imports() -> None:
     assert ("wsserver.net.actor", "wsserver.core.hub") in seen
     assert ("wsserver.core.commands", "wsserver.config") in seen  # under TYPE_CHECKING
     assert ("wsserver.embed", "wsserver.net.server") in seen
+    assert ("wsserver.config", "wsserver.config.loading") in seen  # the package's re-exports
+    assert ("wsserver.net.server", "wsserver.ops.process") in seen  # the process runs the server
 
 
 def test_imports_follow_the_layer_arrows() -> None:
@@ -190,11 +192,11 @@ def test_the_api_uses_only_the_cores_commands_and_values_and_net_http() -> None:
     assert wrong == []
 
 
-def test_auth_uses_only_the_cores_identity() -> None:
+def test_tokens_use_only_the_cores_identity() -> None:
     wrong = [
         _where(imp)
         for imp in INTERNAL
-        if imp.source == "wsserver.auth" and layer(imp.target) == "core" and imp.target not in AUTH_MAY_USE
+        if imp.source == "wsserver.tokens" and layer(imp.target) == "core" and imp.target not in TOKENS_MAY_USE
     ]
     assert wrong == []
 

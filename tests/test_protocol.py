@@ -448,7 +448,7 @@ def test_auth_failure_keys_need_no_params():
 
 
 def _pure_modules() -> list[str]:
-    names = ["wsserver.auth", "wsserver.errors", "wsserver.protocol", "wsserver.core"]
+    names = ["wsserver.tokens", "wsserver.errors", "wsserver.protocol", "wsserver.core"]
     for package in ("protocol", "core"):
         for info in pkgutil.iter_modules([str(PACKAGE_DIR / package)]):
             names.append(f"wsserver.{package}.{info.name}")
@@ -473,7 +473,7 @@ def test_protocol_core_and_auth_do_not_import_trio():
 
 def test_protocol_core_and_auth_sources_name_no_trio_import():
     files = [
-        PACKAGE_DIR / "auth.py",
+        PACKAGE_DIR / "tokens.py",
         *sorted((PACKAGE_DIR / "protocol").glob("*.py")),
         *sorted((PACKAGE_DIR / "core").glob("*.py")),
     ]

@@ -31,7 +31,7 @@ from wsserver.config import load_config
 from wsserver.core.hub import Hub
 from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, party
 from wsserver.storage import FileStorage, StorageError
-from wsserver.storage import journal as journal_mod
+from wsserver.storage import reader as reader_mod
 from wsserver.storage.base import encode_record, json_chunks
 from wsserver.storage.gcpause import gc_paused
 
@@ -315,7 +315,7 @@ def test_a_data_dir_of_the_previous_version_restores_to_the_state_it_restored_to
     assert store.by_session == want["by_session"]
     # the old journal is clean: it is read by the one-pass scan, not line by line
     data = (tmp_path / "journal.jsonl").read_bytes()
-    assert journal_mod._scan_clean_journal(data, after=8) is not None
+    assert reader_mod._scan_clean_journal(data, after=8) is not None
     # ...and the restored store goes on like the one that wrote it
     assert isinstance(store.dedup, OrderedDict)
     assert list(store.dedup) == list(want["messages"]["dedup"])
@@ -347,12 +347,12 @@ def _read_both(
     for fast in (True, False):
         with monkeypatch.context() as mp:
             if not fast:
-                mp.setattr(journal_mod, "_scan_clean_journal", lambda data, after: None)
+                mp.setattr(reader_mod, "_scan_clean_journal", lambda data, after: None)
             handler = _Collect()
             logger = logging.getLogger("wsserver.storage")
             logger.addHandler(handler)
             try:
-                result: Any = journal_mod.read_journal(path, after=after)
+                result: Any = reader_mod.read_journal(path, after=after)
             except StorageError as exc:
                 result = ("StorageError", str(exc), exc.line, exc.path)
             finally:
@@ -403,7 +403,7 @@ def test_a_clean_journal_scans_in_one_pass_to_what_line_by_line_reading_gives(
     assert fast == slow
     assert fast_log == slow_log
     if first <= after + 1 or not records:  # no gap after the snapshot: nothing to warn of
-        assert journal_mod._scan_clean_journal(data, after) is not None
+        assert reader_mod._scan_clean_journal(data, after) is not None
 
 
 GOOD = b'{"n":1,"i":1}\n{"n":2,"i":2}\n'

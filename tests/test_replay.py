@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_hub import NOW, FakeOutlet, send, user
-from wsserver.auth import Identity
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
+from wsserver.core.identity import Identity
 from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy
 
 DEDUP_S = 10

@@ -26,6 +26,7 @@ import pytest
 import trio
 
 from tests.conftest import LISTENING, ws_connect
+from tests.webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build.py"
@@ -114,7 +115,16 @@ async def test_pyz_on_a_bare_python_serves_a_client_and_exits_0_on_sigterm(
 ) -> None:
     pyz = linux_pyz[0]
     data = tmp_path / "data"
-    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv")}
+    async with trio.open_nursery() as nursery:  # the bundled httpx delivers a webhook
+        receiver = await nursery.start(Receiver().serve)
+        await _serve_pyz(pyz, bare_python, tmp_path, data, receiver)
+        nursery.cancel_scope.cancel()
+    extracted = list((tmp_path / "shiv").glob("wsserver.pyz_*/site-packages/wsserver/__init__.py"))
+    assert len(extracted) == 1, "shiv extracts under $SHIV_ROOT"
+
+
+async def _serve_pyz(pyz: Path, bare_python: str, tmp_path: Path, data: Path, receiver: Receiver) -> None:
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "WSSERVER_WEBHOOKS_URL": receiver.url}
     proc = subprocess.Popen(
         [
             bare_python,
@@ -145,15 +155,15 @@ async def test_pyz_on_a_bare_python_serves_a_client_and_exits_0_on_sigterm(
         ).stdout.strip()  # fmt: skip
         async with ws_connect(f"ws://{m.group(1)}:{m.group(2)}/ws?token={minted}") as ws:
             assert json.loads(await ws.get_message())["type"] == "connected"
+            await receiver.wait_for(lambda: [e["event"] for e in receiver.delivered()] == ["user_online"])
             proc.send_signal(signal.SIGTERM)
-            assert await trio.to_thread.run_sync(lambda: proc.wait(20)) == 0
+            code = await trio.to_thread.run_sync(lambda: proc.wait(20))
+            assert code == 0, log + proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         proc.stderr.close()  # type: ignore[union-attr]
-    extracted = list((tmp_path / "shiv").glob("wsserver.pyz_*/site-packages/wsserver/__init__.py"))
-    assert len(extracted) == 1, "shiv extracts under $SHIV_ROOT"
 
 
 def test_pyz_subcommands_gen_config_check_config_and_systemd_unit(
@@ -272,17 +282,17 @@ def test_package_uses_no_posix_only_module_or_call() -> None:
 def test_generated_secret_without_hard_links_falls_back_to_a_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wsserver import auth
+    from wsserver import tokens
 
     def no_links(src: Any, dst: Any) -> None:
         raise PermissionError(1, "Operation not permitted")  # FAT, some network shares
 
-    monkeypatch.setattr(auth.os, "link", no_links)
+    monkeypatch.setattr(tokens.os, "link", no_links)
     data = tmp_path / "sub dir" / "data"
-    secret = auth.load_or_create_secret(data)
+    secret = tokens.load_or_create_secret(data)
     assert len(secret) > 40
     assert (data / "jwt_secret").read_text(encoding="utf-8").strip() == secret
-    assert auth.load_or_create_secret(data) == secret
+    assert tokens.load_or_create_secret(data) == secret
     assert [p.name for p in data.iterdir()] == ["jwt_secret"]  # no temporary file left
     # a secret already in place is never replaced
     other = tmp_path / "other"
@@ -290,7 +300,7 @@ def test_generated_secret_without_hard_links_falls_back_to_a_rename(
     (other / "jwt_secret").write_text("existing\n", encoding="utf-8")
     tmp = other / "candidate"
     tmp.write_text("new\n", encoding="utf-8")
-    auth._place_if_absent(tmp, other / "jwt_secret")
+    tokens._place_if_absent(tmp, other / "jwt_secret")
     assert (other / "jwt_secret").read_text(encoding="utf-8") == "existing\n"
 
 

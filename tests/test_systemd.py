@@ -302,7 +302,7 @@ async def test_server_with_es256_tokens_runs_without_writable_executable_memory(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from wsserver.auth import mint_token
+    from wsserver.tokens import mint_token
 
     key = ec.generate_private_key(ec.SECP256R1())
     public = tmp_path / "es256.pub"

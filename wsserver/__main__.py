@@ -109,7 +109,7 @@ def _gentoken(args: argparse.Namespace) -> int:
         claims["username"] = args.username
     if args.rooms is not None:
         claims["rooms"] = list(args.rooms)
-    from wsserver.auth import SECRET_FILE, mint_token
+    from wsserver.tokens import SECRET_FILE, mint_token
 
     # Without auth.jwt_secret the token is signed with the data directory's
     # generated secret; a directory without one gets a new secret, which only a

@@ -2,14 +2,14 @@
 
 The API is given its host when installed (`routes.install(host, router)`) and
 knows it only through these protocols: the live configuration, the metrics,
-the token verifier, the failed-credentials throttle, and the hub's command
-door (`net.actor.HubActor` implements `HubDoor`). So the API depends on the
+the token verifier, the failed-credentials throttle, the webhook sender, and
+the hub's command door (`net.actor.HubActor` implements `HubDoor`). So the API depends on the
 core's commands, never on the network layer's classes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from wsserver.core.identity import Identity
     from wsserver.ops.metrics import Metrics
 
-__all__ = ["ApiHost", "HubDoor", "TokenCheck"]
+__all__ = ["ApiHost", "HubDoor", "TokenCheck", "WebhookProbe"]
 
 R = TypeVar("R")
 
@@ -34,10 +34,18 @@ class HubDoor(Protocol):
 
 
 class TokenCheck(Protocol):
-    """Verifies a JWT (`wsserver.auth.TokenVerifier`)."""
+    """Verifies a JWT (`wsserver.tokens.TokenVerifier`)."""
 
     def verify(self, token: str) -> Identity:
         """The identity of a valid token; `AuthError` otherwise."""
+
+
+class WebhookProbe(Protocol):
+    """The server's webhook sender (`net.webhooks.WebhookSender`), as the API asks
+    it to send one event now."""
+
+    async def ping(self, event: dict[str, Any]) -> dict[str, Any]:
+        """POST `event` to `webhooks.url` now: `{id, status, ok, error, elapsed_ms}`."""
 
 
 class ApiHost(Protocol):
@@ -59,6 +67,10 @@ class ApiHost(Protocol):
     @property
     def actor(self) -> HubDoor:
         """The hub's command door."""
+
+    @property
+    def webhooks(self) -> WebhookProbe:
+        """The webhook sender (`POST /api/webhooks/test`)."""
 
     def auth_blocked(self, ip: str, via: str) -> bool:
         """True when `ip` is throttled for failed credentials (counted under `via`)."""

@@ -179,6 +179,28 @@ SCHEMAS: dict[str, Schema] = {
         closed={**_INT, "description": "live connections closed with 4001"},
     ),
     "CodeDeleted": _obj(("deleted", "closed"), deleted=_BOOL, closed=_INT),
+    "Task": _obj(
+        ("task_id", "task_type", "type", "status", "completed", "updated_at", "data"),
+        task_id=_ID, task_type=_STR,
+        type={**_STR, "description": "the message it was pushed as: <task_type>_start | _progress | _complete"},
+        status=_STR, completed=_BOOL,
+        updated_at={**_INT, "description": "Unix ms of the last update"},
+        user_type={"description": "the user_type the update was narrowed to, or null"},
+        group_id={"description": "the group the update was narrowed to, or null"},
+        data=_ref("TaskProgressData"),
+    ),
+    "TaskList": _obj(
+        ("user_id", "tasks"), user_id=_STR,
+        tasks={"type": "array", "items": _ref("Task"), "description": "least recently updated first"},
+    ),
+    "WebhookTest": _obj(
+        ("id", "status", "ok", "error", "elapsed_ms"),
+        id={**_STR, "description": "the ping event's id"},
+        status={"type": ["integer", "null"], "description": "the receiver's HTTP status (null: no answer)"},
+        ok={**_BOOL, "description": "status is 2xx"},
+        error={"type": ["string", "null"], "description": "timeout or network: <what>, when there was no answer"},
+        elapsed_ms=_NUM,
+    ),
     "Stats": _obj(
         ("connections", "users", "groups", "rooms", "messages", "mailboxes", "uptime", "version"),
         connections=_obj(("total", "user", "device", "pending"),
@@ -200,6 +222,7 @@ _ERRORS = {
     "401": "missing or invalid credentials",
     "403": "a valid token without role admin",
     "404": "no such resource",
+    "409": "webhooks.url is empty (webhooks are off)",
     "413": "body larger than limits.max_http_body_bytes",
 }
 
@@ -278,6 +301,8 @@ def _operation(route: Route) -> Schema:
         responses["403"] = _error("403")
     if route.method == "DELETE":
         responses["404"] = _error("404")
+    if route.handler == "webhook_test":
+        responses["409"] = _error("409")
     if route.body:
         responses["413"] = _error("413")
     op["responses"] = responses

@@ -11,7 +11,7 @@ Invariants:
 - Handlers reach the hub only with commands (`wsserver.core.commands`)
   through its actor; they never read hub state directly.
 - Every route except `/api/openapi.json` (and `/metrics` unless
-  `metrics.require_auth`) requires admin credentials (`wsserver.api.auth`).
+  `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`).
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
   status in `code` and name the field to blame (`wsserver.protocol.replies`).
 - Every body is read by its shape (`wsserver.api.bodies`), which also
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from wsserver.api import bodies, pushes
-from wsserver.api.auth import authorize
+from wsserver.api.credentials import authorize
 from wsserver.api.bodies import (
     BroadcastNotice,
     BroadcastRequest,
@@ -55,11 +55,14 @@ from wsserver.core.commands import (
     OnlineCount,
     Publish,
     PublishResult,
+    PushTask,
     PutCode,
     RoomList,
     RoomMembers,
     Stats,
     Target,
+    TaskList,
+    WebhookPing,
     WebsocketStats,
 )
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
@@ -119,6 +122,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/users/{user_id}/kick", "kick",
           "Send kicked {reason} to a user's connections, then close them with 4003", "users",
           body=KickRequest, reply="KickResult"),
+    Route("GET", "/api/users/{user_id}/tasks", "user_tasks",
+          "The latest state of a user's running and recently completed tasks", "users",
+          query=_FILTERS, reply="TaskList"),
     Route("GET", "/api/rooms", "rooms", "Rooms with members", "rooms",
           query=(("group_id", False, "only the rooms of this group"),), reply="RoomList"),
     Route("GET", "/api/rooms/{room}/members", "room_members",
@@ -139,6 +145,9 @@ ROUTES: tuple[Route, ...] = (
           "Delete an activation code and close its connections with 4001", "crm",
           reply="CodeDeleted"),
     # -- operations ---------------------------------------------------------------
+    Route("POST", "/api/webhooks/test", "webhook_test",
+          "Send a signed ping event to webhooks.url and answer the receiver's status", "ops",
+          reply="WebhookTest"),
     Route("GET", "/metrics", "metrics",
           "Prometheus metrics (text format)", "ops", access="metrics"),
     Route("GET", "/api/openapi.json", "openapi",
@@ -224,7 +233,12 @@ class Api:
 
     async def task_progress(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, TaskProgressRequest, self.max_depth)
-        return await self._push_user(body, *pushes.task_progress(body))
+        mtype, data = pushes.task_progress(body)
+        target = Target(user_ids=(body.user_id,), group_id=body.group_id, user_type=body.user_type)
+        # kept as the task's latest state (SPEC 6.1): answered once that is durable
+        result = await self.actor.call(PushTask(mtype, data, target))
+        await until_durable(self.actor)
+        return json_reply({"user_id": body.user_id, "type": mtype, "delivered": result.delivered})
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, TokenInsufficientRequest, self.max_depth)
@@ -298,6 +312,11 @@ class Api:
         )
         return json_reply({"kicked": await self.actor.call(kick)})
 
+    async def user_tasks(self, req: HttpRequest) -> HttpResponse:
+        user_id = req.params["user_id"]
+        tasks = await self.actor.call(TaskList(user_id, *self._filters(req)))
+        return json_reply({"user_id": user_id, "tasks": tasks})
+
     async def rooms(self, req: HttpRequest) -> HttpResponse:
         group_id = req.head.query.get("group_id") or None
         rooms = await self.actor.call(RoomList(group_id))
@@ -335,6 +354,12 @@ class Api:
         return json_reply({"deleted": True, "closed": closed})
 
     # -- operations -----------------------------------------------------------------
+
+    async def webhook_test(self, req: HttpRequest) -> HttpResponse:
+        if not self.server.config.webhooks.url:
+            raise HttpError(409, "webhooks_off", "webhooks.url")
+        event = await self.actor.call(WebhookPing())
+        return json_reply(await self.server.webhooks.ping(event))
 
     async def metrics(self, req: HttpRequest) -> HttpResponse:
         actor = self.actor

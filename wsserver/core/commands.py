@@ -59,6 +59,7 @@ __all__ = [
     "OnlineCount",
     "Publish",
     "PublishResult",
+    "PushTask",
     "PutCode",
     "Reconfigure",
     "Release",
@@ -68,6 +69,13 @@ __all__ = [
     "Stats",
     "TakeSnapshot",
     "Target",
+    "TaskList",
+    "WebhookBatch",
+    "WebhookDelivery",
+    "WebhookDone",
+    "WebhookDue",
+    "WebhookPing",
+    "WebhookStart",
     "WebsocketStats",
 ]
 
@@ -171,12 +179,14 @@ class TakeSnapshot(Command[int]):
 @attrs.frozen
 class Restore(Command[int]):
     """Rebuild the durable state at start-up from a snapshot's state (or None)
-    and the records after it, written in format `version`; answers the journal
-    number restored to."""
+    and the records after it, written in format `version`, in the data directory
+    of node `node`; answers the journal number restored to."""
 
     state: dict[str, Any] | None
     records: list[dict[str, Any]]
     version: int
+    node: str = ""
+    """The id of this node (kept with the data directory), when known."""
 
 
 @attrs.frozen
@@ -348,6 +358,89 @@ class DeleteCode(Command["int | None"]):
     """Remove an activation code; the connections closed, or None if unknown."""
 
     code: str
+
+
+# -- latest task states (SPEC 6.1) ---------------------------------------------------
+
+
+@attrs.frozen
+class PushTask(Command[PublishResult]):
+    """Seed 001's task update: keep `data` as the latest state of its task (`task_id`
+    in `data`) for the target's user, and push `type` (`<task_type>_start`,
+    `_progress` or `_complete`) to the user's connections."""
+
+    type: str
+    data: dict[str, Any]
+    target: Target
+
+
+@attrs.frozen
+class TaskList(Command["list[dict[str, Any]]"]):
+    """The latest states of a user's tasks that are running or recently completed."""
+
+    user_id: Any
+    user_type: Any = None
+    group_id: Any = None
+
+
+# -- webhooks (SPEC 6.2): what the sender task asks of the outbox -----------------------
+
+
+@attrs.frozen
+class WebhookDelivery:
+    """One attempt at delivering an event: `event` is its body's object
+    (`{id, event, time, node, data}`); `seq` and `lane` name it in `WebhookDone`;
+    `attempt` counts from 1."""
+
+    seq: int
+    lane: str
+    event: dict[str, Any]
+    attempt: int
+
+
+@attrs.frozen
+class WebhookBatch:
+    """What the sender may deliver now; `wait`, the seconds until something else
+    falls due (a retry, a check, an expiry), None for "until woken"; the
+    events `queued`, and the events `dropped` since the start, by reason."""
+
+    deliveries: tuple[WebhookDelivery, ...]
+    wait: float | None
+    queued: int
+    dropped: dict[str, int]
+
+
+@attrs.frozen
+class WebhookStart(Command[None]):
+    """The sender (re)starts: nothing is in flight any more, and principals the
+    receiver still believes online but that have no connection get their
+    `user_offline`. `wake` (non-blocking, run in the actor) is called when an
+    event becomes deliverable while the sender waits."""
+
+    wake: Callable[[], None]
+
+
+@attrs.frozen
+class WebhookDue(Command[WebhookBatch]):
+    """Run what fell due (undelivered checks, expiries) and hand out up to `limit`
+    events: the oldest waiting event of each principal with none in flight."""
+
+    limit: int
+
+
+@attrs.frozen
+class WebhookDone(Command[None]):
+    """The attempt at event `seq` of `lane` ended: `ok` (2xx) removes the event,
+    anything else schedules a retry of it after the backoff."""
+
+    seq: int
+    lane: str
+    ok: bool
+
+
+@attrs.frozen
+class WebhookPing(Command["dict[str, Any]"]):
+    """A `ping` event (`POST /api/webhooks/test`), made but not queued."""
 
 
 class HostRequest(Protocol):

@@ -97,6 +97,20 @@ class CommitLog:
         self.parts[name] = part
         self.appliers.update(dict.fromkeys(part.record_types, part.apply))
 
+    def observe(self, record_types: tuple[str, ...], fold: Callable[[dict[str, Any]], None]) -> None:
+        """Also fold records of `record_types` (another part's, registered already)
+        with `fold`, right after their owner, at run time and at replay alike: a
+        part whose state follows from another's records (the webhooks' undelivered
+        checks from the direct messages') needs no records of its own for it."""
+        for kind in record_types:
+            owner = self.appliers[kind]
+
+            def both(rec: dict[str, Any], owner: Callable[[dict[str, Any]], None] = owner) -> None:
+                owner(rec)
+                fold(rec)
+
+            self.appliers[kind] = both
+
     @property
     def durable_upto(self) -> int:
         """The number of the last durable record."""

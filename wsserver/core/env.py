@@ -24,10 +24,12 @@ __all__ = ["Env"]
 
 @attrs.define(eq=False, slots=True)
 class Env:
-    """The live configuration, the clock (Unix seconds) and the catalogue."""
+    """The live configuration, the clock (Unix seconds), the catalogue, and the id of
+    this node (webhook events name it; the server sets it from its data directory)."""
 
     config: Config
     clock: Callable[[], float] = time.time
+    node: str = "local"
 
     def now_ms(self) -> int:
         """Wall-clock milliseconds for `timestamp` fields."""

@@ -23,18 +23,21 @@ __all__ = ["Request", "Sender"]
 
 
 class Sender:
-    """What a host request needs to answer: deliver a frame to one session, and
-    the time and publish paths of the hub it runs in."""
+    """What a host request needs to answer: the hub's reply to a message and
+    delivery of a frame to one session (the broker's), and the time and
+    publish paths of the hub it runs in."""
 
-    __slots__ = ("now_ms", "publish", "send")
+    __slots__ = ("now_ms", "publish", "reply", "send")
 
     def __init__(
         self,
         send: Callable[[Session, str | bytes], bool],
+        reply: Callable[[Session, Inbound, str, Any], None],
         now_ms: Callable[[], int],
         publish: Callable[[Publish], PublishResult],
     ) -> None:
         self.send = send
+        self.reply = reply
         self.now_ms = now_ms
         self.publish = publish
 
@@ -82,8 +85,7 @@ class Request:
 
     def reply(self, type: str, data: Any = None) -> None:
         """Send `{type, data}` to the sender's connection, echoing the request `id`."""
-        sender = self._sender
-        sender.send(self._session, encode(type, data, sender.now_ms(), request_id=self._msg.id))
+        self._sender.reply(self._session, self._msg, type, data)
 
     def error(self, message: str, *, code: str = "invalid_message", field: str | None = None) -> None:
         """Answer with an `error` shaped like the hub's own (`data.code`, `data.ref`,

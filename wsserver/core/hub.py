@@ -12,6 +12,8 @@ collaborators it needs at construction and nothing more:
     ActivationCodes  the effective codes and their overrides       (core.activation_codes)
     DirectMessaging  direct messages, receipts, mailboxes          (core.direct)
     Crm              the seed-000 workflow                         (core.crm)
+    TaskStates       the latest state of each user's tasks         (core.tasks)
+    Webhooks         events for the business backend, the outbox   (core.webhooks)
     HubAdmin         the HTTP API's and the host's commands        (core.admin)
 
 The hub itself keeps the rules that span them: admitting, authenticating and
@@ -86,6 +88,8 @@ from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
+from wsserver.core.tasks import TaskStates
+from wsserver.core.webhooks import Webhooks
 from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
 
@@ -120,6 +124,8 @@ class Hub:
         self.activation_codes = ActivationCodes(commit, presence, env, forget=self.close)
         self.direct = DirectMessaging(commit, presence, broker, env)
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
+        self.tasks = TaskStates(commit, broker, env)
+        self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
         self.admin = admin = HubAdmin(
             presence,
             broker,
@@ -135,6 +141,10 @@ class Hub:
         commit.register("messages", self.direct)
         commit.register("crm", self.crm)
         commit.register("activation_codes", self.activation_codes)
+        commit.register("tasks", self.tasks)
+        commit.register("webhooks", webhooks)
+        if webhooks.checking:  # undelivered checks follow the direct messages' records
+            commit.observe(webhooks.observed_types, webhooks.observe)
         self.handlers: dict[str, Handler] = {
             **self.rooms.handlers,
             **self.direct.handlers,
@@ -142,10 +152,12 @@ class Hub:
         }
         # what the components do when a connection authenticates / is forgotten
         self.on_authenticated: list[Callable[[Session], None]] = [
+            self.tasks.greet,
             self.direct.deliver_mailbox,
             self.crm.greet_dashboard,
+            webhooks.connected,
         ]
-        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone]
+        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone, webhooks.closed]
         self.messages_in = 0
         codes = self.activation_codes
         # The one door in (`execute`): each command class and the method that runs it.
@@ -176,8 +188,10 @@ class Hub:
             ListCodes: lambda cmd: codes.listing(),
             PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
             DeleteCode: lambda cmd: codes.delete(cmd.code),
+            **self.tasks.commands,
+            **webhooks.commands,
         }
-        self._host = Sender(broker.send, env.now_ms, admin.publish)
+        self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
 
@@ -206,6 +220,8 @@ class Hub:
         return given if session is None else session.identity
 
     def _restore(self, cmd: Restore) -> int:
+        if cmd.node:
+            self.env.node = cmd.node
         self.restore(cmd.state, cmd.records, cmd.version)
         return self.commit.last_n
 

@@ -1,7 +1,7 @@
 """Who a connection is, once authenticated: the principal behind it.
 
 A value of the core (the hub keys sessions, principals and groups by it);
-`wsserver.auth` makes one from a verified token or an activation code.
+`wsserver.tokens` makes one from a verified token or an activation code.
 
 An `Identity` is frozen, so the hub's record of a session and the connection
 that presented it can share it without either changing what the other sees.

@@ -378,8 +378,8 @@ class MemoryMessageStore:
         """What `to_state()` gives, for the snapshot writer, without copying the
         messages: they go as the store's own dicts (never changed in place) in a
         `StoredMessages` list, made JSON objects as they are encoded
-        (`storage.base.json_chunks`). The hub's view of a million stored
-        messages takes ~84 ms instead of seconds of copying in the hub actor."""
+        (`storage.base.json_chunks`). Copying them in the hub actor stopped a
+        large server for seconds (docs/BENCHMARKS.md, the snapshot's costs)."""
         state = self._state_without_messages()
         state["messages"] = StoredMessages(self.messages.values())
         return state
@@ -411,8 +411,8 @@ class MemoryMessageStore:
         messages = state["messages"]
         by_session: dict[str, list[int]] = {}
         for m in messages:
-            # The parties stay objects here: start-up costs ~1 µs less per
-            # message, and run_server freezes everything loaded (tune_gc), so no
+            # The parties stay objects here: start-up costs less per message,
+            # and run_server freezes everything loaded (tune_gc), so no
             # collection walks these messages anyway. `party()` reads both forms.
             sid = m.get("session_id")
             if sid is not None:
@@ -447,13 +447,14 @@ class MemoryMessageStore:
 # A dict that holds a container (a dict, a tuple) is tracked by the cyclic GC,
 # and CPython 3.11 untracks dicts only in full collections: every stored message
 # would be walked by each young collection after it was stored, and by every
-# full one until then (measured: ~18% of a server's CPU under direct-message
-# load, pauses of tens of ms). So each party is kept as its compact JSON text
-# (a str from orjson's output; bytes from the stdlib encoder for what orjson
-# refuses, e.g. integers over 64 bits, which orjson would read back as floats):
+# full one until then (a large share of a server's CPU under direct-message
+# load, and long pauses: docs/BENCHMARKS.md). So each party is kept as its
+# compact JSON text (a str from orjson's output; bytes from the stdlib encoder
+# for what orjson refuses, e.g. integers over 64 bits, which orjson would read
+# back as floats):
 # the message dict then holds only plain values and is never tracked at all.
-# Not orjson's bytes themselves: each holds the ~4 KiB buffer orjson wrote into
-# (orjson 3.13; measured 4,098 bytes per stored party), the str is its size.
+# Not orjson's bytes themselves: each holds the whole buffer orjson wrote into
+# (orjson 3.13; docs/BENCHMARKS.md), the str only its own size.
 # Records and snapshots keep the parties as JSON objects.
 
 

@@ -115,9 +115,9 @@ def migrate_messages_state(state: dict[str, Any]) -> dict[str, Any]:
         ids.sort()
     dedup: dict[str, list[int]] = {}
     for key, value in state["dedup"].items():
-        m = by_id.get(value[0])
-        if m is not None and m.get("cmid") is not None:
-            dedup[dedup_key(m["from_key"], m["cmid"])] = value
+        found = by_id.get(value[0])
+        if found is not None and found.get("cmid") is not None:
+            dedup[dedup_key(found["from_key"], found["cmid"])] = value
         elif key.count("|") == 3:
             group, user_type, user_id, cmid = key.split("|")
             dedup[dedup_key(principal_key(group, user_type, user_id), cmid)] = value

@@ -1,6 +1,6 @@
 """The durable stores' interfaces: what each component asks of its state.
 
-The hub's durable state lives in three stores, each behind a small protocol
+The hub's durable state lives in five stores, each behind a small protocol
 that the component using it depends on, with an in-process implementation
 (journaled and snapshotted through the hub's commit log, `core.commit`):
 
@@ -10,6 +10,10 @@ that the component using it depends on, with an in-process implementation
                                      -> core.crm_store.MemoryCrmStore
     CodeStore      the activation codes' run-time overrides
                                      -> core.activation_codes.MemoryCodeStore
+    TaskStore      the latest state of each user's tasks (SPEC 6.1)
+                                     -> core.tasks.MemoryTaskStore
+    WebhookStore   the webhook outbox, the undelivered checks, who was
+                   announced online  -> core.webhook_store.MemoryWebhookStore
 
 A store for a cluster implements the same protocol; the components' decisions
 (who may do what, who hears what) do not change.
@@ -20,12 +24,13 @@ Every store changes only through `apply(record)`, and `to_state` /
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from wsserver.core.keys import Key
 
-__all__ = ["CodeStore", "CrmStore", "MessageStore"]
+__all__ = ["CodeStore", "CrmStore", "MessageStore", "TaskStore", "WebhookStore"]
 
 
 class MessageStore(Protocol):
@@ -147,3 +152,69 @@ class CodeStore(Protocol):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace the overrides with a snapshot's."""
+
+
+class TaskStore(Protocol):
+    """The latest state of each user's tasks (`core.tasks`): by user id (comparison
+    form), by task id (comparison form), the entry of its last update."""
+
+    record_types: tuple[str, ...]
+
+    def tasks_of(self, user: str) -> Mapping[str, dict[str, Any]]:
+        """A user's task entries, least recently updated first."""
+
+    def live(self, entry: dict[str, Any], now: int) -> bool:
+        """Whether `entry` is still kept at `now` (ms): expired ones are never shown."""
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold a `task` record."""
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy for the snapshot."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's."""
+
+
+class WebhookStore(Protocol):
+    """The webhook outbox (`core.webhook_store` says what each part holds)."""
+
+    record_types: tuple[str, ...]
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last event made."""
+
+    @property
+    def events(self) -> Mapping[int, dict[str, Any]]:
+        """Events not yet acknowledged or dropped, by seq, oldest first."""
+
+    @property
+    def lanes(self) -> Mapping[str, deque[int]]:
+        """Each lane's events (seqs), oldest first."""
+
+    @property
+    def checks(self) -> Mapping[int, int]:
+        """Undelivered checks: message id -> when due (ms), in message-id order."""
+
+    @property
+    def online(self) -> Mapping[str, dict[str, Any]]:
+        """Lane -> the data of its `user_online` event not followed by `user_offline`."""
+
+    def head(self, lane: str) -> dict[str, Any] | None:
+        """The oldest event of `lane`."""
+
+    def __len__(self) -> int:
+        """Events queued."""
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold a `hook`, `hook_ack`, `hook_drop` or `hook_skip` record."""
+
+    def observe(self, rec: dict[str, Any]) -> None:
+        """Fold a direct message's `msg` or `status` record into the checks."""
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy for the snapshot."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's."""

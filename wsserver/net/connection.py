@@ -2,20 +2,22 @@
 
 - the reader (`run`, the connection's only long-lived task): reads the socket,
   parses frames (`wsserver.protocol.frames`), applies the inbound limits,
-  handles what concerns this connection only (heartbeat, ping, refresh,
-  first-message auth) and hands the rest to the hub actor (`Handle`).
-- writer (`wsserver.net.fastwrite.FrameWriter`, on a plain socket
+  answers what concerns this connection only (heartbeat, ping, refresh,
+  first-message auth: `wsserver.net.local_messages`) and hands the rest to
+  the hub actor (`Handle`).
+- writer (`wsserver.net.writer.FrameWriter`, on a plain socket
   `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
   it, in order. A frame is written straight from `deliver()` when nothing is
   queued and the socket takes it (no scheduler trip, fast path only);
   otherwise it is queued and a writer task, started in the connection's
   nursery only while there is a backlog, joins queued frames into one write.
-- timer (`tick`, run by the server's `Heartbeats` task): WebSocket pings, the
-  liveness timeout (4000), the auth timeout (4002), token expiry
-  (`token_expiring`, then 4001) and the write timeout (4008: a backlog the
-  peer has taken nothing of for `limits.write_timeout`; the writer asks for a
-  tick in time when its backlog starts). No task per connection: an idle
-  connection is one coroutine, a socket and a few small objects.
+- timer (`tick`, run by the server's `Heartbeats` task; what it does is
+  `wsserver.net.heartbeat.tick_connection`): WebSocket pings, the liveness
+  timeout (4000), the auth timeout (4002), token expiry (`token_expiring`,
+  then 4001) and the write timeout (4008: a backlog the peer has taken
+  nothing of for `limits.write_timeout`; the writer asks for a tick in time
+  when its backlog starts). No task per connection: an idle connection is
+  one coroutine, a socket and a few small objects.
 
 Every way of ending a connection goes through `close()`: it records the close
 code and the reason's text once, drops the queued frames (a frame already half
@@ -39,27 +41,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from wsserver.core.commands import Authenticate, Handle
+from wsserver.core.commands import Handle
 from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
-from wsserver.core.session import Refusal
-from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
-from wsserver.net.fastwrite import FrameWriter
-from wsserver.protocol.envelope import (
-    Inbound,
-    Wire,
-    binary_frame,
-    decode,
-    encode,
-    encode_error,
-    id_key,
-    text_frame,
-)
+from wsserver.net.heartbeat import tick_connection
+from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
+from wsserver.net.writer import FrameWriter
+from wsserver.protocol.envelope import Inbound, Wire, decode, encode, encode_error
 from wsserver.protocol.frames import (
     ABNORMAL,
     NO_STATUS,
@@ -68,57 +62,27 @@ from wsserver.protocol.frames import (
     FrameError,
     FrameParser,
     Ping,
+    binary_frame,
     close_frame,
-    ping_frame,
     pong_frame,
+    text_frame,
 )
 from wsserver.protocol.i18n import text
-from wsserver.protocol.messages import Auth, Refresh, Register, read
 
 if TYPE_CHECKING:
-    from wsserver.auth import TokenVerifier
-    from wsserver.config import Config, LimitsConfig
-    from wsserver.net.actor import HubActor
-    from wsserver.net.fastio import Flusher
-    from wsserver.net.heartbeat import Heartbeats
-    from wsserver.ops.metrics import Metrics
+    from wsserver.config import LimitsConfig
+    from wsserver.net.host import ConnectionHost
 
 log = logging.getLogger("wsserver.connection")
 
 CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
 BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
-TOKEN_WARN_BEFORE = 60.0  # seconds before `exp` that `token_expiring` is sent
 RECEIVE_SIZE = 65536  # bytes asked of the socket per read
-LOCAL_TYPES = frozenset({"heartbeat", "ping", "pong", "client_ready", "refresh", "auth", "register"})
-MAX_SAFE_INTEGER = 2**53  # what a JavaScript client reads back exactly
 FRAME_ERROR_KEYS = {
     CloseCode.PROTOCOL_ERROR: "protocol_error",
     CloseCode.INVALID_DATA: "invalid_utf8",
     CloseCode.TOO_BIG: "message_too_big",
 }
-
-
-class ConnectionHost(Protocol):
-    """What a connection uses of its server (`net.server.Server`): the live
-    config and verifier (a reload swaps them), the shared tasks, the hub's
-    actor, and the failed-credentials throttle."""
-
-    @property
-    def config(self) -> Config: ...
-    @property
-    def verifier(self) -> TokenVerifier: ...
-    @property
-    def metrics(self) -> Metrics: ...
-    @property
-    def flusher(self) -> Flusher: ...
-    @property
-    def heartbeats(self) -> Heartbeats: ...
-    @property
-    def actor(self) -> HubActor: ...
-    def auth_blocked(self, ip: str, via: str) -> bool: ...
-    def credential_failed(self, ip: str, reason: str) -> None: ...
-    def forget_connection(self, conn_id: str) -> None:
-        """Have the hub forget a connection (`Forget`), without waiting."""
 
 
 class Connection:
@@ -131,20 +95,19 @@ class Connection:
         "_close_queued",
         "_early",
         "_forgotten",
-        "_last_ping",
         "_limits",
         "_parser",
         "_scope",
-        "_wall_offset",
-        "_warned",
         "closing",
         "conn_id",
         "device_id",
         "echo",
         "eof",
         "expires_at",
+        "expiry_warned",
         "identity",
         "ip",
+        "last_ping",
         "last_seen",
         "messages_in",
         "messages_out",
@@ -153,6 +116,7 @@ class Connection:
         "server",
         "started",
         "timer_due",
+        "wall_offset",
         "writer",
     )
 
@@ -184,10 +148,10 @@ class Connection:
         now = trio.current_time()
         self.started = now
         self.last_seen = now
-        self._last_ping = now
-        self._warned = False
+        self.last_ping = now  # the timer's: its last ping
+        self.expiry_warned = False  # the timer's: `token_expiring` sent for this expiry
         self.timer_due: float | None = None
-        self._wall_offset = time.time() - now
+        self.wall_offset = time.time() - now  # wall clock minus trio clock
         self.messages_in = 0
         self.messages_out = 0
         self._limits: LimitsConfig | None = None
@@ -211,13 +175,13 @@ class Connection:
             data = text_frame(frame.encode())
         else:
             data = binary_frame(frame)
-        if not self._write(data, soon):
+        if not self.write_frame(data, soon):
             return False
         self.messages_out += 1
         self.server.metrics.frame_out(frame)
         return True
 
-    def _write(self, data: bytes, soon: bool = False) -> bool:
+    def write_frame(self, data: bytes, soon: bool = False) -> bool:
         """Send or queue one whole frame; False (and close 4008) when the queue is full."""
         writer = self.writer
         if writer is None:
@@ -297,7 +261,7 @@ class Connection:
     @property
     def last_seen_ms(self) -> int:
         """Wall-clock ms of the last frame or pong from the client (for the device list)."""
-        return int((self.last_seen + self._wall_offset) * 1000)
+        return int((self.last_seen + self.wall_offset) * 1000)
 
     @property
     def locale(self) -> str:
@@ -324,71 +288,18 @@ class Connection:
             )
         )
 
-    def _expiry(self) -> float | None:
-        """Token expiry on the trio clock, or None."""
-        expires_at = self.expires_at
-        if expires_at is None:
-            return None
-        return expires_at - self._wall_offset
-
-    # -- the timer (run by the server's Heartbeats task) -----------------------
+    # -- the timer (the server's Heartbeats task) -------------------------------
 
     def tick(self, now: float) -> float | None:
-        """Pings, liveness, auth and token deadlines; the next deadline, or None
+        """(The server's `Heartbeats` task.) Pings, liveness, auth, token and write
+        deadlines (`net.heartbeat.tick_connection`); the next deadline, or None
         once the connection is closing."""
-        if self.closing is not None or self._scope is None:
-            return None
-        # Read on every tick: a reload changes [heartbeat] and [auth] timings live.
-        cfg = self.server.config
-        hb = cfg.heartbeat
-        unauthenticated = self.identity is None and not self.echo
-        auth_deadline = self.started + cfg.auth.timeout
-        if unauthenticated and now >= auth_deadline:
-            self.close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
-            return None
-        if now - self.last_seen >= hb.timeout:
-            self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat_timeout")
-            return None
-        stalled_until = self._write_deadline(cfg.limits.write_timeout)
-        if stalled_until is not None and now >= stalled_until:
-            self.close(CloseCode.SLOW_CONSUMER, "slow_consumer")
-            return None
-        next_ping = self._last_ping + hb.interval
-        if now >= next_ping:
-            self._write(ping_frame())  # its pong (any frame) refreshes `last_seen`
-            if hb.app_ping:
-                self.reply(None, "ping", None)
-            self._last_ping = now
-            next_ping = now + hb.interval
-        due = min(next_ping, self.last_seen + hb.timeout)
-        if stalled_until is not None:
-            due = min(due, stalled_until)
-        if unauthenticated:
-            due = min(due, auth_deadline)
-        expiry = self._expiry()
-        if expiry is not None:
-            if now >= expiry + cfg.auth.expiry_grace:
-                self.close(CloseCode.AUTH_FAILED, "token_expired")
-                return None
-            warn_at = expiry - TOKEN_WARN_BEFORE
-            if now >= warn_at:
-                if not self._warned:
-                    self.reply(None, "token_expiring", {"expires_at": int(self.expires_at or 0)})
-                    self._warned = True
-            else:
-                self._warned = False  # a refresh moved the expiry
-                due = min(due, warn_at)
-            due = min(due, expiry + cfg.auth.expiry_grace)
-        if self.closing is not None:  # a write above found the queue full
-            return None
-        return due
+        return tick_connection(self, now, self.server.config)
 
-    def _write_deadline(self, write_timeout: float) -> float | None:
-        """When the writer's backlog will have waited `write_timeout` on a peer
-        that takes nothing, or None without a backlog."""
-        writer = self.writer
-        since = None if writer is None else writer.waiting_since
-        return None if since is None else since + write_timeout
+    @property
+    def reading(self) -> bool:
+        """True once `run` reads the socket (before, the timer has nothing to do)."""
+        return self._scope is not None
 
     def _writer_waits(self, since: float) -> None:
         """(FrameWriter, as a backlog starts waiting on the peer.) Have the timer
@@ -506,7 +417,7 @@ class Connection:
             pass
         peer_closed.set()
 
-    async def _read(self, transport: trio.abc.Stream, data: bytes) -> None:
+    async def _read(self, transport: trio.abc.Stream, data: bytes | bytearray) -> None:
         parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
         receive = transport.receive_some
         sock = raw_socket(transport)  # a plain TCP socket, fast paths on: read it directly
@@ -529,7 +440,7 @@ class Connection:
                         if msg is False or not await self._on_message_async(msg):
                             return
                     elif type(event) is Ping:
-                        self._write(pong_frame(event.payload))
+                        self.write_frame(pong_frame(event.payload))
                     elif type(event) is Close:
                         self.peer_close = (event.code, event.reason)
                         return
@@ -540,7 +451,7 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
             else:
-                # trio's receive_some is ~7 coroutines and a context manager deep,
+                # trio's receive_some is several coroutines and a context manager deep,
                 # all re-created per wait and alive while the connection waits
                 # (memory, and work for every GC collection): a plain recv().
                 # Nothing of the last message stays referenced while waiting: it
@@ -603,7 +514,7 @@ class Connection:
         """The slow path of `_on_message`: first-message auth, or a full hub actor
         inbox. False when the connection is closing."""
         if self.identity is None:
-            if not await self._first_message_auth(msg):
+            if not await first_message_auth(self, msg):
                 return False
             if msg.type in ("auth", "register"):
                 return True
@@ -631,101 +542,5 @@ class Connection:
             if not self.server.actor.tell_nowait(Handle(self.conn_id, msg)):
                 return msg
             return None
-        if mtype == "heartbeat":
-            extra: dict[str, Any] = {}
-            # seed 000 echoes the client's timestamp; only a plain integer is a
-            # timestamp (SPEC 3: integer ms), anything else gets the server's time
-            ts = msg.raw.get("timestamp")
-            valid = type(ts) is int and 0 <= ts < MAX_SAFE_INTEGER
-            extra["timestamp"] = ts if valid else self.now_ms()
-            if code is not None:
-                extra["activation_code"] = code
-            data = {"status": "ok", "message": text("heartbeat_ok", self.locale), "server_time": self.now_ms()}
-            self.reply(msg, "heartbeat_ack", data, **extra)
-        elif mtype == "ping":
-            self.reply(msg, "pong", {"server_time": self.now_ms()})
-        elif mtype == "refresh":
-            self._refresh(msg)
-        elif mtype in ("auth", "register"):
-            self.send_error(ProtocolError(ErrorCode.CONFLICT, "already_authenticated"), msg)
-        # pong and client_ready: liveness only, already counted
+        answer_local(self, msg)
         return None
-
-    def _refresh(self, msg: Inbound) -> None:
-        ident = self.identity
-        assert ident is not None
-        try:
-            if ident.is_device:
-                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "refresh_not_jwt")
-            token = read(msg.data, Refresh).token
-            try:
-                fresh = self.server.verifier.verify(token)
-            except AuthError as err:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, err.key, field="token") from None
-            if id_key(fresh.user_id) != id_key(ident.user_id) or id_key(fresh.user_type) != id_key(
-                ident.user_type
-            ):
-                raise ProtocolError(ErrorCode.FORBIDDEN, "refresh_user_mismatch", field="token")
-        except ProtocolError as err:
-            self.send_error(err, msg)
-            return
-        self.expires_at = fresh.expires_at
-        self.server.heartbeats.schedule(self, trio.current_time())  # new expiry deadlines
-        self.reply(
-            msg,
-            "token_refreshed",
-            {"expires_at": None if fresh.expires_at is None else int(fresh.expires_at), "message": text("token_refreshed", self.locale)},
-        )
-
-    async def _first_message_auth(self, msg: Inbound) -> bool:
-        """Authenticate from the first message; False when the connection is closing."""
-        server = self.server
-        if server.auth_blocked(self.ip, "first_message"):
-            self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "auth_throttled"), msg)
-            self.close_after_queued(CloseCode.RATE_LIMIT, "auth_throttled")
-            return False
-        device_id = self.device_id
-        device_info = None
-        try:
-            if msg.type == "auth":
-                identity = self.server.verifier.verify(read(msg.data, Auth).token)
-            elif msg.type == "register":
-                register = read(msg.data, Register)
-                identity = self.server.verifier.verify(register.token)
-                device_id = None if register.device_id is None else str(register.device_id)
-                device_info = register.device_info
-                claimed = register.user_id
-                if claimed is not None and id_key(claimed) != id_key(identity.user_id):
-                    raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
-            elif isinstance(msg.activation_code, str) and msg.activation_code:
-                identity = Identity(activation_code=msg.activation_code)
-            else:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, "auth_required")
-        except AuthError as err:  # a token that does not verify
-            server.credential_failed(self.ip, err.key)
-            self._auth_failed(ProtocolError(ErrorCode.UNAUTHORIZED, err.key), msg)
-            return False
-        except ProtocolError as err:  # no credential, or a misshapen message
-            server.metrics.auth_failed(err.key)
-            self._auth_failed(err, msg)
-            return False
-        settled = await server.actor.call(Authenticate(self.conn_id, identity, device_id, device_info, msg.id))
-        if isinstance(settled, Refusal):
-            if settled.status == 401:  # an unknown or disabled activation code
-                server.credential_failed(self.ip, settled.key)
-            code = ErrorCode.UNAUTHORIZED if settled.status == 401 else ErrorCode.CONFLICT
-            self.send_error(ProtocolError(code, settled.key), msg)
-            self.close_after_queued(settled.close_code, settled.key)
-            return False
-        self.identity = settled  # as the hub settled it (a desktop client's group)
-        self.expires_at = settled.expires_at
-        self.device_id = device_id
-        # the timer's next deadline was the auth timeout's: the token's own
-        # (its expiry warning, maybe due already) take over from now
-        server.heartbeats.schedule(self, trio.current_time())
-        return True
-
-    def _auth_failed(self, err: ProtocolError, msg: Inbound) -> None:
-        self.send_error(err, msg)
-        self.close_after_queued(CloseCode.AUTH_FAILED, err.key, **err.text_params())
-

@@ -9,7 +9,7 @@ delivered message costs and most of what every young GC collection walks
   `trio.SocketStream` / `trio.SocketListener` (`.socket._sock`, a trio
   internal); None for TLS, a test's memory stream, or with the switch off;
 - writes: `RawFrameWriter` (direct `send()`, a backlog in one `sendmsg()`) and
-  `Flusher` (the one task writing large fan-outs), keeping `net.fastwrite`'s
+  `Flusher` (the one task writing large fan-outs), keeping `net.writer`'s
   rules (order, whole frames, the write timeout);
 - reads: `receive_raw()`, a plain `recv()` that parks an idle reader on
   `Readiness`, an edge-triggered epoll set of our own (Linux);
@@ -39,7 +39,7 @@ from typing import Any
 import trio
 from trio.lowlevel import Abort, RunVar, Task
 
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.writer import FrameWriter
 
 HAVE_EPOLL = hasattr(select, "epoll")
 # Windows sockets have no sendmsg(): there the batch is joined and sent with send()

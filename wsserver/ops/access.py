@@ -1,7 +1,9 @@
 """Access log: one line per HTTP request and one per WebSocket session end.
 
 Both go to the `wsserver.access` logger at INFO, as readable text plus the same
-values as `extra` fields (which `log.format = "json"` writes as keys).
+values as `extra` fields (which `log.format = "json"` writes as keys). The same
+calls count the request or session in the server's `Metrics`, whatever the log
+level: one place sees each request and each session end.
 
 Invariants: no credential is ever written. The HTTP path is logged without its
 query string (where `?token=` would be), the one path segment that is a
@@ -16,9 +18,12 @@ and in the `extra` fields alike: one short line per request or session.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsserver.ops.logging import clean
+
+if TYPE_CHECKING:
+    from wsserver.ops.metrics import Metrics
 
 __all__ = ["log_request", "log_session", "safe_path", "session_user"]
 
@@ -37,15 +42,19 @@ def safe_path(raw_path: str) -> str:
 
 
 def log_request(
+    metrics: Metrics,
+    remote: str,
     method: str,
     raw_path: str,
     status: int,
     seconds: float,
     bytes_in: int,
     bytes_out: int,
-    remote: str,
 ) -> None:
-    """One line for one answered HTTP request."""
+    """One answered HTTP request: counted in `metrics`, and one line. (Bound to
+    `metrics` and the client's address, it is `net.http.serve_http`'s
+    `on_request_done`.)"""
+    metrics.http_request(method, status, seconds)
     if not log.isEnabledFor(logging.INFO):
         return
     path = safe_path(raw_path)
@@ -72,6 +81,7 @@ def session_user(identity: Any) -> str:
 
 
 def log_session(
+    metrics: Metrics,
     conn_id: str,
     identity: Any,
     remote: str,
@@ -80,7 +90,8 @@ def log_session(
     messages_out: int,
     close_code: int,
 ) -> None:
-    """One line for one ended WebSocket session."""
+    """One ended WebSocket session: its close code counted in `metrics`, and one line."""
+    metrics.session_closed(close_code)
     if not log.isEnabledFor(logging.INFO):
         return
     user = session_user(identity)

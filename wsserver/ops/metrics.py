@@ -24,8 +24,11 @@ Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `messages_out_total{type}`, `bytes_in_total`, `bytes_out_total`,
 `messages_dropped_total{reason}`, `closes_total{code}`,
 `slow_consumer_closes_total`, `http_requests_total{method,status}`,
-`background_failures_total{task}`, `http_request_duration_seconds` and
-`storage_fsync_seconds` (histograms).
+`background_failures_total{task}`, `webhooks_sent_total`,
+`webhooks_failed_total{reason}`, `webhooks_retried_total`,
+`webhooks_dropped_total{reason}`, `webhooks_queue`, and the histograms
+`http_request_duration_seconds`, `storage_fsync_seconds` and
+`webhooks_delivery_seconds`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -241,6 +245,34 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
+        self.webhooks_sent = Counter(
+            "wsserver_webhooks_sent", "Webhook events the receiver answered 2xx.", registry=r
+        )
+        self.webhooks_failed = Counter(
+            "wsserver_webhooks_failed",
+            "Failed webhook delivery attempts, by reason (http_4xx, http_5xx, http_other,"
+            " timeout, network); each is retried after the backoff.",
+            ["reason"],
+            registry=r,
+        )
+        self.webhooks_retried = Counter(
+            "wsserver_webhooks_retried", "Webhook delivery attempts that were retries.", registry=r
+        )
+        self.webhooks_dropped = Counter(
+            "wsserver_webhooks_dropped",
+            "Webhook events given up, by reason (max_age, queue_full).",
+            ["reason"],
+            registry=r,
+        )
+        self.webhooks_queue = Gauge(
+            "wsserver_webhooks_queue", "Webhook events waiting to be delivered.", registry=r
+        )
+        self.webhooks_delivery = Histogram(
+            "wsserver_webhooks_delivery_seconds",
+            "Time from a webhook event's making to its 2xx answer (retries included).",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0),
+        )
         self.types_in = _TypeCounts(known=())  # `count_types_in` says which are known
         self.types_out = _TypeCounts()
         self.bytes_in = 0
@@ -307,6 +339,28 @@ class Metrics:
     def background_failed(self, task: str) -> None:
         """A background task failed (`ops.background`); `task` is one of the server's names."""
         self.background_failures.labels(task).inc()
+
+    def webhook_sent(self, seconds: float) -> None:
+        """An event was delivered (2xx), `seconds` after it was made."""
+        self.webhooks_sent.inc()
+        self.webhooks_delivery.observe(seconds)
+
+    def webhook_failed(self, reason: str) -> None:
+        """A delivery attempt failed (`http_4xx`, `http_5xx`, `http_other`,
+        `timeout` or `network`)."""
+        self.webhooks_failed.labels(reason).inc()
+
+    def webhook_retried(self) -> None:
+        """A delivery attempt was a retry."""
+        self.webhooks_retried.inc()
+
+    def webhook_dropped(self, reason: str, n: int) -> None:
+        """`n` events were given up (`max_age` or `queue_full`)."""
+        self.webhooks_dropped.labels(reason).inc(n)
+
+    def webhook_queue(self, n: int) -> None:
+        """Events waiting to be delivered now."""
+        self.webhooks_queue.set(n)
 
     def http_request(self, method: str, status: int, seconds: float) -> None:
         """An HTTP request was answered."""

@@ -90,7 +90,7 @@ def valid_close_code(code: int) -> bool:
     return code in _VALID_CLOSE or 3000 <= code <= 4999
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     """XOR `payload` with the 4-byte `mask`, repeated (one big-int operation in C)."""
     n = len(payload)
     if n == 0:
@@ -129,7 +129,7 @@ class FrameParser:
 
     def __init__(self, max_message_size: int) -> None:
         self.max_message_size = max_message_size
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._parts: list[bytes] | None = None  # fragments of the message in progress
         self._part_op = 0
         self._part_size = 0
@@ -140,7 +140,7 @@ class FrameParser:
         """Bytes held for an incomplete frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes | bytearray) -> list[Event]:
         if self.closed:
             return []
         buf = self._buf + data if self._buf else data

@@ -1,7 +1,7 @@
 """The RFC 6455 opening handshake's server side, sans-IO: the answer to an
 upgrade request, and the 101 that accepts it.
 
-`net.server` hands every upgrade to a WebSocket path (a `GET` whose `Upgrade`
+`net.admission` hands every upgrade to a WebSocket path (a `GET` whose `Upgrade`
 names `websocket` and whose `Connection` names `upgrade`) to `answer_upgrade()`,
 the server's only handshake: a valid request gets its `Sec-WebSocket-Accept`
 value (then `response_101()`), anything else a `Refused` status, answered with

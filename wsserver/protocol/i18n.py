@@ -121,6 +121,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "plan_expired_text": ("您的{plan_name}套餐已过期", "Your {plan_name} plan has expired"),
     "test_notification_title": ("测试通知", "Test notification"),
     "test_notification_text": ("这是一条测试消息，WebSocket连接正常", "This is a test message: the WebSocket connection works"),
+    "webhooks_off": ("未配置 Webhook（{field} 为空）", "webhooks are off ({field} is empty)"),
 }
 
 

@@ -668,7 +668,12 @@ class WsServerClient {
       } else if (d.q) {
         if (link) ch.postMessage({ leader: me });
       } else if (d.leader) {
-        if (!link && d.leader !== leader && !this._closed) { leader = d.leader; this._attach((op) => ch.postMessage({ from: me, op })); }
+        if (!link && d.leader !== leader && !this._closed) {
+          // a new leader: the old one went, and its connection with it
+          if (leader && this.state === "connected") this._in({ o: "state", s: { state: "reconnecting", reason: "the tab holding the connection went away" } });
+          leader = d.leader;
+          this._attach((op) => ch.postMessage({ from: me, op }));
+        }
       } else if (d.to === me || (d.to === "*" && this._ready)) this._in(d.m);
     };
     this._bye = () => { abort.abort(); if (!link) ch.close(); };

@@ -194,7 +194,7 @@ def encode_record(n: int, record: Mapping[str, Any]) -> bytes:
     line = {"n": n, **record}
     try:
         if _plain_json(line):
-            # `+ b"\n"` also copies: orjson's own bytes keep its ~4 KiB buffer
+            # `+ b"\n"` also copies: orjson's own bytes keep its whole output buffer
             return orjson.dumps(line) + b"\n"
     except TypeError:  # integers beyond 64 bits, keys that are not str, lone surrogates
         pass
@@ -209,15 +209,16 @@ _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
 def _plain_json(value: Any) -> bool:
     """Whether `value` is built of exactly dict, list, tuple, str, int, bool, None
-    and finite floats: then orjson encodes it as the stdlib would (~2.5x faster
-    with this check). Anything else (NaN, infinities, subclasses, types orjson
+    and finite floats: then orjson encodes it as the stdlib would, faster even
+    with this check (docs/BENCHMARKS.md). Anything else (NaN, infinities, subclasses, types orjson
     knows and the stdlib refuses, such as datetime or UUID) goes to the stdlib,
     which decides."""
     kind = type(value)
     if kind in _JSON_SCALARS:
         return True
     if kind is float:
-        return value - value == 0.0  # NaN and infinities give NaN
+        difference: float = value - value  # NaN and infinities give NaN
+        return difference == 0.0
     if kind is dict:
         return all(map(_plain_json, value.values()))
     if kind is list or kind is tuple:

@@ -39,17 +39,14 @@ Invariants:
   tries again.
   Any other unreadable line or snapshot stops `load` with a `StorageError` that
   names the file and place, and the files are left as they are.
-- `load` scans a clean journal in one pass over its text; at the first thing
-  that is not clean it reads line by line instead, which is what judges and
-  reports the fault. The cyclic GC is paused while the files are parsed.
+- `load` reads the files with `storage.reader` (a clean journal in one pass,
+  a damaged one line by line), with the cyclic GC paused while they are parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
-import json
 import math
 import os
 import time
@@ -61,7 +58,7 @@ from typing import Any, BinaryIO, Final
 import attrs
 import trio
 
-from wsserver._version import OLDEST_STATE_VERSION, STATE_VERSION
+from wsserver._version import OLDEST_STATE_VERSION
 from wsserver.storage.base import (
     FSYNC_MODES,
     DurableNotifier,
@@ -76,12 +73,12 @@ from wsserver.storage.base import (
 )
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.private import FILE_MODE, open_private, private_dir
+from wsserver.storage.reader import SNAPSHOT_VERSION, read_journal, read_snapshot
 
 __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]
 
 SNAPSHOT_FILE: Final = "snapshot.json"
 JOURNAL_FILE: Final = "journal.jsonl"
-SNAPSHOT_VERSION: Final = STATE_VERSION
 FLUSH_TIMEOUT: Final = 10.0
 """How long the writer may keep flushing after it was cancelled."""
 
@@ -360,7 +357,7 @@ class FileStorage(DurableNotifier):
                         await self._in_thread(self._write_lines, data)
                     else:
                         # Without an fsync the write only reaches the page cache:
-                        # a few µs, cheaper than a hop to a worker thread and back.
+                        # cheaper than a hop to a worker thread and back.
                         self._write_lines(data)
                     self._lines_written(lines)
             finally:
@@ -506,176 +503,3 @@ class FileStorage(DurableNotifier):
 
 def _write_error(path: Path, exc: OSError) -> StorageError:
     return StorageError(f"{path}: cannot write: {exc.strerror or exc}", path=str(path))
-
-
-# -- reading (start-up) --------------------------------------------------------
-
-
-def read_snapshot(path: Path) -> tuple[dict[str, Any] | None, int, int]:
-    """The snapshot's state, number and format version, or `(None, 0,
-    SNAPSHOT_VERSION)` when there is no snapshot.
-
-    Raises `StorageError` naming the file and byte offset for anything unreadable.
-    """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None, 0, SNAPSHOT_VERSION
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
-
-    def fail(detail: str, offset: int | None = None) -> StorageError:
-        where = "" if offset is None else f" at byte {offset}"
-        return StorageError(f"{path}: {detail}{where}", path=str(path), offset=offset)
-
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise fail("invalid UTF-8", exc.start) from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        offset = len(text[: exc.pos].encode("utf-8"))
-        raise fail(f"invalid JSON ({exc.msg})", offset) from None
-    if not isinstance(document, dict):
-        raise fail("not a snapshot (expected a JSON object)")
-    version = document.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not (
-        OLDEST_STATE_VERSION <= version <= SNAPSHOT_VERSION
-    ):
-        raise fail(
-            f"unknown snapshot version {version!r} (this server reads versions "
-            f"{OLDEST_STATE_VERSION} to {SNAPSHOT_VERSION})"
-        )
-    n = document.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise fail(f'invalid record number "n": {n!r}')
-    state = document.get("state")
-    if not isinstance(state, dict):
-        raise fail('"state" is not a JSON object')
-    return state, n, version
-
-
-@attrs.frozen
-class JournalScan:
-    """What `read_journal` found: the records after the snapshot, the highest number
-    seen, and where a torn last line starts (None when there is none)."""
-
-    records: list[dict[str, Any]]
-    last_n: int
-    torn_at: int | None
-
-
-def read_journal(path: Path, *, after: int) -> JournalScan:
-    """Parse the journal, keeping the records numbered above `after` (the snapshot's).
-
-    A last line without a newline or not valid JSON is a torn write: it is left
-    out (with a warning) and `torn_at` says where it starts. Any other bad line,
-    or numbers that do not increase, raise `StorageError` naming the line.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return JournalScan([], after, None)
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
-    fast = _scan_clean_journal(data, after)
-    if fast is not None:
-        return fast
-    records: list[dict[str, Any]] = []
-    last_n = after
-    previous_n = 0
-    start = 0
-    for line_no in itertools.count(1):
-        if start >= len(data):
-            break
-        end = data.find(b"\n", start)
-        is_last = end == -1 or end + 1 == len(data)
-        record, problem, torn = _parse_line(data[start:] if end == -1 else data[start:end])
-        if end == -1:
-            problem, torn = problem or "incomplete line (no newline)", True
-        if problem is not None:
-            if is_last and torn:
-                log.warning("%s line %d: dropping a torn last line: %s", path, line_no, problem)
-                return JournalScan(records, last_n, start)
-            raise StorageError(f"{path} line {line_no}: {problem}", path=str(path), line=line_no)
-        assert record is not None
-        n = record["n"]
-        if n <= previous_n:
-            raise StorageError(
-                f"{path} line {line_no}: record number {n} does not follow {previous_n}",
-                path=str(path),
-                line=line_no,
-            )
-        previous_n = n
-        if n > after:
-            if n != last_n + 1:
-                log.warning(
-                    "%s line %d: records %d..%d are missing", path, line_no, last_n + 1, n - 1
-                )
-            records.append(record)
-            last_n = n
-        start = end + 1
-    return JournalScan(records, last_n, None)
-
-
-_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-"""The scanner `json.loads` uses (same settings): one JSON value at an index of a str."""
-
-
-def _scan_clean_journal(data: bytes, after: int) -> JournalScan | None:
-    """`read_journal`'s result for a journal without any fault, in one pass over the
-    whole text, or None as soon as anything is unusual (bad UTF-8 or JSON, a line
-    that is not exactly one object with a valid increasing "n", a missing newline,
-    a gap in the numbers), so that the line-by-line reading finds it and says what
-    and where. Lines `json.loads` accepts are scanned by the same scanner, so a
-    clean journal gives the same records either way.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    end = len(text)
-    if end and text[-1] != "\n":
-        return None  # a torn last line
-    scan_once = _SCAN_ONCE
-    records: list[dict[str, Any]] = []
-    append = records.append
-    last_n = after
-    previous_n = 0
-    pos = 0
-    try:
-        while pos < end:
-            record, pos = scan_once(text, pos)
-            if text[pos] != "\n" or type(record) is not dict:
-                return None
-            pos += 1
-            n = record.get("n")
-            if type(n) is not int or n <= previous_n:  # also n < 1: previous_n starts at 0
-                return None
-            previous_n = n
-            if n > after:
-                if n != last_n + 1:
-                    return None  # missing records: the slow path warns
-                append(record)
-                last_n = n
-    except (StopIteration, ValueError, IndexError):  # JSONDecodeError is a ValueError
-        return None
-    return JournalScan(records, last_n, None)
-
-
-def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None, bool]:
-    """A journal line as `(record, None, False)`, or `(None, what is wrong, torn)`
-    where `torn` says the damage is what an interrupted write leaves (bad JSON)."""
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "invalid UTF-8", True
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON ({exc.msg} at column {exc.colno})", True
-    if not isinstance(record, dict):
-        return None, "not a record (expected a JSON object)", False
-    n = record.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        return None, f'invalid record number "n": {n!r}', False
-    return record, None, False

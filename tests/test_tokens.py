@@ -1,4 +1,4 @@
-"""Tests for wsserver.auth: who a token or activation code says a client is.
+"""Tests for wsserver.tokens: who a token or activation code says a client is.
 
 Plain functions, no sockets. pyjwt reads the wall clock for `exp` and `nbf`, so
 tokens are minted already expired (or not yet valid) rather than moving a clock.
@@ -23,18 +23,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from wsserver.auth import (
+from wsserver.config import Config, load_config
+from wsserver.errors import AuthError
+from wsserver.tokens import (
     SECRET_FILE,
-    Credentials,
     Identity,
     TokenVerifier,
-    credentials_from_handshake,
     identity_from_claims,
     load_or_create_secret,
     mint_token,
 )
-from wsserver.config import Config, load_config
-from wsserver.errors import AuthError
 
 # 64 bytes: long enough for HS512 too, so pyjwt raises no InsecureKeyLengthWarning.
 SECRET = "s" * 64
@@ -455,58 +453,6 @@ def test_mint_token_without_a_private_key_needs_an_hs_algorithm(
     config = key_config(tmp_path, rsa_keys[1], ["RS256"])
     with pytest.raises(ValueError):
         mint_token(config, {"user_id": 1}, ttl=60)
-
-
-# --- credentials from the handshake ---------------------------------------------------
-
-
-def headers(**values: str):
-    """A case-insensitive header lookup like the HTTP layer's."""
-    table = {k.replace("_", "-").lower(): v for k, v in values.items()}
-    return lambda name: table.get(name.lower())
-
-
-def test_bearer_header_wins_over_token_query_parameter():
-    creds = credentials_from_handshake(
-        headers(Authorization="Bearer from-header"), {"token": "from-query"}
-    )
-    assert creds.token == "from-header"
-
-
-def test_bearer_scheme_is_case_insensitive():
-    assert credentials_from_handshake(headers(Authorization="bearer abc"), {}).token == "abc"
-
-
-def test_token_query_parameter_is_used_without_a_bearer_header():
-    assert credentials_from_handshake(headers(), {"token": "q"}).token == "q"
-    basic = credentials_from_handshake(headers(Authorization="Basic dXNlcjpwdw=="), {"token": "q"})
-    assert basic.token == "q"
-
-
-def test_empty_bearer_header_falls_back_to_the_query_token():
-    creds = credentials_from_handshake(headers(Authorization="Bearer   "), {"token": "q"})
-    assert creds.token == "q"
-
-
-def test_no_credentials_gives_nothing():
-    assert credentials_from_handshake(headers(), {}) == Credentials()
-
-
-def test_activation_code_comes_from_the_query():
-    creds = credentials_from_handshake(headers(), {"activation_code": "CODE1"})
-    assert creds.activation_code == "CODE1"
-    assert creds.token is None
-
-
-def test_activation_code_comes_from_the_x_activation_code_header():
-    creds = credentials_from_handshake(headers(X_Activation_Code="CODE2"), {})
-    assert creds.activation_code == "CODE2"
-
-
-def test_device_id_comes_from_the_query():
-    creds = credentials_from_handshake(headers(), {"token": "t", "device_id": "pc-1"})
-    assert creds.device_id == "pc-1"
-    assert credentials_from_handshake(headers(), {}).device_id is None
 
 
 # --- Identity -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The outbound byte path (`wsserver.net.fastio.RawFrameWriter` over
-`wsserver.net.fastwrite.FrameWriter`) on real loopback sockets:
+`wsserver.net.writer.FrameWriter`) on real loopback sockets:
 order, partial writes, control frames never interleaved with a half-written
 frame, dropping a queue without tearing a frame, a writer task only while
 there is a backlog; the flusher that writes large fan-outs."""
@@ -18,7 +18,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, Tex
 from tests.conftest import MemoryClient
 from wsserver.net import fastio
 from wsserver.net.fastio import Flusher, RawFrameWriter, frame_writer, raw_socket
-from wsserver.net.fastwrite import FrameWriter
+from wsserver.net.writer import FrameWriter
 from wsserver.protocol.envelope import encode, text_frame
 from wsserver.protocol.frames import close_frame, pong_frame
 

@@ -1,5 +1,5 @@
-"""Who a connection is: JWT verification, activation codes, credentials from a handshake
-(the `Identity` they yield is a core value, `core.identity`).
+"""JWTs: their verification into an `Identity` (a core value, `core.identity`), the
+generated secret of a data directory, and minting (`wsserver gentoken`, tests).
 
 Invariants:
 - `none` is never accepted, whatever the configuration says; a token whose
@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import jwt
 from jwt.algorithms import HMACAlgorithm
 from jwt.warnings import InsecureKeyLengthWarning
@@ -35,38 +34,13 @@ from wsserver.errors import AuthError
 if TYPE_CHECKING:
     from wsserver.config import Config
 
-log = logging.getLogger("wsserver.auth")
+log = logging.getLogger("wsserver.auth")  # the name operators filter the logs by
 
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 KEY_ALGORITHMS = frozenset({"RS256", "ES256"})
 _HMAC_HASHES = {"HS256": HMACAlgorithm.SHA256, "HS384": HMACAlgorithm.SHA384, "HS512": HMACAlgorithm.SHA512}
 SECRET_FILE = "jwt_secret"
-
-
-@attrs.frozen
-class Credentials:
-    """What a client presented: a token, an activation code, or nothing yet."""
-
-    token: str | None = None
-    activation_code: str | None = None
-    device_id: str | None = None
-
-
-def credentials_from_handshake(
-    header: Any, query: dict[str, str]
-) -> Credentials:
-    """Credentials in SPEC order: Bearer header, `?token=`, then activation code
-    from `?activation_code=` or `X-Activation-Code`. `header(name)` looks a header up."""
-    token = None
-    auth = header("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        token = auth[7:].strip() or None
-    if token is None:
-        token = query.get("token") or None
-    code = query.get("activation_code") or header("x-activation-code") or None
-    device_id = query.get("device_id") or None
-    return Credentials(token=token, activation_code=code, device_id=device_id)
 
 
 def load_or_create_secret(data_dir: str | os.PathLike[str]) -> str:
@@ -230,7 +204,7 @@ class TokenVerifier:
         return identity_from_claims(claims)
 
     def _decode(self, token: str, key: Any, algorithms: list[str]) -> dict[str, Any]:
-        return self._jwt.decode(  # type: ignore[no-any-return]
+        return self._jwt.decode(
             token,
             key,
             algorithms=algorithms,

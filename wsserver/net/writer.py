@@ -25,6 +25,14 @@ extends it for plain TCP sockets with writes that need no scheduler trip
 - `write_soon()` is what large fan-outs use: here the same as `write_nowait()`;
   the raw writer leaves such frames to the server's one `Flusher`.
 
+- A frame that must wait and carries a coalescing key
+  (`protocol.coalesce.KeyedFrame`, e.g. a task's `_progress`) replaces a
+  frame of the same key still waiting unsent, in that frame's place, instead
+  of queueing behind it; a keyed frame that does not `replaces` (a task's
+  `_start` or `_complete`) is a barrier: it is queued, and no later frame of
+  its key replaces one queued before it. Plain frames are never looked at:
+  the check is made only when a frame has to be queued.
+
 Server frames are unmasked and identical for every recipient, so callers hand
 the same `bytes` object to many writers (`Wire.frame`). The queue is bounded by
 the caller (`frames` counts queued frames).
@@ -38,6 +46,8 @@ from typing import Any
 
 import trio
 
+from wsserver.protocol.coalesce import KeyedFrame
+
 MAX_BATCH = 256 * 1024  # bytes written by one sendmsg()/send_all() of the writer task
 MAX_IOV = 512  # buffers per sendmsg() (Linux allows 1024)
 
@@ -49,6 +59,16 @@ class _Marker:
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
+
+
+class _Keyed(_Marker):
+    """A queued keyed frame that a newer frame of its key may still replace."""
+
+    __slots__ = ("frame", "key")
+
+    def __init__(self, frame: KeyedFrame) -> None:
+        self.frame = frame
+        self.key = frame.key
 
 
 Item = bytes | memoryview | _Marker
@@ -64,6 +84,7 @@ class FrameWriter:
 
     __slots__ = (
         "_busy",
+        "_latest",
         "_partial",
         "_running",
         "_spawn",
@@ -87,6 +108,7 @@ class FrameWriter:
         self._partial = False  # pending[0] is the rest of a frame already started
         self._busy = False  # the writer task is inside a send_all() that may be partial
         self._running = False  # a writer task exists (or, raw, the flusher owns the queue)
+        self._latest: dict[Any, _Keyed] | None = None  # key -> its replaceable frame queued
         self._spawn = spawn
         self.on_wait = on_wait
         self.broken = False
@@ -110,15 +132,45 @@ class FrameWriter:
         """Take the queue back from the flusher (the raw writer's; nothing here)."""
 
     def _queue(self, item: Item) -> None:
+        if item.__class__ is KeyedFrame:  # (plain frames: this one check)
+            assert isinstance(item, KeyedFrame)
+            if self._coalesce(item):
+                return
+            if item.replaces:
+                item = self._hold(item)
         pending = self.pending
         if pending is None:
             pending = self.pending = deque()
         pending.append(item)
-        if not isinstance(item, _Marker):
+        if not isinstance(item, _Marker) or item.__class__ is _Keyed:
             self.frames += 1
         if not self._running:
             self._running = True
             self._spawn(self._run)
+
+    def _coalesce(self, frame: KeyedFrame) -> bool:
+        """A keyed frame about to be queued: True when it replaced the waiting frame
+        of its key (nothing more to queue). A barrier ends its key's replacing."""
+        latest = self._latest
+        if not latest:
+            return False
+        if not frame.replaces:
+            latest.pop(frame.key, None)
+            return False
+        held = latest.get(frame.key)
+        if held is None:
+            return False
+        held.frame = frame
+        return True
+
+    def _hold(self, frame: KeyedFrame) -> _Keyed:
+        """Queue `frame` in a holder a newer frame of its key can replace."""
+        held = _Keyed(frame)
+        latest = self._latest
+        if latest is None:
+            latest = self._latest = {}
+        latest[held.key] = held
+        return held
 
     def call_when_written(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything queued before it has been written."""
@@ -137,9 +189,10 @@ class FrameWriter:
         if self._partial:
             keep.append(pending[0])
         # markers stay (a flush() may wait on one); callers' callbacks see `closing`
-        keep.extend(item for item in pending if isinstance(item, _Marker))
+        keep.extend(item for item in pending if item.__class__ is _Marker)
         self.pending = keep
         self.frames = 1 if self._partial else 0
+        self._latest = None
 
     @property
     def idle(self) -> bool:
@@ -208,6 +261,15 @@ class FrameWriter:
         while pending and size < MAX_BATCH and len(batch) < MAX_IOV:
             item = pending[0]
             if isinstance(item, _Marker):
+                if isinstance(item, _Keyed):  # a frame, as it is now: replaceable no more
+                    pending.popleft()
+                    self.frames -= 1
+                    latest = self._latest
+                    if latest and latest.get(item.key) is item:
+                        del latest[item.key]
+                    batch.append(item.frame)
+                    size += len(item.frame)
+                    continue
                 if batch:
                     break
                 pending.popleft()
@@ -222,8 +284,9 @@ class FrameWriter:
     def _discard(self) -> None:
         """The transport broke: drop the queued frames, run the markers."""
         assert self.pending is not None
-        markers = [i for i in self.pending if isinstance(i, _Marker)]
+        markers = [i for i in self.pending if i.__class__ is _Marker]
         self.pending.clear()
         self.frames = 0
+        self._latest = None
         for marker in markers:
             marker.callback()

@@ -1,0 +1,158 @@
+"""The webhook outbox's durable state, without I/O: the events waiting for a 2xx,
+the undelivered-message checks still to run, and who was announced online.
+
+`MemoryWebhookStore` keeps it in this process, journaled and snapshotted
+through the hub's commit log; it implements `core.stores.WebhookStore`, what
+the webhooks component (`core.webhooks`) asks of its store. A cluster keeps
+the same state in Redis behind the same protocol.
+
+Records (each applied when appended and again at replay):
+
+    hook       an event: {seq, id, event, time, node, lane, data[, check]}
+    hook_ack   the receiver answered 2xx: {seq}
+    hook_drop  events given up: {seqs, reason} ("max_age", "queue_full")
+    hook_skip  undelivered checks that found no message to report: {mids}
+
+and, folded in as they pass (`observe`), the direct messages' own records:
+a `msg` record of a direct message starts its undelivered check (when the
+event is enabled), a `status` record `delivered` or `read` ends it.
+
+Invariants:
+
+- `events` holds every event not yet acknowledged or dropped, in `seq` order,
+  which is the order they were made in; `lanes[lane]` holds the seqs of one
+  lane (a principal) in the same order, and a lane with no event is absent.
+- `seq` only grows (it is derived from the records), so an event's place
+  survives restarts.
+- `checks` maps a direct message's id to the time (ms) its check is due, in
+  message-id order; a check ends with its message's `delivered`/`read`
+  record, with the `hook` record of its event (`check`), or a `hook_skip`.
+  So a restart neither loses a check nor runs one twice.
+- `online` maps a lane to the data of its last `user_online` event while no
+  `user_offline` event followed it: the principals the receiver believes
+  online.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["MemoryWebhookStore"]
+
+_DONE = frozenset(("delivered", "read"))
+
+
+class MemoryWebhookStore:
+    """The outbox, the undelivered checks and the online set, in memory.
+
+    `undelivered_after_ms` is the delay of the undelivered check, or None when
+    `message_undelivered` is off (no checks are started then). `track_online`:
+    keep the online set (only worth it while `user_offline` is on: else it
+    would only grow).
+    """
+
+    record_types: tuple[str, ...] = ("hook", "hook_ack", "hook_drop", "hook_skip")
+    observed_types: tuple[str, ...] = ("msg", "status")
+
+    def __init__(self, undelivered_after_ms: int | None = None, track_online: bool = True) -> None:
+        self.undelivered_after_ms = undelivered_after_ms
+        self.track_online = track_online
+        self.seq = 0
+        self.events: dict[int, dict[str, Any]] = {}
+        self.lanes: dict[str, deque[int]] = {}
+        self.checks: dict[int, int] = {}
+        self.online: dict[str, dict[str, Any]] = {}
+
+    # -- reading -------------------------------------------------------------------
+
+    def head(self, lane: str) -> dict[str, Any] | None:
+        """The oldest event of `lane`, or None when it has none."""
+        seqs = self.lanes.get(lane)
+        return self.events[seqs[0]] if seqs else None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    # -- the only mutations --------------------------------------------------------
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold one of the outbox's own records into the state."""
+        kind = rec["t"]
+        if kind == "hook":
+            seq = rec["seq"]
+            self.events[seq] = rec
+            if seq > self.seq:
+                self.seq = seq
+            lane = rec["lane"]
+            seqs = self.lanes.get(lane)
+            if seqs is None:
+                self.lanes[lane] = deque((seq,))
+            else:
+                seqs.append(seq)
+            check = rec.get("check")
+            if check is not None:
+                self.checks.pop(check, None)
+            name = rec["event"]
+            if name == "user_online":
+                if self.track_online:
+                    self.online[lane] = rec["data"]
+            elif name == "user_offline":
+                self.online.pop(lane, None)
+        elif kind == "hook_ack":
+            self._remove((rec["seq"],))
+        elif kind == "hook_drop":
+            self._remove(rec["seqs"])
+        elif kind == "hook_skip":
+            for mid in rec["mids"]:
+                self.checks.pop(mid, None)
+        else:
+            raise ValueError(f"unknown record type {kind!r}")
+
+    def observe(self, rec: dict[str, Any]) -> None:
+        """Fold a direct-message record (`msg`, `status`) into the checks."""
+        if rec["t"] == "msg":
+            after = self.undelivered_after_ms
+            # a direct message (not a persisted push) starts its check
+            if after is not None and rec.get("push") is None:
+                self.checks[rec["id"]] = rec["time"] + after
+        elif rec["status"] in _DONE:
+            self.checks.pop(rec["id"], None)
+
+    def _remove(self, seqs: Iterable[int]) -> None:
+        for seq in seqs:
+            event = self.events.pop(seq, None)
+            if event is None:
+                continue
+            lane = event["lane"]
+            lane_seqs = self.lanes[lane]
+            if lane_seqs[0] == seq:
+                lane_seqs.popleft()
+            else:
+                lane_seqs.remove(seq)
+            if not lane_seqs:
+                del self.lanes[lane]
+
+    # -- snapshot ------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A detached, JSON-able copy of the state."""
+        return {
+            "seq": self.seq,
+            "events": [dict(e) for e in self.events.values()],
+            "checks": [[mid, due] for mid, due in self.checks.items()],
+            "online": {lane: dict(data) for lane, data in self.online.items()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's (lanes are derived from the events)."""
+        self.seq = state["seq"]
+        self.events = {}
+        self.lanes = {}
+        for event in state["events"]:
+            self.events[event["seq"]] = event
+            self.lanes.setdefault(event["lane"], deque()).append(event["seq"])
+        # checks of an event since turned off are not kept
+        self.checks = {} if self.undelivered_after_ms is None else {mid: due for mid, due in state["checks"]}
+        self.online = dict(state["online"]) if self.track_online else {}

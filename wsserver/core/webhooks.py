@@ -1,0 +1,432 @@
+"""Webhook events to the business backend (SPEC 6.2): which events, when, and the
+outbox's delivery schedule, without I/O.
+
+`Webhooks` is a component of the hub. It decides the events:
+
+- `user_online` when a user principal gets its first connection, `user_offline`
+  when its last one is forgotten (whatever closed it: the peer, a heartbeat
+  timeout, a kick, 4008, an eviction), read from presence in the hub's
+  `on_authenticated` / `on_closed` hooks. Desktop clients (activation codes)
+  are no users and have none.
+- `message_undelivered` when a direct message is still `sent` (no `delivered`
+  or `read` receipt) `webhooks.undelivered_after` seconds after it was sent.
+  The check is durable (`core.webhook_store`): started by the message's own
+  record, ended by its receipt or by the event, so a restart neither loses
+  nor repeats it; a check found due after a restart runs at once.
+- after a restart, `user_offline` (`reason: "restart"`) for every principal
+  the receiver was told is online and that has no connection now (a kill -9
+  could not say goodbye).
+
+Each event is a `hook` record through the commit log, appended in the same
+command as the state change that caused it, so it is journaled with it. Its
+`id` is a random UUID (hex), unique whatever happens to the data directory.
+
+The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
+and reports each attempt (`WebhookDone`); this component keeps the schedule:
+
+- Order per principal (a lane): a lane's next event is handed out only after
+  its previous one was acknowledged (2xx, a durable `hook_ack`) or dropped;
+  other lanes go on meanwhile.
+- Only durable events are handed out (a crash cannot take back an event the
+  receiver has seen).
+- A failed attempt makes its lane wait `FIRST_RETRY` seconds, doubling per
+  failure up to `webhooks.max_backoff`; a success resets it.
+- A receiver that fails `PROBE_AFTER` attempts in a row, whatever the
+  principals, counts as down: then only one attempt is made at a time, the
+  next one after the backoff of the streak, so a receiver that is down gets
+  a probe now and then rather than every principal's retries; the first
+  success ends it. (A single event the receiver refuses does not stop the
+  others: their successes break the streak.)
+- Events older than `webhooks.max_age` are dropped (`hook_drop`, counted by
+  reason); a new event beyond `webhooks.max_queue` drops the oldest.
+- The schedule (ready lanes, lanes in flight, retry times) is not durable:
+  after a restart every lane with events is ready and is tried at once.
+
+Nothing is made while `webhooks.url` is empty, nor for an event left out of
+`webhooks.events`. All `[webhooks]` keys are read once (restart keys).
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from wsserver.core.commands import (
+    WebhookBatch,
+    WebhookDelivery,
+    WebhookDone,
+    WebhookDue,
+    WebhookPing,
+    WebhookStart,
+)
+from wsserver.core.commit import CommitLog
+from wsserver.core.env import Env
+from wsserver.core.keys import escape, split_key
+from wsserver.core.message_store import party
+from wsserver.core.presence import Presence
+from wsserver.core.session import Session
+from wsserver.core.stores import MessageStore, WebhookStore
+from wsserver.core.webhook_store import MemoryWebhookStore
+from wsserver.protocol.envelope import id_key
+
+__all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
+
+FIRST_RETRY = 0.5
+"""Seconds before the first retry of a failed event; then doubling."""
+
+PROBE_AFTER = 8
+"""Failed attempts in a row (any principals, no success between) after which
+the receiver counts as down: then one attempt at a time, themselves spaced by
+the backoff, until one succeeds."""
+
+
+def backoff(failures: int, max_backoff: float) -> float:
+    """Seconds a lane waits after its `failures`-th failure in a row."""
+    return float(min(max_backoff, FIRST_RETRY * 2 ** min(failures - 1, 32)))
+
+
+def lane_of(user_type: str, user_id: str) -> str:
+    """The lane (order key) of the user principal (`user_type`, `user_id`), both in
+    their comparison form, escaped as `core.keys` does (injective)."""
+    return f"{escape(user_type)}|{escape(user_id)}"
+
+
+class Webhooks:
+    """The events and the outbox's schedule (see the module docstring)."""
+
+    observed_types: tuple[str, ...] = ("msg", "status")
+    """The direct messages' records the undelivered checks follow (`observe`)."""
+
+    def __init__(
+        self,
+        commit: CommitLog,
+        presence: Presence,
+        env: Env,
+        messages: MessageStore,
+        *,
+        group_id: Callable[[str, Any], Any],
+        store: WebhookStore | None = None,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.commit = commit
+        self.presence = presence
+        self.env = env
+        self.messages = messages
+        self.group_id = group_id  # a group's id as replies echo it (`Hub.group_id`)
+        self.new_id = new_id
+        cfg = env.config.webhooks
+        self.enabled = frozenset(cfg.events) if cfg.url else frozenset()
+        after = int(cfg.undelivered_after * 1000) if "message_undelivered" in self.enabled else None
+        if store is None:
+            store = MemoryWebhookStore(after, track_online="user_offline" in self.enabled)
+        self.store: WebhookStore = store
+        self.record_types = self.store.record_types
+        self.max_backoff = cfg.max_backoff
+        self.max_age_ms = int(cfg.max_age * 1000)
+        self.max_queue = cfg.max_queue
+        # the schedule (not durable)
+        self._ready: dict[str, None] = {}  # lanes whose head may go now, in order
+        self._in_flight: set[str] = set()
+        self._failures: dict[str, int] = {}  # lane -> failures in a row of its head
+        self._retry_at: dict[str, int] = {}  # lane -> when (ms) its head may go again
+        self._retries: list[tuple[int, str]] = []  # heap of (retry_at, lane); stale entries skipped
+        self._streak = 0  # failed attempts in a row, any lane
+        # while the receiver counts as down: when (ms) the next probe may go, the
+        # lane of the probe in flight, and the probes failed so far
+        self._probe_at = 0
+        self._probe_lane: str | None = None
+        self._probes = 0
+        self._wake: Callable[[], None] | None = None
+        self._armed = False  # the sender waits: wake it for new work
+        self._sleep_until: int | None = None  # when (ms) it wakes by itself
+        self.dropped: dict[str, int] = {}  # since start, by reason
+        self.commands: dict[type[Any], Callable[[Any], Any]] = {
+            WebhookStart: self.start,
+            WebhookDue: self.due,
+            WebhookDone: self.done,
+            WebhookPing: self.ping,
+        }
+
+    # -- durable state (the store's) ----------------------------------------------------
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold one of the outbox's records into the store."""
+        self.store.apply(rec)
+
+    def observe(self, rec: dict[str, Any]) -> None:
+        """Fold a direct message's record into the undelivered checks; a waiting
+        sender is woken when a new check falls due before it wakes by itself."""
+        self.store.observe(rec)
+        if self._armed and rec["t"] == "msg":
+            at = self.store.checks.get(rec["id"])
+            if at is not None and (self._sleep_until is None or at < self._sleep_until):
+                self._wake_sender()
+
+    def to_state(self) -> dict[str, Any]:
+        """The snapshot of the store."""
+        return self.store.to_state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the store's state with a snapshot's."""
+        self.store.load_state(state)
+
+    @property
+    def checking(self) -> bool:
+        """Whether direct messages start undelivered checks (their records are observed)."""
+        return "message_undelivered" in self.enabled
+
+    # -- the events ---------------------------------------------------------------------
+
+    def connected(self, session: Session) -> None:
+        """(A connection authenticated.) `user_online` for a principal's first one."""
+        ident = session.identity
+        if "user_online" not in self.enabled or ident is None or ident.is_device:
+            return
+        if len(self.presence.of_principal(ident.principal)) == 1:
+            self._emit("user_online", _lane(ident.principal), _presence_data(session))
+
+    def closed(self, session: Session) -> None:
+        """(A connection was forgotten.) `user_offline` when it was its principal's last."""
+        ident = session.identity
+        if "user_offline" not in self.enabled or ident is None or ident.is_device:
+            return
+        if not self.presence.of_principal(ident.principal):
+            self._emit("user_offline", _lane(ident.principal), _presence_data(session))
+
+    def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
+        """Record one event (dropping the oldest when the queue is full) and have a
+        waiting sender woken once it is durable."""
+        store = self.store
+        if len(store) >= self.max_queue:
+            oldest = next(iter(store.events))
+            self._drop([oldest], "queue_full")
+        rec: dict[str, Any] = {
+            "t": "hook",
+            "seq": store.seq + 1,
+            "id": self.new_id(),
+            "event": name,
+            "time": self.env.now_ms(),
+            "node": self.env.node,
+            "lane": lane,
+            "data": data,
+        }
+        if check is not None:
+            rec["check"] = check
+        self.commit.record(rec)
+        if lane not in self._in_flight and lane not in self._retry_at:
+            self._ready[lane] = None
+        # once durable, wake the sender if it waits by then (it may be asking right
+        # now, in `due`, and find the event not durable yet)
+        self.commit.after_commit(self._wake_sender)
+
+    def _wake_sender(self) -> None:
+        if self._armed and self._wake is not None:
+            self._armed = False
+            self._wake()
+
+    def _drop(self, seqs: list[int], reason: str) -> None:
+        """Give up events (counted by `reason`); their lanes go on with the next ones."""
+        events = self.store.events
+        lanes = {events[seq]["lane"] for seq in seqs}
+        self.commit.record({"t": "hook_drop", "seqs": seqs, "reason": reason})
+        self.dropped[reason] = self.dropped.get(reason, 0) + len(seqs)
+        for lane in lanes:
+            self._lane_moved(lane)
+
+    def _undelivered(self, now: int) -> None:
+        """Run the undelivered checks that fell due: `message_undelivered` for each
+        message still `sent` (a `hook_skip` for one no longer kept)."""
+        checks = self.store.checks
+        due = []
+        for mid, at in checks.items():
+            if at > now:
+                break
+            due.append(mid)
+        gone = []
+        for mid in due:
+            m = self.messages.message(mid)
+            if m is None:
+                if self.messages.stored(mid) is None:
+                    gone.append(mid)  # forgotten (else not durable yet: next time)
+                continue
+            group, user_type, user_id = split_key(m["to_key"])
+            to = party(m, "to")
+            data = {
+                "user_id": to.get("user_id", user_id),
+                "user_type": to.get("user_type"),
+                "group_id": self.group_id(group or "", None),
+                "message_id": mid,
+                "seq": m["seq"],
+                "session_id": m.get("session_id"),
+                "from": party(m, "from"),
+                "text": m["text"],
+                "message_type": m.get("message_type", "text"),
+                "sent_at": m["time"],
+                "status": m["status"],
+            }
+            self._emit("message_undelivered", lane_of(user_type or "", user_id), data, check=mid)
+        if gone:
+            self.commit.record({"t": "hook_skip", "mids": gone})
+
+    def _expire(self, now: int) -> None:
+        """Drop the events older than `webhooks.max_age`."""
+        cutoff = now - self.max_age_ms
+        old = []
+        for seq, event in self.store.events.items():
+            if event["time"] > cutoff:
+                break
+            old.append(seq)
+        if old:
+            self._drop(old, "max_age")
+
+    def _lane_moved(self, lane: str) -> None:
+        """A lane's head was acknowledged or dropped: ready with its next event, or gone."""
+        if self.store.head(lane) is None:
+            self._ready.pop(lane, None)
+            self._failures.pop(lane, None)
+            self._retry_at.pop(lane, None)
+        elif lane not in self._in_flight and lane not in self._retry_at:
+            self._ready[lane] = None
+
+    # -- the sender's commands ----------------------------------------------------------
+
+    def start(self, cmd: WebhookStart) -> None:
+        """`WebhookStart`: a fresh schedule, every lane ready; the principals still
+        believed online without a connection get their `user_offline`."""
+        self._wake = cmd.wake
+        self._armed = False
+        self._in_flight.clear()
+        self._failures.clear()
+        self._retry_at.clear()
+        self._retries.clear()
+        self._streak = self._probe_at = self._probes = 0
+        self._probe_lane = None
+        self._ready = dict.fromkeys(self.store.lanes)
+        if "user_offline" not in self.enabled:
+            return
+        for lane, data in list(self.store.online.items()):
+            principal = ("user", id_key(data.get("user_type")), id_key(data.get("user_id")))
+            if not self.presence.of_principal(principal):
+                self._emit("user_offline", lane, {**data, "reason": "restart"})
+
+    def due(self, cmd: WebhookDue) -> WebhookBatch:
+        """`WebhookDue`: run the checks and expiries that fell due, hand out up to
+        `limit` durable events, one per lane, and say when to ask again."""
+        now = self.env.now_ms()
+        self._undelivered(now)
+        self._expire(now)
+        retries, retry_at, ready = self._retries, self._retry_at, self._ready
+        while retries and retries[0][0] <= now:
+            at, lane = heapq.heappop(retries)
+            if retry_at.get(lane) == at:
+                del retry_at[lane]
+                ready[lane] = None
+        durable = self.commit.durable_upto
+        store = self.store
+        limit = cmd.limit
+        probing = self._streak >= PROBE_AFTER
+        if probing:  # the receiver is down: one probe at a time
+            limit = 0 if self._in_flight or now < self._probe_at else min(limit, 1)
+        deliveries: list[WebhookDelivery] = []
+        done: list[str] = []
+        for lane in ready:
+            if len(deliveries) >= limit:
+                break
+            head = store.head(lane)
+            if head is None:
+                done.append(lane)
+            elif head.get("n", 0) <= durable:
+                done.append(lane)
+                body = {k: head[k] for k in ("id", "event", "time", "node", "data")}
+                deliveries.append(WebhookDelivery(head["seq"], lane, body, self._failures.get(lane, 0) + 1))
+        for lane in done:
+            del ready[lane]
+        self._in_flight.update(d.lane for d in deliveries)
+        if probing and deliveries:
+            self._probe_lane = deliveries[0].lane
+        wake = self._next_due()
+        self._sleep_until = wake
+        self._armed = True
+        return WebhookBatch(
+            tuple(deliveries),
+            None if wake is None else max(0.0, (wake - now) / 1000),
+            len(store),
+            dict(self.dropped),
+        )
+
+    def _next_due(self) -> int | None:
+        """When (ms) the next retry, check or expiry falls due, if any."""
+        times = []
+        # (ready lanes left over wait for a durable event or an answer, which wake
+        # the sender; only while probing do they wait for the clock)
+        if self._streak < PROBE_AFTER:
+            if self._retries:
+                times.append(self._retries[0][0])
+        elif not self._in_flight and (self._ready or self._retries):
+            # down: the next probe, not before its time
+            first = self._probe_at if self._ready else self._retries[0][0]
+            times.append(max(first, self._probe_at))
+        for at in self.store.checks.values():
+            times.append(at)
+            break
+        for event in self.store.events.values():
+            times.append(event["time"] + self.max_age_ms + 1)
+            break
+        return min(times) if times else None
+
+    def done(self, cmd: WebhookDone) -> None:
+        """`WebhookDone`: acknowledge the event, or schedule its retry."""
+        lane = cmd.lane
+        self._in_flight.discard(lane)
+        event = self.store.events.get(cmd.seq)
+        if cmd.ok or event is None:  # (None: dropped while in flight)
+            if event is not None:
+                self.commit.record({"t": "hook_ack", "seq": cmd.seq})
+                self._streak = 0
+                self._probe_lane = None
+            self._failures.pop(lane, None)
+            self._lane_moved(lane)
+            return
+        now = self.env.now_ms()
+        self._streak += 1
+        if self._streak == PROBE_AFTER:  # the receiver now counts as down
+            self._probes = 0
+            self._probe_at = now + int(backoff(1, self.max_backoff) * 1000)
+        elif self._streak > PROBE_AFTER and lane == self._probe_lane:
+            self._probes += 1
+            self._probe_at = now + int(backoff(self._probes + 1, self.max_backoff) * 1000)
+        failures = self._failures[lane] = self._failures.get(lane, 0) + 1
+        at = now + int(backoff(failures, self.max_backoff) * 1000)
+        self._retry_at[lane] = at
+        heapq.heappush(self._retries, (at, lane))
+
+    def ping(self, cmd: WebhookPing) -> dict[str, Any]:
+        """`WebhookPing`: a `ping` event's body, made now and never queued."""
+        env = self.env
+        return {"id": self.new_id(), "event": "ping", "time": env.now_ms(), "node": env.node, "data": {}}
+
+
+
+def _lane(principal: tuple[str, ...]) -> str:
+    return lane_of(principal[1], principal[2])
+
+
+def _presence_data(session: Session) -> dict[str, Any]:
+    """What `user_online` / `user_offline` say of a connection (seed 002's device
+    and connection tables)."""
+    ident = session.identity
+    assert ident is not None
+    return {
+        "user_id": ident.user_id,
+        "user_type": ident.user_type,
+        "group_id": ident.group_id,
+        "username": ident.username,
+        "conn_id": session.conn_id,
+        "device_id": session.device_id,
+        "device_info": session.device_info,
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "connected_at": int(session.connected_at * 1000),
+    }

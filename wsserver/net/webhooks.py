@@ -1,0 +1,213 @@
+"""The webhook sender: one trio task that delivers the outbox's events over HTTP.
+
+The hub only appends events (`core.webhooks`); this task asks it for what is
+due (`WebhookDue`), POSTs each event with httpx outside the hub actor, and
+reports every attempt (`WebhookDone`: a 2xx removes the event, anything
+else schedules a retry after the backoff). The hub decides the order and
+the retries; here is only the waiting on the network:
+
+- At most `MAX_IN_FLIGHT` requests at once, one per principal (the hub hands
+  out a principal's next event only after its previous one ended), so a
+  receiver that hangs holds this many requests and nothing else: the hub
+  never waits on it.
+- Each attempt is bounded by `webhooks.timeout` as a whole (connect, send,
+  answer); at most `MAX_ANSWER_BYTES` of the answer are read.
+- Each attempt is signed afresh (`protocol.webhook`).
+- Between rounds the task sleeps until the hub wakes it (a new durable
+  event, a check that falls due sooner) or until the next retry, check or
+  expiry is due.
+
+It runs only when `webhooks.url` is set, under `Background.keep_running`
+("webhooks"): a failure of the task itself is logged, counted and retried,
+and `/readyz` names it meanwhile; a restart tells the hub (`WebhookStart`),
+which hands out again what was in flight. A receiver that fails is not a
+failure of the task: it is counted in the metrics
+(`wsserver_webhooks_failed_total{reason}`) and logged once per streak.
+
+httpx is imported when the task starts, so `wsserver version` and servers
+without webhooks never load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from wsserver.core.commands import (
+    WebhookBatch,
+    WebhookDelivery,
+    WebhookDone,
+    WebhookDue,
+    WebhookStart,
+)
+from wsserver.protocol.webhook import event_body, event_headers
+
+if TYPE_CHECKING:
+    import httpx
+
+    from wsserver.config import Config
+    from wsserver.net.actor import HubActor
+    from wsserver.ops.metrics import Metrics
+
+__all__ = ["MAX_ANSWER_BYTES", "MAX_IN_FLIGHT", "WebhookSender"]
+
+log = logging.getLogger("wsserver.webhooks")
+
+MAX_IN_FLIGHT = 16
+"""Deliveries at once (each to another principal)."""
+MAX_ANSWER_BYTES = 65536
+"""Bytes of a receiver's answer read at most (only its status counts)."""
+MIN_WAIT = 0.01
+"""Seconds the task sleeps at least between two rounds that found nothing to send."""
+
+
+class WebhookHost(Protocol):
+    """What the sender uses of its server (`net.server.Server`)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def actor(self) -> HubActor: ...
+    @property
+    def metrics(self) -> Metrics: ...
+
+
+class WebhookSender:
+    """Delivers the hub's webhook events (see the module docstring)."""
+
+    def __init__(self, host: WebhookHost) -> None:
+        self.host = host
+        self.in_flight = 0
+        self._woken = trio.Event()
+        self._dropped: dict[str, int] = {}  # totals already counted in the metrics
+        self._failing = False  # in a streak of failed attempts (logged once)
+        self._scope: trio.CancelScope | None = None  # the running round's, for `stop()`
+        self._stopped = False
+
+    def wake(self) -> None:
+        """(Called by the hub, in the actor.) Something became deliverable."""
+        self._woken.set()
+
+    def stop(self) -> None:
+        """Stop delivering (shutdown: before the last snapshot, so that no answer
+        arrives for the journal once it is closed). Unanswered events stay queued."""
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver events until cancelled or stopped."""
+        with trio.CancelScope() as self._scope:
+            if self._stopped:
+                self._scope.cancel()
+            await self._run(task_status)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        import httpx  # here, not at import: see the module docstring
+
+        actor = self.host.actor
+        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+        timeout = self.host.config.webhooks.timeout
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client, trio.open_nursery() as nursery:
+            self.in_flight = 0
+            self._woken = trio.Event()
+            await actor.call(WebhookStart(self.wake))
+            task_status.started()
+            while True:
+                self._woken = trio.Event()
+                batch = await actor.call(WebhookDue(MAX_IN_FLIGHT - self.in_flight))
+                self._count(batch)
+                for delivery in batch.deliveries:
+                    self.in_flight += 1
+                    nursery.start_soon(self._deliver, client, delivery)
+                wait = math.inf if batch.wait is None else max(batch.wait, MIN_WAIT)
+                with trio.move_on_after(wait):
+                    await self._woken.wait()
+
+    def _count(self, batch: WebhookBatch) -> None:
+        metrics = self.host.metrics
+        metrics.webhook_queue(batch.queued)
+        for reason, total in batch.dropped.items():
+            new = total - self._dropped.get(reason, 0)
+            if new > 0:
+                metrics.webhook_dropped(reason, new)
+                log.warning("webhook events dropped (%s): %d", reason, new)
+            self._dropped[reason] = total
+
+    async def _deliver(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
+        """One attempt at one event, reported to the hub."""
+        status, error = await self.post(client, delivery.event)
+        ok = error is None and status is not None and 200 <= status < 300
+        self.in_flight -= 1
+        await self.host.actor.call(WebhookDone(delivery.seq, delivery.lane, ok))
+        metrics = self.host.metrics
+        if delivery.attempt > 1:
+            metrics.webhook_retried()
+        if ok:
+            metrics.webhook_sent(max(0.0, time.time() - delivery.event["time"] / 1000))
+            if self._failing:
+                self._failing = False
+                log.info("webhook receiver answers 2xx again")
+        else:
+            reason = _status_reason(status) if error is None else error.partition(":")[0]
+            metrics.webhook_failed(reason)
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "webhook %s (%s) not delivered: %s; retrying with backoff",
+                    delivery.event["event"], delivery.event["id"], error or f"HTTP {status}",
+                )  # fmt: skip
+        self._woken.set()
+
+    async def post(self, client: httpx.AsyncClient, event: dict[str, Any]) -> tuple[int | None, str | None]:
+        """POST one signed event: (the receiver's status, None), or (None, why not:
+        `"timeout"` or `"network: <what>"`)."""
+        import httpx
+
+        cfg = self.host.config.webhooks
+        body = event_body(event)
+        headers = event_headers(event["event"], body, cfg.secret, int(time.time()))
+        with trio.move_on_after(cfg.timeout):
+            try:
+                async with client.stream("POST", cfg.url, content=body, headers=headers) as answer:
+                    read = 0
+                    async for chunk in answer.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_ANSWER_BYTES:
+                            break
+                    return answer.status_code, None
+            except httpx.TimeoutException:
+                return None, "timeout"
+            except httpx.HTTPError as exc:
+                return None, f"network: {type(exc).__name__}"
+        return None, "timeout"
+
+    async def ping(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Send one event now, outside the outbox (`POST /api/webhooks/test`):
+        `{id, status, ok, error, elapsed_ms}`."""
+        import httpx
+
+        cfg = self.host.config.webhooks
+        started = trio.current_time()
+        async with httpx.AsyncClient(timeout=cfg.timeout) as client:
+            status, error = await self.post(client, event)
+        return {
+            "id": event["id"],
+            "status": status,
+            "ok": status is not None and 200 <= status < 300,
+            "error": error,
+            "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
+        }
+
+
+def _status_reason(status: int | None) -> str:
+    """The metrics' reason for a non-2xx answer."""
+    if status is not None and 400 <= status < 500:
+        return "http_4xx"
+    if status is not None and 500 <= status < 600:
+        return "http_5xx"
+    return "http_other"
