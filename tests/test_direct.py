@@ -551,6 +551,22 @@ def test_seed_003_message_without_receiver_is_invalid_naming_receiver():
     expect_error(a_out, "invalid_message", "receiver")
 
 
+def test_seed_003_faults_inside_data_are_named_by_their_dotted_path():
+    hub = make()
+    a, a_out = online(hub, ALICE)
+    for data, field in (({"content": 5}, "data.content"), ({"text": "hi", "client_msg_id": []}, "data.client_msg_id")):
+        hub.handle(a, decode(json.dumps({"event": "message", "receiver": {"id": "bob"}, "data": data})))
+        expect_error(a_out, "invalid_message", field)
+
+
+def test_user_message_echoes_the_recipient_it_was_addressed_to():
+    hub = make()
+    a, _ = online(hub, ALICE)
+    _, b_out = online(hub, BOB)
+    send(hub, a, "user_message", {"to": "bob", "text": "hi", "to_user_id": "someone else"})
+    assert [m["to_user_id"] for m in data_of(b_out, "new_message")] == ["bob"]
+
+
 def test_user_types_separate_principals_with_the_same_id():
     hub = make()
     a, _ = online(hub, ALICE)
@@ -947,6 +963,7 @@ def test_typing_flag_that_is_not_a_boolean_is_invalid():
         ({"to_user_id": "bob", "message": "x", "client_msg_id": False}, "client_msg_id"),
         ({"to_user_id": "bob", "message": "x", "message_type": 3}, "message_type"),
         ({"to_user_id": "bob", "message": "x", "session_id": {"s": 1}}, "session_id"),
+        ({"to_user_id": "bob", "message": "x", "session_id": True}, "session_id"),
         ("hello bob", "data"),
         (["bob", "hi"], "data"),
         (None, "data"),

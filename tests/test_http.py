@@ -12,6 +12,8 @@ import pytest
 import trio
 import trio.testing
 
+from wsserver.api import bodies
+from wsserver.api.routes import json_reply
 from wsserver.net.http import (
     ConnectionGone,
     HttpError,
@@ -19,14 +21,11 @@ from wsserver.net.http import (
     HttpResponse,
     RequestHead,
     Router,
-    error_reply,
-    json_reply,
-    optional,
     read_request_head,
-    require,
     respond_and_close,
     serve_http,
 )
+from wsserver.shapes import Shape
 
 MAX_HEADER = 16 * 1024
 MAX_BODY = 1024
@@ -39,10 +38,14 @@ async def user_online(req: HttpRequest) -> HttpResponse:
     return json_reply({"user_id": req.params["user_id"], "is_online": False})
 
 
+@attrs.define
+class Echo(Shape):
+    type: str
+
+
 async def echo(req: HttpRequest) -> HttpResponse:
-    data = req.json_object()
-    require(data, "type", str)
-    return json_reply(data)
+    bodies.read(req, Echo, 32)
+    return json_reply(bodies.read(req, dict[str, object], 32))
 
 
 async def boom(req: HttpRequest) -> HttpResponse:
@@ -73,7 +76,7 @@ async def run_server(
         except ConnectionGone:
             return
         except HttpError as err:
-            await respond_and_close(stream, error_reply(err, locale))
+            await respond_and_close(stream, err.response(locale))
             return
         await serve_http(
             stream,
@@ -336,7 +339,7 @@ async def test_a_refusal_to_a_peer_that_does_not_read_ends_after_write_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     _silent_client, server_stream = trio.testing.lockstep_stream_pair()
-    refusal = error_reply(HttpError(429, "too_many_ip_connections"))
+    refusal = HttpError(429, "too_many_ip_connections").response()
     with trio.fail_after(60):
         await respond_and_close(server_stream, refusal, write_timeout=5.0)
     assert trio.current_time() == pytest.approx(5.0)
@@ -489,7 +492,7 @@ async def test_refused_upgrade_gets_a_json_error_and_close(
     head, conn, _ = await read_request_head(server_stream, max_header_bytes=MAX_HEADER)
     assert head.is_websocket_upgrade
     async with trio.open_nursery() as nursery:
-        refusal = error_reply(HttpError(401, "token_expired"), "en")
+        refusal = HttpError(401, "token_expired").response("en")
         nursery.start_soon(functools.partial(respond_and_close, conn=conn), server_stream, refusal)
         reply = await client.receive()
         await client_stream.aclose()
@@ -582,21 +585,6 @@ def test_json_reply_and_error_reply_are_compact_utf8() -> None:
     assert (
         json_reply({"a": "你"}).body == '{"code":0,"message":"success","data":{"a":"你"}}'.encode()
     )
-    err = error_reply(HttpError(400, "field_missing", field="type"), "en")
+    err = HttpError(400, "field_missing", field="type").response("en")
     assert err.status == 400
     assert err.body == b'{"code":400,"message":"missing field: type","field":"type"}'
-
-
-def test_require_checks_json_types_and_names_the_field() -> None:
-    data = {"n": 1, "flag": True, "s": "x", "id": 5, "none": None}
-    assert require(data, "n", int) == 1
-    assert require(data, "n", float) == 1
-    assert require(data, "id", (str, int)) == 5
-    with pytest.raises(HttpError) as info:
-        require(data, "flag", int)
-    assert (info.value.status, info.value.field) == (400, "flag")
-    assert "expected integer" in info.value.message
-    with pytest.raises(HttpError, match="missing field: none"):
-        require(data, "none", str)
-    assert optional(data, "absent", bool, False) is False
-    assert optional(data, "flag", bool, False) is True

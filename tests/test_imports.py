@@ -4,8 +4,8 @@ Every module's imports are read from its source (`ast`, nothing is imported):
 at module level, inside functions, and under `if TYPE_CHECKING:` alike, since
 a type-only import is still a dependency a reader has to follow. The layers:
 
-    errors, _version                 import nothing of wsserver
-    config/                          errors only
+    errors, _version, shapes         import nothing of wsserver (the leaves)
+    config/                          the leaves only
     protocol/                        the leaves
     core/                            protocol and the leaves (config only for types)
     storage/                         the leaves
@@ -19,7 +19,12 @@ a type-only import is still a dependency a reader has to follow. The layers:
 
 and, besides: no import circle between modules of the package; only the hub
 actor (`wsserver.net.actor`) imports `wsserver.core.hub`; the sans-IO layers
-(core/, protocol/) import neither trio nor any WebSocket or HTTP I/O library.
+(core/, protocol/, and the shapes they structure inputs with) import neither
+trio nor any WebSocket or HTTP I/O library.
+
+`shapes` is a leaf because the scalar rules it says once are the
+configuration's as well as the wire format's and the HTTP API's, and
+`config` may import nothing but leaves.
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ def layer(module: str) -> str:
     """The layer a package module belongs to."""
     if module in ("wsserver", "wsserver.__main__", "wsserver.embed"):
         return "entry"
+    if module == "wsserver.shapes" or module.startswith("wsserver.shapes."):
+        return "shapes"
     if module in ("wsserver.errors", "wsserver._version", "wsserver.tokens"):
         return module.removeprefix("wsserver.").lstrip("_")
     name = module.split(".")[1]
@@ -121,11 +128,12 @@ def layer(module: str) -> str:
     return name
 
 
-LEAVES = {"errors", "version"}
+LEAVES = {"errors", "version", "shapes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "version": set(),
-    "config": {"errors", "config"},
+    "shapes": {"shapes"},
+    "config": LEAVES | {"config"},
     "protocol": LEAVES | {"protocol"},
     "core": LEAVES | {"protocol", "core"},
     "storage": LEAVES | {"storage"},
@@ -226,7 +234,7 @@ def test_no_import_circle_between_modules_of_the_package() -> None:
     assert circles == []
 
 
-@pytest.mark.parametrize("package", ["wsserver.core", "wsserver.protocol"])
+@pytest.mark.parametrize("package", ["wsserver.core", "wsserver.protocol", "wsserver.shapes"])
 def test_the_sans_io_layers_import_no_io_library(package: str) -> None:
     io_libraries = {"trio", "trio_websocket", "h11", "wsproto", "socket", "asyncio", "selectors"}
     wrong = [

@@ -29,14 +29,15 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 import trio
 
-from wsserver.api.routes import install, parse_publish
+from wsserver.api.bodies import parse_publish
+from wsserver.api.routes import install, publish_durably
 from wsserver.api.static import add_client_routes
 from wsserver.config import Config, load_config
-from wsserver.core.commands import AddHandler, AfterCommit, Publish, Stats
+from wsserver.core.commands import AddHandler, Publish, Stats
 from wsserver.net.http import HttpError
 from wsserver.net.local_messages import LOCAL_TYPES
 from wsserver.net.server import Server, run_server
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from wsserver.core.commands import HostRequest
     from wsserver.core.identity import Identity
 
-__all__ = ["HostContext", "HostHandler", "HubHandle", "run", "serve"]
+__all__ = ["HostContext", "HostHandler", "HubHandle", "PublishTarget", "run", "serve"]
 
 HostHandler = Callable[["HostContext", Any], None]
 """`fn(ctx, data)`: handles one client message of a host-defined type."""
@@ -59,21 +60,30 @@ HOST_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 ConfigSource = Config | str | os.PathLike[str]
 
 
-def _publish_request(
-    mtype: str,
-    data: Any,
-    *,
-    max_depth: int,
-    user_id: Any,
-    user_ids: Any,
-    group_id: Any,
-    room: Any,
-    all: bool,
-    user_type: Any,
-    persist: bool,
-) -> Publish:
-    """The `Publish` for these arguments, checked by the HTTP API's own rules
-    (nesting at most `max_depth`, `limits.max_json_depth`); ValueError if not."""
+class PublishTarget(TypedDict, total=False):
+    """Who a host's publish reaches, as `POST /api/publish` names it: exactly one
+    of a user (`user_id`), users (`user_ids`), a group (`group_id`), a room of a
+    group (`room` + `group_id`) or everyone (`all=True`); `user_type` narrows any
+    target, `group_id` narrows users. With `persist`, users without a
+    connection get it in their mailbox. (The keywords of both `publish`
+    methods, declared once.)"""
+
+    user_id: Any
+    user_ids: Any
+    group_id: Any
+    room: str | None
+    all: bool
+    user_type: Any
+    persist: bool
+
+
+def _publish_request(mtype: str, data: Any, target: Mapping[str, Any], *, max_depth: int) -> Publish:
+    """The `Publish` for a host's arguments, checked by the HTTP API's own rules
+    (nesting at most `max_depth`, `limits.max_json_depth`); ValueError if not,
+    TypeError for a keyword `PublishTarget` does not know."""
+    for name in target:
+        if name not in PublishTarget.__optional_keys__:
+            raise TypeError(f"publish() got an unexpected keyword argument {name!r}")
     if too_deep({"data": data}, max_depth):  # first: json.dumps recurses
         raise ValueError(f"data is nested deeper than {max_depth}")
     try:
@@ -83,18 +93,12 @@ def _publish_request(
     body: dict[str, Any] = {"type": mtype, "data": data}
     if lone_surrogate(body):
         raise ValueError("a string holds a lone surrogate (not valid Unicode)")
-    given = {
-        "user_id": user_id,
-        "user_ids": user_ids,
-        "group_id": group_id,
-        "room": room,
-        "user_type": user_type,
-    }
-    body.update({k: v for k, v in given.items() if v is not None})
-    if all:
-        body["all"] = True
-    if persist:
-        body["persist"] = True
+    for name, value in target.items():
+        if name in ("all", "persist"):  # flags: given when true
+            if value:
+                body[name] = True
+        elif value is not None:
+            body[name] = value
     if isinstance(body.get("user_ids"), tuple | set | frozenset):
         body["user_ids"] = list(body["user_ids"])
     try:
@@ -151,26 +155,10 @@ class HostContext:
         """Answer with an `error` shaped like the hub's own (`data.code`, `data.ref`, `data.field`)."""
         self._request.error(message, code=code, field=field)
 
-    def publish(
-        self,
-        type: str,
-        data: Any = None,
-        *,
-        user_id: Any = None,
-        user_ids: Any = None,
-        group_id: Any = None,
-        room: str | None = None,
-        all: bool = False,
-        user_type: Any = None,
-        persist: bool = False,
-    ) -> dict[str, int]:
+    def publish(self, type: str, data: Any = None, **target: Unpack[PublishTarget]) -> dict[str, int]:
         """Publish like `HubHandle.publish`, from inside the handler; returns at once
         (a `persist` push becomes durable shortly after)."""
-        publish = _publish_request(
-            type, data, max_depth=self._server.config.limits.max_json_depth,
-            user_id=user_id, user_ids=user_ids, group_id=group_id,
-            room=room, all=all, user_type=user_type, persist=persist,
-        )  # fmt: skip
+        publish = _publish_request(type, data, target, max_depth=self._server.config.limits.max_json_depth)
         result = self._request.publish(publish)
         return {"delivered": result.delivered, "queued": result.queued}
 
@@ -199,39 +187,16 @@ class HubHandle:
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{port}{self._server.config.server.path}"
 
-    async def publish(
-        self,
-        type: str,
-        data: Any = None,
-        *,
-        user_id: Any = None,
-        user_ids: Any = None,
-        group_id: Any = None,
-        room: str | None = None,
-        all: bool = False,
-        user_type: Any = None,
-        persist: bool = False,
-    ) -> dict[str, int]:
-        """Publish `{type, data}` to exactly one target, as `POST /api/publish` does:
-        a user (`user_id`), users (`user_ids`), a group (`group_id`), a room of a
-        group (`room` + `group_id`) or everyone (`all=True`); `user_type` narrows any
-        target, `group_id` narrows users. With `persist`, users without a connection
-        get it in their mailbox, and the call returns once that is durable.
+    async def publish(self, type: str, data: Any = None, **target: Unpack[PublishTarget]) -> dict[str, int]:
+        """Publish `{type, data}` to exactly one target (`PublishTarget`), as
+        `POST /api/publish` does; with `persist`, the call returns once the
+        mailbox entries are durable.
 
         Returns `{"delivered": connections reached, "queued": mailboxes filled}`;
         raises ValueError for arguments the HTTP API would answer 400.
         """
-        publish = _publish_request(
-            type, data, max_depth=self._server.config.limits.max_json_depth,
-            user_id=user_id, user_ids=user_ids, group_id=group_id,
-            room=room, all=all, user_type=user_type, persist=persist,
-        )  # fmt: skip
-        actor = self._server.actor
-        result = await actor.call(publish)
-        if result.queued:
-            durable = trio.Event()
-            await actor.call(AfterCommit(durable.set))
-            await durable.wait()
+        publish = _publish_request(type, data, target, max_depth=self._server.config.limits.max_json_depth)
+        result = await publish_durably(self._server.actor, publish)
         return {"delivered": result.delivered, "queued": result.queued}
 
     async def stats(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@
     └── AuthError                 credentials refused -> HTTP 401 at the handshake,
                                   or `error` + close 4001 after a first-message auth
 
+    wsserver.shapes.ShapeError    a value that breaks its shape's rules (a field's path);
+                                  each boundary turns it into its own answer
     wsserver.net.http.HttpError   an HTTP answer (status, message, field) for the API
     wsserver.net.http.ConnectionGone  the peer left before a whole request head
     wsserver.config.ConfigError   a bad key or value, named by its dotted path

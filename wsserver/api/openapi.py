@@ -2,8 +2,11 @@
 
 `Route` describes one endpoint; `document(routes)` turns the table of them
 (`wsserver.api.routes.ROUTES`) into the document served at
-`GET /api/openapi.json`; the schemas below describe the request bodies, the
-`data` of each reply, and the payloads of the messages the API pushes.
+`GET /api/openapi.json`. A request body's schema is its shape's
+(`wsserver.api.bodies`, through `wsserver.shapes.json_schema`): the class
+that checks a body also describes it. The schemas written here by hand are
+those no class declares: the `data` of each reply and the payloads of the
+messages the API pushes, which the handlers build as plain dicts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import attrs
 
 from wsserver._version import __version__
+from wsserver.shapes import Shape, json_schema
 
 __all__ = ["SCHEMAS", "Route", "document"]
 
@@ -24,9 +28,10 @@ class Route:
     """One endpoint: how it is matched, who may call it, and how it is described.
 
     `access` is `"admin"` (API credentials), `"open"`, or `"metrics"` (open
-    unless `metrics.require_auth`). `body` and `reply` name schemas of
-    `wsserver.api.openapi.SCHEMAS` (`reply` describes `data`); `query` lists
-    `(name, required, description)`.
+    unless `metrics.require_auth`). `body` is the shape of the request body,
+    or the shapes of its forms (any of them); `reply` names a schema of
+    `wsserver.api.openapi.SCHEMAS` describing the reply's `data`; `query`
+    lists `(name, required, description)`.
     """
 
     method: str
@@ -35,7 +40,7 @@ class Route:
     summary: str
     tag: str
     access: str = "admin"
-    body: str | None = None
+    body: type[Shape] | tuple[type[Shape], ...] | None = None
     query: tuple[tuple[str, bool, str], ...] = ()
     reply: str | None = None
 
@@ -49,12 +54,6 @@ _STR: Schema = {"type": "string"}
 _INT: Schema = {"type": "integer"}
 _NUM: Schema = {"type": "number"}
 _BOOL: Schema = {"type": "boolean"}
-_LEVEL: Schema = {
-    "type": "string",
-    "enum": ["info", "warning", "error", "success"],
-    "default": "info",
-}
-_TYPE: Schema = {"type": "string", "pattern": "^[a-z][a-z0-9_.:-]{0,63}$"}
 
 
 def _ref(name: str) -> Schema:
@@ -68,11 +67,6 @@ def _obj(required: Sequence[str] = (), **props: Schema) -> Schema:
     return schema
 
 
-_FILTER_PROPS: dict[str, Schema] = {
-    "group_id": {**_ID, "description": "only the user's connections in this group"},
-    "user_type": {**_ID, "description": "only the user's connections of this user_type"},
-}
-
 SCHEMAS: dict[str, Schema] = {
     # -- envelopes ------------------------------------------------------------------
     "Reply": _obj(("code", "message", "data"), code={"type": "integer", "const": 0}, message=_STR, data={}),
@@ -85,7 +79,9 @@ SCHEMAS: dict[str, Schema] = {
     # -- pushed payloads (seed 001's Go structs in snake_case) -------------------------
     "SystemNotificationData": _obj(
         ("title", "message", "level", "action", "action_url"),
-        title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
+        title=_STR, message=_STR,
+        level={"type": "string", "enum": ["info", "warning", "error", "success"]},
+        action=_STR, action_url=_STR,
     ),
     "BatchGoOpenURLData": _obj(
         ("task_id", "urls", "delay"),
@@ -104,76 +100,6 @@ SCHEMAS: dict[str, Schema] = {
     "PlanExpiringData": _obj(
         ("plan_name", "days_left", "expires_at", "message", "upgrade_url"),
         plan_name=_STR, days_left=_INT, expires_at=_INT, message=_STR, upgrade_url=_STR,
-    ),
-    # -- request bodies -------------------------------------------------------------
-    "NotificationRequest": _obj(
-        ("user_id", "title", "message"),
-        user_id=_ID, title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
-        **_FILTER_PROPS,
-    ),
-    "OpenUrlRequest": _obj(
-        ("user_id", "task_id", "urls"),
-        user_id=_ID, task_id=_ID,
-        urls={"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
-        delay={"type": "integer", "minimum": 0, "default": 1000, "description": "ms between two URLs"},
-        **_FILTER_PROPS,
-    ),
-    "TaskProgressRequest": _obj(
-        ("user_id", "task_id", "task_type", "status"),
-        user_id=_ID, task_id=_ID,
-        task_type={"type": "string", "pattern": "^[a-z][a-z0-9_]{0,54}$",
-                   "description": "pushed type is <task_type>_start|_progress|_complete"},
-        status={"type": "string", "description": "started -> _start; completed, failed -> _complete; else _progress"},
-        progress=_NUM, total=_INT, completed=_INT, failed=_INT, message=_STR,
-        start_time=_INT, end_time=_INT, **_FILTER_PROPS,
-    ),
-    "TokenInsufficientRequest": _obj(
-        ("user_id", "current_balance", "required_tokens"),
-        user_id=_ID, current_balance=_INT, required_tokens=_INT, task_type=_STR,
-        message={"type": "string", "description": "default: a catalogue text"}, **_FILTER_PROPS,
-    ),
-    "PlanExpiringRequest": _obj(
-        ("user_id", "plan_name", "days_left"),
-        user_id=_ID, plan_name=_STR,
-        days_left={"type": "integer", "description": "<= 0 pushes plan_expired"},
-        expires_at={"type": "integer", "description": "Unix seconds"},
-        message={"type": "string", "description": "default: a catalogue text"},
-        upgrade_url=_STR, **_FILTER_PROPS,
-    ),
-    "BroadcastRequest": {
-        **_obj(
-            (),
-            title=_STR, message=_STR, level=_LEVEL, action=_STR, action_url=_STR,
-            type={**_TYPE, "description": "with type: push {type, data} instead of system_notification"},
-            data={"description": "payload when type is given"},
-            group_id={**_ID, "description": "only this group's connections"},
-            user_type={**_ID, "description": "only principals of this user_type"},
-        ),
-        "description": "seed 001: {title, message, level} pushes system_notification to everyone; "
-        "or give {type, data} to push any type.",
-    },
-    "PublishRequest": {
-        **_obj(
-            ("type",),
-            type=_TYPE,
-            data={"description": "any JSON value"},
-            user_id=_ID,
-            user_ids={"type": "array", "items": _ID, "minItems": 1},
-            group_id={**_ID, "description": "alone: the whole group; with room: the room's group; "
-                      "with user_id(s): only their connections in it"},
-            room={"type": "string", "pattern": "^[A-Za-z0-9_.:\\-]{1,128}$"},
-            all={**_BOOL, "description": "true: every connection"},
-            user_type={**_ID, "description": "only principals of this user_type"},
-            persist={**_BOOL, "default": False,
-                     "description": "user_id/user_ids only: queue in the mailbox of offline users"},
-        ),
-        "description": "Exactly one target: user_id, user_ids, group_id, room (+group_id) or all.",
-    },
-    "KickRequest": _obj(
-        (),
-        device_id=_ID, conn_id=_STR,
-        reason={"type": "string", "description": "sent in kicked {reason}; default: a catalogue text"},
-        **_FILTER_PROPS,
     ),
     # -- reply data -----------------------------------------------------------------
     "PushResult": _obj(
@@ -247,11 +173,6 @@ SCHEMAS: dict[str, Schema] = {
             code=_STR, group_id=_ID, name=_STR, enabled=_BOOL, connections=_INT,
         )},
     ),
-    "CodeRequest": _obj(
-        ("code", "group_id"),
-        code={**_STR, "minLength": 1, "maxLength": 128}, group_id=_ID,
-        name={**_STR, "default": ""}, enabled={**_BOOL, "default": True},
-    ),
     "CodeResult": _obj(
         ("code", "group_id", "name", "enabled", "created", "closed"),
         code=_STR, group_id=_ID, name=_STR, enabled=_BOOL, created=_BOOL,
@@ -313,6 +234,22 @@ def _error(status: str) -> Schema:
     }
 
 
+def _shapes(body: type[Shape] | tuple[type[Shape], ...]) -> tuple[type[Shape], ...]:
+    return body if isinstance(body, tuple) else (body,)
+
+
+def _body_schema(body: type[Shape] | tuple[type[Shape], ...]) -> Schema:
+    refs = [_ref(shape.__name__) for shape in _shapes(body)]
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
+
+
+def _shape_schema(shape: type[Shape]) -> Schema:
+    """A body's schema from its shape, described by the first paragraph of its docstring."""
+    schema = json_schema(shape)
+    doc = " ".join((shape.__doc__ or "").split("\n\n")[0].split())
+    return {**schema, "description": doc} if doc else schema
+
+
 def _operation(route: Route) -> Schema:
     op: Schema = {"operationId": route.handler, "summary": route.summary, "tags": [route.tag]}
     params = [
@@ -334,7 +271,7 @@ def _operation(route: Route) -> Schema:
     if route.body:
         op["requestBody"] = {
             "required": route.handler != "kick",
-            "content": {"application/json": {"schema": _ref(route.body)}},
+            "content": {"application/json": {"schema": _body_schema(route.body)}},
         }
     if route.handler == "metrics":
         ok: Schema = {
@@ -382,8 +319,11 @@ def _operation(route: Route) -> Schema:
 def document(routes: Sequence[Route]) -> Schema:
     """The OpenAPI 3.1 document describing `routes`."""
     paths: dict[str, Schema] = {}
+    schemas = dict(SCHEMAS)
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        for shape in _shapes(route.body or ()):
+            schemas[shape.__name__] = _shape_schema(shape)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -399,7 +339,7 @@ def document(routes: Sequence[Route]) -> Schema:
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",

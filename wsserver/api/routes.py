@@ -13,27 +13,38 @@ Invariants:
 - Every route except `/api/openapi.json` (and `/metrics` unless
   `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`).
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
-  status in `code` and name the field to blame (`wsserver.net.http`).
-- A body is a JSON object whose numbers are finite and whose nesting is at
-  most `limits.max_json_depth` (SPEC 3), so whatever is accepted can be
-  re-encoded for clients, journaled and snapshotted.
-- A `persist` publish is answered only once its mailbox records are durable.
+  status in `code` and name the field to blame (`wsserver.protocol.replies`).
+- Every body is read by its shape (`wsserver.api.bodies`), which also
+  describes it in the OpenAPI document.
+- A `persist` publish is answered only once its mailbox records are durable
+  (`publish_durably`, which the embedding API uses too).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.api import seed001
+from wsserver.api import bodies, pushes
 from wsserver.api.credentials import authorize
+from wsserver.api.bodies import (
+    BroadcastNotice,
+    BroadcastRequest,
+    CodeRequest,
+    KickRequest,
+    NotificationRequest,
+    OpenUrlRequest,
+    PlanExpiringRequest,
+    ProbeQuery,
+    PublishRequest,
+    TaskProgressRequest,
+    TokenInsufficientRequest,
+    parse_publish,
+)
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
-    ROOM_NAME,
-    TYPE_NAME,
     AfterCommit,
     DeleteCode,
     Devices,
@@ -43,6 +54,7 @@ from wsserver.core.commands import (
     ListCodes,
     OnlineCount,
     Publish,
+    PublishResult,
     PushTask,
     PutCode,
     RoomList,
@@ -53,24 +65,15 @@ from wsserver.core.commands import (
     WebhookPing,
     WebsocketStats,
 )
-from wsserver.net.http import (
-    HttpError,
-    HttpRequest,
-    HttpResponse,
-    Router,
-    json_reply,
-    optional,
-    require,
-)
+from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from wsserver.protocol.jsonlimits import too_deep
+from wsserver.protocol.encoding import dumps
+from wsserver.protocol.replies import ok_body
 
 if TYPE_CHECKING:
-    from wsserver.api.host import ApiHost
+    from wsserver.api.host import ApiHost, HubDoor
 
-__all__ = ["ROUTES", "Api", "Route", "install", "parse_publish"]
-
-_ID = (str, int)
+__all__ = ["ROUTES", "Api", "Route", "install", "json_reply", "publish_durably", "until_durable"]
 
 
 _FILTERS = (
@@ -82,33 +85,33 @@ ROUTES: tuple[Route, ...] = (
     # -- seed 001 -----------------------------------------------------------------
     Route("POST", "/api/websocket/notification", "notification",
           "Push system_notification to a user", "seed001",
-          body="NotificationRequest", reply="PushResult"),
+          body=NotificationRequest, reply="PushResult"),
     Route("POST", "/api/websocket/batchgo/open-url", "batchgo_open_url",
           "Push batchgo_open_url (BatchGo Basic mode window.open)", "seed001",
-          body="OpenUrlRequest", reply="PushResult"),
+          body=OpenUrlRequest, reply="PushResult"),
     Route("POST", "/api/websocket/task/progress", "task_progress",
           "Push <task_type>_start | _progress | _complete", "seed001",
-          body="TaskProgressRequest", reply="PushResult"),
+          body=TaskProgressRequest, reply="PushResult"),
     Route("POST", "/api/websocket/token/insufficient", "token_insufficient",
           "Push token_insufficient", "seed001",
-          body="TokenInsufficientRequest", reply="PushResult"),
+          body=TokenInsufficientRequest, reply="PushResult"),
     Route("POST", "/api/websocket/plan/expiring", "plan_expiring",
           "Push plan_expiring, or plan_expired when days_left <= 0", "seed001",
-          body="PlanExpiringRequest", reply="PushResult"),
+          body=PlanExpiringRequest, reply="PushResult"),
     Route("GET", "/api/websocket/stats", "websocket_stats",
           "Connection count and online user ids", "seed001", reply="WebsocketStats"),
     Route("GET", "/api/websocket/user/{user_id}/online", "websocket_user_online",
           "Whether a user has a connection", "seed001", reply="UserOnline"),
     Route("POST", "/api/websocket/broadcast", "broadcast",
           "Push system_notification (or {type, data}) to everyone", "seed001",
-          body="BroadcastRequest", reply="PushResult"),
+          body=(BroadcastNotice, BroadcastRequest), reply="PushResult"),
     Route("GET", "/api/websocket/test", "websocket_test",
           "Push a test system_notification to a user", "seed001",
           query=(("user_id", True, "the user to notify"),), reply="PushResult"),
     # -- general ------------------------------------------------------------------
     Route("POST", "/api/publish", "publish",
           "Publish any message type to users, a group, a room or everyone", "push",
-          body="PublishRequest", reply="PublishResult"),
+          body=PublishRequest, reply="PublishResult"),
     Route("GET", "/api/stats", "stats", "Hub statistics", "ops", reply="Stats"),
     Route("GET", "/api/users/{user_id}/online", "user_online",
           "Whether a user is online, and on how many connections", "users",
@@ -118,7 +121,7 @@ ROUTES: tuple[Route, ...] = (
           query=_FILTERS, reply="DeviceList"),
     Route("POST", "/api/users/{user_id}/kick", "kick",
           "Send kicked {reason} to a user's connections, then close them with 4003", "users",
-          body="KickRequest", reply="KickResult"),
+          body=KickRequest, reply="KickResult"),
     Route("GET", "/api/users/{user_id}/tasks", "user_tasks",
           "The latest state of a user's running and recently completed tasks", "users",
           query=_FILTERS, reply="TaskList"),
@@ -137,7 +140,7 @@ ROUTES: tuple[Route, ...] = (
           "Every activation code with its live connection count", "crm", reply="CodeList"),
     Route("POST", "/api/activation-codes", "put_code",
           "Create or replace an activation code (disabling closes its connections with 4001)",
-          "crm", body="CodeRequest", reply="CodeResult"),
+          "crm", body=CodeRequest, reply="CodeResult"),
     Route("DELETE", "/api/activation-codes/{code}", "delete_code",
           "Delete an activation code and close its connections with 4001", "crm",
           reply="CodeDeleted"),
@@ -152,99 +155,28 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- bodies
+# --------------------------------------------------------------------------- replies
 
 
-def check_json_values(value: Any, max_depth: int, text: bytes | None = None) -> None:
-    """`HttpError(400)` for nesting deeper than `max_depth` (`limits.max_json_depth`)
-    or a non-finite number (which clients could not parse, or we could not
-    re-encode). `text`, the body `value` was decoded from, spares the depth
-    walk in the common case (`protocol.jsonlimits.too_deep`)."""
-    if too_deep(value, max_depth, text=text):
-        raise HttpError(400, "http_json_depth", depth=max_depth)
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
-            raise HttpError(400, "http_json_number")
-        if isinstance(item, dict | list):
-            stack.extend(item.values() if isinstance(item, dict) else item)
+def json_reply(data: object, message: str = "success", status: int = 200) -> HttpResponse:
+    """A success reply `{"code":0,"message":message,"data":data}`."""
+    return HttpResponse(status, ok_body(data, message))
 
 
-def read_body(req: HttpRequest, max_depth: int, *, empty_ok: bool = False) -> dict[str, Any]:
-    """The request body as a checked JSON object (`{}` for an empty body when `empty_ok`)."""
-    if empty_ok and not req.body.strip():
-        return {}
-    body = req.json_object()
-    check_json_values(body, max_depth, req.body)
-    return body
+async def until_durable(actor: HubDoor) -> None:
+    """Wait until every record the hub has appended so far is durable."""
+    durable = trio.Event()
+    await actor.call(AfterCommit(durable.set))
+    await durable.wait()
 
 
-def _id(body: dict[str, Any], name: str, *, required: bool) -> Any:
-    """A user/group id or user type: a non-empty string or an integer."""
-    value = require(body, name, _ID) if required else optional(body, name, _ID, None)
-    if value == "":
-        raise HttpError(400, "http_field_empty", name)
-    return value
-
-
-def _user_target(body: dict[str, Any]) -> Target:
-    """`user_id` (required), narrowed by the optional `user_type` and `group_id`."""
-    return Target(
-        user_ids=(_id(body, "user_id", required=True),),
-        group_id=_id(body, "group_id", required=False),
-        user_type=_id(body, "user_type", required=False),
-    )
-
-
-def parse_publish(body: dict[str, Any]) -> Publish:
-    """A `POST /api/publish` body as a `Publish`; `HttpError(400)` naming the field.
-
-    Target forms, exactly one: `user_id`, `user_ids`, `room` (with `group_id`),
-    `group_id` alone, or `all: true`. `group_id` next to `user_id`/`user_ids`
-    narrows them to that group; `user_type` narrows any form. `persist` is for
-    `user_id`/`user_ids` only.
-    """
-    mtype = require(body, "type", str)
-    if not TYPE_NAME.fullmatch(mtype):
-        raise HttpError(400, "http_field_pattern", "type", pattern=TYPE_NAME.pattern)
-    user_id = _id(body, "user_id", required=False)
-    user_ids = optional(body, "user_ids", list, None)
-    group_id = _id(body, "group_id", required=False)
-    room = optional(body, "room", str, None)
-    everyone = optional(body, "all", bool, False)
-    user_type = _id(body, "user_type", required=False)
-    persist = optional(body, "persist", bool, False)
-    if user_ids is not None and (
-        not user_ids
-        or not all(isinstance(u, _ID) and not isinstance(u, bool) and u != "" for u in user_ids)
-    ):
-        raise HttpError(400, "http_field_ids", "user_ids")
-    forms = [
-        name
-        for name, given in (
-            ("user_id", user_id is not None),
-            ("user_ids", user_ids is not None),
-            ("room", room is not None),
-            ("all", everyone),
-        )
-        if given
-    ]
-    if everyone and group_id is not None:
-        forms.append("group_id")
-    if len(forms) > 1:
-        raise HttpError(400, "http_targets_conflict", forms[1], targets=", ".join(forms))
-    if not forms and group_id is None:
-        raise HttpError(400, "http_target_missing", "user_id")
-    if room is not None and not ROOM_NAME.fullmatch(room):
-        raise HttpError(400, "field_invalid", "room")
-    if persist and user_id is None and user_ids is None:
-        raise HttpError(400, "http_persist_target", "persist")
-    ids = (user_id,) if user_id is not None else tuple(user_ids or ())
-    target = Target(
-        user_ids=ids, group_id=group_id, room=room, everyone=everyone, user_type=user_type
-    )
-    return Publish(type=mtype, data=body.get("data"), target=target, persist=persist)
+async def publish_durably(actor: HubDoor, publish: Publish) -> PublishResult:
+    """Run a publish in the hub actor; when it queued mailbox records (`persist`),
+    return only once they are durable."""
+    result = await actor.call(publish)
+    if result.queued:
+        await until_durable(actor)
+    return result
 
 
 # --------------------------------------------------------------------------- handlers
@@ -256,7 +188,7 @@ class Api:
     def __init__(self, server: ApiHost) -> None:
         self.server = server
         self.actor = server.actor
-        self._openapi = json.dumps(document(ROUTES), ensure_ascii=False).encode()
+        self._openapi = dumps(document(ROUTES))
 
     @property
     def locale(self) -> str:
@@ -282,50 +214,39 @@ class Api:
         guarded.__name__ = route.handler
         return guarded
 
-    async def _committed(self) -> None:
-        """Wait until every record the hub has appended so far is durable."""
-        durable = trio.Event()
-        await self.actor.call(AfterCommit(durable.set))
-        await durable.wait()
-
-    async def _publish(self, publish: Publish) -> tuple[int, int]:
-        """Run a publish in the actor; with queued mailbox records, wait until durable."""
-        result = await self.actor.call(publish)
-        if result.queued:
-            await self._committed()
-        return result.delivered, result.queued
-
-    async def _push_user(self, body: dict[str, Any], mtype: str, data: Any) -> HttpResponse:
-        target = _user_target(body)
-        delivered, _ = await self._publish(Publish(mtype, data, target))
-        return json_reply({"user_id": target.user_ids[0], "type": mtype, "delivered": delivered})
+    async def _push_user(self, to: Any, mtype: str, data: Any) -> HttpResponse:
+        """Push one of seed 001's messages to the user a body names (`to`: its
+        `user_id`, `group_id`, `user_type`)."""
+        target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
+        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
 
     # -- seed 001 -------------------------------------------------------------------
 
     async def notification(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        return await self._push_user(body, *seed001.system_notification(body))
+        body = bodies.read(req, NotificationRequest, self.max_depth)
+        return await self._push_user(body, *pushes.system_notification(body))
 
     async def batchgo_open_url(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        return await self._push_user(body, *seed001.batchgo_open_url(body))
+        body = bodies.read(req, OpenUrlRequest, self.max_depth)
+        return await self._push_user(body, *pushes.batchgo_open_url(body))
 
     async def task_progress(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        mtype, data = seed001.task_progress(body)
-        target = _user_target(body)
+        body = bodies.read(req, TaskProgressRequest, self.max_depth)
+        mtype, data = pushes.task_progress(body)
+        target = Target(user_ids=(body.user_id,), group_id=body.group_id, user_type=body.user_type)
         # kept as the task's latest state (SPEC 6.1): answered once that is durable
         result = await self.actor.call(PushTask(mtype, data, target))
-        await self._committed()
-        return json_reply({"user_id": target.user_ids[0], "type": mtype, "delivered": result.delivered})
+        await until_durable(self.actor)
+        return json_reply({"user_id": body.user_id, "type": mtype, "delivered": result.delivered})
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        return await self._push_user(body, *seed001.token_insufficient(body, self.locale))
+        body = bodies.read(req, TokenInsufficientRequest, self.max_depth)
+        return await self._push_user(body, *pushes.token_insufficient(body, self.locale))
 
     async def plan_expiring(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        return await self._push_user(body, *seed001.plan_expiring(body, self.locale))
+        body = bodies.read(req, PlanExpiringRequest, self.max_depth)
+        return await self._push_user(body, *pushes.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(WebsocketStats()))
@@ -336,36 +257,31 @@ class Api:
         return json_reply({"user_id": user_id, "is_online": n > 0})
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        if body.get("type") is not None:
-            mtype = require(body, "type", str)
-            if not TYPE_NAME.fullmatch(mtype):
-                raise HttpError(400, "http_field_pattern", "type", pattern=TYPE_NAME.pattern)
-            data = body.get("data")
-        else:
-            mtype, data = seed001.system_notification(body)
-        group_id = _id(body, "group_id", required=False)
-        target = Target(
-            group_id=group_id,
-            everyone=group_id is None,
-            user_type=_id(body, "user_type", required=False),
-        )
-        delivered, _ = await self._publish(Publish(mtype, data, target))
-        return json_reply({"type": mtype, "delivered": delivered})
+        body = bodies.read(req, dict[str, Any], self.max_depth)
+        to: BroadcastNotice | BroadcastRequest
+        if body.get("type") is not None:  # {type, data}: any message
+            to = bodies.structure(body, BroadcastRequest)
+            mtype, data = to.type, to.data
+        else:  # seed 001's {title, message, level}
+            to = bodies.structure(body, BroadcastNotice)
+            mtype, data = pushes.system_notification(to)
+        target = Target(group_id=to.group_id, everyone=to.group_id is None, user_type=to.user_type)
+        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        return json_reply({"type": mtype, "delivered": result.delivered})
 
     async def websocket_test(self, req: HttpRequest) -> HttpResponse:
-        query: dict[str, Any] = dict(req.head.query)
-        return await self._push_user(
-            {"user_id": _id(query, "user_id", required=True)},
-            *seed001.probe_notification(self.locale),
-        )
+        to = bodies.structure(dict(req.head.query), ProbeQuery)
+        target = Target(user_ids=(to.user_id,))
+        mtype, data = pushes.probe_notification(self.locale)
+        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
 
     # -- general --------------------------------------------------------------------
 
     async def publish(self, req: HttpRequest) -> HttpResponse:
-        publish = parse_publish(read_body(req, self.max_depth))
-        delivered, queued = await self._publish(publish)
-        return json_reply({"delivered": delivered, "queued": queued})
+        publish = parse_publish(bodies.read(req, dict[str, Any], self.max_depth))
+        result = await publish_durably(self.actor, publish)
+        return json_reply({"delivered": result.delivered, "queued": result.queued})
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(Stats()))
@@ -385,19 +301,14 @@ class Api:
         return json_reply({"user_id": user_id, "connections": devices})
 
     async def kick(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth, empty_ok=True)
-        device_id = _id(body, "device_id", required=False)
-        conn_id = optional(body, "conn_id", str, None)
-        reason = optional(body, "reason", str, None)
-        user_type = _id(body, "user_type", required=False)
-        group_id = _id(body, "group_id", required=False)
+        body = bodies.read(req, KickRequest, self.max_depth, empty_ok=True)
         kick = Kick(
             req.params["user_id"],
-            device_id=None if device_id is None else str(device_id),
-            conn_id=conn_id,
-            reason=reason,
-            user_type=user_type,
-            group_id=group_id,
+            device_id=None if body.device_id is None else str(body.device_id),
+            conn_id=body.conn_id,
+            reason=body.reason,
+            user_type=body.user_type,
+            group_id=body.group_id,
         )
         return json_reply({"kicked": await self.actor.call(kick)})
 
@@ -429,23 +340,17 @@ class Api:
         return json_reply({"codes": codes})
 
     async def put_code(self, req: HttpRequest) -> HttpResponse:
-        body = read_body(req, self.max_depth)
-        code = require(body, "code", str)
-        if not 0 < len(code.strip()) == len(code) <= 128:
-            raise HttpError(400, "http_code_format", "code")
-        group_id = _id(body, "group_id", required=True)
-        name = optional(body, "name", str, "")
-        enabled = optional(body, "enabled", bool, True)
-        created, closed = await self.actor.call(PutCode(code, group_id, name, enabled))
-        await self._committed()
-        entry = {"code": code, "group_id": group_id, "name": name, "enabled": enabled}
+        body = bodies.read(req, CodeRequest, self.max_depth)
+        created, closed = await self.actor.call(PutCode(body.code, body.group_id, body.name, body.enabled))
+        await until_durable(self.actor)
+        entry = {"code": body.code, "group_id": body.group_id, "name": body.name, "enabled": body.enabled}
         return json_reply({**entry, "created": created, "closed": closed}, status=201 if created else 200)
 
     async def delete_code(self, req: HttpRequest) -> HttpResponse:
         closed = await self.actor.call(DeleteCode(req.params["code"]))
         if closed is None:
             raise HttpError(404, "code_not_found", "code")
-        await self._committed()
+        await until_durable(self.actor)
         return json_reply({"deleted": True, "closed": closed})
 
     # -- operations -----------------------------------------------------------------

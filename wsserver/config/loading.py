@@ -16,7 +16,6 @@ Invariants:
   cannot be read or parsed.
 """
 
-import math
 import os
 import tomllib
 import typing
@@ -35,8 +34,10 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
+from wsserver import shapes
 from wsserver.config.sections import Config
 from wsserver.config.validation import ConfigError, validate_config
+from wsserver.shapes import ARRAY, OBJECT, ShapeError, structure_number
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -55,8 +56,16 @@ CONFIG_PATH_ENV: Final = "WSSERVER_CONFIG"
 # --- strict structuring ---------------------------------------------------------------
 
 
-class _WrongValue(TypeError):
-    """A value of the wrong TOML type (or an unusable float); its text is the user message."""
+_TOML_NAMES: Final = {
+    "bool": "bool",
+    "int": "int",
+    "number": "float",
+    "str": "str",
+    "id": "int or str",
+    "array": "array",
+    "object": "table",
+}
+"""The TOML names of the shapes' scalar rules (`wsserver.shapes`), as users see them."""
 
 
 def _type_name(value: object) -> str:
@@ -68,41 +77,9 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _wrong(expected: str, value: object) -> _WrongValue:
-    return _WrongValue(f"expected {expected}, got {_type_name(value)}")
-
-
-def _structure_bool(value: object, _: object) -> bool:
-    if not isinstance(value, bool):
-        raise _wrong("bool", value)
-    return value
-
-
-def _structure_int(value: object, _: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong("int", value)
-    return value
-
-
-def _structure_float(value: object, _: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong("float", value)
-    result = float(value)
-    if not math.isfinite(result):
-        raise _WrongValue(f"expected a finite float, got {value!r}")
-    return result
-
-
-def _structure_str(value: object, _: object) -> str:
-    if not isinstance(value, str):
-        raise _wrong("str", value)
-    return value
-
-
-def _structure_id(value: object, _: object) -> int | str:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _wrong("int or str", value)
-    return value
+def _structure_float(value: object, type_: object) -> float:
+    # the `number` rule (an integer is accepted where a float is expected), as a float
+    return float(structure_number(value, type_))
 
 
 def _is_homogeneous_tuple(t: Any) -> bool:
@@ -111,13 +88,10 @@ def _is_homogeneous_tuple(t: Any) -> bool:
 
 
 def _make_converter() -> cattrs.Converter:
-    """A converter that refuses unknown keys and never coerces between types."""
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(bool, _structure_bool)
-    converter.register_structure_hook(int, _structure_int)
+    """The converter of inbound values (`wsserver.shapes`: its scalar rules never
+    coerce between types), copied to refuse unknown keys and report every fault."""
+    converter = shapes.converter.copy(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(float, _structure_float)
-    converter.register_structure_hook(str, _structure_str)
-    converter.register_structure_hook_func(lambda t: t == (int | str), _structure_id)
 
     def tuple_hook(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
         element_type = typing.get_args(t)[0]
@@ -125,7 +99,7 @@ def _make_converter() -> cattrs.Converter:
         def structure(value: object, _: object) -> tuple[Any, ...]:
             # A str is iterable, so without this check "abc" would become ("a", "b", "c").
             if not isinstance(value, list | tuple):
-                raise _wrong("array", value)
+                raise ShapeError("type", value, rule=ARRAY)
             items: list[Any] = []
             errors: list[Exception] = []
             for index, element in enumerate(value):
@@ -150,7 +124,7 @@ def _make_converter() -> cattrs.Converter:
 
         def structure(value: object, _: object) -> Any:
             if not isinstance(value, Mapping):
-                raise _wrong("table", value)
+                raise ShapeError("type", value, rule=OBJECT)
             return inner(value, cl)
 
         return structure
@@ -163,8 +137,10 @@ _converter: Final = _make_converter()
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _WrongValue):
-        return str(exc)
+    if isinstance(exc, ShapeError) and exc.rule is not None:
+        return f"expected {_TOML_NAMES[exc.rule.name]}, got {_type_name(exc.value)}"
+    if isinstance(exc, ShapeError):  # a float that is not finite
+        return f"expected a finite float, got {exc.value!r}"
     if isinstance(exc, KeyError):
         return "required key missing"
     return f"invalid value ({exc})"

@@ -7,8 +7,9 @@ or not at all (`tell`); `Hub.execute` runs it through one table from command
 class to the hub's method.
 
 The value types a command carries (`Target`, and the name patterns its
-fields must match) live here too, so that the HTTP API and the embedding
-API can build commands without importing the hub.
+fields must match: `TYPE_NAME`, and `ROOM_NAME`, the wire format's) live
+here too, so that the HTTP API and the embedding API can build commands
+without importing the hub.
 
 Invariants:
 
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
+
+from wsserver.protocol.messages import ROOM_NAME
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -81,8 +84,6 @@ R_co = TypeVar("R_co", covariant=True)
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 """A message type a backend may publish (SPEC 4.5)."""
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-"""A room name (SPEC 4.2)."""
 
 
 class Command(Generic[R_co]):

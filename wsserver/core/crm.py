@@ -38,12 +38,17 @@ from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Session
 from wsserver.core.stores import CrmStore
 from wsserver.errors import ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Inbound, encode, field
+from wsserver.protocol.envelope import Inbound, encode
+from wsserver.protocol.messages import (
+    Account,
+    CustomerSync,
+    FollowUpSync,
+    Incoming,
+    StatusChange,
+    read,
+)
 
 __all__ = ["Crm", "mask_code"]
-
-MAX_ID = 256  # characters of an account, customer or incoming id
-
 
 def mask_code(code: str | None) -> str | None:
     """An activation code as members who do not administer its group see it: its
@@ -54,22 +59,6 @@ def mask_code(code: str | None) -> str | None:
         return None
     shown = min(4, len(code) // 2)
     return code[:shown] + "*" * (len(code) - shown)
-
-
-def _text_id(data: Any, name: str) -> str:
-    """A required id field: a non-empty string or an integer, as a string."""
-    value = field(data, name, (str, int))
-    text = str(value)
-    if not text or len(text) > MAX_ID:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field=name)
-    return text
-
-
-def _status(data: Any, name: str = "online_status", *, required: bool = True) -> str | None:
-    value: str | None = field(data, name, str, required=required)
-    if value is not None and not 0 < len(value) <= 32:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field=name)
-    return value
 
 
 class Crm:
@@ -201,9 +190,9 @@ class Crm:
             raise ProtocolError(ErrorCode.FORBIDDEN, "desktop_only")
         return ident.group_key, ident.activation_code or ""
 
-    def _owned_account(self, key: str, data: Any) -> str:
-        """A `line_account_id` that belongs to the sender's group."""
-        acct = _text_id(data, "line_account_id")
+    def _owned_account(self, key: str, line_account_id: Any) -> str:
+        """The account id (as text), if it belongs to the sender's group."""
+        acct = str(line_account_id)
         if acct not in self.store.accounts(key):
             if self.store.account_elsewhere(key, acct):
                 raise ProtocolError(ErrorCode.FORBIDDEN, "account_other_group", field="line_account_id")
@@ -219,30 +208,20 @@ class Crm:
         key, code = self._desktop(session)
         items = msg.data
         if isinstance(items, dict) and isinstance(items.get("accounts"), list):
-            items = items["accounts"]
-        if not isinstance(items, list):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
+            items = items["accounts"]  # {accounts: [...]}, or the seed's bare list
         accounts = []
         seen: set[str] = set()
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=f"data[{i}]")
-            try:
-                acct = _text_id(item, "line_account_id")
-                status = _status(item, required=False)
-                name = field(item, "name", str, required=False)
-            except ProtocolError as err:
-                err.field = f"data[{i}].{err.field}"
-                raise
+        for account in read(items, list[Account]):
+            acct = str(account.line_account_id)
             if acct in seen:
                 continue
             seen.add(acct)
-            entry = {k: v for k, v in item.items() if k not in ("synced_by",)}
+            entry = account.fields  # as sent (but synced_by), with the checked values
             entry["line_account_id"] = acct
-            if status is not None:
-                entry["online_status"] = status
-            if name is not None:
-                entry["name"] = name
+            if account.online_status is not None:
+                entry["online_status"] = account.online_status
+            if account.name is not None:
+                entry["name"] = account.name
             accounts.append(entry)
         known = self.store.accounts(key)
         created = sum(1 for a in accounts if a["line_account_id"] not in known)
@@ -255,9 +234,9 @@ class Crm:
 
     def _incoming(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
-        data = msg.data
-        acct = self._owned_account(key, data)
-        line = _text_id(data, "incoming_line_id")
+        req = read(msg.data, Incoming)
+        acct = self._owned_account(key, req.line_account_id)
+        line = str(req.incoming_line_id)
         now = self.env.now_ms()
         duplicate = self.store.seen(key, line)
         self.commit.record({"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now})
@@ -276,32 +255,29 @@ class Crm:
 
     def _customer_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
-        data = msg.data
-        customer = _text_id(data, "customer_id")
+        req = read(msg.data, CustomerSync)
+        customer = str(req.customer_id)
         known = self.store.customer(key, customer)
         db_id = known["customer_db_id"] if known else self.store.next_customer_db_id
-        fields = {k: v for k, v in data.items() if k not in ("customer_id", "customer_db_id")}
-        merged = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **fields}
+        merged = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
         self.commit.record({"t": "crm_customer", "g": key, "customer_id": customer, "db_id": db_id, "fields": merged})
-        reply = {"customer_id": data["customer_id"], "customer_db_id": db_id, "status": "processed"}
+        reply = {"customer_id": req.customer_id, "customer_db_id": db_id, "status": "processed"}
         self._after_commit_reply(session, msg, "customer_sync_received", reply)
 
     def _follow_up_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
-        data = msg.data
-        customer = _text_id(data, "customer_id")
+        req = read(msg.data, FollowUpSync)
+        customer = str(req.customer_id)
         fid = self.store.next_follow_up_id
-        fields = {k: v for k, v in data.items() if k not in ("customer_id", "follow_up_id")}
-        self.commit.record({"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": fields})
-        reply = {"customer_id": data["customer_id"], "follow_up_id": fid, "status": "processed"}
+        self.commit.record({"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": req.fields})
+        reply = {"customer_id": req.customer_id, "follow_up_id": fid, "status": "processed"}
         self._after_commit_reply(session, msg, "follow_up_sync_received", reply)
 
     def _status_change(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
-        data = msg.data
-        acct = self._owned_account(key, data)
-        status = _status(data)
-        assert status is not None
+        req = read(msg.data, StatusChange)
+        acct = self._owned_account(key, req.line_account_id)
+        status = req.online_status
         now = self.env.now_ms()
         self.commit.record({"t": "crm_status", "g": key, "id": acct, "status": status, "time": now})
         reply = {"line_account_id": acct, "online_status": status, "status": "updated"}

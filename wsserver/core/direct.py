@@ -3,13 +3,17 @@
 `DirectMessaging` is a component of the hub: it handles the client message
 types in `handlers`, turns them into records (`MessageStore.apply` is the
 only mutation, through the commit log), and decides who hears what, found
-through presence and sent through the broker. Every frame that announces a
-durable change (`message_sent`, `new_message`, `message_status`) is sent
-through `CommitLog.after_commit`, i.e. only once the record is durable under
+through presence and sent through the broker. This module is the sending
+half (messages, receipts, typing); what a principal reads (the mailbox push,
+`sync`, `history`, kept server pushes) is `core.inbox.Inbox`, which this
+component composes. Every frame that announces a durable change
+(`message_sent`, `new_message`, `message_status`) is sent through
+`CommitLog.after_commit`, i.e. only once the record is durable under
 `storage.fsync`, so an acknowledged message survives `kill -9`.
 
 Sender identity (`from`, `from_user_id`, ...) always comes from the
-connection's identity, never from the client's payload.
+connection's identity, never from the client's payload; the recipient is
+echoed as the client named it (`to_user_id`, `to`, `receiver.id`).
 
 Isolation: a message lives in the sender's group (an admin may name
 `to_group_id`); it reaches only connections of that group. Principals are
@@ -25,41 +29,49 @@ or a persisted push that would take the mailbox over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
-from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
-from wsserver.core.message_store import (
-    MemoryMessageStore,
-    RetentionPolicy,
-    message_size,
-    party,
-)
+from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key
+from wsserver.core.keys import split_key
+from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, message_size
 from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Session
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Inbound, encode, field, id_key
+from wsserver.protocol.envelope import Inbound, encode
+from wsserver.protocol.messages import (
+    Receipt,
+    Receiver,
+    Seed003Data,
+    Seed003Message,
+    SendMessage,
+    Typing,
+    UserMessage,
+    fault,
+    read,
+)
+from wsserver.shapes import ShapeError, structurer
 
 __all__ = ["DirectMessaging"]
 
 MAX_TEXT = 65536
-MAX_PAGE = 100  # history
-MAX_SYNC_PAGE = 500  # sync and the mailbox push on connect
 
+Outgoing = SendMessage | UserMessage | Seed003Data
+"""The part of a message request `send` reads (the same attributes in each)."""
 
-def _bad(name: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=name)
-
-
-def _id_value(data: Any, name: str, *, required: bool = True) -> Any:
-    """A user id or user type: a non-empty string or an integer."""
-    value = field(data, name, (str, int), required=required)
-    if value == "":
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field=name)
-    return value
+# The shape and the field that names the recipient, per message type: one
+# handler sends both (structured per message, so the generated functions are
+# called directly).
+_DIRECT: dict[str, tuple[Callable[[object], SendMessage | UserMessage], str]] = {
+    "send_message": (structurer(SendMessage), "to_user_id"),
+    "user_message": (structurer(UserMessage), "to"),
+}
+_RECEIPT = structurer(Receipt)
+_TYPING = structurer(Typing)
 
 
 class DirectMessaging:
@@ -92,22 +104,21 @@ class DirectMessaging:
                 durable=self._durable_upto,
             )
         self.store: MessageStore = store
+        self.inbox = inbox = Inbox(commit, broker, env, store)
+        self.deliver_mailbox = inbox.deliver_mailbox  # (a connection authenticated)
+        self.persist_push = inbox.persist_push
         handlers: dict[str, Handler] = {
-            "send_message": self._send_message,
-            "user_message": self._user_message,
+            "send_message": self._send,
+            "user_message": self._send,
             "message": self._seed003_message,
             "message_delivered": self._delivered,
             "message_read": self._read,
             "read": self._read,
             "typing": self._typing,
-            "sync": self._sync,
-            "history": self._history,
+            "sync": inbox.sync,
+            "history": inbox.history,
         }
         self.handlers: dict[str, Handler] = {t: _users_only(h) for t, h in handlers.items()}
-        # ids of messages whose `new_message` announcement has not run yet: a
-        # recipient connecting meanwhile gets them from the announcement, not
-        # also from its mailbox (durable_upto may pass a record before release())
-        self._unannounced: set[int] = set()
 
     # -- durable state -------------------------------------------------------
 
@@ -134,55 +145,7 @@ class DirectMessaging:
         """(mailboxes, messages in them), for the statistics."""
         return self.store.mailbox_counts()
 
-    # -- addressing ----------------------------------------------------------
-
-    def own_key(self, session: Session) -> Key:
-        ident = session.identity
-        assert ident is not None
-        return principal_key(ident.group_key, id_key(ident.user_type), id_key(ident.user_id))
-
-    def _target_group(self, session: Session, data: dict[str, Any]) -> str:
-        ident = session.identity
-        assert ident is not None
-        group = data.get("to_group_id")
-        if group is None or id_key(group) == ident.group_key:
-            return ident.group_key
-        if not ident.is_admin:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="to_group_id")
-        return id_key(group)
-
-    def _recipient(self, session: Session, data: dict[str, Any], id_field: str, type_field: str) -> Key:
-        to_id = _id_value(data, id_field)
-        to_type = _id_value(data, type_field, required=False)
-        return principal_key(self._target_group(session, data), id_key(to_type), id_key(to_id))
-
-    # -- frames --------------------------------------------------------------
-
-    def _new_message(self, m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
-        sender = party(m, "from")
-        receiver = party(m, "to")
-        data = {
-            "id": str(m["id"]),
-            "message_id": m["id"],
-            "seq": m["seq"],
-            "session_id": m.get("session_id"),
-            "from": sender,
-            "from_user_id": sender["user_id"],
-            "to_user_id": receiver.get("user_id"),
-            "text": m["text"],
-            "time": m["time"],
-            "message_type": m.get("message_type", "text"),
-            "reply_to_message_id": m.get("reply_to"),
-            "status": m["status"],
-            "offline": offline,
-        }
-        if sender.get("user_type") is not None:
-            data["from_user_type"] = sender["user_type"]
-        if receiver.get("user_type") is not None:
-            data["to_user_type"] = receiver["user_type"]
-        if m.get("extra"):
-            data["extra"] = m["extra"]
-        return data
+    # -- send ----------------------------------------------------------------
 
     def _sent_reply(self, m: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
         data = {
@@ -196,70 +159,35 @@ class DirectMessaging:
             data["duplicate"] = True
         return data
 
-    # -- send ----------------------------------------------------------------
-
-    def _send_message(self, session: Session, msg: Inbound) -> None:
-        data = msg.data
-        if not isinstance(data, dict):
-            raise _bad("data")
-        text = data.get("message", data.get("text"))
-        if text is None:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="message")
-        self.send(session, msg, self._recipient(session, data, "to_user_id", "to_user_type"), data, text)
-
-    def _user_message(self, session: Session, msg: Inbound) -> None:
-        """Seed 004: `user_message {to, text}`."""
-        data = msg.data
-        if not isinstance(data, dict):
-            raise _bad("data")
-        text = data.get("text", data.get("message"))
-        if text is None:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="text")
-        self.send(session, msg, self._recipient(session, data, "to", "to_user_type"), data, text)
+    def _send(self, session: Session, msg: Inbound) -> None:
+        """`send_message`, and seed 004's `user_message {to, text}`."""
+        structure, recipient_field = _DIRECT[msg.type]
+        try:
+            out = structure(msg.data)
+        except ShapeError as err:
+            raise fault(err) from None
+        self.send(session, msg, out, out.to_user_id, out.to_user_type, recipient_field)
 
     def _seed003_message(self, session: Session, msg: Inbound) -> None:
         """Seed 003: `{"event":"message","receiver":{id,type},"data":{...}}`."""
-        receiver = msg.raw.get("receiver")
-        if not isinstance(receiver, dict):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="receiver")
-        data = msg.data if isinstance(msg.data, dict) else {"text": msg.data}
-        text = data.get("text", data.get("content", data.get("message")))
-        if text is None:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="data.text")
-        addressed = {"to_user_id": receiver.get("id"), "to_user_type": receiver.get("type")}
-        if "to_group_id" in data:
-            addressed["to_group_id"] = data["to_group_id"]
-        try:
-            to = self._recipient(session, addressed, "to_user_id", "to_user_type")
-        except ProtocolError as err:
-            err.field = {"to_user_id": "receiver.id", "to_user_type": "receiver.type"}.get(
-                err.field or "", err.field
-            )
-            raise
-        self.send(session, msg, to, data, text)
+        receiver: Receiver = read(msg.raw, Seed003Message).receiver
+        out = read(msg.data, Seed003Data, "data")
+        self.send(session, msg, out, receiver.id, receiver.type, "receiver.id")
 
-    def send(self, session: Session, msg: Inbound, to: Key, data: dict[str, Any], text: Any) -> None:
-        """Store one message for `to` and announce it once it is durable."""
+    def send(
+        self, session: Session, msg: Inbound, out: Outgoing, to_id: Any, to_type: Any, recipient_field: str
+    ) -> None:
+        """Store one message for the principal `to_id`/`to_type` (as the client
+        named it, in its `recipient_field`) and announce it once it is durable."""
+        to = recipient_key(session, to_id, to_type, out.to_group_id)
         commit, broker = self.commit, self.broker
         ident = session.identity
         assert ident is not None
-        if not isinstance(text, str):
-            raise _bad("message" if "message" in data else "text")
+        text = out.message
         if len(text) > MAX_TEXT:
             raise ProtocolError(ErrorCode.TOO_LARGE, "field_invalid", field="message")
-        cmid = data.get("client_msg_id")
-        if cmid is not None and (not isinstance(cmid, str | int) or isinstance(cmid, bool)):
-            raise _bad("client_msg_id")
-        message_type = data.get("message_type", "text")
-        if not isinstance(message_type, str):
-            raise _bad("message_type")
-        session_id = data.get("session_id")
-        if session_id is not None and not isinstance(session_id, str | int):
-            raise _bad("session_id")
-        reply_to = data.get("reply_to_message_id")
-        if reply_to is not None and (not isinstance(reply_to, int) or isinstance(reply_to, bool)):
-            raise _bad("reply_to_message_id")
-        me = self.own_key(session)
+        cmid = out.client_msg_id
+        me = own_key(session)
         now = self.env.now_ms()
         if cmid is not None:
             first = self.store.find_duplicate(me, str(cmid), now)
@@ -269,11 +197,11 @@ class DirectMessaging:
                 )
                 commit.after_commit(lambda: broker.send(session, reply))
                 return
-        to_group, to_type, to_id = split_key(to)
-        assert to_group is not None and to_type is not None  # a principal's key, not a push box
+        to_group, _, _ = split_key(to)
+        assert to_group is not None  # a principal's key, not a push box
         recipient_live = bool(self.presence.connections_of(to))
         if not recipient_live and self.store.mailbox_full(to, message_size({"text": text})):
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "mailbox_full", field=_recipient_field(data))
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "mailbox_full", field=recipient_field)
         record: dict[str, Any] = {
             "t": "msg",
             "id": self.store.next_id,
@@ -285,15 +213,11 @@ class DirectMessaging:
                 "user_type": ident.user_type,
                 "username": ident.username,
             },
-            "to": {
-                "user_id": _echo_id(data, ("to_user_id", "to"), to_id, msg),
-                "user_type": _echo_type(data, to_type, msg),
-                "group_id": to_group,
-            },
+            "to": {"user_id": to_id, "user_type": to_type, "group_id": to_group},
             "text": text,
-            "session_id": session_id,
-            "message_type": message_type,
-            "reply_to": reply_to,
+            "session_id": out.session_id,
+            "message_type": out.message_type,
+            "reply_to": out.reply_to_message_id,
             "cmid": None if cmid is None else str(cmid),
             "time": now,
             "boxed": not recipient_live,
@@ -302,11 +226,12 @@ class DirectMessaging:
         m = self.store.stored(record["id"])
         assert m is not None  # just recorded
         sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
+        unannounced = self.inbox.unannounced
 
         def announce() -> None:
-            self._unannounced.discard(m["id"])
+            unannounced.discard(m["id"])
             broker.send(session, sent)
-            frame = encode("new_message", self._new_message(m, offline=False), self.env.now_ms())
+            frame = encode("new_message", new_message_data(m, offline=False), self.env.now_ms())
             # the recipient's connections now (they may have connected meanwhile)
             # and the sender's other tabs
             reached = broker.to_principal(to, frame)
@@ -317,24 +242,23 @@ class DirectMessaging:
                 # announcement: keep it for the next connect after all
                 commit.record({"t": "box", "id": m["id"]})
 
-        self._unannounced.add(m["id"])
+        unannounced.add(m["id"])
         commit.after_commit(announce)
 
     # -- receipts ------------------------------------------------------------
 
     def _receipt(self, session: Session, msg: Inbound, status: str) -> None:
-        data = msg.data
-        if isinstance(data, int | str) and not isinstance(data, bool):
-            data = {"message_id": data}
-        mid = field(data, "message_id", (int, str))
         try:
-            mid = int(mid)
+            ref = _RECEIPT(msg.data).message_id
+            mid = int(ref)  # a string must hold an integer
+        except ShapeError as err:
+            raise fault(err) from None
         except ValueError:
-            raise _bad("message_id") from None
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="message_id") from None
         m = self.store.message(mid)
         if m is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
-        if m["to_key"] != self.own_key(session):
+        if m["to_key"] != own_key(session):
             raise ProtocolError(ErrorCode.FORBIDDEN, "not_recipient", field="message_id")
         if STATUS_ORDER.index(status) <= STATUS_ORDER.index(m["status"]):
             return  # already there: receipts are idempotent
@@ -359,157 +283,25 @@ class DirectMessaging:
     def _read(self, session: Session, msg: Inbound) -> None:
         self._receipt(session, msg, "read")
 
-    # -- typing, sync, history -------------------------------------------------
+    # -- typing ------------------------------------------------------------------
 
     def _typing(self, session: Session, msg: Inbound) -> None:
-        data = msg.data
-        if not isinstance(data, dict):
-            raise _bad("data")
-        to = self._recipient(session, data, "to_user_id", "to_user_type")
-        typing = data.get("typing", True)
-        if not isinstance(typing, bool):
-            raise _bad("typing")
+        try:
+            req = _TYPING(msg.data)
+        except ShapeError as err:
+            raise fault(err) from None
+        to = recipient_key(session, req.to_user_id, req.to_user_type, req.to_group_id)
         ident = session.identity
         assert ident is not None
         frame = encode(
             "typing",
             {
                 "from": {"user_id": ident.user_id, "user_type": ident.user_type, "username": ident.username},
-                "typing": typing,
+                "typing": req.typing,
             },
             self.env.now_ms(),
         )
         self.broker.to_principal(to, frame)
-
-    @property
-    def page_size(self) -> int:
-        """Messages sent in one burst (mailbox push, one `sync` page): half the
-        outbound queue at most, so a burst never trips the slow-consumer limit."""
-        return max(1, min(MAX_SYNC_PAGE, self.env.config.limits.send_queue // 2))
-
-    def _sync(self, session: Session, msg: Inbound) -> None:
-        data = msg.data if msg.data is not None else {}
-        last_seq = field(data, "last_seq", int, required=False) or 0
-        limit = field(data, "limit", int, required=False) or self.page_size
-        limit = max(1, min(limit, self.page_size))
-        me = self.own_key(session)
-        broker = self.broker
-        newer = self.store.since(me, last_seq)
-        page = newer[:limit]
-        now = self.env.now_ms()
-        for m in page:
-            broker.send(session, encode("new_message", self._new_message(m, offline=m["status"] == "sent"), now))
-        more = len(newer) > len(page)
-        upto = page[-1]["seq"] if more else max(last_seq, self.store.durable_seq(me))
-        broker.reply(session, msg, "sync_done", {"last_seq": upto, "has_more": more})
-
-    def _history(self, session: Session, msg: Inbound) -> None:
-        data = msg.data
-        if not isinstance(data, dict):
-            raise _bad("data")
-        limit = field(data, "limit", int, required=False)
-        limit = MAX_PAGE if limit is None else limit
-        if not 1 <= limit <= MAX_PAGE:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_invalid", field="limit")
-        before = field(data, "before_message_id", int, required=False)
-        me = self.own_key(session)
-        if data.get("with_user_id") is not None:
-            other = self._recipient(session, data, "with_user_id", "with_user_type")
-            page, more = self.store.history(me, other, before, limit)
-        elif data.get("session_id") is not None:
-            sid = field(data, "session_id", (str, int))
-            page, more = self.store.session_history(me, sid, before, limit)
-        else:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="with_user_id")
-        messages = [self._new_message(m, offline=False) for m in page]
-        self.broker.reply(session, msg, "history", {"messages": messages, "has_more": more})
-
-    # -- on connect ------------------------------------------------------------
-
-    def persist_push(self, group_id: Any, user_type: Any, user_id: Any, mtype: str, data: Any) -> bool:
-        """Keep a server push (`POST /api/publish` with `persist`) in a user's mailbox.
-
-        Without `group_id` (or `user_type`) it waits for that user in any group
-        (of any type). It is pushed on the user's next connect as the original
-        message type with `message_id` and `offline: true`, and leaves the
-        mailbox then (clients of pushes send no receipts).
-
-        Returns False, queueing nothing, when the push would take that mailbox
-        over `messages.mailbox_max_bytes`.
-        """
-        to = push_key(
-            None if group_id is None else id_key(group_id),
-            None if user_type is None else id_key(user_type),
-            id_key(user_id),
-        )
-        push = {"type": mtype, "data": data}
-        if self.store.mailbox_full(to, message_size({"push": push})):
-            return False
-        self.commit.record(
-            {
-                "t": "msg",
-                "id": self.store.next_id,
-                "seq": self.store.next_seq(to),
-                "from_key": SYSTEM,
-                "to_key": to,
-                "from": {"user_id": None, "user_type": None, "username": None},
-                "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
-                "text": None,
-                "push": push,
-                "time": self.env.now_ms(),
-                "boxed": True,
-            }
-        )
-        return True
-
-    def _mailbox_keys(self, me: Key) -> list[Key]:
-        """The mailboxes a principal reads: its own and the wildcard push boxes."""
-        group, user_type, user_id = split_key(me)
-        return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
-
-    def deliver_mailbox(self, session: Session) -> None:
-        """(A connection authenticated.) Expire, report truncation, then push
-        undelivered messages in seq order."""
-        ident = session.identity
-        if ident is None or ident.is_device:
-            return
-        me = self.own_key(session)
-        commit, broker = self.commit, self.broker
-        now = self.env.now_ms()
-        keys = self._mailbox_keys(me)
-        dropped = 0
-        for key in keys:
-            expired = self.store.expired(key, now)
-            if expired:
-                commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
-            truncated = self.store.truncated_count(key)
-            if truncated:
-                dropped += truncated
-                commit.record({"t": "trunc_seen", "to": key})
-        if dropped:
-            broker.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
-        # only durable ones (the store hides the others); those not yet
-        # announced are announced when they commit
-        waiting = [
-            m
-            for key in keys
-            for m in self.store.mailbox_messages(key)
-            if m["id"] not in self._unannounced
-        ]
-        if len(keys) > 1:
-            waiting.sort(key=lambda m: m["id"])
-        page = waiting[: self.page_size]
-        for m in page:
-            push = m.get("push")
-            if push is None:
-                broker.send(session, encode("new_message", self._new_message(m, offline=True), now))
-                continue
-            extra = {"message_id": m["id"], "offline": True}
-            broker.send(session, encode(push["type"], push["data"], now, extra=extra))
-            commit.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
-        if len(waiting) > len(page):
-            more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
-            broker.send(session, encode("mailbox_more", more, now))
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]
@@ -526,31 +318,3 @@ def _users_only(handler: Handler) -> Handler:
         handler(session, msg)
 
     return guarded
-
-
-def _recipient_field(data: dict[str, Any]) -> str:
-    """The request field that named the recipient (for errors about it)."""
-    for name in ("to_user_id", "to"):
-        if name in data:
-            return name
-    return "receiver.id"
-
-
-def _echo_id(data: dict[str, Any], names: tuple[str, ...], fallback: str, msg: Inbound) -> Any:
-    """The recipient id as the client wrote it (ids are echoed as they came)."""
-    for name in names:
-        if data.get(name) is not None:
-            return data[name]
-    receiver = msg.raw.get("receiver")
-    if isinstance(receiver, dict) and receiver.get("id") is not None:
-        return receiver["id"]
-    return fallback
-
-
-def _echo_type(data: dict[str, Any], fallback: str, msg: Inbound) -> Any:
-    if data.get("to_user_type") is not None:
-        return data["to_user_type"]
-    receiver = msg.raw.get("receiver")
-    if isinstance(receiver, dict) and receiver.get("type") is not None:
-        return receiver["type"]
-    return fallback or None

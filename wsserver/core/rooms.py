@@ -22,15 +22,19 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from wsserver.core.broker import Broker
-from wsserver.core.commands import ROOM_NAME
 from wsserver.core.env import Env
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Principal, RoomKey, Session
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
+from wsserver.protocol.messages import RoomMessage, RoomRef, fault
+from wsserver.shapes import ShapeError, structurer
 
 __all__ = ["Rooms"]
+
+_ROOM_REF = structurer(RoomRef)
+_ROOM_MESSAGE = structurer(RoomMessage)
 
 
 class Rooms:
@@ -81,22 +85,10 @@ class Rooms:
 
     # -- what a request names ------------------------------------------------------
 
-    def _target(self, session: Session, data: Any) -> RoomKey:
-        """The (group, room) a room request names, checked for name and group."""
+    def _target(self, session: Session, room: str, group: Any) -> RoomKey:
+        """The (group, room) a room request names, checked for who may name it."""
         ident = session.identity
         assert ident is not None
-        room: Any
-        group: Any
-        if isinstance(data, str):
-            room, group = data, None
-        elif isinstance(data, dict):
-            room, group = data.get("room"), data.get("group_id")
-        else:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
-        if room is None:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="room")
-        if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "invalid_room", field="room")
         if ident.is_device:
             raise ProtocolError(ErrorCode.FORBIDDEN, "device_no_rooms", field="room")
         group_key = ident.group_key
@@ -105,6 +97,14 @@ class Rooms:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="group_id")
             group_key = id_key(group)
         return (group_key, room)
+
+    def _ref(self, session: Session, msg: Inbound) -> RoomKey:
+        """The room `join_room`, `leave_room` or `room_members` names."""
+        try:
+            ref = _ROOM_REF(msg.data)
+        except ShapeError as err:
+            raise fault(err) from None
+        return self._target(session, ref.room, ref.group_id)
 
     def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session) -> bool:
         return any(s is not skip and s.principal == principal for s in self.presence.room(key).values())
@@ -130,7 +130,7 @@ class Rooms:
     # -- handlers ------------------------------------------------------------------
 
     def _join_room(self, session: Session, msg: Inbound) -> None:
-        key = self._target(session, msg.data)
+        key = self._ref(session, msg)
         assert session.identity is not None
         if not self.may_join(session.identity, key[1]):
             raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
@@ -148,21 +148,23 @@ class Rooms:
         self.broker.reply(session, msg, "room_joined", {"room": key[1], "members": self.members(key)})
 
     def _leave_room(self, session: Session, msg: Inbound) -> None:
-        key = self._target(session, msg.data)
+        key = self._ref(session, msg)
         if key not in session.rooms:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_in_room", field="room")
         self._leave(session, key)
         self.broker.reply(session, msg, "room_left", {"room": key[1]})
 
     def _room_message(self, session: Session, msg: Inbound) -> None:
-        if not isinstance(msg.data, dict):
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
-        key = self._target(session, msg.data)
+        try:
+            req = _ROOM_MESSAGE(msg.data)
+        except ShapeError as err:
+            raise fault(err) from None
+        key = self._target(session, req.room, req.group_id)
         if key not in session.rooms:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not_in_room", field="room")
         ident = session.identity
         assert ident is not None
-        payload = {k: v for k, v in msg.data.items() if k not in ("room", "group_id", "from")}
+        payload = req.payload  # the client's own, every key but room, group_id and from
         payload["room"] = key[1]
         payload["from"] = {
             "user_id": ident.user_id,
@@ -174,7 +176,7 @@ class Rooms:
         self.broker.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})
 
     def _room_members(self, session: Session, msg: Inbound) -> None:
-        key = self._target(session, msg.data)
+        key = self._ref(session, msg)
         assert session.identity is not None
         if key not in session.rooms and not self.may_join(session.identity, key[1]):
             raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")

@@ -26,7 +26,6 @@ counted (`ops.access.log_session`). The echo path skips the credentials.
 from __future__ import annotations
 
 import itertools
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from wsserver.net.http import HttpResponse, RequestHead, respond_and_close
 from wsserver.ops.access import log_session
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
+from wsserver.protocol.replies import error_body
 
 if TYPE_CHECKING:
     from wsserver.net.host import ConnectionHost
@@ -184,9 +184,7 @@ class Admission:
         """A refused handshake's JSON body (and its metric)."""
         server = self._server
         server.metrics.handshake(key)
-        return json.dumps(
-            {"code": status, "message": text(key, server.config.server.locale)}, ensure_ascii=False
-        ).encode()
+        return error_body(status, text(key, server.config.server.locale))
 
     def _session_done(self, conn: Connection) -> None:
         """Access log and metrics for one ended WebSocket session."""

@@ -33,7 +33,6 @@ from wsserver.net.http import (
     ConnectionGone,
     HttpError,
     Router,
-    error_reply,
     read_request_head,
     respond_and_close,
     serve_http,
@@ -209,7 +208,7 @@ class Listeners:
                 log_request(server.metrics, ip, "-", "-", err.status, 0.0, 0, 0)
                 await respond_and_close(
                     stream,
-                    error_reply(err, cfg.server.locale),
+                    err.response(cfg.server.locale),
                     write_timeout=cfg.limits.write_timeout,
                 )
                 return

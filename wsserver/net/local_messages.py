@@ -26,8 +26,9 @@ from wsserver.core.commands import Authenticate
 from wsserver.core.identity import Identity
 from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Inbound, field, id_key
+from wsserver.protocol.envelope import Inbound, id_key
 from wsserver.protocol.i18n import text
+from wsserver.protocol.messages import Auth, Refresh, Register, read
 
 if TYPE_CHECKING:
     from wsserver.net.host import ConnectionHost
@@ -88,7 +89,7 @@ def _refresh(conn: Peer, msg: Inbound) -> None:
     try:
         if ident.is_device:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, "refresh_not_jwt")
-        token = field(msg.data, "token", str)
+        token = read(msg.data, Refresh).token
         try:
             fresh = conn.server.verifier.verify(token)
         except AuthError as err:
@@ -119,16 +120,16 @@ async def first_message_auth(conn: Peer, msg: Inbound) -> bool:
     device_id = conn.device_id
     device_info = None
     try:
-        if msg.type in ("auth", "register"):
-            token = field(msg.data, "token", str)
-            identity = conn.server.verifier.verify(token)
-            if msg.type == "register":
-                device_id = field(msg.data, "device_id", (str, int), required=False)
-                device_id = None if device_id is None else str(device_id)
-                device_info = field(msg.data, "device_info", dict, required=False)
-                claimed = msg.data.get("user_id")
-                if claimed is not None and id_key(claimed) != id_key(identity.user_id):
-                    raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
+        if msg.type == "auth":
+            identity = conn.server.verifier.verify(read(msg.data, Auth).token)
+        elif msg.type == "register":
+            register = read(msg.data, Register)
+            identity = conn.server.verifier.verify(register.token)
+            device_id = None if register.device_id is None else str(register.device_id)
+            device_info = register.device_info
+            claimed = register.user_id
+            if claimed is not None and id_key(claimed) != id_key(identity.user_id):
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "token_invalid", field="user_id")
         elif isinstance(msg.activation_code, str) and msg.activation_code:
             identity = Identity(activation_code=msg.activation_code)
         else:

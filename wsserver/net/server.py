@@ -27,7 +27,6 @@ applies a changed configuration while serving (SIGHUP in `run_server`).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -47,7 +46,7 @@ from wsserver.net.crm_timer import midnights
 from wsserver.net.durability import Durability
 from wsserver.net.fastio import Flusher
 from wsserver.net.heartbeat import Heartbeats
-from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router, json_reply
+from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
 from wsserver.net.listeners import Listeners
 from wsserver.net.local_messages import LOCAL_TYPES
 from wsserver.net.webhooks import WebhookSender
@@ -57,6 +56,7 @@ from wsserver.ops.metrics import Metrics
 from wsserver.ops.process import run_process, tune_gc
 from wsserver.ops.reload import ReloadPlan, plan_reload
 from wsserver.protocol.i18n import text
+from wsserver.protocol.replies import error_body, ok_body
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
 from wsserver.tokens import TokenVerifier
@@ -121,7 +121,7 @@ class Server:
 
     def _add_health_routes(self, router: Router) -> None:
         async def healthz(req: HttpRequest) -> HttpResponse:
-            return json_reply({"status": "ok", "version": __version__})
+            return HttpResponse(200, ok_body({"status": "ok", "version": __version__}))
 
         async def readyz(req: HttpRequest) -> HttpResponse:
             if not self.ready:
@@ -130,9 +130,8 @@ class Server:
             if failing:
                 locale = self.config.server.locale
                 message = text("background_failing", locale, tasks=", ".join(failing))
-                body = {"code": 503, "message": message, "failing": failing}
-                return HttpResponse(503, json.dumps(body, ensure_ascii=False).encode())
-            return json_reply({"status": "ready"})
+                return HttpResponse(503, error_body(503, message, failing=failing))
+            return HttpResponse(200, ok_body({"status": "ready"}))
 
         router.add("GET", "/healthz", healthz)
         router.add("GET", "/readyz", readyz)

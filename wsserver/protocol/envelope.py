@@ -6,7 +6,8 @@ optional top-level `activation_code` (seed 000).
 
 Outbound: every server message has `type` and `timestamp` (int ms); replies
 echo the client's `id`. `encode()` returns the final text; the caller sends
-that same string to every recipient, so a broadcast is encoded once.
+that same string to every recipient, so a broadcast is encoded once. The
+encoder is `protocol.encoding.dumps` (NaN and infinities are written `null`).
 
 This module is sans-IO: no trio, no sockets.
 """
@@ -18,12 +19,15 @@ import math
 from typing import Any
 
 import attrs
-import orjson
 
 from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.encoding import dumps
 from wsserver.protocol.frames import binary_frame, text_frame  # noqa: F401 (re-exported)
 from wsserver.protocol.i18n import text
 from wsserver.protocol.jsonlimits import DEFAULT_MAX_DEPTH, lone_surrogate, too_deep
+from wsserver.shapes import ID
+
+_is_id = ID.holds  # a request `id`: a string or an integer, never a bool
 
 
 def _reject_constant(name: str) -> Any:
@@ -40,29 +44,6 @@ def _finite_float(literal: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_ascii_encoder = json.JSONEncoder(separators=(",", ":"))
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as with json
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON of an outbound message.
-
-    orjson (about 8x faster than the stdlib's C encoder here); what it refuses
-    goes to the stdlib, which decides: integers beyond 64 bits are encoded,
-    text with lone surrogates is ASCII-escaped (so the frame is valid UTF-8), and
-    what is not JSON raises TypeError. NaN and infinities become `null` (a
-    browser's JSON.parse would reject the frame otherwise).
-    """
-    try:
-        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
-    except TypeError:
-        pass
-    text = _encoder.encode(obj)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _ascii_encoder.encode(obj).encode("ascii")
 
 RequestId = str | int
 
@@ -158,9 +139,7 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "not_object")
     request_id = obj.get("id")
-    if request_id is not None and (
-        not isinstance(request_id, str | int) or isinstance(request_id, bool)
-    ):
+    if request_id is not None and not _is_id(request_id):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "bad_id", field="id")
     mtype = obj.get("type", obj.get("event"))
     if mtype is None:
@@ -174,7 +153,7 @@ def decode(frame: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Inbound:
 def _echoable_id(obj: Any) -> RequestId | None:
     """The `id` of a refused message when it is one a reply may echo."""
     rid = obj.get("id") if isinstance(obj, dict) else None
-    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+    return rid if _is_id(rid) else None
 
 
 def encode(
@@ -217,27 +196,6 @@ def encode_error(
         msg["id"] = rid
     msg["timestamp"] = now_ms
     return Wire.from_json(dumps(msg), "error")
-
-
-def field(data: Any, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
-    """Read `data[name]`, checking its type; errors name the field.
-
-    `bool` is never accepted where `int` is asked for (JSON true is not 1).
-    """
-    if not isinstance(data, dict):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="data")
-    if name not in data or data[name] is None:
-        if required:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field=name)
-        return None
-    value = data[name]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=name)
-    return value
-
-
-def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
 
 
 def id_key(value: Any) -> str:
