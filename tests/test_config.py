@@ -46,6 +46,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "auth.timeout": 10.0,
     "auth.expiry_grace": 30.0,
     "auth.require_exp": True,
+    "auth.require_user_type": False,
     "auth.max_failures": 10,
     "auth.failure_window": 60.0,
     "heartbeat.interval": 30.0,
@@ -69,6 +70,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "limits.write_timeout": 30.0,
     "rooms.allow": ("*",),
     "rooms.presence_events": True,
+    "rooms.history_limit": 0,
     "messages.dedup_window": 600.0,
     "messages.mailbox_limit": 1000,
     "messages.mailbox_ttl": 604800.0,
@@ -96,6 +98,11 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "log.format": "text",
     "cluster.redis_url": "",
     "cluster.node_ttl": 15.0,
+    "cluster.heartbeat": 3.0,
+    "cluster.prefix": "wsserver",
+    "cluster.node_name": "",
+    "admin.enabled": True,
+    "admin.read_only": False,
 }
 
 

@@ -68,6 +68,7 @@ class AuthConfig:
     timeout: float = 10.0
     expiry_grace: float = 30.0
     require_exp: bool = True
+    require_user_type: bool = False
     max_failures: int = 10
     failure_window: float = 60.0
 
@@ -119,6 +120,7 @@ class RoomsConfig:
 
     allow: tuple[str, ...] = ("*",)
     presence_events: bool = True
+    history_limit: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -200,6 +202,17 @@ class ClusterConfig:
 
     redis_url: str = ""
     node_ttl: float = 15.0
+    heartbeat: float = 3.0
+    prefix: str = "wsserver"
+    node_name: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class AdminConfig:
+    """`[admin]`: the operator dashboard at `/admin`."""
+
+    enabled: bool = True
+    read_only: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -221,3 +234,4 @@ class Config:
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)

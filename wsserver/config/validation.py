@@ -68,9 +68,11 @@ _POSITIVE: Final = (
     "webhooks.timeout",
     "storage.snapshot_interval",
     "cluster.node_ttl",
+    "cluster.heartbeat",
 )
 
 _NON_NEGATIVE: Final = (
+    "rooms.history_limit",
     "auth.expiry_grace",
     "auth.max_failures",
     "limits.max_connections_per_ip",

@@ -38,6 +38,7 @@ LIVE_KEYS: Final = (
     "security.*",
     "metrics.*",
     "log.*",
+    "admin.*",  # read per request
 )
 """Keys a reload applies (`section.*` = every key of the section)."""
 
