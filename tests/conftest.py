@@ -30,6 +30,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from tests.redis_server import redis_server  # noqa: F401 (a fixture: a real redis-server)
 from wsserver.config import Config, load_config
 from wsserver.core.hub import Hub
 from wsserver.embed import install_http_api
