@@ -618,6 +618,23 @@ async def test_publish_persist_queues_for_offline_users_only(live_server: Any) -
         assert msg["offline"] is True
 
 
+async def test_nodes_lists_the_one_node_of_an_embedded_hub_with_its_live_counts(live_server: Any) -> None:
+    server = await start(live_server, cluster__node_name="edge-1")
+    before = int(time.time() * 1000)
+    async with client(server, 1, group_id=1), client(server, 1, group_id=1), client(server, 2, group_id=1):
+        data = await ok(server, "GET", "/api/nodes")
+    (node,) = data["nodes"]
+    node_file = (server.config.storage.dir + "/node_id")
+    with open(node_file, encoding="utf-8") as f:
+        assert node["node_id"] == f.read().strip()  # the id webhook events carry
+    assert node["name"] == "edge-1"
+    assert node["connections"] == 3 and node["users"] == 2
+    assert node["version"] == (await ok(server, "GET", "/api/stats"))["version"]
+    assert node["uptime"] >= 0 and node["last_seen"] >= before
+    status, _reply, _ = await call(server, "GET", "/api/nodes", key=None)
+    assert status == 401
+
+
 # --------------------------------------------------------------------------- devices and kick
 
 

@@ -69,6 +69,10 @@ class ApiHost(Protocol):
         """The hub's command door."""
 
     @property
+    def node_name(self) -> str:
+        """This node's readable name (`/api/nodes`)."""
+
+    @property
     def webhooks(self) -> WebhookProbe:
         """The webhook sender (`POST /api/webhooks/test`)."""
 

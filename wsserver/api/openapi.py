@@ -212,6 +212,18 @@ SCHEMAS: dict[str, Schema] = {
         uptime={**_NUM, "description": "seconds"},
         started_at={**_INT, "description": "Unix ms"},
         version=_STR,
+        node_id={**_STR, "description": "this node's id (kept in storage.dir)"},
+    ),
+    "NodeList": _obj(("nodes",), nodes={"type": "array", "items": _ref("Node")}),
+    "Node": _obj(
+        ("node_id", "name", "version", "connections", "users", "uptime", "last_seen"),
+        node_id=_STR,
+        name={**_STR, "description": "cluster.node_name, else host name and process id"},
+        version=_STR,
+        connections={**_INT, "description": "the node's open WebSocket connections"},
+        users={**_INT, "description": "distinct user ids connected to the node"},
+        uptime={**_NUM, "description": "seconds"},
+        last_seen={**_INT, "description": "Unix ms of the node's latest report"},
     ),
 }  # fmt: skip
 

@@ -22,13 +22,13 @@ Invariants:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from wsserver.api import bodies, pushes
-from wsserver.api.credentials import authorize
 from wsserver.api.bodies import (
     BroadcastNotice,
     BroadcastRequest,
@@ -43,6 +43,7 @@ from wsserver.api.bodies import (
     TokenInsufficientRequest,
     parse_publish,
 )
+from wsserver.api.credentials import authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
@@ -113,6 +114,8 @@ ROUTES: tuple[Route, ...] = (
           "Publish any message type to users, a group, a room or everyone", "push",
           body=PublishRequest, reply="PublishResult"),
     Route("GET", "/api/stats", "stats", "Hub statistics", "ops", reply="Stats"),
+    Route("GET", "/api/nodes", "nodes", "The nodes of the cluster (one without cluster mode)",
+          "ops", reply="NodeList"),
     Route("GET", "/api/users/{user_id}/online", "user_online",
           "Whether a user is online, and on how many connections", "users",
           query=_FILTERS, reply="UserOnline"),
@@ -285,6 +288,19 @@ class Api:
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(Stats()))
+
+    async def nodes(self, req: HttpRequest) -> HttpResponse:
+        stats = await self.actor.call(Stats())
+        node = {
+            "node_id": stats["node_id"],
+            "name": self.server.node_name,
+            "version": stats["version"],
+            "connections": stats["connections"]["total"],
+            "users": stats["users"],
+            "uptime": stats["uptime"],
+            "last_seen": int(time.time() * 1000),  # this node answers: it is seen now
+        }
+        return json_reply({"nodes": [node]})
 
     def _filters(self, req: HttpRequest) -> tuple[Any, Any]:
         query = req.head.query

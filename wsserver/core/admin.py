@@ -251,6 +251,7 @@ class HubAdmin:
             "uptime": round(now - self.started_at, 3),
             "started_at": int(self.started_at * 1000),
             "version": __version__,
+            "node_id": self.env.node,
         }
 
 

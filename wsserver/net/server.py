@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 
 import trio
@@ -164,6 +165,12 @@ class Server:
     def stopping(self) -> bool:
         """True once `stop()` was called."""
         return self._stop.is_set()
+
+    @property
+    def node_name(self) -> str:
+        """This node's readable name (`/api/nodes`): `cluster.node_name`, else the
+        host name and process id."""
+        return self.config.cluster.node_name or f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
