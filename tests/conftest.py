@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -274,6 +274,33 @@ async def ws_connect(url: str, extra_headers: list[tuple[bytes, bytes]] | None =
         yield ws
     with trio.CancelScope(shield=True):
         await ws._stream.aclose()
+
+
+# --------------------------------------------------------------------------- reading a client
+
+
+async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
+    """The next message a trio-websocket client receives, decoded."""
+    with trio.fail_after(timeout):
+        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
+
+
+async def recv_type(ws: Any, mtype: str, timeout: float = 5) -> dict[str, Any]:
+    """The next message of type `mtype`, skipping the others."""
+    while True:
+        msg = await recv(ws, timeout)
+        if msg["type"] == mtype:
+            return msg
+
+
+async def close_code(ws: Any, timeout: float = 10) -> int:
+    """Read until the server closes the connection; its close code."""
+    with trio.fail_after(timeout):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            return int(exc.reason.code)
 
 
 LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")

@@ -5,7 +5,6 @@ tests talk to."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FAST_IO, make_config, token
+from tests.ports import free_port
 
 SECRET = "client-test-secret-0123456789abcdef-xyz"
 API_KEY = "client-test-api-key-0123456789"
 CODE = "DESK0001"
 ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Hub:

@@ -22,14 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -38,7 +33,7 @@ class RedisServer:
     def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -20,7 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import MemoryClient, http_request, make_config, make_server, token, ws_connect
+from tests.conftest import (
+    MemoryClient,
+    close_code,
+    http_request,
+    make_config,
+    make_server,
+    token,
+    ws_connect,
+)
 from wsserver.api.routes import ROUTES
 from wsserver.core.broker import FANOUT_SOON
 from wsserver.net.server import Server
@@ -96,15 +104,6 @@ async def nothing_more(ws: Any) -> None:
     await ws.send_message(json.dumps({"type": "ping"}))
     msg = await recv(ws)
     assert msg["type"] == "pong", msg
-
-
-async def close_code(ws: Any) -> int:
-    with trio.fail_after(5):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as exc:
-            return int(exc.reason.code)
 
 
 async def close_reason(ws: Any) -> tuple[int, str]:

@@ -8,13 +8,8 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import ws_connect
+from tests.conftest import recv, ws_connect
 from tests.test_api import call, ok, start
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
 
 
 async def test_group_stats_and_accounts_follow_the_desktop_client(live_server: Any) -> None:

@@ -9,22 +9,10 @@ from typing import Any
 
 import trio
 
-from tests.conftest import make_config, token, ws_connect
+from tests.conftest import make_config, recv, recv_type, token, ws_connect
 from tests.test_process import SECRET, write_config
 
 CODE = "SECRETCODE42"  # group 7 in write_config
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
-
-
-async def until(ws: Any, mtype: str) -> dict[str, Any]:
-    while True:
-        msg = await recv(ws)
-        if msg["type"] == mtype:
-            return msg
 
 
 async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> None:
@@ -36,7 +24,7 @@ async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> 
         assert (await recv(dash))["type"] == "connected"
         first = await recv(dash)
         assert first["type"] == "group_stats_update" and first["data"]["activation_code"] == "HG66OP88"
-        await until(other, "group_stats_update")
+        await recv_type(other, "group_stats_update")
         async with ws_connect(base) as desk:
             # seed 000: every message carries the code; the first one authenticates
             await desk.send_message(json.dumps({
@@ -46,17 +34,17 @@ async def test_desktop_and_dashboard_over_real_connections(live_server: Any) -> 
             assert (await recv(desk))["type"] == "auth_success"
             result = await recv(desk)
             assert result["type"] == "sync_result" and result["data"]["created_count"] == 1
-            update = await until(dash, "group_stats_update")
+            update = await recv_type(dash, "group_stats_update")
             assert update["data"]["total_accounts"] == 1 and update["data"]["online_accounts"] == 1
             await desk.send_message(json.dumps({
                 "type": "incoming", "activation_code": "HG66OP88",
                 "data": {"line_account_id": "line_account_123", "incoming_line_id": "U1"},
             }))
             assert (await recv(desk))["data"]["status"] == "processed"
-            acct = await until(dash, "account_stats_update")
+            acct = await recv_type(dash, "account_stats_update")
             assert acct["data"]["line_id"] == "line_account_123" and acct["data"]["total_incoming"] == 1
         # the desktop client went away: its account goes offline on the dashboard
-        change = await until(dash, "account_status_change")
+        change = await recv_type(dash, "account_status_change")
         assert change["data"]["online_status"] == "offline" and change["data"]["group_id"] == 1
         # group 2's dashboard heard nothing of group 1
         with trio.move_on_after(0.3):
@@ -71,7 +59,7 @@ async def test_a_group_member_who_is_no_administrator_cannot_log_in_as_the_deskt
     base = server.url + "/ws"
     member = token(server.config, user_id=11, group_id=1)  # no role: a plain member of group 1
     async with ws_connect(f"{base}?token={member}") as ws:
-        stats = await until(ws, "group_stats_update")
+        stats = await recv_type(ws, "group_stats_update")
     shown = stats["data"]["activation_code"]
     assert shown == "HG66****"
     async with ws_connect(base) as desk:  # trying the code it was shown, as seed 000's client sends it
@@ -80,7 +68,7 @@ async def test_a_group_member_who_is_no_administrator_cannot_log_in_as_the_deskt
         assert err["type"] == "error" and err["data"]["code"] == "unauthorized"
     admin = token(server.config, user_id=12, group_id=1, role="admin")
     async with ws_connect(f"{base}?token={admin}") as ws:
-        assert (await until(ws, "group_stats_update"))["data"]["activation_code"] == "HG66OP88"
+        assert (await recv_type(ws, "group_stats_update"))["data"]["activation_code"] == "HG66OP88"
 
 
 async def test_crm_counters_survive_a_kill_and_restart(tmp_path: Path, spawn: Any) -> None:
@@ -96,29 +84,29 @@ async def test_crm_counters_survive_a_kill_and_restart(tmp_path: Path, spawn: An
     async with ws_connect(f"{base}?activation_code={CODE}") as desk:
         await recv(desk)
         await desk.send_message(json.dumps({"type": "sync_line_accounts", "data": [{"line_account_id": "a", "online_status": "online"}]}))
-        await until(desk, "sync_result")
+        await recv_type(desk, "sync_result")
         for i, line in enumerate(["u1", "u2", "u1"]):
             await desk.send_message(json.dumps({"type": "incoming", "data": {"line_account_id": "a", "incoming_line_id": line}}))
-            reply = await until(desk, "incoming_received")
+            reply = await recv_type(desk, "incoming_received")
             assert reply["data"]["duplicate"] is (i == 2)
         await desk.send_message(json.dumps({"type": "customer_sync", "data": {"customer_id": "c1"}}))
-        db_id = (await until(desk, "customer_sync_received"))["data"]["customer_db_id"]
+        db_id = (await recv_type(desk, "customer_sync_received"))["data"]["customer_db_id"]
         async with ws_connect(f"{base}?token={dash_token}") as dash:
             await recv(dash)
-            before = (await until(dash, "group_stats_update"))["data"]
+            before = (await recv_type(dash, "group_stats_update"))["data"]
         proc.proc.send_signal(signal.SIGKILL)
         await proc.wait()
     proc, base = await start()
     async with ws_connect(f"{base}?token={dash_token}") as dash:
         await recv(dash)
-        after = (await until(dash, "group_stats_update"))["data"]
+        after = (await recv_type(dash, "group_stats_update"))["data"]
     for key in ("total_accounts", "total_incoming", "today_incoming", "duplicate_incoming", "today_duplicate"):
         assert after[key] == before[key], key
     assert (after["total_incoming"], after["duplicate_incoming"]) == (3, 1)
     async with ws_connect(f"{base}?activation_code={CODE}") as desk:
         await recv(desk)
         await desk.send_message(json.dumps({"type": "customer_sync", "data": {"customer_id": "c1", "name": "again"}}))
-        assert (await until(desk, "customer_sync_received"))["data"]["customer_db_id"] == db_id
+        assert (await recv_type(desk, "customer_sync_received"))["data"]["customer_db_id"] == db_id
     proc.proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0
 
@@ -131,8 +119,8 @@ async def test_a_desktop_client_cannot_send_or_read_direct_messages(live_server:
     async with ws_connect(f"{server.url}/ws?activation_code={CODE}") as desk, ws_connect(
         f"{server.url}/ws?token={user}"
     ) as person:
-        await until(desk, "auth_success")
-        await until(person, "connected")
+        await recv_type(desk, "auth_success")
+        await recv_type(person, "connected")
         for mtype, data in (
             ("send_message", {"to_user_id": 5, "message": "hi"}),
             ("typing", {"to_user_id": 5, "typing": True}),
@@ -141,7 +129,7 @@ async def test_a_desktop_client_cannot_send_or_read_direct_messages(live_server:
             ("message_read", {"message_id": 1}),
         ):
             await desk.send_message(json.dumps({"type": mtype, "data": data, "id": mtype}))
-            err = await until(desk, "error")
+            err = await recv_type(desk, "error")
             assert err["id"] == mtype and err["data"]["code"] == "forbidden", err
         await person.send_message(json.dumps({"type": "ping", "id": "p"}))
         while (msg := await recv(person))["type"] == "group_stats_update":

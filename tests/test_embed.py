@@ -17,13 +17,8 @@ import trio
 from trio_websocket import ConnectionClosed
 
 import wsserver
-from tests.conftest import ServerProcess, make_config, token, ws_connect
+from tests.conftest import ServerProcess, make_config, recv, token, ws_connect
 from wsserver.config import Config
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
 
 
 def test_public_api_is_exactly_the_embedding_names() -> None:

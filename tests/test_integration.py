@@ -12,32 +12,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import http_request, hub_of, token, ws_connect
+from tests.conftest import close_code, http_request, hub_of, recv, recv_type, token, ws_connect
 
 CODE = "HG66OP88"
 CODES = [{"code": CODE, "group_id": 1, "name": "desk"}, {"code": "OFF00001", "group_id": 2, "enabled": False}]
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
-
-
-async def recv_type(ws: Any, mtype: str) -> dict[str, Any]:
-    while True:
-        msg = await recv(ws)
-        if msg["type"] == mtype:
-            return msg
-
-
-async def close_code(ws: Any) -> int:
-    """Read until the server closes; the close code."""
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as exc:
-            return int(exc.reason.code)
 
 
 UPGRADE = [

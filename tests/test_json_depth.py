@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import http_request, hub_of, make_config, token, ws_connect
+from tests.conftest import http_request, hub_of, make_config, recv, token, ws_connect
 from tests.test_process import CODE as PROCESS_CODE
 from tests.test_process import SECRET, write_config
 from wsserver.core.commands import TakeSnapshot
@@ -37,11 +37,6 @@ def nested(depth: int, bottom: Any = "x") -> Any:
     for _ in range(depth):
         value = [value]
     return value
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
 
 
 # -- the check itself ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import http_request, token, ws_connect
+from tests.conftest import http_request, recv, token, ws_connect
 from wsserver.core.commands import TakeSnapshot
 from wsserver.embed import HubHandle
 from wsserver.protocol.jsonlimits import lone_surrogate
@@ -27,11 +27,6 @@ from wsserver.storage.journal import FileStorage
 
 API_KEY = "surrogate-test-key"
 CODE = "SURR0001"
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,15 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
 
 from tests.conftest import (
     FAST_IO,
+    close_code,
     http_request,
     hub_of,
     make_config,
     make_server,
+    recv,
     token,
     ws_connect,
 )
@@ -61,20 +62,6 @@ async def file_server(path: Path, text: str) -> AsyncIterator[Server]:
         server.url = f"ws://{host}:{port}/ws"  # type: ignore[attr-defined]
         yield server
         server.stop()
-
-
-async def recv(ws: Any) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
-
-
-async def close_code(ws: Any) -> int:
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as exc:
-            return int(exc.reason.code)
 
 
 async def upgrade_status(
