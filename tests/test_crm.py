@@ -8,6 +8,7 @@ import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tests.fakes import Clock, Journal
 from tests.test_hub import FakeOutlet, send, user
 from wsserver.config import load_config
 from wsserver.core.crm import mask_code
@@ -22,34 +23,9 @@ CODES = [
 ]
 
 
-class Clock:
-    def __init__(self, when: datetime.datetime) -> None:
-        self.t = when.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class Journal:
-    """Keeps every record (durable at once) so a restart can replay them."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.durable_upto = 0
-
-    def append(self, record: dict[str, Any]) -> int:
-        self.records.append(dict(record))
-        self.durable_upto = len(self.records)
-        self.records[-1]["n"] = self.durable_upto
-        return self.durable_upto
-
-
 class CallCentre:
     def __init__(self, clock: Clock | None = None, journal: Journal | None = None, **overrides: Any) -> None:
-        self.clock = clock or Clock(datetime.datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI))
+        self.clock = clock or Clock(datetime.datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI).timestamp())
         self.journal = journal or Journal()
         config = load_config(None, env={}, overrides={"activation_codes": CODES, **overrides})
         self.hub = Hub(config, clock=self.clock, storage=self.journal)
@@ -327,12 +303,7 @@ def test_dashboards_cannot_send_desktop_messages() -> None:
 
 
 def test_replies_wait_for_the_journal() -> None:
-    class Slow(Journal):
-        def append(self, record: dict[str, Any]) -> int:
-            self.records.append(dict(record))
-            return len(self.records)
-
-    journal = Slow()
+    journal = Journal(hold=0)  # nothing durable until the test says so
     cc = CallCentre(journal=journal)
     a1, out = cc.desktop("A1")
     _, d1 = cc.dashboard("boss", 1)

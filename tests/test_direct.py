@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fakes import Clock, Journal
 from tests.test_hub import NOW, NOW_MS, FakeOutlet, error_of, send, user
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
@@ -23,35 +24,10 @@ from wsserver.protocol.envelope import decode
 _conns = itertools.count(1)
 
 
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, t: float = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class ManualJournal:
-    """A journal whose durability the test decides (`durable_upto` is set by hand)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.durable_upto = 0
-
-    def append(self, record: dict[str, Any]) -> int:
-        self.records.append(dict(record))
-        return len(self.records)
-
-
 def make(clock: Clock | None = None, storage: Any = None, **overrides: Any) -> Hub:
     """A chat-only hub (no activation codes, so no CRM counters on connect)."""
     config = load_config(None, env={}, overrides=overrides)
-    return Hub(config, clock=clock or Clock(), storage=storage)
+    return Hub(config, clock=clock or Clock(NOW), storage=storage)
 
 
 def login(hub: Hub, identity: Identity) -> tuple[str, FakeOutlet, list[dict[str, Any]]]:
@@ -485,7 +461,7 @@ def test_same_client_msg_id_from_another_sender_is_a_new_message():
 
 
 def test_same_client_msg_id_after_the_dedup_window_is_a_new_message():
-    clock = Clock()
+    clock = Clock(NOW)
     hub = make(clock, **{"messages.dedup_window": 10})
     a, a_out = online(hub, ALICE)
     _, b_out = online(hub, BOB)
@@ -653,7 +629,7 @@ def test_mailbox_limit_drops_the_oldest_and_says_so_once_on_connect():
 
 
 def test_mailbox_ttl_drops_old_messages_on_connect_and_counts_them():
-    clock = Clock()
+    clock = Clock(NOW)
     hub = make(clock, **{"messages.mailbox_ttl": 60})
     a, _ = online(hub, ALICE)
     dm(hub, a, "bob", "old one")
@@ -1020,8 +996,8 @@ def test_a_bad_message_leaves_other_connections_alone():
 # --- durability gating ------------------------------------------------------------------
 
 
-def gated() -> tuple[Hub, ManualJournal]:
-    journal = ManualJournal()
+def gated() -> tuple[Hub, Journal]:
+    journal = Journal(hold=0)
     return make(storage=journal), journal
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fakes import Clock, Journal
 from tests.test_hub import NOW, FakeOutlet, send, user
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
@@ -61,31 +62,6 @@ CMIDS = ["k1", "k2", "k3"]
 _conns = itertools.count(1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = NOW
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class ListJournal:
-    """Durable at once; keeps every record as storage would return it."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    @property
-    def durable_upto(self) -> int:
-        return len(self.records)
-
-    def append(self, record: dict[str, Any]) -> int:
-        assert "n" not in record, "storage numbers records itself"
-        n = len(self.records) + 1
-        self.records.append(json.loads(json.dumps({"n": n, **record})))
-        return n
-
-
 principal_i = st.integers(0, len(PRINCIPALS) - 1)
 sender_i = st.integers(0, SENDERS - 1)
 
@@ -123,8 +99,8 @@ class Run:
     """One hub driven by a list of operations, checking invariants as it goes."""
 
     def __init__(self) -> None:
-        self.clock = Clock()
-        self.journal = ListJournal()
+        self.clock = Clock(NOW)
+        self.journal = Journal()
         self.hub = Hub(CONFIG, clock=self.clock, storage=self.journal)
         self.conns: dict[int, list[tuple[str, FakeOutlet]]] = {
             i: [] for i in range(len(PRINCIPALS))
@@ -241,7 +217,7 @@ class Run:
         records = self.journal.records
         starts: list[tuple[dict[str, Any] | None, int]] = [(None, 0), *self.snapshots]
         for state, upto in starts:
-            fresh = Hub(CONFIG, clock=Clock())
+            fresh = Hub(CONFIG, clock=Clock(NOW))
             fresh.restore(state, json.loads(json.dumps(records[upto:])))
             assert fresh.direct.store.to_state() == want, f"replay from record {upto}"
             assert fresh.last_n == self.hub.last_n

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.fakes import Clock, Journal
 from tests.test_hub import FakeOutlet, send, user
 from wsserver.config import load_config
 from wsserver.core.commands import (
@@ -27,34 +28,6 @@ from wsserver.core.webhooks import FIRST_RETRY, PROBE_AFTER, backoff
 START = 1_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = START
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Journal:
-    """Keeps every record as storage would give it back; durable up to `durable_upto`
-    (everything, unless a test holds it back)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.hold: int | None = None
-
-    @property
-    def durable_upto(self) -> int:
-        return len(self.records) if self.hold is None else self.hold
-
-    def append(self, record: dict[str, Any]) -> int:
-        self.records.append(json.loads(json.dumps({"n": len(self.records) + 1, **record})))
-        return len(self.records)
-
-    def request_snapshot(self, state: dict[str, Any], upto: int) -> None:
-        pass
-
-
 class Rig:
     """A hub with webhooks on, and the sender's side of the conversation."""
 
@@ -64,7 +37,7 @@ class Rig:
         values: dict[str, Any] = {"webhooks.url": "http://127.0.0.1:9/hooks", "webhooks.undelivered_after": 60}
         values.update({k.replace("__", "."): v for k, v in overrides.items()})
         self.config = config or load_config(None, env={}, overrides=values)
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(START)
         self.journal = journal or Journal()
         self.hub = Hub(self.config, clock=self.clock, storage=self.journal)
         self.wakes = 0
