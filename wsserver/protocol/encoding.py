@@ -30,7 +30,7 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # int keys become strings, as with js
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON of `obj`; NaN and infinities as `null`.
 
-    orjson (about 8x faster than the stdlib's C encoder here); what it refuses
+    orjson (much faster than the stdlib's C encoder: docs/BENCHMARKS.md); what it refuses
     goes to the stdlib, which decides: integers beyond 64 bits are encoded,
     text with lone surrogates is ASCII-escaped (so the result is valid UTF-8),
     and what is not JSON raises TypeError.
