@@ -13,11 +13,11 @@ from typing import Any
 import trio
 
 from tests.conftest import make_config, make_server, token, ws_connect
+from tests.fakes import Journal
 from tests.test_api import API_KEY, call
 from tests.test_direct import (
     ALICE,
     BOB,
-    ManualJournal,
     data_of,
     dm,
     expect_error,
@@ -32,7 +32,7 @@ QUOTA = {"messages.mailbox_max_bytes": 10}
 
 
 def test_a_send_that_would_overfill_an_offline_mailbox_is_rate_limited_and_not_stored():
-    journal = ManualJournal()
+    journal = Journal(hold=0)
     hub = make(storage=journal, **QUOTA)
     a, a_out = online(hub, ALICE)
     dm(hub, a, "bob", "hello")  # 5 bytes

@@ -13,14 +13,15 @@ from typing import Any
 import trio
 
 from tests.conftest import make_config, token, ws_connect
-from tests.test_direct import ALICE, BOB, ManualJournal, data_of, dm, login, make, online
+from tests.fakes import Journal
+from tests.test_direct import ALICE, BOB, data_of, dm, login, make, online
 from tests.test_hub import send
 from wsserver.net.server import Server
 
 
-def never_durable() -> tuple[Any, ManualJournal]:
+def never_durable() -> tuple[Any, Journal]:
     """A hub whose journal takes records and never makes any durable."""
-    journal = ManualJournal()
+    journal = Journal(hold=0)
     return make(storage=journal), journal
 
 
