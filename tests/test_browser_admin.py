@@ -9,13 +9,15 @@ With TEST_ADMIN_SCREENSHOTS=<dir> the screenshots test writes its PNGs there
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, Request
@@ -44,13 +46,24 @@ window.close_ws = (name) => window["ws_" + name].close(1000);
 </script>"""
 
 
+PAGE_ERRORS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors() -> Iterator[None]:
+    """No uncaught error in a dashboard page during the test."""
+    PAGE_ERRORS.clear()
+    yield
+    assert PAGE_ERRORS == []
+
+
 def admin_url(hub: Hub, view: str = "") -> str:
     return f"http://127.0.0.1:{hub.port}/admin" + (f"#{view}" if view else "")
 
 
 def open_admin(ctx: BrowserContext, hub: Hub, view: str = "") -> Page:
     page = ctx.new_page()
-    page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
+    page.on("pageerror", lambda exc: PAGE_ERRORS.append(str(exc)))
     page.goto(admin_url(hub, view))
     page.wait_for_selector("#credential")
     return page
@@ -223,7 +236,7 @@ def test_kick_from_the_user_view_closes_the_client_with_4003(context: BrowserCon
     assert closed_with(clients, "pc") == 4003
     kicked = clients.evaluate("log.pc.messages.filter(m => m.type === 'kicked')")
     assert kicked and kicked[0]["data"]["reason"] == "maintenance"
-    page.wait_for_function("document.querySelectorAll('#user-result tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#user-result tbody tr').length === 1")
     assert clients.evaluate("log.phone.close") is None
     page.click("#kick-all")
     assert closed_with(clients, "phone") == 4003
@@ -260,6 +273,53 @@ def connections_of_code(code: str, hub: Hub) -> Any:
     return next((c["connections"] for c in codes if c["code"] == code), None)
 
 
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver answering 204 and keeping each event's body."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_publish_and_the_webhook_test_from_the_page(context: BrowserContext, tmp_path: Path, requests: list[Request]) -> None:
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    try:
+        with Hub(tmp_path / "hooks", extra_config=f'[webhooks]\nurl = "{hook}"\nevents = []\n') as hub:
+            hub.start()
+            clients = clients_page(context, hub)
+            open_ws(clients, "pc", f"{hub.url}?token={hub.token(42)}")
+            page = open_admin(context, hub, "publish")
+            log_in(page)
+            page.fill("#publish-form input[name=type]", "order_shipped")
+            page.fill("#publish-form textarea[name=data]", "{not json")
+            page.click("#publish-form button[type=submit]")
+            page.wait_for_selector("#view-publish .status.error")
+            assert not [r for r in requests if r.method == "POST"]  # refused in the page
+            page.fill("#publish-form textarea[name=data]", '{"order": 7, "items": ["a", "b"]}')
+            page.fill("#publish-form input[name=value]", "42")
+            page.click("#publish-form button[type=submit]")
+            clients.wait_for_function("log.pc.messages.some(m => m.type === 'order_shipped')")
+            got = clients.evaluate("log.pc.messages.find(m => m.type === 'order_shipped').data")
+            assert got == {"order": 7, "items": ["a", "b"]}
+            page.wait_for_selector("#view-publish .status.ok")
+            assert "1" in str(page.text_content("#view-publish .status.ok"))
+            page.click("#webhook-test")
+            page.wait_for_function("() => document.querySelectorAll('#view-publish .status.ok').length === 2")
+            assert "204" in str(page.locator("#view-publish .status.ok").nth(1).text_content())
+            assert [e["event"] for e in Hooks.received] == ["ping"]
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+
+
 def test_read_only_mode_shows_no_mutating_control_and_sends_no_post_or_delete(
     context: BrowserContext, tmp_path: Path, requests: list[Request]
 ) -> None:
@@ -291,7 +351,7 @@ def test_texts_follow_server_locale_and_switch_on_the_page(context: BrowserConte
     assert page.text_content("#login h2") == "登录"  # server.locale = "zh-CN", the default
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
     page.select_option("#language", "en")
-    page.wait_for_function("document.querySelector('#login h2').textContent === 'Log in'")
+    page.wait_for_function("() => document.querySelector('#login h2').textContent === 'Log in'")
     page.reload()
     page.wait_for_selector("#credential")
     assert page.text_content("#login h2") == "Log in"  # kept for the tab
@@ -317,7 +377,7 @@ def test_screenshots_of_each_view(context: BrowserContext, hub: Hub, tmp_path: P
     page.goto(admin_url(hub))
     page.wait_for_selector("#credential")
     page.select_option("#language", "en")
-    page.wait_for_function("document.querySelector('#login h2').textContent === 'Log in'")
+    page.wait_for_function("() => document.querySelector('#login h2').textContent === 'Log in'")
     page.screenshot(path=str(folder / "admin-login.png"))
     log_in(page)
     wait_stat(page, "connections", "4")

@@ -100,4 +100,7 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
-start();
+start().catch((error) => {
+  // no settings (the dashboard was turned off meanwhile, the hub is down): say so
+  document.getElementById("app").replaceChildren(h("p", { class: "status error", role: "alert" }, String(error.message ?? error)));
+});

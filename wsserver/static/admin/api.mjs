@@ -78,5 +78,7 @@ export async function login(secret) {
 /** The hub's mode and default language (`/admin/settings.json`, no credential). */
 export async function settings() {
   const response = await fetch("/admin/settings.json", { cache: "no-store", credentials: "omit" });
-  return (await response.json()).data;
+  const reply = await response.json().catch(() => null);
+  if (!response.ok || !reply?.data) throw new ApiError(response.status, reply?.message || `${response.status} ${response.statusText}`);
+  return reply.data;
 }

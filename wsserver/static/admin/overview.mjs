@@ -11,7 +11,7 @@ export const POLL_MS = 2000;
 const WINDOW = 150; // samples kept: five minutes at POLL_MS
 
 // kept across views, so coming back to the overview keeps the chart's history
-const history = { connections: [], rates: [], last: null };
+const samples = { connections: [], rates: [], last: null };
 
 export function overview(root) {
   const cards = h("div", { class: "cards", id: "stats" });
@@ -28,18 +28,18 @@ export function overview(root) {
       const [stats, list] = await Promise.all([get("/api/stats"), get("/api/nodes")]);
       if (stopped) return;
       const now = performance.now();
-      const { last } = history;
+      const { last } = samples;
       let rateIn = null;
       let rateOut = null;
       if (last) {
         const seconds = (now - last.at) / 1000;
         rateIn = Math.max(0, (stats.messages.in - last.in) / seconds);
         rateOut = Math.max(0, (stats.messages.out - last.out) / seconds);
-        history.rates.push(rateIn + rateOut);
+        samples.rates.push(rateIn + rateOut);
       }
-      history.last = { at: now, in: stats.messages.in, out: stats.messages.out };
-      history.connections.push(stats.connections.total);
-      for (const series of [history.connections, history.rates]) if (series.length > WINDOW) series.shift();
+      samples.last = { at: now, in: stats.messages.in, out: stats.messages.out };
+      samples.connections.push(stats.connections.total);
+      for (const series of [samples.connections, samples.rates]) if (series.length > WINDOW) series.shift();
       render(stats, list.nodes, rateIn, rateOut);
       status.clear();
     } catch (error) {
@@ -65,8 +65,8 @@ export function overview(root) {
       card("version", stats.version, "version"),
     );
     chart.replaceChildren(lineChart([
-      { label: t("connections_total"), values: history.connections, cls: "s1" },
-      { label: t("messages_rate"), values: history.rates, cls: "s2" },
+      { label: t("connections_total"), values: samples.connections, cls: "s1" },
+      { label: t("messages_rate"), values: samples.rates, cls: "s2" },
     ], WINDOW));
     nodes.replaceChildren(table(
       ["node_id", "name", "version", "connections_total", "users", "uptime", "last_seen"],
@@ -89,7 +89,7 @@ export function overview(root) {
     } else {
       clearTimeout(timer);
       timer = null;
-      history.last = null; // no rate across the pause
+      samples.last = null; // no rate across the pause
     }
   }
 
