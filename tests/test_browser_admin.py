@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Request
 
 from tests.browser import (
+    api,
     browser_fixture,  # noqa: F401  (the fixtures)
     connections,
     context_fixture,  # noqa: F401
@@ -372,6 +373,13 @@ def test_screenshots_of_each_view(context: BrowserContext, hub: Hub, tmp_path: P
     clients.evaluate("""ws_desk.send(JSON.stringify({type: 'sync_line_accounts', data: [
         {line_account_id: 'U1001', name: 'Shop A', online_status: 'online'},
         {line_account_id: 'U1002', name: 'Shop B', online_status: 'offline'}]}))""")
+    for progress in (40, 75):
+        api(hub, "POST", "/api/websocket/task/progress", {
+            "user_id": 42, "task_id": "export-17", "task_type": "batch_export", "status": "running",
+            "progress": progress, "total": 200, "completed": progress * 2,
+        })
+    clients.evaluate("""setInterval(() => ws_alice.send(JSON.stringify(
+        {type: 'room_message', data: {room: 'chat:lobby', text: 'hi'}})), 40)""")  # traffic for the chart
     page = context.new_page()
     page.set_viewport_size({"width": 1100, "height": 640})
     page.goto(admin_url(hub))
@@ -384,7 +392,7 @@ def test_screenshots_of_each_view(context: BrowserContext, hub: Hub, tmp_path: P
     page.wait_for_timeout(6500)  # a few samples on the chart
     shots = {
         "overview": "#nodes table",
-        "users?user_id=42": "#user-result tbody tr",
+        "users?user_id=42": "#user-result td:text('export-17')",
         "rooms?group_id=1": "#room-list table",
         "crm?group_id=7": "#crm-result table",
         "codes": "#code-list table",

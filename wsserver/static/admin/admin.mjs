@@ -92,9 +92,8 @@ async function start() {
   setReadOnly(s.read_only);
   document.body.dataset.readOnly = String(s.read_only);
   setLocale(sessionStorage.getItem(LANGUAGE) || s.locale);
-  window.addEventListener("hashchange", () => {
-    if (route().name !== document.querySelector("main section")?.id?.slice(5)) render();
-  });
+  // the views update the hash with replaceState (no event): this is the operator's own navigation
+  window.addEventListener("hashchange", render);
   window.addEventListener("admin:unauthorized", () => { forget(); render(); });
   render();
   document.body.dataset.ready = "true";

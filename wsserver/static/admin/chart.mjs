@@ -7,6 +7,7 @@ import { t } from "/admin/i18n.mjs";
 const WIDTH = 600;
 const HEIGHT = 140;
 const PAD = 6;
+const HEADROOM = 1.2; // the maximum drawn below the top edge
 
 /** `series`: [{label, values: [number], cls}], `capacity`: samples across the width. */
 export function lineChart(series, capacity) {
@@ -23,7 +24,7 @@ export function lineChart(series, capacity) {
     const offset = capacity - values.length;
     const points = values.map((v, i) => {
       const x = PAD + (offset + i) * step;
-      const y = HEIGHT - PAD - ((HEIGHT - 2 * PAD) * v) / max;
+      const y = HEIGHT - PAD - ((HEIGHT - 2 * PAD) * v) / (max * HEADROOM);
       return `${x.toFixed(1)},${y.toFixed(1)}`;
     });
     if (points.length) svg.append(h("svg:polyline", { points: points.join(" "), class: "line " + cls }));
