@@ -24,7 +24,7 @@ class Hub:
     """One hub: `start()` (blocking until it listens), `kill()` (SIGKILL), `url`;
     a context manager that kills it at the end."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, extra_config: str = "") -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.data = tmp_path / "hub-data"
@@ -44,7 +44,8 @@ group_id = 7
 [limits]
 messages_per_second = 10000
 burst = 10000
-""",
+"""
+            + extra_config,
             encoding="utf-8",
         )
         self.env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}

@@ -99,6 +99,10 @@ def test_build_reports_what_it_bundled_with_size_and_sha256(linux_pyz: tuple[Pat
         assert "site-packages/wsserver/wsserver.toml" in z.namelist()  # package data
         for name in ("client.js", "client.mjs", "client-worker.js", "client.d.ts"):  # the browser client
             assert f"site-packages/wsserver/static/{name}" in z.namelist()
+        admin = sorted(p.name for p in (Path(__file__).parent.parent / "wsserver" / "static" / "admin").iterdir())
+        assert "index.html" in admin and "admin.mjs" in admin
+        for name in admin:  # the operator dashboard (/admin)
+            assert f"site-packages/wsserver/static/admin/{name}" in z.namelist()
         assert not [n for n in z.namelist() if n.endswith(".pyc") or "/bin/" in n]
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 

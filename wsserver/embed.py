@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 import trio
 
+from wsserver.api.admin import add_admin_routes
 from wsserver.api.bodies import parse_publish
 from wsserver.api.routes import install, publish_durably
 from wsserver.api.static import add_client_routes
@@ -244,9 +245,11 @@ class HubHandle:
 
 def install_http_api(server: Server) -> None:
     """Install the HTTP API on `server`'s API router, and the browser client's
-    files on its public one. Every entry point builds its server so: the
-    network layer does not know the API (`api` depends on `net`)."""
+    files on its public one, the operator dashboard next to the API. Every
+    entry point builds its server so: the network layer does not know the API
+    (`api` depends on `net`)."""
     install(server, server.api_router)
+    add_admin_routes(server.api_router, server)  # /admin: the page and the API share an origin
     add_client_routes(server.router)  # the browser client (public: browsers load it)
 
 

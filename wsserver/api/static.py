@@ -22,7 +22,7 @@ from importlib import resources
 
 from wsserver.net.http import HttpRequest, HttpResponse, Router
 
-__all__ = ["CLIENT_FILES", "add_client_routes"]
+__all__ = ["CLIENT_FILES", "add_client_routes", "etag_matches"]
 
 JAVASCRIPT = "text/javascript; charset=utf-8"
 CLIENT_FILES = {
@@ -34,7 +34,7 @@ CLIENT_FILES = {
 CACHE_CONTROL = "public, max-age=3600"
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 13.1.2: a list of tags, weak ones compared weakly, or `*`."""
     if if_none_match is None:
         return False
@@ -59,6 +59,6 @@ def add_client_routes(router: Router) -> None:
         async def serve(
             req: HttpRequest, ok: HttpResponse = ok, not_modified: HttpResponse = not_modified, etag: str = etag
         ) -> HttpResponse:
-            return not_modified if _matches(req.head.header("if-none-match"), etag) else ok
+            return not_modified if etag_matches(req.head.header("if-none-match"), etag) else ok
 
         router.add("GET", "/" + name, serve)
