@@ -1,0 +1,91 @@
+"""Seed 000's CRM data back to the business (SPEC 13): retries that count once,
+across a kill -9 of a real `wsserver serve`; the CRM reads; dashboards told of
+every new incoming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.conftest import http_request, ws_connect
+from tests.hubprocess import API_KEY, CODE, Hub
+
+
+async def recv(ws: Any) -> dict[str, Any]:
+    with trio.fail_after(10):
+        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
+
+
+async def reply_to(ws: Any, request_id: str) -> dict[str, Any]:
+    """The reply that echoes `request_id` (pushes before it are skipped)."""
+    while True:
+        msg = await recv(ws)
+        if msg.get("id") == request_id:
+            return msg
+
+
+async def api(hub: Hub, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    raw = b"" if body is None else json.dumps(body).encode()
+    status, _, data = await http_request(hub.address, method, path, headers=[("X-API-Key", API_KEY)], body=raw)
+    return status, json.loads(data)
+
+
+# the desktop's requests, each with its own `id`, as a client that retries sends them
+REQUESTS = [
+    ("s1", "sync_line_accounts", [{"line_account_id": "a", "online_status": "online"}]),
+    ("i1", "incoming", {"line_account_id": "a", "incoming_line_id": "u1"}),
+    ("i2", "incoming", {"line_account_id": "a", "incoming_line_id": "u2"}),
+    ("i3", "incoming", {"line_account_id": "a", "incoming_line_id": "u1"}),
+    ("c1", "customer_sync", {"customer_id": "cust-1", "name": "Wang"}),
+    ("f1", "follow_up_sync", {"customer_id": "cust-1", "note": "called"}),
+    ("st1", "account_status_change", {"line_account_id": "a", "online_status": "busy"}),
+]
+
+
+async def send_all(desk: Any) -> None:
+    for rid, mtype, data in REQUESTS:
+        await desk.send_message(json.dumps({"type": mtype, "id": rid, "data": data}))
+
+
+async def replies(desk: Any) -> dict[str, Any]:
+    await send_all(desk)
+    return {rid: (await reply_to(desk, rid)) for rid, _, _ in REQUESTS}
+
+
+async def test_a_crm_retry_storm_with_a_kill_in_the_middle_counts_every_request_once(tmp_path: Path) -> None:
+    with Hub(tmp_path) as hub:
+        await trio.to_thread.run_sync(hub.start)
+        desk_url = f"{hub.url}?activation_code={CODE}&device_id=pc-1"
+        async with ws_connect(desk_url) as desk:
+            await recv(desk)  # auth_success
+            first = await replies(desk)
+            assert first["i3"]["data"]["duplicate"] is True and first["f1"]["data"]["follow_up_id"] == 1
+            again = await replies(desk)  # round 2: a retry of everything
+            await send_all(desk)  # round 3, cut short by a kill -9
+        hub.kill()
+        await trio.to_thread.run_sync(hub.start)
+        for _ in range(2):  # rounds 4 and 5 on the restarted hub
+            async with ws_connect(desk_url) as desk:
+                await recv(desk)
+                later = await replies(desk)
+            for rid in first:
+                assert later[rid]["type"] == first[rid]["type"], rid
+                assert later[rid]["data"] == first[rid]["data"], rid
+        for rid in first:
+            assert (again[rid]["type"], again[rid]["data"]) == (first[rid]["type"], first[rid]["data"]), rid
+        status, body = await api(hub, "GET", "/api/groups/7/stats")
+        assert status == 200
+        stats = body["data"]
+        assert (stats["total_accounts"], stats["total_incoming"], stats["duplicate_incoming"]) == (1, 3, 1)
+        assert (stats["today_incoming"], stats["today_duplicate"]) == (3, 1)
+        # the same id on another installation of the code is another request; and
+        # nothing was created twice: the next ids follow the first ones
+        async with ws_connect(f"{hub.url}?activation_code={CODE}&device_id=pc-2") as desk:
+            await recv(desk)
+            await desk.send_message(json.dumps({"type": "follow_up_sync", "id": "f1", "data": {"customer_id": "cust-2"}}))
+            assert (await reply_to(desk, "f1"))["data"]["follow_up_id"] == 2
+            await desk.send_message(json.dumps({"type": "customer_sync", "id": "c1", "data": {"customer_id": "cust-2"}}))
+            assert (await reply_to(desk, "c1"))["data"]["customer_db_id"] == 2
