@@ -134,8 +134,9 @@ def test_a_day_in_the_call_centre() -> None:
     send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1", "nickname": "x"})
     assert a1_out.last["data"] == {"line_account_id": "acc1", "incoming_line_id": "L1", "status": "processed", "duplicate": False}
     frames = d1.take()
-    assert [f["type"] for f in frames] == ["account_stats_update", "group_stats_update"]
-    acct = dict(frames[0]["data"])
+    assert [f["type"] for f in frames] == ["incoming_update", "account_stats_update", "group_stats_update"]
+    assert frames[0]["data"]["nickname"] == "x" and frames[0]["data"]["duplicate"] is False
+    acct = dict(frames[1]["data"])
     acct.pop("timestamp")
     assert acct == {"line_id": "acc1", "total_incoming": 1, "today_incoming": 1, "duplicate_incoming": 0, "today_duplicate": 0}
     send(hub, a2, "incoming", {"line_account_id": "acc2", "incoming_line_id": "L1"})

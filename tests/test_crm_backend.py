@@ -89,3 +89,72 @@ async def test_a_crm_retry_storm_with_a_kill_in_the_middle_counts_every_request_
             assert (await reply_to(desk, "f1"))["data"]["follow_up_id"] == 2
             await desk.send_message(json.dumps({"type": "customer_sync", "id": "c1", "data": {"customer_id": "cust-2"}}))
             assert (await reply_to(desk, "c1"))["data"]["customer_db_id"] == 2
+
+
+async def live_api(server: Any, method: str, path: str) -> tuple[int, Any]:
+    host, port = server.addresses[0]
+    status, _, data = await http_request((host, port), method, path, headers=[("X-API-Key", "crm-reader-key-0123456789")])
+    return status, json.loads(data)
+
+
+async def test_a_backend_pages_through_customers_follow_ups_and_incoming_and_dashboards_see_each_incoming(
+    live_server: Any,
+) -> None:
+    server = await live_server(
+        activation_codes=[{"code": "HG66OP88", "group_id": 1}, {"code": "OTHER002", "group_id": 2}],
+        api__keys=["crm-reader-key-0123456789"],
+    )
+    from tests.conftest import token
+
+    dash_token = token(server.config, user_id=10, group_id=1, role="dashboard")
+    async with ws_connect(f"{server.url}/ws?token={dash_token}") as dash, ws_connect(
+        f"{server.url}/ws?activation_code=HG66OP88"
+    ) as desk, ws_connect(f"{server.url}/ws?activation_code=OTHER002") as other:
+        await recv(desk)
+        await recv(other)
+        await desk.send_message(json.dumps({"type": "sync_line_accounts", "id": "s", "data": [{"line_account_id": "a"}]}))
+        await reply_to(desk, "s")
+        for i, line in enumerate(["u1", "u2", "u1"]):
+            data = {"line_account_id": "a", "incoming_line_id": line, "customer_name": f"Li {i}", "source": "ad"}
+            await desk.send_message(json.dumps({"type": "incoming", "id": f"i{i}", "data": data}))
+            await reply_to(desk, f"i{i}")
+            while (msg := await recv(dash))["type"] != "incoming_update":
+                pass
+            assert msg["data"]["incoming_line_id"] == line and msg["data"]["line_account_id"] == "a"
+            assert msg["data"]["customer_name"] == f"Li {i}" and msg["data"]["source"] == "ad"
+            assert msg["data"]["duplicate"] is (i == 2) and msg["data"]["incoming_id"] == i + 1
+            assert (await recv(dash))["type"] == "account_stats_update"  # the counters it moved come after
+            await desk.send_message(json.dumps({"type": "customer_sync", "id": f"c{i}", "data": {"customer_id": f"k{i}", "tier": i}}))
+            await reply_to(desk, f"c{i}")
+            await desk.send_message(json.dumps({"type": "follow_up_sync", "id": f"f{i}", "data": {"customer_id": f"k{i}", "note": i}}))
+            await reply_to(desk, f"f{i}")
+        # group 2 has a customer of its own, numbered in between
+        await other.send_message(json.dumps({"type": "customer_sync", "id": "x", "data": {"customer_id": "theirs"}}))
+        await reply_to(other, "x")
+        await desk.send_message(json.dumps({"type": "customer_sync", "id": "c0", "data": {"customer_id": "k0", "tier": 9}}))
+        await reply_to(desk, "c0")  # a retry: the first reply, nothing changed
+
+    for path, number, field, values in (
+        ("customers", "customer_db_id", "customer_id", ["k0", "k1", "k2"]),
+        ("follow-ups", "follow_up_id", "note", [0, 1, 2]),
+        ("incoming", "incoming_id", "customer_name", ["Li 0", "Li 1", "Li 2"]),
+    ):
+        status, body = await live_api(server, "GET", f"/api/groups/1/{path}?limit=2")
+        assert status == 200, body
+        page = body["data"]
+        assert [item[field] for item in page["items"]] == values[:2] and page["has_more"] is True
+        status, body = await live_api(server, "GET", f"/api/groups/1/{path}?after={page['next_after']}&limit=2")
+        rest = body["data"]
+        assert [item[field] for item in rest["items"]] == values[2:] and rest["has_more"] is False
+        assert rest["next_after"] == rest["items"][-1][number] and rest["group_id"] == 1
+    status, body = await live_api(server, "GET", "/api/groups/1/customers")
+    assert [c["tier"] for c in body["data"]["items"]] == [0, 1, 2]
+    status, body = await live_api(server, "GET", "/api/groups/1/incoming")
+    assert [i["duplicate"] for i in body["data"]["items"]] == [False, False, True]
+    status, body = await live_api(server, "GET", "/api/groups/2/customers")
+    assert [c["customer_id"] for c in body["data"]["items"]] == ["theirs"]
+    status, body = await live_api(server, "GET", "/api/groups/3/follow-ups")
+    assert body["data"]["items"] == [] and body["data"]["has_more"] is False
+    for query, field in (("limit=501", "limit"), ("limit=0", "limit"), ("limit=x", "limit"), ("after=-1", "after")):
+        status, body = await live_api(server, "GET", f"/api/groups/1/incoming?{query}")
+        assert status == 400 and body["field"] == field, (query, body)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar, overload
 
 import attrs
@@ -44,7 +45,9 @@ from wsserver.shapes import (
 )
 
 __all__ = [
+    "DEFAULT_PAGE",
     "LEVELS",
+    "MAX_PAGE",
     "BroadcastNotice",
     "BroadcastRequest",
     "CodeRequest",
@@ -57,6 +60,7 @@ __all__ = [
     "TaskProgressRequest",
     "TokenInsufficientRequest",
     "check_json_values",
+    "page_query",
     "parse_publish",
     "read",
     "read_json",
@@ -67,6 +71,9 @@ S = TypeVar("S", bound=Shape)
 LEVELS = ("info", "warning", "error", "success")
 DEFAULT_OPEN_URL_DELAY = 1000  # ms between two window.open calls, as seed 001's service sends
 TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,54}$")  # so "<task_type>_progress" is a valid type
+
+DEFAULT_PAGE = 100  # records per page of the CRM reads
+MAX_PAGE = 500
 
 TypeName = Annotated[str, Pattern(TYPE_NAME)]
 Text = Annotated[str, NonEmpty()]
@@ -342,3 +349,25 @@ class CodeRequest(Shape):
     group_id: Id
     name: str = ""
     enabled: bool = True
+
+
+def page_query(query: Mapping[str, str]) -> tuple[int, int]:
+    """`after` (an integer >= 0, default 0) and `limit` (1 to `MAX_PAGE`, default
+    `DEFAULT_PAGE`) of a paged read's query; a 400 naming the field otherwise."""
+    after = _query_int(query, "after", 0, 0, None)
+    limit = _query_int(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    return after, limit
+
+
+def _query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise HttpError(400, "http_field_type", name, expected="integer")
+    value = int(raw)
+    if value < low:
+        raise HttpError(400, "http_field_min", name, min=low)
+    if high is not None and value > high:
+        raise HttpError(400, "http_field_max", name, max=high)
+    return value

@@ -30,6 +30,8 @@ import trio
 
 from wsserver.api import bodies, pushes
 from wsserver.api.bodies import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
     BroadcastNotice,
     BroadcastRequest,
     CodeRequest,
@@ -41,12 +43,14 @@ from wsserver.api.bodies import (
     PublishRequest,
     TaskProgressRequest,
     TokenInsufficientRequest,
+    page_query,
     parse_publish,
 )
 from wsserver.api.credentials import authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
+    CrmPage,
     DeleteCode,
     Devices,
     GroupAccounts,
@@ -80,6 +84,11 @@ __all__ = ["ROUTES", "Api", "Route", "install", "json_reply", "publish_durably",
 _FILTERS = (
     ("user_type", False, "only connections of this user_type"),
     ("group_id", False, "only connections of this group"),
+)
+
+_PAGE = (
+    ("after", False, "the last number already read (default 0: from the start)"),
+    ("limit", False, f"at most this many (1-{MAX_PAGE}, default {DEFAULT_PAGE})"),
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -139,6 +148,12 @@ ROUTES: tuple[Route, ...] = (
           "A group's CRM counters (as in group_stats_update)", "crm", reply="GroupStats"),
     Route("GET", "/api/groups/{group_id}/accounts", "group_accounts",
           "A group's Line accounts", "crm", reply="GroupAccounts"),
+    Route("GET", "/api/groups/{group_id}/customers", "group_customers",
+          "A group's customers, by customer_db_id", "crm", query=_PAGE, reply="CustomerPage"),
+    Route("GET", "/api/groups/{group_id}/follow-ups", "group_follow_ups",
+          "A group's follow-ups, by follow_up_id", "crm", query=_PAGE, reply="FollowUpPage"),
+    Route("GET", "/api/groups/{group_id}/incoming", "group_incoming",
+          "A group's incoming records, by incoming_id", "crm", query=_PAGE, reply="IncomingPage"),
     Route("GET", "/api/activation-codes", "list_codes",
           "Every activation code with its live connection count", "crm", reply="CodeList"),
     Route("POST", "/api/activation-codes", "put_code",
@@ -350,6 +365,19 @@ class Api:
 
     async def group_accounts(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(GroupAccounts(req.params["group_id"])))
+
+    async def _crm_page(self, req: HttpRequest, kind: str) -> HttpResponse:
+        after, limit = page_query(req.head.query)
+        return json_reply(await self.actor.call(CrmPage(req.params["group_id"], kind, after, limit)))
+
+    async def group_customers(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "customers")
+
+    async def group_follow_ups(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "follow_ups")
+
+    async def group_incoming(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "incoming")
 
     async def list_codes(self, req: HttpRequest) -> HttpResponse:
         codes = await self.actor.call(ListCodes())

@@ -45,6 +45,7 @@ __all__ = [
     "Authenticate",
     "CloseAll",
     "Command",
+    "CrmPage",
     "DeleteCode",
     "Devices",
     "Forget",
@@ -336,6 +337,17 @@ class GroupAccounts(Command["dict[str, Any]"]):
     """`{group_id, accounts}`: a group's Line accounts."""
 
     group: str
+
+
+@attrs.frozen
+class CrmPage(Command["dict[str, Any]"]):
+    """`{group_id, items, has_more, next_after}`: a group's `customers`,
+    `follow_ups` or `incoming` records numbered above `after`, at most `limit`."""
+
+    group: str
+    kind: str
+    after: int = 0
+    limit: int = 100
 
 
 @attrs.frozen

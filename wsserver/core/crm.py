@@ -12,6 +12,10 @@ the commit log; replies to the desktop client and dashboard updates go out
 through `CommitLog.after_commit`, so every CRM reply a client saw survives a
 crash. "Today" is the calendar day in `crm.timezone`.
 
+Every new incoming (not a retry) is pushed to the group's dashboards as
+`incoming_update` (the desktop's fields, `duplicate`, `incoming_id`), before
+the counters it moved.
+
 Isolation: account ids are unique per group, not globally; nothing of one
 group is ever sent to another group's connections.
 
@@ -281,14 +285,20 @@ class Crm:
         line = str(req.incoming_line_id)
         now = self.env.now_ms()
         duplicate = self.store.seen(key, line)
+        iid = self.store.next_incoming_id
         rec = {"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now}
+        rec.update(id=iid, fields=req.fields)
         reply = {"line_account_id": acct, "incoming_line_id": line, "status": "processed", "duplicate": duplicate}
         self._commit(session, msg, rec, "incoming_received", reply)
+        # seed 000's "new incoming customers, live": the desktop's fields as sent
+        update = {**req.fields, "line_account_id": acct, "incoming_line_id": line, "duplicate": duplicate}
+        update.update(incoming_id=iid, timestamp=now // 1000)
 
         def announce() -> None:
             dashboards = self.dashboards(key)
             if dashboards:
                 t = self.env.now_ms()
+                self.broker.fan_out(dashboards, encode("incoming_update", update, t))
                 stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
                 self.broker.fan_out(dashboards, stats)
                 self.push_group_stats(key, code, dashboards)

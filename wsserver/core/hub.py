@@ -12,6 +12,7 @@ collaborators it needs at construction and nothing more:
     ActivationCodes  the effective codes and their overrides       (core.activation_codes)
     DirectMessaging  direct messages, receipts, mailboxes          (core.direct)
     Crm              the seed-000 workflow                         (core.crm)
+    CrmReads         its records paged for the HTTP API            (core.crm_reads)
     TaskStates       the latest state of each user's tasks         (core.tasks)
     Webhooks         events for the business backend, the outbox   (core.webhooks)
     HubAdmin         the HTTP API's and the host's commands        (core.admin)
@@ -80,6 +81,7 @@ from wsserver.core.commands import (
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
+from wsserver.core.crm_reads import CrmReads
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
@@ -124,6 +126,7 @@ class Hub:
         self.activation_codes = ActivationCodes(commit, presence, env, forget=self.close)
         self.direct = DirectMessaging(commit, presence, broker, env)
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
+        self.crm_reads = CrmReads(self.crm.store, self.group_id)
         self.tasks = TaskStates(commit, broker, env)
         self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
         self.admin = admin = HubAdmin(
@@ -189,6 +192,7 @@ class Hub:
             PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
             DeleteCode: lambda cmd: codes.delete(cmd.code),
             **self.tasks.commands,
+            **self.crm_reads.commands,
             **webhooks.commands,
         }
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)

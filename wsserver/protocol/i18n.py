@@ -109,6 +109,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "http_field_strings": ("字段值无效: {field}（应为非空的字符串数组）", "invalid field: {field} (expected a non-empty array of strings)"),
     "http_field_choice": ("字段值无效: {field}（可选值: {choices}）", "invalid field: {field} (one of {choices})"),
     "http_field_min": ("字段值无效: {field}（须 >= {min}）", "invalid field: {field} (must be >= {min})"),
+    "http_field_max": ("字段值无效: {field}（须 <= {max}）", "invalid field: {field} (must be <= {max})"),
     "http_task_type": ("字段值无效: {field}（仅限小写字母、数字和 _）", "invalid field: {field} (lower-case letters, digits and _)"),
     "http_code_format": ("字段值无效: {field}（1-128 个字符，首尾不能有空格）", "invalid field: {field} (1-128 characters, no surrounding spaces)"),
     "http_targets_conflict": ("目标冲突: {targets}（只能给出一个）", "conflicting targets: {targets} (give exactly one)"),
