@@ -37,8 +37,20 @@ __all__ = [
 JWT_ALGORITHMS: Final = ("HS256", "HS384", "HS512", "RS256", "ES256")
 """The JWT algorithms `auth.algorithms` may name; `none` is never among them."""
 
-WEBHOOK_EVENTS: Final = ("user_online", "user_offline", "message_undelivered")
-"""The events `webhooks.events` may name."""
+DEFAULT_WEBHOOK_EVENTS: Final = ("user_online", "user_offline", "message_undelivered")
+"""The events sent unless `webhooks.events` says otherwise."""
+
+WEBHOOK_EVENTS: Final = (
+    *DEFAULT_WEBHOOK_EVENTS,
+    "message",
+    "message_status",
+    "crm_incoming",
+    "crm_customer",
+    "crm_follow_up",
+    "crm_account_status",
+)
+"""The events `webhooks.events` may name (the data back to the business, SPEC 13,
+are opt-in: a backend names the ones it wants)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -141,7 +153,7 @@ class WebhooksConfig:
 
     url: str = ""
     secret: str = ""
-    events: tuple[str, ...] = WEBHOOK_EVENTS
+    events: tuple[str, ...] = DEFAULT_WEBHOOK_EVENTS
     undelivered_after: float = 60.0
     max_backoff: float = 60.0
     max_age: float = 86400.0

@@ -128,7 +128,9 @@ class Hub:
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
         self.crm_reads = CrmReads(self.crm.store, self.group_id)
         self.tasks = TaskStates(commit, broker, env)
-        self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
+        self.webhooks = webhooks = Webhooks(
+            commit, presence, env, self.direct.store, group_id=self.group_id, crm=self.crm.store
+        )
         self.admin = admin = HubAdmin(
             presence,
             broker,
@@ -148,6 +150,8 @@ class Hub:
         commit.register("webhooks", webhooks)
         if webhooks.checking:  # undelivered checks follow the direct messages' records
             commit.observe(webhooks.observed_types, webhooks.observe)
+        if webhooks.followed_types:  # events made from messages' and the CRM's records
+            commit.follow(webhooks.followed_types, webhooks.follow)
         self.handlers: dict[str, Handler] = {
             **self.rooms.handlers,
             **self.direct.handlers,
