@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.api import bodies, pushes
+from wsserver.api import audit, bodies, pushes
 from wsserver.api.bodies import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -46,7 +46,7 @@ from wsserver.api.bodies import (
     page_query,
     parse_publish,
 )
-from wsserver.api.credentials import authorize
+from wsserver.api.credentials import Caller, authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
@@ -226,8 +226,24 @@ class Api:
             if route.access == "admin" or (
                 route.access == "metrics" and server.config.metrics.require_auth
             ):
-                authorize(server, req.head, req.remote)
+                caller = authorize(server, req.head, req.remote)
+                if audit.changes(req.head.method):
+                    return await _audited(caller, req)
             return await handler(req)
+
+        async def _audited(caller: Caller, req: HttpRequest) -> HttpResponse:
+            status = 500
+            try:
+                if caller.read_only:
+                    raise HttpError(403, "api_read_only")
+                response = await handler(req)
+                status = response.status
+                return response
+            except HttpError as err:
+                status = err.status
+                raise
+            finally:
+                audit.log_call(caller, req.head.method, req.head.target, status, req.remote)
 
         guarded.__name__ = route.handler
         return guarded

@@ -18,6 +18,7 @@ __all__ = [
     "WEBHOOK_EVENTS",
     "ActivationCode",
     "ApiConfig",
+    "ApiKey",
     "AuthConfig",
     "ClusterConfig",
     "Config",
@@ -180,10 +181,27 @@ class StorageConfig:
 
 
 @attrs.frozen(kw_only=True)
-class ApiConfig:
-    """`[api]`: keys accepted in `X-API-Key` by the HTTP API."""
+class ApiKey:
+    """One `[[api.keys]]` table: a key with a name for the audit log, and
+    whether it may only read (every changing call answered 403)."""
 
-    keys: tuple[str, ...] = ()
+    name: str
+    key: str
+    read_only: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ApiConfig:
+    """`[api]`: keys accepted in `X-API-Key` by the HTTP API: a plain string
+    (named `api.keys[<index>]`, may change anything) or an `ApiKey` table."""
+
+    keys: tuple[str | ApiKey, ...] = ()
+
+    def named(self) -> tuple[ApiKey, ...]:
+        """Every key as an `ApiKey`, plain strings named by their place."""
+        return tuple(
+            k if isinstance(k, ApiKey) else ApiKey(name=f"api.keys[{i}]", key=k) for i, k in enumerate(self.keys)
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -85,6 +85,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "api_credentials_missing": ("需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key", "authentication required: Authorization: Bearer <admin token> or X-API-Key"),
     "api_key_invalid": ("API密钥无效", "invalid API key"),
     "api_admin_required": ("需要管理员权限", "admin role required"),
+    "api_read_only": ("此 API 密钥为只读，不能执行更改操作", "this API key is read-only: it cannot change anything"),
     "not_ready": ("服务尚未就绪", "not ready"),
     "background_failing": ("后台任务失败: {tasks}", "failing: {tasks}"),
     "list_or": (" 或 ", " or "),  # joins alternatives, e.g. the JSON types a field may have
