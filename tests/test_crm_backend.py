@@ -158,3 +158,51 @@ async def test_a_backend_pages_through_customers_follow_ups_and_incoming_and_das
     for query, field in (("limit=501", "limit"), ("limit=0", "limit"), ("limit=x", "limit"), ("after=-1", "after")):
         status, body = await live_api(server, "GET", f"/api/groups/1/incoming?{query}")
         assert status == 400 and body["field"] == field, (query, body)
+
+
+async def live_publish(server: Any, body: dict[str, Any]) -> tuple[int, Any]:
+    host, port = server.addresses[0]
+    status, _, data = await http_request(
+        (host, port), "POST", "/api/publish", headers=[("X-API-Key", "crm-reader-key-0123456789")],
+        body=json.dumps(body).encode(),
+    )  # fmt: skip
+    return status, json.loads(data)
+
+
+async def test_a_backend_publishes_to_a_groups_dashboards_its_devices_or_one_activation_code(live_server: Any) -> None:
+    server = await live_server(
+        activation_codes=[{"code": "HG66OP88", "group_id": 1}, {"code": "HG66OP99", "group_id": 1}],
+        api__keys=["crm-reader-key-0123456789"],
+    )
+    from tests.conftest import token
+
+    dash_token = token(server.config, user_id=10, group_id=1, role="dashboard")
+    async with ws_connect(f"{server.url}/ws?token={dash_token}") as dash, ws_connect(
+        f"{server.url}/ws?activation_code=HG66OP88"
+    ) as desk1, ws_connect(f"{server.url}/ws?activation_code=HG66OP99") as desk2:
+        for ws in (dash, desk1, desk2):
+            await recv(ws)  # connected / auth_success
+        await recv(dash)  # its group_stats_update
+        for body, reached in (
+            ({"type": "notice", "data": {"n": 1}, "group_id": 1, "kind": "dashboard"}, [dash]),
+            ({"type": "notice", "data": {"n": 2}, "group_id": 1, "kind": "device"}, [desk1, desk2]),
+            ({"type": "notice", "data": {"n": 3}, "activation_code": "HG66OP99"}, [desk2]),
+            ({"type": "notice", "data": {"n": 4}, "group_id": 1}, [dash, desk1, desk2]),
+        ):
+            status, reply = await live_publish(server, body)
+            assert status == 200 and reply["data"]["delivered"] == len(reached), (body, reply)
+            for ws in reached:
+                assert (await recv(ws))["data"] == body["data"]
+        # nothing else arrived: each connection's next frame is its pong
+        for ws in (dash, desk1, desk2):
+            await ws.send_message(json.dumps({"type": "ping", "id": "p"}))
+            assert (await recv(ws))["type"] == "pong"
+    for body, field in (
+        ({"type": "t", "kind": "dashboard"}, "user_id"),  # no target at all
+        ({"type": "t", "kind": "dashboard", "user_id": 1, "group_id": 1}, "kind"),
+        ({"type": "t", "kind": "phone", "group_id": 1}, "kind"),
+        ({"type": "t", "activation_code": "HG66OP88", "group_id": 1}, "group_id"),
+        ({"type": "t", "activation_code": ""}, "activation_code"),
+    ):
+        status, reply = await live_publish(server, body)
+        assert status == 400 and reply["field"] == field, (body, reply)

@@ -72,6 +72,7 @@ LEVELS = ("info", "warning", "error", "success")
 DEFAULT_OPEN_URL_DELAY = 1000  # ms between two window.open calls, as seed 001's service sends
 TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,54}$")  # so "<task_type>_progress" is a valid type
 
+CONNECTION_KINDS = ("dashboard", "device")  # `kind` of a publish to a group
 DEFAULT_PAGE = 100  # records per page of the CRM reads
 MAX_PAGE = 500
 
@@ -290,6 +291,12 @@ class PublishRequest(Shape):
     all: bool = wire(default=False, doc="true: every connection")
     user_type: Id | None = wire(default=None, doc="only principals of this user_type")
     persist: bool = wire(default=False, doc="user_id/user_ids only: queue in the mailbox of offline users")
+    kind: Annotated[str, OneOf(CONNECTION_KINDS)] | None = wire(
+        default=None, doc="with group_id alone: only the group's dashboards (token connections) or devices (desktop clients)"
+    )
+    activation_code: Annotated[str, NonEmpty()] | None = wire(
+        default=None, doc="the desktop connections of this one activation code"
+    )
     data: Any = wire(default=None, doc="any JSON value")
 
 
@@ -297,9 +304,10 @@ def parse_publish(body: dict[str, Any]) -> Publish:
     """A `POST /api/publish` body as a `Publish`; `HttpError(400)` naming the field.
 
     Target forms, exactly one: `user_id`, `user_ids`, `room` (with `group_id`),
-    `group_id` alone, or `all: true`. `group_id` next to `user_id`/`user_ids`
-    narrows them to that group; `user_type` narrows any form. `persist` is for
-    `user_id`/`user_ids` only.
+    `group_id` alone, `activation_code`, or `all: true`. `group_id` next to
+    `user_id`/`user_ids` narrows them to that group; `user_type` narrows any
+    form; `kind` narrows `group_id` alone to its dashboards or devices.
+    `persist` is for `user_id`/`user_ids` only.
     """
     req = structure(body, PublishRequest)
     forms = [
@@ -308,11 +316,12 @@ def parse_publish(body: dict[str, Any]) -> Publish:
             ("user_id", req.user_id is not None),
             ("user_ids", req.user_ids is not None),
             ("room", req.room is not None),
+            ("activation_code", req.activation_code is not None),
             ("all", req.all),
         )
         if given
     ]
-    if req.all and req.group_id is not None:
+    if (req.all or req.activation_code is not None) and req.group_id is not None:
         forms.append("group_id")
     if len(forms) > 1:
         raise HttpError(400, "http_targets_conflict", forms[1], targets=", ".join(forms))
@@ -320,10 +329,13 @@ def parse_publish(body: dict[str, Any]) -> Publish:
         raise HttpError(400, "http_target_missing", "user_id")
     if req.persist and req.user_id is None and req.user_ids is None:
         raise HttpError(400, "http_persist_target", "persist")
+    if req.kind is not None and (forms or req.group_id is None):
+        raise HttpError(400, "http_kind_target", "kind")
     ids = (req.user_id,) if req.user_id is not None else tuple(req.user_ids or ())
     target = Target(
-        user_ids=ids, group_id=req.group_id, room=req.room, everyone=req.all, user_type=req.user_type
-    )
+        user_ids=ids, group_id=req.group_id, room=req.room, everyone=req.all, user_type=req.user_type,
+        connections=req.kind, activation_code=req.activation_code,
+    )  # fmt: skip
     return Publish(type=req.type, data=req.data, target=target, persist=req.persist)
 
 

@@ -229,8 +229,11 @@ class Target:
 
     Exactly one form is meant: `user_ids` (one or more users; `group_id` then
     narrows to that group), `room` (in the group `group_id`; `None` is the
-    scope of connections without a group), `group_id` alone, or `everyone`.
-    `user_type`, when given, narrows any form to principals of that type.
+    scope of connections without a group), `group_id` alone, `everyone`, or
+    `activation_code` (the desktop connections of that one code).
+    `user_type`, when given, narrows any form to principals of that type;
+    `connections` to the dashboards (token connections) or the devices
+    (desktop clients) of a group.
     """
 
     user_ids: tuple[Any, ...] = ()
@@ -238,12 +241,16 @@ class Target:
     room: str | None = None
     everyone: bool = False
     user_type: Any = None
+    connections: str | None = None  # "dashboard" | "device"
+    activation_code: str | None = None
 
     @property
     def kind(self) -> str:
-        """`"users"`, `"room"`, `"group"` or `"all"`."""
+        """`"users"`, `"room"`, `"code"`, `"group"` or `"all"`."""
         if self.user_ids:
             return "users"
+        if self.activation_code is not None:
+            return "code"
         if self.room is not None:
             return "room"
         if self.everyone:
