@@ -52,7 +52,7 @@ async def test_an_archive_rebuilt_from_message_events_equals_history(live_server
             # one to user 2, who stays offline past the mailbox TTL
             await a.send_message(json.dumps({"type": "send_message", "id": "x", "data": {"to_user_id": 2, "to_user_type": 1, "text": "late"}}))
             expiring = (await reply_to(a, "x"))["data"]["message_id"]
-            await a.send_message(json.dumps({"type": "history", "id": "h", "data": {"with_user_id": 3, "limit": 100}}))
+            await a.send_message(json.dumps({"type": "history", "id": "h", "data": {"with_user_id": 3, "with_user_type": 1, "limit": 100}}))
             history = (await reply_to(a, "h"))["data"]["messages"]
         await trio.sleep(0.6)  # the TTL is a time: it must pass
         carol = f"{server.url}/ws?token={token(cfg, user_id=2, group_id=5, user_type=1)}"
@@ -71,7 +71,7 @@ async def test_an_archive_rebuilt_from_message_events_equals_history(live_server
             m["message_id"]: {k: m[k] for k in ("text", "from_user_id", "to_user_id", "seq", "status", "time")}
             for m in history
         }
-        assert {mid: archive[mid] for mid in from_history} == from_history
+        assert sorted(from_history) == ids and {mid: archive[mid] for mid in from_history} == from_history
         assert [archive[mid]["status"] for mid in ids] == ["delivered", "read", "sent"]
         first = of(rec, "message")[0]["data"]
         assert first["from"] == {"user_id": 1, "user_type": 1, "username": None} and first["client_msg_id"] == "c0"

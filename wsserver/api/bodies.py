@@ -52,6 +52,7 @@ __all__ = [
     "BroadcastRequest",
     "CodeRequest",
     "KickRequest",
+    "MessageRequest",
     "NotificationRequest",
     "OpenUrlRequest",
     "PlanExpiringRequest",
@@ -337,6 +338,33 @@ def parse_publish(body: dict[str, Any]) -> Publish:
         connections=req.kind, activation_code=req.activation_code,
     )  # fmt: skip
     return Publish(type=req.type, data=req.data, target=target, persist=req.persist)
+
+
+@attrs.define(kw_only=True)
+class MessageRequest(Shape):
+    """`POST /api/messages`: a direct message from a user, sent by the backend
+    (SPEC 4.3's semantics: the same path as a client's `send_message`)."""
+
+    from_user_id: Id = wire(doc="the sender, a user of group_id")
+    from_user_type: Id | None = None
+    from_username: str | None = wire(default=None, doc="the sender's name in from.username")
+    group_id: Id | None = wire(default=None, doc="the sender's group, where the recipient is named")
+    to_user_id: Id
+    to_user_type: Id | None = None
+    text: str = wire("text", "message")
+    client_msg_id: int | str | None = wire(default=None, doc="a resend with the same one is answered duplicate: true")
+    message_type: str = "text"
+    session_id: int | str | None = wire(default=None, doc="a conversation label kept with the message")
+    reply_to_message_id: int | None = None
+
+    def send_message(self) -> dict[str, Any]:
+        """The `send_message` body this is."""
+        data: dict[str, Any] = {"to_user_id": self.to_user_id, "text": self.text, "message_type": self.message_type}
+        for name in ("to_user_type", "client_msg_id", "session_id", "reply_to_message_id"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
 
 @attrs.define(kw_only=True)

@@ -123,6 +123,13 @@ SCHEMAS: dict[str, Schema] = {
         delivered={**_INT, "description": "connections that took the message"},
         queued={**_INT, "description": "offline users' mailboxes it was put in"},
     ),
+    "MessageSent": _obj(
+        ("message_id", "seq", "status", "time"),
+        message_id=_INT, client_msg_id={"type": ["string", "integer", "null"]},
+        seq={**_INT, "description": "the recipient's"}, status={"type": "string", "const": "sent"},
+        time={**_INT, "description": "Unix ms"},
+        duplicate={**_BOOL, "description": "true: the same client_msg_id was sent within messages.dedup_window"},
+    ),
     "WebsocketStats": _obj(
         ("total_connections", "connected_users"),
         total_connections=_INT, connected_users={"type": "array", "items": _ID},

@@ -36,6 +36,7 @@ from wsserver.api.bodies import (
     BroadcastRequest,
     CodeRequest,
     KickRequest,
+    MessageRequest,
     NotificationRequest,
     OpenUrlRequest,
     PlanExpiringRequest,
@@ -64,6 +65,7 @@ from wsserver.core.commands import (
     PutCode,
     RoomList,
     RoomMembers,
+    SendAs,
     Stats,
     Target,
     TaskList,
@@ -122,6 +124,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/publish", "publish",
           "Publish any message type to users, a group, a room or everyone", "push",
           body=PublishRequest, reply="PublishResult"),
+    Route("POST", "/api/messages", "send_message",
+          "A direct message from a user, sent by the backend (id, seq, receipts, mailbox, history)",
+          "push", body=MessageRequest, reply="MessageSent"),
     Route("GET", "/api/stats", "stats", "Hub statistics", "ops", reply="Stats"),
     Route("GET", "/api/nodes", "nodes", "The nodes of the cluster (one without cluster mode)",
           "ops", reply="NodeList"),
@@ -171,6 +176,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", "openapi",
           "This OpenAPI description", "ops", access="open"),
 )  # fmt: skip
+
+
+_SEND_STATUS = {"forbidden": 403, "not_found": 404, "rate_limited": 429, "too_large": 413}
+"""The HTTP status of a `POST /api/messages` refused like a `send_message` (by
+its error code; any other: 400)."""
 
 
 # --------------------------------------------------------------------------- replies
@@ -326,6 +336,18 @@ class Api:
         publish = parse_publish(bodies.read(req, dict[str, Any], self.max_depth))
         result = await self._publish(publish)
         return json_reply({"delivered": result.delivered, "queued": result.queued})
+
+    async def send_message(self, req: HttpRequest) -> HttpResponse:
+        body = bodies.read(req, MessageRequest, self.max_depth)
+        command = SendAs(body.from_user_id, body.from_user_type, body.group_id, body.from_username, body.send_message())
+        sent = await self.actor.call(command)
+        if sent.error is not None:
+            code, key, field, params = sent.error
+            field = "text" if field == "message" else field
+            raise HttpError(_SEND_STATUS.get(code, 400), key, field, **params)
+        await until_durable(self.actor)  # the reply is made once the message is durable
+        assert sent.reply is not None
+        return json_reply(sent.reply)
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(Stats()))

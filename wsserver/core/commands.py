@@ -43,6 +43,7 @@ __all__ = [
     "Admit",
     "AfterCommit",
     "Authenticate",
+    "BackendSend",
     "CloseAll",
     "Command",
     "CrmPage",
@@ -67,6 +68,7 @@ __all__ = [
     "Restore",
     "RoomList",
     "RoomMembers",
+    "SendAs",
     "Stats",
     "TakeSnapshot",
     "Target",
@@ -274,6 +276,29 @@ class Publish(Command[PublishResult]):
     data: Any
     target: Target
     persist: bool = False
+
+
+@attrs.frozen
+class SendAs(Command["BackendSend"]):
+    """A direct message the business backend sends on a user's behalf
+    (`POST /api/messages`): `data` is a `send_message` body, the sender the
+    user (`user_id`, `user_type`) of `group_id`. Answered at once with the
+    `BackendSend` whose `reply` the hub fills once the message is durable."""
+
+    user_id: Any
+    user_type: Any
+    group_id: Any
+    username: str | None
+    data: dict[str, Any]
+
+
+class BackendSend(Protocol):
+    """What a `SendAs` is answered with: the `error` the send was refused
+    with (`code`, catalogue `key`, `field`, `params`), else `reply`, the
+    `message_sent` data, set once the message is durable."""
+
+    error: tuple[str, str, str | None, dict[str, Any]] | None
+    reply: dict[str, Any] | None
 
 
 @attrs.frozen

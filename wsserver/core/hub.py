@@ -49,6 +49,7 @@ import attrs
 
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
+from wsserver.core.backend_send import send_as
 from wsserver.core.broker import Broker, LocalBroker
 from wsserver.core.commands import (
     AddHandler,
@@ -75,6 +76,7 @@ from wsserver.core.commands import (
     Restore,
     RoomList,
     RoomMembers,
+    SendAs,
     Stats,
     TakeSnapshot,
     WebsocketStats,
@@ -183,6 +185,7 @@ class Hub:
             Reconfigure: self._reconfigure,
             AddHandler: self._add_handler,
             Publish: admin.publish,
+            SendAs: lambda cmd: send_as(self.handlers["send_message"], cmd, env.clock()),
             Kick: admin.kick,
             OnlineCount: admin.online_count,
             Devices: admin.devices,
