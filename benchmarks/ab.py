@@ -14,13 +14,21 @@ Loads (the `dm` benchmark's scenario, 2,500 pairs unless --pairs):
           send→deliver, server CPU per message, and the journal fsyncs over 10 ms
           (from /metrics), which decide the p99 more than the server does.
 
+A version's server gets extra environment with `--env-a` / `--env-b
+KEY=VALUE` (repeatable), so one checkout can be compared with itself under
+two configurations; `--sink` starts `webhook_sink.py` (a receiver answering
+every event 204, in its own process) and sets `WSSERVER_WEBHOOKS_URL` of both
+to it.
+
 Usage: python benchmarks/ab.py closed /tmp/base - [--runs 4] [--seconds 10]
+       python benchmarks/ab.py closed - - --sink --env-b 'WSSERVER_WEBHOOKS_EVENTS=["message"]'
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,13 +52,29 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     versions = {"A": args.a, "B": args.b}
     sources = {name: None if src == "-" else src for name, src in versions.items()}
     out: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
-    for run in range(args.runs):
-        for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
-            with bench.running("wsserver", sources[name], fsync) as server:
-                result = bench.drive_dm(server, fsync, params)
-            out[name].append(result)
-            shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
-            print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)
+    envs = {"A": dict(e.split("=", 1) for e in args.env_a), "B": dict(e.split("=", 1) for e in args.env_b)}
+    sink = None
+    if args.sink:
+        sink = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py")],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert sink.stdout is not None
+        port = sink.stdout.readline().split()[-1]
+        for env in envs.values():
+            env.setdefault("WSSERVER_WEBHOOKS_URL", f"http://127.0.0.1:{port}/hooks")
+    try:
+        for run in range(args.runs):
+            for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
+                with bench.running("wsserver", sources[name], fsync, envs[name]) as server:
+                    result = bench.drive_dm(server, fsync, params)
+                out[name].append(result)
+                shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
+                print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)
+    finally:
+        if sink is not None:
+            sink.terminate()
+            print(f"webhook sink: {sink.communicate()[0].strip()}")
     for name in ("A", "B"):
         medians = {
             k: round(statistics.median(r[k] for r in out[name]), 2)
@@ -73,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p.add_argument("--fsync", choices=("always", "interval", "never"), help="default by load")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    p.add_argument("--env-a", action="append", default=[], help="KEY=VALUE for version A's server")
+    p.add_argument("--env-b", action="append", default=[], help="KEY=VALUE for version B's server")
+    p.add_argument("--sink", action="store_true", help="a webhook receiver for both (webhooks.url)")
     return p
 
 

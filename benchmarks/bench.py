@@ -169,7 +169,7 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start_wsserver(server_src: str | None, fsync: str = "interval") -> Server:
+def start_wsserver(server_src: str | None, fsync: str = "interval", extra_env: dict[str, str] | None = None) -> Server:
     """`wsserver serve` on a fresh data directory, log level warning (no access log).
 
     The port is chosen here, so readiness is GET /readyz rather than the
@@ -185,7 +185,7 @@ def start_wsserver(server_src: str | None, fsync: str = "interval") -> Server:
             stdout=subprocess.DEVNULL,
             stderr=err,
             cwd=workdir,  # not the checkout: --server-src decides which wsserver runs
-            env=_wsserver_env(server_src, fsync, "warning"),
+            env={**_wsserver_env(server_src, fsync, "warning"), **(extra_env or {})},
             preexec_fn=_raise_nofile,
         )  # fmt: skip
     server = Server("wsserver", proc, port, workdir, stderr_path)
@@ -234,8 +234,10 @@ def start_reference() -> Server:
 
 
 @contextlib.contextmanager
-def running(kind: str, server_src: str | None, fsync: str = "interval") -> Iterator[Server]:
-    server = start_wsserver(server_src, fsync) if kind == "wsserver" else start_reference()
+def running(
+    kind: str, server_src: str | None, fsync: str = "interval", extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    server = start_wsserver(server_src, fsync, extra_env) if kind == "wsserver" else start_reference()
     try:
         yield server
     finally:

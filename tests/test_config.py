@@ -13,6 +13,7 @@ import pytest
 
 from wsserver.config import (
     ActivationCode,
+    ApiKey,
     Config,
     ConfigError,
     config_from_dict,
@@ -270,6 +271,34 @@ def test_string_for_a_list_is_rejected_not_split_into_characters(tmp_path: Path)
 def test_wrong_list_element_names_its_index(tmp_path: Path) -> None:
     err = config_error(tmp_path, '[api]\nkeys = ["k1", 2]\n')
     assert str(err) == "api.keys[1]: expected str, got int"
+
+
+def test_api_keys_may_be_strings_or_named_tables(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, '''
+[api]
+keys = ["plain-key-1", {name = "crm-reader", key = "reader-key-2", read_only = true}]
+''')
+    assert cfg.api.keys[0] == "plain-key-1"
+    assert cfg.api.named() == (
+        ApiKey(name="api.keys[0]", key="plain-key-1"),
+        ApiKey(name="crm-reader", key="reader-key-2", read_only=True),
+    )
+    tables = load_text(tmp_path, '[[api.keys]]\nname = "ops"\nkey = "k3"\n')
+    assert tables.api.named() == (ApiKey(name="ops", key="k3", read_only=False),)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[[api.keys]]\nname = "a"\nkey = ""\n', "api.keys[0].key"),
+        ('[[api.keys]]\nname = " "\nkey = "k"\n', "api.keys[0].name"),
+        ('[[api.keys]]\nkey = "k"\n', "api.keys[0].name"),
+        ('[[api.keys]]\nname = "a"\nkey = "k"\nread_only = "yes"\n', "api.keys[0].read_only"),
+        ('[[api.keys]]\nname = "a"\nkey = "k"\n[[api.keys]]\nname = "a"\nkey = "j"\n', "api.keys[1].name"),
+    ],
+)
+def test_a_bad_named_api_key_is_refused_naming_its_field(tmp_path: Path, text: str, key: str) -> None:
+    assert config_error(tmp_path, text).key == key
 
 
 def test_section_that_is_not_a_table_is_rejected(tmp_path: Path) -> None:

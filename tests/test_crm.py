@@ -5,6 +5,7 @@ status changes, a client that drops, midnight in Asia/Shanghai, and a restart.""
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -110,8 +111,9 @@ def test_a_day_in_the_call_centre() -> None:
     send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1", "nickname": "x"})
     assert a1_out.last["data"] == {"line_account_id": "acc1", "incoming_line_id": "L1", "status": "processed", "duplicate": False}
     frames = d1.take()
-    assert [f["type"] for f in frames] == ["account_stats_update", "group_stats_update"]
-    acct = dict(frames[0]["data"])
+    assert [f["type"] for f in frames] == ["incoming_update", "account_stats_update", "group_stats_update"]
+    assert frames[0]["data"]["nickname"] == "x" and frames[0]["data"]["duplicate"] is False
+    acct = dict(frames[1]["data"])
     acct.pop("timestamp")
     assert acct == {"line_id": "acc1", "total_incoming": 1, "today_incoming": 1, "duplicate_incoming": 0, "today_duplicate": 0}
     send(hub, a2, "incoming", {"line_account_id": "acc2", "incoming_line_id": "L1"})
@@ -358,3 +360,34 @@ def test_a_snapshot_of_a_deeply_nested_customer_value_is_taken_and_stays_detache
     hub.crm.apply({"t": "crm_incoming", "g": "1", "acct": "acc1", "line": "U2", "day": "2026-11-23", "time": 2})
     assert later["totals"] == {"": [2, 1], "acc1": [2, 1]}
     assert list(later["days"].values()) == [{"": [2, 1], "acc1": [2, 1]}]
+
+
+def test_a_retry_is_answered_from_a_snapshot_too_and_counts_again_after_the_dedup_window() -> None:
+    cc = CallCentre()
+    a1, a1_out = cc.desktop("A1")
+    send(cc.hub, a1, "sync_line_accounts", [{"line_account_id": "acc1"}], id="s")
+    send(cc.hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1"}, id="i1")
+    first = a1_out.last
+    assert first["data"]["duplicate"] is False
+    # restart from a snapshot alone (nothing in the journal after it)
+    state = json.loads(json.dumps(cc.hub.snapshot_state()))
+    journal = Journal()  # numbering on after the snapshot's records
+    journal.records, journal.durable_upto = [{}] * state["n"], state["n"]
+    hub = Hub(cc.hub.config, clock=cc.clock, storage=journal)
+    hub.restore(state, [])
+    cc.hub = hub
+    a1, a1_out = cc.desktop("A1")
+    send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1"}, id="i1")
+    assert (a1_out.last["id"], a1_out.last["data"]) == ("i1", first["data"])
+    assert hub.crm.group_stats("1", hub.now_ms())["total_incoming"] == 1
+    # a refused request is no request: its retry is tried again
+    send(hub, a1, "incoming", {"line_account_id": "nope", "incoming_line_id": "L2"}, id="i2")
+    assert a1_out.last["type"] == "error"
+    send(hub, a1, "sync_line_accounts", [{"line_account_id": "nope"}], id="s2")
+    send(hub, a1, "incoming", {"line_account_id": "nope", "incoming_line_id": "L2"}, id="i2")
+    assert a1_out.last["type"] == "incoming_received"
+    # after messages.dedup_window the same id is a new request
+    cc.clock.advance(hub.config.messages.dedup_window + 1)
+    send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1"}, id="i1")
+    assert a1_out.last["data"]["duplicate"] is True
+    assert hub.crm.group_stats("1", hub.now_ms())["total_incoming"] == 3

@@ -179,3 +179,30 @@ def _empty_stats() -> dict[str, Any]:
         "messages": {"in": 0, "out": 0}, "mailboxes": {"count": 0, "messages": 0},
         "uptime": 1.0, "started_at": 0, "version": "x",
     }  # fmt: skip
+
+
+async def test_metrics_show_the_process_session_durations_close_codes_and_publish_latency(live_server: Any) -> None:
+    server = await live_server(api__keys=[API_KEY])
+    host, port = server.addresses[0]
+    async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id=1)}") as ws:
+        await ws.get_message()
+        status, _, _ = await http_request(
+            (host, port), "POST", "/api/publish", headers=[("X-API-Key", API_KEY)],
+            body=json.dumps({"type": "news", "data": {}, "user_id": 1}).encode(),
+        )  # fmt: skip
+        assert status == 200
+        assert json.loads(await ws.get_message())["type"] == "news"
+    with trio.fail_after(5):
+        while True:  # the server logs the session once its socket is done
+            _, _, body = await http_request((host, port), "GET", "/metrics")
+            samples = parse(body.decode())
+            if samples.get(("wsserver_session_duration_seconds_count", ())):
+                break
+            await trio.sleep(0.02)
+    assert samples[("wsserver_session_duration_seconds_count", ())] == 1
+    assert samples[("wsserver_closes_total", (("code", "1000"),))] == 1
+    assert samples[("wsserver_publish_latency_seconds_count", ())] == 1
+    assert 0 < samples[("wsserver_publish_latency_seconds_sum", ())] < 5
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    assert samples[("process_resident_memory_bytes", ())] > 1_000_000
+    assert samples[("process_open_fds", ())] >= 3

@@ -310,7 +310,10 @@ def test_a_data_dir_of_the_previous_version_restores_to_the_state_it_restored_to
     )
     store = hub.direct.store
     assert _json(store.to_state()) == want["messages"]
-    assert _json(hub.crm.to_state()) == want["crm"]
+    crm = _json(hub.crm.to_state())  # with the parts added since, empty: incoming records, CRM replies
+    assert crm.pop("requests") == [] and crm.pop("next_incoming_id") == 1
+    assert all(group.pop("incoming") == [] for group in crm["groups"].values())
+    assert crm == want["crm"]
     assert _json(hub.activation_codes.to_state()) == want["activation_codes"]
     assert store.by_session == want["by_session"]
     # the old journal is clean: it is read by the one-pass scan, not line by line

@@ -76,6 +76,8 @@ class PublishTarget(TypedDict, total=False):
     all: bool
     user_type: Any
     persist: bool
+    kind: str  # with group_id alone: "dashboard" | "device"
+    activation_code: str  # the desktop connections of one code
 
 
 def _publish_request(mtype: str, data: Any, target: Mapping[str, Any], *, max_depth: int) -> Publish:

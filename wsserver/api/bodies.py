@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar, overload
 
 import attrs
@@ -44,11 +45,14 @@ from wsserver.shapes import (
 )
 
 __all__ = [
+    "DEFAULT_PAGE",
     "LEVELS",
+    "MAX_PAGE",
     "BroadcastNotice",
     "BroadcastRequest",
     "CodeRequest",
     "KickRequest",
+    "MessageRequest",
     "NotificationRequest",
     "OpenUrlRequest",
     "PlanExpiringRequest",
@@ -57,6 +61,7 @@ __all__ = [
     "TaskProgressRequest",
     "TokenInsufficientRequest",
     "check_json_values",
+    "page_query",
     "parse_publish",
     "read",
     "read_json",
@@ -67,6 +72,10 @@ S = TypeVar("S", bound=Shape)
 LEVELS = ("info", "warning", "error", "success")
 DEFAULT_OPEN_URL_DELAY = 1000  # ms between two window.open calls, as seed 001's service sends
 TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,54}$")  # so "<task_type>_progress" is a valid type
+
+CONNECTION_KINDS = ("dashboard", "device")  # `kind` of a publish to a group
+DEFAULT_PAGE = 100  # records per page of the CRM reads
+MAX_PAGE = 500
 
 TypeName = Annotated[str, Pattern(TYPE_NAME)]
 Text = Annotated[str, NonEmpty()]
@@ -283,6 +292,12 @@ class PublishRequest(Shape):
     all: bool = wire(default=False, doc="true: every connection")
     user_type: Id | None = wire(default=None, doc="only principals of this user_type")
     persist: bool = wire(default=False, doc="user_id/user_ids only: queue in the mailbox of offline users")
+    kind: Annotated[str, OneOf(CONNECTION_KINDS)] | None = wire(
+        default=None, doc="with group_id alone: only the group's dashboards (token connections) or devices (desktop clients)"
+    )
+    activation_code: Annotated[str, NonEmpty()] | None = wire(
+        default=None, doc="the desktop connections of this one activation code"
+    )
     data: Any = wire(default=None, doc="any JSON value")
 
 
@@ -290,9 +305,10 @@ def parse_publish(body: dict[str, Any]) -> Publish:
     """A `POST /api/publish` body as a `Publish`; `HttpError(400)` naming the field.
 
     Target forms, exactly one: `user_id`, `user_ids`, `room` (with `group_id`),
-    `group_id` alone, or `all: true`. `group_id` next to `user_id`/`user_ids`
-    narrows them to that group; `user_type` narrows any form. `persist` is for
-    `user_id`/`user_ids` only.
+    `group_id` alone, `activation_code`, or `all: true`. `group_id` next to
+    `user_id`/`user_ids` narrows them to that group; `user_type` narrows any
+    form; `kind` narrows `group_id` alone to its dashboards or devices.
+    `persist` is for `user_id`/`user_ids` only.
     """
     req = structure(body, PublishRequest)
     forms = [
@@ -301,11 +317,12 @@ def parse_publish(body: dict[str, Any]) -> Publish:
             ("user_id", req.user_id is not None),
             ("user_ids", req.user_ids is not None),
             ("room", req.room is not None),
+            ("activation_code", req.activation_code is not None),
             ("all", req.all),
         )
         if given
     ]
-    if req.all and req.group_id is not None:
+    if (req.all or req.activation_code is not None) and req.group_id is not None:
         forms.append("group_id")
     if len(forms) > 1:
         raise HttpError(400, "http_targets_conflict", forms[1], targets=", ".join(forms))
@@ -313,11 +330,41 @@ def parse_publish(body: dict[str, Any]) -> Publish:
         raise HttpError(400, "http_target_missing", "user_id")
     if req.persist and req.user_id is None and req.user_ids is None:
         raise HttpError(400, "http_persist_target", "persist")
+    if req.kind is not None and (forms or req.group_id is None):
+        raise HttpError(400, "http_kind_target", "kind")
     ids = (req.user_id,) if req.user_id is not None else tuple(req.user_ids or ())
     target = Target(
-        user_ids=ids, group_id=req.group_id, room=req.room, everyone=req.all, user_type=req.user_type
-    )
+        user_ids=ids, group_id=req.group_id, room=req.room, everyone=req.all, user_type=req.user_type,
+        connections=req.kind, activation_code=req.activation_code,
+    )  # fmt: skip
     return Publish(type=req.type, data=req.data, target=target, persist=req.persist)
+
+
+@attrs.define(kw_only=True)
+class MessageRequest(Shape):
+    """`POST /api/messages`: a direct message from a user, sent by the backend
+    (SPEC 4.3's semantics: the same path as a client's `send_message`)."""
+
+    from_user_id: Id = wire(doc="the sender, a user of group_id")
+    from_user_type: Id | None = None
+    from_username: str | None = wire(default=None, doc="the sender's name in from.username")
+    group_id: Id | None = wire(default=None, doc="the sender's group, where the recipient is named")
+    to_user_id: Id
+    to_user_type: Id | None = None
+    text: str = wire("text", "message")
+    client_msg_id: int | str | None = wire(default=None, doc="a resend with the same one is answered duplicate: true")
+    message_type: str = "text"
+    session_id: int | str | None = wire(default=None, doc="a conversation label kept with the message")
+    reply_to_message_id: int | None = None
+
+    def send_message(self) -> dict[str, Any]:
+        """The `send_message` body this is."""
+        data: dict[str, Any] = {"to_user_id": self.to_user_id, "text": self.text, "message_type": self.message_type}
+        for name in ("to_user_type", "client_msg_id", "session_id", "reply_to_message_id"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
 
 @attrs.define(kw_only=True)
@@ -342,3 +389,25 @@ class CodeRequest(Shape):
     group_id: Id
     name: str = ""
     enabled: bool = True
+
+
+def page_query(query: Mapping[str, str]) -> tuple[int, int]:
+    """`after` (an integer >= 0, default 0) and `limit` (1 to `MAX_PAGE`, default
+    `DEFAULT_PAGE`) of a paged read's query; a 400 naming the field otherwise."""
+    after = _query_int(query, "after", 0, 0, None)
+    limit = _query_int(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    return after, limit
+
+
+def _query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise HttpError(400, "http_field_type", name, expected="integer")
+    value = int(raw)
+    if value < low:
+        raise HttpError(400, "http_field_min", name, min=low)
+    if high is not None and value > high:
+        raise HttpError(400, "http_field_max", name, max=high)
+    return value

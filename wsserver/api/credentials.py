@@ -7,6 +7,10 @@ Credentials, in the order they are tried:
 - `Authorization: Bearer <JWT>` verified like a WebSocket token, with
   `role: "admin"`.
 
+A key is a string or a named table (`config.ApiKey`); the caller is named
+by it (`Caller`) for the audit log, and a `read_only` key may call no route
+that changes anything (the API answers 403 `api_read_only`).
+
 No credentials, a wrong key or a token that does not verify is 401 (with
 `WWW-Authenticate: Bearer`); a valid token without the admin role is 403.
 A wrong key or token counts as a failed credential of the client IP, and an IP
@@ -23,15 +27,27 @@ import hmac
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import attrs
+
+from wsserver.config import ApiKey
 from wsserver.errors import AuthError
 from wsserver.net.http import HttpError, RequestHead
 
 if TYPE_CHECKING:
     from wsserver.api.host import ApiHost
 
-__all__ = ["authorize", "key_matches"]
+__all__ = ["Caller", "authorize", "key_matches"]
 
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="wsserver"'),)
+
+
+@attrs.frozen
+class Caller:
+    """Who made an API call, as the audit log names it (an API key's name, or
+    `jwt:<user_id>`; never the credential), and whether it may only read."""
+
+    name: str
+    read_only: bool = False
 
 
 def key_matches(given: str, keys: Iterable[str]) -> bool:
@@ -41,14 +57,27 @@ def key_matches(given: str, keys: Iterable[str]) -> bool:
     return any(matches)
 
 
-def authorize(server: ApiHost, head: RequestHead, remote: str = "") -> None:
-    """Return when `head` carries admin credentials; raise `HttpError` 401/403
+def _key_of(given: str, keys: Iterable[ApiKey]) -> ApiKey | None:
+    """The configured key `given` (a header value, Latin-1) is, every key compared
+    in constant time."""
+    raw = given.encode("latin-1", errors="replace")
+    found = None
+    for entry in keys:
+        if entry.key and hmac.compare_digest(raw, entry.key.encode()):
+            found = entry
+    return found
+
+
+def authorize(server: ApiHost, head: RequestHead, remote: str = "") -> Caller:
+    """The caller, when `head` carries admin credentials; raise `HttpError` 401/403
     otherwise, or 429 when the client IP `remote` is throttled for failed credentials."""
     if server.auth_blocked(remote, "http"):
         raise HttpError(429, "auth_throttled")
     api_key = head.header("x-api-key")
-    if api_key is not None and key_matches(api_key, server.config.api.keys):
-        return
+    if api_key is not None:
+        entry = _key_of(api_key, server.config.api.named())
+        if entry is not None:
+            return Caller(entry.name, entry.read_only)
     authorization = head.header("authorization")
     if authorization is None:
         if api_key is None:  # no credential at all: nothing was guessed
@@ -64,6 +93,7 @@ def authorize(server: ApiHost, head: RequestHead, remote: str = "") -> None:
         raise _refused(server, remote, err.key) from None
     if not identity.is_admin:
         raise HttpError(403, "api_admin_required")
+    return Caller(f"jwt:{identity.user_id}")
 
 
 def _refused(server: ApiHost, remote: str, key: str) -> HttpError:

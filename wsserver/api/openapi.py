@@ -67,6 +67,18 @@ def _obj(required: Sequence[str] = (), **props: Schema) -> Schema:
     return schema
 
 
+def _page(what: str, item: Schema) -> Schema:
+    """A page of a group's CRM records (`core.crm_reads`): each item is as the
+    desktop client sent it, plus the fields listed."""
+    return _obj(
+        ("group_id", "items", "has_more", "next_after"),
+        group_id=_ID,
+        items={"type": "array", "items": {**item, "description": f"{what}, with the desktop's own fields"}},
+        has_more=_BOOL,
+        next_after={**_INT, "description": "the `after` of the next page"},
+    )
+
+
 SCHEMAS: dict[str, Schema] = {
     # -- envelopes ------------------------------------------------------------------
     "Reply": _obj(("code", "message", "data"), code={"type": "integer", "const": 0}, message=_STR, data={}),
@@ -110,6 +122,13 @@ SCHEMAS: dict[str, Schema] = {
         ("delivered", "queued"),
         delivered={**_INT, "description": "connections that took the message"},
         queued={**_INT, "description": "offline users' mailboxes it was put in"},
+    ),
+    "MessageSent": _obj(
+        ("message_id", "seq", "status", "time"),
+        message_id=_INT, client_msg_id={"type": ["string", "integer", "null"]},
+        seq={**_INT, "description": "the recipient's"}, status={"type": "string", "const": "sent"},
+        time={**_INT, "description": "Unix ms"},
+        duplicate={**_BOOL, "description": "true: the same client_msg_id was sent within messages.dedup_window"},
     ),
     "WebsocketStats": _obj(
         ("total_connections", "connected_users"),
@@ -162,6 +181,18 @@ SCHEMAS: dict[str, Schema] = {
             ("line_account_id",), line_account_id=_STR, name=_STR, online_status=_STR,
         )},
     ),
+    "CustomerPage": _page("customers", _obj(
+        ("customer_db_id", "customer_id"), customer_db_id=_INT, customer_id=_STR,
+    )),
+    "FollowUpPage": _page("follow-ups", _obj(
+        ("follow_up_id", "customer_id"), follow_up_id=_INT, customer_id=_STR,
+    )),
+    "IncomingPage": _page("incoming records", _obj(
+        ("incoming_id", "line_account_id", "incoming_line_id", "duplicate", "time"),
+        incoming_id=_INT, line_account_id=_STR, incoming_line_id=_STR,
+        duplicate={**_BOOL, "description": "the incoming_line_id was already seen in the group"},
+        time={**_INT, "description": "Unix ms"},
+    )),
     "Code": _obj(
         ("code", "group_id", "name", "enabled"),
         code=_STR, group_id=_ID, name=_STR, enabled=_BOOL,

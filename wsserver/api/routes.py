@@ -28,12 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.api import bodies, pushes
+from wsserver.api import audit, bodies, pushes
 from wsserver.api.bodies import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
     BroadcastNotice,
     BroadcastRequest,
     CodeRequest,
     KickRequest,
+    MessageRequest,
     NotificationRequest,
     OpenUrlRequest,
     PlanExpiringRequest,
@@ -41,12 +44,14 @@ from wsserver.api.bodies import (
     PublishRequest,
     TaskProgressRequest,
     TokenInsufficientRequest,
+    page_query,
     parse_publish,
 )
-from wsserver.api.credentials import authorize
+from wsserver.api.credentials import Caller, authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
+    CrmPage,
     DeleteCode,
     Devices,
     GroupAccounts,
@@ -60,6 +65,7 @@ from wsserver.core.commands import (
     PutCode,
     RoomList,
     RoomMembers,
+    SendAs,
     Stats,
     Target,
     TaskList,
@@ -80,6 +86,11 @@ __all__ = ["ROUTES", "Api", "Route", "install", "json_reply", "publish_durably",
 _FILTERS = (
     ("user_type", False, "only connections of this user_type"),
     ("group_id", False, "only connections of this group"),
+)
+
+_PAGE = (
+    ("after", False, "the last number already read (default 0: from the start)"),
+    ("limit", False, f"at most this many (1-{MAX_PAGE}, default {DEFAULT_PAGE})"),
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -113,6 +124,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/publish", "publish",
           "Publish any message type to users, a group, a room or everyone", "push",
           body=PublishRequest, reply="PublishResult"),
+    Route("POST", "/api/messages", "send_message",
+          "A direct message from a user, sent by the backend (id, seq, receipts, mailbox, history)",
+          "push", body=MessageRequest, reply="MessageSent"),
     Route("GET", "/api/stats", "stats", "Hub statistics", "ops", reply="Stats"),
     Route("GET", "/api/nodes", "nodes", "The nodes of the cluster (one without cluster mode)",
           "ops", reply="NodeList"),
@@ -139,6 +153,12 @@ ROUTES: tuple[Route, ...] = (
           "A group's CRM counters (as in group_stats_update)", "crm", reply="GroupStats"),
     Route("GET", "/api/groups/{group_id}/accounts", "group_accounts",
           "A group's Line accounts", "crm", reply="GroupAccounts"),
+    Route("GET", "/api/groups/{group_id}/customers", "group_customers",
+          "A group's customers, by customer_db_id", "crm", query=_PAGE, reply="CustomerPage"),
+    Route("GET", "/api/groups/{group_id}/follow-ups", "group_follow_ups",
+          "A group's follow-ups, by follow_up_id", "crm", query=_PAGE, reply="FollowUpPage"),
+    Route("GET", "/api/groups/{group_id}/incoming", "group_incoming",
+          "A group's incoming records, by incoming_id", "crm", query=_PAGE, reply="IncomingPage"),
     Route("GET", "/api/activation-codes", "list_codes",
           "Every activation code with its live connection count", "crm", reply="CodeList"),
     Route("POST", "/api/activation-codes", "put_code",
@@ -156,6 +176,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", "openapi",
           "This OpenAPI description", "ops", access="open"),
 )  # fmt: skip
+
+
+_SEND_STATUS = {"forbidden": 403, "not_found": 404, "rate_limited": 429, "too_large": 413}
+"""The HTTP status of a `POST /api/messages` refused like a `send_message` (by
+its error code; any other: 400)."""
 
 
 # --------------------------------------------------------------------------- replies
@@ -211,17 +236,43 @@ class Api:
             if route.access == "admin" or (
                 route.access == "metrics" and server.config.metrics.require_auth
             ):
-                authorize(server, req.head, req.remote)
+                caller = authorize(server, req.head, req.remote)
+                if audit.changes(req.head.method):
+                    return await _audited(caller, req)
             return await handler(req)
+
+        async def _audited(caller: Caller, req: HttpRequest) -> HttpResponse:
+            status = 500
+            try:
+                if caller.read_only:
+                    raise HttpError(403, "api_read_only")
+                response = await handler(req)
+                status = response.status
+                return response
+            except HttpError as err:
+                status = err.status
+                raise
+            finally:
+                audit.log_call(caller, req.head.method, req.head.target, status, req.remote)
 
         guarded.__name__ = route.handler
         return guarded
+
+    async def _publish(self, publish: Publish) -> PublishResult:
+        """`publish_durably`, its hand-over to the sockets timed
+        (`wsserver_publish_latency_seconds`; the wait for durability is not in it)."""
+        started = time.perf_counter()
+        result = await self.actor.call(publish)
+        self.server.metrics.published(time.perf_counter() - started)
+        if result.queued:
+            await until_durable(self.actor)
+        return result
 
     async def _push_user(self, to: Any, mtype: str, data: Any) -> HttpResponse:
         """Push one of seed 001's messages to the user a body names (`to`: its
         `user_id`, `group_id`, `user_type`)."""
         target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
-        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        result = await self._publish(Publish(mtype, data, target))
         return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
 
     # -- seed 001 -------------------------------------------------------------------
@@ -269,22 +320,34 @@ class Api:
             to = bodies.structure(body, BroadcastNotice)
             mtype, data = pushes.system_notification(to)
         target = Target(group_id=to.group_id, everyone=to.group_id is None, user_type=to.user_type)
-        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        result = await self._publish(Publish(mtype, data, target))
         return json_reply({"type": mtype, "delivered": result.delivered})
 
     async def websocket_test(self, req: HttpRequest) -> HttpResponse:
         to = bodies.structure(dict(req.head.query), ProbeQuery)
         target = Target(user_ids=(to.user_id,))
         mtype, data = pushes.probe_notification(self.locale)
-        result = await publish_durably(self.actor, Publish(mtype, data, target))
+        result = await self._publish(Publish(mtype, data, target))
         return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
 
     # -- general --------------------------------------------------------------------
 
     async def publish(self, req: HttpRequest) -> HttpResponse:
         publish = parse_publish(bodies.read(req, dict[str, Any], self.max_depth))
-        result = await publish_durably(self.actor, publish)
+        result = await self._publish(publish)
         return json_reply({"delivered": result.delivered, "queued": result.queued})
+
+    async def send_message(self, req: HttpRequest) -> HttpResponse:
+        body = bodies.read(req, MessageRequest, self.max_depth)
+        command = SendAs(body.from_user_id, body.from_user_type, body.group_id, body.from_username, body.send_message())
+        sent = await self.actor.call(command)
+        if sent.error is not None:
+            code, key, field, params = sent.error
+            field = "text" if field == "message" else field
+            raise HttpError(_SEND_STATUS.get(code, 400), key, field, **params)
+        await until_durable(self.actor)  # the reply is made once the message is durable
+        assert sent.reply is not None
+        return json_reply(sent.reply)
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(Stats()))
@@ -350,6 +413,19 @@ class Api:
 
     async def group_accounts(self, req: HttpRequest) -> HttpResponse:
         return json_reply(await self.actor.call(GroupAccounts(req.params["group_id"])))
+
+    async def _crm_page(self, req: HttpRequest, kind: str) -> HttpResponse:
+        after, limit = page_query(req.head.query)
+        return json_reply(await self.actor.call(CrmPage(req.params["group_id"], kind, after, limit)))
+
+    async def group_customers(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "customers")
+
+    async def group_follow_ups(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "follow_ups")
+
+    async def group_incoming(self, req: HttpRequest) -> HttpResponse:
+        return await self._crm_page(req, "incoming")
 
     async def list_codes(self, req: HttpRequest) -> HttpResponse:
         codes = await self.actor.call(ListCodes())

@@ -35,7 +35,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn
 
 from wsserver import shapes
-from wsserver.config.sections import Config
+from wsserver.config.sections import ApiKey, Config
 from wsserver.config.validation import ConfigError, validate_config
 from wsserver.shapes import ARRAY, OBJECT, ShapeError, structure_number
 
@@ -130,6 +130,14 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     converter.register_structure_hook_factory(attrs.has, attrs_hook)
+
+    def api_key(value: object, _: object) -> str | ApiKey:
+        # `[[api.keys]]`: a table is a named key, anything else must be a string
+        if isinstance(value, Mapping):
+            return converter.structure(value, ApiKey)
+        return converter.structure(value, str)
+
+    converter.register_structure_hook_func(lambda t: t == str | ApiKey, api_key)
     return converter
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "WEBHOOK_EVENTS",
     "ActivationCode",
     "ApiConfig",
+    "ApiKey",
     "AuthConfig",
     "ClusterConfig",
     "Config",
@@ -37,8 +38,20 @@ __all__ = [
 JWT_ALGORITHMS: Final = ("HS256", "HS384", "HS512", "RS256", "ES256")
 """The JWT algorithms `auth.algorithms` may name; `none` is never among them."""
 
-WEBHOOK_EVENTS: Final = ("user_online", "user_offline", "message_undelivered")
-"""The events `webhooks.events` may name."""
+DEFAULT_WEBHOOK_EVENTS: Final = ("user_online", "user_offline", "message_undelivered")
+"""The events sent unless `webhooks.events` says otherwise."""
+
+WEBHOOK_EVENTS: Final = (
+    *DEFAULT_WEBHOOK_EVENTS,
+    "message",
+    "message_status",
+    "crm_incoming",
+    "crm_customer",
+    "crm_follow_up",
+    "crm_account_status",
+)
+"""The events `webhooks.events` may name (the data back to the business, SPEC 13,
+are opt-in: a backend names the ones it wants)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -141,7 +154,7 @@ class WebhooksConfig:
 
     url: str = ""
     secret: str = ""
-    events: tuple[str, ...] = WEBHOOK_EVENTS
+    events: tuple[str, ...] = DEFAULT_WEBHOOK_EVENTS
     undelivered_after: float = 60.0
     max_backoff: float = 60.0
     max_age: float = 86400.0
@@ -168,10 +181,27 @@ class StorageConfig:
 
 
 @attrs.frozen(kw_only=True)
-class ApiConfig:
-    """`[api]`: keys accepted in `X-API-Key` by the HTTP API."""
+class ApiKey:
+    """One `[[api.keys]]` table: a key with a name for the audit log, and
+    whether it may only read (every changing call answered 403)."""
 
-    keys: tuple[str, ...] = ()
+    name: str
+    key: str
+    read_only: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ApiConfig:
+    """`[api]`: keys accepted in `X-API-Key` by the HTTP API: a plain string
+    (named `api.keys[<index>]`, may change anything) or an `ApiKey` table."""
+
+    keys: tuple[str | ApiKey, ...] = ()
+
+    def named(self) -> tuple[ApiKey, ...]:
+        """Every key as an `ApiKey`, plain strings named by their place."""
+        return tuple(
+            k if isinstance(k, ApiKey) else ApiKey(name=f"api.keys[{i}]", key=k) for i, k in enumerate(self.keys)
+        )
 
 
 @attrs.frozen(kw_only=True)

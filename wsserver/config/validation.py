@@ -170,8 +170,15 @@ def validate_config(cfg: Config) -> None:
 
     for index, pattern in enumerate(cfg.rooms.allow):
         require(pattern != "", f"rooms.allow[{index}]", "room pattern must not be empty")
-    for index, api_key in enumerate(cfg.api.keys):
-        require(api_key != "", f"api.keys[{index}]", "must not be empty")
+    names: set[str] = set()
+    for index, entry in enumerate(cfg.api.keys):
+        if isinstance(entry, str):
+            require(entry != "", f"api.keys[{index}]", "must not be empty")
+            continue
+        require(entry.key != "", f"api.keys[{index}].key", "must not be empty")
+        require(entry.name.strip() != "", f"api.keys[{index}].name", "must not be empty")
+        require(entry.name not in names, f"api.keys[{index}].name", f"{entry.name!r} names two keys")
+        names.add(entry.name)
     for index, origin in enumerate(cfg.security.allowed_origins):
         require(origin != "", f"security.allowed_origins[{index}]", "must not be empty")
 

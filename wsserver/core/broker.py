@@ -149,10 +149,15 @@ class LocalBroker:
                 for s in presence.user_sessions(uid, target.user_type, target.group_id):
                     seen[s.conn_id] = s
             return list(seen.values())
+        if kind == "code":
+            return list(presence.of_principal(("device", target.activation_code or "")).values())
         if kind == "room":
             sessions = list(presence.room((id_key(target.group_id), target.room or "")).values())
         elif kind == "group":
             sessions = list(presence.of_group(id_key(target.group_id)).values())
+            if target.connections is not None:  # a group's dashboards, or its desktop clients
+                devices = target.connections == "device"
+                sessions = [s for s in sessions if s.identity is not None and s.identity.is_device == devices]
         else:
             sessions = list(presence.authenticated())
         if target.user_type is not None:

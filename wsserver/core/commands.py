@@ -43,8 +43,10 @@ __all__ = [
     "Admit",
     "AfterCommit",
     "Authenticate",
+    "BackendSend",
     "CloseAll",
     "Command",
+    "CrmPage",
     "DeleteCode",
     "Devices",
     "Forget",
@@ -66,6 +68,7 @@ __all__ = [
     "Restore",
     "RoomList",
     "RoomMembers",
+    "SendAs",
     "Stats",
     "TakeSnapshot",
     "Target",
@@ -228,8 +231,11 @@ class Target:
 
     Exactly one form is meant: `user_ids` (one or more users; `group_id` then
     narrows to that group), `room` (in the group `group_id`; `None` is the
-    scope of connections without a group), `group_id` alone, or `everyone`.
-    `user_type`, when given, narrows any form to principals of that type.
+    scope of connections without a group), `group_id` alone, `everyone`, or
+    `activation_code` (the desktop connections of that one code).
+    `user_type`, when given, narrows any form to principals of that type;
+    `connections` to the dashboards (token connections) or the devices
+    (desktop clients) of a group.
     """
 
     user_ids: tuple[Any, ...] = ()
@@ -237,12 +243,16 @@ class Target:
     room: str | None = None
     everyone: bool = False
     user_type: Any = None
+    connections: str | None = None  # "dashboard" | "device"
+    activation_code: str | None = None
 
     @property
     def kind(self) -> str:
-        """`"users"`, `"room"`, `"group"` or `"all"`."""
+        """`"users"`, `"room"`, `"code"`, `"group"` or `"all"`."""
         if self.user_ids:
             return "users"
+        if self.activation_code is not None:
+            return "code"
         if self.room is not None:
             return "room"
         if self.everyone:
@@ -266,6 +276,29 @@ class Publish(Command[PublishResult]):
     data: Any
     target: Target
     persist: bool = False
+
+
+@attrs.frozen
+class SendAs(Command["BackendSend"]):
+    """A direct message the business backend sends on a user's behalf
+    (`POST /api/messages`): `data` is a `send_message` body, the sender the
+    user (`user_id`, `user_type`) of `group_id`. Answered at once with the
+    `BackendSend` whose `reply` the hub fills once the message is durable."""
+
+    user_id: Any
+    user_type: Any
+    group_id: Any
+    username: str | None
+    data: dict[str, Any]
+
+
+class BackendSend(Protocol):
+    """What a `SendAs` is answered with: the `error` the send was refused
+    with (`code`, catalogue `key`, `field`, `params`), else `reply`, the
+    `message_sent` data, set once the message is durable."""
+
+    error: tuple[str, str, str | None, dict[str, Any]] | None
+    reply: dict[str, Any] | None
 
 
 @attrs.frozen
@@ -336,6 +369,17 @@ class GroupAccounts(Command["dict[str, Any]"]):
     """`{group_id, accounts}`: a group's Line accounts."""
 
     group: str
+
+
+@attrs.frozen
+class CrmPage(Command["dict[str, Any]"]):
+    """`{group_id, items, has_more, next_after}`: a group's `customers`,
+    `follow_ups` or `incoming` records numbered above `after`, at most `limit`."""
+
+    group: str
+    kind: str
+    after: int = 0
+    limit: int = 100
 
 
 @attrs.frozen

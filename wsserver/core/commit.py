@@ -16,6 +16,8 @@ Invariants:
   before it is durable (`Journal.durable_upto`), in the order the
   announcements were made: a client never hears of a change that a crash
   could still take back. `release()` runs those that became durable.
+- Followers (`follow`) see the records made at run time, never replayed
+  ones: what they record in turn is in the journal already at replay.
 - A snapshot (`snapshot_view`, `snapshot_state`) reflects exactly the records
   up to `last_n`, and holds each durable part's state under its name.
 """
@@ -91,6 +93,7 @@ class CommitLog:
         self.last_n = 0  # the journal number of the last record appended (or restored)
         self.snapshot_n = -1  # the journal number of the last snapshot queued
         self._pending: deque[tuple[int, Callable[[], object]]] = deque()
+        self.followers: dict[str, Callable[[dict[str, Any]], None]] = {}  # run time only
 
     def register(self, name: str, part: Durable) -> None:
         """Keep `part` under `name` in snapshots, and fold its record types with it."""
@@ -111,6 +114,27 @@ class CommitLog:
 
             self.appliers[kind] = both
 
+    def follow(self, record_types: tuple[str, ...], fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call `fn` with each record of `record_types` made at run time, right
+        after it is applied (never at replay): what follows from a change, as
+        records of its own, in the same command (the webhook events that report
+        messages and CRM changes). Several followers of a type run in order."""
+        for kind in record_types:
+            before = self.followers.get(kind)
+            if before is None:
+                self.followers[kind] = fn
+            else:
+
+                def both(
+                    rec: dict[str, Any],
+                    first: Callable[[dict[str, Any]], None] = before,
+                    then: Callable[[dict[str, Any]], None] = fn,
+                ) -> None:
+                    first(rec)
+                    then(rec)
+
+                self.followers[kind] = both
+
     @property
     def durable_upto(self) -> int:
         """The number of the last durable record."""
@@ -124,6 +148,10 @@ class CommitLog:
         rec["n"] = n
         self.appliers[rec["t"]](rec)
         self.last_n = n
+        if self.followers:
+            follower = self.followers.get(rec["t"])
+            if follower is not None:
+                follower(rec)
         return n
 
     def after_commit(self, announce: Callable[[], object]) -> None:

@@ -12,6 +12,10 @@ the commit log; replies to the desktop client and dashboard updates go out
 through `CommitLog.after_commit`, so every CRM reply a client saw survives a
 crash. "Today" is the calendar day in `crm.timezone`.
 
+Every new incoming (not a retry) is pushed to the group's dashboards as
+`incoming_update` (the desktop's fields, `duplicate`, `incoming_id`), before
+the counters it moved.
+
 Isolation: account ids are unique per group, not globally; nothing of one
 group is ever sent to another group's connections.
 
@@ -33,6 +37,7 @@ from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.crm_store import RECORD_TYPES, MemoryCrmStore
 from wsserver.core.env import Env
+from wsserver.core.idempotency import RequestMemory, request_key
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Session
@@ -84,13 +89,15 @@ class Crm:
         self.group_id = group_id  # a group's id as replies echo it (`Hub.group_id`)
         self.store: CrmStore = store if store is not None else MemoryCrmStore()
         self.zone = ZoneInfo(env.config.crm.timezone)  # fixed at start (a restart key)
-        self.handlers: dict[str, Handler] = {
+        self.requests = RequestMemory()  # the replies to requests with an `id` (retries)
+        writes: dict[str, Handler] = {
             "sync_line_accounts": self._sync_accounts,
             "incoming": self._incoming,
             "customer_sync": self._customer_sync,
             "follow_up_sync": self._follow_up_sync,
             "account_status_change": self._status_change,
         }
+        self.handlers: dict[str, Handler] = {name: self._once(fn) for name, fn in writes.items()}
 
     # -- time ------------------------------------------------------------------
 
@@ -108,16 +115,22 @@ class Crm:
     # -- durable state -----------------------------------------------------------
 
     def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
+        """Fold one `crm_*` record into the state (and the reply it carries, if any)."""
         self.store.apply(rec)
+        if "req" in rec:
+            self.requests.remember(rec, self._window_ms())
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""
-        return self.store.to_state()
+        return {**self.store.to_state(), "requests": self.requests.to_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Replace the state with a snapshot's."""
+        """Replace the state with a snapshot's (one without `requests` remembers none)."""
         self.store.load_state(state)
+        self.requests.load_state(state.get("requests", []))
+
+    def _window_ms(self) -> int:
+        return int(self.env.config.messages.dedup_window * 1000)
 
     # -- reading -----------------------------------------------------------------
 
@@ -204,6 +217,38 @@ class Crm:
         broker = self.broker
         self.commit.after_commit(lambda: broker.send(session, frame))
 
+    def _request_key(self, session: Session, msg: Inbound) -> str | None:
+        """The key a desktop client's request with an `id` is remembered by."""
+        ident = session.identity
+        if msg.id is None or ident is None or not ident.is_device:
+            return None
+        return request_key(ident.group_key, ident.activation_code or "", session.device_id, msg.type, msg.id)
+
+    def _once(self, write: Handler) -> Handler:
+        """`write` for requests not seen within `messages.dedup_window`; a retry
+        (same sender, type and `id`) gets the first reply again, once every record
+        before it is durable, and changes nothing."""
+
+        def handler(session: Session, msg: Inbound) -> None:
+            key = self._request_key(session, msg)
+            if key is not None:
+                hit = self.requests.answer(key, self.env.now_ms(), self._window_ms())
+                if hit is not None:
+                    self._after_commit_reply(session, msg, hit[0], hit[1])
+                    return
+            write(session, msg)
+
+        return handler
+
+    def _commit(self, session: Session, msg: Inbound, rec: dict[str, Any], mtype: str, reply: dict[str, Any]) -> None:
+        """Record one change with the reply it gets (remembered for retries when
+        the request has an `id`: one journal line), and send the reply once durable."""
+        key = self._request_key(session, msg)
+        if key is not None:
+            rec["req"] = {"key": key, "time": self.env.now_ms(), "type": mtype, "data": reply}
+        self.commit.record(rec)
+        self._after_commit_reply(session, msg, mtype, reply)
+
     def _sync_accounts(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
         items = msg.data
@@ -225,11 +270,12 @@ class Crm:
             accounts.append(entry)
         known = self.store.accounts(key)
         created = sum(1 for a in accounts if a["line_account_id"] not in known)
-        self.commit.record({"t": "crm_accounts", "g": key, "by": code, "accounts": accounts, "time": self.env.now_ms()})
-        known = self.store.accounts(key)
-        stored = [{k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in accounts]
+        # each account as it will be stored (`crm_store`: the old fields, then the new)
+        merged = ({**known.get(a["line_account_id"], {}), **a} for a in accounts)
+        stored = [{k: v for k, v in m.items() if k != "synced_by"} for m in merged]
         reply = {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}
-        self._after_commit_reply(session, msg, "sync_result", reply)
+        rec = {"t": "crm_accounts", "g": key, "by": code, "accounts": accounts, "time": self.env.now_ms()}
+        self._commit(session, msg, rec, "sync_result", reply)
         self.commit.after_commit(lambda: self.push_group_stats(key, code))
 
     def _incoming(self, session: Session, msg: Inbound) -> None:
@@ -239,14 +285,20 @@ class Crm:
         line = str(req.incoming_line_id)
         now = self.env.now_ms()
         duplicate = self.store.seen(key, line)
-        self.commit.record({"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now})
+        iid = self.store.next_incoming_id
+        rec = {"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now}
+        rec.update(id=iid, fields=req.fields)
         reply = {"line_account_id": acct, "incoming_line_id": line, "status": "processed", "duplicate": duplicate}
-        self._after_commit_reply(session, msg, "incoming_received", reply)
+        self._commit(session, msg, rec, "incoming_received", reply)
+        # seed 000's "new incoming customers, live": the desktop's fields as sent
+        update = {**req.fields, "line_account_id": acct, "incoming_line_id": line, "duplicate": duplicate}
+        update.update(incoming_id=iid, timestamp=now // 1000)
 
         def announce() -> None:
             dashboards = self.dashboards(key)
             if dashboards:
                 t = self.env.now_ms()
+                self.broker.fan_out(dashboards, encode("incoming_update", update, t))
                 stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
                 self.broker.fan_out(dashboards, stats)
                 self.push_group_stats(key, code, dashboards)
@@ -260,18 +312,18 @@ class Crm:
         known = self.store.customer(key, customer)
         db_id = known["customer_db_id"] if known else self.store.next_customer_db_id
         merged = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
-        self.commit.record({"t": "crm_customer", "g": key, "customer_id": customer, "db_id": db_id, "fields": merged})
+        rec = {"t": "crm_customer", "g": key, "customer_id": customer, "db_id": db_id, "fields": merged}
         reply = {"customer_id": req.customer_id, "customer_db_id": db_id, "status": "processed"}
-        self._after_commit_reply(session, msg, "customer_sync_received", reply)
+        self._commit(session, msg, rec, "customer_sync_received", reply)
 
     def _follow_up_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
         req = read(msg.data, FollowUpSync)
         customer = str(req.customer_id)
         fid = self.store.next_follow_up_id
-        self.commit.record({"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": req.fields})
+        rec = {"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": req.fields}
         reply = {"customer_id": req.customer_id, "follow_up_id": fid, "status": "processed"}
-        self._after_commit_reply(session, msg, "follow_up_sync_received", reply)
+        self._commit(session, msg, rec, "follow_up_sync_received", reply)
 
     def _status_change(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -279,9 +331,9 @@ class Crm:
         acct = self._owned_account(key, req.line_account_id)
         status = req.online_status
         now = self.env.now_ms()
-        self.commit.record({"t": "crm_status", "g": key, "id": acct, "status": status, "time": now})
+        rec = {"t": "crm_status", "g": key, "id": acct, "status": status, "time": now}
         reply = {"line_account_id": acct, "online_status": status, "status": "updated"}
-        self._after_commit_reply(session, msg, "account_status_updated", reply)
+        self._commit(session, msg, rec, "account_status_updated", reply)
         self._announce_status(key, code, [acct], status, now)
 
     def _announce_status(self, key: str, code: str | None, accounts: list[str], status: str, now: int) -> None:

@@ -14,16 +14,23 @@ Counters:
 
 Isolation: account ids are unique per group, not globally.
 
+Every incoming is also kept as a record (`incoming_id`, numbered across groups
+like follow-ups, the desktop's fields, `duplicate`), and the reads page the
+customers, follow-ups and incoming records of a group by their number
+(`page`): each list is in the order of its numbers, which only grow. Groups
+and snapshots from before the incoming records start with none.
+
 In place, `apply` changes only a group's dicts, its account dicts and its
 counter lists; everything else is replaced whole (`to_state` relies on it).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RECORD_TYPES", "MemoryCrmStore"]
+__all__ = ["PAGES", "RECORD_TYPES", "MemoryCrmStore"]
 
 RECORD_TYPES = (
     "crm_accounts",
@@ -43,7 +50,16 @@ def _new_group() -> dict[str, Any]:
         "totals": {},  # acct_id -> [incoming, duplicate]; "" for the group
         "customers": {},  # customer_id -> {"customer_db_id", ...fields}
         "follow_ups": [],  # {"follow_up_id", "customer_id", ...fields}
+        "incoming": [],  # {"incoming_id", "line_account_id", "incoming_line_id", "duplicate", "time", ...fields}
     }
+
+
+PAGES = {
+    # kind -> (the group's list or dict of records, the number field)
+    "customers": ("customers", "customer_db_id"),
+    "follow_ups": ("follow_ups", "follow_up_id"),
+    "incoming": ("incoming", "incoming_id"),
+}
 
 
 class MemoryCrmStore:
@@ -53,6 +69,7 @@ class MemoryCrmStore:
         self.groups: dict[str, dict[str, Any]] = {}
         self.next_customer_db_id = 1
         self.next_follow_up_id = 1
+        self.next_incoming_id = 1
 
     def group(self, key: str) -> dict[str, Any]:
         """A group's state, created empty on first use."""
@@ -83,6 +100,12 @@ class MemoryCrmStore:
             dup = line in g["seen"]
             if not dup:
                 g["seen"][line] = {"acct": acct, "time": rec["time"]}
+            iid = rec.get("id")
+            if iid is not None:  # (records from before incoming records have none)
+                entry = {**rec.get("fields", {}), "incoming_id": iid, "line_account_id": acct}
+                entry.update(incoming_line_id=line, duplicate=dup, time=rec["time"])
+                g.setdefault("incoming", []).append(entry)
+                self.next_incoming_id = max(self.next_incoming_id, iid + 1)
             day = g["days"].setdefault(rec["day"], {})
             for counts in (
                 day.setdefault("", [0, 0]),
@@ -122,6 +145,7 @@ class MemoryCrmStore:
                 "totals": {k: list(c) for k, c in g["totals"].items()},
                 "customers": dict(g["customers"]),
                 "follow_ups": list(g["follow_ups"]),
+                "incoming": list(g.get("incoming", ())),
             }
             for key, g in self.groups.items()
         }
@@ -129,6 +153,7 @@ class MemoryCrmStore:
             "groups": groups,
             "next_customer_db_id": self.next_customer_db_id,
             "next_follow_up_id": self.next_follow_up_id,
+            "next_incoming_id": self.next_incoming_id,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -136,6 +161,7 @@ class MemoryCrmStore:
         self.groups = state["groups"]
         self.next_customer_db_id = state["next_customer_db_id"]
         self.next_follow_up_id = state["next_follow_up_id"]
+        self.next_incoming_id = state.get("next_incoming_id", 1)
 
     # -- reading -------------------------------------------------------------------
 
@@ -200,3 +226,19 @@ class MemoryCrmStore:
         if g is None:
             return []
         return [{k: v for k, v in a.items() if k != "synced_by"} for a in g["accounts"].values()]
+
+    def page(self, key: str, kind: str, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` of a group's `kind` records (`PAGES`) numbered above
+        `after`, in order, and whether more follow."""
+        g = self.groups.get(key)
+        if g is None:
+            return [], False
+        name, number = PAGES[kind]
+        found = g.get(name, ())
+        items = list(found.values()) if isinstance(found, dict) else found
+        start = bisect.bisect_right(items, after, key=lambda item: item[number])
+        page = items[start : start + limit]
+        if isinstance(found, dict):  # customers are kept by their id: give it back
+            ids = list(found)[start : start + limit]
+            page = [{"customer_id": cid, **item} for cid, item in zip(ids, page, strict=True)]
+        return page, len(items) > start + limit

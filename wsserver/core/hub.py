@@ -12,6 +12,7 @@ collaborators it needs at construction and nothing more:
     ActivationCodes  the effective codes and their overrides       (core.activation_codes)
     DirectMessaging  direct messages, receipts, mailboxes          (core.direct)
     Crm              the seed-000 workflow                         (core.crm)
+    CrmReads         its records paged for the HTTP API            (core.crm_reads)
     TaskStates       the latest state of each user's tasks         (core.tasks)
     Webhooks         events for the business backend, the outbox   (core.webhooks)
     HubAdmin         the HTTP API's and the host's commands        (core.admin)
@@ -48,6 +49,7 @@ import attrs
 
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
+from wsserver.core.backend_send import send_as
 from wsserver.core.broker import Broker, LocalBroker
 from wsserver.core.commands import (
     AddHandler,
@@ -74,12 +76,14 @@ from wsserver.core.commands import (
     Restore,
     RoomList,
     RoomMembers,
+    SendAs,
     Stats,
     TakeSnapshot,
     WebsocketStats,
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
+from wsserver.core.crm_reads import CrmReads
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
@@ -124,8 +128,11 @@ class Hub:
         self.activation_codes = ActivationCodes(commit, presence, env, forget=self.close)
         self.direct = DirectMessaging(commit, presence, broker, env)
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
+        self.crm_reads = CrmReads(self.crm.store, self.group_id)
         self.tasks = TaskStates(commit, broker, env)
-        self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
+        self.webhooks = webhooks = Webhooks(
+            commit, presence, env, self.direct.store, group_id=self.group_id, crm=self.crm.store
+        )
         self.admin = admin = HubAdmin(
             presence,
             broker,
@@ -145,6 +152,8 @@ class Hub:
         commit.register("webhooks", webhooks)
         if webhooks.checking:  # undelivered checks follow the direct messages' records
             commit.observe(webhooks.observed_types, webhooks.observe)
+        if webhooks.followed_types:  # events made from messages' and the CRM's records
+            commit.follow(webhooks.followed_types, webhooks.follow)
         self.handlers: dict[str, Handler] = {
             **self.rooms.handlers,
             **self.direct.handlers,
@@ -176,6 +185,7 @@ class Hub:
             Reconfigure: self._reconfigure,
             AddHandler: self._add_handler,
             Publish: admin.publish,
+            SendAs: lambda cmd: send_as(self.handlers["send_message"], cmd, env.clock()),
             Kick: admin.kick,
             OnlineCount: admin.online_count,
             Devices: admin.devices,
@@ -189,6 +199,7 @@ class Hub:
             PutCode: lambda cmd: codes.put(cmd.code, cmd.group_id, cmd.name, cmd.enabled),
             DeleteCode: lambda cmd: codes.delete(cmd.code),
             **self.tasks.commands,
+            **self.crm_reads.commands,
             **webhooks.commands,
         }
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)

@@ -99,6 +99,7 @@ class CrmStore(Protocol):
 
     next_customer_db_id: int
     next_follow_up_id: int
+    next_incoming_id: int
 
     def apply(self, rec: dict[str, Any]) -> None:
         """Fold one `crm_*` record into the state."""
@@ -135,6 +136,10 @@ class CrmStore(Protocol):
 
     def account_list(self, key: str) -> list[dict[str, Any]]:
         """A group's accounts as the HTTP API lists them."""
+
+    def page(self, key: str, kind: str, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` of a group's `customers`, `follow_ups` or `incoming`
+        records numbered above `after`, in order, and whether more follow."""
 
 
 class CodeStore(Protocol):

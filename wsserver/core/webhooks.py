@@ -42,6 +42,11 @@ and reports each attempt (`WebhookDone`); this component keeps the schedule:
 - The schedule (ready lanes, lanes in flight, retry times) is not durable:
   after a restart every lane with events is ready and is tried at once.
 
+The events that report messages and CRM changes (`message`,
+`message_status`, `crm_*`) are made from the changes' records as they are made
+(`follow`, a `CommitLog` follower; which record is which event:
+`core.webhook_events`).
+
 Nothing is made while `webhooks.url` is empty, nor for an event left out of
 `webhooks.events`. All `[webhooks]` keys are read once (restart keys).
 """
@@ -67,7 +72,8 @@ from wsserver.core.keys import escape, split_key
 from wsserver.core.message_store import party
 from wsserver.core.presence import Presence
 from wsserver.core.session import Session
-from wsserver.core.stores import MessageStore, WebhookStore
+from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
+from wsserver.core.webhook_events import RecordEvents
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.protocol.envelope import id_key
 
@@ -108,6 +114,7 @@ class Webhooks:
         *,
         group_id: Callable[[str, Any], Any],
         store: WebhookStore | None = None,
+        crm: CrmStore | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.commit = commit
@@ -123,6 +130,9 @@ class Webhooks:
             store = MemoryWebhookStore(after, track_online="user_offline" in self.enabled)
         self.store: WebhookStore = store
         self.record_types = self.store.record_types
+        # the events made from other parts' records (`core.webhook_events`)
+        self.record_events = RecordEvents(self.enabled, messages, crm, group_id)
+        self.followed_types = self.record_events.record_types
         self.max_backoff = cfg.max_backoff
         self.max_age_ms = int(cfg.max_age * 1000)
         self.max_queue = cfg.max_queue
@@ -171,6 +181,11 @@ class Webhooks:
     def load_state(self, state: dict[str, Any]) -> None:
         """Replace the store's state with a snapshot's."""
         self.store.load_state(state)
+
+    def follow(self, rec: dict[str, Any]) -> None:
+        """(A record of `followed_types` was made.) Record the events it is."""
+        for name, lane, data in self.record_events.events(rec):
+            self._emit(name, lane, data)
 
     @property
     def checking(self) -> bool:

@@ -91,7 +91,7 @@ def log_session(
     close_code: int,
 ) -> None:
     """One ended WebSocket session: its close code counted in `metrics`, and one line."""
-    metrics.session_closed(close_code)
+    metrics.session_closed(close_code, seconds)
     if not log.isEnabledFor(logging.INFO):
         return
     user = session_user(identity)

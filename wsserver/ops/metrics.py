@@ -27,8 +27,12 @@ Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `background_failures_total{task}`, `webhooks_sent_total`,
 `webhooks_failed_total{reason}`, `webhooks_retried_total`,
 `webhooks_dropped_total{reason}`, `webhooks_queue`, and the histograms
-`http_request_duration_seconds`, `storage_fsync_seconds` and
-`webhooks_delivery_seconds`.
+`http_request_duration_seconds`, `storage_fsync_seconds`,
+`webhooks_delivery_seconds`, `session_duration_seconds` and
+`publish_latency_seconds`; plus prometheus-client's process collector
+(`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+`process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
+`process_start_time_seconds`, unprefixed as everywhere).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -273,6 +278,22 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0),
         )
+        self.session_seconds = Histogram(
+            "wsserver_session_duration_seconds",
+            "How long a WebSocket session lasted, from its handshake to its close.",
+            registry=r,
+            buckets=(1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 7 * 86400.0),
+        )
+        self.publish_seconds = Histogram(
+            "wsserver_publish_latency_seconds",
+            "Time from an HTTP publish's arrival at the hub to its frame handed to every"
+            " target socket (written, or queued behind what the socket still holds).",
+            registry=r,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        # the process: CPU seconds, resident and virtual memory, open and maximum fds,
+        # start time (read from /proc at each scrape; nothing where there is no /proc)
+        ProcessCollector(registry=r)
         self.types_in = _TypeCounts(known=())  # `count_types_in` says which are known
         self.types_out = _TypeCounts()
         self.bytes_in = 0
@@ -327,14 +348,20 @@ class Metrics:
         """An inbound message was dropped (e.g. `rate_limited`)."""
         self.dropped.labels(reason).inc()
 
-    def session_closed(self, code: int) -> None:
-        """A WebSocket session ended with `code`."""
+    def session_closed(self, code: int, seconds: float | None = None) -> None:
+        """A WebSocket session ended with `code`, `seconds` after its handshake."""
+        if seconds is not None:
+            self.session_seconds.observe(seconds)
         child = self._close_children.get(code)
         if child is None:
             child = self._close_children[code] = self.closes.labels(str(code))
         child.inc()
         if code == CloseCode.SLOW_CONSUMER:
             self.slow_consumer_closes.inc()
+
+    def published(self, seconds: float) -> None:
+        """An HTTP publish was handed to its target sockets `seconds` after it arrived."""
+        self.publish_seconds.observe(seconds)
 
     def background_failed(self, task: str) -> None:
         """A background task failed (`ops.background`); `task` is one of the server's names."""

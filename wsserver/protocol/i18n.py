@@ -85,6 +85,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "api_credentials_missing": ("需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key", "authentication required: Authorization: Bearer <admin token> or X-API-Key"),
     "api_key_invalid": ("API密钥无效", "invalid API key"),
     "api_admin_required": ("需要管理员权限", "admin role required"),
+    "api_read_only": ("此 API 密钥为只读，不能执行更改操作", "this API key is read-only: it cannot change anything"),
     "not_ready": ("服务尚未就绪", "not ready"),
     "background_failing": ("后台任务失败: {tasks}", "failing: {tasks}"),
     "list_or": (" 或 ", " or "),  # joins alternatives, e.g. the JSON types a field may have
@@ -109,11 +110,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "http_field_strings": ("字段值无效: {field}（应为非空的字符串数组）", "invalid field: {field} (expected a non-empty array of strings)"),
     "http_field_choice": ("字段值无效: {field}（可选值: {choices}）", "invalid field: {field} (one of {choices})"),
     "http_field_min": ("字段值无效: {field}（须 >= {min}）", "invalid field: {field} (must be >= {min})"),
+    "http_field_max": ("字段值无效: {field}（须 <= {max}）", "invalid field: {field} (must be <= {max})"),
     "http_task_type": ("字段值无效: {field}（仅限小写字母、数字和 _）", "invalid field: {field} (lower-case letters, digits and _)"),
     "http_code_format": ("字段值无效: {field}（1-128 个字符，首尾不能有空格）", "invalid field: {field} (1-128 characters, no surrounding spaces)"),
     "http_targets_conflict": ("目标冲突: {targets}（只能给出一个）", "conflicting targets: {targets} (give exactly one)"),
-    "http_target_missing": ("缺少字段: {field}（或 user_ids、group_id、room 加 group_id、all: true）", "missing field: {field} (or user_ids, group_id, room with group_id, all: true)"),
+    "http_target_missing": ("缺少字段: {field}（或 user_ids、group_id、room 加 group_id、activation_code、all: true）", "missing field: {field} (or user_ids, group_id, room with group_id, activation_code, all: true)"),
     "http_persist_target": ("字段值无效: {field}（仅用于 user_id 或 user_ids）", "invalid field: {field} (only for user_id or user_ids)"),
+    "http_kind_target": ("字段值无效: {field}（仅与单独的 group_id 一起使用）", "invalid field: {field} (only with group_id alone)"),
     "code_not_found": ("激活码不存在", "activation code not found"),
     # texts of the seed-001 pushes when the backend gives none
     "insufficient_tokens_text": ("Token余额不足，当前余额: {current_balance}，需要: {required_tokens}", "Not enough tokens: balance {current_balance}, {required_tokens} needed"),

@@ -302,10 +302,12 @@ class Account(Shape):
 
 @attrs.define
 class Incoming(Shape):
-    """`incoming {line_account_id, incoming_line_id}`: a new contact on an account."""
+    """`incoming {line_account_id, incoming_line_id, ...fields}`: a new contact on
+    an account; the other fields are kept as sent (but the ones the hub sets)."""
 
     line_account_id: CrmId
     incoming_line_id: CrmId
+    fields: dict[str, Any] = wire(rest=("line_account_id", "incoming_line_id", "incoming_id", "duplicate", "time"))
 
 
 @attrs.define
