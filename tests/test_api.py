@@ -673,8 +673,23 @@ async def test_device_list_shows_each_connection_with_device_info(live_server: A
                 "last_seen",
             } <= set(c)
         online = await ok(server, "GET", "/api/users/5/online")
-        assert online == {"user_id": "5", "is_online": True, "connections": 2}
+        assert online == {"user_id": "5", "is_online": True, "connections": 2, "mailbox": 0}
     assert (await ok(server, "GET", "/api/users/5/connections"))["connections"] == []
+
+
+async def test_user_online_counts_the_messages_waiting_in_the_user_s_mailbox(live_server: Any) -> None:
+    server = await start(live_server)
+    for text in ("one", "two"):
+        body = {"type": "notification", "data": {"text": text}, "user_id": 9, "group_id": 1, "persist": True}
+        assert (await ok(server, "POST", "/api/publish", body))["queued"] == 1
+    async with client(server, 3, group_id=1) as sender:  # and a direct message from user 3
+        await sender.send_message(json.dumps({"type": "send_message", "data": {"to_user_id": 9, "message": "hi"}}))
+        assert (await recv(sender))["type"] == "message_sent"
+    online = await ok(server, "GET", "/api/users/9/online")
+    assert online == {"user_id": "9", "is_online": False, "connections": 0, "mailbox": 3}
+    assert (await ok(server, "GET", "/api/users/9/online?group_id=1"))["mailbox"] == 3
+    assert (await ok(server, "GET", "/api/users/9/online?group_id=2"))["mailbox"] == 0
+    assert (await ok(server, "GET", "/api/users/3/online"))["mailbox"] == 0
 
 
 async def test_kick_by_device_sends_kicked_then_closes_4003(live_server: Any) -> None:

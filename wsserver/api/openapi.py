@@ -135,7 +135,8 @@ SCHEMAS: dict[str, Schema] = {
         total_connections=_INT, connected_users={"type": "array", "items": _ID},
     ),
     "UserOnline": _obj(
-        ("user_id", "is_online"), user_id=_STR, is_online=_BOOL, connections=_INT
+        ("user_id", "is_online"), user_id=_STR, is_online=_BOOL, connections=_INT,
+        mailbox={**_INT, "description": "durable messages waiting for the user"},
     ),
     "Device": _obj(
         ("conn_id", "device_id", "device_info", "ip", "user_agent", "connected_at", "last_seen"),

@@ -58,6 +58,7 @@ from wsserver.core.commands import (
     GroupStats,
     Kick,
     ListCodes,
+    MailboxSize,
     OnlineCount,
     Publish,
     PublishResult,
@@ -371,8 +372,10 @@ class Api:
 
     async def user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.actor.call(OnlineCount(user_id, *self._filters(req)))
-        return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n})
+        filters = self._filters(req)
+        n = await self.actor.call(OnlineCount(user_id, *filters))
+        waiting = await self.actor.call(MailboxSize(user_id, *filters))
+        return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n, "mailbox": waiting})
 
     async def user_connections(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]

@@ -56,6 +56,7 @@ __all__ = [
     "HostRequest",
     "Kick",
     "ListCodes",
+    "MailboxSize",
     "Midnight",
     "NextMidnight",
     "OnlineCount",
@@ -317,6 +318,16 @@ class Kick(Command[int]):
 @attrs.frozen
 class OnlineCount(Command[int]):
     """How many connections a user has (0 = offline)."""
+
+    user_id: Any
+    user_type: Any = None
+    group_id: Any = None
+
+
+@attrs.frozen
+class MailboxSize(Command[int]):
+    """How many durable messages wait in a user's mailboxes (narrowed by type and
+    group when given): direct messages and persisted pushes for the user."""
 
     user_id: Any
     user_type: Any = None

@@ -145,6 +145,10 @@ class DirectMessaging:
         """(mailboxes, messages in them), for the statistics."""
         return self.store.mailbox_counts()
 
+    def waiting_for(self, user_id: str, user_type: str | None, group: str | None) -> int:
+        """Undelivered messages waiting for a user id (`MessageStore.waiting_for`)."""
+        return self.store.waiting_for(user_id, user_type, group)
+
     # -- send ----------------------------------------------------------------
 
     def _sent_reply(self, m: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
