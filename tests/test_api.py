@@ -679,8 +679,8 @@ async def test_device_list_shows_each_connection_with_device_info(live_server: A
 
 async def test_user_online_counts_the_messages_waiting_in_the_user_s_mailbox(live_server: Any) -> None:
     server = await start(live_server)
-    for text in ("one", "two"):
-        body = {"type": "notification", "data": {"text": text}, "user_id": 9, "group_id": 1, "persist": True}
+    for note in ("one", "two"):
+        body = {"type": "notification", "data": {"text": note}, "user_id": 9, "group_id": 1, "persist": True}
         assert (await ok(server, "POST", "/api/publish", body))["queued"] == 1
     async with client(server, 3, group_id=1) as sender:  # and a direct message from user 3
         await sender.send_message(json.dumps({"type": "send_message", "data": {"to_user_id": 9, "message": "hi"}}))
