@@ -6,14 +6,16 @@ For an upgrade to a WebSocket path (the head already read and routed by
 
 1. `protocol.handshake.answer_upgrade` judges the opening handshake; an
    invalid one gets its 400/426 without a body, and the stream is closed.
-2. The origin: a browser's `Origin` must be in `security.allowed_origins`
+2. `?compat=`: one of `protocol.compat.FORMS` (400 naming `compat` otherwise),
+   and the connection then receives that seed's form (`net.compat`).
+3. The origin: a browser's `Origin` must be in `security.allowed_origins`
    when the list is set (403); clients that send none are not cross-site pages.
-3. The failed-credentials throttle of the client IP (429, before anything is
+4. The failed-credentials throttle of the client IP (429, before anything is
    verified; the server's `auth_blocked`).
-4. The credentials (`credentials_from_handshake`, SPEC order): a token is
+5. The credentials (`credentials_from_handshake`, SPEC order): a token is
    verified here, in the connection's task; an activation code is the hub's
    to judge. A refused one counts against the IP (`credential_failed`).
-5. The hub admits the connection (`Admit`: capacity, per-user and per-IP
+6. The hub admits the connection (`Admit`: capacity, per-user and per-IP
    limits, an activation code's group) or answers a `Refusal`.
 
 A refusal is an HTTP status with a JSON body `{code, message}` (the message
@@ -37,9 +39,11 @@ from wsserver.core.commands import Admit
 from wsserver.core.identity import Identity
 from wsserver.core.session import Refusal, refusal_for
 from wsserver.errors import AuthError
+from wsserver.net.compat import CompatConnection
 from wsserver.net.connection import Connection
 from wsserver.net.http import HttpResponse, RequestHead, respond_and_close
 from wsserver.ops.access import log_session
+from wsserver.protocol.compat import FORMS
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import error_body
@@ -152,6 +156,10 @@ class Admission:
         if not echo and server.auth_blocked(ip, "handshake"):
             await refuse(429, "auth_throttled")
             return None
+        form = head.query.get("compat")
+        if form is not None and form not in FORMS:
+            await refuse(400, "compat_unknown")
+            return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
         if not echo:
@@ -166,9 +174,14 @@ class Admission:
                 await refuse(refusal.status, refusal.key)
                 return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
-        conn = Connection(
-            server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo
-        )
+        if form is None:
+            conn = Connection(
+                server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo
+            )
+        else:  # a seed's outbound form (SPEC 13)
+            conn = CompatConnection(
+                server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo, form=form
+            )
         admitted = await server.actor.call(
             Admit(conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id)
         )

@@ -63,6 +63,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "activation_code_disabled": ("激活码已停用", "activation code disabled"),
     "auth_throttled": ("认证失败次数过多，请稍后再试", "too many failed authentication attempts, try again later"),
     # handshake refusals and close reasons
+    "compat_unknown": ("compat 参数无效（可选 003、004）", "unknown compat (003 or 004)"),
     "origin_forbidden": ("来源不被允许", "origin not allowed"),
     "over_capacity": ("服务器连接数已满", "server at capacity"),
     "too_many_pending": ("等待认证的连接数已满", "too many connections waiting to authenticate"),
