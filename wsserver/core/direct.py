@@ -53,6 +53,7 @@ from wsserver.protocol.messages import (
     UserMessage,
     fault,
     read,
+    with_receiver,
 )
 from wsserver.shapes import ShapeError, structurer
 
@@ -287,7 +288,7 @@ class DirectMessaging:
 
     def _typing(self, session: Session, msg: Inbound) -> None:
         try:
-            req = _TYPING(msg.data)
+            req = _TYPING(with_receiver(msg.raw, msg.data, "to_user_id", "to_user_type"))
         except ShapeError as err:
             raise fault(err) from None
         to = recipient_key(session, req.to_user_id, req.to_user_type, req.to_group_id)

@@ -28,7 +28,7 @@ from wsserver.core.session import Session
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
-from wsserver.protocol.messages import History, Sync, read
+from wsserver.protocol.messages import History, Sync, read, with_receiver
 
 __all__ = ["MAX_SYNC_PAGE", "Inbox", "new_message_data", "own_key", "recipient_key"]
 
@@ -123,7 +123,7 @@ class Inbox:
 
     def history(self, session: Session, msg: Inbound) -> None:
         """`history`: a page of one conversation, with a peer or of a `session_id`."""
-        req = read(msg.data, History)
+        req = read(with_receiver(msg.raw, msg.data, "with_user_id", "with_user_type"), History)
         me = own_key(session)
         if req.with_user_id is not None:
             other = recipient_key(session, req.with_user_id, req.with_user_type, req.to_group_id)

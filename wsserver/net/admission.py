@@ -14,7 +14,9 @@ For an upgrade to a WebSocket path (the head already read and routed by
    verified; the server's `auth_blocked`).
 5. The credentials (`credentials_from_handshake`, SPEC order): a token is
    verified here, in the connection's task; an activation code is the hub's
-   to judge. A refused one counts against the IP (`credential_failed`).
+   to judge. A refused one counts against the IP (`credential_failed`). Seed
+   003's `user_id`, `user_type`, `user_name` in the URL must agree with the
+   token's claims (`query_agrees`, 401; not a failed credential).
 6. The hub admits the connection (`Admit`: capacity, per-user and per-IP
    limits, an activation code's group) or answers a `Refusal`.
 
@@ -44,6 +46,7 @@ from wsserver.net.connection import Connection
 from wsserver.net.http import HttpResponse, RequestHead, respond_and_close
 from wsserver.ops.access import log_session
 from wsserver.protocol.compat import FORMS
+from wsserver.protocol.envelope import id_key
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import error_body
@@ -75,6 +78,24 @@ def credentials_from_handshake(header: Any, query: dict[str, str]) -> Credential
     code = query.get("activation_code") or header("x-activation-code") or None
     device_id = query.get("device_id") or None
     return Credentials(token=token, activation_code=code, device_id=device_id)
+
+
+_QUERY_CLAIMS = (("user_id", "user_id"), ("user_type", "user_type"), ("user_name", "username"))
+
+
+def query_agrees(identity: Identity, query: dict[str, str]) -> bool:
+    """Seed 003 puts `user_id`, `user_type` and `user_name` in the URL: each one
+    given must be the token's claim (ids compared as text). A claim the token
+    does not have is not checked (`auth.require_user_type` makes `user_type` one
+    every token has)."""
+    for param, claim in _QUERY_CLAIMS:
+        given = query.get(param)
+        if given is None:
+            continue
+        own = getattr(identity, claim)
+        if own is not None and id_key(own) != given:
+            return False
+    return True
 
 
 class Admission:
@@ -172,6 +193,9 @@ class Admission:
                 refusal = refusal_for(err)
                 server.credential_failed(ip, refusal.key)
                 await refuse(refusal.status, refusal.key)
+                return None
+            if identity is not None and not query_agrees(identity, head.query):
+                await refuse(401, "query_identity_mismatch")
                 return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
         if form is None:

@@ -58,11 +58,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "token_issuer": ("令牌签发者无效", "invalid token issuer"),
     "token_audience": ("令牌受众无效", "invalid token audience"),
     "token_claims": ("令牌缺少 user_id", "the token has no user_id"),
+    "token_no_user_type": ("令牌缺少 user_type", "the token has no user_type"),
     "jwt_not_configured": ("服务器未配置令牌验证", "token authentication is not configured"),
     "activation_code_invalid": ("激活码无效", "invalid activation code"),
     "activation_code_disabled": ("激活码已停用", "activation code disabled"),
     "auth_throttled": ("认证失败次数过多，请稍后再试", "too many failed authentication attempts, try again later"),
     # handshake refusals and close reasons
+    "query_identity_mismatch": (
+        "连接参数 user_id / user_type / user_name 与令牌不符",
+        "the user_id / user_type / user_name of the URL disagree with the token",
+    ),
     "compat_unknown": ("compat 参数无效（可选 003、004）", "unknown compat (003 or 004)"),
     "origin_forbidden": ("来源不被允许", "origin not allowed"),
     "over_capacity": ("服务器连接数已满", "server at capacity"),

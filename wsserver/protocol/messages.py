@@ -69,6 +69,7 @@ __all__ = [
     "UserMessage",
     "fault",
     "read",
+    "with_receiver",
 ]
 
 S = TypeVar("S", bound=Shape)
@@ -235,6 +236,20 @@ class Seed003Data(Shape):
     bare = staticmethod(_bare_text)
 
 
+def with_receiver(msg: Mapping[str, Any], data: object, id_name: str, type_name: str) -> object:
+    """`data` with seed 003's top-level `receiver {id, type?}` (checked as in its
+    `message`, faults named `receiver.id`) as its recipient fields `id_name` and
+    `type_name`; `data` itself when the message names no `receiver`."""
+    if "receiver" not in msg:
+        return data
+    receiver = read(msg, Seed003Message).receiver
+    named = dict(data) if isinstance(data, dict) else {}
+    named[id_name] = receiver.id
+    if receiver.type is not None:
+        named[type_name] = receiver.type
+    return named
+
+
 def _bare_id(value: object) -> Mapping[str, object] | None:
     return {"message_id": value} if ID.holds(value) else None
 
@@ -251,9 +266,10 @@ class Receipt(Shape):
 
 @attrs.define
 class Typing(Shape):
-    """`typing {to_user_id, to_user_type?, to_group_id? (admins), typing = true}`."""
+    """`typing {to_user_id | to, to_user_type?, to_group_id? (admins), typing = true}`
+    (seed 003's top-level `receiver`: `with_receiver`)."""
 
-    to_user_id: Id
+    to_user_id: Id = wire("to_user_id", "to")
     to_user_type: Id | None = None
     to_group_id: Any = None
     typing: bool = wire(default=True, null=NULL_IS_WRONG)
@@ -275,13 +291,14 @@ class Sync(Shape):
 
 @attrs.define
 class History(Shape):
-    """`history {with_user_id, with_user_type?, to_group_id? | session_id,
-    before_message_id?, limit? (1-100)}`."""
+    """`history {with_user_id | to_user_id | to, with_user_type? | to_user_type?,
+    to_group_id? | session_id, before_message_id?, limit? (1-100)}` (seed 003's
+    top-level `receiver`: `with_receiver`)."""
 
     limit: Annotated[int, Range(1, MAX_HISTORY_PAGE)] = MAX_HISTORY_PAGE
     before_message_id: int | None = None
-    with_user_id: Id | None = None
-    with_user_type: Id | None = None
+    with_user_id: Id | None = wire("with_user_id", "to_user_id", "to", default=None)
+    with_user_type: Id | None = wire("with_user_type", "to_user_type", default=None)
     to_group_id: Any = None
     session_id: int | str | None = None
 
