@@ -175,6 +175,7 @@ class NotificationRequest(Notice):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -187,6 +188,7 @@ class OpenUrlRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -221,6 +223,7 @@ class TokenInsufficientRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -236,6 +239,7 @@ class PlanExpiringRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)

@@ -105,6 +105,7 @@ SCHEMAS: dict[str, Schema] = {
     "PushResult": _obj(
         ("type", "delivered"),
         user_id=_ID, type=_STR, delivered={**_INT, "description": "connections that took the message"},
+        queued={**_INT, "description": "with persist: 1 when the offline user's mailbox got it"},
     ),
     "PublishResult": _obj(
         ("delivered", "queued"),

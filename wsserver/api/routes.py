@@ -69,6 +69,7 @@ from wsserver.core.commands import (
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsserver.protocol.encoding import dumps
+from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import ok_body
 
 if TYPE_CHECKING:
@@ -221,8 +222,15 @@ class Api:
         """Push one of seed 001's messages to the user a body names (`to`: its
         `user_id`, `group_id`, `user_type`)."""
         target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
-        result = await publish_durably(self.actor, Publish(mtype, data, target))
-        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
+        result = await publish_durably(self.actor, Publish(mtype, data, target, persist=to.persist))
+        return json_reply(
+            {"user_id": to.user_id, "type": mtype, "delivered": result.delivered, "queued": result.queued},
+            self._seed_text("seed001_sent"),
+        )
+
+    def _seed_text(self, key: str) -> str:
+        """Seed 001's own `message` of a reply (SPEC 13), in `server.locale`."""
+        return text(key, self.locale)
 
     # -- seed 001 -------------------------------------------------------------------
 
@@ -241,7 +249,10 @@ class Api:
         # kept as the task's latest state (SPEC 6.1): answered once that is durable
         result = await self.actor.call(PushTask(mtype, data, target))
         await until_durable(self.actor)
-        return json_reply({"user_id": body.user_id, "type": mtype, "delivered": result.delivered})
+        return json_reply(
+            {"user_id": body.user_id, "type": mtype, "delivered": result.delivered},
+            self._seed_text("seed001_sent"),
+        )
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, TokenInsufficientRequest, self.max_depth)
@@ -252,12 +263,12 @@ class Api:
         return await self._push_user(body, *pushes.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(WebsocketStats()))
+        return json_reply(await self.actor.call(WebsocketStats()), self._seed_text("seed001_fetched"))
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
         n = await self.actor.call(OnlineCount(user_id))
-        return json_reply({"user_id": user_id, "is_online": n > 0})
+        return json_reply({"user_id": user_id, "is_online": n > 0}, self._seed_text("seed001_checked"))
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, dict[str, Any], self.max_depth)
@@ -270,14 +281,17 @@ class Api:
             mtype, data = pushes.system_notification(to)
         target = Target(group_id=to.group_id, everyone=to.group_id is None, user_type=to.user_type)
         result = await publish_durably(self.actor, Publish(mtype, data, target))
-        return json_reply({"type": mtype, "delivered": result.delivered})
+        return json_reply({"type": mtype, "delivered": result.delivered}, self._seed_text("seed001_sent"))
 
     async def websocket_test(self, req: HttpRequest) -> HttpResponse:
         to = bodies.structure(dict(req.head.query), ProbeQuery)
         target = Target(user_ids=(to.user_id,))
         mtype, data = pushes.probe_notification(self.locale)
         result = await publish_durably(self.actor, Publish(mtype, data, target))
-        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
+        return json_reply(
+            {"user_id": to.user_id, "type": mtype, "delivered": result.delivered},
+            self._seed_text("seed001_sent"),
+        )
 
     # -- general --------------------------------------------------------------------
 

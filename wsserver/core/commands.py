@@ -70,6 +70,7 @@ __all__ = [
     "TakeSnapshot",
     "Target",
     "TaskList",
+    "UpdateDevice",
     "WebhookBatch",
     "WebhookDelivery",
     "WebhookDone",
@@ -133,6 +134,18 @@ class Authenticate(Command["Refusal | Identity"]):
 
     conn_id: str
     identity: Identity
+    device_id: str | None = None
+    device_info: Any = None
+    request_id: Any = None
+
+
+@attrs.frozen
+class UpdateDevice(Command[None]):
+    """Seed 002's `register` on a connection its handshake authenticated, for
+    the same user: keep its `device_id` / `device_info` (those given) and
+    answer `registered`, echoing `request_id`."""
+
+    conn_id: str
     device_id: str | None = None
     device_info: Any = None
     request_id: Any = None

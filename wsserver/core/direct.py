@@ -119,7 +119,20 @@ class DirectMessaging:
             "sync": inbox.sync,
             "history": inbox.history,
         }
+        for mtype in ("message_delivered", "message_read", "read", "typing"):
+            handlers[mtype] = self._acked(handlers[mtype])
         self.handlers: dict[str, Handler] = {t: _users_only(h) for t, h in handlers.items()}
+
+    def _acked(self, handler: Handler) -> Handler:
+        """`handler` (which sends its requester nothing) answering a request that
+        carries an `id` with `ack {ok: true}`, once what it recorded is durable."""
+
+        def acked(session: Session, msg: Inbound) -> None:
+            handler(session, msg)
+            if msg.id is not None:
+                self.commit.after_commit(lambda: self.broker.reply(session, msg, "ack", {"ok": True}))
+
+        return acked
 
     # -- durable state -------------------------------------------------------
 

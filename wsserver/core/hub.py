@@ -76,6 +76,7 @@ from wsserver.core.commands import (
     RoomMembers,
     Stats,
     TakeSnapshot,
+    UpdateDevice,
     WebsocketStats,
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
@@ -165,6 +166,7 @@ class Hub:
             Handle: self._handle,
             Admit: self._admit,
             Authenticate: self._authenticate,
+            UpdateDevice: self._update_device,
             Forget: lambda cmd: self.close(cmd.conn_id),
             CloseAll: lambda cmd: self.close_all(cmd.code, cmd.reason),
             Release: lambda cmd: commit.release(),
@@ -205,6 +207,22 @@ class Hub:
             return refusal
         return self._settled(cmd.conn_id, cmd.identity)
 
+    def _update_device(self, cmd: UpdateDevice) -> None:
+        session = self._sessions.get(cmd.conn_id)
+        if session is None or session.identity is None:
+            return
+        if cmd.device_id is not None:
+            session.device_id = cmd.device_id
+        if cmd.device_info is not None:
+            session.device_info = cmd.device_info
+        data = {
+            "success": True,
+            "connection_id": session.conn_id,
+            "device_id": session.device_id,
+            "message": self.env.text("registered"),
+        }
+        self.broker.send(session, encode("registered", data, self.env.now_ms(), request_id=cmd.request_id))
+
     def _authenticate(self, cmd: Authenticate) -> Refusal | Identity:
         refusal = self.authenticate(cmd.conn_id, cmd.identity, cmd.device_id, cmd.device_info, cmd.request_id)
         if refusal is not None:
@@ -237,7 +255,10 @@ class Hub:
         host = self._host
 
         def handler(session: Session, msg: Inbound) -> None:
-            fn(Request(host, session, msg))
+            request = Request(host, session, msg)
+            fn(request)
+            if msg.id is not None and not request.answered:  # every `id` gets one reply
+                self.broker.reply(session, msg, "ack", {"ok": True})
 
         self.handlers[cmd.type] = handler
 

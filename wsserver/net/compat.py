@@ -31,3 +31,9 @@ class CompatConnection(Connection):
         if self.closing is not None:
             return False
         return super().deliver(form_of(frame, self.form), soon)
+
+    def outbound(self, frame: str) -> str:
+        """The frame in this connection's form (its `disconnected`)."""
+        converted = form_of(frame, self.form)
+        assert isinstance(converted, str)
+        return converted

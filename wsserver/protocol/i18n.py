@@ -12,6 +12,7 @@ LOCALES = ("zh-CN", "en")
 CATALOGUE: dict[str, tuple[str, str]] = {
     # success texts (seed 000 / 001 wording)
     "connected": ("WebSocket连接成功", "WebSocket connected"),
+    "registered": ("连接注册成功", "connection registered"),
     "auth_success": ("认证成功，请同步Line账号列表", "Authenticated, please sync your Line accounts"),
     "heartbeat_ok": ("心跳正常", "heartbeat ok"),
     "token_refreshed": ("令牌已刷新", "token refreshed"),
@@ -125,6 +126,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "insufficient_tokens_text": ("Token余额不足，当前余额: {current_balance}，需要: {required_tokens}", "Not enough tokens: balance {current_balance}, {required_tokens} needed"),
     "plan_expiring_text": ("您的{plan_name}套餐还有{days_left}天过期", "Your {plan_name} plan expires in {days_left} days"),
     "plan_expired_text": ("您的{plan_name}套餐已过期", "Your {plan_name} plan has expired"),
+    # seed 001's own reply texts (the `message` of its endpoints' replies)
+    "seed001_fetched": ("获取成功", "fetched"),
+    "seed001_checked": ("检查完成", "checked"),
+    "seed001_sent": ("发送成功", "sent"),
     "test_notification_title": ("测试通知", "Test notification"),
     "test_notification_text": ("这是一条测试消息，WebSocket连接正常", "This is a test message: the WebSocket connection works"),
     "webhooks_off": ("未配置 Webhook（{field} 为空）", "webhooks are off ({field} is empty)"),
