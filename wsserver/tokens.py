@@ -242,6 +242,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
             raise AuthError("token_invalid")
         rooms = tuple(rooms)
     role = claims.get("role")
+    avatar = claims.get("avatar")
+    chat_role = claims.get("chat_role")
     exp = claims.get("exp")
     return Identity(
         user_id=user_id,
@@ -251,6 +253,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         role=role if isinstance(role, str) else None,
         rooms=rooms,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
+        avatar=avatar if isinstance(avatar, str) else None,
+        chat_role=chat_role if isinstance(chat_role, str) else None,
     )
 
 

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
+from wsserver.core.expiry import announce_expired
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
 from wsserver.core.message_store import message_size, party
 from wsserver.core.session import Session
@@ -78,8 +81,9 @@ def new_message_data(m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
         data["from_user_type"] = sender["user_type"]
     if receiver.get("user_type") is not None:
         data["to_user_type"] = receiver["user_type"]
-    if m.get("extra"):
-        data["extra"] = m["extra"]
+    extra = m.get("extra")
+    if extra:  # kept as JSON text (a stored message holds plain values only)
+        data["extra"] = orjson.loads(extra) if isinstance(extra, str) else extra
     return data
 
 
@@ -194,7 +198,9 @@ class Inbox:
         for key in keys:
             expired = self.store.expired(key, now)
             if expired:
+                gone = [m for i in expired if (m := self.store.stored(i)) is not None]
                 commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
+                announce_expired(commit, broker, gone, now)
             truncated = self.store.truncated_count(key)
             if truncated:
                 dropped += truncated

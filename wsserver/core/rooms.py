@@ -166,11 +166,7 @@ class Rooms:
         assert ident is not None
         payload = req.payload  # the client's own, every key but room, group_id and from
         payload["room"] = key[1]
-        payload["from"] = {
-            "user_id": ident.user_id,
-            "username": ident.username,
-            "user_type": ident.user_type,
-        }
+        payload["from"] = ident.sender()
         frame = encode("room_message", payload, self.env.now_ms())
         delivered = self.broker.to_room(key, frame, skip=session)
         self.broker.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})

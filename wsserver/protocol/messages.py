@@ -173,7 +173,7 @@ class RoomMessage(Shape):
 @attrs.define
 class SendMessage(Shape):
     """`send_message {to_user_id, to_user_type?, to_group_id? (admins), message | text,
-    client_msg_id?, message_type?, session_id?, reply_to_message_id?}`."""
+    client_msg_id?, message_type?, session_id?, reply_to_message_id?, extra?}`."""
 
     message: str = wire("message", "text")
     to_user_id: Id = wire()
@@ -183,6 +183,7 @@ class SendMessage(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
 
 @attrs.define
@@ -198,6 +199,7 @@ class UserMessage(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
 
 @attrs.define
@@ -232,6 +234,7 @@ class Seed003Data(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
     bare = staticmethod(_bare_text)
 
@@ -257,9 +260,11 @@ def _bare_id(value: object) -> Mapping[str, object] | None:
 @attrs.define
 class Receipt(Shape):
     """`message_delivered`, `message_read`, seed 003's `read`: `{message_id}` or the
-    bare id; a string must hold an integer."""
+    bare id, or `{up_to_message_id}` (the whole conversation up to that message);
+    a string must hold an integer."""
 
-    message_id: int | str
+    message_id: int | str | None = None
+    up_to_message_id: int | str | None = None
 
     bare = staticmethod(_bare_id)
 

@@ -1,0 +1,96 @@
+"""Chat semantics seeds 002 and 003 rely on, on a real server (SPEC 13):
+`from` with the token's avatar and chat_role, a small `extra`, read-up-to,
+`expired` for undelivered messages a mailbox dropped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+
+from tests.conftest import token, ws_connect
+from tests.test_integration import recv, recv_type
+
+
+async def send(ws: Any, msg: dict[str, Any]) -> None:
+    await ws.send_message(json.dumps(msg))
+
+
+async def test_from_has_avatar_and_chat_role_and_extra_passes_through(live_server: Any) -> None:
+    server = await live_server()
+    agent = token(server.config, user_id=456, username="kf", avatar="data:image/png;base64,AAA=", chat_role="agent")
+    user = token(server.config, user_id=123)
+    async with ws_connect(f"{server.url}/ws?token={agent}") as a, ws_connect(f"{server.url}/ws?token={user}") as u:
+        await recv_type(a, "connected")
+        await recv_type(u, "connected")
+        extra = {"order_id": "A-1", "tags": ["vip"]}
+        await send(a, {"type": "send_message", "data": {"to_user_id": 123, "message": "Hello", "extra": extra}})
+        got = (await recv_type(u, "new_message"))["data"]
+        assert got["from"] == {
+            "user_id": 456, "user_type": None, "username": "kf",
+            "avatar": "data:image/png;base64,AAA=", "chat_role": "agent",
+        }  # fmt: skip
+        assert got["extra"] == extra
+        await send(u, {"type": "typing", "data": {"to_user_id": 456}})
+        assert (await recv_type(a, "typing"))["data"]["from"] == {"user_id": 123, "user_type": None, "username": None}
+        await send(a, {"type": "send_message", "id": 1, "data": {"to_user_id": 123, "message": "x", "extra": {"b": "x" * 1024}}})
+        err = await recv_type(a, "error")
+        assert err["data"] == {"code": "too_large", "ref": "send_message", "field": "extra"}
+        await send(u, {"type": "history", "id": 2, "data": {"with_user_id": 456}})
+        assert (await recv_type(u, "history"))["data"]["messages"][0]["extra"] == extra
+
+
+async def test_message_read_up_to_marks_the_whole_conversation(live_server: Any) -> None:
+    server = await live_server()
+    ta, tb = token(server.config, user_id=1), token(server.config, user_id=2)
+    async with ws_connect(f"{server.url}/ws?token={ta}") as a, ws_connect(f"{server.url}/ws?token={tb}") as b:
+        await recv_type(a, "connected")
+        await recv_type(b, "connected")
+        ids = []
+        for text in ("one", "two", "three"):
+            await send(a, {"type": "send_message", "data": {"to_user_id": 2, "message": text}})
+            ids.append((await recv_type(b, "new_message"))["data"]["message_id"])
+        await send(b, {"type": "message_delivered", "data": {"message_id": ids[0]}})
+        assert (await recv_type(a, "message_status"))["data"]["status"] == "delivered"
+        await send(b, {"type": "message_read", "id": "r", "data": {"up_to_message_id": ids[1]}})
+        status = (await recv_type(a, "message_status"))["data"]
+        assert status["status"] == "read" and status["up_to_message_id"] == ids[1]
+        assert status["message_ids"] == ids[:2]
+        assert (await recv_type(b, "ack"))["id"] == "r"
+        await send(b, {"type": "history", "data": {"with_user_id": 1}})
+        page = (await recv_type(b, "history"))["data"]["messages"]
+        assert [m["status"] for m in page] == ["read", "read", "sent"]
+        await send(b, {"type": "message_read", "id": "x", "data": {"up_to_message_id": 10**6}})
+        err = await recv_type(b, "error")
+        assert err["data"]["code"] == "not_found" and err["data"]["field"] == "up_to_message_id"
+
+
+async def test_sender_hears_expired_when_the_mailbox_limit_drops_its_message(live_server: Any) -> None:
+    server = await live_server(messages__mailbox_limit=2)
+    ta = token(server.config, user_id=1)
+    async with ws_connect(f"{server.url}/ws?token={ta}") as a:
+        await recv_type(a, "connected")
+        seen = []
+        for text in ("one", "two", "three"):
+            await send(a, {"type": "send_message", "data": {"to_user_id": 2, "message": text}})
+            seen.append(await recv(a))
+        seen.append(await recv(a))
+        sent = [m["data"]["message_id"] for m in seen if m["type"] == "message_sent"]
+        # the drop is announced with the message that caused it, ahead of its message_sent
+        assert [m["type"] for m in seen] == ["message_sent", "message_sent", "message_status", "message_sent"]
+        assert seen[2]["data"] == {**seen[2]["data"], "message_id": sent[0], "status": "expired"}
+
+
+async def test_sender_hears_expired_when_the_mailbox_ttl_passed(live_server: Any) -> None:
+    server = await live_server(messages__mailbox_ttl=0.001)
+    ta, tb = token(server.config, user_id=1), token(server.config, user_id=2)
+    async with ws_connect(f"{server.url}/ws?token={ta}") as a:
+        await recv_type(a, "connected")
+        await send(a, {"type": "send_message", "data": {"to_user_id": 2, "message": "late"}})
+        mid = (await recv_type(a, "message_sent"))["data"]["message_id"]
+        await trio.sleep(0.01)  # the TTL is wall-clock time: let it pass
+        async with ws_connect(f"{server.url}/ws?token={tb}") as b:
+            assert (await recv(b))["type"] == "connected"
+            status = await recv_type(a, "message_status")
+            assert status["data"] == {**status["data"], "message_id": mid, "status": "expired"}
