@@ -11,6 +11,7 @@ import trio
 
 from tests.conftest import token, ws_connect
 from tests.test_integration import recv, recv_type
+from tests.test_seed_replies import until_closed
 
 
 async def send(ws: Any, msg: dict[str, Any]) -> None:
@@ -94,3 +95,50 @@ async def test_sender_hears_expired_when_the_mailbox_ttl_passed(live_server: Any
             assert (await recv(b))["type"] == "connected"
             status = await recv_type(a, "message_status")
             assert status["data"] == {**status["data"], "message_id": mid, "status": "expired"}
+
+
+async def test_kick_device_closes_the_users_own_other_device(live_server: Any) -> None:
+    server = await live_server()
+    tok = token(server.config, user_id=7)
+    async with (
+        ws_connect(f"{server.url}/ws?device_id=phone&token={tok}") as phone,
+        ws_connect(f"{server.url}/ws?device_id=pc&token={tok}") as pc,
+        ws_connect(f"{server.url}/ws?device_id=phone&token={token(server.config, user_id=8)}") as other,
+    ):
+        for ws in (phone, pc, other):
+            await recv_type(ws, "connected")
+        await send(pc, {"type": "kick_device", "id": "k", "data": {"device_id": "phone"}})
+        reply = await recv_type(pc, "device_kicked")
+        assert reply["id"] == "k" and reply["data"] == {"device_id": "phone", "kicked": 1}
+        seen, code = await until_closed(phone)
+        assert code == 4003 and [m["type"] for m in seen] == ["kicked", "disconnected"]
+        await send(pc, {"type": "kick_device", "id": "self", "data": {"device_id": "pc"}})
+        assert (await recv_type(pc, "device_kicked"))["data"]["kicked"] == 0  # never itself
+        await send(other, {"type": "ping", "id": "alive"})
+        assert (await recv_type(other, "pong"))["id"] == "alive"  # another user's phone stays
+
+
+async def test_watch_presence_reports_now_and_every_change_in_the_group(live_server: Any) -> None:
+    server = await live_server()
+    watcher = token(server.config, user_id=1, user_type=2, group_id="g")
+    async with ws_connect(f"{server.url}/ws?token={watcher}") as w:
+        await recv_type(w, "connected")
+        await send(w, {"type": "watch_presence", "id": 1, "data": {"user_ids": [5], "user_type": 1, "users": [{"user_id": 6, "user_type": 1}]}})
+        now = await recv_type(w, "watching")
+        assert now["id"] == 1 and now["data"]["users"] == [
+            {"user_id": 5, "user_type": 1, "online": False, "devices": 0},
+            {"user_id": 6, "user_type": 1, "online": False, "devices": 0},
+        ]
+        five = token(server.config, user_id=5, user_type=1, group_id="g")
+        elsewhere = token(server.config, user_id=5, user_type=1, group_id="other")
+        async with ws_connect(f"{server.url}/ws?token={elsewhere}") as e:  # another group: not watched
+            await recv_type(e, "connected")
+            async with ws_connect(f"{server.url}/ws?token={five}") as a:
+                await recv_type(a, "connected")
+                change = await recv_type(w, "presence")
+                assert change["data"] == {"user_id": 5, "user_type": 1, "online": True, "devices": 1}
+        change = await recv_type(w, "presence")
+        assert change["data"] == {"user_id": 5, "user_type": 1, "online": False, "devices": 0}
+        await send(w, {"type": "watch_presence", "id": 2, "data": {"user_ids": list(range(1001))}})
+        err = await recv_type(w, "error")
+        assert err["id"] == 2 and err["data"]["field"] == "user_ids"

@@ -81,6 +81,7 @@ from wsserver.core.commands import (
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
+from wsserver.core.devices import DeviceKick
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
@@ -90,6 +91,7 @@ from wsserver.core.presence import LocalPresence, Presence
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
 from wsserver.core.tasks import TaskStates
+from wsserver.core.watch import PresenceWatch
 from wsserver.core.webhooks import Webhooks
 from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
@@ -126,6 +128,8 @@ class Hub:
         self.direct = DirectMessaging(commit, presence, broker, env)
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
         self.tasks = TaskStates(commit, broker, env)
+        self.watch = PresenceWatch(presence, broker, env)
+        devices = DeviceKick(presence, broker, env, forget=self.close)
         self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
         self.admin = admin = HubAdmin(
             presence,
@@ -150,6 +154,8 @@ class Hub:
             **self.rooms.handlers,
             **self.direct.handlers,
             **self.crm.handlers,
+            **self.watch.handlers,
+            **devices.handlers,
         }
         # what the components do when a connection authenticates / is forgotten
         self.on_authenticated: list[Callable[[Session], None]] = [
@@ -157,8 +163,9 @@ class Hub:
             self.direct.deliver_mailbox,
             self.crm.greet_dashboard,
             webhooks.connected,
+            self.watch.changed,
         ]
-        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone, webhooks.closed]
+        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone, webhooks.closed, self.watch.closed]
         self.messages_in = 0
         codes = self.activation_codes
         # The one door in (`execute`): each command class and the method that runs it.

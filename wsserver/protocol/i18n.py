@@ -87,7 +87,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "invalid_utf8": ("文本消息不是有效的 UTF-8", "text is not valid UTF-8"),
     "shutting_down": ("服务器正在关闭", "server shutting down"),
     "kicked": ("已被管理员踢出", "kicked by an administrator"),
-    "kicked_reason": ("{reason}", "{reason}"),  # a kick's own reason, as the admin gave it
+    "kicked_reason": ("{reason}", "{reason}"),
+    "kicked_by_own_device": ("已被您的其他设备下线", "signed out from another of your devices"),  # a kick's own reason, as the admin gave it
     # HTTP API (SPEC 6)
     "api_credentials_missing": ("需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key", "authentication required: Authorization: Bearer <admin token> or X-API-Key"),
     "api_key_invalid": ("API密钥无效", "invalid API key"),

@@ -47,6 +47,7 @@ from wsserver.shapes import (
 
 __all__ = [
     "MAX_HISTORY_PAGE",
+    "MAX_WATCHED",
     "ROOM_NAME",
     "Account",
     "Auth",
@@ -54,6 +55,7 @@ __all__ = [
     "FollowUpSync",
     "History",
     "Incoming",
+    "KickDevice",
     "Receipt",
     "Receiver",
     "Refresh",
@@ -67,6 +69,8 @@ __all__ = [
     "Sync",
     "Typing",
     "UserMessage",
+    "WatchPresence",
+    "Watched",
     "fault",
     "read",
     "with_receiver",
@@ -78,6 +82,7 @@ ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 """A room name (SPEC 4.2)."""
 
 MAX_HISTORY_PAGE = 100
+MAX_WATCHED = 1000  # users one `watch_presence` names
 MAX_CRM_ID = 256  # characters of an account, customer or incoming id
 
 RoomName = Annotated[str, Pattern(ROOM_NAME)]
@@ -306,6 +311,31 @@ class History(Shape):
     with_user_type: Id | None = wire("with_user_type", "to_user_type", default=None)
     to_group_id: Any = None
     session_id: int | str | None = None
+
+
+@attrs.define
+class Watched(Shape):
+    """One user of `watch_presence`'s `users`: `{user_id, user_type?}`."""
+
+    user_id: Id
+    user_type: Id | None = None
+
+
+@attrs.define
+class WatchPresence(Shape):
+    """`watch_presence {user_ids?: [id], user_type?, users?: [{user_id, user_type?}]}`:
+    `user_ids` are of `user_type`; at most 1000 users in all."""
+
+    user_ids: Annotated[list[Id], Length(0, MAX_WATCHED)] = attrs.Factory(list)
+    user_type: Id | None = None
+    users: Annotated[list[Watched], Length(0, MAX_WATCHED)] = attrs.Factory(list)
+
+
+@attrs.define
+class KickDevice(Shape):
+    """`kick_device {device_id}`."""
+
+    device_id: Id
 
 
 # -- the CRM (SPEC 4.4, seed 000) -------------------------------------------------------------------
