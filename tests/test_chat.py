@@ -10,8 +10,10 @@ from typing import Any
 import trio
 
 from tests.conftest import token, ws_connect
+from tests.test_api import API_KEY, call
 from tests.test_integration import recv, recv_type
 from tests.test_seed_replies import until_closed
+from wsserver.core.sessions import ChatSessions
 
 
 async def send(ws: Any, msg: dict[str, Any]) -> None:
@@ -142,3 +144,53 @@ async def test_watch_presence_reports_now_and_every_change_in_the_group(live_ser
         await send(w, {"type": "watch_presence", "id": 2, "data": {"user_ids": list(range(1001))}})
         err = await recv_type(w, "error")
         assert err["id"] == 2 and err["data"]["field"] == "user_ids"
+
+
+async def test_a_session_message_reaches_every_other_participant(live_server: Any) -> None:
+    server = await live_server(api__keys=[API_KEY])
+    status, reply, _ = await call(server, "POST", "/api/sessions", {
+        "session_id": "s-1", "group_id": "g",
+        "participants": [{"user_id": 123, "user_type": "user"}, {"user_id": 456, "user_type": "agent"}, {"user_id": 789, "user_type": "agent"}],
+    })  # fmt: skip
+    assert status == 200 and reply["data"]["session_id"] == "s-1"
+    user = token(server.config, user_id=123, user_type="user", group_id="g")
+    agent = token(server.config, user_id=456, user_type="agent", group_id="g")
+    async with ws_connect(f"{server.url}/ws?token={user}") as u, ws_connect(f"{server.url}/ws?token={agent}") as a:
+        await recv_type(u, "connected")
+        await recv_type(a, "connected")
+        await send(u, {"type": "send_message", "id": "m1", "data": {"session_id": "s-1", "message": "Hello"}})
+        got = (await recv_type(a, "new_message"))["data"]
+        assert got["session_id"] == "s-1" and got["text"] == "Hello" and got["from"]["user_id"] == 123
+        sent = [await recv_type(u, "message_sent") for _ in range(2)]  # one per recipient (789 is offline)
+        assert [m.get("id") for m in sent] == ["m1", None]
+        await send(a, {"type": "history", "id": "h", "data": {"session_id": "s-1"}})
+        assert [m["text"] for m in (await recv_type(a, "history"))["data"]["messages"]] == ["Hello"]
+        status, _, _ = await call(server, "DELETE", "/api/sessions/s-1?group_id=g")
+        assert status == 200
+        await send(u, {"type": "send_message", "id": "m2", "data": {"session_id": "s-1", "message": "again"}})
+        err = await recv_type(u, "error")
+        assert err["id"] == "m2" and err["data"]["code"] == "not_found" and err["data"]["field"] == "session_id"
+    status, _, _ = await call(server, "DELETE", "/api/sessions/s-1?group_id=g")
+    assert status == 404
+
+
+def test_sessions_are_rebuilt_from_their_records_and_from_a_snapshot() -> None:
+    records: list[dict[str, Any]] = []
+
+    class Journal:
+        def record(self, rec: dict[str, Any]) -> None:
+            records.append(rec)
+            live.apply(rec)
+
+    live = ChatSessions(Journal())  # type: ignore[arg-type]
+    live.open("s|1", 7, [{"user_id": 1, "user_type": None}], 1000)
+    live.open("s2", 7, [{"user_id": 2, "user_type": None}], 1001)
+    assert live.close("s2", 7) and not live.close("s2", 7)
+    replayed = ChatSessions(None)  # type: ignore[arg-type]
+    for rec in json.loads(json.dumps(records)):
+        replayed.apply(rec)
+    loaded = ChatSessions(None)  # type: ignore[arg-type]
+    loaded.load_state(json.loads(json.dumps(live.to_state())))
+    for state in (replayed, loaded):
+        assert state.sessions == live.sessions
+        assert state.get("7", "s|1") is not None and state.get("7", "s2") is None

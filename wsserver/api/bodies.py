@@ -346,3 +346,25 @@ class CodeRequest(Shape):
     group_id: Id
     name: str = ""
     enabled: bool = True
+
+
+# -- chat sessions (SPEC 13, seed 002) ----------------------------------------------------------------
+
+MAX_PARTICIPANTS = 1000
+
+
+@attrs.define(kw_only=True)
+class Participant(Shape):
+    """One participant of a chat session."""
+
+    user_id: Id
+    user_type: Id | None = None
+
+
+@attrs.define(kw_only=True)
+class SessionRequest(Shape):
+    """`POST /api/sessions`: open (or re-open) a chat session of a group."""
+
+    session_id: Id
+    group_id: Id | None = wire(default=None, doc="the group the session lives in (its participants' tokens' group_id)")
+    participants: Annotated[list[Participant], Length(1, MAX_PARTICIPANTS)]

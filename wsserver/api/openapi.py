@@ -180,6 +180,12 @@ SCHEMAS: dict[str, Schema] = {
         closed={**_INT, "description": "live connections closed with 4001"},
     ),
     "CodeDeleted": _obj(("deleted", "closed"), deleted=_BOOL, closed=_INT),
+    "ChatSession": _obj(
+        ("session_id", "group_id", "participants", "time"),
+        session_id=_ID, group_id=_ID, participants={"type": "array", "items": {"type": "object"}},
+        time={**_INT, "description": "Unix ms when it was opened"},
+    ),
+    "SessionClosed": _obj(("closed",), closed=_BOOL),
     "Task": _obj(
         ("task_id", "task_type", "type", "status", "completed", "updated_at", "data"),
         task_id=_ID, task_type=_STR,

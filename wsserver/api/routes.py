@@ -39,6 +39,7 @@ from wsserver.api.bodies import (
     PlanExpiringRequest,
     ProbeQuery,
     PublishRequest,
+    SessionRequest,
     TaskProgressRequest,
     TokenInsufficientRequest,
     parse_publish,
@@ -47,6 +48,7 @@ from wsserver.api.credentials import authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
+    CloseSession,
     DeleteCode,
     Devices,
     GroupAccounts,
@@ -54,6 +56,7 @@ from wsserver.core.commands import (
     Kick,
     ListCodes,
     OnlineCount,
+    OpenSession,
     Publish,
     PublishResult,
     PushTask,
@@ -148,6 +151,13 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/activation-codes/{code}", "delete_code",
           "Delete an activation code and close its connections with 4001", "crm",
           reply="CodeDeleted"),
+    # -- chat sessions (seed 002) --------------------------------------------------
+    Route("POST", "/api/sessions", "open_session",
+          "Open (or re-open) a chat session: send_message by session_id reaches every other participant",
+          "chat", body=SessionRequest, reply="ChatSession"),
+    Route("DELETE", "/api/sessions/{session_id}", "close_session",
+          "End a chat session", "chat",
+          query=(("group_id", False, "the session's group"),), reply="SessionClosed"),
     # -- operations ---------------------------------------------------------------
     Route("POST", "/api/webhooks/test", "webhook_test",
           "Send a signed ping event to webhooks.url and answer the receiver's status", "ops",
@@ -382,6 +392,22 @@ class Api:
             raise HttpError(404, "code_not_found", "code")
         await until_durable(self.actor)
         return json_reply({"deleted": True, "closed": closed})
+
+    # -- chat sessions ----------------------------------------------------------------
+
+    async def open_session(self, req: HttpRequest) -> HttpResponse:
+        body = bodies.read(req, SessionRequest, self.max_depth)
+        participants = [{"user_id": p.user_id, "user_type": p.user_type} for p in body.participants]
+        chat = await self.actor.call(OpenSession(body.session_id, body.group_id, participants))
+        await until_durable(self.actor)
+        return json_reply(chat)
+
+    async def close_session(self, req: HttpRequest) -> HttpResponse:
+        group_id = req.head.query.get("group_id")
+        if not await self.actor.call(CloseSession(req.params["session_id"], group_id)):
+            raise HttpError(404, "session_unknown", "session_id")
+        await until_durable(self.actor)
+        return json_reply({"closed": True})
 
     # -- operations -----------------------------------------------------------------
 

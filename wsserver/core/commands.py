@@ -44,6 +44,7 @@ __all__ = [
     "AfterCommit",
     "Authenticate",
     "CloseAll",
+    "CloseSession",
     "Command",
     "DeleteCode",
     "Devices",
@@ -57,6 +58,7 @@ __all__ = [
     "Midnight",
     "NextMidnight",
     "OnlineCount",
+    "OpenSession",
     "Publish",
     "PublishResult",
     "PushTask",
@@ -137,6 +139,23 @@ class Authenticate(Command["Refusal | Identity"]):
     device_id: str | None = None
     device_info: Any = None
     request_id: Any = None
+
+
+@attrs.frozen
+class OpenSession(Command[dict[str, Any]]):
+    """Open (or re-open) a chat session (`core.sessions`); answers its stored form."""
+
+    session_id: Any
+    group_id: Any
+    participants: list[dict[str, Any]]
+
+
+@attrs.frozen
+class CloseSession(Command[bool]):
+    """End a chat session; False when the group has no such session."""
+
+    session_id: Any
+    group_id: Any
 
 
 @attrs.frozen

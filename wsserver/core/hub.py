@@ -55,6 +55,7 @@ from wsserver.core.commands import (
     AfterCommit,
     Authenticate,
     CloseAll,
+    CloseSession,
     Command,
     DeleteCode,
     Devices,
@@ -67,6 +68,7 @@ from wsserver.core.commands import (
     Midnight,
     NextMidnight,
     OnlineCount,
+    OpenSession,
     Publish,
     PutCode,
     Reconfigure,
@@ -90,6 +92,7 @@ from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
+from wsserver.core.sessions import ChatSessions, sending_by_session
 from wsserver.core.tasks import TaskStates
 from wsserver.core.watch import PresenceWatch
 from wsserver.core.webhooks import Webhooks
@@ -128,6 +131,7 @@ class Hub:
         self.direct = DirectMessaging(commit, presence, broker, env)
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
         self.tasks = TaskStates(commit, broker, env)
+        self.sessions = sessions = ChatSessions(commit)
         self.watch = PresenceWatch(presence, broker, env)
         devices = DeviceKick(presence, broker, env, forget=self.close)
         self.webhooks = webhooks = Webhooks(commit, presence, env, self.direct.store, group_id=self.group_id)
@@ -148,6 +152,7 @@ class Hub:
         commit.register("activation_codes", self.activation_codes)
         commit.register("tasks", self.tasks)
         commit.register("webhooks", webhooks)
+        commit.register("sessions", sessions)
         if webhooks.checking:  # undelivered checks follow the direct messages' records
             commit.observe(webhooks.observed_types, webhooks.observe)
         self.handlers: dict[str, Handler] = {
@@ -157,6 +162,7 @@ class Hub:
             **self.watch.handlers,
             **devices.handlers,
         }
+        self.handlers["send_message"] = sending_by_session(sessions, self.direct, self.handlers["send_message"])
         # what the components do when a connection authenticates / is forgotten
         self.on_authenticated: list[Callable[[Session], None]] = [
             self.tasks.greet,
@@ -174,6 +180,8 @@ class Hub:
             Admit: self._admit,
             Authenticate: self._authenticate,
             UpdateDevice: self._update_device,
+            OpenSession: lambda cmd: sessions.open(cmd.session_id, cmd.group_id, cmd.participants, env.now_ms()),
+            CloseSession: lambda cmd: sessions.close(cmd.session_id, cmd.group_id),
             Forget: lambda cmd: self.close(cmd.conn_id),
             CloseAll: lambda cmd: self.close_all(cmd.code, cmd.reason),
             Release: lambda cmd: commit.release(),
