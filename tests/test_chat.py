@@ -194,3 +194,41 @@ def test_sessions_are_rebuilt_from_their_records_and_from_a_snapshot() -> None:
     for state in (replayed, loaded):
         assert state.sessions == live.sessions
         assert state.get("7", "s|1") is not None and state.get("7", "s2") is None
+
+
+async def test_a_room_keeps_its_last_messages_for_room_history(live_server: Any) -> None:
+    server = await live_server(rooms__history_limit=3)
+    ta, tb = token(server.config, user_id=1), token(server.config, user_id=2)
+    async with ws_connect(f"{server.url}/ws?token={ta}") as a:
+        await recv_type(a, "connected")
+        await send(a, {"type": "join_room", "data": "lobby"})
+        await recv_type(a, "room_joined")
+        for n in range(5):
+            await send(a, {"type": "room_message", "id": n, "data": {"room": "lobby", "text": f"m{n}"}})
+            await recv_type(a, "room_message_ack")
+        async with ws_connect(f"{server.url}/ws?token={tb}") as b:  # not a member yet: may join, so may read
+            await recv_type(b, "connected")
+            await send(b, {"type": "room_history", "id": "h", "data": {"room": "lobby", "limit": 2}})
+            page = (await recv_type(b, "room_history"))["data"]
+            assert [m["text"] for m in page["messages"]] == ["m3", "m4"] and page["has_more"] is True
+            assert page["messages"][0]["from"]["user_id"] == 1
+            before = page["messages"][0]["room_seq"]
+            await send(b, {"type": "room_history", "data": {"room": "lobby", "before": before}})
+            page = (await recv_type(b, "room_history"))["data"]
+            assert [m["text"] for m in page["messages"]] == ["m2"] and page["has_more"] is False
+        await send(a, {"type": "leave_room", "data": "lobby"})  # the room empties: its history goes
+        await recv_type(a, "room_left")
+        await send(a, {"type": "room_history", "data": {"room": "lobby"}})
+        assert (await recv_type(a, "room_history"))["data"]["messages"] == []
+
+
+async def test_room_history_is_off_by_default(live_server: Any) -> None:
+    server = await live_server()
+    async with ws_connect(f"{server.url}/ws?token={token(server.config)}") as a:
+        await recv_type(a, "connected")
+        await send(a, {"type": "join_room", "data": "lobby"})
+        await recv_type(a, "room_joined")
+        await send(a, {"type": "room_message", "data": {"room": "lobby", "text": "x"}})
+        await recv_type(a, "room_message_ack")
+        await send(a, {"type": "room_history", "data": {"room": "lobby"}})
+        assert (await recv_type(a, "room_history"))["data"] == {"room": "lobby", "messages": [], "has_more": False}

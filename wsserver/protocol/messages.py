@@ -60,6 +60,7 @@ __all__ = [
     "Receiver",
     "Refresh",
     "Register",
+    "RoomHistoryRequest",
     "RoomMessage",
     "RoomRef",
     "Seed003Data",
@@ -160,6 +161,17 @@ class RoomRef(Shape):
     group_id: Any = None
 
     bare = staticmethod(_bare_room)
+
+
+@attrs.define
+class RoomHistoryRequest(Shape):
+    """`room_history {room, group_id?, before?, limit? (1-100)}`: a page of a room's
+    kept messages (`rooms.history_limit`)."""
+
+    room: RoomName = wire(key="invalid_room", key_for_type=True)
+    group_id: Any = None
+    before: int | None = None
+    limit: Annotated[int, Range(1, MAX_HISTORY_PAGE)] = 50
 
 
 @attrs.define
