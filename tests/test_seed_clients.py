@@ -69,6 +69,66 @@ class App {
 """
 
 
+# Seed 001's AutoAdsWebSocket, as the seed shows it (window.open and the UI replaced
+# by records in `window.seen`); no change.
+SEED001_PAGE = """<!doctype html><meta charset="utf-8"><title>seed 001</title>
+<script>
+window.seen = [];
+class AutoAdsWebSocket {
+  constructor(token) { this.token = token; this.ws = null; }
+  connect() {
+    const wsUrl = `${location.origin.replace('http', 'ws')}/ws?token=${this.token}`;
+    this.ws = new WebSocket(wsUrl);
+    this.ws.onopen = () => { this.sendMessage('client_ready', {}); };
+    this.ws.onmessage = (event) => { this.handleMessage(JSON.parse(event.data)); };
+    this.ws.onclose = (event) => { seen.push({ closed: event.code }); };
+  }
+  handleMessage(message) {
+    switch (message.type) {
+      case 'batchgo_open_url': this.handleBatchGoOpenURL(message.data); break;
+      case 'batchgo_progress': seen.push({ progress: `${message.data.completed}/${message.data.total}` }); break;
+      case 'system_notification': seen.push({ notice: [message.data.title, message.data.message, message.data.level] }); break;
+      case 'token_insufficient': seen.push({ tokens: `当前余额: ${message.data.current_balance}, 需要: ${message.data.required_tokens}` }); break;
+      case 'plan_expiring': seen.push({ plan: `${message.data.plan_name}套餐还有${message.data.days_left}天过期` }); break;
+      case 'disconnected': seen.push({ disconnected: message.data.code }); break;
+      case 'ping': this.sendMessage('pong', {}); break;
+      default: seen.push({ other: message.type });
+    }
+  }
+  handleBatchGoOpenURL(data) { data.urls.forEach((url, index) => seen.push({ open: url, after: index * data.delay })); }
+  sendMessage(type, data) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ type: type, data: data, timestamp: Date.now() }));
+    }
+  }
+}
+</script>
+"""
+
+
+def test_seed001_client_handles_every_push_of_its_endpoints(context: BrowserContext, hub: Hub) -> None:
+    page = open_page(context, hub, html=SEED001_PAGE)
+    page.evaluate("t => { window.client = new AutoAdsWebSocket(t); client.connect(); }", hub.token("user_123"))
+    page.wait_for_function("seen.some(e => e.other === 'connected')")
+    api(hub, "POST", "/api/websocket/batchgo/open-url", {"user_id": "user_123", "task_id": "batch_001", "urls": ["https://example1.com", "https://example2.com"], "delay": 1000})
+    api(hub, "POST", "/api/websocket/task/progress", {"user_id": "user_123", "task_id": "task_001", "task_type": "batchgo", "status": "running", "progress": 65.5, "total": 20, "completed": 13, "failed": 0, "message": "处理中..."})
+    api(hub, "POST", "/api/websocket/notification", {"user_id": "user_123", "title": "系统通知", "message": "您有新的消息", "level": "info"})
+    api(hub, "POST", "/api/websocket/token/insufficient", {"user_id": "user_123", "current_balance": 50, "required_tokens": 100, "task_type": "batchgo"})
+    api(hub, "POST", "/api/websocket/plan/expiring", {"user_id": "user_123", "plan_name": "pro", "days_left": 3, "expires_at": 1694592000})
+    api(hub, "POST", "/api/users/user_123/kick", {})
+    page.wait_for_function("seen.some(e => e.closed)")
+    assert [e for e in page.evaluate("seen") if "other" not in e] == [
+        {"open": "https://example1.com", "after": 0},
+        {"open": "https://example2.com", "after": 1000},
+        {"progress": "13/20"},
+        {"notice": ["系统通知", "您有新的消息", "info"]},
+        {"tokens": "当前余额: 50, 需要: 100"},
+        {"plan": "pro套餐还有3天过期"},
+        {"disconnected": 4003},
+        {"closed": 4003},
+    ]
+
+
 def test_seed003_pages_talk_through_event_sender_and_receiver(context: BrowserContext, hub: Hub) -> None:
     page = open_page(context, hub, html=SEED003_PAGE)
     user = hub.token(5, user_type=1, username="alice")
