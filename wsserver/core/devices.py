@@ -1,4 +1,9 @@
-"""`kick_device`: a user closes their own other devices (SPEC 13, seed 002).
+"""A user's devices (SPEC 13, seed 002): `register` again, and `kick_device`.
+
+Seed 002 sends `register` right after connecting even when its handshake
+authenticated; the connection checks the token (`net.local_messages`) and
+the hub's `UpdateDevice` keeps the new `device_id` / `device_info` (those
+given) and answers `registered {success, connection_id, device_id, message}`.
 
 `kick_device {device_id}` closes every other connection of the sender's own
 principal (same user, type and group) whose `device_id` (from `?device_id=`
@@ -13,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wsserver.core.broker import Broker
+from wsserver.core.commands import UpdateDevice
 from wsserver.core.env import Env
 from wsserver.core.inbox import own_key
 from wsserver.core.presence import Presence
@@ -25,7 +31,7 @@ __all__ = ["DeviceKick"]
 
 
 class DeviceKick:
-    """The `kick_device` handler."""
+    """`UpdateDevice` and the `kick_device` handler."""
 
     def __init__(self, presence: Presence, broker: Broker, env: Env, forget: Callable[[str], None]) -> None:
         self.presence = presence
@@ -33,6 +39,23 @@ class DeviceKick:
         self.env = env
         self.forget = forget
         self.handlers: dict[str, Handler] = {"kick_device": self._kick}
+
+    def update(self, cmd: UpdateDevice) -> None:
+        """`UpdateDevice`: keep the device a `register` names, answer `registered`."""
+        session = self.presence.sessions.get(cmd.conn_id)
+        if session is None or session.identity is None:
+            return
+        if cmd.device_id is not None:
+            session.device_id = cmd.device_id
+        if cmd.device_info is not None:
+            session.device_info = cmd.device_info
+        data = {
+            "success": True,
+            "connection_id": session.conn_id,
+            "device_id": session.device_id,
+            "message": self.env.text("registered"),
+        }
+        self.broker.send(session, encode("registered", data, self.env.now_ms(), request_id=cmd.request_id))
 
     def _kick(self, session: Session, msg: Inbound) -> None:
         ident = session.identity

@@ -179,7 +179,7 @@ class Hub:
             Handle: self._handle,
             Admit: self._admit,
             Authenticate: self._authenticate,
-            UpdateDevice: self._update_device,
+            UpdateDevice: devices.update,
             OpenSession: lambda cmd: sessions.open(cmd.session_id, cmd.group_id, cmd.participants, env.now_ms()),
             CloseSession: lambda cmd: sessions.close(cmd.session_id, cmd.group_id),
             Forget: lambda cmd: self.close(cmd.conn_id),
@@ -221,22 +221,6 @@ class Hub:
         if refusal is not None:
             return refusal
         return self._settled(cmd.conn_id, cmd.identity)
-
-    def _update_device(self, cmd: UpdateDevice) -> None:
-        session = self._sessions.get(cmd.conn_id)
-        if session is None or session.identity is None:
-            return
-        if cmd.device_id is not None:
-            session.device_id = cmd.device_id
-        if cmd.device_info is not None:
-            session.device_info = cmd.device_info
-        data = {
-            "success": True,
-            "connection_id": session.conn_id,
-            "device_id": session.device_id,
-            "message": self.env.text("registered"),
-        }
-        self.broker.send(session, encode("registered", data, self.env.now_ms(), request_id=cmd.request_id))
 
     def _authenticate(self, cmd: Authenticate) -> Refusal | Identity:
         refusal = self.authenticate(cmd.conn_id, cmd.identity, cmd.device_id, cmd.device_info, cmd.request_id)
