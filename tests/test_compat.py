@@ -13,6 +13,7 @@ import wsserver.protocol.compat as compat
 from tests.conftest import http_request, token, ws_connect
 from tests.test_api import call
 from tests.test_integration import UPGRADE, recv
+from wsserver.protocol.coalesce import KeyedFrame, keyed
 from wsserver.protocol.envelope import encode
 
 API_KEY = "test-api-key-0123456789"
@@ -123,3 +124,11 @@ def test_a_form_is_made_once_per_encoded_message() -> None:
     assert compat.form_of(wire, "003") is first
     assert json.loads(first) == {"event": "news", "timestamp": "2023-11-14T22:13:20.123Z", "data": {"n": 1}}
     assert json.loads(compat.form_of(wire, "004")) == {"type": "news", "content": {"n": 1}, "timestamp": 1_700_000_000}
+
+
+def test_a_form_keeps_the_coalescing_key_of_a_task_progress_frame() -> None:
+    wire = keyed(encode("batchgo_progress", {"task_id": "t", "progress": 5}, 1), ("u", "t"), replaces=True)
+    for form in compat.FORMS:
+        frame = compat.form_of(wire, form).frame  # type: ignore[union-attr]
+        assert isinstance(frame, KeyedFrame) and frame.key == ("u", "t") and frame.replaces is True
+    assert compat.form_of(b"\x00binary", "003") == b"\x00binary"
