@@ -6,12 +6,12 @@ For an upgrade to a WebSocket path (the head already read and routed by
 
 1. `protocol.handshake.answer_upgrade` judges the opening handshake; an
    invalid one gets its 400/426 without a body, and the stream is closed.
-2. `?compat=`: one of `protocol.compat.FORMS` (400 naming `compat` otherwise),
-   and the connection then receives that seed's form (`net.compat`).
-3. The origin: a browser's `Origin` must be in `security.allowed_origins`
+2. The origin: a browser's `Origin` must be in `security.allowed_origins`
    when the list is set (403); clients that send none are not cross-site pages.
-4. The failed-credentials throttle of the client IP (429, before anything is
+3. The failed-credentials throttle of the client IP (429, before anything is
    verified; the server's `auth_blocked`).
+4. `?compat=`: one of `protocol.compat.FORMS` (400 naming `compat` otherwise),
+   and the connection then receives that seed's form (`net.compat`).
 5. The credentials (`credentials_from_handshake`, SPEC order): a token is
    verified here, in the connection's task; an activation code is the hub's
    to judge. A refused one counts against the IP (`credential_failed`). Seed
