@@ -117,6 +117,7 @@ SCHEMAS: dict[str, Schema] = {
     "PushResult": _obj(
         ("type", "delivered"),
         user_id=_ID, type=_STR, delivered={**_INT, "description": "connections that took the message"},
+        queued={**_INT, "description": "with persist: 1 when the offline user's mailbox got it"},
     ),
     "PublishResult": _obj(
         ("delivered", "queued"),
@@ -211,6 +212,12 @@ SCHEMAS: dict[str, Schema] = {
         closed={**_INT, "description": "live connections closed with 4001"},
     ),
     "CodeDeleted": _obj(("deleted", "closed"), deleted=_BOOL, closed=_INT),
+    "ChatSession": _obj(
+        ("session_id", "group_id", "participants", "time"),
+        session_id=_ID, group_id=_ID, participants={"type": "array", "items": {"type": "object"}},
+        time={**_INT, "description": "Unix ms when it was opened"},
+    ),
+    "SessionClosed": _obj(("closed",), closed=_BOOL),
     "Task": _obj(
         ("task_id", "task_type", "type", "status", "completed", "updated_at", "data"),
         task_id=_ID, task_type=_STR,

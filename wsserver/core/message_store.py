@@ -112,6 +112,10 @@ class MemoryMessageStore:
         """Messages dropped from `recipient`'s mailbox it was not told of yet."""
         return self.truncated.get(recipient, 0)
 
+    def mailbox_size(self, recipient: Key) -> int:
+        """Messages in `recipient`'s mailbox, durable or not."""
+        return len(self.mailbox.get(recipient, ()))
+
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
         return len(self.mailbox), sum(len(b) for b in self.mailbox.values())

@@ -78,6 +78,9 @@ class MessageStore(Protocol):
     def truncated_count(self, recipient: Key) -> int:
         """Messages dropped from `recipient`'s mailbox it was not told of yet."""
 
+    def mailbox_size(self, recipient: Key) -> int:
+        """Messages in `recipient`'s mailbox, durable or not."""
+
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
 
