@@ -84,8 +84,10 @@ from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
 from wsserver.core.identity import Identity
+from wsserver.core.log_commands import ApplyLog, JoinLog, LogRefused
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
+from wsserver.core.replicated import Replicated
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
 from wsserver.core.tasks import TaskStates
@@ -190,6 +192,9 @@ class Hub:
             DeleteCode: lambda cmd: codes.delete(cmd.code),
             **self.tasks.commands,
             **webhooks.commands,
+            JoinLog: self._join_log,
+            ApplyLog: self._apply_log,
+            LogRefused: lambda cmd: commit.log_failed(cmd.tokens),
         }
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
@@ -224,6 +229,15 @@ class Hub:
             self.env.node = cmd.node
         self.restore(cmd.state, cmd.records, cmd.version)
         return self.commit.last_n
+
+    def _join_log(self, cmd: JoinLog) -> None:
+        self.commit.clustered(Replicated(cmd.origin, cmd.hand_off), cmd.snapshot)
+
+    def _apply_log(self, cmd: ApplyLog) -> None:
+        cluster = self.commit.cluster
+        assert cluster is not None, "JoinLog first"
+        cluster.live = cmd.live
+        self.commit.apply_log(cmd.entries)
 
     def _reconfigure(self, cmd: Reconfigure) -> int:
         if cmd.on_switch is not None:

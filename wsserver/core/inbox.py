@@ -156,21 +156,22 @@ class Inbox:
         push = {"type": mtype, "data": data}
         if self.store.mailbox_full(to, message_size({"push": push})):
             return False
-        self.commit.record(
-            {
-                "t": "msg",
-                "id": self.store.next_id,
-                "seq": self.store.next_seq(to),
-                "from_key": SYSTEM,
-                "to_key": to,
-                "from": {"user_id": None, "user_type": None, "username": None},
-                "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
-                "text": None,
-                "push": push,
-                "time": self.env.now_ms(),
-                "boxed": True,
-            }
-        )
+        record = {
+            "t": "msg",
+            "id": self.store.next_id,
+            "seq": self.store.next_seq(to),
+            "from_key": SYSTEM,
+            "to_key": to,
+            "from": {"user_id": None, "user_type": None, "username": None},
+            "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
+            "text": None,
+            "push": push,
+            "time": self.env.now_ms(),
+            "boxed": True,
+        }
+        if self.commit.cluster is not None:  # decided when the shared log's record is applied
+            del record["id"], record["seq"]
+        self.commit.record(record)
         return True
 
     # -- on connect ------------------------------------------------------------------

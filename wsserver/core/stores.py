@@ -81,8 +81,9 @@ class MessageStore(Protocol):
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one record into the state (at run time and at replay)."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one record into the state (at run time and at replay); for a
+        `msg` record, the message stored (or the first one it repeats)."""
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy of the state (for the snapshot)."""

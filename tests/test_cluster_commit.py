@@ -1,0 +1,115 @@
+"""The commit log of a cluster node, without I/O (`core.replicated`): records go to
+the shared log, values that depend on the state are decided when applied, the
+origin hears them from its callback, announcements wait for their records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wsserver.core.commit import CommitLog
+from wsserver.core.message_store import MemoryMessageStore
+from wsserver.core.replicated import REFUSED, Replicated
+from wsserver.errors import ErrorCode, ProtocolError
+
+
+class Messages:
+    """The message store as a durable part (what `core.direct` registers)."""
+
+    record_types = ("msg", "status", "box", "drop", "trunc_seen")
+
+    def __init__(self, store: MemoryMessageStore) -> None:
+        self.apply = store.apply
+        self.to_state = store.to_state
+        self.load_state = store.load_state
+
+
+class Node:
+    """A CommitLog in cluster mode over a message store, its hand-offs kept in `sent`."""
+
+    def __init__(self, origin: str, accept: bool = True) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.accept = accept
+        self.store = MemoryMessageStore()
+        self.commit = CommitLog()
+        self.commit.register("messages", Messages(self.store))
+        self.commit.clustered(Replicated(origin, self._hand_off), lambda state, last_id: None)
+        cluster = self.commit.cluster
+        assert cluster is not None
+        cluster.live = True
+
+    def _hand_off(self, rec: dict[str, Any]) -> bool:
+        if self.accept:
+            self.sent.append(rec)
+        return self.accept
+
+
+def msg(sender: str, to: str, cmid: str | None = None, time: int = 1000) -> dict[str, Any]:
+    return {"t": "msg", "from_key": sender, "to_key": to, "from": {"user_id": sender}, "to": {"user_id": to},
+            "text": "x", "cmid": cmid, "time": time, "boxed": False}  # fmt: skip
+
+
+def log_of(*nodes: Node) -> list[tuple[str, dict[str, Any]]]:
+    """What the shared log holds: each node's hand-offs, in turn (as Redis would
+    order concurrent XADDs), each a copy (every node decodes its own)."""
+    entries = []
+    for node in nodes:
+        for rec in node.sent:
+            entries.append((f"{len(entries) + 1}-0", {**rec, "o": list(rec["o"])}))
+    return entries
+
+
+def test_two_nodes_applying_the_same_log_decide_the_same_ids_seqs_and_duplicates() -> None:
+    a, b = Node("a"), Node("b")
+    heard: dict[str, list[Any]] = {"a": [], "b": []}
+    a.commit.record(msg("u1", "u2", "c1"), heard["a"].append, "conn-a")
+    b.commit.record(msg("u3", "u2"), heard["b"].append, "conn-b")
+    b.commit.record(msg("u1", "u2", "c1"), heard["b"].append, "conn-b2")  # the same cmid, concurrently
+    entries = log_of(a, b)
+    a.commit.apply_log([(i, dict(r)) for i, r in entries])
+    b.commit.apply_log([(i, dict(r)) for i, r in entries])
+    assert a.store.to_state() == b.store.to_state()
+    assert [(m["id"], m["seq"]) for m in heard["b"]] == [(2, 2), (1, 1)]
+    assert heard["b"][1]["duplicate"] is True
+    assert heard["a"][0]["id"] == 1 and "duplicate" not in heard["a"][0]
+    assert "o" not in a.store.messages[1]  # the origin is never stored
+
+
+def test_an_announcement_waits_until_the_nodes_own_records_came_back() -> None:
+    a = Node("a")
+    said: list[str] = []
+    a.commit.after_commit(lambda: said.append("nothing in flight: at once"))
+    a.commit.record(msg("u1", "u2"))
+    a.commit.after_commit(lambda: said.append("after the record"))
+    assert said == ["nothing in flight: at once"]
+    a.commit.apply_log(log_of(a))
+    assert said == ["nothing in flight: at once", "after the record"]
+
+
+def test_a_record_the_log_cannot_take_is_refused_at_once_and_stores_nothing() -> None:
+    a = Node("a", accept=False)
+    with pytest.raises(ProtocolError) as err:
+        a.commit.record(msg("u1", "u2"))
+    assert err.value.code == ErrorCode.UNAVAILABLE
+    assert a.store.messages == {}
+
+
+def test_a_record_the_log_lost_tells_its_sender_and_frees_what_waited() -> None:
+    a = Node("a")
+    heard: list[Any] = []
+    said: list[str] = []
+    a.commit.record(msg("u1", "u2"), heard.append)
+    a.commit.after_commit(lambda: said.append("released"))
+    a.commit.log_failed([1])
+    assert heard == [REFUSED] and said == ["released"]
+
+
+def test_a_single_node_record_keeps_the_values_its_sender_computed() -> None:
+    store = MemoryMessageStore()
+    commit = CommitLog()
+    commit.register("messages", Messages(store))
+    heard: list[Any] = []
+    commit.record({**msg("u1", "u2"), "id": 5, "seq": 9}, heard.append)
+    assert (heard[0]["id"], heard[0]["seq"]) == (5, 9)
+    assert commit.last_n == 1
