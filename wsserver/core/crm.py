@@ -12,6 +12,14 @@ the commit log; replies to the desktop client and dashboard updates go out
 through `CommitLog.after_commit`, so every CRM reply a client saw survives a
 crash. "Today" is the calendar day in `crm.timezone`.
 
+A reply is built from what applying its record answered (`CommitLog.record`'s
+`applied`: an incoming's `duplicate`, the ids of customers and follow-ups),
+so on a cluster node, where records are applied when they come back from
+the shared log (`core.replicated`), the values are the log's; a record the
+log refused is answered `unavailable`. There the dashboards' pushes are
+every node's live effect of the records it applies (`_applied_here`), each
+node to its own dashboards (`code`: the group's first one).
+
 Isolation: account ids are unique per group, not globally; nothing of one
 group is ever sent to another group's connections.
 
@@ -35,6 +43,7 @@ from wsserver.core.crm_store import RECORD_TYPES, MemoryCrmStore
 from wsserver.core.env import Env
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
+from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Handler, Session
 from wsserver.core.stores import CrmStore
 from wsserver.errors import ErrorCode, ProtocolError
@@ -91,6 +100,7 @@ class Crm:
             "follow_up_sync": self._follow_up_sync,
             "account_status_change": self._status_change,
         }
+        commit.on_applied(RECORD_TYPES, self._applied_here)
 
     # -- time ------------------------------------------------------------------
 
@@ -107,9 +117,9 @@ class Crm:
 
     # -- durable state -----------------------------------------------------------
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
-        self.store.apply(rec)
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state (what it answers: `CrmStore.apply`)."""
+        return self.store.apply(rec)
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""
@@ -204,6 +214,30 @@ class Crm:
         broker = self.broker
         self.commit.after_commit(lambda: broker.send(session, frame))
 
+    def _record_then_reply(
+        self,
+        session: Session,
+        msg: Inbound,
+        rec: dict[str, Any],
+        mtype: str,
+        reply: Callable[[dict[str, Any] | None], dict[str, Any]],
+    ) -> None:
+        """Record `rec`; once applied, `reply(what apply answered)` goes to the
+        client when durable, or `unavailable` if the shared log refused it."""
+
+        def applied(result: Any) -> None:
+            if result is REFUSED:
+                self.broker.send_error(session, ProtocolError(ErrorCode.UNAVAILABLE, "unavailable"), msg)
+            else:
+                self._after_commit_reply(session, msg, mtype, reply(result))
+
+        self.commit.record(rec, applied, session.conn_id)
+
+    @property
+    def _single(self) -> bool:
+        """No cluster: the dashboards' pushes are announced here (else `_applied_here`)."""
+        return self.commit.cluster is None
+
     def _sync_accounts(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
         items = msg.data
@@ -225,12 +259,16 @@ class Crm:
             accounts.append(entry)
         known = self.store.accounts(key)
         created = sum(1 for a in accounts if a["line_account_id"] not in known)
-        self.commit.record({"t": "crm_accounts", "g": key, "by": code, "accounts": accounts, "time": self.env.now_ms()})
-        known = self.store.accounts(key)
-        stored = [{k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in accounts]
-        reply = {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}
-        self._after_commit_reply(session, msg, "sync_result", reply)
-        self.commit.after_commit(lambda: self.push_group_stats(key, code))
+
+        def reply(_: Any) -> dict[str, Any]:
+            known = self.store.accounts(key)
+            stored = [{k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in accounts]
+            return {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}
+
+        rec = {"t": "crm_accounts", "g": key, "by": code, "accounts": accounts, "time": self.env.now_ms()}
+        self._record_then_reply(session, msg, rec, "sync_result", reply)
+        if self._single:
+            self.commit.after_commit(lambda: self.push_group_stats(key, code))
 
     def _incoming(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -238,40 +276,61 @@ class Crm:
         acct = self._owned_account(key, req.line_account_id)
         line = str(req.incoming_line_id)
         now = self.env.now_ms()
-        duplicate = self.store.seen(key, line)
-        self.commit.record({"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now})
-        reply = {"line_account_id": acct, "incoming_line_id": line, "status": "processed", "duplicate": duplicate}
-        self._after_commit_reply(session, msg, "incoming_received", reply)
+        rec = {"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now}
+        self._record_then_reply(
+            session,
+            msg,
+            rec,
+            "incoming_received",
+            lambda result: {
+                "line_account_id": acct,
+                "incoming_line_id": line,
+                "status": "processed",
+                "duplicate": bool(result and result["duplicate"]),
+            },
+        )
+        if self._single:
+            self.commit.after_commit(lambda: self._incoming_counted(key, code, acct))
 
-        def announce() -> None:
-            dashboards = self.dashboards(key)
-            if dashboards:
-                t = self.env.now_ms()
-                stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
-                self.broker.fan_out(dashboards, stats)
-                self.push_group_stats(key, code, dashboards)
-
-        self.commit.after_commit(announce)
+    def _incoming_counted(self, key: str, code: str | None, acct: str) -> None:
+        dashboards = self.dashboards(key)
+        if dashboards:
+            t = self.env.now_ms()
+            stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
+            self.broker.fan_out(dashboards, stats)
+            self.push_group_stats(key, code, dashboards)
 
     def _customer_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
         req = read(msg.data, CustomerSync)
         customer = str(req.customer_id)
-        known = self.store.customer(key, customer)
-        db_id = known["customer_db_id"] if known else self.store.next_customer_db_id
-        merged = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
-        self.commit.record({"t": "crm_customer", "g": key, "customer_id": customer, "db_id": db_id, "fields": merged})
-        reply = {"customer_id": req.customer_id, "customer_db_id": db_id, "status": "processed"}
-        self._after_commit_reply(session, msg, "customer_sync_received", reply)
+        rec: dict[str, Any] = {"t": "crm_customer", "g": key, "customer_id": customer, "fields": req.fields}
+        if self._single:  # the journal holds the id and the merged fields; a cluster's apply decides them
+            known = self.store.customer(key, customer)
+            rec["db_id"] = known["customer_db_id"] if known else self.store.next_customer_db_id
+            rec["fields"] = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
+        self._record_then_reply(
+            session,
+            msg,
+            rec,
+            "customer_sync_received",
+            lambda result: {"customer_id": req.customer_id, "customer_db_id": (result or {}).get("customer_db_id"), "status": "processed"},
+        )
 
     def _follow_up_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
         req = read(msg.data, FollowUpSync)
         customer = str(req.customer_id)
-        fid = self.store.next_follow_up_id
-        self.commit.record({"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": req.fields})
-        reply = {"customer_id": req.customer_id, "follow_up_id": fid, "status": "processed"}
-        self._after_commit_reply(session, msg, "follow_up_sync_received", reply)
+        rec: dict[str, Any] = {"t": "crm_follow_up", "g": key, "customer_id": customer, "fields": req.fields}
+        if self._single:  # the journal holds the id; a cluster's apply decides it
+            rec["id"] = self.store.next_follow_up_id
+        self._record_then_reply(
+            session,
+            msg,
+            rec,
+            "follow_up_sync_received",
+            lambda result: {"customer_id": req.customer_id, "follow_up_id": (result or {}).get("follow_up_id"), "status": "processed"},
+        )
 
     def _status_change(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -279,24 +338,24 @@ class Crm:
         acct = self._owned_account(key, req.line_account_id)
         status = req.online_status
         now = self.env.now_ms()
-        self.commit.record({"t": "crm_status", "g": key, "id": acct, "status": status, "time": now})
+        rec = {"t": "crm_status", "g": key, "id": acct, "status": status, "time": now}
         reply = {"line_account_id": acct, "online_status": status, "status": "updated"}
-        self._after_commit_reply(session, msg, "account_status_updated", reply)
-        self._announce_status(key, code, [acct], status, now)
+        self._record_then_reply(session, msg, rec, "account_status_updated", lambda _: reply)
+        if self._single:
+            self._announce_status(key, code, [acct], status, now)
 
     def _announce_status(self, key: str, code: str | None, accounts: list[str], status: str, now: int) -> None:
+        self.commit.after_commit(lambda: self._status_changed(key, code, accounts, status, now))
+
+    def _status_changed(self, key: str, code: str | None, accounts: list[str], status: str, now: int) -> None:
+        dashboards = self.dashboards(key)
+        if not dashboards:
+            return
         group_id = self.group_id(key)  # as it came (int or string)
-
-        def announce() -> None:
-            dashboards = self.dashboards(key)
-            if not dashboards:
-                return
-            for acct in accounts:
-                change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
-                self.broker.fan_out(dashboards, encode("account_status_change", change, now))
-            self.push_group_stats(key, code, dashboards)
-
-        self.commit.after_commit(announce)
+        for acct in accounts:
+            change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
+            self.broker.fan_out(dashboards, encode("account_status_change", change, now))
+        self.push_group_stats(key, code, dashboards)
 
     # -- connection events -------------------------------------------------------
 
@@ -332,5 +391,24 @@ class Crm:
         if not ids:
             return
         now = self.env.now_ms()
-        self.commit.record({"t": "crm_offline", "g": key, "ids": ids, "time": now})
-        self._announce_status(key, code, ids, "offline", now)
+        try:
+            self.commit.record({"t": "crm_offline", "g": key, "ids": ids, "time": now})
+        except ProtocolError:  # a cluster node without Redis: the accounts stay as they were
+            return
+        if self._single:
+            self._announce_status(key, code, ids, "offline", now)
+
+    # -- a cluster node's live effects ------------------------------------------------
+
+    def _applied_here(self, rec: dict[str, Any], result: Any, conn: str | None) -> None:
+        """(Cluster mode: a `crm_*` record from the shared log was applied.) This
+        node's dashboards of the group get what a single node announces."""
+        kind, key = rec["t"], rec["g"]
+        if kind == "crm_accounts":
+            self.push_group_stats(key, rec.get("by"))
+        elif kind == "crm_incoming":
+            self._incoming_counted(key, None, rec["acct"])
+        elif kind == "crm_status":
+            self._status_changed(key, None, [rec["id"]], rec["status"], rec["time"])
+        elif kind == "crm_offline":
+            self._status_changed(key, None, rec["ids"], "offline", rec["time"])

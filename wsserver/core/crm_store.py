@@ -63,8 +63,14 @@ class MemoryCrmStore:
 
     # -- durable state -----------------------------------------------------------
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state. What depends on the state is
+        answered: an incoming's `duplicate`, a customer's `customer_db_id`, a
+        follow-up's `follow_up_id`. A cluster node's customer or follow-up record
+        comes without its id (`core.replicated`): it is decided here, from the
+        state, and written into the record (a customer's fields merged into the
+        known ones likewise); a single node's carries the one its sender decided
+        from the same state."""
         kind = rec["t"]
         g = self.group(rec["g"])
         if kind == "crm_accounts":
@@ -83,6 +89,7 @@ class MemoryCrmStore:
             dup = line in g["seen"]
             if not dup:
                 g["seen"][line] = {"acct": acct, "time": rec["time"]}
+            answer: dict[str, Any] | None = {"duplicate": dup}
             day = g["days"].setdefault(rec["day"], {})
             for counts in (
                 day.setdefault("", [0, 0]),
@@ -92,16 +99,27 @@ class MemoryCrmStore:
             ):
                 counts[0] += 1
                 counts[1] += dup
+            return answer
         elif kind == "crm_customer":
+            if "db_id" not in rec:
+                known = g["customers"].get(rec["customer_id"])
+                rec["db_id"] = known["customer_db_id"] if known else self.next_customer_db_id
+                if known:
+                    rec["fields"] = {**{k: v for k, v in known.items() if k != "customer_db_id"}, **rec["fields"]}
             g["customers"][rec["customer_id"]] = {"customer_db_id": rec["db_id"], **rec["fields"]}
             self.next_customer_db_id = max(self.next_customer_db_id, rec["db_id"] + 1)
+            return {"customer_db_id": rec["db_id"]}
         elif kind == "crm_follow_up":
+            if "id" not in rec:
+                rec["id"] = self.next_follow_up_id
             g["follow_ups"].append(
                 {"follow_up_id": rec["id"], "customer_id": rec["customer_id"], **rec["fields"]}
             )
             self.next_follow_up_id = max(self.next_follow_up_id, rec["id"] + 1)
+            return {"follow_up_id": rec["id"]}
         else:
             raise ValueError(f"unknown CRM record {kind!r}")
+        return None
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot.

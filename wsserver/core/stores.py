@@ -101,8 +101,9 @@ class CrmStore(Protocol):
     next_customer_db_id: int
     next_follow_up_id: int
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state; what depends on the state
+        (an incoming's `duplicate`, a customer's or follow-up's id)."""
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""
