@@ -237,6 +237,10 @@ class Hub:
         cluster = self.commit.cluster
         assert cluster is not None, "JoinLog first"
         cluster.live = cmd.live
+        if cmd.since is not None:
+            cluster.last_id = cmd.since
+            if cmd.live:  # reloaded from a snapshot: what was in flight cannot be told apart
+                self.commit.log_failed(list(cluster.waiting))
         self.commit.apply_log(cmd.entries)
 
     def _reconfigure(self, cmd: Reconfigure) -> int:

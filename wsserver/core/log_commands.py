@@ -34,6 +34,9 @@ class ApplyLog(Command[None]):
 
     entries: list[tuple[str, dict[str, Any]]]
     live: bool = True
+    since: str | None = None
+    """The log id the state reflects before these entries, when the state was
+    just restored from a snapshot (a later snapshot names its position)."""
 
 
 @attrs.frozen

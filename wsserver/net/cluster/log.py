@@ -20,8 +20,11 @@
   connection failure it reconnects and resumes from that id.
 - Compaction: every `storage.snapshot_interval` the node that takes the short
   lock (`<prefix>:snapshot:lock`, SET NX PX) has the hub take a snapshot,
-  stores it if it is newer than the stored one, and trims the log below it
-  (XTRIM MINID).
+  stores it if it is newer than the stored one and trims the log below the
+  snapshot it replaces (XTRIM MINID, in one script): a node one interval
+  behind still finds every record after its position. A node whose reads
+  failed checks, once it reads again, whether the log was trimmed past its
+  position (the hash's `trimmed`), and then reloads the snapshot.
 
 coredis is imported only here, and this module only when `cluster.redis_url`
 is set.
@@ -94,7 +97,6 @@ class ClusterLog:
         self.origin = ""
         self.last_id = "0-0"
         self._nx: Any = None
-        self._minid: Any = None
         self._out_send, self._out_receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
         self._snap_send, self._snap_receive = trio.open_memory_channel[tuple[dict[str, Any], str]](1)
 
@@ -126,7 +128,7 @@ class ClusterLog:
         import coredis
         from coredis.retry import NoRetryPolicy
 
-        self._nx, self._minid = coredis.PureToken.NX, coredis.PureToken.MINID
+        self._nx = coredis.PureToken.NX
 
         actor = self.actor
         node = node_id(self.config().storage.dir)
@@ -145,26 +147,29 @@ class ClusterLog:
                 nursery.start_soon(self._compact, writer)
                 task_status.started()
 
+    async def _snapshot(self, client: Any) -> tuple[dict[str, Any] | None, int, str]:
+        """The stored snapshot: (state or None, its format, the log id it covers)."""
+        snap = await client.hgetall(self.snapshot_key)
+        if not snap:
+            return None, STATE_VERSION, "0-0"
+        snap = {_text(k): v for k, v in snap.items()}
+        with gc_paused():
+            state = decode(snap["state"])
+        return state, int(_text(snap.get("version", STATE_VERSION))), _text(snap["id"])
+
     async def _load(self, client: Any, node: str) -> None:
         """The snapshot and the log after it, applied without live effects."""
         while True:
             try:
-                snap = await client.hgetall(self.snapshot_key)
+                state, version, self.last_id = await self._snapshot(client)
                 break
-            except (OSError, Exception) as exc:  # Redis not there yet: wait for it
+            except Exception as exc:  # Redis not there yet: wait for it
                 log.warning("cluster log: cannot load the state from Redis (%s), retrying", exc)
                 await trio.sleep(1)
         actor = self.actor
-        state = None
-        version = STATE_VERSION
-        if snap:
-            snap = {_text(k): v for k, v in snap.items()}
-            self.last_id = _text(snap["id"])
-            version = int(snap.get("version", STATE_VERSION))
-            with gc_paused():
-                state = decode(snap["state"])
         with gc_paused():
             actor.execute_now(Restore(state, [], version, node))
+        actor.execute_now(ApplyLog([], live=False, since=self.last_id))
         n = 0
         while True:
             entries = await client.xrange(self.stream, f"({self.last_id}", "+", count=BATCH * 4)
@@ -174,6 +179,22 @@ class ClusterLog:
             actor.execute_now(ApplyLog(batch, live=False))
             n += len(batch)
         log.info("state loaded from Redis: %d log records after the snapshot", n)
+
+    async def _reload_if_trimmed(self, client: Any) -> None:
+        """(After a read failure.) If the log was trimmed past what this node
+        applied meanwhile, take the state from the snapshot again and read on
+        from there: records are never skipped. Its own records still in flight
+        are answered `unavailable` (they may be stored: a client's retry with
+        the same `client_msg_id` is answered as a duplicate)."""
+        trimmed = await client.hget(self.snapshot_key, "trimmed")
+        if not trimmed or _later_or_same(self.last_id, _text(trimmed)):
+            return
+        state, version, since = await self._snapshot(client)
+        log.warning("cluster log: the log was trimmed past %s; state reloaded from the snapshot at %s",
+                    self.last_id, since)  # fmt: skip
+        await self.actor.call(Restore(state, [], version))
+        await self.actor.call(ApplyLog([], since=since))
+        self.last_id = since
 
     def _entries(self, entries: Any) -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -224,11 +245,17 @@ class ClusterLog:
 
     async def _read(self, client: Any) -> None:
         actor = self.actor
+        failed = False
         while True:
             try:
+                if failed:
+                    await self._reload_if_trimmed(client)
+                    failed = False
                 reply = await client.xread({self.stream: self.last_id}, count=BATCH, block=BLOCK_MS)
             except Exception as exc:
-                log.warning("cluster log: reading the log failed (%s), resuming after %s", exc, self.last_id)
+                if not failed:
+                    log.warning("cluster log: reading the log failed (%s), resuming after %s", exc, self.last_id)
+                failed = True
                 await trio.sleep(RETRY)
                 continue
             if not reply:
@@ -261,16 +288,30 @@ class ClusterLog:
                 continue  # nothing applied from the log yet
             try:
                 text = await trio.to_thread.run_sync(_json_text, state)
-                stored = await client.hget(self.snapshot_key, "id")
-                if stored is not None and _later_or_same(_text(stored), last_id):
-                    continue
-                await client.hset(
-                    self.snapshot_key, {"id": last_id, "version": STATE_VERSION, "state": text.encode()}
-                )
-                await client.xtrim(self.stream, self._minid, last_id)
-                log.info("cluster log: snapshot at %s stored, log trimmed", last_id)
+                keys = [self.snapshot_key, self.stream]
+                stored = await client.eval(_STORE_SNAPSHOT, keys, [last_id, STATE_VERSION, text.encode()])
+                if stored:
+                    log.info("cluster log: snapshot at %s stored", last_id)
             except Exception as exc:
                 log.warning("cluster log: snapshot not stored: %s", exc)
+
+
+# Store a snapshot unless the stored one is as new, and trim the log below the
+# one it replaces (not below itself: a node that was a little behind still
+# finds every record after its position). Atomic, so two nodes cannot
+# interleave. KEYS: the snapshot hash, the log; ARGV: log id, version, state.
+_STORE_SNAPSHOT = """
+local cur = redis.call('HGET', KEYS[1], 'id')
+if cur then
+  local cms, cseq = string.match(cur, '(%d+)-(%d+)')
+  local nms, nseq = string.match(ARGV[1], '(%d+)-(%d+)')
+  cms, cseq, nms, nseq = tonumber(cms), tonumber(cseq), tonumber(nms), tonumber(nseq)
+  if cms > nms or (cms == nms and cseq >= nseq) then return 0 end
+  redis.call('XTRIM', KEYS[2], 'MINID', cur)
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'version', ARGV[2], 'state', ARGV[3], 'trimmed', cur or '0-0')
+return 1
+"""
 
 
 def _json_text(state: dict[str, Any]) -> str:
