@@ -47,12 +47,12 @@ class Peer:
             msg["id"] = mid
         await self.ws.send_message(json.dumps(msg))
 
-    async def expect(self, mtype: str, timeout: float = 10) -> dict[str, Any]:
-        """The next frame of `mtype` not taken yet (frames of other types are kept)."""
+    async def expect(self, *mtypes: str, timeout: float = 10) -> dict[str, Any]:
+        """The next frame of one of `mtypes` not taken yet (frames of other types are kept)."""
         with trio.fail_after(timeout):
             while True:
                 for i, frame in enumerate(self.seen):
-                    if frame["type"] == mtype:
+                    if frame["type"] in mtypes:
                         del self.seen[i]
                         return frame
                 self.seen.append(json.loads(await self.ws.get_message()))

@@ -228,6 +228,16 @@ class CommitLog:
         else:  # behind older announcements still waiting: keep their order
             self._pending.append((self.last_n, announce))
 
+    def after_stored(self, callback: Callable[[bool], object]) -> None:
+        """`after_commit`, telling `callback` whether every record appended so
+        far was stored (only a cluster's shared log refuses records)."""
+        cluster = self.cluster
+        if cluster is None:
+            self.after_commit(lambda: callback(True))
+            return
+        refused = cluster.refused
+        cluster.after_commit(lambda: callback(cluster.refused == refused))
+
     def release(self) -> None:
         """Run the announcements whose records became durable."""
         durable = self.journal.durable_upto

@@ -181,6 +181,16 @@ class Inbox:
         group, user_type, user_id = split_key(me)
         return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
 
+    def _housekeeping(self, rec: dict[str, Any]) -> bool:
+        """Record what reading the mailbox changes; False when a cluster node
+        cannot now (`unavailable`): it is done on a later connect instead (an
+        expired message is dropped then, a push pushed again)."""
+        try:
+            self.commit.record(rec)
+        except ProtocolError:
+            return False
+        return True
+
     def deliver_mailbox(self, session: Session) -> None:
         """(A connection authenticated.) Expire, report truncation, then push
         undelivered messages in seq order."""
@@ -188,18 +198,18 @@ class Inbox:
         if ident is None or ident.is_device:
             return
         me = own_key(session)
-        commit, broker = self.commit, self.broker
+        broker = self.broker
         now = self.env.now_ms()
         keys = self._mailbox_keys(me)
         dropped = 0
+        record = self._housekeeping
         for key in keys:
             expired = self.store.expired(key, now)
             if expired:
-                commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
+                record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
             truncated = self.store.truncated_count(key)
-            if truncated:
+            if truncated and record({"t": "trunc_seen", "to": key}):
                 dropped += truncated
-                commit.record({"t": "trunc_seen", "to": key})
         if dropped:
             broker.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
         # only durable ones (the store hides the others); those not yet
@@ -220,7 +230,7 @@ class Inbox:
                 continue
             extra = {"message_id": m["id"], "offline": True}
             broker.send(session, encode(push["type"], push["data"], now, extra=extra))
-            commit.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
+            record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
         if len(waiting) > len(page):
             more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
             broker.send(session, encode("mailbox_more", more, now))

@@ -83,6 +83,7 @@ class Replicated:
         self.origin = origin
         self.hand_off = hand_off
         self.issued = 0  # records handed off by this process
+        self.refused = 0  # of them, those the log did not store
         self.waiting: dict[int, Applied | None] = {}  # tokens not back yet, in order
         self.announcements: deque[tuple[int, Callable[[], object]]] = deque()
         self.effects: dict[str, Effect] = {}
@@ -116,6 +117,7 @@ class Replicated:
 
     def failed(self, token: int) -> Applied | None:
         """The log refused this process's record `token`: its callback, if any."""
+        self.refused += 1
         return self.waiting.pop(token, None)
 
     def after_commit(self, announce: Callable[[], object]) -> None:

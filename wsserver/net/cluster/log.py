@@ -97,6 +97,7 @@ class ClusterLog:
         self.origin = ""
         self.last_id = "0-0"
         self._nx: Any = None
+        self._lost = trio.Event()  # set while Redis is unreachable
         self._out_send, self._out_receive = trio.open_memory_channel[dict[str, Any]](OUTBOX)
         self._snap_send, self._snap_receive = trio.open_memory_channel[tuple[dict[str, Any], str]](1)
 
@@ -145,6 +146,7 @@ class ClusterLog:
                 nursery.start_soon(self._read, reader)
                 nursery.start_soon(self._store_snapshots, writer)
                 nursery.start_soon(self._compact, writer)
+                nursery.start_soon(self._health, writer)
                 task_status.started()
 
     async def _snapshot(self, client: Any) -> tuple[dict[str, Any] | None, int, str]:
@@ -221,27 +223,38 @@ class ClusterLog:
                     for rec in batch:
                         pipe.xadd(self.stream, {"r": encode(rec)})
             except Exception as exc:  # unreachable or refused: nothing of the batch is stored
-                self.available = False
-                log.warning("cluster log: Redis did not store %d record(s): %s", len(batch), exc)
+                self._unreachable(exc)
                 tokens = [rec["o"][1] for rec in batch]
                 while True:  # what was queued behind them fails too: keep the order
                     try:
                         tokens.append(receive.receive_nowait()["o"][1])
                     except trio.WouldBlock:
                         break
+                log.warning("cluster log: Redis did not store %d record(s)", len(tokens))
                 await actor.tell(LogRefused(tokens))
-                await self._wait_for_redis(client)
-                self.available = True
-                log.info("cluster log: Redis reachable again")
 
-    async def _wait_for_redis(self, client: Any) -> None:
+    def _unreachable(self, exc: BaseException) -> None:
+        """Redis failed a command: refuse new records (`unavailable`) until it
+        answers again (`_health`)."""
+        if self.available:
+            log.warning("cluster log: Redis unreachable (%s); durable requests are refused", exc)
+        self.available = False
+        self._lost.set()
+
+    async def _health(self, client: Any) -> None:
+        """Once Redis failed, PING it until it answers, then take records again."""
         while True:
-            await trio.sleep(RETRY)
-            try:
-                await client.ping()
-                return
-            except Exception:
-                continue
+            await self._lost.wait()
+            while True:
+                await trio.sleep(RETRY)
+                try:
+                    await client.ping()
+                    break
+                except Exception:
+                    continue
+            self._lost = trio.Event()
+            self.available = True
+            log.info("cluster log: Redis reachable again")
 
     async def _read(self, client: Any) -> None:
         actor = self.actor
@@ -255,6 +268,7 @@ class ClusterLog:
             except Exception as exc:
                 if not failed:
                     log.warning("cluster log: reading the log failed (%s), resuming after %s", exc, self.last_id)
+                    self._unreachable(exc)
                 failed = True
                 await trio.sleep(RETRY)
                 continue
