@@ -43,6 +43,8 @@ async def test_without_redis_durable_requests_are_refused_and_served_again_once_
             again = await send(alice, "during", "c1")  # refused at once from now on
             assert again["type"] == "error" and again["data"]["code"] == "unavailable"
             assert await task_progress(a) == 503
+            status, _, body = await http_request(a.address, "GET", "/readyz")
+            assert status == 503 and "cluster.log" in json.loads(body)["failing"]
             redis_server.start()
             with trio.fail_after(15):  # the client retries until the node takes it again
                 while (reply := await send(alice, "after", "c2"))["type"] == "error":
@@ -51,3 +53,4 @@ async def test_without_redis_durable_requests_are_refused_and_served_again_once_
             got = (await bob.expect("new_message"))["data"]  # B reads the log on, no restart
             assert (got["text"], got["seq"]) == ("after", 2)
             assert await task_progress(a) == 200
+            assert (await http_request(a.address, "GET", "/readyz"))[0] == 200

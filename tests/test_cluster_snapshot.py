@@ -5,6 +5,7 @@ acknowledged. Real `wsserver serve` nodes on a real redis-server."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,33 @@ async def test_a_node_killed_with_minus_9_loses_nothing_it_acknowledged(
             assert await mailbox(bob, 10) == [(i + 1, f"m{i}") for i in range(10)]
         # the data directory keeps only the node id
         assert sorted(p.name for p in a.data.iterdir()) == ["node_id"]
+
+
+async def test_a_node_that_fell_behind_the_trimmed_log_reloads_the_snapshot_and_misses_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    fast = {"WSSERVER_STORAGE_SNAPSHOT_INTERVAL": "0.2"}
+    with node(tmp_path, redis_server, "a", **fast) as a, node(tmp_path, redis_server, "b", **fast) as b:
+        a.start()
+        b.start()
+        async with user(a, 1) as alice:
+            await send_acked(alice, ["one"])
+            assert b.proc is not None
+            b.proc.send_signal(signal.SIGSTOP)  # B stops reading (a long pause)
+            try:
+                snapshot = None
+                for text in ("two", "three", "four", "five"):  # each trim is one snapshot behind
+                    await send_acked(alice, [text])
+                    snapshot, _ = await snapshot_of(redis_server, older_than=snapshot)
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+        with trio.move_on_after(10):  # B finds the log trimmed past its position
+            while not any("state reloaded from the snapshot" in line for line in b.log):
+                await trio.sleep(0.05)
+        assert any("state reloaded from the snapshot" in line for line in b.log), "".join(b.log)
+        async with user(b, 2) as bob:
+            await bob.send("sync", {"last_seq": 0})
+            synced = [((m := (await bob.expect("new_message"))["data"])["seq"], m["text"]) for _ in range(10)]
+        # the mailbox push, then the sync: each time all five, none missing
+        assert sorted(set(synced)) == [(1, "one"), (2, "two"), (3, "three"), (4, "four"), (5, "five")]
+        assert len(synced) == 10

@@ -246,7 +246,7 @@ class Server:
             if shared_log:
                 from wsserver.net.cluster.log import ClusterLog
 
-                await root.start(ClusterLog(self.actor, lambda: self.config).run)
+                await root.start(ClusterLog(self.actor, lambda: self.config, self.background).run)
             else:
                 await self.durability.start(root, self.actor)
             await self.start_core(root)

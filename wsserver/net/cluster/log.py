@@ -15,16 +15,18 @@
   unreachable, the batch's origins hear `unavailable` (`LogRefused`), the hub
   refuses new records at once (`available` is false) until a PING answers
   again.
-- The reader task reads the stream in order (XREAD BLOCK) from the last id
-  it applied and has the hub apply each batch (`ApplyLog`); after a
-  connection failure it reconnects and resumes from that id.
+- The reader task reads the stream in order from the last id it applied
+  (a script that also says how far the log was trimmed; XREAD BLOCK waits
+  for the next record) and has the hub apply each batch (`ApplyLog`); after
+  a connection failure it reconnects and resumes from that id.
 - Compaction: every `storage.snapshot_interval` the node that takes the short
   lock (`<prefix>:snapshot:lock`, SET NX PX) has the hub take a snapshot,
   stores it if it is newer than the stored one and trims the log below the
   snapshot it replaces (XTRIM MINID, in one script): a node one interval
-  behind still finds every record after its position. A node whose reads
-  failed checks, once it reads again, whether the log was trimmed past its
-  position (the hash's `trimmed`), and then reloads the snapshot.
+  behind still finds every record after its position. Each read also
+  says whether the log was trimmed past the node's position (the hash's
+  `trimmed`: it could not read, or was too slow, for a whole interval), and
+  the node then reloads the snapshot.
 
 coredis is imported only here, and this module only when `cluster.redis_url`
 is set.
@@ -51,6 +53,7 @@ from wsserver.storage.node import node_id
 if TYPE_CHECKING:
     from wsserver.config import Config
     from wsserver.net.actor import HubActor
+    from wsserver.ops.background import Background
 
 __all__ = ["ClusterLog"]
 
@@ -85,8 +88,9 @@ def _text(value: Any) -> str:
 class ClusterLog:
     """The durable state of a cluster node, through Redis (module docstring)."""
 
-    def __init__(self, actor: HubActor, config: Callable[[], Config]) -> None:
+    def __init__(self, actor: HubActor, config: Callable[[], Config], background: Background) -> None:
         self.actor = actor
+        self.background = background  # Redis unreachable: `/readyz` names "cluster.log"
         self.config = config  # the running configuration (a reload may change it)
         cfg = config().cluster
         self.url = cfg.redis_url
@@ -182,22 +186,6 @@ class ClusterLog:
             n += len(batch)
         log.info("state loaded from Redis: %d log records after the snapshot", n)
 
-    async def _reload_if_trimmed(self, client: Any) -> None:
-        """(After a read failure.) If the log was trimmed past what this node
-        applied meanwhile, take the state from the snapshot again and read on
-        from there: records are never skipped. Its own records still in flight
-        are answered `unavailable` (they may be stored: a client's retry with
-        the same `client_msg_id` is answered as a duplicate)."""
-        trimmed = await client.hget(self.snapshot_key, "trimmed")
-        if not trimmed or _later_or_same(self.last_id, _text(trimmed)):
-            return
-        state, version, since = await self._snapshot(client)
-        log.warning("cluster log: the log was trimmed past %s; state reloaded from the snapshot at %s",
-                    self.last_id, since)  # fmt: skip
-        await self.actor.call(Restore(state, [], version))
-        await self.actor.call(ApplyLog([], since=since))
-        self.last_id = since
-
     def _entries(self, entries: Any) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for entry in entries:
@@ -237,7 +225,7 @@ class ClusterLog:
         """Redis failed a command: refuse new records (`unavailable`) until it
         answers again (`_health`)."""
         if self.available:
-            log.warning("cluster log: Redis unreachable (%s); durable requests are refused", exc)
+            self.background.failed("cluster.log", exc)
         self.available = False
         self._lost.set()
 
@@ -254,17 +242,39 @@ class ClusterLog:
                     continue
             self._lost = trio.Event()
             self.available = True
-            log.info("cluster log: Redis reachable again")
+            self.background.recovered("cluster.log")
+
+    async def _reload(self, client: Any) -> None:
+        """The log was trimmed past what this node applied (it could not read,
+        or was too slow, for a snapshot interval): take the state from the
+        snapshot again and read on from there, so no record is ever skipped.
+        Its own records still in flight are answered `unavailable` (they may be
+        stored: a client's retry with the same `client_msg_id` is answered as a
+        duplicate)."""
+        state, version, since = await self._snapshot(client)
+        log.warning("cluster log: the log was trimmed past %s; state reloaded from the snapshot at %s",
+                    self.last_id, since)  # fmt: skip
+        await self.actor.call(Restore(state, [], version))
+        await self.actor.call(ApplyLog([], since=since))
+        self.last_id = since
 
     async def _read(self, client: Any) -> None:
+        """Read the log in order: the records after this node's position and how
+        far the log was trimmed, in one atomic script (a pause between a check
+        and a read could skip records trimmed meanwhile); XREAD BLOCK only waits
+        for the next record."""
         actor = self.actor
         failed = False
         while True:
             try:
-                if failed:
-                    await self._reload_if_trimmed(client)
-                    failed = False
-                reply = await client.xread({self.stream: self.last_id}, count=BATCH, block=BLOCK_MS)
+                trimmed, raw = await client.eval(_READ, [self.snapshot_key, self.stream], [self.last_id, BATCH])
+                failed = False
+                if trimmed and not _later_or_same(self.last_id, _text(trimmed)):
+                    await self._reload(client)
+                    continue
+                if not raw:
+                    await client.xread({self.stream: self.last_id}, count=1, block=BLOCK_MS)
+                    continue
             except Exception as exc:
                 if not failed:
                     log.warning("cluster log: reading the log failed (%s), resuming after %s", exc, self.last_id)
@@ -272,12 +282,9 @@ class ClusterLog:
                 failed = True
                 await trio.sleep(RETRY)
                 continue
-            if not reply:
-                continue
-            for entries in reply.values():
-                batch = self._entries(entries)
-                if batch:
-                    await actor.tell(ApplyLog(batch))
+            batch = [(_text(entry_id), decode(_field(fields))) for entry_id, fields in raw]
+            self.last_id = batch[-1][0]
+            await actor.tell(ApplyLog(batch))
 
     # -- compaction ----------------------------------------------------------------------
 
@@ -326,6 +333,24 @@ end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'version', ARGV[2], 'state', ARGV[3], 'trimmed', cur or '0-0')
 return 1
 """
+
+
+# The records after a position (at most a count) and how far the log was
+# trimmed, read together. KEYS: the snapshot hash, the log; ARGV: the last id
+# applied, the count.
+_READ = """
+local trimmed = redis.call('HGET', KEYS[1], 'trimmed')
+local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+return {trimmed, entries}
+"""
+
+
+def _field(fields: list[Any]) -> bytes:
+    """The record's JSON among an entry's field/value list as a script returns it."""
+    for name, value in zip(fields[::2], fields[1::2], strict=True):
+        if _text(name) == "r":
+            return value if isinstance(value, bytes) else str(value).encode()
+    raise ValueError("a log entry without its record")
 
 
 def _json_text(state: dict[str, Any]) -> str:
