@@ -115,3 +115,31 @@ async def test_a_task_state_pushed_on_one_node_greets_the_user_on_the_other(node
     async with user(b, "u1") as u1:
         frame = await u1.expect("batchgo_progress")
         assert frame["latest"] is True and frame["data"]["progress"] == 40
+
+
+async def test_a_push_kept_through_one_node_waits_for_the_user_on_the_other(nodes: tuple[Hub, Hub]) -> None:
+    a, b = nodes
+    status, reply = await api(a, "POST", "/api/publish",
+                              {"type": "notice", "data": {"n": 1}, "user_id": "u9", "persist": True})  # fmt: skip
+    assert status == 200, reply
+    async with user(b, "u9") as u9:
+        frame = await u9.expect("notice")
+        assert frame["data"] == {"n": 1} and frame["offline"] is True
+
+
+async def test_a_push_kept_through_one_node_reaches_its_user_connected_to_the_other(nodes: tuple[Hub, Hub]) -> None:
+    a, b = nodes
+    async with user(b, "u8") as u8:
+        status, reply = await api(a, "POST", "/api/publish",
+                                  {"type": "notice", "data": {"n": 2}, "user_id": "u8", "persist": True})  # fmt: skip
+        assert status == 200, reply
+        frame = await u8.expect("notice")
+        assert frame["data"] == {"n": 2} and frame["offline"] is True
+
+    async def not_pushed_again() -> bool:  # once its "delivered" came back through the log
+        async with user(b, "u8") as again:
+            await again.send("sync", {"last_seq": 0})
+            await again.expect("sync_done")  # after the mailbox push, if any
+            return not [f for f in again.seen if f["type"] == "notice"]
+
+    await eventually(not_pushed_again)

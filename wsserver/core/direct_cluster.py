@@ -21,6 +21,9 @@ log (`core.replicated`) and this module does the rest:
   from its presence at send time. Unlike a single node, nobody boxes a
   message whose recipient left between the send and the delivery: the
   recipient's client finds it with `sync` (its `seq` shows the gap).
+- A kept server push whose record is applied after its user connected to a
+  node (the origin saw nobody) is pushed by that node as the mailbox push
+  would, and marked delivered.
 - Start-up replay has no live effects (`CommitLog.apply_log`).
 """
 
@@ -32,6 +35,7 @@ from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.inbox import new_message_data
+from wsserver.core.message_store import party
 from wsserver.core.presence import Presence
 from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Session
@@ -95,7 +99,10 @@ class ClusterDirect:
     # -- every node's live effects ----------------------------------------------------
 
     def _msg_applied(self, rec: dict[str, Any], m: Any, conn: str | None) -> None:
-        if m is None or m.get("duplicate") or rec.get("push") is not None:
+        if m is None or m.get("duplicate"):
+            return
+        if m.get("push") is not None:
+            self._push_applied(m)
             return
         presence = self.presence
         sessions = presence.sessions
@@ -108,6 +115,25 @@ class ClusterDirect:
             return
         frame = encode("new_message", new_message_data(m, offline=False), self.env.now_ms())
         self.broker.fan_out(targets, frame, skip)
+
+    def _push_applied(self, m: dict[str, Any]) -> None:
+        """A kept server push reached the log after its user connected here (the
+        origin saw nobody): pushed as the mailbox would, and marked delivered."""
+        to = party(m, "to")
+        sessions = [
+            s
+            for s in self.presence.user_sessions(to.get("user_id"), to.get("user_type"), to.get("group_id"))
+            if s.identity is not None and not s.identity.is_device
+        ]
+        if not sessions:
+            return
+        push = m["push"]
+        now = self.env.now_ms()
+        self.broker.fan_out(sessions, encode(push["type"], push["data"], now, extra={"message_id": m["id"], "offline": True}))
+        try:
+            self.commit.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
+        except ProtocolError:
+            pass  # Redis unreachable: it stays in the mailbox for the next connect
 
     def _status_applied(self, rec: dict[str, Any], result: Any, conn: str | None) -> None:
         store_message = self.store.message(rec["id"])
