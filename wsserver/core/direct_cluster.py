@@ -18,9 +18,9 @@ log (`core.replicated`) and this module does the rest:
   (`Broker.fan_out` to this node's sessions): durable frames never travel
   between nodes, each node derives them from the log.
 - Whether a message waits in the mailbox (`boxed`) is decided by the origin
-  from its presence at send time. Unlike a single node, nobody boxes a
-  message whose recipient left between the send and the delivery: the
-  recipient's client finds it with `sync` (its `seq` shows the gap).
+  from its presence at send time; if the recipient it saw has no connection
+  left when the record comes back, the origin boxes it then (a `box`
+  record), as a single node does when its announcement reaches nobody.
 - A kept server push whose record is applied after its user connected to a
   node (the origin saw nobody) is pushed by that node as the mailbox push
   would, and marked delivered.
@@ -84,6 +84,13 @@ class ClusterDirect:
             if duplicate:
                 data["duplicate"] = True
             broker.send(session, encode("message_sent", data, self.env.now_ms(), request_id=msg.id))
+            if not duplicate and not m.get("boxed") and not self.presence.connections_of(m["to_key"]):
+                # the recipient was here at send time but left before the log had
+                # it: keep it for the next connect after all (as a single node does)
+                try:
+                    self.commit.record({"t": "box", "id": m["id"]})
+                except ProtocolError:
+                    pass  # Redis unreachable: the recipient finds it with `sync`
 
         self.commit.record(record, applied, session.conn_id)
 
