@@ -257,10 +257,9 @@ class Crm:
             if account.name is not None:
                 entry["name"] = account.name
             accounts.append(entry)
-        known = self.store.accounts(key)
-        created = sum(1 for a in accounts if a["line_account_id"] not in known)
 
-        def reply(_: Any) -> dict[str, Any]:
+        def reply(result: dict[str, Any] | None) -> dict[str, Any]:
+            created = result["created"] if result else 0
             known = self.store.accounts(key)
             stored = [{k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in accounts]
             return {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}

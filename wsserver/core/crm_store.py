@@ -65,8 +65,8 @@ class MemoryCrmStore:
 
     def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
         """Fold one `crm_*` record into the state. What depends on the state is
-        answered: an incoming's `duplicate`, a customer's `customer_db_id`, a
-        follow-up's `follow_up_id`. A cluster node's customer or follow-up record
+        answered: the accounts a sync `created`, an incoming's `duplicate`, a
+        customer's `customer_db_id`, a follow-up's `follow_up_id`. A cluster node's customer or follow-up record
         comes without its id (`core.replicated`): it is decided here, from the
         state, and written into the record (a customer's fields merged into the
         known ones likewise); a single node's carries the one its sender decided
@@ -74,9 +74,12 @@ class MemoryCrmStore:
         kind = rec["t"]
         g = self.group(rec["g"])
         if kind == "crm_accounts":
+            created = 0
             for acct in rec["accounts"]:
-                old = g["accounts"].get(acct["line_account_id"], {})
-                g["accounts"][acct["line_account_id"]] = {**old, **acct, "synced_by": rec.get("by")}
+                old = g["accounts"].get(acct["line_account_id"])
+                created += old is None
+                g["accounts"][acct["line_account_id"]] = {**(old or {}), **acct, "synced_by": rec.get("by")}
+            return {"created": created}
         elif kind == "crm_status":
             acct = g["accounts"].setdefault(rec["id"], {"line_account_id": rec["id"]})
             acct["online_status"] = rec["status"]
