@@ -12,6 +12,7 @@ import pytest
 from tests.test_direct import data_of, dm, login, make, online, texts
 from tests.test_hub import user
 from wsserver.core.commit import CommitLog
+from wsserver.core.crm_store import MemoryCrmStore
 from wsserver.core.log_commands import ApplyLog, JoinLog
 from wsserver.core.message_store import MemoryMessageStore
 from wsserver.core.replicated import REFUSED, Replicated
@@ -163,3 +164,18 @@ def test_a_recipient_gone_before_the_log_applied_its_message_finds_it_in_the_mai
     node.log_comes_back()  # the "box" record the sending node made then
     _, _, pushed = login(node.hub, user(2))
     assert [f["data"]["text"] for f in pushed if f["type"] == "new_message"] == ["while you left"]
+
+
+def test_crm_ids_of_records_made_concurrently_on_two_nodes_are_decided_by_the_log_order() -> None:
+    store = MemoryCrmStore()
+    first = {"t": "crm_customer", "g": "7", "customer_id": "c1", "fields": {"name": "Zed"}}
+    second = {"t": "crm_customer", "g": "7", "customer_id": "c1", "fields": {"phone": "1"}}  # the same, elsewhere
+    other = {"t": "crm_customer", "g": "7", "customer_id": "c2", "fields": {}}
+    assert [store.apply(r) for r in (first, second, other)] == [
+        {"customer_db_id": 1}, {"customer_db_id": 1}, {"customer_db_id": 2}
+    ]
+    assert store.customer("7", "c1") == {"customer_db_id": 1, "name": "Zed", "phone": "1"}
+    ups = [store.apply({"t": "crm_follow_up", "g": "7", "customer_id": "c1", "fields": {}}) for _ in range(2)]
+    assert ups == [{"follow_up_id": 1}, {"follow_up_id": 2}]
+    accounts = {"t": "crm_accounts", "g": "7", "by": "X", "accounts": [{"line_account_id": "a1"}], "time": 1}
+    assert [store.apply(dict(accounts)) for _ in range(2)] == [{"created": 1}, {"created": 0}]
