@@ -391,3 +391,24 @@ def test_a_retry_is_answered_from_a_snapshot_too_and_counts_again_after_the_dedu
     send(hub, a1, "incoming", {"line_account_id": "acc1", "incoming_line_id": "L1"}, id="i1")
     assert a1_out.last["data"]["duplicate"] is True
     assert hub.crm.group_stats("1", hub.now_ms())["total_incoming"] == 3
+
+
+def test_a_retry_whose_record_comes_after_its_first_changes_nothing() -> None:
+    """On a cluster a retry can reach another node before the first request's record
+    did; in the log the second record then meets the first's memory: applying it
+    changes nothing and answers the first reply."""
+    cc = CallCentre()
+    a1, _ = cc.desktop("A1")
+    send(cc.hub, a1, "sync_line_accounts", [{"line_account_id": "acc1"}])
+    now = cc.hub.now_ms()
+    req = {"key": "1|A1||incoming|i9", "time": now, "type": "incoming_received"}
+    rec = {"t": "crm_incoming", "g": "1", "acct": "acc1", "line": "L9", "day": cc.hub.crm.day(now), "time": now}
+    first = cc.hub.crm.apply({**rec, "fields": {}, "req": dict(req)})
+    assert first is not None and first["duplicate"] is False
+    again = {**rec, "fields": {}, "req": dict(req)}
+    assert cc.hub.crm.apply(again) == {"retry_of": ("incoming_received", {
+        "line_account_id": "acc1", "incoming_line_id": "L9", "status": "processed", "duplicate": False,
+    })}  # fmt: skip
+    assert again["retry"] is True
+    stats = cc.hub.crm.group_stats("1", now)
+    assert stats["total_incoming"] == 1 and stats["duplicate_incoming"] == 0

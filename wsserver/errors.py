@@ -56,6 +56,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     CONFLICT = "conflict"
     INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
 
 
 class WsServerError(Exception):

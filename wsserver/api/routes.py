@@ -51,7 +51,7 @@ from wsserver.api.bodies import (
 from wsserver.api.credentials import Caller, authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
-    AfterCommit,
+    AfterStored,
     CloseSession,
     CrmPage,
     DeleteCode,
@@ -204,10 +204,19 @@ def json_reply(data: object, message: str = "success", status: int = 200) -> Htt
 
 
 async def until_durable(actor: HubDoor) -> None:
-    """Wait until every record the hub has appended so far is durable."""
+    """Wait until every record the hub has appended so far is durable; 503
+    `unavailable` when a cluster's shared log refused one meanwhile."""
     durable = trio.Event()
-    await actor.call(AfterCommit(durable.set))
+    stored: list[bool] = []
+
+    def done(ok: bool) -> None:
+        stored.append(ok)
+        durable.set()
+
+    await actor.call(AfterStored(done))
     await durable.wait()
+    if not stored[0]:
+        raise HttpError(503, "unavailable")
 
 
 async def publish_durably(actor: HubDoor, publish: Publish) -> PublishResult:

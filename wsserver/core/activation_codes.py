@@ -87,6 +87,7 @@ class ActivationCodes:
         self.store: CodeStore = store if store is not None else MemoryCodeStore()
         self.codes: dict[str, CodeRecord] = {}
         self.rebuild()
+        commit.on_applied(self.record_types, self._applied_here)
 
     # -- the effective codes -------------------------------------------------------
 
@@ -170,6 +171,25 @@ class ActivationCodes:
             elif not new.enabled or str(new.group_id) != str(old.group_id):
                 closed += self.close_connections(code, "activation_code_disabled")
         return closed
+
+    def _applied_here(self, rec: dict[str, Any], result: Any, conn: str | None) -> None:
+        """(Cluster mode: a code changed through the shared log, by any node.) This
+        node closes its own connections of the code if it is gone, disabled or
+        moved to another group (the origin closed its own already)."""
+        code = rec["code"]
+        new = self.codes.get(code)
+        for s in list(self.presence.sessions.values()):
+            ident = s.identity
+            if ident is None or ident.activation_code != code:
+                continue
+            if new is None:
+                reason = "activation_code_invalid"
+            elif not new.enabled or str(new.group_id) != str(ident.group_id):
+                reason = "activation_code_disabled"
+            else:
+                continue
+            s.outlet.close(CloseCode.AUTH_FAILED, reason)
+            self.forget(s.conn_id)
 
     def close_connections(self, code: str, reason: str) -> int:
         """Close (4001) and forget at once the connections of `code`; how many."""

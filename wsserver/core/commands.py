@@ -42,6 +42,7 @@ __all__ = [
     "AddHandler",
     "Admit",
     "AfterCommit",
+    "AfterStored",
     "Authenticate",
     "BackendSend",
     "CloseAll",
@@ -202,6 +203,15 @@ class AfterCommit(Command[None]):
     """Run `callback` once every record appended so far is durable (at once if it is)."""
 
     callback: Callable[[], object]
+
+
+@attrs.frozen
+class AfterStored(Command[None]):
+    """Like `AfterCommit`; `callback(stored)` also says whether every record
+    appended so far was stored (False when a cluster's shared log refused one
+    meanwhile: what was asked may not have happened)."""
+
+    callback: Callable[[bool], object]
 
 
 @attrs.frozen

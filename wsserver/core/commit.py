@@ -20,6 +20,13 @@ Invariants:
   ones: what they record in turn is in the journal already at replay.
 - A snapshot (`snapshot_view`, `snapshot_state`) reflects exactly the records
   up to `last_n`, and holds each durable part's state under its name.
+- In cluster mode (`clustered`, `core.replicated`) `record` hands the record
+  to the shared log instead, and `apply_log` applies the log's records, every
+  node's, in the log's order; `apply` decides what depends on the state, and
+  the origin hears it through `record`'s `applied` callback. With one node
+  `apply` runs inside `record` and the callback at once, so the values are
+  those the caller could have computed itself (the journal's format holds
+  them).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from wsserver.core.migrate import STATE_VERSION, migrate
+from wsserver.core.replicated import REFUSED, Applied, ClusterJournal, Effect, Replicated, Snapshot
 
 __all__ = ["CommitLog", "Durable", "InstantJournal", "Journal"]
 
@@ -58,8 +66,9 @@ class Durable(Protocol):
 
     record_types: tuple[str, ...]
 
-    def apply(self, record: dict[str, Any]) -> None:
-        """Fold one record of one of `record_types` into the state."""
+    def apply(self, record: dict[str, Any]) -> Any:
+        """Fold one record of one of `record_types` into the state; what it
+        returns is handed to the origin's `applied` callback."""
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""
@@ -88,7 +97,9 @@ class CommitLog:
 
     def __init__(self, journal: Journal | None = None) -> None:
         self.journal: Journal = journal if journal is not None else InstantJournal()
-        self.appliers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.appliers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.effects: dict[str, Effect] = {}  # live effects of applied log records (cluster)
+        self.cluster: Replicated | None = None
         self.parts: dict[str, Durable] = {}  # by their key in the snapshot
         self.last_n = 0  # the journal number of the last record appended (or restored)
         self.snapshot_n = -1  # the journal number of the last snapshot queued
@@ -104,13 +115,17 @@ class CommitLog:
         """Also fold records of `record_types` (another part's, registered already)
         with `fold`, right after their owner, at run time and at replay alike: a
         part whose state follows from another's records (the webhooks' undelivered
-        checks from the direct messages') needs no records of its own for it."""
+        checks from the direct messages') needs no records of its own for it. On
+        a cluster node `fold` sees only the node's own records (what it observes
+        is kept per node, `Replicated.local_parts`)."""
         for kind in record_types:
             owner = self.appliers[kind]
 
-            def both(rec: dict[str, Any], owner: Callable[[dict[str, Any]], None] = owner) -> None:
-                owner(rec)
-                fold(rec)
+            def both(rec: dict[str, Any], owner: Callable[[dict[str, Any]], Any] = owner) -> Any:
+                result = owner(rec)
+                if self.cluster is None or self.cluster.own:
+                    fold(rec)
+                return result
 
             self.appliers[kind] = both
 
@@ -142,17 +157,96 @@ class CommitLog:
 
     # -- run time --------------------------------------------------------------
 
-    def record(self, rec: dict[str, Any]) -> int:
-        """Journal one durable change and apply it; returns its journal number."""
+    def record(self, rec: dict[str, Any], applied: Applied | None = None, conn: str | None = None) -> int:
+        """Journal one durable change and apply it; returns its journal number.
+        `applied` gets what `apply` returned. (`conn`, the connection that made
+        it, is for a cluster's live effects.)"""
         n = self.journal.append(rec)
         rec["n"] = n
-        self.appliers[rec["t"]](rec)
+        result = self.appliers[rec["t"]](rec)
         self.last_n = n
         if self.followers:
             follower = self.followers.get(rec["t"])
             if follower is not None:
                 follower(rec)
+        if applied is not None:
+            applied(result)
         return n
+
+    # -- cluster mode -------------------------------------------------------------
+
+    def clustered(self, cluster: Replicated, snapshot: Snapshot) -> None:
+        """Switch to cluster mode (before restoring): records go through the
+        shared log (`cluster.hand_off`), snapshots to `snapshot(state, log id)`."""
+        self.cluster = cluster
+        self.journal = ClusterJournal(cluster, snapshot)
+        self.record = self._submit  # type: ignore[method-assign]
+        self.after_commit = cluster.after_commit  # type: ignore[method-assign]
+
+    def _submit(self, rec: dict[str, Any], applied: Applied | None = None, conn: str | None = None) -> int:
+        cluster = self.cluster
+        assert cluster is not None
+        if rec["t"] in cluster.local_types:  # this node's own business: applied here and now
+            rec["n"] = self.last_n
+            result = self.appliers[rec["t"]](rec)
+            if applied is not None:
+                applied(result)
+            return self.last_n
+        cluster.submit(rec, applied, conn)
+        return self.last_n
+
+    def on_applied(self, record_types: tuple[str, ...], effect: Effect) -> None:
+        """In cluster mode, run `effect` for each record of `record_types` applied
+        from the log while serving (not at start-up): the frames it means for
+        this node's own connections."""
+        self.effects.update(dict.fromkeys(record_types, effect))
+
+    def apply_log(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        """Apply the shared log's records `(log id, record)`, in order: each
+        node's, this one's included (then its `applied` callback runs)."""
+        cluster = self.cluster
+        assert cluster is not None
+        appliers, effects, live = self.appliers, self.effects, cluster.live
+        for log_id, rec in entries:
+            origin = rec.pop("o", None)
+            conn, applied = cluster.came_back(origin)
+            n = self.last_n + 1
+            rec["n"] = n
+            try:
+                result = appliers[rec["t"]](rec)
+            except Exception:  # one bad record must not stop the others
+                log.exception("applying a %r record from the log failed", rec.get("t"))
+                result = None
+            self.last_n = n
+            cluster.last_id = log_id
+            if not live:
+                continue
+            effect = effects.get(rec["t"])
+            follower = self.followers.get(rec["t"]) if cluster.own and self.followers else None
+            try:
+                if follower is not None:  # this node's own record: its events are this node's
+                    follower(rec)
+                if effect is not None:
+                    effect(rec, result, conn)
+                if applied is not None:
+                    applied(result)
+            except Exception:
+                log.exception("the effects of a %r record failed", rec.get("t"))
+        cluster.release()
+
+    def log_failed(self, tokens: list[int]) -> None:
+        """The log refused this node's records `tokens`: their callbacks hear
+        `REFUSED` (nothing was stored), and what waited for them goes on."""
+        cluster = self.cluster
+        assert cluster is not None
+        for token in tokens:
+            applied = cluster.failed(token)
+            if applied is not None:
+                try:
+                    applied(REFUSED)
+                except Exception:
+                    log.exception("a refused record's callback failed")
+        cluster.release()
 
     def after_commit(self, announce: Callable[[], object]) -> None:
         """Run `announce` once every record appended so far is durable.
@@ -164,6 +258,16 @@ class CommitLog:
             announce()
         else:  # behind older announcements still waiting: keep their order
             self._pending.append((self.last_n, announce))
+
+    def after_stored(self, callback: Callable[[bool], object]) -> None:
+        """`after_commit`, telling `callback` whether every record appended so
+        far was stored (only a cluster's shared log refuses records)."""
+        cluster = self.cluster
+        if cluster is None:
+            self.after_commit(lambda: callback(True))
+            return
+        refused = cluster.refused
+        cluster.after_commit(lambda: callback(cluster.refused == refused))
 
     def release(self) -> None:
         """Run the announcements whose records became durable."""

@@ -12,9 +12,24 @@ the commit log; replies to the desktop client and dashboard updates go out
 through `CommitLog.after_commit`, so every CRM reply a client saw survives a
 crash. "Today" is the calendar day in `crm.timezone`.
 
-Every new incoming (not a retry) is pushed to the group's dashboards as
-`incoming_update` (the desktop's fields, `duplicate`, `incoming_id`), before
-the counters it moved.
+A reply is built from what applying its record answered (`CommitLog.record`'s
+`applied`: an incoming's `duplicate`, the ids of customers and follow-ups),
+so on a cluster node, where records are applied when they come back from
+the shared log (`core.replicated`), the values are the log's; a record the
+log refused is answered `unavailable`. There the dashboards' pushes are
+every node's live effect of the records it applies (`_applied_here`), each
+node to its own dashboards (`code`: the group's first one).
+
+A desktop request with an `id` is answered once: a retry within
+`messages.dedup_window` (same group, code, device, type and `id`) gets the
+first reply again and changes nothing. The request rides in its record
+(`req`), and applying the record remembers the reply, which is built from the
+record and what applying it answered (`_reply`): at run time, at replay and
+on every cluster node alike.
+
+Every new incoming is pushed to the group's dashboards as `incoming_update`
+(the desktop's fields, `duplicate`, `incoming_id`), before the counters it
+moved.
 
 Isolation: account ids are unique per group, not globally; nothing of one
 group is ever sent to another group's connections.
@@ -40,6 +55,7 @@ from wsserver.core.env import Env
 from wsserver.core.idempotency import RequestMemory, request_key
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
+from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Handler, Session
 from wsserver.core.stores import CrmStore
 from wsserver.errors import ErrorCode, ProtocolError
@@ -98,6 +114,7 @@ class Crm:
             "account_status_change": self._status_change,
         }
         self.handlers: dict[str, Handler] = {name: self._once(fn) for name, fn in writes.items()}
+        commit.on_applied(RECORD_TYPES, self._applied_here)
 
     # -- time ------------------------------------------------------------------
 
@@ -114,11 +131,49 @@ class Crm:
 
     # -- durable state -----------------------------------------------------------
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state (and the reply it carries, if any)."""
-        self.store.apply(rec)
-        if "req" in rec:
-            self.requests.remember(rec, self._window_ms())
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state (what it answers: `CrmStore.apply`),
+        and remember the reply to the request it carries, if any."""
+        req = rec.get("req")
+        if req is not None:
+            first = self.requests.answer(req["key"], req["time"], self._window_ms())
+            if first is not None:
+                # a retry that reached another cluster node before the first
+                # request's record did: it changes nothing and gets the first reply
+                rec["retry"] = True
+                return {"retry_of": first}
+        result = self.store.apply(rec)
+        if req is not None:
+            self.requests.remember(req["key"], req["time"], req["type"], self._reply(rec, result), self._window_ms())
+        return result
+
+    def _reply(self, rec: dict[str, Any], result: dict[str, Any] | None, echo: Any = None) -> dict[str, Any]:
+        """The reply to the desktop request that made `rec`, from the record and
+        what applying it answered (the state just after it, for a sync)."""
+        kind, answer = rec["t"], result or {}
+        if kind == "crm_accounts":
+            created = answer.get("created", 0)
+            known = self.store.accounts(rec["g"])
+            stored = [
+                {k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in rec["accounts"]
+            ]
+            n = len(rec["accounts"])
+            return {"success": True, "created_count": created, "updated_count": n - created, "accounts": stored}
+        if kind == "crm_incoming":
+            return {
+                "line_account_id": rec["acct"],
+                "incoming_line_id": rec["line"],
+                "status": "processed",
+                "duplicate": bool(answer.get("duplicate")),
+            }
+        if echo is None:  # the customer id as the client sent it (a str or an int)
+            echo = rec.get("req", {}).get("echo", rec.get("customer_id"))
+        if kind == "crm_customer":
+            return {"customer_id": echo, "customer_db_id": answer.get("customer_db_id"), "status": "processed"}
+        if kind == "crm_follow_up":
+            return {"customer_id": echo, "follow_up_id": answer.get("follow_up_id"), "status": "processed"}
+        assert kind == "crm_status", kind
+        return {"line_account_id": rec["id"], "online_status": rec["status"], "status": "updated"}
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""
@@ -240,14 +295,42 @@ class Crm:
 
         return handler
 
-    def _commit(self, session: Session, msg: Inbound, rec: dict[str, Any], mtype: str, reply: dict[str, Any]) -> None:
-        """Record one change with the reply it gets (remembered for retries when
-        the request has an `id`: one journal line), and send the reply once durable."""
+    def _record_then_reply(
+        self,
+        session: Session,
+        msg: Inbound,
+        rec: dict[str, Any],
+        mtype: str,
+        then: Callable[[dict[str, Any] | None], object] | None = None,
+        echo: Any = None,
+    ) -> None:
+        """Record `rec` with the request it answers (`req`, when the request has an
+        `id`); once applied, its reply (`_reply`) goes to the client when durable,
+        or `unavailable` if the shared log refused it. `then(what apply answered)`
+        runs after the reply is queued (a single node's dashboard pushes)."""
         key = self._request_key(session, msg)
         if key is not None:
-            rec["req"] = {"key": key, "time": self.env.now_ms(), "type": mtype, "data": reply}
-        self.commit.record(rec)
-        self._after_commit_reply(session, msg, mtype, reply)
+            rec["req"] = {"key": key, "time": self.env.now_ms(), "type": mtype}
+            if echo is not None:
+                rec["req"]["echo"] = echo
+
+        def applied(result: Any) -> None:
+            if result is REFUSED:
+                self.broker.send_error(session, ProtocolError(ErrorCode.UNAVAILABLE, "unavailable"), msg)
+                return
+            if result is not None and "retry_of" in result:
+                self._after_commit_reply(session, msg, *result["retry_of"])
+                return
+            self._after_commit_reply(session, msg, mtype, self._reply(rec, result, echo))
+            if then is not None:
+                then(result)
+
+        self.commit.record(rec, applied, session.conn_id)
+
+    @property
+    def _single(self) -> bool:
+        """No cluster: the dashboards' pushes are announced here (else `_applied_here`)."""
+        return self.commit.cluster is None
 
     def _sync_accounts(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -268,15 +351,9 @@ class Crm:
             if account.name is not None:
                 entry["name"] = account.name
             accounts.append(entry)
-        known = self.store.accounts(key)
-        created = sum(1 for a in accounts if a["line_account_id"] not in known)
-        # each account as it will be stored (`crm_store`: the old fields, then the new)
-        merged = ({**known.get(a["line_account_id"], {}), **a} for a in accounts)
-        stored = [{k: v for k, v in m.items() if k != "synced_by"} for m in merged]
-        reply = {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}
         rec = {"t": "crm_accounts", "g": key, "by": code, "accounts": accounts, "time": self.env.now_ms()}
-        self._commit(session, msg, rec, "sync_result", reply)
-        self.commit.after_commit(lambda: self.push_group_stats(key, code))
+        then = (lambda _: self.commit.after_commit(lambda: self.push_group_stats(key, code))) if self._single else None
+        self._record_then_reply(session, msg, rec, "sync_result", then)
 
     def _incoming(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -284,46 +361,51 @@ class Crm:
         acct = self._owned_account(key, req.line_account_id)
         line = str(req.incoming_line_id)
         now = self.env.now_ms()
-        duplicate = self.store.seen(key, line)
-        iid = self.store.next_incoming_id
         rec = {"t": "crm_incoming", "g": key, "acct": acct, "line": line, "day": self.day(now), "time": now}
-        rec.update(id=iid, fields=req.fields)
-        reply = {"line_account_id": acct, "incoming_line_id": line, "status": "processed", "duplicate": duplicate}
-        self._commit(session, msg, rec, "incoming_received", reply)
-        # seed 000's "new incoming customers, live": the desktop's fields as sent
-        update = {**req.fields, "line_account_id": acct, "incoming_line_id": line, "duplicate": duplicate}
-        update.update(incoming_id=iid, timestamp=now // 1000)
+        rec["fields"] = req.fields  # the desktop's fields, kept for the CRM reads
+        if self._single:  # the journal holds the id; a cluster's apply decides it
+            rec["id"] = self.store.next_incoming_id
 
-        def announce() -> None:
-            dashboards = self.dashboards(key)
-            if dashboards:
-                t = self.env.now_ms()
-                self.broker.fan_out(dashboards, encode("incoming_update", update, t))
-                stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
-                self.broker.fan_out(dashboards, stats)
-                self.push_group_stats(key, code, dashboards)
+        def then(result: dict[str, Any] | None) -> None:
+            self.commit.after_commit(lambda: self._incoming_counted(key, code, rec, result))
 
-        self.commit.after_commit(announce)
+        self._record_then_reply(session, msg, rec, "incoming_received", then if self._single else None)
+
+    def _incoming_counted(self, key: str, code: str | None, rec: dict[str, Any], result: dict[str, Any] | None) -> None:
+        """A new incoming is durable: the group's dashboards get it (seed 000's "new
+        incoming customers, live": the desktop's fields as sent) and the counters."""
+        dashboards = self.dashboards(key)
+        if not dashboards:
+            return
+        t = self.env.now_ms()
+        acct, answer = rec["acct"], result or {}
+        update = {**rec.get("fields", {}), "line_account_id": acct, "incoming_line_id": rec["line"]}
+        update.update(duplicate=bool(answer.get("duplicate")), incoming_id=answer.get("incoming_id"))
+        update["timestamp"] = rec["time"] // 1000
+        self.broker.fan_out(dashboards, encode("incoming_update", update, t))
+        stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
+        self.broker.fan_out(dashboards, stats)
+        self.push_group_stats(key, code, dashboards)
 
     def _customer_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
         req = read(msg.data, CustomerSync)
         customer = str(req.customer_id)
-        known = self.store.customer(key, customer)
-        db_id = known["customer_db_id"] if known else self.store.next_customer_db_id
-        merged = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
-        rec = {"t": "crm_customer", "g": key, "customer_id": customer, "db_id": db_id, "fields": merged}
-        reply = {"customer_id": req.customer_id, "customer_db_id": db_id, "status": "processed"}
-        self._commit(session, msg, rec, "customer_sync_received", reply)
+        rec: dict[str, Any] = {"t": "crm_customer", "g": key, "customer_id": customer, "fields": req.fields}
+        if self._single:  # the journal holds the id and the merged fields; a cluster's apply decides them
+            known = self.store.customer(key, customer)
+            rec["db_id"] = known["customer_db_id"] if known else self.store.next_customer_db_id
+            rec["fields"] = {**({k: v for k, v in known.items() if k != "customer_db_id"} if known else {}), **req.fields}
+        self._record_then_reply(session, msg, rec, "customer_sync_received", echo=req.customer_id)
 
     def _follow_up_sync(self, session: Session, msg: Inbound) -> None:
         key, _ = self._desktop(session)
         req = read(msg.data, FollowUpSync)
         customer = str(req.customer_id)
-        fid = self.store.next_follow_up_id
-        rec = {"t": "crm_follow_up", "g": key, "customer_id": customer, "id": fid, "fields": req.fields}
-        reply = {"customer_id": req.customer_id, "follow_up_id": fid, "status": "processed"}
-        self._commit(session, msg, rec, "follow_up_sync_received", reply)
+        rec: dict[str, Any] = {"t": "crm_follow_up", "g": key, "customer_id": customer, "fields": req.fields}
+        if self._single:  # the journal holds the id; a cluster's apply decides it
+            rec["id"] = self.store.next_follow_up_id
+        self._record_then_reply(session, msg, rec, "follow_up_sync_received", echo=req.customer_id)
 
     def _status_change(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -332,23 +414,22 @@ class Crm:
         status = req.online_status
         now = self.env.now_ms()
         rec = {"t": "crm_status", "g": key, "id": acct, "status": status, "time": now}
-        reply = {"line_account_id": acct, "online_status": status, "status": "updated"}
-        self._commit(session, msg, rec, "account_status_updated", reply)
-        self._announce_status(key, code, [acct], status, now)
+        self._record_then_reply(session, msg, rec, "account_status_updated")
+        if self._single:
+            self._announce_status(key, code, [acct], status, now)
 
     def _announce_status(self, key: str, code: str | None, accounts: list[str], status: str, now: int) -> None:
+        self.commit.after_commit(lambda: self._status_changed(key, code, accounts, status, now))
+
+    def _status_changed(self, key: str, code: str | None, accounts: list[str], status: str, now: int) -> None:
+        dashboards = self.dashboards(key)
+        if not dashboards:
+            return
         group_id = self.group_id(key)  # as it came (int or string)
-
-        def announce() -> None:
-            dashboards = self.dashboards(key)
-            if not dashboards:
-                return
-            for acct in accounts:
-                change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
-                self.broker.fan_out(dashboards, encode("account_status_change", change, now))
-            self.push_group_stats(key, code, dashboards)
-
-        self.commit.after_commit(announce)
+        for acct in accounts:
+            change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
+            self.broker.fan_out(dashboards, encode("account_status_change", change, now))
+        self.push_group_stats(key, code, dashboards)
 
     # -- connection events -------------------------------------------------------
 
@@ -384,5 +465,26 @@ class Crm:
         if not ids:
             return
         now = self.env.now_ms()
-        self.commit.record({"t": "crm_offline", "g": key, "ids": ids, "time": now})
-        self._announce_status(key, code, ids, "offline", now)
+        try:
+            self.commit.record({"t": "crm_offline", "g": key, "ids": ids, "time": now})
+        except ProtocolError:  # a cluster node without Redis: the accounts stay as they were
+            return
+        if self._single:
+            self._announce_status(key, code, ids, "offline", now)
+
+    # -- a cluster node's live effects ------------------------------------------------
+
+    def _applied_here(self, rec: dict[str, Any], result: Any, conn: str | None) -> None:
+        """(Cluster mode: a `crm_*` record from the shared log was applied.) This
+        node's dashboards of the group get what a single node announces."""
+        if rec.get("retry"):  # a retry changed nothing
+            return
+        kind, key = rec["t"], rec["g"]
+        if kind == "crm_accounts":
+            self.push_group_stats(key, rec.get("by"))
+        elif kind == "crm_incoming":
+            self._incoming_counted(key, None, rec, result)
+        elif kind == "crm_status":
+            self._status_changed(key, None, [rec["id"]], rec["status"], rec["time"])
+        elif kind == "crm_offline":
+            self._status_changed(key, None, rec["ids"], "offline", rec["time"])

@@ -80,14 +80,23 @@ class MemoryCrmStore:
 
     # -- durable state -----------------------------------------------------------
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state. What depends on the state is
+        answered: the accounts a sync `created`, an incoming's `duplicate`, a
+        customer's `customer_db_id`, a follow-up's `follow_up_id`. A cluster node's customer or follow-up record
+        comes without its id (`core.replicated`): it is decided here, from the
+        state, and written into the record (a customer's fields merged into the
+        known ones likewise); a single node's carries the one its sender decided
+        from the same state."""
         kind = rec["t"]
         g = self.group(rec["g"])
         if kind == "crm_accounts":
+            created = 0
             for acct in rec["accounts"]:
-                old = g["accounts"].get(acct["line_account_id"], {})
-                g["accounts"][acct["line_account_id"]] = {**old, **acct, "synced_by": rec.get("by")}
+                old = g["accounts"].get(acct["line_account_id"])
+                created += old is None
+                g["accounts"][acct["line_account_id"]] = {**(old or {}), **acct, "synced_by": rec.get("by")}
+            return {"created": created}
         elif kind == "crm_status":
             acct = g["accounts"].setdefault(rec["id"], {"line_account_id": rec["id"]})
             acct["online_status"] = rec["status"]
@@ -100,12 +109,16 @@ class MemoryCrmStore:
             dup = line in g["seen"]
             if not dup:
                 g["seen"][line] = {"acct": acct, "time": rec["time"]}
-            iid = rec.get("id")
-            if iid is not None:  # (records from before incoming records have none)
-                entry = {**rec.get("fields", {}), "incoming_id": iid, "line_account_id": acct}
+            answer: dict[str, Any] = {"duplicate": dup}
+            if "fields" in rec:  # (records from before incoming records have none)
+                iid = rec.get("id")
+                if iid is None:  # a cluster node's record: decided here, from the state
+                    iid = rec["id"] = self.next_incoming_id
+                entry = {**rec["fields"], "incoming_id": iid, "line_account_id": acct}
                 entry.update(incoming_line_id=line, duplicate=dup, time=rec["time"])
                 g.setdefault("incoming", []).append(entry)
                 self.next_incoming_id = max(self.next_incoming_id, iid + 1)
+                answer["incoming_id"] = iid
             day = g["days"].setdefault(rec["day"], {})
             for counts in (
                 day.setdefault("", [0, 0]),
@@ -115,16 +128,27 @@ class MemoryCrmStore:
             ):
                 counts[0] += 1
                 counts[1] += dup
+            return answer
         elif kind == "crm_customer":
+            if "db_id" not in rec:
+                known = g["customers"].get(rec["customer_id"])
+                rec["db_id"] = known["customer_db_id"] if known else self.next_customer_db_id
+                if known:
+                    rec["fields"] = {**{k: v for k, v in known.items() if k != "customer_db_id"}, **rec["fields"]}
             g["customers"][rec["customer_id"]] = {"customer_db_id": rec["db_id"], **rec["fields"]}
             self.next_customer_db_id = max(self.next_customer_db_id, rec["db_id"] + 1)
+            return {"customer_db_id": rec["db_id"]}
         elif kind == "crm_follow_up":
+            if "id" not in rec:
+                rec["id"] = self.next_follow_up_id
             g["follow_ups"].append(
                 {"follow_up_id": rec["id"], "customer_id": rec["customer_id"], **rec["fields"]}
             )
             self.next_follow_up_id = max(self.next_follow_up_id, rec["id"] + 1)
+            return {"follow_up_id": rec["id"]}
         else:
             raise ValueError(f"unknown CRM record {kind!r}")
+        return None
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot.

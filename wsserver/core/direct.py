@@ -9,7 +9,9 @@ half (messages, receipts, typing); what a principal reads (the mailbox push,
 component composes. Every frame that announces a durable change
 (`message_sent`, `new_message`, `message_status`) is sent through
 `CommitLog.after_commit`, i.e. only once the record is durable under
-`storage.fsync`, so an acknowledged message survives `kill -9`.
+`storage.fsync`, so an acknowledged message survives `kill -9`. On a cluster
+node the record goes through the shared log instead, and `core.direct_cluster`
+answers and announces it when it is applied.
 
 Sender identity (`from`, `from_user_id`, ...) always comes from the
 connection's identity, never from the client's payload; the recipient is
@@ -34,6 +36,7 @@ from typing import Any
 
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
+from wsserver.core.direct_cluster import ClusterDirect
 from wsserver.core.env import Env
 from wsserver.core.expiry import announce_expired
 from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key
@@ -111,6 +114,7 @@ class DirectMessaging:
         self.inbox = inbox = Inbox(commit, broker, env, store)
         self.deliver_mailbox = inbox.deliver_mailbox  # (a connection authenticated)
         self.persist_push = inbox.persist_push
+        self.clustered = ClusterDirect(commit, presence, broker, env, store)
         handlers: dict[str, Handler] = {
             "send_message": self._send,
             "user_message": self._send,
@@ -142,9 +146,9 @@ class DirectMessaging:
     def _durable_upto(self) -> int:
         return self.commit.journal.durable_upto  # (not the property: every read asks)
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one record into the store."""
-        self.store.apply(rec)
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one record into the store (the message a `msg` record stored)."""
+        return self.store.apply(rec)
 
     def to_state(self) -> dict[str, Any]:
         """The snapshot of the message store."""
@@ -244,6 +248,9 @@ class DirectMessaging:
         }
         if extra is not None:  # as JSON text: a stored message holds plain values only
             record["extra"] = extra.decode()
+        if commit.cluster is not None:
+            self.clustered.send(session, msg, record)
+            return
         # a full mailbox pushes its oldest out: their senders hear it
         limit = self.env.config.messages.mailbox_limit
         full = record["boxed"] and limit and self.store.mailbox_size(to) >= limit
@@ -295,6 +302,9 @@ class DirectMessaging:
         if STATUS_ORDER.index(status) <= STATUS_ORDER.index(m["status"]):
             return  # already there: receipts are idempotent
         now = self.env.now_ms()
+        if self.commit.cluster is not None:
+            self.clustered.receipt(session, msg, {"t": "status", "id": mid, "status": status, "time": now})
+            return
         self.commit.record({"t": "status", "id": mid, "status": status, "time": now})
         frame = encode("message_status", {"message_id": mid, "status": status, "timestamp": now}, now)
         presence = self.presence

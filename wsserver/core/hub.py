@@ -55,6 +55,7 @@ from wsserver.core.commands import (
     AddHandler,
     Admit,
     AfterCommit,
+    AfterStored,
     Authenticate,
     CloseAll,
     CloseSession,
@@ -93,8 +94,10 @@ from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
 from wsserver.core.identity import Identity
+from wsserver.core.log_commands import ApplyLog, JoinLog, LogRefused
 from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
+from wsserver.core.replicated import Replicated
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
 from wsserver.core.sessions import ChatSessions, sending_by_session
@@ -196,6 +199,7 @@ class Hub:
             CloseAll: lambda cmd: self.close_all(cmd.code, cmd.reason),
             Release: lambda cmd: commit.release(),
             AfterCommit: lambda cmd: commit.after_commit(cmd.callback),
+            AfterStored: lambda cmd: commit.after_stored(cmd.callback),
             TakeSnapshot: lambda cmd: commit.take_snapshot(cmd.if_changed),
             Restore: self._restore,
             NextMidnight: lambda cmd: self.crm.ms_to_next_midnight(env.now_ms()),
@@ -220,6 +224,9 @@ class Hub:
             **self.tasks.commands,
             **self.crm_reads.commands,
             **webhooks.commands,
+            JoinLog: self._join_log,
+            ApplyLog: self._apply_log,
+            LogRefused: lambda cmd: commit.log_failed(cmd.tokens),
         }
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
@@ -254,6 +261,19 @@ class Hub:
             self.env.node = cmd.node
         self.restore(cmd.state, cmd.records, cmd.version)
         return self.commit.last_n
+
+    def _join_log(self, cmd: JoinLog) -> None:
+        self.commit.clustered(Replicated(cmd.origin, cmd.hand_off), cmd.snapshot)
+
+    def _apply_log(self, cmd: ApplyLog) -> None:
+        cluster = self.commit.cluster
+        assert cluster is not None, "JoinLog first"
+        cluster.live = cmd.live
+        if cmd.since is not None:
+            cluster.last_id = cmd.since
+            if cmd.live:  # reloaded from a snapshot: what was in flight cannot be told apart
+                self.commit.log_failed(list(cluster.waiting))
+        self.commit.apply_log(cmd.entries)
 
     def _reconfigure(self, cmd: Reconfigure) -> int:
         if cmd.on_switch is not None:

@@ -4,11 +4,13 @@ answered, not done again (SPEC 13: idempotent CRM writes), without I/O.
 A desktop client that lost a reply (a dropped connection, a timeout) sends the
 same message again with the same request `id`. Done twice, an `incoming` would
 count twice and a `follow_up_sync` would create a second follow-up. So each
-CRM change made for a request with an `id` carries its reply in its own
-record (`req`: the request's key, the reply's type and data): the change and
-the memory of its answer are one journal line, durable together, and a crash
-can never keep one without the other. `RequestMemory.remember` folds that
-part of the record, at run time and at replay alike.
+CRM change made for a request with an `id` carries the request in its own
+record (`req`: the request's key, time and reply type): the change and the
+memory of its answer are one journal line (one log entry in a cluster),
+durable together, and a crash can never keep one without the other. Applying
+the record builds the reply from the record and what applying it answered
+(`core.crm`) and `RequestMemory.remember`s it — at run time, at replay and on
+every cluster node alike, so a retry sent to another node is recognised too.
 
 Invariants:
 - A request's key is its sender (group, activation code, `device_id` when the
@@ -45,16 +47,12 @@ class RequestMemory:
     def __init__(self) -> None:
         self.replies: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()  # key -> (time, type, data)
 
-    def remember(self, rec: dict[str, Any], window_ms: int) -> None:
-        """Fold the `req` part of a CRM record (if it has one) and forget the
-        entries older than `window_ms` before the record's time."""
-        req = rec.get("req")
-        if req is None:
-            return
-        now = req["time"]
+    def remember(self, key: str, now: int, mtype: str, data: Any, window_ms: int) -> None:
+        """Keep the reply (`mtype`, `data`) to the request `key` made at `now`, and
+        forget the entries older than `window_ms` before it."""
         replies = self.replies
-        replies.pop(req["key"], None)  # (re-inserted at the end: keeps time order)
-        replies[req["key"]] = (now, req["type"], req["data"])
+        replies.pop(key, None)  # (re-inserted at the end: keeps time order)
+        replies[key] = (now, mtype, data)
         while replies:
             first = next(iter(replies))
             if now - replies[first][0] <= window_ms:

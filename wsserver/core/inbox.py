@@ -160,21 +160,22 @@ class Inbox:
         push = {"type": mtype, "data": data}
         if self.store.mailbox_full(to, message_size({"push": push})):
             return False
-        self.commit.record(
-            {
-                "t": "msg",
-                "id": self.store.next_id,
-                "seq": self.store.next_seq(to),
-                "from_key": SYSTEM,
-                "to_key": to,
-                "from": {"user_id": None, "user_type": None, "username": None},
-                "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
-                "text": None,
-                "push": push,
-                "time": self.env.now_ms(),
-                "boxed": True,
-            }
-        )
+        record = {
+            "t": "msg",
+            "id": self.store.next_id,
+            "seq": self.store.next_seq(to),
+            "from_key": SYSTEM,
+            "to_key": to,
+            "from": {"user_id": None, "user_type": None, "username": None},
+            "to": {"user_id": user_id, "user_type": user_type, "group_id": group_id},
+            "text": None,
+            "push": push,
+            "time": self.env.now_ms(),
+            "boxed": True,
+        }
+        if self.commit.cluster is not None:  # decided when the shared log's record is applied
+            del record["id"], record["seq"]
+        self.commit.record(record)
         return True
 
     # -- on connect ------------------------------------------------------------------
@@ -184,6 +185,16 @@ class Inbox:
         group, user_type, user_id = split_key(me)
         return [me, push_key(group, None, user_id), push_key(None, user_type, user_id), push_key(None, None, user_id)]
 
+    def _housekeeping(self, rec: dict[str, Any]) -> bool:
+        """Record what reading the mailbox changes; False when a cluster node
+        cannot now (`unavailable`): it is done on a later connect instead (an
+        expired message is dropped then, a push pushed again)."""
+        try:
+            self.commit.record(rec)
+        except ProtocolError:
+            return False
+        return True
+
     def deliver_mailbox(self, session: Session) -> None:
         """(A connection authenticated.) Expire, report truncation, then push
         undelivered messages in seq order."""
@@ -191,20 +202,20 @@ class Inbox:
         if ident is None or ident.is_device:
             return
         me = own_key(session)
-        commit, broker = self.commit, self.broker
+        broker = self.broker
         now = self.env.now_ms()
         keys = self._mailbox_keys(me)
         dropped = 0
+        record = self._housekeeping
         for key in keys:
             expired = self.store.expired(key, now)
             if expired:
                 gone = [m for i in expired if (m := self.store.stored(i)) is not None]
-                commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
-                announce_expired(commit, broker, gone, now)
+                if record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"}):
+                    announce_expired(self.commit, broker, gone, now)
             truncated = self.store.truncated_count(key)
-            if truncated:
+            if truncated and record({"t": "trunc_seen", "to": key}):
                 dropped += truncated
-                commit.record({"t": "trunc_seen", "to": key})
         if dropped:
             broker.send(session, encode("mailbox_truncated", {"dropped": dropped}, now))
         # only durable ones (the store hides the others); those not yet
@@ -225,7 +236,7 @@ class Inbox:
                 continue
             extra = {"message_id": m["id"], "offline": True}
             broker.send(session, encode(push["type"], push["data"], now, extra=extra))
-            commit.record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
+            record({"t": "status", "id": m["id"], "status": "delivered", "time": now})
         if len(waiting) > len(page):
             more = {"remaining": len(waiting) - len(page), "last_seq": page[-1]["seq"]}
             broker.send(session, encode("mailbox_more", more, now))

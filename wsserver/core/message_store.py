@@ -30,6 +30,12 @@ Invariants:
   a crash may still take those back, so nothing may show them yet.
 - `mailbox_bytes` is the size of each mailbox's messages (UTF-8 length of a
   text, or of a push's JSON payload); derived, never in the snapshot.
+- A `msg` record without an `id` (a cluster node's, `core.replicated`) gets
+  its `id`, `seq` and de-duplication decided by `apply`, from the state, and
+  written into the record: every node applying the same records in the same
+  order decides the same. A single node's records carry the values the
+  sender computed from the same state (the journal's format), so the two
+  agree.
 """
 
 from __future__ import annotations
@@ -237,11 +243,18 @@ class MemoryMessageStore:
     # A stored message dict is never changed once stored: a status change
     # stores a changed copy. `snapshot_view` relies on it.
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one record into the state (at run time and at replay)."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one record into the state (at run time and at replay). For a
+        `msg` record: the stored message, or, for a cluster's record that repeats
+        a `client_msg_id`, the first one's `{id, time, seq, cmid, duplicate}`."""
         kind = rec["t"]
         if kind == "msg":
+            if "id" not in rec:
+                first = self._assign(rec)
+                if first is not None:
+                    return first
             self._apply_msg(rec)
+            return self.messages.get(rec["id"])
         elif kind == "status":
             m = self.messages.get(rec["id"])
             if m is not None and STATUS_RANK[rec["status"]] > STATUS_RANK[m["status"]]:
@@ -264,6 +277,22 @@ class MemoryMessageStore:
                 self._box(m["to_key"], rec["id"])
         else:
             raise ValueError(f"unknown record type {kind!r}")
+        return None
+
+    def _assign(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Decide a cluster `msg` record's id and seq into it, or answer the
+        earlier message with its `client_msg_id` (the record is then dropped:
+        `rec["dup"]` says so to anything else that folds it)."""
+        cmid = rec.get("cmid")
+        if cmid is not None:
+            first = self.find_duplicate(rec["from_key"], cmid, rec["time"])
+            if first is not None:
+                rec["dup"] = True
+                first["duplicate"] = True
+                return first
+        rec["id"] = self.next_id
+        rec["seq"] = self.next_seq(rec["to_key"])
+        return None
 
     def _apply_msg(self, rec: dict[str, Any]) -> None:
         mid = rec["id"]

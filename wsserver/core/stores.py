@@ -88,8 +88,9 @@ class MessageStore(Protocol):
         """Undelivered durable messages in the mailboxes of a user id, narrowed by
         user type and group when given (all in string form)."""
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one record into the state (at run time and at replay)."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one record into the state (at run time and at replay); for a
+        `msg` record, the message stored (or the first one it repeats)."""
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy of the state (for the snapshot)."""
@@ -108,8 +109,9 @@ class CrmStore(Protocol):
     next_follow_up_id: int
     next_incoming_id: int
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one `crm_*` record into the state."""
+    def apply(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one `crm_*` record into the state; what depends on the state
+        (an incoming's `duplicate`, a customer's or follow-up's id)."""
 
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy for the snapshot."""

@@ -84,7 +84,7 @@ class RecordEvents:
             if rec.get("reason") == "ttl":
                 for mid in rec["ids"]:
                     yield from self._status(mid, "expired", None)
-        elif kind.startswith("crm_"):
+        elif kind.startswith("crm_") and not rec.get("retry"):  # a retry changed nothing
             yield from self._crm(kind, rec)
 
     # -- direct messages ----------------------------------------------------------------

@@ -114,8 +114,8 @@ class MemoryWebhookStore:
         """Fold a direct-message record (`msg`, `status`) into the checks."""
         if rec["t"] == "msg":
             after = self.undelivered_after_ms
-            # a direct message (not a persisted push) starts its check
-            if after is not None and rec.get("push") is None:
+            # a direct message (not a persisted push, not a cluster's repeat) starts its check
+            if after is not None and rec.get("push") is None and not rec.get("dup"):
                 self.checks[rec["id"]] = rec["time"] + after
         elif rec["status"] in _DONE:
             self.checks.pop(rec["id"], None)

@@ -237,13 +237,21 @@ class Server:
 
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `stop()`; reports `self` through `task_status` once listening."""
-        self.load_state()
+        shared_log = bool(self.config.cluster.redis_url)  # the durable state lives in Redis
+        if not shared_log:
+            self.load_state()
         if self.tune_gc:
             tune_gc()
         async with trio.open_nursery() as root:
-            await self.durability.start(root, self.actor)
+            if shared_log:
+                from wsserver.net.cluster.log import ClusterLog
+
+                await root.start(ClusterLog(self.actor, lambda: self.config, self.background).run)
+            else:
+                await self.durability.start(root, self.actor)
             await self.start_core(root)
-            root.start_soon(self.durability.snapshots, self.actor, self._snapshot_interval)
+            if not shared_log:
+                root.start_soon(self.durability.snapshots, self.actor, self._snapshot_interval)
             root.start_soon(midnights, self.actor, self.background)
             main_listeners, api_listeners = await self.listeners.open()
             async with trio.open_nursery() as handlers:
@@ -261,7 +269,8 @@ class Server:
                 await self.actor.call(CloseAll(CloseCode.GOING_AWAY, "shutting_down"))
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
             self.webhooks.stop()  # (events not yet answered stay in the snapshot)
-            await self.durability.close(self.actor)
+            if not shared_log:
+                await self.durability.close(self.actor)
             root.cancel_scope.cancel()
         log.info("stopped")
 

@@ -27,6 +27,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "unknown_type": ("未知的消息类型: {type}", "unknown message type: {type}"),
     "binary_not_supported": ("不支持二进制消息", "binary messages are not supported"),
     "rate_limited": ("发送过于频繁，消息已丢弃", "too many messages, this one was dropped"),
+    "unavailable": ("共享存储暂不可用，请求未保存，请稍后重试", "the shared storage is unavailable: nothing was stored, try again later"),
     "mailbox_full": ("对方的离线消息已满，消息未保存", "the recipient's mailbox is full, the message was not stored"),
     "field_missing": ("缺少字段: {field}", "missing field: {field}"),
     "field_type": ("字段类型错误: {field}", "wrong type for field: {field}"),

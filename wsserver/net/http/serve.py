@@ -18,6 +18,7 @@ import attrs
 import h11
 import trio
 
+from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.net.http.request import (
     RECEIVE_SIZE,
     HttpRequest,
@@ -159,7 +160,10 @@ async def _dispatch(router: Router, request: HttpRequest, locale: str) -> HttpRe
         return await handler(attrs.evolve(request, params=params))
     except HttpError as err:
         return err.response(locale)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ProtocolError) and exc.code == ErrorCode.UNAVAILABLE:
+            # a cluster node that cannot reach Redis: nothing was stored (SPEC 11)
+            return HttpError(503, "unavailable").response(locale)
         logger.exception(
             "handler failed: %s %s from %s",
             clean(head.method), safe_path(head.raw_path), clean(request.remote),
