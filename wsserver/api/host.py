@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from wsserver.config import Config
     from wsserver.core.commands import Command
     from wsserver.core.identity import Identity
+    from wsserver.net.http import HttpError
     from wsserver.ops.metrics import Metrics
 
 __all__ = ["ApiHost", "HubDoor", "TokenCheck", "WebhookProbe"]
@@ -71,6 +72,14 @@ class ApiHost(Protocol):
     @property
     def node_name(self) -> str:
         """This node's readable name (`/api/nodes`)."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every live node (`/api/nodes`); raises a 503 `HttpError` when the
+        cluster's Redis does not answer."""
+
+    def cluster_unavailable(self) -> HttpError | None:
+        """In cluster mode while Redis does not answer: the 503 to raise for a
+        request that needs it (a publish); else None."""
 
     @property
     def webhooks(self) -> WebhookProbe:

@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -217,9 +216,17 @@ class Api:
         guarded.__name__ = route.handler
         return guarded
 
+    def _need_cluster(self) -> None:
+        """A publish needs the cluster's Redis in cluster mode: 503 while it does
+        not answer (the other nodes would miss it)."""
+        unavailable = self.server.cluster_unavailable()
+        if unavailable is not None:
+            raise unavailable
+
     async def _push_user(self, to: Any, mtype: str, data: Any) -> HttpResponse:
         """Push one of seed 001's messages to the user a body names (`to`: its
         `user_id`, `group_id`, `user_type`)."""
+        self._need_cluster()
         target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
         result = await publish_durably(self.actor, Publish(mtype, data, target))
         return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
@@ -283,6 +290,7 @@ class Api:
 
     async def publish(self, req: HttpRequest) -> HttpResponse:
         publish = parse_publish(bodies.read(req, dict[str, Any], self.max_depth))
+        self._need_cluster()
         result = await publish_durably(self.actor, publish)
         return json_reply({"delivered": result.delivered, "queued": result.queued})
 
@@ -290,17 +298,7 @@ class Api:
         return json_reply(await self.actor.call(Stats()))
 
     async def nodes(self, req: HttpRequest) -> HttpResponse:
-        stats = await self.actor.call(Stats())
-        node = {
-            "node_id": stats["node_id"],
-            "name": self.server.node_name,
-            "version": stats["version"],
-            "connections": stats["connections"]["total"],
-            "users": stats["users"],
-            "uptime": stats["uptime"],
-            "last_seen": int(time.time() * 1000),  # this node answers: it is seen now
-        }
-        return json_reply({"nodes": [node]})
+        return json_reply({"nodes": await self.server.nodes()})
 
     def _filters(self, req: HttpRequest) -> tuple[Any, Any]:
         query = req.head.query

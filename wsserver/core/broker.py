@@ -5,7 +5,9 @@ its own request), a list of sessions, a user principal in a group, a user id,
 a room, or a publish's `Target` (users, a group, a room, everyone).
 `LocalBroker` delivers to this process's connections, found through
 `LocalPresence` (whose indexes it reads directly on the per-message paths);
-a cluster's broker also hands the frame to the other nodes.
+a cluster's broker (`core.cluster_broker`) also hands the ephemeral
+deliveries to the other nodes; `LocalBroker`'s own methods are the local-only
+delivery every node runs for what another node or the shared log hands it.
 
 Invariants:
 
@@ -68,6 +70,11 @@ class Broker(Protocol):
 
     def to_room(self, key: RoomKey, frame: Frame, skip: Session | None = None) -> int:
         """One frame to a room's members (but `skip`)."""
+
+    def signal_principal(self, key: Key, frame: Frame) -> int:
+        """An ephemeral frame (typing) to the connections of a user principal in
+        a group: in a cluster on every node, unlike `to_principal`, which the
+        durable frames use (their log delivers them on each node)."""
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""
@@ -135,6 +142,10 @@ class LocalBroker:
         """One frame to a room's members (but `skip`)."""
         members = self._rooms.get(key)
         return self.fan_out(members.values(), frame, skip) if members else 0
+
+    def signal_principal(self, key: Key, frame: Frame) -> int:
+        """An ephemeral frame (typing) to the connections of a user principal."""
+        return self.to_principal(key, frame)
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""

@@ -46,6 +46,7 @@ __all__ = [
     "CloseAll",
     "Command",
     "DeleteCode",
+    "Deliver",
     "Devices",
     "Forget",
     "GroupAccounts",
@@ -266,6 +267,15 @@ class Publish(Command[PublishResult]):
     data: Any
     target: Target
     persist: bool = False
+
+
+@attrs.frozen
+class Deliver(Command[int]):
+    """(Cluster mode) another node's ephemeral delivery: `frame` to this node's
+    connections on `route` (`core.cluster_broker`); answers how many took it."""
+
+    route: tuple[Any, ...]
+    frame: str
 
 
 @attrs.frozen

@@ -49,6 +49,7 @@ import attrs
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
 from wsserver.core.broker import Broker, LocalBroker
+from wsserver.core.cluster_broker import BusOutlet, ClusterBroker
 from wsserver.core.commands import (
     AddHandler,
     Admit,
@@ -57,6 +58,7 @@ from wsserver.core.commands import (
     CloseAll,
     Command,
     DeleteCode,
+    Deliver,
     Devices,
     Forget,
     GroupAccounts,
@@ -111,13 +113,16 @@ class Hub:
         config: Config,
         clock: Callable[[], float] = time.time,
         storage: Journal | None = None,
+        bus: BusOutlet | None = None,
     ) -> None:
         self.env = env = Env(config, clock)
         self.commit = commit = CommitLog(storage)
         local = LocalPresence()
         self.presence: Presence = local
         presence = self.presence
-        self.broker: Broker = LocalBroker(local, env)
+        # in a cluster (`bus`: the hand-over to the other nodes) the cluster's broker
+        cluster = None if bus is None else ClusterBroker(local, env, bus)
+        self.broker: Broker = LocalBroker(local, env) if cluster is None else cluster
         broker = self.broker
         self._sessions = presence.sessions  # (read per message; never replaced)
         self.rooms = Rooms(presence, broker, env)
@@ -191,6 +196,8 @@ class Hub:
             **self.tasks.commands,
             **webhooks.commands,
         }
+        if cluster is not None:
+            self.commands[Deliver] = lambda cmd: cluster.deliver_here(cmd.route, cmd.frame)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------

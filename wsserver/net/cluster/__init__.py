@@ -1,0 +1,102 @@
+"""Cluster mode (SPEC 11, docs/CLUSTER.md): this node joined to the others through Redis.
+
+`Cluster` composes the node's Redis side: the link (`link`: the client and
+Redis's health), the bus (`bus`: ephemeral deliveries between nodes) and the
+membership (`nodes`: reports, the live list, dead nodes, goodbye). The server
+builds one when `cluster.redis_url` is set, importing this package inside
+that branch only: without it nothing of Redis is imported.
+
+The hub never awaits Redis: it hands deliveries to `Cluster.outlet` (never
+blocking) and hears from the other nodes through commands its actor runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from wsserver.config import ClusterConfig, Config
+from wsserver.core.cluster_broker import BusOutlet
+from wsserver.net.cluster.bus import Bus
+from wsserver.net.cluster.link import REDIS_ERRORS, Link
+from wsserver.net.cluster.nodes import Nodes
+from wsserver.ops.background import Background
+
+__all__ = ["REDIS_ERRORS", "Cluster", "ClusterHost"]
+
+log = logging.getLogger("wsserver.cluster")
+
+
+class ClusterHost(Protocol):
+    """What the cluster uses of its server."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def background(self) -> Background: ...
+
+    async def node_info(self) -> dict[str, Any]:
+        """This node's `/api/nodes` entry (but `last_seen`)."""
+
+
+class Cluster:
+    """This node's link, bus and membership (see the module docstring)."""
+
+    def __init__(self, host: ClusterHost, node: Callable[[], str], deliver: Callable[[Any], Awaitable[None]]) -> None:
+        self.host = host
+        cluster = host.config.cluster
+        self.link = Link(cluster.redis_url, host.background)
+        self.bus = Bus(self.link, cluster.prefix, node, deliver, lambda: self._config().heartbeat)
+        self.nodes = Nodes(self.link, self.bus, self._config, node, host.node_info, self._dead)
+        self._scope: trio.CancelScope | None = None
+
+    def _config(self) -> ClusterConfig:
+        return self.host.config.cluster
+
+    @property
+    def outlet(self) -> BusOutlet:
+        """The hub's hand-over to the other nodes."""
+        return self.bus.outlet
+
+    errors = REDIS_ERRORS
+    """What a Redis command raises while Redis does not answer."""
+
+    @property
+    def up(self) -> bool:
+        """True while Redis answers."""
+        return self.link.up
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Connect, subscribe and announce this node, in `nursery` (a Redis down
+        at start is logged and retried: the node serves its own connections
+        meanwhile)."""
+        await nursery.start(self._run)
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # The client stays open until every task using it has ended: `stop()`
+        # cancels the tasks first, so the subscription unsubscribes cleanly.
+        async with self.link.client, trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            await nursery.start(self.bus.subscriber)
+            nursery.start_soon(self.bus.watch)
+            nursery.start_soon(self.bus.publisher)
+            await nursery.start(self.nodes.run)
+            task_status.started()
+
+    async def stop(self) -> None:
+        """Say goodbye (a graceful stop): the others forget this node at once;
+        then end the cluster's tasks."""
+        await self.nodes.goodbye()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def listing(self) -> list[dict[str, Any]]:
+        """The live nodes (`/api/nodes`)."""
+        return await self.nodes.listing()
+
+    async def _dead(self, node: str) -> None:
+        """A dead node's clean-up, claimed by this node."""
