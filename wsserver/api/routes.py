@@ -263,7 +263,7 @@ class Api:
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.actor.call(OnlineCount(user_id))
+        n = await self._online(user_id)
         return json_reply({"user_id": user_id, "is_online": n > 0})
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
@@ -295,10 +295,18 @@ class Api:
         return json_reply({"delivered": result.delivered, "queued": result.queued})
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(Stats()))
+        stats = await self.actor.call(Stats())
+        view = self.server.cluster_view
+        return json_reply(stats if view is None else await view.stats(stats))
 
     async def nodes(self, req: HttpRequest) -> HttpResponse:
         return json_reply({"nodes": await self.server.nodes()})
+
+    async def _online(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> int:
+        """A user's connections on every node."""
+        n = await self.actor.call(OnlineCount(user_id, user_type, group_id))
+        view = self.server.cluster_view
+        return n if view is None else n + await view.online(user_id, user_type, group_id)
 
     def _filters(self, req: HttpRequest) -> tuple[Any, Any]:
         query = req.head.query
@@ -306,12 +314,16 @@ class Api:
 
     async def user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.actor.call(OnlineCount(user_id, *self._filters(req)))
+        n = await self._online(user_id, *self._filters(req))
         return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n})
 
     async def user_connections(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
         devices = await self.actor.call(Devices(user_id, *self._filters(req)))
+        view = self.server.cluster_view
+        if view is not None:  # the other nodes' connections too, oldest first
+            devices = sorted([*devices, *await view.devices(user_id, *self._filters(req))],
+                             key=lambda d: d["connected_at"])  # fmt: skip
         return json_reply({"user_id": user_id, "connections": devices})
 
     async def kick(self, req: HttpRequest) -> HttpResponse:
@@ -324,7 +336,15 @@ class Api:
             user_type=body.user_type,
             group_id=body.group_id,
         )
-        return json_reply({"kicked": await self.actor.call(kick)})
+        remote = 0
+        view = self.server.cluster_view
+        if view is not None:  # every node kicks its own; counted here before they do
+            remote = sum(
+                1
+                for d in await view.devices(kick.user_id, kick.user_type, kick.group_id)
+                if kick.device_id in (None, d["device_id"]) and kick.conn_id in (None, d["conn_id"])
+            )
+        return json_reply({"kicked": await self.actor.call(kick) + remote})
 
     async def user_tasks(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
@@ -334,12 +354,19 @@ class Api:
     async def rooms(self, req: HttpRequest) -> HttpResponse:
         group_id = req.head.query.get("group_id") or None
         rooms = await self.actor.call(RoomList(group_id))
+        view = self.server.cluster_view
+        if view is not None:
+            rooms = await view.rooms(rooms, group_id)
         return json_reply({"rooms": rooms})
 
     async def room_members(self, req: HttpRequest) -> HttpResponse:
         room = req.params["room"]
         group_id = req.head.query.get("group_id") or None
-        return json_reply(await self.actor.call(RoomMembers(room, group_id)))
+        members = await self.actor.call(RoomMembers(room, group_id))
+        view = self.server.cluster_view
+        if view is not None:
+            members = await view.room_members(members)
+        return json_reply(members)
 
     # -- CRM ------------------------------------------------------------------------
 

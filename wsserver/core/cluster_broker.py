@@ -20,6 +20,8 @@ Invariants:
 - The outlet never blocks the hub: a full outlet drops the hand-over (the
   other nodes miss that frame; counted in `bus_dropped`, logged).
 - The count a delivery returns is this node's connections only.
+- Kicks and the closes of the per-principal limit travel as routes too
+  (`ROUTE_KICK`, `ROUTE_CLOSE`, with an empty frame); the hub runs them.
 """
 
 from __future__ import annotations
@@ -28,25 +30,52 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from wsserver.core.broker import Frame, LocalBroker
+from wsserver.core.cluster_presence import PresenceOutlet
 from wsserver.core.commands import Target
 from wsserver.core.env import Env
 from wsserver.core.keys import Key
 from wsserver.core.presence import LocalPresence
 from wsserver.core.session import RoomKey, Session
 
-__all__ = ["ROUTE_PRINCIPAL", "ROUTE_ROOM", "ROUTE_TARGET", "ROUTE_USER", "BusOutlet", "ClusterBroker", "Route"]
+__all__ = [
+    "ROUTE_CLOSE",
+    "ROUTE_KICK",
+    "ROUTE_PRINCIPAL",
+    "ROUTE_ROOM",
+    "ROUTE_TARGET",
+    "ROUTE_USER",
+    "BusOutlet",
+    "ClusterBroker",
+    "ClusterOutlets",
+    "Route",
+]
 
 log = logging.getLogger("wsserver.cluster")
+
+
+@attrs.frozen
+class ClusterOutlets:
+    """What a hub in a cluster hands to the network layer without blocking:
+    deliveries for the other nodes (`bus`), and its presence changes
+    (`presence`, `core.cluster_presence.PresenceOutlet`)."""
+
+    bus: BusOutlet
+    presence: PresenceOutlet
 
 Route = tuple[Any, ...]
 BusOutlet = Callable[[Route, Frame], bool]
 """Takes one hand-over for the other nodes without blocking; False when full."""
 
+
 ROUTE_TARGET = "t"  # (t, user_ids, group_id, room, everyone, user_type): a publish
 ROUTE_USER = "u"  # (u, user_id, user_type, group_id): a user id's connections
 ROUTE_ROOM = "r"  # (r, group_key, room): a room's members
 ROUTE_PRINCIPAL = "p"  # (p, key): a user principal's connections (typing)
+ROUTE_KICK = "k"  # (k, user_id, device_id, conn_id, reason, user_type, group_id): the hub's Kick
+ROUTE_CLOSE = "c"  # (c, node, conn_id, close code, catalogue key): one node closes one connection
 
 
 class ClusterBroker(LocalBroker):
@@ -58,7 +87,7 @@ class ClusterBroker(LocalBroker):
         self.outlet = outlet
         self.bus_dropped = 0
 
-    def _share(self, route: Route, frame: Frame) -> None:
+    def share(self, route: Route, frame: Frame) -> None:
         if not self.outlet(route, frame):
             self.bus_dropped += 1
             if self.bus_dropped == 1 or self.bus_dropped % 1000 == 0:
@@ -66,7 +95,7 @@ class ClusterBroker(LocalBroker):
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target on every node; counts this node's."""
-        self._share(
+        self.share(
             (ROUTE_TARGET, list(target.user_ids), target.group_id, target.room, target.everyone, target.user_type),
             frame,
         )
@@ -74,18 +103,18 @@ class ClusterBroker(LocalBroker):
 
     def to_user(self, user_id: Any, user_type: Any, group_id: Any, frame: Frame) -> int:
         """One frame to a user id's connections on every node; counts this node's."""
-        self._share((ROUTE_USER, user_id, user_type, group_id), frame)
+        self.share((ROUTE_USER, user_id, user_type, group_id), frame)
         return super().to_user(user_id, user_type, group_id, frame)
 
     def to_room(self, key: RoomKey, frame: Frame, skip: Session | None = None) -> int:
         """One frame to a room's members on every node (the sender `skip` is on
         this one); counts this node's."""
-        self._share((ROUTE_ROOM, key[0], key[1]), frame)
+        self.share((ROUTE_ROOM, key[0], key[1]), frame)
         return super().to_room(key, frame, skip)
 
     def signal_principal(self, key: Key, frame: Frame) -> int:
         """An ephemeral frame to a user principal's connections on every node."""
-        self._share((ROUTE_PRINCIPAL, key), frame)
+        self.share((ROUTE_PRINCIPAL, key), frame)
         return super().to_principal(key, frame)
 
     def deliver_here(self, route: Route, frame: Frame) -> int:

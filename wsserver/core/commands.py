@@ -44,6 +44,7 @@ __all__ = [
     "AfterCommit",
     "Authenticate",
     "CloseAll",
+    "CloseConnection",
     "Command",
     "DeleteCode",
     "Deliver",
@@ -57,6 +58,7 @@ __all__ = [
     "ListCodes",
     "Midnight",
     "NextMidnight",
+    "NodeGone",
     "OnlineCount",
     "Publish",
     "PublishResult",
@@ -276,6 +278,24 @@ class Deliver(Command[int]):
 
     route: tuple[Any, ...]
     frame: str
+
+
+@attrs.frozen
+class CloseConnection(Command[bool]):
+    """(Cluster mode) close one connection of this node with `code` (the
+    catalogue key `reason`) and forget it; False when it is not here."""
+
+    conn_id: str
+    code: int
+    reason: str
+
+
+@attrs.frozen
+class NodeGone(Command[None]):
+    """(Cluster mode) a dead node's connections, one per principal that has no
+    connection on the other nodes: `user_offline` for each without one here."""
+
+    entries: tuple[dict[str, Any], ...]
 
 
 @attrs.frozen

@@ -49,13 +49,15 @@ import attrs
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
 from wsserver.core.broker import Broker, LocalBroker
-from wsserver.core.cluster_broker import BusOutlet, ClusterBroker
+from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker, ClusterOutlets
+from wsserver.core.cluster_presence import ClusterPresence
 from wsserver.core.commands import (
     AddHandler,
     Admit,
     AfterCommit,
     Authenticate,
     CloseAll,
+    CloseConnection,
     Command,
     DeleteCode,
     Deliver,
@@ -68,6 +70,7 @@ from wsserver.core.commands import (
     ListCodes,
     Midnight,
     NextMidnight,
+    NodeGone,
     OnlineCount,
     Publish,
     PutCode,
@@ -113,16 +116,17 @@ class Hub:
         config: Config,
         clock: Callable[[], float] = time.time,
         storage: Journal | None = None,
-        bus: BusOutlet | None = None,
+        cluster: ClusterOutlets | None = None,
     ) -> None:
         self.env = env = Env(config, clock)
         self.commit = commit = CommitLog(storage)
-        local = LocalPresence()
+        # in a cluster (`cluster`: the hand-overs to the other nodes) the cluster's
+        # presence and broker: local ones that also tell the others
+        local = LocalPresence() if cluster is None else ClusterPresence(cluster.presence)
         self.presence: Presence = local
         presence = self.presence
-        # in a cluster (`bus`: the hand-over to the other nodes) the cluster's broker
-        cluster = None if bus is None else ClusterBroker(local, env, bus)
-        self.broker: Broker = LocalBroker(local, env) if cluster is None else cluster
+        self.cluster = None if cluster is None else ClusterBroker(local, env, cluster.bus)
+        self.broker: Broker = LocalBroker(local, env) if self.cluster is None else self.cluster
         broker = self.broker
         self._sessions = presence.sessions  # (read per message; never replaced)
         self.rooms = Rooms(presence, broker, env)
@@ -196,8 +200,11 @@ class Hub:
             **self.tasks.commands,
             **webhooks.commands,
         }
-        if cluster is not None:
-            self.commands[Deliver] = lambda cmd: cluster.deliver_here(cmd.route, cmd.frame)
+        if self.cluster is not None:
+            self.commands[Deliver] = self._deliver
+            self.commands[Kick] = self._kick_everywhere
+            self.commands[CloseConnection] = lambda cmd: self.close_connection(cmd.conn_id, cmd.code, cmd.reason)
+            self.commands[NodeGone] = lambda cmd: webhooks.node_gone(cmd.entries)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
@@ -236,6 +243,37 @@ class Hub:
         if cmd.on_switch is not None:
             cmd.on_switch()
         return self.reconfigure(cmd.config)
+
+    # -- cluster mode -------------------------------------------------------------
+
+    def _deliver(self, cmd: Deliver) -> int:
+        """Another node's hand-over: a delivery to this node's connections, a
+        kick, or a close of one of them."""
+        route = cmd.route
+        assert self.cluster is not None
+        if route[0] == ROUTE_CLOSE:
+            _, node, conn_id, code, reason = route
+            return int(node == self.env.node and self.close_connection(conn_id, code, reason))
+        if route[0] == ROUTE_KICK:
+            return self.admin.kick(Kick(*route[1:]))
+        return self.cluster.deliver_here(route, cmd.frame)
+
+    def _kick_everywhere(self, cmd: Kick) -> int:
+        """A kick on this node's connections, and handed to the others (each
+        kicks its own); answers this node's count."""
+        assert self.cluster is not None
+        route = (ROUTE_KICK, cmd.user_id, cmd.device_id, cmd.conn_id, cmd.reason, cmd.user_type, cmd.group_id)
+        self.cluster.share(route, "")
+        return self.admin.kick(cmd)
+
+    def close_connection(self, conn_id: str, code: int, reason: str) -> bool:
+        """Close one connection with `code` and forget it; False when unknown."""
+        session = self.presence.sessions.get(conn_id)
+        if session is None:
+            return False
+        session.outlet.close(code, reason)
+        self.close(conn_id)
+        return True
 
     def _add_handler(self, cmd: AddHandler) -> None:
         if cmd.type in self.handlers:

@@ -66,7 +66,7 @@ from wsserver.storage.node import node_id
 from wsserver.tokens import TokenVerifier
 
 if TYPE_CHECKING:
-    from wsserver.net.cluster import Cluster
+    from wsserver.net.cluster import Cluster, PresenceView
 
 log = logging.getLogger("wsserver.server")
 
@@ -110,7 +110,7 @@ class Server:
             config,
             storage=self.storage,
             after_batch=self.durability.after_batch,
-            bus=None if self.cluster is None else self.cluster.outlet,
+            cluster=None if self.cluster is None else self.cluster.outlets,
         )
         # inbound types get a metrics label only when handled (the hub's types include
         # an embedding host's); a client's own inventions are "unknown"
@@ -217,6 +217,11 @@ class Server:
             return await self.cluster.listing()
         except self.cluster.errors:
             raise HttpError(503, "cluster_unavailable") from None
+
+    @property
+    def cluster_view(self) -> PresenceView | None:
+        """In cluster mode, the other nodes' connections for the API's answers."""
+        return None if self.cluster is None else self.cluster.view
 
     def cluster_unavailable(self) -> HttpError | None:
         """In cluster mode while Redis does not answer: the 503 of an API request

@@ -1,8 +1,10 @@
 """Cluster mode (SPEC 11, docs/CLUSTER.md): this node joined to the others through Redis.
 
 `Cluster` composes the node's Redis side: the link (`link`: the client and
-Redis's health), the bus (`bus`: ephemeral deliveries between nodes) and the
-membership (`nodes`: reports, the live list, dead nodes, goodbye). The server
+Redis's health), the bus (`bus`: ephemeral deliveries between nodes), the
+membership (`nodes`: reports, the live list, dead nodes, goodbye) and the
+shared presence (`presence`: this node's connections in Redis, the limit
+across nodes, every node's connections read for the HTTP API). The server
 builds one when `cluster.redis_url` is set, importing this package inside
 that branch only: without it nothing of Redis is imported.
 
@@ -19,13 +21,14 @@ from typing import Any, Protocol
 import trio
 
 from wsserver.config import ClusterConfig, Config
-from wsserver.core.cluster_broker import BusOutlet
+from wsserver.core.cluster_broker import ClusterOutlets
 from wsserver.net.cluster.bus import Bus
 from wsserver.net.cluster.link import REDIS_ERRORS, Link
 from wsserver.net.cluster.nodes import Nodes
+from wsserver.net.cluster.presence import PresenceView, PresenceWriter
 from wsserver.ops.background import Background
 
-__all__ = ["REDIS_ERRORS", "Cluster", "ClusterHost"]
+__all__ = ["REDIS_ERRORS", "Cluster", "ClusterHost", "PresenceView"]
 
 log = logging.getLogger("wsserver.cluster")
 
@@ -46,21 +49,28 @@ class ClusterHost(Protocol):
 class Cluster:
     """This node's link, bus and membership (see the module docstring)."""
 
-    def __init__(self, host: ClusterHost, node: Callable[[], str], deliver: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(self, host: ClusterHost, node: Callable[[], str], tell: Callable[[Any], Awaitable[None]]) -> None:
         self.host = host
         cluster = host.config.cluster
         self.link = Link(cluster.redis_url, host.background)
-        self.bus = Bus(self.link, cluster.prefix, node, deliver, lambda: self._config().heartbeat)
-        self.nodes = Nodes(self.link, self.bus, self._config, node, host.node_info, self._dead)
+        self.bus = Bus(self.link, cluster.prefix, node, tell, lambda: self._config().heartbeat)
+        self.presence = PresenceWriter(
+            self.link, cluster.prefix, node, lambda: self.nodes.live, lambda: host.config, tell, self.bus.outlet
+        )
+        self.view = PresenceView(self.presence)
+        self.nodes = Nodes(
+            self.link, self.bus, self._config, node, host.node_info, self.presence.node_gone,
+            after_beat=self.presence.resync_if_stale,
+        )  # fmt: skip
         self._scope: trio.CancelScope | None = None
 
     def _config(self) -> ClusterConfig:
         return self.host.config.cluster
 
     @property
-    def outlet(self) -> BusOutlet:
-        """The hub's hand-over to the other nodes."""
-        return self.bus.outlet
+    def outlets(self) -> ClusterOutlets:
+        """The hub's hand-overs to the other nodes: deliveries and presence."""
+        return ClusterOutlets(self.bus.outlet, self.presence.outlet)
 
     errors = REDIS_ERRORS
     """What a Redis command raises while Redis does not answer."""
@@ -84,6 +94,7 @@ class Cluster:
             await nursery.start(self.bus.subscriber)
             nursery.start_soon(self.bus.watch)
             nursery.start_soon(self.bus.publisher)
+            nursery.start_soon(self.presence.run)
             await nursery.start(self.nodes.run)
             task_status.started()
 
@@ -97,6 +108,3 @@ class Cluster:
     async def listing(self) -> list[dict[str, Any]]:
         """The live nodes (`/api/nodes`)."""
         return await self.nodes.listing()
-
-    async def _dead(self, node: str) -> None:
-        """A dead node's clean-up, claimed by this node."""

@@ -53,6 +53,7 @@ class Nodes:
         node: Callable[[], str],
         info: Callable[[], Awaitable[dict[str, Any]]],
         on_dead: Callable[[str], Awaitable[None]],
+        after_beat: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.link = link
         self.bus = bus
@@ -60,6 +61,8 @@ class Nodes:
         self.node = node
         self.info = info  # this node's info (`/api/nodes`'s fields but last_seen)
         self.on_dead = on_dead  # a dead node's clean-up, run by the node that claimed it
+        self.after_beat = after_beat  # what else a heartbeat that reached Redis does
+        self.live: set[str] = set()  # the live nodes as the last heartbeat saw them
         prefix = config().prefix
         self.nodes_key = f"{prefix}:nodes"
         self.seen_key = f"{prefix}:nodes:seen"
@@ -84,13 +87,19 @@ class Nodes:
                 pipe.zadd(self.seen_key, {node: now_ms()})
             await self.bus.publish_heartbeat()
             self.link.mark_up()
+            if self.after_beat is not None:
+                await self.after_beat()
             await self._reap()
         except REDIS_ERRORS as exc:
             self.link.mark_down(exc)
 
     async def _reap(self) -> None:
         client = self.link.client
-        for node in dead_nodes(await self._seen(), now_ms(), self.config().node_ttl):
+        seen = await self._seen()
+        ttl = self.config().node_ttl
+        dead = dead_nodes(seen, now_ms(), ttl)
+        self.live = set(seen) - set(dead)
+        for node in dead:
             if await client.zrem(self.seen_key, [node]) != 1:
                 continue  # another node claimed it
             log.warning("cluster: node %s stopped reporting; cleaning up after it", node)
