@@ -126,6 +126,7 @@ class Server:
             self.api_router = Router()
         self.ready = False
         self.tune_gc = False  # run_server sets it; see ops.process.tune_gc()
+        self.reuse_port = False  # one of `serve --workers` (its setup sets it)
         self._stop = trio.Event()
         self.listeners = Listeners(self, Admission(self))
         self._add_health_routes(self.router)
