@@ -83,6 +83,15 @@ async def test_api_reads_count_the_connections_of_every_node(tmp_path: Path, red
             assert sorted((m["user_id"], m["connections"]) for m in members["members"]) == [(1, 1), (2, 2)]
             stats = await data(a, "GET", "/api/stats")
             assert stats["connections"]["total"] == 3 and stats["users"] == 2 and stats["nodes"] == 2
+            seed = await data(a, "GET", "/api/websocket/stats")
+            assert seed["total_connections"] == 3 and sorted(seed["connected_users"]) == [1, 2]
+
+
+            async def reported() -> bool:  # (the other node's counts: as of its last report)
+                listed = (await data(a, "GET", "/api/nodes"))["nodes"]
+                return sorted((n["name"], n["connections"]) for n in listed) == [("n1", 1), ("n2", 2)]
+
+            await eventually(reported)
 
             await one_b.request("leave_room", "room_left", room="r")
 

@@ -69,6 +69,9 @@ class ClusterView(Protocol):
     async def stats(self, local: dict[str, Any]) -> dict[str, Any]:
         """This node's `Stats` with the other nodes' connections counted in."""
 
+    async def websocket_stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's `WebsocketStats` with the other nodes' connections counted in."""
+
 
 class ApiHost(Protocol):
     """The server the API runs in (`net.server.Server`). `config` and

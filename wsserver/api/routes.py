@@ -259,7 +259,9 @@ class Api:
         return await self._push_user(body, *pushes.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(WebsocketStats()))
+        stats = await self.actor.call(WebsocketStats())
+        view = self.server.cluster_view
+        return json_reply(stats if view is None else await view.websocket_stats(stats))
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]

@@ -215,9 +215,11 @@ class Server:
         if self.cluster is None:
             return [await self.node_info()]
         try:
-            return await self.cluster.listing()
+            listed = await self.cluster.listing()
         except self.cluster.errors:
             raise HttpError(503, "cluster_unavailable") from None
+        mine = await self.node_info()  # this node's counts as of now, not its last report
+        return [mine if n["node_id"] == mine["node_id"] else n for n in listed]
 
     @property
     def cluster_view(self) -> PresenceView | None:

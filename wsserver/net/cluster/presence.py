@@ -171,12 +171,24 @@ class PresenceWriter:
         pkey = self.principal_key(entry["principal"])
         me = self.node()
         live = self.live() | {me}
-        conns = []
-        for m in await self.link.client.zrange(pkey, 0, -1, withscores=True):
+        client = self.link.client
+        found = []
+        for m in await client.zrange(pkey, 0, -1, withscores=True):
             member = m.member.decode() if isinstance(m.member, bytes) else m.member
             node, _, conn_id = member.partition(" ")
             if node in live:
-                conns.append((node, conn_id, m.score))
+                found.append((node, conn_id, m.score))
+        if len(found) <= limit:
+            return
+        # a member whose node restarted since is stale: its node's hash no longer has it
+        async with client.pipeline(transaction=False) as pipe:
+            exists = [pipe.hexists(self.conns_key(node), conn_id) for node, conn_id, _ in found]
+        conns = []
+        for (node, conn_id, score), there in zip(found, exists, strict=True):
+            if await there:
+                conns.append((node, conn_id, score))
+            else:
+                await client.zrem(pkey, [f"{node} {conn_id}"])
         for node, conn_id in over_limit(conns, limit):
             log.info("cluster: connection %s on node %s is over the per-user limit: closed (4004)", conn_id, node)
             if node == me:
@@ -285,3 +297,12 @@ class PresenceView:
             "users": len({id_key(e.get("user_id")) for e in every if not e.get("device")}),
             "nodes": len(self.writer.live() | {me}),
         }
+
+    async def websocket_stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """Seed 001's `{total_connections, connected_users}` over every node."""
+        entries = await self.entries()
+        users = {id_key(u): u for u in local["connected_users"]}
+        for e in entries:
+            if not e.get("device"):
+                users.setdefault(id_key(e.get("user_id")), e.get("user_id"))
+        return {"total_connections": local["total_connections"] + len(entries), "connected_users": list(users.values())}
