@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import coredis
 import trio
 
+from tests.cluster_clients import client
 from tests.hubprocess import Hub, cluster_env
 from tests.redis_server import RedisServer
 from wsserver.core.cluster_nodes import dead_nodes, live_nodes
@@ -77,12 +79,21 @@ async def test_a_node_killed_with_9_is_forgotten_within_node_ttl(tmp_path: Path,
 
 async def test_a_node_stopped_gracefully_is_forgotten_at_once(tmp_path: Path, redis_server: RedisServer) -> None:
     hubs = start_nodes(tmp_path, redis_server, 2, heartbeat=1, node_ttl=30)
+    redis: Any = coredis.Redis.from_url(redis_server.url)
     try:
         await until_names(hubs[0], ["n1", "n2"], within=5)
-        assert hubs[1].stop() == 0, "".join(hubs[1].log)
-        # node_ttl is 30 s: only the goodbye can make it this quick
-        took = await until_names(hubs[0], ["n1"], within=3)
-        assert took < 3
+        async with client(hubs[1], 4), redis:
+            with trio.fail_after(5):
+                while not await redis.keys("wsserver:conns:*"):
+                    await trio.sleep(0.05)
+            assert await redis.zcard("wsserver:principal:user||4") == 1
+            assert hubs[1].stop() == 0, "".join(hubs[1].log)
+            # node_ttl is 30 s: only the goodbye can make it this quick
+            took = await until_names(hubs[0], ["n1"], within=3)
+            assert took < 3
+            # and its connections left Redis with it
+            assert await redis.keys("wsserver:conns:*") == set()
+            assert await redis.zcard("wsserver:principal:user||4") == 0
     finally:
         for hub in hubs:
             hub.kill()

@@ -102,6 +102,7 @@ class Cluster:
         """Say goodbye (a graceful stop): the others forget this node at once;
         then end the cluster's tasks."""
         await self.nodes.goodbye()
+        await self.presence.leave()
         if self._scope is not None:
             self._scope.cancel()
 

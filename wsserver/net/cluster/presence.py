@@ -196,6 +196,18 @@ class PresenceWriter:
             else:
                 self.bus((ROUTE_CLOSE, node, conn_id, CloseCode.REPLACED, "replaced"), "")
 
+    async def leave(self) -> None:
+        """(A graceful stop.) Remove this node's connections from Redis at once."""
+        node = self.node()
+        with trio.move_on_after(2):
+            try:
+                async with self.link.client.pipeline(transaction=False) as pipe:
+                    pipe.delete([self.conns_key(node)])
+                    for conn_id, e in self.mirror.items():
+                        pipe.zrem(self.principal_key(e["principal"]), [f"{node} {conn_id}"])
+            except REDIS_ERRORS as exc:
+                log.warning("cluster: could not remove this node's presence (%s)", exc)
+
     # -- a dead node ------------------------------------------------------------------
 
     async def node_gone(self, node: str) -> None:
