@@ -32,6 +32,9 @@ __all__ = ["REDIS_ERRORS", "Cluster", "ClusterHost", "PresenceView"]
 
 log = logging.getLogger("wsserver.cluster")
 
+SUBSCRIBE_WAIT = 2.0
+"""Seconds a starting node waits for its subscription to the bus before serving."""
+
 
 class ClusterHost(Protocol):
     """What the cluster uses of its server."""
@@ -91,7 +94,11 @@ class Cluster:
         # cancels the tasks first, so the subscription unsubscribes cleanly.
         async with self.link.client, trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
-            await nursery.start(self.bus.subscriber)
+            nursery.start_soon(self.bus.subscriber)
+            # subscribed before serving, unless Redis does not answer (coredis keeps
+            # trying in the background: the node serves its own clients meanwhile)
+            with trio.move_on_after(SUBSCRIBE_WAIT):
+                await self.bus.subscribed.wait()
             nursery.start_soon(self.bus.watch)
             nursery.start_soon(self.bus.publisher)
             nursery.start_soon(self.presence.run)

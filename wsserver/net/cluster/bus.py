@@ -88,7 +88,7 @@ class Bus:
         self.received = 0
         self._own_seen = 0.0
         self._scope: trio.CancelScope | None = None
-        self._started = False
+        self.subscribed = trio.Event()
 
     def outlet(self, route: Route, frame: Frame) -> bool:
         """The hub's hand-over (`core.cluster_broker.BusOutlet`): never blocks."""
@@ -134,21 +134,18 @@ class Bus:
 
     # -- subscriber --------------------------------------------------------------
 
-    async def subscriber(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def subscriber(self) -> None:
         """Receive the channel's messages forever, subscribing again whenever the
-        subscription fails or goes quiet (`watch`)."""
-        status: trio.TaskStatus[None] | None = task_status
+        subscription fails or goes quiet (`watch`). `subscribed` is set once the
+        first subscription is up."""
         while True:
             self._own_seen = trio.current_time()
             with trio.CancelScope() as scope:
                 self._scope = scope
                 try:
-                    await self._subscription(status)
+                    await self._subscription()
                 except REDIS_ERRORS as exc:
                     self.link.mark_down(exc)
-            if status is not None and not self._started:  # (the first attempt failed)
-                status.started()
-            status = None
             await trio.sleep(min(1.0, self.heartbeat()))
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -162,12 +159,10 @@ class Bus:
                 self._own_seen = trio.current_time()
                 self._scope.cancel()
 
-    async def _subscription(self, status: trio.TaskStatus[None] | None) -> None:
+    async def _subscription(self) -> None:
         client = self.link.client
         async with client.pubsub(channels=[self.channel]) as sub:
-            if status is not None:
-                self._started = True
-                status.started()
+            self.subscribed.set()
             me = self.node()
             async for message in sub:
                 if message["type"] != "message":
