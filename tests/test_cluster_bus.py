@@ -5,6 +5,7 @@ publish."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import coredis
 import trio
 
 from tests.cluster_clients import client, nodes
+from tests.conftest import ws_connect
+from tests.hubprocess import CODE
 from tests.redis_server import RedisServer
 from wsserver.net.cluster.bus import decode
 
@@ -101,3 +104,31 @@ async def test_one_api_publish_is_one_redis_message(tmp_path: Path, redis_server
                             if route[0] != "hb":
                                 publishes.append(frame)
                 assert len(publishes) == 5
+
+
+async def test_crm_announcements_reach_the_group_s_dashboards_on_other_nodes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with nodes(tmp_path, redis_server, 2, heartbeat=0.5, node_ttl=5) as (a, b):
+        async with (
+            client(b, "boss", group_id=7, role="admin") as admin,
+            client(b, "clerk", group_id=7) as member,
+            client(b, "stranger", group_id=8) as stranger,
+            ws_connect(f"{a.url}?activation_code={CODE}") as desk,
+        ):
+            with trio.fail_after(5):
+                assert json.loads(await desk.get_message())["type"] == "auth_success"
+            for dash in (admin, member):
+                await dash.next("group_stats_update")  # its greeting, from its own node
+            accounts = [{"line_account_id": "a1", "online_status": "online"}]
+            await desk.send_message(json.dumps({"type": "sync_line_accounts", "data": accounts}))
+            shown = [(await dash.next("group_stats_update"))["data"]["activation_code"] for dash in (admin, member)]
+            assert shown[0] == CODE and shown[1] != CODE  # in clear for the admin only
+            change = {"line_account_id": "a1", "online_status": "offline"}
+            await desk.send_message(json.dumps({"type": "account_status_change", "data": change}))
+            for dash in (admin, member):
+                got = await dash.next("account_status_change")
+                assert got["data"]["line_account_id"] == "a1" and got["data"]["online_status"] == "offline"
+            status, _ = await a.api("POST", "/api/publish", {"group_id": 8, "type": "end", "data": {}})
+            assert status == 200
+            assert (await stranger.receive())["type"] == "end"  # group 8 heard nothing of group 7

@@ -136,3 +136,16 @@ def test_a_hub_without_a_cluster_has_the_local_broker_and_presence() -> None:
     hub = Hub(load_config(None, env={}), clock=lambda: NOW)
     assert hub.cluster is None and Deliver not in hub.commands
     assert type(hub.presence).__name__ == "LocalPresence"
+
+
+def test_a_named_selection_is_handed_over_and_each_node_picks_its_own() -> None:
+    hub, out = cluster_hub()
+    _, dash = connect(hub, user("boss", group_id=7, role="admin"))
+    out.bus.clear()
+    frame = '{"type":"account_status_change","data":{},"timestamp":1}'
+    assert hub.broker.to_selection("crm.dashboards", "7", frame) == 1
+    assert out.bus == [(("s", "crm.dashboards", "7"), frame)]
+    assert hub.execute(Deliver(("s", "crm.dashboards.admins", "7"), frame)) == 1
+    assert hub.execute(Deliver(("s", "crm.dashboards.members", "7"), frame)) == 0
+    assert hub.execute(Deliver(("s", "no.such.selection", "7"), frame)) == 0
+    assert len(dash.of_type("account_status_change")) == 2

@@ -20,7 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from wsserver.core.commands import Target
@@ -31,7 +31,7 @@ from wsserver.core.session import RoomKey, Session
 from wsserver.errors import ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, encode_error, id_key
 
-__all__ = ["FANOUT_SOON", "Broker", "LocalBroker"]
+__all__ = ["FANOUT_SOON", "Broker", "LocalBroker", "Selection"]
 
 FANOUT_SOON = 32
 """A fan-out to at least this many sessions asks its outlets to deliver "soon":
@@ -41,6 +41,8 @@ one write. Smaller deliveries (a user's own tabs, a direct message) go out at
 once."""
 
 Frame = str | bytes
+Selection = Callable[[str], Iterable[Session]]
+"""Picks a component's audience for a key (a group's), on whichever node asks."""
 
 
 class Broker(Protocol):
@@ -79,14 +81,29 @@ class Broker(Protocol):
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""
 
+    shares: bool
+    """True when deliveries also reach other nodes (a cluster): a component
+    then announces even without connections of its own to announce to."""
+
+    def select(self, name: str, sessions: Selection) -> None:
+        """Register a named selection of sessions (`to_selection`)."""
+
+    def to_selection(self, name: str, key: str, frame: Frame) -> int:
+        """One frame to the sessions the selection `name` picks for `key` (a
+        component's own audience, e.g. a group's CRM dashboards); in a cluster
+        each node picks its own."""
+
 
 class LocalBroker:
     """Delivers to this process's connections."""
+
+    shares = False
 
     def __init__(self, presence: LocalPresence, env: Env) -> None:
         self.presence = presence
         self.env = env
         self.messages_out = 0
+        self.selections: dict[str, Selection] = {}
         # the indexes the per-message paths read (never replaced, only changed)
         self._by_key = presence.by_key
         self._rooms = presence.rooms
@@ -146,6 +163,14 @@ class LocalBroker:
     def signal_principal(self, key: Key, frame: Frame) -> int:
         """An ephemeral frame (typing) to the connections of a user principal."""
         return self.to_principal(key, frame)
+
+    def select(self, name: str, sessions: Selection) -> None:
+        """Register a named selection of sessions (`to_selection`)."""
+        self.selections[name] = sessions
+
+    def to_selection(self, name: str, key: str, frame: Frame) -> int:
+        """One frame to the sessions the selection `name` picks for `key`."""
+        return self.fan_out(self.selections[name](key), frame)
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""

@@ -1,8 +1,9 @@
 """The cluster's broker: local delivery first, then one hand-over to the bus.
 
 `ClusterBroker` is a `LocalBroker` whose ephemeral deliveries to targets
-(a publish's `Target`, a user id, a room, a principal's typing signal) also
-go to the other nodes: it hands `(route, frame)` to a non-blocking `outlet`
+(a publish's `Target`, a user id, a room, a principal's typing signal, a
+component's named selection such as a group's CRM dashboards) also go to the
+other nodes: it hands `(route, frame)` to a non-blocking `outlet`
 (the network layer's bounded channel, drained by the bus task, which
 publishes one Redis message per hand-over). Another node's bus gives the
 pair back through the `Deliver` command, and `deliver_here` runs the local
@@ -45,6 +46,7 @@ __all__ = [
     "ROUTE_KICK",
     "ROUTE_PRINCIPAL",
     "ROUTE_ROOM",
+    "ROUTE_SELECTION",
     "ROUTE_TARGET",
     "ROUTE_USER",
     "BusOutlet",
@@ -74,6 +76,7 @@ ROUTE_TARGET = "t"  # (t, user_ids, group_id, room, everyone, user_type): a publ
 ROUTE_USER = "u"  # (u, user_id, user_type, group_id): a user id's connections
 ROUTE_ROOM = "r"  # (r, group_key, room): a room's members
 ROUTE_PRINCIPAL = "p"  # (p, key): a user principal's connections (typing)
+ROUTE_SELECTION = "s"  # (s, name, key): a component's named selection (`Broker.select`)
 ROUTE_KICK = "k"  # (k, user_id, device_id, conn_id, reason, user_type, group_id): the hub's Kick
 ROUTE_CLOSE = "c"  # (c, node, conn_id, close code, catalogue key): one node closes one connection
 
@@ -81,6 +84,8 @@ ROUTE_CLOSE = "c"  # (c, node, conn_id, close code, catalogue key): one node clo
 class ClusterBroker(LocalBroker):
     """Delivers to this node's connections and hands ephemeral target
     deliveries to the other nodes (see the module docstring)."""
+
+    shares = True
 
     def __init__(self, presence: LocalPresence, env: Env, outlet: BusOutlet) -> None:
         super().__init__(presence, env)
@@ -117,6 +122,11 @@ class ClusterBroker(LocalBroker):
         self.share((ROUTE_PRINCIPAL, key), frame)
         return super().to_principal(key, frame)
 
+    def to_selection(self, name: str, key: str, frame: Frame) -> int:
+        """One frame to a named selection on every node (each picks its own)."""
+        self.share((ROUTE_SELECTION, name, key), frame)
+        return super().to_selection(name, key, frame)
+
     def deliver_here(self, route: Route, frame: Frame) -> int:
         """Another node's hand-over: this node's connections only (never shared
         again). An unknown route is ignored (a newer node's): 0."""
@@ -131,4 +141,6 @@ class ClusterBroker(LocalBroker):
             return super().to_user(route[1], route[2], route[3], frame)
         if kind == ROUTE_PRINCIPAL:
             return super().to_principal(route[1], frame)
+        if kind == ROUTE_SELECTION and route[1] in self.selections:
+            return super().to_selection(route[1], route[2], frame)
         return 0

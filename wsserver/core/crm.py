@@ -61,6 +61,11 @@ def mask_code(code: str | None) -> str | None:
     return code[:shown] + "*" * (len(code) - shown)
 
 
+DASHBOARDS = "crm.dashboards"
+"""The broker's selection of a group's dashboards (`Crm.dashboards`)."""
+ADMIN_DASHBOARDS = "crm.dashboards.admins"
+MEMBER_DASHBOARDS = "crm.dashboards.members"
+
 class Crm:
     """The seed-000 message handlers and the dashboards' pushes."""
 
@@ -91,6 +96,10 @@ class Crm:
             "follow_up_sync": self._follow_up_sync,
             "account_status_change": self._status_change,
         }
+        # the dashboards' announcements reach every node's (`Broker.select`)
+        broker.select(DASHBOARDS, self.dashboards)
+        broker.select(ADMIN_DASHBOARDS, lambda key: [s for s in self.dashboards(key) if self._administers(s)])
+        broker.select(MEMBER_DASHBOARDS, lambda key: [s for s in self.dashboards(key) if not self._administers(s)])
 
     # -- time ------------------------------------------------------------------
 
@@ -154,11 +163,28 @@ class Crm:
             identity.role is not None and identity.role in self.env.config.crm.dashboard_roles
         )
 
+    def _administers(self, session: Session) -> bool:
+        assert session.identity is not None
+        return self.administers(session.identity)
+
+    def announce_group_stats(self, key: str, code: str | None = None) -> None:
+        """(After a change.) `group_stats_update` to the group's dashboards on
+        every node, encoded once per form (`push_group_stats`)."""
+        if not self.broker.shares:
+            self.push_group_stats(key, code)
+            return
+        now = self.env.now_ms()
+        code = self._group_code(key, code)
+        stats = self.group_stats(key, now)
+        for name, shown in ((ADMIN_DASHBOARDS, code), (MEMBER_DASHBOARDS, mask_code(code))):
+            data = {"activation_code": shown, **stats, "timestamp": now}
+            self.broker.to_selection(name, key, encode("group_stats_update", data, now))
+
     def push_group_stats(self, key: str, code: str | None = None, dashboards: list[Session] | None = None) -> None:
-        """Send `group_stats_update` to `dashboards` (every dashboard of the group by
-        default), encoded once per form: the activation code in clear for those who
-        administer the group, masked for the others. `code` is the desktop client's
-        that caused the update, else the group's first code."""
+        """Send `group_stats_update` to `dashboards` (this node's dashboards of the
+        group by default), encoded once per form: the activation code in clear for
+        those who administer the group, masked for the others. `code` is the
+        desktop client's that caused the update, else the group's first code."""
         if dashboards is None:
             dashboards = self.dashboards(key)
         if not dashboards:
@@ -230,7 +256,7 @@ class Crm:
         stored = [{k: v for k, v in known[a["line_account_id"]].items() if k != "synced_by"} for a in accounts]
         reply = {"success": True, "created_count": created, "updated_count": len(accounts) - created, "accounts": stored}
         self._after_commit_reply(session, msg, "sync_result", reply)
-        self.commit.after_commit(lambda: self.push_group_stats(key, code))
+        self.commit.after_commit(lambda: self.announce_group_stats(key, code))
 
     def _incoming(self, session: Session, msg: Inbound) -> None:
         key, code = self._desktop(session)
@@ -244,12 +270,11 @@ class Crm:
         self._after_commit_reply(session, msg, "incoming_received", reply)
 
         def announce() -> None:
-            dashboards = self.dashboards(key)
-            if dashboards:
+            if self.broker.shares or self.dashboards(key):
                 t = self.env.now_ms()
                 stats = encode("account_stats_update", {**self.account_stats(key, acct, t), "timestamp": t}, t)
-                self.broker.fan_out(dashboards, stats)
-                self.push_group_stats(key, code, dashboards)
+                self.broker.to_selection(DASHBOARDS, key, stats)
+                self.announce_group_stats(key, code)
 
         self.commit.after_commit(announce)
 
@@ -288,13 +313,12 @@ class Crm:
         group_id = self.group_id(key)  # as it came (int or string)
 
         def announce() -> None:
-            dashboards = self.dashboards(key)
-            if not dashboards:
+            if not self.broker.shares and not self.dashboards(key):
                 return
             for acct in accounts:
                 change = {"line_account_id": acct, "online_status": status, "group_id": group_id, "timestamp": now}
-                self.broker.fan_out(dashboards, encode("account_status_change", change, now))
-            self.push_group_stats(key, code, dashboards)
+                self.broker.to_selection(DASHBOARDS, key, encode("account_status_change", change, now))
+            self.announce_group_stats(key, code)
 
         self.commit.after_commit(announce)
 
