@@ -24,6 +24,12 @@ door in: `execute(command)`, one table from command class
 actor (`wsserver.net.actor`), owns a `Hub` and calls `execute`; nothing else
 holds it, so there are no locks.
 
+In cluster mode (`cluster`: the hand-overs to the network layer) the
+presence and broker are the cluster's (`core.cluster_presence`,
+`core.cluster_broker`), and the hub also runs the other nodes' deliveries,
+kicks and closes (`Deliver`, `CloseConnection`) and a dead node's
+`user_offline` events (`NodeGone`).
+
 A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
 `deliver()` must not block (the trio shell puts them into a bounded queue and
 closes a connection that cannot keep up with 4008).
@@ -49,7 +55,8 @@ import attrs
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
 from wsserver.core.broker import Broker, LocalBroker
-from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker, ClusterOutlets
+from wsserver.core.cluster_broker import ClusterBroker, ClusterOutlets
+from wsserver.core.cluster_commands import ClusterCommands
 from wsserver.core.cluster_presence import ClusterPresence
 from wsserver.core.commands import (
     AddHandler,
@@ -57,10 +64,8 @@ from wsserver.core.commands import (
     AfterCommit,
     Authenticate,
     CloseAll,
-    CloseConnection,
     Command,
     DeleteCode,
-    Deliver,
     Devices,
     Forget,
     GroupAccounts,
@@ -70,7 +75,6 @@ from wsserver.core.commands import (
     ListCodes,
     Midnight,
     NextMidnight,
-    NodeGone,
     OnlineCount,
     Publish,
     PutCode,
@@ -201,10 +205,7 @@ class Hub:
             **webhooks.commands,
         }
         if self.cluster is not None:
-            self.commands[Deliver] = self._deliver
-            self.commands[Kick] = self._kick_everywhere
-            self.commands[CloseConnection] = lambda cmd: self.close_connection(cmd.conn_id, cmd.code, cmd.reason)
-            self.commands[NodeGone] = lambda cmd: webhooks.node_gone(cmd.entries)
+            self.commands.update(ClusterCommands(self.cluster, local, env, admin, webhooks, self.close).commands)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
@@ -243,37 +244,6 @@ class Hub:
         if cmd.on_switch is not None:
             cmd.on_switch()
         return self.reconfigure(cmd.config)
-
-    # -- cluster mode -------------------------------------------------------------
-
-    def _deliver(self, cmd: Deliver) -> int:
-        """Another node's hand-over: a delivery to this node's connections, a
-        kick, or a close of one of them."""
-        route = cmd.route
-        assert self.cluster is not None
-        if route[0] == ROUTE_CLOSE:
-            _, node, conn_id, code, reason = route
-            return int(node == self.env.node and self.close_connection(conn_id, code, reason))
-        if route[0] == ROUTE_KICK:
-            return self.admin.kick(Kick(*route[1:]))
-        return self.cluster.deliver_here(route, cmd.frame)
-
-    def _kick_everywhere(self, cmd: Kick) -> int:
-        """A kick on this node's connections, and handed to the others (each
-        kicks its own); answers this node's count."""
-        assert self.cluster is not None
-        route = (ROUTE_KICK, cmd.user_id, cmd.device_id, cmd.conn_id, cmd.reason, cmd.user_type, cmd.group_id)
-        self.cluster.share(route, "")
-        return self.admin.kick(cmd)
-
-    def close_connection(self, conn_id: str, code: int, reason: str) -> bool:
-        """Close one connection with `code` and forget it; False when unknown."""
-        session = self.presence.sessions.get(conn_id)
-        if session is None:
-            return False
-        session.outlet.close(code, reason)
-        self.close(conn_id)
-        return True
 
     def _add_handler(self, cmd: AddHandler) -> None:
         if cmd.type in self.handlers:
