@@ -99,3 +99,34 @@ burst = 10000
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> int:
+        """A graceful stop (SIGTERM), waited for; the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    async def api(self, method: str, target: str, body: Any = None) -> tuple[int, Any]:
+        """One request to the HTTP API with its key: (status, the reply's JSON)."""
+        import json
+
+        from tests.conftest import http_request
+
+        headers = [("X-API-Key", API_KEY)]
+        raw = b""
+        if body is not None:
+            headers.append(("Content-Type", "application/json"))
+            raw = json.dumps(body).encode()
+        status, _, reply = await http_request(self.address, method, target, headers=headers, body=raw)
+        return status, json.loads(reply) if reply else None
+
+
+def cluster_env(redis_url: str, name: str, heartbeat: float = 3, node_ttl: float = 15) -> dict[str, str]:
+    """The environment of a node of the cluster at `redis_url`."""
+    return {
+        "WSSERVER_CLUSTER_REDIS_URL": redis_url,
+        "WSSERVER_CLUSTER_NODE_NAME": name,
+        "WSSERVER_CLUSTER_HEARTBEAT": str(heartbeat),
+        "WSSERVER_CLUSTER_NODE_TTL": str(node_ttl),
+    }

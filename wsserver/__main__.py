@@ -62,13 +62,64 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args, overrides)
     if config is None:
         return 2
+    if args.workers:
+        return _serve_workers(args, config)
+    if args.worker:  # one of `--workers N`: its own directory, the shared port
+        from wsserver.ops.workers import worker_dir
+
+        overrides["storage.dir"] = worker_dir(config.storage.dir, args.worker)
+        config = _load(args, overrides)
+        if config is None:
+            return 2
     from wsserver.embed import install_http_api
-    from wsserver.net.server import run_server
+    from wsserver.net.server import Server, run_server
+
+    def setup(server: Server) -> None:
+        install_http_api(server)
+        server.reuse_port = bool(args.worker)
 
     # The path and the flags are kept so that SIGHUP can read the file again.
-    return int(
-        run_server(config, config_path=_config_path(args), overrides=overrides, setup=install_http_api)
-    )
+    return int(run_server(config, config_path=_config_path(args), overrides=overrides, setup=setup))
+
+
+def _serve_workers(args: argparse.Namespace, config: Config) -> int:
+    """`serve --workers N`: the parent of N workers (`wsserver.ops.workers`)."""
+    if args.workers < 1 or args.worker:
+        print("--workers: must be at least 1", file=sys.stderr)
+        return 2
+    if not config.cluster.redis_url:
+        print("--workers needs cluster.redis_url: the workers are nodes of one cluster", file=sys.stderr)
+        return 2
+    from wsserver.ops.workers import can_reuse_port
+
+    if not can_reuse_port():
+        print("--workers needs SO_REUSEPORT, which this platform lacks", file=sys.stderr)
+        return 2
+    if config.server.port == 0:
+        print("--workers needs a fixed server.port (0 would give each worker its own)", file=sys.stderr)
+        return 2
+    from wsserver.ops.logging import setup_logging
+    from wsserver.ops.workers import run_workers
+
+    setup_logging(config.log.level, config.log.format)
+    argv = list(args.argv)
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    return run_workers(_without_workers(argv), args.workers)
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    """`argv` without `--workers N` / `--workers=N`."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -194,6 +245,15 @@ def _parser() -> argparse.ArgumentParser:
         help="listen port, 0 = any free one (overrides server.port)",
     )
     serve.add_argument("--data-dir", metavar="D", help="state directory (overrides storage.dir)")
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        default=0,
+        help="run N processes on one port (SO_REUSEPORT), each a node of the cluster at "
+        "cluster.redis_url (docs/CLUSTER.md)",
+    )
+    serve.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # (one of them)
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check-config", help="load and validate the config, then exit")
@@ -297,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
+    args.argv = args_list  # (`serve --workers` starts its workers with the same arguments)
     status: int = args.run(args)
     return status
 

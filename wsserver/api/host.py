@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from wsserver.config import Config
     from wsserver.core.commands import Command
     from wsserver.core.identity import Identity
+    from wsserver.net.http import HttpError
     from wsserver.ops.metrics import Metrics
 
 __all__ = ["ApiHost", "HubDoor", "TokenCheck", "WebhookProbe"]
@@ -48,6 +49,30 @@ class WebhookProbe(Protocol):
         """POST `event` to `webhooks.url` now: `{id, status, ok, error, elapsed_ms}`."""
 
 
+class ClusterView(Protocol):
+    """In cluster mode, the other nodes' connections counted into the API's
+    answers (`net.cluster.presence.PresenceView`); each raises a 503
+    `HttpError` while Redis does not answer."""
+
+    async def online(self, user_id: Any, user_type: Any, group_id: Any) -> int:
+        """A user's connections on the other nodes."""
+
+    async def devices(self, user_id: Any, user_type: Any, group_id: Any) -> list[dict[str, Any]]:
+        """A user's connections on the other nodes, as `Devices` shows them."""
+
+    async def rooms(self, local: list[dict[str, Any]], group_id: Any) -> list[dict[str, Any]]:
+        """This node's `RoomList` answer with the other nodes' rooms counted in."""
+
+    async def room_members(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's `RoomMembers` answer with the other nodes' members in."""
+
+    async def stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's `Stats` with the other nodes' connections counted in."""
+
+    async def websocket_stats(self, local: dict[str, Any]) -> dict[str, Any]:
+        """This node's `WebsocketStats` with the other nodes' connections counted in."""
+
+
 class ApiHost(Protocol):
     """The server the API runs in (`net.server.Server`). `config` and
     `verifier` are read at each request: a reload swaps them."""
@@ -71,6 +96,18 @@ class ApiHost(Protocol):
     @property
     def node_name(self) -> str:
         """This node's readable name (`/api/nodes`)."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every live node (`/api/nodes`); raises a 503 `HttpError` when the
+        cluster's Redis does not answer."""
+
+    @property
+    def cluster_view(self) -> ClusterView | None:
+        """In cluster mode, the other nodes' connections; else None."""
+
+    def cluster_unavailable(self) -> HttpError | None:
+        """In cluster mode while Redis does not answer: the 503 to raise for a
+        request that needs it (a publish); else None."""
 
     @property
     def webhooks(self) -> WebhookProbe:

@@ -289,9 +289,17 @@ class Api:
             await until_durable(self.actor)
         return result
 
+    def _need_cluster(self) -> None:
+        """A publish needs the cluster's Redis in cluster mode: 503 while it does
+        not answer (the other nodes would miss it)."""
+        unavailable = self.server.cluster_unavailable()
+        if unavailable is not None:
+            raise unavailable
+
     async def _push_user(self, to: Any, mtype: str, data: Any) -> HttpResponse:
         """Push one of seed 001's messages to the user a body names (`to`: its
         `user_id`, `group_id`, `user_type`)."""
+        self._need_cluster()
         target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
         result = await self._publish(Publish(mtype, data, target, persist=to.persist))
         return json_reply(
@@ -334,11 +342,14 @@ class Api:
         return await self._push_user(body, *pushes.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(WebsocketStats()), self._seed_text("seed001_fetched"))
+        stats = await self.actor.call(WebsocketStats())
+        view = self.server.cluster_view
+        stats = stats if view is None else await view.websocket_stats(stats)
+        return json_reply(stats, self._seed_text("seed001_fetched"))
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.actor.call(OnlineCount(user_id))
+        n = await self._online(user_id)
         return json_reply({"user_id": user_id, "is_online": n > 0}, self._seed_text("seed001_checked"))
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
@@ -368,6 +379,7 @@ class Api:
 
     async def publish(self, req: HttpRequest) -> HttpResponse:
         publish = parse_publish(bodies.read(req, dict[str, Any], self.max_depth))
+        self._need_cluster()
         result = await self._publish(publish)
         return json_reply({"delivered": result.delivered, "queued": result.queued})
 
@@ -384,20 +396,18 @@ class Api:
         return json_reply(sent.reply)
 
     async def stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(Stats()))
+        stats = await self.actor.call(Stats())
+        view = self.server.cluster_view
+        return json_reply(stats if view is None else await view.stats(stats))
 
     async def nodes(self, req: HttpRequest) -> HttpResponse:
-        stats = await self.actor.call(Stats())
-        node = {
-            "node_id": stats["node_id"],
-            "name": self.server.node_name,
-            "version": stats["version"],
-            "connections": stats["connections"]["total"],
-            "users": stats["users"],
-            "uptime": stats["uptime"],
-            "last_seen": int(time.time() * 1000),  # this node answers: it is seen now
-        }
-        return json_reply({"nodes": [node]})
+        return json_reply({"nodes": await self.server.nodes()})
+
+    async def _online(self, user_id: Any, user_type: Any = None, group_id: Any = None) -> int:
+        """A user's connections on every node."""
+        n = await self.actor.call(OnlineCount(user_id, user_type, group_id))
+        view = self.server.cluster_view
+        return n if view is None else n + await view.online(user_id, user_type, group_id)
 
     def _filters(self, req: HttpRequest) -> tuple[Any, Any]:
         query = req.head.query
@@ -406,13 +416,17 @@ class Api:
     async def user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
         filters = self._filters(req)
-        n = await self.actor.call(OnlineCount(user_id, *filters))
+        n = await self._online(user_id, *filters)
         waiting = await self.actor.call(MailboxSize(user_id, *filters))
         return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n, "mailbox": waiting})
 
     async def user_connections(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
         devices = await self.actor.call(Devices(user_id, *self._filters(req)))
+        view = self.server.cluster_view
+        if view is not None:  # the other nodes' connections too, oldest first
+            devices = sorted([*devices, *await view.devices(user_id, *self._filters(req))],
+                             key=lambda d: d["connected_at"])  # fmt: skip
         return json_reply({"user_id": user_id, "connections": devices})
 
     async def kick(self, req: HttpRequest) -> HttpResponse:
@@ -425,7 +439,15 @@ class Api:
             user_type=body.user_type,
             group_id=body.group_id,
         )
-        return json_reply({"kicked": await self.actor.call(kick)})
+        remote = 0
+        view = self.server.cluster_view
+        if view is not None:  # every node kicks its own; counted here before they do
+            remote = sum(
+                1
+                for d in await view.devices(kick.user_id, kick.user_type, kick.group_id)
+                if kick.device_id in (None, d["device_id"]) and kick.conn_id in (None, d["conn_id"])
+            )
+        return json_reply({"kicked": await self.actor.call(kick) + remote})
 
     async def user_tasks(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
@@ -435,12 +457,19 @@ class Api:
     async def rooms(self, req: HttpRequest) -> HttpResponse:
         group_id = req.head.query.get("group_id") or None
         rooms = await self.actor.call(RoomList(group_id))
+        view = self.server.cluster_view
+        if view is not None:
+            rooms = await view.rooms(rooms, group_id)
         return json_reply({"rooms": rooms})
 
     async def room_members(self, req: HttpRequest) -> HttpResponse:
         room = req.params["room"]
         group_id = req.head.query.get("group_id") or None
-        return json_reply(await self.actor.call(RoomMembers(room, group_id)))
+        members = await self.actor.call(RoomMembers(room, group_id))
+        view = self.server.cluster_view
+        if view is not None:
+            members = await view.room_members(members)
+        return json_reply(members)
 
     # -- CRM ------------------------------------------------------------------------
 

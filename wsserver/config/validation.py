@@ -209,3 +209,14 @@ def validate_config(cfg: Config) -> None:
             "cluster.redis_url",
             "must be empty (single node) or a redis://, rediss:// or unix:// URL",
         )
+    cluster = cfg.cluster
+    require(
+        cluster.heartbeat < cluster.node_ttl,
+        "cluster.heartbeat",
+        f"must be less than cluster.node_ttl ({cluster.node_ttl:g}), got {cluster.heartbeat:g}",
+    )
+    require(
+        cluster.prefix != "" and not any(c.isspace() for c in cluster.prefix),
+        "cluster.prefix",
+        "must be non-empty, without spaces (every Redis key and channel starts with it)",
+    )

@@ -86,6 +86,11 @@ class HubAdmin:
     def publish(self, p: Publish) -> PublishResult:
         """Deliver `p` to its target's connections; with `persist`, queue it for
         targeted users none of whose connections took it.
+
+        In a cluster a `persist` publish goes to this node's connections at once
+        and nowhere else directly: a user with none here gets it as a kept push
+        through the shared log, on whichever node they are connected to (then
+        marked delivered), so no user hears it twice.
         """
         broker = self.broker
         target = p.target
@@ -99,7 +104,7 @@ class HubAdmin:
             if id_key(uid) in done:
                 continue
             done.add(id_key(uid))
-            took = broker.to_user(uid, target.user_type, target.group_id, frame)
+            took = broker.to_user_here(uid, target.user_type, target.group_id, frame)
             delivered += took
             if took == 0 and self.direct.persist_push(
                 target.group_id, target.user_type, uid, p.type, p.data

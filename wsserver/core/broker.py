@@ -5,7 +5,9 @@ its own request), a list of sessions, a user principal in a group, a user id,
 a room, or a publish's `Target` (users, a group, a room, everyone).
 `LocalBroker` delivers to this process's connections, found through
 `LocalPresence` (whose indexes it reads directly on the per-message paths);
-a cluster's broker also hands the frame to the other nodes.
+a cluster's broker (`core.cluster_broker`) also hands the ephemeral
+deliveries to the other nodes; `LocalBroker`'s own methods are the local-only
+delivery every node runs for what another node or the shared log hands it.
 
 Invariants:
 
@@ -66,15 +68,31 @@ class Broker(Protocol):
     def to_user(self, user_id: Any, user_type: Any, group_id: Any, frame: Frame) -> int:
         """One frame to a user id's connections, narrowed by type and group when given."""
 
+    def to_user_here(self, user_id: Any, user_type: Any, group_id: Any, frame: Frame) -> int:
+        """`to_user`, this node's connections only (in a cluster the others hear of
+        it otherwise: a kept push through the shared log)."""
+
     def to_room(self, key: RoomKey, frame: Frame, skip: Session | None = None) -> int:
         """One frame to a room's members (but `skip`)."""
+
+    def signal_principal(self, key: Key, frame: Frame) -> int:
+        """An ephemeral frame (typing) to the connections of a user principal in
+        a group: in a cluster on every node, unlike `to_principal`, which the
+        durable frames use (their log delivers them on each node)."""
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""
 
+    shares: bool
+    """True when deliveries also reach other nodes (a cluster): a component
+    then announces even without connections of its own to announce to."""
+
+
 
 class LocalBroker:
     """Delivers to this process's connections."""
+
+    shares = False
 
     def __init__(self, presence: LocalPresence, env: Env) -> None:
         self.presence = presence
@@ -131,10 +149,18 @@ class LocalBroker:
         """One frame to a user id's connections, narrowed by type and group when given."""
         return self.fan_out(self.presence.user_sessions(user_id, user_type, group_id), frame)
 
+    def to_user_here(self, user_id: Any, user_type: Any, group_id: Any, frame: Frame) -> int:
+        """`to_user` (one process is every node)."""
+        return self.fan_out(self.presence.user_sessions(user_id, user_type, group_id), frame)
+
     def to_room(self, key: RoomKey, frame: Frame, skip: Session | None = None) -> int:
         """One frame to a room's members (but `skip`)."""
         members = self._rooms.get(key)
         return self.fan_out(members.values(), frame, skip) if members else 0
+
+    def signal_principal(self, key: Key, frame: Frame) -> int:
+        """An ephemeral frame (typing) to the connections of a user principal."""
+        return self.to_principal(key, frame)
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""

@@ -373,7 +373,7 @@ class DirectMessaging:
             },
             self.env.now_ms(),
         )
-        self.broker.to_principal(to, frame)
+        self.broker.signal_principal(to, frame)
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]

@@ -25,6 +25,12 @@ door in: `execute(command)`, one table from command class
 actor (`wsserver.net.actor`), owns a `Hub` and calls `execute`; nothing else
 holds it, so there are no locks.
 
+In cluster mode (`cluster`: the hand-overs to the network layer) the
+presence and broker are the cluster's (`core.cluster_presence`,
+`core.cluster_broker`), and the hub also runs the other nodes' deliveries,
+kicks and closes (`Deliver`, `CloseConnection`) and a dead node's
+`user_offline` events (`NodeGone`).
+
 A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
 `deliver()` must not block (the trio shell puts them into a bounded queue and
 closes a connection that cannot keep up with 4008).
@@ -51,6 +57,9 @@ from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
 from wsserver.core.backend_send import send_as
 from wsserver.core.broker import Broker, LocalBroker
+from wsserver.core.cluster_broker import ClusterBroker, ClusterOutlets
+from wsserver.core.cluster_commands import ClusterCommands
+from wsserver.core.cluster_presence import ClusterPresence
 from wsserver.core.commands import (
     AddHandler,
     Admit,
@@ -125,13 +134,17 @@ class Hub:
         config: Config,
         clock: Callable[[], float] = time.time,
         storage: Journal | None = None,
+        cluster: ClusterOutlets | None = None,
     ) -> None:
         self.env = env = Env(config, clock)
         self.commit = commit = CommitLog(storage)
-        local = LocalPresence()
+        # in a cluster (`cluster`: the hand-overs to the other nodes) the cluster's
+        # presence and broker: local ones that also tell the others
+        local = LocalPresence() if cluster is None else ClusterPresence(cluster.presence)
         self.presence: Presence = local
         presence = self.presence
-        self.broker: Broker = LocalBroker(local, env)
+        self.cluster = None if cluster is None else ClusterBroker(local, env, cluster.bus)
+        self.broker: Broker = LocalBroker(local, env) if self.cluster is None else self.cluster
         broker = self.broker
         self._sessions = presence.sessions  # (read per message; never replaced)
         self.rooms = Rooms(presence, broker, env)
@@ -228,6 +241,8 @@ class Hub:
             ApplyLog: self._apply_log,
             LogRefused: lambda cmd: commit.log_failed(cmd.tokens),
         }
+        if self.cluster is not None:
+            self.commands.update(ClusterCommands(self.cluster, local, env, admin, webhooks, self.close).commands)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------

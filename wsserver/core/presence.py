@@ -5,7 +5,8 @@ by connection id, the principals online and their connections (tabs,
 devices), the authenticated sessions of a group, a user id's principals
 across user types, connections per IP, how many still have to authenticate,
 and which rooms hold which sessions. `LocalPresence` keeps all of it in this
-process; a cluster keeps a shared view behind the same interface.
+process; in a cluster, `core.cluster_presence.ClusterPresence` keeps the same
+and tells each change to the other nodes (through Redis).
 
 Presence records and answers; it decides nothing. The rules (who may connect,
 join, be evicted) are the hub's and its components'.

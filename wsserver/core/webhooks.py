@@ -210,6 +210,20 @@ class Webhooks:
         if not self.presence.of_principal(ident.principal):
             self._emit("user_offline", _lane(ident.principal), _presence_data(session))
 
+    def node_gone(self, entries: tuple[dict[str, Any], ...]) -> None:
+        """(Cluster mode, on the one node that cleaned up after a dead one.) The
+        dead node's principals without a connection elsewhere
+        (`core.cluster_presence` entries, one each): `user_offline`
+        (`reason: "node_gone"`) for those without one here either."""
+        if "user_offline" not in self.enabled:
+            return
+        for e in entries:
+            principal = tuple(e["principal"])
+            if e.get("device") or self.presence.of_principal(principal):
+                continue
+            data = {k: e.get(k) for k in _PRESENCE_FIELDS}
+            self._emit("user_offline", _lane(principal), {**data, "reason": "node_gone"})
+
     def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
         """Record one event (dropping the oldest when the queue is full) and have a
         waiting sender woken once it is durable."""
@@ -426,6 +440,13 @@ class Webhooks:
 
 def _lane(principal: tuple[str, ...]) -> str:
     return lane_of(principal[1], principal[2])
+
+
+_PRESENCE_FIELDS = (
+    "user_id", "user_type", "group_id", "username", "conn_id", "device_id", "device_info", "ip", "user_agent",
+    "connected_at",
+)  # fmt: skip
+"""The keys of `_presence_data`."""
 
 
 def _presence_data(session: Session) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from wsserver.core.hub import Hub, Journal
 
 if TYPE_CHECKING:
     from wsserver.config import Config
+    from wsserver.core.cluster_broker import ClusterOutlets
 
 __all__ = ["INBOX_SIZE", "HubActor"]
 
@@ -79,8 +80,9 @@ class HubActor:
         storage: Journal | None = None,
         clock: Callable[[], float] = time.time,
         after_batch: Callable[[], None] | None = None,
+        cluster: ClusterOutlets | None = None,
     ) -> None:
-        self._hub = Hub(config, clock=clock, storage=storage)
+        self._hub = Hub(config, clock=clock, storage=storage, cluster=cluster)
         self._after_batch = after_batch
         self._running = False
         self._send, self._receive = trio.open_memory_channel[tuple[Command[Any], _Reply | None]](INBOX_SIZE)

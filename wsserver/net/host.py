@@ -54,6 +54,10 @@ class ListenerHost(Protocol):
     @property
     def config(self) -> Config: ...
     @property
+    def reuse_port(self) -> bool:
+        """Listen with SO_REUSEPORT (one of `serve --workers`)."""
+
+    @property
     def metrics(self) -> Metrics: ...
     @property
     def router(self) -> Router:

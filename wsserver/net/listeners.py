@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +85,28 @@ def _peer_ip(stream: trio.abc.Stream) -> str:
         return "unknown"
 
 
-async def _open(hostport: tuple[str, int]) -> list[trio.SocketListener]:
+async def _open(hostport: tuple[str, int], reuse_port: bool = False) -> list[trio.SocketListener]:
     host, port = hostport
-    return await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
+    # `serve --workers`: every worker listens on the same port, the kernel spreads
+    # the connections (SO_REUSEPORT); trio's helper has no option for it
+    infos = await trio.socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners = []
+    for family, kind, proto, _, address in infos:
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(4096)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 def _ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
@@ -113,10 +133,11 @@ class Listeners:
         `server.api_listen`, the API's; their addresses are then in `addresses`
         and `api_addresses`."""
         cfg = self._server.config
-        main_listeners: list[Any] = await _open((cfg.server.host, cfg.server.port))
+        reuse = self._server.reuse_port
+        main_listeners: list[Any] = await _open((cfg.server.host, cfg.server.port), reuse)
         api_listeners: list[Any] = []
         if cfg.server.api_listen:
-            api_listeners = await _open(parse_host_port(cfg.server.api_listen))
+            api_listeners = await _open(parse_host_port(cfg.server.api_listen), reuse)
         ctx = _ssl_context(cfg.server)
         self.addresses = [tuple(lst.socket.getsockname()[:2]) for lst in main_listeners]
         self.api_addresses = [tuple(lst.socket.getsockname()[:2]) for lst in api_listeners]

@@ -30,7 +30,9 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -60,7 +62,11 @@ from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import error_body, ok_body
 from wsserver.storage.base import StorageError
 from wsserver.storage.journal import FileStorage
+from wsserver.storage.node import node_id
 from wsserver.tokens import TokenVerifier
+
+if TYPE_CHECKING:
+    from wsserver.net.cluster import Cluster, PresenceView
 
 log = logging.getLogger("wsserver.server")
 
@@ -95,7 +101,17 @@ class Server:
             health=self.background,
         )
         self.durability = Durability(self.storage, self.background)
-        self.actor = HubActor(config, storage=self.storage, after_batch=self.durability.after_batch)
+        self.cluster: Cluster | None = None
+        if config.cluster.redis_url:  # cluster mode: only now is anything of Redis imported
+            from wsserver.net.cluster import Cluster
+
+            self.cluster = Cluster(self, self._node_id, self._tell)
+        self.actor = HubActor(
+            config,
+            storage=self.storage,
+            after_batch=self.durability.after_batch,
+            cluster=None if self.cluster is None else self.cluster.outlets,
+        )
         # inbound types get a metrics label only when handled (the hub's types include
         # an embedding host's); a client's own inventions are "unknown"
         self.metrics.count_types_in(LOCAL_TYPES, self.actor.message_types)
@@ -110,6 +126,7 @@ class Server:
             self.api_router = Router()
         self.ready = False
         self.tune_gc = False  # run_server sets it; see ops.process.tune_gc()
+        self.reuse_port = False  # one of `serve --workers` (its setup sets it)
         self._stop = trio.Event()
         self.listeners = Listeners(self, Admission(self))
         self._add_health_routes(self.router)
@@ -171,6 +188,50 @@ class Server:
         """This node's readable name (`/api/nodes`): `cluster.node_name`, else the
         host name and process id."""
         return self.config.cluster.node_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    @functools.cache  # noqa: B019 (one per server, lives as long)
+    def _node_id(self) -> str:
+        return node_id(self.config.storage.dir)
+
+    async def _tell(self, command: Any) -> None:
+        await self.actor.tell(command)
+
+    async def node_info(self) -> dict[str, Any]:
+        """This node's `/api/nodes` entry, `last_seen` now."""
+        stats = await self.actor.call(Stats())
+        return {
+            "node_id": stats["node_id"],
+            "name": self.node_name,
+            "version": stats["version"],
+            "connections": stats["connections"]["total"],
+            "users": stats["users"],
+            "uptime": stats["uptime"],
+            "last_seen": int(time.time() * 1000),  # this node answers: it is seen now
+        }
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every live node (`/api/nodes`): this one, or the cluster's as Redis
+        lists them (`HttpError` 503 while Redis does not answer)."""
+        if self.cluster is None:
+            return [await self.node_info()]
+        try:
+            listed = await self.cluster.listing()
+        except self.cluster.errors:
+            raise HttpError(503, "cluster_unavailable") from None
+        mine = await self.node_info()  # this node's counts as of now, not its last report
+        return [mine if n["node_id"] == mine["node_id"] else n for n in listed]
+
+    @property
+    def cluster_view(self) -> PresenceView | None:
+        """In cluster mode, the other nodes' connections for the API's answers."""
+        return None if self.cluster is None else self.cluster.view
+
+    def cluster_unavailable(self) -> HttpError | None:
+        """In cluster mode while Redis does not answer: the 503 of an API request
+        that needs it (a publish); else None."""
+        if self.cluster is None or self.cluster.up:
+            return None
+        return HttpError(503, "cluster_unavailable")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -250,6 +311,8 @@ class Server:
             else:
                 await self.durability.start(root, self.actor)
             await self.start_core(root)
+            if self.cluster is not None:
+                await self.cluster.start(root)
             if not shared_log:
                 root.start_soon(self.durability.snapshots, self.actor, self._snapshot_interval)
             root.start_soon(midnights, self.actor, self.background)
@@ -266,6 +329,8 @@ class Server:
                 log.info("shutting down")
                 self.ready = False
                 self.listeners.stop_accepting()
+                if self.cluster is not None:
+                    await self.cluster.stop()
                 await self.actor.call(CloseAll(CloseCode.GOING_AWAY, "shutting_down"))
                 handlers.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT + 1
             self.webhooks.stop()  # (events not yet answered stay in the snapshot)

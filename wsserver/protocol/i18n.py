@@ -99,6 +99,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "api_admin_required": ("需要管理员权限", "admin role required"),
     "api_read_only": ("此 API 密钥为只读，不能执行更改操作", "this API key is read-only: it cannot change anything"),
     "not_ready": ("服务尚未就绪", "not ready"),
+    "cluster_unavailable": ("集群不可用：Redis 无响应", "cluster unavailable: Redis does not answer"),
     "background_failing": ("后台任务失败: {tasks}", "failing: {tasks}"),
     "list_or": (" 或 ", " or "),  # joins alternatives, e.g. the JSON types a field may have
     # HTTP requests: framing and limits

@@ -1,0 +1,75 @@
+"""The commands a hub in a cluster runs for the other nodes and for its own
+network layer: another node's delivery, kick or close (`Deliver`), a kick
+that reaches every node (`Kick`), one connection closed (`CloseConnection`),
+a dead node's `user_offline` events (`NodeGone`).
+
+`ClusterCommands.commands` joins the hub's command table in cluster mode
+only (the way `TaskStates` and `Webhooks` contribute theirs); a hub without
+a cluster has none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from wsserver.core.admin import HubAdmin
+from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
+from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone
+from wsserver.core.env import Env
+from wsserver.core.presence import LocalPresence
+from wsserver.core.webhooks import Webhooks
+
+__all__ = ["ClusterCommands"]
+
+
+class ClusterCommands:
+    """The cluster's commands of one hub (see the module docstring)."""
+
+    def __init__(
+        self,
+        broker: ClusterBroker,
+        presence: LocalPresence,
+        env: Env,
+        admin: HubAdmin,
+        webhooks: Webhooks,
+        forget: Callable[[str], None],
+    ) -> None:
+        self.broker = broker
+        self.presence = presence
+        self.env = env
+        self.admin = admin
+        self.forget = forget  # the hub forgets a connection it closed (`Hub.close`)
+        self.commands: dict[type[Any], Callable[[Any], Any]] = {
+            Deliver: self.deliver,
+            Kick: self.kick_everywhere,
+            CloseConnection: lambda cmd: self.close_connection(cmd.conn_id, cmd.code, cmd.reason),
+            NodeGone: lambda cmd: webhooks.node_gone(cmd.entries),
+        }
+
+    def deliver(self, cmd: Deliver) -> int:
+        """Another node's hand-over: a delivery to this node's connections, a
+        kick, or a close of one of them (when it names this node)."""
+        route = cmd.route
+        if route[0] == ROUTE_CLOSE:
+            _, node, conn_id, code, reason = route
+            return int(node == self.env.node and self.close_connection(conn_id, code, reason))
+        if route[0] == ROUTE_KICK:
+            return self.admin.kick(Kick(*route[1:]))
+        return self.broker.deliver_here(route, cmd.frame)
+
+    def kick_everywhere(self, cmd: Kick) -> int:
+        """A kick of this node's connections, handed to the others too (each
+        kicks its own); answers this node's count."""
+        route = (ROUTE_KICK, cmd.user_id, cmd.device_id, cmd.conn_id, cmd.reason, cmd.user_type, cmd.group_id)
+        self.broker.share(route, "")
+        return self.admin.kick(cmd)
+
+    def close_connection(self, conn_id: str, code: int, reason: str) -> bool:
+        """Close one connection with `code` and forget it; False when unknown."""
+        session = self.presence.sessions.get(conn_id)
+        if session is None:
+            return False
+        session.outlet.close(code, reason)
+        self.forget(conn_id)
+        return True
