@@ -19,7 +19,13 @@ outbox's delivery schedule, without I/O.
 
 Each event is a `hook` record through the commit log, appended in the same
 command as the state change that caused it, so it is journaled with it. Its
-`id` is a random UUID (hex), unique whatever happens to the data directory.
+`id` is `<node>-<seq>`: the node id kept with the data directory
+(`storage.node`) and the outbox's sequence number, which only grows and is
+durable with the outbox (derived from the `hook` records, kept in the
+snapshot). It is unique across restarts because an event is handed out only
+once its record is durable, so a restart resumes above every id a receiver
+can have seen; a new data directory makes a new node id. (A `ping`, never
+queued, has a random id.)
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
 and reports each attempt (`WebhookDone`); this component keeps the schedule:
@@ -217,10 +223,11 @@ class Webhooks:
         if len(store) >= self.max_queue:
             oldest = next(iter(store.events))
             self._drop([oldest], "queue_full")
+        seq = store.seq + 1
         rec: dict[str, Any] = {
             "t": "hook",
-            "seq": store.seq + 1,
-            "id": self.new_id(),
+            "seq": seq,
+            "id": f"{self.env.node}-{seq}",
             "event": name,
             "time": self.env.now_ms(),
             "node": self.env.node,
