@@ -82,8 +82,19 @@ async def ok(server: Any, method: str, target: str, body: Any = None) -> Any:
     """The `data` of a successful reply."""
     status, reply, _ = await call(server, method, target, body)
     assert status == 200, reply
-    assert reply["code"] == 0 and reply["message"] == "success"
+    assert reply["code"] == 0 and reply["message"] == success_text(target)
     return reply["data"]
+
+
+def success_text(target: str) -> str:
+    """The `message` of a success reply: seed 001's own texts on its endpoints (SPEC 13)."""
+    if not target.startswith("/api/websocket/"):
+        return "success"
+    if target.startswith("/api/websocket/stats"):
+        return "获取成功"
+    if target.endswith("/online"):
+        return "检查完成"
+    return "发送成功"
 
 
 # pushed on their own to a group's dashboards by the CRM (SPEC 4.4), not by the API
@@ -156,7 +167,7 @@ async def test_notification_reaches_every_tab_of_the_user_with_seed_fields(
                 "level": "info",
             },
         )
-        assert data == {"user_id": "user_123", "type": "system_notification", "delivered": 2}
+        assert data == {"user_id": "user_123", "type": "system_notification", "delivered": 2, "queued": 0}
         for tab in (tab1, tab2):
             msg = await recv(tab)
             assert msg["type"] == "system_notification" and isinstance(msg["timestamp"], int)
@@ -673,8 +684,23 @@ async def test_device_list_shows_each_connection_with_device_info(live_server: A
                 "last_seen",
             } <= set(c)
         online = await ok(server, "GET", "/api/users/5/online")
-        assert online == {"user_id": "5", "is_online": True, "connections": 2}
+        assert online == {"user_id": "5", "is_online": True, "connections": 2, "mailbox": 0}
     assert (await ok(server, "GET", "/api/users/5/connections"))["connections"] == []
+
+
+async def test_user_online_counts_the_messages_waiting_in_the_user_s_mailbox(live_server: Any) -> None:
+    server = await start(live_server)
+    for note in ("one", "two"):
+        body = {"type": "notification", "data": {"text": note}, "user_id": 9, "group_id": 1, "persist": True}
+        assert (await ok(server, "POST", "/api/publish", body))["queued"] == 1
+    async with client(server, 3, group_id=1) as sender:  # and a direct message from user 3
+        await sender.send_message(json.dumps({"type": "send_message", "data": {"to_user_id": 9, "message": "hi"}}))
+        assert (await recv(sender))["type"] == "message_sent"
+    online = await ok(server, "GET", "/api/users/9/online")
+    assert online == {"user_id": "9", "is_online": False, "connections": 0, "mailbox": 3}
+    assert (await ok(server, "GET", "/api/users/9/online?group_id=1"))["mailbox"] == 3
+    assert (await ok(server, "GET", "/api/users/9/online?group_id=2"))["mailbox"] == 0
+    assert (await ok(server, "GET", "/api/users/3/online"))["mailbox"] == 0
 
 
 async def test_kick_by_device_sends_kicked_then_closes_4003(live_server: Any) -> None:

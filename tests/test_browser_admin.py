@@ -231,6 +231,7 @@ def test_kick_from_the_user_view_closes_the_client_with_4003(context: BrowserCon
     rows = page.locator("#user-result tbody tr")
     assert rows.count() == 2 and "pc-1" in str(rows.first.text_content())
     assert stat(page, "online") == "是"  # yes, in the default zh-CN
+    assert stat(page, "mailbox") == "0"  # nothing waits for a user who is online
     pc = next(c for c in connections(hub, 42) if c["device_id"] == "pc-1")
     page.fill("#user-result input[name=reason]", "maintenance")
     page.click(f"button[data-conn='{pc['conn_id']}']")

@@ -372,7 +372,7 @@ def test_a_retry_is_answered_from_a_snapshot_too_and_counts_again_after_the_dedu
     # restart from a snapshot alone (nothing in the journal after it)
     state = json.loads(json.dumps(cc.hub.snapshot_state()))
     journal = Journal()  # numbering on after the snapshot's records
-    journal.records, journal.durable_upto = [{}] * state["n"], state["n"]
+    journal.records = [{}] * state["n"]  # durable up to them, and on as records come
     hub = Hub(cc.hub.config, clock=cc.clock, storage=journal)
     hub.restore(state, [])
     cc.hub = hub

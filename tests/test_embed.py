@@ -94,6 +94,8 @@ async def test_host_trio_program_publishes_and_answers_its_own_message_type(tmp_
             assert error["type"] == "error" and error["data"]["code"] == "unknown_type"
             assert (await hub.stats())["connections"]["total"] == 2
             hub.stop()
+            bye = await recv(alice)  # SPEC 13: the last message before the server's close
+            assert bye["type"] == "disconnected" and bye["data"]["code"] == 1001
             with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
                 await alice.get_message()
             assert closed.value.reason.code == 1001
@@ -181,6 +183,7 @@ async def test_cancelling_serve_stops_the_hub_gracefully(tmp_path: Path) -> None
         async with ws_connect(f"{hub.url}?token={token(config)}") as ws:
             assert (await recv(ws))["type"] == "connected"
             host.cancel()  # e.g. the host program shuts down
+            assert (await recv(ws))["data"]["code"] == 1001  # disconnected, then the close
             with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
                 await ws.get_message()
             assert closed.value.reason.code == 1001
@@ -242,6 +245,7 @@ async def test_run_in_a_host_without_trio_stops_on_sigint_with_exit_0(tmp_path: 
             await ws.send_message(json.dumps({"type": "shout", "data": "hello"}))
             assert (await recv(ws))["data"] == "HELLO"
             proc.proc.send_signal(signal.SIGINT)
+            assert (await recv(ws))["data"]["code"] == 1001  # disconnected, then the close
             with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
                 await ws.get_message()
             assert closed.value.reason.code == 1001

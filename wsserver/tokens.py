@@ -6,7 +6,8 @@ Invariants:
   header names an algorithm outside `auth.algorithms` is refused before any
   signature check.
 - With `auth.require_exp` (the default) a token without `exp` is refused
-  (`token_no_exp`): it would never expire.
+  (`token_no_exp`): it would never expire. With `auth.require_user_type` a
+  token without `user_type` is refused (`token_no_user_type`).
 - Tokens and activation codes are never put into an exception message or a
   log line; `AuthError` carries only a catalogue key.
 - When `auth.jwt_secret` is empty and an HS* algorithm is allowed, the secret
@@ -116,6 +117,7 @@ class TokenVerifier:
         auth = config.auth
         self._algorithms = [a for a in auth.algorithms if a.lower() != "none"]
         self._issuer = auth.issuer or None
+        self._require_user_type = auth.require_user_type
         self._audience = auth.audience or None
         self._hmac_key: str | None = None
         self._public_key: Any = None
@@ -201,7 +203,11 @@ class TokenVerifier:
             raise AuthError("token_algorithm") from None
         except jwt.PyJWTError:
             raise AuthError("token_invalid") from None
-        return identity_from_claims(claims)
+        identity = identity_from_claims(claims)
+        if self._require_user_type and identity.user_type is None:
+            # `auth.require_user_type`: user 5 and merchant 5 never merge by accident
+            raise AuthError("token_no_user_type")
+        return identity
 
     def _decode(self, token: str, key: Any, algorithms: list[str]) -> dict[str, Any]:
         return self._jwt.decode(
@@ -236,6 +242,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
             raise AuthError("token_invalid")
         rooms = tuple(rooms)
     role = claims.get("role")
+    avatar = claims.get("avatar")
+    chat_role = claims.get("chat_role")
     exp = claims.get("exp")
     return Identity(
         user_id=user_id,
@@ -245,6 +253,8 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         role=role if isinstance(role, str) else None,
         rooms=rooms,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
+        avatar=avatar if isinstance(avatar, str) else None,
+        chat_role=chat_role if isinstance(chat_role, str) else None,
     )
 
 

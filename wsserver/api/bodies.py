@@ -184,6 +184,7 @@ class NotificationRequest(Notice):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -196,6 +197,7 @@ class OpenUrlRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -230,6 +232,7 @@ class TokenInsufficientRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -245,6 +248,7 @@ class PlanExpiringRequest(Shape):
     user_id: Id
     group_id: Id | None = wire(default=None, doc="only the user's connections in this group")
     user_type: Id | None = wire(default=None, doc="only the user's connections of this user_type")
+    persist: bool = wire(default=False, doc="queue in the mailbox when the user has no connection")
 
 
 @attrs.define(kw_only=True)
@@ -411,3 +415,24 @@ def _query_int(query: Mapping[str, str], name: str, default: int, low: int, high
     if high is not None and value > high:
         raise HttpError(400, "http_field_max", name, max=high)
     return value
+
+# -- chat sessions (SPEC 13, seed 002) ----------------------------------------------------------------
+
+MAX_PARTICIPANTS = 1000
+
+
+@attrs.define(kw_only=True)
+class Participant(Shape):
+    """One participant of a chat session."""
+
+    user_id: Id
+    user_type: Id | None = None
+
+
+@attrs.define(kw_only=True)
+class SessionRequest(Shape):
+    """`POST /api/sessions`: open (or re-open) a chat session of a group."""
+
+    session_id: Id
+    group_id: Id | None = wire(default=None, doc="the group the session lives in (its participants' tokens' group_id)")
+    participants: Annotated[list[Participant], Length(1, MAX_PARTICIPANTS)]

@@ -117,6 +117,7 @@ SCHEMAS: dict[str, Schema] = {
     "PushResult": _obj(
         ("type", "delivered"),
         user_id=_ID, type=_STR, delivered={**_INT, "description": "connections that took the message"},
+        queued={**_INT, "description": "with persist: 1 when the offline user's mailbox got it"},
     ),
     "PublishResult": _obj(
         ("delivered", "queued"),
@@ -135,7 +136,8 @@ SCHEMAS: dict[str, Schema] = {
         total_connections=_INT, connected_users={"type": "array", "items": _ID},
     ),
     "UserOnline": _obj(
-        ("user_id", "is_online"), user_id=_STR, is_online=_BOOL, connections=_INT
+        ("user_id", "is_online"), user_id=_STR, is_online=_BOOL, connections=_INT,
+        mailbox={**_INT, "description": "durable messages waiting for the user"},
     ),
     "Device": _obj(
         ("conn_id", "device_id", "device_info", "ip", "user_agent", "connected_at", "last_seen"),
@@ -210,6 +212,12 @@ SCHEMAS: dict[str, Schema] = {
         closed={**_INT, "description": "live connections closed with 4001"},
     ),
     "CodeDeleted": _obj(("deleted", "closed"), deleted=_BOOL, closed=_INT),
+    "ChatSession": _obj(
+        ("session_id", "group_id", "participants", "time"),
+        session_id=_ID, group_id=_ID, participants={"type": "array", "items": {"type": "object"}},
+        time={**_INT, "description": "Unix ms when it was opened"},
+    ),
+    "SessionClosed": _obj(("closed",), closed=_BOOL),
     "Task": _obj(
         ("task_id", "task_type", "type", "status", "completed", "updated_at", "data"),
         task_id=_ID, task_type=_STR,

@@ -42,6 +42,7 @@ from wsserver.api.bodies import (
     PlanExpiringRequest,
     ProbeQuery,
     PublishRequest,
+    SessionRequest,
     TaskProgressRequest,
     TokenInsufficientRequest,
     page_query,
@@ -51,6 +52,7 @@ from wsserver.api.credentials import Caller, authorize
 from wsserver.api.openapi import Route, document
 from wsserver.core.commands import (
     AfterCommit,
+    CloseSession,
     CrmPage,
     DeleteCode,
     Devices,
@@ -58,7 +60,9 @@ from wsserver.core.commands import (
     GroupStats,
     Kick,
     ListCodes,
+    MailboxSize,
     OnlineCount,
+    OpenSession,
     Publish,
     PublishResult,
     PushTask,
@@ -75,6 +79,7 @@ from wsserver.core.commands import (
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsserver.protocol.encoding import dumps
+from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import ok_body
 
 if TYPE_CHECKING:
@@ -167,6 +172,13 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/activation-codes/{code}", "delete_code",
           "Delete an activation code and close its connections with 4001", "crm",
           reply="CodeDeleted"),
+    # -- chat sessions (seed 002) --------------------------------------------------
+    Route("POST", "/api/sessions", "open_session",
+          "Open (or re-open) a chat session: send_message by session_id reaches every other participant",
+          "chat", body=SessionRequest, reply="ChatSession"),
+    Route("DELETE", "/api/sessions/{session_id}", "close_session",
+          "End a chat session", "chat",
+          query=(("group_id", False, "the session's group"),), reply="SessionClosed"),
     # -- operations ---------------------------------------------------------------
     Route("POST", "/api/webhooks/test", "webhook_test",
           "Send a signed ping event to webhooks.url and answer the receiver's status", "ops",
@@ -272,8 +284,15 @@ class Api:
         """Push one of seed 001's messages to the user a body names (`to`: its
         `user_id`, `group_id`, `user_type`)."""
         target = Target(user_ids=(to.user_id,), group_id=to.group_id, user_type=to.user_type)
-        result = await self._publish(Publish(mtype, data, target))
-        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
+        result = await self._publish(Publish(mtype, data, target, persist=to.persist))
+        return json_reply(
+            {"user_id": to.user_id, "type": mtype, "delivered": result.delivered, "queued": result.queued},
+            self._seed_text("seed001_sent"),
+        )
+
+    def _seed_text(self, key: str) -> str:
+        """Seed 001's own `message` of a reply (SPEC 13), in `server.locale`."""
+        return text(key, self.locale)
 
     # -- seed 001 -------------------------------------------------------------------
 
@@ -292,7 +311,10 @@ class Api:
         # kept as the task's latest state (SPEC 6.1): answered once that is durable
         result = await self.actor.call(PushTask(mtype, data, target))
         await until_durable(self.actor)
-        return json_reply({"user_id": body.user_id, "type": mtype, "delivered": result.delivered})
+        return json_reply(
+            {"user_id": body.user_id, "type": mtype, "delivered": result.delivered},
+            self._seed_text("seed001_sent"),
+        )
 
     async def token_insufficient(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, TokenInsufficientRequest, self.max_depth)
@@ -303,12 +325,12 @@ class Api:
         return await self._push_user(body, *pushes.plan_expiring(body, self.locale))
 
     async def websocket_stats(self, req: HttpRequest) -> HttpResponse:
-        return json_reply(await self.actor.call(WebsocketStats()))
+        return json_reply(await self.actor.call(WebsocketStats()), self._seed_text("seed001_fetched"))
 
     async def websocket_user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
         n = await self.actor.call(OnlineCount(user_id))
-        return json_reply({"user_id": user_id, "is_online": n > 0})
+        return json_reply({"user_id": user_id, "is_online": n > 0}, self._seed_text("seed001_checked"))
 
     async def broadcast(self, req: HttpRequest) -> HttpResponse:
         body = bodies.read(req, dict[str, Any], self.max_depth)
@@ -321,14 +343,17 @@ class Api:
             mtype, data = pushes.system_notification(to)
         target = Target(group_id=to.group_id, everyone=to.group_id is None, user_type=to.user_type)
         result = await self._publish(Publish(mtype, data, target))
-        return json_reply({"type": mtype, "delivered": result.delivered})
+        return json_reply({"type": mtype, "delivered": result.delivered}, self._seed_text("seed001_sent"))
 
     async def websocket_test(self, req: HttpRequest) -> HttpResponse:
         to = bodies.structure(dict(req.head.query), ProbeQuery)
         target = Target(user_ids=(to.user_id,))
         mtype, data = pushes.probe_notification(self.locale)
         result = await self._publish(Publish(mtype, data, target))
-        return json_reply({"user_id": to.user_id, "type": mtype, "delivered": result.delivered})
+        return json_reply(
+            {"user_id": to.user_id, "type": mtype, "delivered": result.delivered},
+            self._seed_text("seed001_sent"),
+        )
 
     # -- general --------------------------------------------------------------------
 
@@ -371,8 +396,10 @@ class Api:
 
     async def user_online(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
-        n = await self.actor.call(OnlineCount(user_id, *self._filters(req)))
-        return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n})
+        filters = self._filters(req)
+        n = await self.actor.call(OnlineCount(user_id, *filters))
+        waiting = await self.actor.call(MailboxSize(user_id, *filters))
+        return json_reply({"user_id": user_id, "is_online": n > 0, "connections": n, "mailbox": waiting})
 
     async def user_connections(self, req: HttpRequest) -> HttpResponse:
         user_id = req.params["user_id"]
@@ -444,6 +471,22 @@ class Api:
             raise HttpError(404, "code_not_found", "code")
         await until_durable(self.actor)
         return json_reply({"deleted": True, "closed": closed})
+
+    # -- chat sessions ----------------------------------------------------------------
+
+    async def open_session(self, req: HttpRequest) -> HttpResponse:
+        body = bodies.read(req, SessionRequest, self.max_depth)
+        participants = [{"user_id": p.user_id, "user_type": p.user_type} for p in body.participants]
+        chat = await self.actor.call(OpenSession(body.session_id, body.group_id, participants))
+        await until_durable(self.actor)
+        return json_reply(chat)
+
+    async def close_session(self, req: HttpRequest) -> HttpResponse:
+        group_id = req.head.query.get("group_id")
+        if not await self.actor.call(CloseSession(req.params["session_id"], group_id)):
+            raise HttpError(404, "session_unknown", "session_id")
+        await until_durable(self.actor)
+        return json_reply({"closed": True})
 
     # -- operations -----------------------------------------------------------------
 

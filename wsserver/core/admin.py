@@ -33,6 +33,7 @@ from wsserver.core.commands import (
     GroupAccounts,
     GroupStats,
     Kick,
+    MailboxSize,
     OnlineCount,
     Publish,
     PublishResult,
@@ -111,6 +112,14 @@ class HubAdmin:
     def online_count(self, cmd: OnlineCount) -> int:
         """How many connections a user has (0 = offline)."""
         return len(self.presence.user_sessions(cmd.user_id, cmd.user_type, cmd.group_id))
+
+    def mailbox_size(self, cmd: MailboxSize) -> int:
+        """How many durable messages wait in a user's mailboxes."""
+
+        def key(value: Any) -> str | None:
+            return None if value is None else id_key(value)
+
+        return self.direct.waiting_for(id_key(cmd.user_id), key(cmd.user_type), key(cmd.group_id))
 
     def devices(self, cmd: Devices) -> list[dict[str, Any]]:
         """A user's connections, oldest first, as the device list of the API.

@@ -45,6 +45,7 @@ __all__ = [
     "Authenticate",
     "BackendSend",
     "CloseAll",
+    "CloseSession",
     "Command",
     "CrmPage",
     "DeleteCode",
@@ -56,9 +57,11 @@ __all__ = [
     "HostRequest",
     "Kick",
     "ListCodes",
+    "MailboxSize",
     "Midnight",
     "NextMidnight",
     "OnlineCount",
+    "OpenSession",
     "Publish",
     "PublishResult",
     "PushTask",
@@ -73,6 +76,7 @@ __all__ = [
     "TakeSnapshot",
     "Target",
     "TaskList",
+    "UpdateDevice",
     "WebhookBatch",
     "WebhookDelivery",
     "WebhookDone",
@@ -136,6 +140,35 @@ class Authenticate(Command["Refusal | Identity"]):
 
     conn_id: str
     identity: Identity
+    device_id: str | None = None
+    device_info: Any = None
+    request_id: Any = None
+
+
+@attrs.frozen
+class OpenSession(Command[dict[str, Any]]):
+    """Open (or re-open) a chat session (`core.sessions`); answers its stored form."""
+
+    session_id: Any
+    group_id: Any
+    participants: list[dict[str, Any]]
+
+
+@attrs.frozen
+class CloseSession(Command[bool]):
+    """End a chat session; False when the group has no such session."""
+
+    session_id: Any
+    group_id: Any
+
+
+@attrs.frozen
+class UpdateDevice(Command[None]):
+    """Seed 002's `register` on a connection its handshake authenticated, for
+    the same user: keep its `device_id` / `device_info` (those given) and
+    answer `registered`, echoing `request_id`."""
+
+    conn_id: str
     device_id: str | None = None
     device_info: Any = None
     request_id: Any = None
@@ -317,6 +350,16 @@ class Kick(Command[int]):
 @attrs.frozen
 class OnlineCount(Command[int]):
     """How many connections a user has (0 = offline)."""
+
+    user_id: Any
+    user_type: Any = None
+    group_id: Any = None
+
+
+@attrs.frozen
+class MailboxSize(Command[int]):
+    """How many durable messages wait in a user's mailboxes (narrowed by type and
+    group when given): direct messages and persisted pushes for the user."""
 
     user_id: Any
     user_type: Any = None

@@ -35,13 +35,15 @@ from typing import Any
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
+from wsserver.core.expiry import announce_expired
 from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key
-from wsserver.core.keys import split_key
+from wsserver.core.keys import Key, split_key
 from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, message_size
 from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Session
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.encoding import dumps
 from wsserver.protocol.envelope import Inbound, encode
 from wsserver.protocol.messages import (
     Receipt,
@@ -53,12 +55,14 @@ from wsserver.protocol.messages import (
     UserMessage,
     fault,
     read,
+    with_receiver,
 )
 from wsserver.shapes import ShapeError, structurer
 
 __all__ = ["DirectMessaging"]
 
 MAX_TEXT = 65536
+MAX_EXTRA = 1024  # bytes of a message's `extra` as JSON (SPEC 13: a small object)
 
 Outgoing = SendMessage | UserMessage | Seed003Data
 """The part of a message request `send` reads (the same attributes in each)."""
@@ -118,7 +122,20 @@ class DirectMessaging:
             "sync": inbox.sync,
             "history": inbox.history,
         }
+        for mtype in ("message_delivered", "message_read", "read", "typing"):
+            handlers[mtype] = self._acked(handlers[mtype])
         self.handlers: dict[str, Handler] = {t: _users_only(h) for t, h in handlers.items()}
+
+    def _acked(self, handler: Handler) -> Handler:
+        """`handler` (which sends its requester nothing) answering a request that
+        carries an `id` with `ack {ok: true}`, once what it recorded is durable."""
+
+        def acked(session: Session, msg: Inbound) -> None:
+            handler(session, msg)
+            if msg.id is not None:
+                self.commit.after_commit(lambda: self.broker.reply(session, msg, "ack", {"ok": True}))
+
+        return acked
 
     # -- durable state -------------------------------------------------------
 
@@ -144,6 +161,10 @@ class DirectMessaging:
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
         return self.store.mailbox_counts()
+
+    def waiting_for(self, user_id: str, user_type: str | None, group: str | None) -> int:
+        """Undelivered messages waiting for a user id (`MessageStore.waiting_for`)."""
+        return self.store.waiting_for(user_id, user_type, group)
 
     # -- send ----------------------------------------------------------------
 
@@ -186,6 +207,9 @@ class DirectMessaging:
         text = out.message
         if len(text) > MAX_TEXT:
             raise ProtocolError(ErrorCode.TOO_LARGE, "field_invalid", field="message")
+        extra = None if out.extra is None else dumps(out.extra)
+        if extra is not None and len(extra) > MAX_EXTRA:
+            raise ProtocolError(ErrorCode.TOO_LARGE, "field_invalid", field="extra")
         cmid = out.client_msg_id
         me = own_key(session)
         now = self.env.now_ms()
@@ -208,11 +232,7 @@ class DirectMessaging:
             "seq": self.store.next_seq(to),
             "from_key": me,
             "to_key": to,
-            "from": {
-                "user_id": ident.user_id,
-                "user_type": ident.user_type,
-                "username": ident.username,
-            },
+            "from": ident.sender(),
             "to": {"user_id": to_id, "user_type": to_type, "group_id": to_group},
             "text": text,
             "session_id": out.session_id,
@@ -222,7 +242,16 @@ class DirectMessaging:
             "time": now,
             "boxed": not recipient_live,
         }
+        if extra is not None:  # as JSON text: a stored message holds plain values only
+            record["extra"] = extra.decode()
+        # a full mailbox pushes its oldest out: their senders hear it
+        limit = self.env.config.messages.mailbox_limit
+        full = record["boxed"] and limit and self.store.mailbox_size(to) >= limit
+        waiting = self.store.mailbox_messages(to) if full else []
+        truncated = self.store.truncated_count(to) if waiting else 0
         commit.record(record)
+        if waiting:
+            announce_expired(commit, broker, waiting[: self.store.truncated_count(to) - truncated], now)
         m = self.store.stored(record["id"])
         assert m is not None  # just recorded
         sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
@@ -249,12 +278,15 @@ class DirectMessaging:
 
     def _receipt(self, session: Session, msg: Inbound, status: str) -> None:
         try:
-            ref = _RECEIPT(msg.data).message_id
-            mid = int(ref)  # a string must hold an integer
+            req = _RECEIPT(msg.data)
         except ShapeError as err:
             raise fault(err) from None
-        except ValueError:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field="message_id") from None
+        if req.message_id is None:
+            if req.up_to_message_id is None:
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_missing", field="message_id")
+            self._receipt_up_to(session, _int_id(req.up_to_message_id, "up_to_message_id"), status)
+            return
+        mid = _int_id(req.message_id, "message_id")
         m = self.store.message(mid)
         if m is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="message_id")
@@ -277,6 +309,36 @@ class DirectMessaging:
 
         self.commit.after_commit(announce)
 
+    def _receipt_up_to(self, session: Session, up_to: int, status: str) -> None:
+        """`{up_to_message_id}`: every message of that conversation addressed to
+        the reader, up to that one, takes `status` (SPEC 13); the other party's
+        connections (and for `read` the reader's other tabs) get one
+        `message_status` naming them all in `message_ids`."""
+        m = self.store.message(up_to)
+        if m is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "not_found", field="up_to_message_id")
+        me = own_key(session)
+        if me not in (m["to_key"], m["from_key"]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not_recipient", field="up_to_message_id")
+        other = m["from_key"] if m["to_key"] == me else m["to_key"]
+        ids = _behind(self.store, me, other, up_to, status)
+        if not ids:
+            return  # nothing left to mark: idempotent
+        now = self.env.now_ms()
+        for mid in ids:
+            self.commit.record({"t": "status", "id": mid, "status": status, "time": now})
+        data = {"message_id": up_to, "up_to_message_id": up_to, "message_ids": ids, "status": status, "timestamp": now}
+        frame = encode("message_status", data, now)
+        presence = self.presence
+
+        def announce() -> None:
+            targets = {s.conn_id: s for s in presence.connections_of(other)}
+            if status == "read":
+                targets.update((s.conn_id, s) for s in presence.connections_of(me) if s is not session)
+            self.broker.fan_out(targets.values(), frame)
+
+        self.commit.after_commit(announce)
+
     def _delivered(self, session: Session, msg: Inbound) -> None:
         self._receipt(session, msg, "delivered")
 
@@ -287,7 +349,7 @@ class DirectMessaging:
 
     def _typing(self, session: Session, msg: Inbound) -> None:
         try:
-            req = _TYPING(msg.data)
+            req = _TYPING(with_receiver(msg.raw, msg.data, "to_user_id", "to_user_type"))
         except ShapeError as err:
             raise fault(err) from None
         to = recipient_key(session, req.to_user_id, req.to_user_type, req.to_group_id)
@@ -296,7 +358,7 @@ class DirectMessaging:
         frame = encode(
             "typing",
             {
-                "from": {"user_id": ident.user_id, "user_type": ident.user_type, "username": ident.username},
+                "from": ident.sender(),
                 "typing": req.typing,
             },
             self.env.now_ms(),
@@ -305,6 +367,30 @@ class DirectMessaging:
 
 
 STATUS_ORDER = ["sent", "delivered", "read"]
+
+
+def _int_id(ref: int | str, field: str) -> int:
+    """A message id of a receipt; a string must hold an integer."""
+    try:
+        return int(ref)
+    except ValueError:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field_type", field=field) from None
+
+
+def _behind(store: MessageStore, me: Key, other: Key, up_to: int, status: str) -> list[int]:
+    """The durable messages from `other` to `me` up to `up_to` (kept in the
+    conversation or still in the mailbox) whose status is before `status`."""
+    rank = STATUS_ORDER.index(status)
+    page, _ = store.history(me, other, up_to + 1, 1 << 30)
+    found = {m["id"]: m for m in page}
+    for m in store.mailbox_messages(me):
+        if m["from_key"] == other and m["id"] <= up_to:
+            found[m["id"]] = m
+    return sorted(
+        mid
+        for mid, m in found.items()
+        if m["to_key"] == me and m["from_key"] == other and m["status"] in STATUS_ORDER[:rank]
+    )
 
 
 def _users_only(handler: Handler) -> Handler:

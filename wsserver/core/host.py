@@ -45,12 +45,14 @@ class Sender:
 class Request:
     """One client message for a host handler (a `commands.HostRequest`)."""
 
-    __slots__ = ("_msg", "_sender", "_session")
+    __slots__ = ("_msg", "_sender", "_session", "answered")
 
     def __init__(self, sender: Sender, session: Session, msg: Inbound) -> None:
         self._sender = sender
         self._session = session
         self._msg = msg
+        self.answered = False
+        """`reply` or `error` was called (else the hub acks a request with an `id`)."""
 
     @property
     def type(self) -> str:
@@ -85,12 +87,14 @@ class Request:
 
     def reply(self, type: str, data: Any = None) -> None:
         """Send `{type, data}` to the sender's connection, echoing the request `id`."""
+        self.answered = True
         self._sender.reply(self._session, self._msg, type, data)
 
     def error(self, message: str, *, code: str = "invalid_message", field: str | None = None) -> None:
         """Answer with an `error` shaped like the hub's own (`data.code`, `data.ref`,
         `data.field`); ValueError for a `code` that is not an `ErrorCode`."""
         data: dict[str, Any] = {"code": str(ErrorCode(code)), "ref": self._msg.type}
+        self.answered = True
         if field is not None:
             data["field"] = field
         sender = self._sender

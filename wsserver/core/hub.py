@@ -57,6 +57,7 @@ from wsserver.core.commands import (
     AfterCommit,
     Authenticate,
     CloseAll,
+    CloseSession,
     Command,
     DeleteCode,
     Devices,
@@ -66,9 +67,11 @@ from wsserver.core.commands import (
     Handle,
     Kick,
     ListCodes,
+    MailboxSize,
     Midnight,
     NextMidnight,
     OnlineCount,
+    OpenSession,
     Publish,
     PutCode,
     Reconfigure,
@@ -79,11 +82,13 @@ from wsserver.core.commands import (
     SendAs,
     Stats,
     TakeSnapshot,
+    UpdateDevice,
     WebsocketStats,
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm
 from wsserver.core.crm_reads import CrmReads
+from wsserver.core.devices import DeviceKick
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env
 from wsserver.core.host import Request, Sender
@@ -92,7 +97,9 @@ from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
 from wsserver.core.rooms import Rooms
 from wsserver.core.session import Handler, Outlet, Refusal, Session
+from wsserver.core.sessions import ChatSessions, sending_by_session
 from wsserver.core.tasks import TaskStates
+from wsserver.core.watch import PresenceWatch
 from wsserver.core.webhooks import Webhooks
 from wsserver.errors import CloseCode, ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
@@ -130,6 +137,9 @@ class Hub:
         self.crm = Crm(commit, presence, broker, env, self.activation_codes, group_id=self.group_id)
         self.crm_reads = CrmReads(self.crm.store, self.group_id)
         self.tasks = TaskStates(commit, broker, env)
+        self.sessions = sessions = ChatSessions(commit)
+        self.watch = PresenceWatch(presence, broker, env)
+        devices = DeviceKick(presence, broker, env, forget=self.close)
         self.webhooks = webhooks = Webhooks(
             commit, presence, env, self.direct.store, group_id=self.group_id, crm=self.crm.store
         )
@@ -150,6 +160,7 @@ class Hub:
         commit.register("activation_codes", self.activation_codes)
         commit.register("tasks", self.tasks)
         commit.register("webhooks", webhooks)
+        commit.register("sessions", sessions)
         if webhooks.checking:  # undelivered checks follow the direct messages' records
             commit.observe(webhooks.observed_types, webhooks.observe)
         if webhooks.followed_types:  # events made from messages' and the CRM's records
@@ -158,15 +169,19 @@ class Hub:
             **self.rooms.handlers,
             **self.direct.handlers,
             **self.crm.handlers,
+            **self.watch.handlers,
+            **devices.handlers,
         }
+        self.handlers["send_message"] = sending_by_session(sessions, self.direct, self.handlers["send_message"])
         # what the components do when a connection authenticates / is forgotten
         self.on_authenticated: list[Callable[[Session], None]] = [
             self.tasks.greet,
             self.direct.deliver_mailbox,
             self.crm.greet_dashboard,
             webhooks.connected,
+            self.watch.changed,
         ]
-        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone, webhooks.closed]
+        self.on_closed: list[Callable[[Session], None]] = [self.crm.desktop_gone, webhooks.closed, self.watch.closed]
         self.messages_in = 0
         codes = self.activation_codes
         # The one door in (`execute`): each command class and the method that runs it.
@@ -174,6 +189,9 @@ class Hub:
             Handle: self._handle,
             Admit: self._admit,
             Authenticate: self._authenticate,
+            UpdateDevice: devices.update,
+            OpenSession: lambda cmd: sessions.open(cmd.session_id, cmd.group_id, cmd.participants, env.now_ms()),
+            CloseSession: lambda cmd: sessions.close(cmd.session_id, cmd.group_id),
             Forget: lambda cmd: self.close(cmd.conn_id),
             CloseAll: lambda cmd: self.close_all(cmd.code, cmd.reason),
             Release: lambda cmd: commit.release(),
@@ -188,6 +206,7 @@ class Hub:
             SendAs: lambda cmd: send_as(self.handlers["send_message"], cmd, env.clock()),
             Kick: admin.kick,
             OnlineCount: admin.online_count,
+            MailboxSize: admin.mailbox_size,
             Devices: admin.devices,
             RoomList: admin.room_list,
             RoomMembers: admin.room_members,
@@ -248,7 +267,10 @@ class Hub:
         host = self._host
 
         def handler(session: Session, msg: Inbound) -> None:
-            fn(Request(host, session, msg))
+            request = Request(host, session, msg)
+            fn(request)
+            if msg.id is not None and not request.answered:  # every `id` gets one reply
+                self.broker.reply(session, msg, "ack", {"ok": True})
 
         self.handlers[cmd.type] = handler
 

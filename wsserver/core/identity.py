@@ -30,7 +30,8 @@ class Identity:
 
     JWT users have `user_id`; activation-code clients (seed 000 desktops) have
     `activation_code` and the code's group. `expires_at` (Unix seconds) is
-    the token's as it was presented.
+    the token's as it was presented. `avatar` and `chat_role` (seed 002's
+    `role: user|agent`) are the token's claims, carried in `from`.
     """
 
     user_id: Any = None
@@ -41,6 +42,18 @@ class Identity:
     rooms: tuple[str, ...] | None = None
     expires_at: float | None = None
     activation_code: str | None = None
+    avatar: str | None = None
+    chat_role: str | None = None
+
+    def sender(self) -> dict[str, Any]:
+        """The `from` of what this user sends (SPEC 13): `user_id`, `user_type`,
+        `username`, and the token's `avatar` and `chat_role` when it has them."""
+        party: dict[str, Any] = {"user_id": self.user_id, "user_type": self.user_type, "username": self.username}
+        if self.avatar is not None:
+            party["avatar"] = self.avatar
+        if self.chat_role is not None:
+            party["chat_role"] = self.chat_role
+        return party
 
     @property
     def is_device(self) -> bool:

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
+from wsserver.core.expiry import announce_expired
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
 from wsserver.core.message_store import message_size, party
 from wsserver.core.session import Session
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
-from wsserver.protocol.messages import History, Sync, read
+from wsserver.protocol.messages import History, Sync, read, with_receiver
 
 __all__ = ["MAX_SYNC_PAGE", "Inbox", "new_message_data", "own_key", "recipient_key"]
 
@@ -78,8 +81,9 @@ def new_message_data(m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
         data["from_user_type"] = sender["user_type"]
     if receiver.get("user_type") is not None:
         data["to_user_type"] = receiver["user_type"]
-    if m.get("extra"):
-        data["extra"] = m["extra"]
+    extra = m.get("extra")
+    if extra:  # kept as JSON text (a stored message holds plain values only)
+        data["extra"] = orjson.loads(extra) if isinstance(extra, str) else extra
     return data
 
 
@@ -123,7 +127,7 @@ class Inbox:
 
     def history(self, session: Session, msg: Inbound) -> None:
         """`history`: a page of one conversation, with a peer or of a `session_id`."""
-        req = read(msg.data, History)
+        req = read(with_receiver(msg.raw, msg.data, "with_user_id", "with_user_type"), History)
         me = own_key(session)
         if req.with_user_id is not None:
             other = recipient_key(session, req.with_user_id, req.with_user_type, req.to_group_id)
@@ -194,7 +198,9 @@ class Inbox:
         for key in keys:
             expired = self.store.expired(key, now)
             if expired:
+                gone = [m for i in expired if (m := self.store.stored(i)) is not None]
                 commit.record({"t": "drop", "to": key, "ids": expired, "reason": "ttl"})
+                announce_expired(commit, broker, gone, now)
             truncated = self.store.truncated_count(key)
             if truncated:
                 dropped += truncated

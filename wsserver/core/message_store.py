@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 import orjson
 
-from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key
+from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key, split_key
 
 __all__ = [
     "Key",
@@ -112,9 +112,29 @@ class MemoryMessageStore:
         """Messages dropped from `recipient`'s mailbox it was not told of yet."""
         return self.truncated.get(recipient, 0)
 
+    def mailbox_size(self, recipient: Key) -> int:
+        """Messages in `recipient`'s mailbox, durable or not."""
+        return len(self.mailbox.get(recipient, ()))
+
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
         return len(self.mailbox), sum(len(b) for b in self.mailbox.values())
+
+    def waiting_for(self, user_id: str, user_type: str | None, group: str | None) -> int:
+        """Undelivered durable messages in the mailboxes of a user id, narrowed by
+        user type and group when given (an operator's question: one pass over the
+        mailboxes)."""
+        n = 0
+        for key in self.mailbox:
+            g, t, uid = split_key(key)  # None: a persisted push's "any"
+            if uid != user_id:
+                continue
+            if (user_type is not None and t is not None and t != user_type) or (
+                group is not None and g is not None and g != group
+            ):
+                continue
+            n += len(self.mailbox_messages(key))
+        return n
 
     def find_duplicate(self, sender: Key, client_msg_id: str, now_ms: int) -> dict[str, Any] | None:
         """`{id, seq, time, cmid}` of the earlier message with this `client_msg_id`

@@ -14,6 +14,8 @@ Invariants:
   only with `rooms.presence_events`.
 - A room message reaches the other members only; its sender is stamped by the
   hub (`from`), never taken from the payload.
+- With `rooms.history_limit` a room keeps its last messages until it empties
+  (`core.room_history`, `room_history`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from wsserver.core.broker import Broker
 from wsserver.core.env import Env
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
+from wsserver.core.room_history import RoomHistory
 from wsserver.core.session import Handler, Principal, RoomKey, Session
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
-from wsserver.protocol.messages import RoomMessage, RoomRef, fault
+from wsserver.protocol.messages import RoomHistoryRequest, RoomMessage, RoomRef, fault, read
 from wsserver.shapes import ShapeError, structurer
 
 __all__ = ["Rooms"]
@@ -49,7 +52,9 @@ class Rooms:
             "leave_room": self._leave_room,
             "room_message": self._room_message,
             "room_members": self._room_members,
+            "room_history": self._room_history,
         }
+        self.history = RoomHistory()  # rooms.history_limit (core.room_history)
 
     # -- rules -------------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class Rooms:
     def _leave(self, session: Session, key: RoomKey) -> None:
         if not self.presence.leave(session, key):
             return
+        if not self.presence.room(key):  # the room is gone, and its history with it
+            self.history.drop(key)
         if self.presence.room(key) and not self._principal_in_room(key, session.principal, session):
             self._presence(key, session, "user_left")
 
@@ -166,11 +173,10 @@ class Rooms:
         assert ident is not None
         payload = req.payload  # the client's own, every key but room, group_id and from
         payload["room"] = key[1]
-        payload["from"] = {
-            "user_id": ident.user_id,
-            "username": ident.username,
-            "user_type": ident.user_type,
-        }
+        payload["from"] = ident.sender()
+        limit = self.env.config.rooms.history_limit
+        if limit:
+            self.history.keep(key, payload, limit)
         frame = encode("room_message", payload, self.env.now_ms())
         delivered = self.broker.to_room(key, frame, skip=session)
         self.broker.reply(session, msg, "room_message_ack", {"room": key[1], "delivered": delivered})
@@ -181,3 +187,12 @@ class Rooms:
         if key not in session.rooms and not self.may_join(session.identity, key[1]):
             raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
         self.broker.reply(session, msg, "room_members", {"room": key[1], "members": self.members(key)})
+
+    def _room_history(self, session: Session, msg: Inbound) -> None:
+        req = read(msg.data, RoomHistoryRequest)
+        key = self._target(session, req.room, req.group_id)
+        assert session.identity is not None
+        if key not in session.rooms and not self.may_join(session.identity, key[1]):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "room_forbidden", field="room")
+        page, more = self.history.page(key, req.before, req.limit)
+        self.broker.reply(session, msg, "room_history", {"room": key[1], "messages": page, "has_more": more})

@@ -78,8 +78,15 @@ class MessageStore(Protocol):
     def truncated_count(self, recipient: Key) -> int:
         """Messages dropped from `recipient`'s mailbox it was not told of yet."""
 
+    def mailbox_size(self, recipient: Key) -> int:
+        """Messages in `recipient`'s mailbox, durable or not."""
+
     def mailbox_counts(self) -> tuple[int, int]:
         """(mailboxes, messages in them), for the statistics."""
+
+    def waiting_for(self, user_id: str, user_type: str | None, group: str | None) -> int:
+        """Undelivered durable messages in the mailboxes of a user id, narrowed by
+        user type and group when given (all in string form)."""
 
     def apply(self, rec: dict[str, Any]) -> None:
         """Fold one record into the state (at run time and at replay)."""

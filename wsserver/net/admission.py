@@ -10,10 +10,14 @@ For an upgrade to a WebSocket path (the head already read and routed by
    when the list is set (403); clients that send none are not cross-site pages.
 3. The failed-credentials throttle of the client IP (429, before anything is
    verified; the server's `auth_blocked`).
-4. The credentials (`credentials_from_handshake`, SPEC order): a token is
+4. `?compat=`: one of `protocol.compat.FORMS` (400 naming `compat` otherwise),
+   and the connection then receives that seed's form (`net.compat`).
+5. The credentials (`credentials_from_handshake`, SPEC order): a token is
    verified here, in the connection's task; an activation code is the hub's
-   to judge. A refused one counts against the IP (`credential_failed`).
-5. The hub admits the connection (`Admit`: capacity, per-user and per-IP
+   to judge. A refused one counts against the IP (`credential_failed`). Seed
+   003's `user_id`, `user_type`, `user_name` in the URL must agree with the
+   token's claims (`query_agrees`, 401; not a failed credential).
+6. The hub admits the connection (`Admit`: capacity, per-user and per-IP
    limits, an activation code's group) or answers a `Refusal`.
 
 A refusal is an HTTP status with a JSON body `{code, message}` (the message
@@ -37,9 +41,12 @@ from wsserver.core.commands import Admit
 from wsserver.core.identity import Identity
 from wsserver.core.session import Refusal, refusal_for
 from wsserver.errors import AuthError
+from wsserver.net.compat import CompatConnection
 from wsserver.net.connection import Connection
 from wsserver.net.http import HttpResponse, RequestHead, respond_and_close
 from wsserver.ops.access import log_session
+from wsserver.protocol.compat import FORMS
+from wsserver.protocol.envelope import id_key
 from wsserver.protocol.handshake import Refused, answer_upgrade, response_101
 from wsserver.protocol.i18n import text
 from wsserver.protocol.replies import error_body
@@ -71,6 +78,24 @@ def credentials_from_handshake(header: Any, query: dict[str, str]) -> Credential
     code = query.get("activation_code") or header("x-activation-code") or None
     device_id = query.get("device_id") or None
     return Credentials(token=token, activation_code=code, device_id=device_id)
+
+
+_QUERY_CLAIMS = (("user_id", "user_id"), ("user_type", "user_type"), ("user_name", "username"))
+
+
+def query_agrees(identity: Identity, query: dict[str, str]) -> bool:
+    """Seed 003 puts `user_id`, `user_type` and `user_name` in the URL: each one
+    given must be the token's claim (ids compared as text). A claim the token
+    does not have is not checked (`auth.require_user_type` makes `user_type` one
+    every token has)."""
+    for param, claim in _QUERY_CLAIMS:
+        given = query.get(param)
+        if given is None:
+            continue
+        own = getattr(identity, claim)
+        if own is not None and id_key(own) != given:
+            return False
+    return True
 
 
 class Admission:
@@ -152,6 +177,10 @@ class Admission:
         if not echo and server.auth_blocked(ip, "handshake"):
             await refuse(429, "auth_throttled")
             return None
+        form = head.query.get("compat")
+        if form is not None and form not in FORMS:
+            await refuse(400, "compat_unknown")
+            return None
         creds = credentials_from_handshake(head.header, head.query)
         identity: Identity | None = None
         if not echo:
@@ -165,10 +194,18 @@ class Admission:
                 server.credential_failed(ip, refusal.key)
                 await refuse(refusal.status, refusal.key)
                 return None
+            if identity is not None and not query_agrees(identity, head.query):
+                await refuse(401, "query_identity_mismatch")
+                return None
         conn_id = f"{self._id_prefix}{next(self._ids):08x}"
-        conn = Connection(
-            server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo
-        )
+        if form is None:
+            conn = Connection(
+                server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo
+            )
+        else:  # a seed's outbound form (SPEC 13)
+            conn = CompatConnection(
+                server, conn_id, ip, identity=identity, device_id=creds.device_id, echo=echo, form=form
+            )
         admitted = await server.actor.call(
             Admit(conn, conn_id, ip, head.header("user-agent") or "", identity, creds.device_id)
         )

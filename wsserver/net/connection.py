@@ -21,7 +21,7 @@
 
 Every way of ending a connection goes through `close()`: it records the close
 code and the reason's text once, drops the queued frames (a frame already half
-written is finished first), stops the reader and has the hub forget the
+written is finished first), queues `disconnected {code, reason}` (SPEC 13), stops the reader and has the hub forget the
 connection at once (`forget`: rooms, presence, per-user and per-IP counts; a
 closing connection receives nothing more and is no longer online, however long
 its closing handshake takes); `run` then sends the close frame through the
@@ -217,9 +217,30 @@ class Connection:
             self._early.clear()
         if self.writer is not None:
             self.writer.drop_pending()
+        self._say_disconnected()
         if self._scope is not None:
             self._scope.cancel()
         self.forget()
+
+    def _say_disconnected(self) -> None:
+        """`disconnected {code, reason}` (seed 001's connection-management message,
+        SPEC 13) ahead of the close frame of a close the server starts; not on
+        the echo path, and not to a peer that closed or vanished first."""
+        if self.echo or self.peer_close is not None or self.eof or self.closing is None:
+            return
+        code, reason = self.closing
+        frame = self.outbound(encode("disconnected", {"code": code, "reason": reason}, self.now_ms()))
+        data = frame.frame if isinstance(frame, Wire) else text_frame(frame.encode())
+        writer = self.writer
+        if writer is None:
+            if self._early is not None:
+                self._early.append(data)
+        elif not writer.broken:
+            writer.write_nowait(data)
+
+    def outbound(self, frame: str) -> str:
+        """A frame as this connection sends it (native here; `net.compat`'s form)."""
+        return frame
 
     def close_after_queued(self, code: int, reason: str, /, **params: object) -> None:
         """Close once everything queued so far is written (e.g. `kicked`, then 4003).

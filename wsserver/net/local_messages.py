@@ -1,11 +1,13 @@
 """The messages a connection answers itself, and its authentication by a first message.
 
-`LOCAL_TYPES` never reach the hub actor: `heartbeat` (answered with
+`LOCAL_TYPES` are answered here: `heartbeat` (answered with
 `heartbeat_ack`), `ping` (`pong`), `refresh` (a new token for the same user
 moves the connection's expiry), `pong` and `client_ready` (liveness only, as
-any frame is), and `auth`/`register`, which authenticate a connection that
-presented no credentials in its handshake and are refused afterwards
-(`already_authenticated`).
+any frame is; `ack {ok: true}` when they carry an `id`), and `auth`/`register`,
+which authenticate a connection that presented no credentials in its
+handshake. Afterwards `auth` is refused (`already_authenticated`); seed 002's
+`register` for the same user updates the device (the hub's `UpdateDevice`
+answers `registered`), for another one it is refused.
 
 First-message authentication (`first_message_auth`), for a connection the
 handshake left anonymous: a throttled IP is answered `auth_throttled` and
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from wsserver.core.commands import Authenticate
+from wsserver.core.commands import Authenticate, UpdateDevice
 from wsserver.core.identity import Identity
 from wsserver.core.session import Refusal
 from wsserver.errors import AuthError, CloseCode, ErrorCode, ProtocolError
@@ -78,9 +80,44 @@ def answer_local(conn: Peer, msg: Inbound) -> None:
         conn.reply(msg, "pong", {"server_time": conn.now_ms()})
     elif mtype == "refresh":
         _refresh(conn, msg)
-    elif mtype in ("auth", "register"):
+    elif mtype == "register":
+        _register_again(conn, msg)
+    elif mtype == "auth":
         conn.send_error(ProtocolError(ErrorCode.CONFLICT, "already_authenticated"), msg)
-    # pong and client_ready: liveness only, already counted
+    elif msg.id is not None:  # pong and client_ready: liveness only, already counted
+        conn.reply(msg, "ack", {"ok": True})  # a request with an `id` is answered once
+
+
+def _register_again(conn: Peer, msg: Inbound) -> None:
+    """Seed 002 sends `register` right after connecting, even when its handshake
+    authenticated: for the same user it keeps the device and answers
+    `registered` (the hub, `UpdateDevice`); another user's token is `conflict`."""
+    ident = conn.identity
+    assert ident is not None
+    try:
+        if ident.is_device:
+            raise ProtocolError(ErrorCode.CONFLICT, "already_authenticated")
+        register = read(msg.data, Register)
+        try:
+            fresh = conn.server.verifier.verify(register.token)
+        except AuthError as err:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, err.key, field="token") from None
+        claimed = fresh.user_id if register.user_id is None else register.user_id
+        if (
+            id_key(fresh.user_id) != id_key(ident.user_id)
+            or id_key(fresh.user_type) != id_key(ident.user_type)
+            or id_key(claimed) != id_key(ident.user_id)
+        ):
+            raise ProtocolError(ErrorCode.CONFLICT, "already_authenticated")
+    except ProtocolError as err:
+        conn.send_error(err, msg)
+        return
+    device_id = None if register.device_id is None else str(register.device_id)
+    if device_id is not None:
+        conn.device_id = device_id
+    update = UpdateDevice(conn.conn_id, device_id, register.device_info, msg.id)
+    if not conn.server.actor.tell_nowait(update):
+        conn.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), msg)
 
 
 def _refresh(conn: Peer, msg: Inbound) -> None:

@@ -12,6 +12,7 @@ LOCALES = ("zh-CN", "en")
 CATALOGUE: dict[str, tuple[str, str]] = {
     # success texts (seed 000 / 001 wording)
     "connected": ("WebSocket连接成功", "WebSocket connected"),
+    "registered": ("连接注册成功", "connection registered"),
     "auth_success": ("认证成功，请同步Line账号列表", "Authenticated, please sync your Line accounts"),
     "heartbeat_ok": ("心跳正常", "heartbeat ok"),
     "token_refreshed": ("令牌已刷新", "token refreshed"),
@@ -43,6 +44,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "group_forbidden": ("无权访问其他分组", "no access to another group"),
     "device_no_rooms": ("桌面客户端不能加入房间", "activation-code clients cannot join rooms"),
     "device_no_direct": ("桌面客户端不能收发私信", "activation-code clients cannot send or receive direct messages"),
+    "session_unknown": ("会话不存在", "no such session"),
+    "session_not_participant": ("您不是该会话的参与者", "you are not a participant of this session"),
+    "session_alone": ("会话中没有其他参与者", "nobody else is in this session"),
     "not_recipient": ("只有接收者可以回执该消息", "only the recipient may acknowledge this message"),
     "desktop_only": ("仅桌面客户端可以发送该消息", "only desktop (activation-code) clients may send this"),
     "account_other_group": ("该账号属于其他分组", "this account belongs to another group"),
@@ -58,11 +62,17 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "token_issuer": ("令牌签发者无效", "invalid token issuer"),
     "token_audience": ("令牌受众无效", "invalid token audience"),
     "token_claims": ("令牌缺少 user_id", "the token has no user_id"),
+    "token_no_user_type": ("令牌缺少 user_type", "the token has no user_type"),
     "jwt_not_configured": ("服务器未配置令牌验证", "token authentication is not configured"),
     "activation_code_invalid": ("激活码无效", "invalid activation code"),
     "activation_code_disabled": ("激活码已停用", "activation code disabled"),
     "auth_throttled": ("认证失败次数过多，请稍后再试", "too many failed authentication attempts, try again later"),
     # handshake refusals and close reasons
+    "query_identity_mismatch": (
+        "连接参数 user_id / user_type / user_name 与令牌不符",
+        "the user_id / user_type / user_name of the URL disagree with the token",
+    ),
+    "compat_unknown": ("compat 参数无效（可选 003、004）", "unknown compat (003 or 004)"),
     "origin_forbidden": ("来源不被允许", "origin not allowed"),
     "over_capacity": ("服务器连接数已满", "server at capacity"),
     "too_many_pending": ("等待认证的连接数已满", "too many connections waiting to authenticate"),
@@ -80,7 +90,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "invalid_utf8": ("文本消息不是有效的 UTF-8", "text is not valid UTF-8"),
     "shutting_down": ("服务器正在关闭", "server shutting down"),
     "kicked": ("已被管理员踢出", "kicked by an administrator"),
-    "kicked_reason": ("{reason}", "{reason}"),  # a kick's own reason, as the admin gave it
+    "kicked_reason": ("{reason}", "{reason}"),
+    "kicked_by_own_device": ("已被您的其他设备下线", "signed out from another of your devices"),  # a kick's own reason, as the admin gave it
     # HTTP API (SPEC 6)
     "api_credentials_missing": ("需要认证: Authorization: Bearer <管理员令牌> 或 X-API-Key", "authentication required: Authorization: Bearer <admin token> or X-API-Key"),
     "api_key_invalid": ("API密钥无效", "invalid API key"),
@@ -122,6 +133,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "insufficient_tokens_text": ("Token余额不足，当前余额: {current_balance}，需要: {required_tokens}", "Not enough tokens: balance {current_balance}, {required_tokens} needed"),
     "plan_expiring_text": ("您的{plan_name}套餐还有{days_left}天过期", "Your {plan_name} plan expires in {days_left} days"),
     "plan_expired_text": ("您的{plan_name}套餐已过期", "Your {plan_name} plan has expired"),
+    # seed 001's own reply texts (the `message` of its endpoints' replies)
+    "seed001_fetched": ("获取成功", "fetched"),
+    "seed001_checked": ("检查完成", "checked"),
+    "seed001_sent": ("发送成功", "sent"),
     "test_notification_title": ("测试通知", "Test notification"),
     "test_notification_text": ("这是一条测试消息，WebSocket连接正常", "This is a test message: the WebSocket connection works"),
     "webhooks_off": ("未配置 Webhook（{field} 为空）", "webhooks are off ({field} is empty)"),

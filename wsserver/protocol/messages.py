@@ -47,6 +47,7 @@ from wsserver.shapes import (
 
 __all__ = [
     "MAX_HISTORY_PAGE",
+    "MAX_WATCHED",
     "ROOM_NAME",
     "Account",
     "Auth",
@@ -54,10 +55,12 @@ __all__ = [
     "FollowUpSync",
     "History",
     "Incoming",
+    "KickDevice",
     "Receipt",
     "Receiver",
     "Refresh",
     "Register",
+    "RoomHistoryRequest",
     "RoomMessage",
     "RoomRef",
     "Seed003Data",
@@ -67,8 +70,11 @@ __all__ = [
     "Sync",
     "Typing",
     "UserMessage",
+    "WatchPresence",
+    "Watched",
     "fault",
     "read",
+    "with_receiver",
 ]
 
 S = TypeVar("S", bound=Shape)
@@ -77,6 +83,7 @@ ROOM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 """A room name (SPEC 4.2)."""
 
 MAX_HISTORY_PAGE = 100
+MAX_WATCHED = 1000  # users one `watch_presence` names
 MAX_CRM_ID = 256  # characters of an account, customer or incoming id
 
 RoomName = Annotated[str, Pattern(ROOM_NAME)]
@@ -157,6 +164,17 @@ class RoomRef(Shape):
 
 
 @attrs.define
+class RoomHistoryRequest(Shape):
+    """`room_history {room, group_id?, before?, limit? (1-100)}`: a page of a room's
+    kept messages (`rooms.history_limit`)."""
+
+    room: RoomName = wire(key="invalid_room", key_for_type=True)
+    group_id: Any = None
+    before: int | None = None
+    limit: Annotated[int, Range(1, MAX_HISTORY_PAGE)] = 50
+
+
+@attrs.define
 class RoomMessage(Shape):
     """`room_message {room, group_id?, ...payload}`: the payload (every other key
     but a client's `from`) passes through untouched."""
@@ -172,7 +190,7 @@ class RoomMessage(Shape):
 @attrs.define
 class SendMessage(Shape):
     """`send_message {to_user_id, to_user_type?, to_group_id? (admins), message | text,
-    client_msg_id?, message_type?, session_id?, reply_to_message_id?}`."""
+    client_msg_id?, message_type?, session_id?, reply_to_message_id?, extra?}`."""
 
     message: str = wire("message", "text")
     to_user_id: Id = wire()
@@ -182,6 +200,7 @@ class SendMessage(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
 
 @attrs.define
@@ -197,6 +216,7 @@ class UserMessage(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
 
 @attrs.define
@@ -231,8 +251,23 @@ class Seed003Data(Shape):
     message_type: str = wire(default="text", null=NULL_IS_WRONG)
     session_id: int | str | None = None
     reply_to_message_id: int | None = None
+    extra: dict[str, Any] | None = wire(default=None, doc="passed through to the recipient, at most 1 KiB of JSON")
 
     bare = staticmethod(_bare_text)
+
+
+def with_receiver(msg: Mapping[str, Any], data: object, id_name: str, type_name: str) -> object:
+    """`data` with seed 003's top-level `receiver {id, type?}` (checked as in its
+    `message`, faults named `receiver.id`) as its recipient fields `id_name` and
+    `type_name`; `data` itself when the message names no `receiver`."""
+    if "receiver" not in msg:
+        return data
+    receiver = read(msg, Seed003Message).receiver
+    named = dict(data) if isinstance(data, dict) else {}
+    named[id_name] = receiver.id
+    if receiver.type is not None:
+        named[type_name] = receiver.type
+    return named
 
 
 def _bare_id(value: object) -> Mapping[str, object] | None:
@@ -242,18 +277,21 @@ def _bare_id(value: object) -> Mapping[str, object] | None:
 @attrs.define
 class Receipt(Shape):
     """`message_delivered`, `message_read`, seed 003's `read`: `{message_id}` or the
-    bare id; a string must hold an integer."""
+    bare id, or `{up_to_message_id}` (the whole conversation up to that message);
+    a string must hold an integer."""
 
-    message_id: int | str
+    message_id: int | str | None = None
+    up_to_message_id: int | str | None = None
 
     bare = staticmethod(_bare_id)
 
 
 @attrs.define
 class Typing(Shape):
-    """`typing {to_user_id, to_user_type?, to_group_id? (admins), typing = true}`."""
+    """`typing {to_user_id | to, to_user_type?, to_group_id? (admins), typing = true}`
+    (seed 003's top-level `receiver`: `with_receiver`)."""
 
-    to_user_id: Id
+    to_user_id: Id = wire("to_user_id", "to")
     to_user_type: Id | None = None
     to_group_id: Any = None
     typing: bool = wire(default=True, null=NULL_IS_WRONG)
@@ -275,15 +313,41 @@ class Sync(Shape):
 
 @attrs.define
 class History(Shape):
-    """`history {with_user_id, with_user_type?, to_group_id? | session_id,
-    before_message_id?, limit? (1-100)}`."""
+    """`history {with_user_id | to_user_id | to, with_user_type? | to_user_type?,
+    to_group_id? | session_id, before_message_id?, limit? (1-100)}` (seed 003's
+    top-level `receiver`: `with_receiver`)."""
 
     limit: Annotated[int, Range(1, MAX_HISTORY_PAGE)] = MAX_HISTORY_PAGE
     before_message_id: int | None = None
-    with_user_id: Id | None = None
-    with_user_type: Id | None = None
+    with_user_id: Id | None = wire("with_user_id", "to_user_id", "to", default=None)
+    with_user_type: Id | None = wire("with_user_type", "to_user_type", default=None)
     to_group_id: Any = None
     session_id: int | str | None = None
+
+
+@attrs.define
+class Watched(Shape):
+    """One user of `watch_presence`'s `users`: `{user_id, user_type?}`."""
+
+    user_id: Id
+    user_type: Id | None = None
+
+
+@attrs.define
+class WatchPresence(Shape):
+    """`watch_presence {user_ids?: [id], user_type?, users?: [{user_id, user_type?}]}`:
+    `user_ids` are of `user_type`; at most 1000 users in all."""
+
+    user_ids: Annotated[list[Id], Length(0, MAX_WATCHED)] = attrs.Factory(list)
+    user_type: Id | None = None
+    users: Annotated[list[Watched], Length(0, MAX_WATCHED)] = attrs.Factory(list)
+
+
+@attrs.define
+class KickDevice(Shape):
+    """`kick_device {device_id}`."""
+
+    device_id: Id
 
 
 # -- the CRM (SPEC 4.4, seed 000) -------------------------------------------------------------------

@@ -43,16 +43,28 @@ export function codes(root) {
     }
   }
 
+  // The code whose delete button waits for its confirming click. Kept outside the
+  // button: a reload of the list (after another change) re-creates the buttons,
+  // and the confirmation must survive it.
+  let armed = null;
+
   function confirmDelete(row) {
-    const button = h("button", { class: "danger", "data-delete": row.code }, t("delete"));
-    let armed = null;
+    const button = h("button", { class: "danger", "data-delete": row.code },
+      t(armed?.code === row.code ? "confirm_delete" : "delete"));
     button.addEventListener("click", () => {
-      if (armed === null) {
+      if (armed?.code !== row.code) {
+        if (armed) clearTimeout(armed.timer);
+        const disarm = () => {
+          armed = null;
+          const current = list.querySelector(`button[data-delete="${CSS.escape(row.code)}"]`);
+          if (current) current.textContent = t("delete");
+        };
+        armed = { code: row.code, timer: setTimeout(disarm, 8000) };
         button.textContent = t("confirm_delete");
-        armed = setTimeout(() => { armed = null; button.textContent = t("delete"); }, 4000);
         return;
       }
-      clearTimeout(armed);
+      clearTimeout(armed.timer);
+      armed = null;
       change(async () => t("code_deleted", { code: row.code, closed: (await del("/api/activation-codes/" + seg(row.code))).closed }));
     });
     return button;

@@ -51,7 +51,6 @@ const TEXTS = {
   yes: ["是", "yes"],
   no: ["否", "no"],
   mailbox: ["离线信箱", "Mailbox"],
-  mailbox_not_reported: ["API 不提供单个用户的信箱大小；总数见概览。", "The API does not report one user's mailbox size; the totals are on the overview."],
   devices: ["设备", "Devices"],
   device_id: ["设备 ID", "Device id"],
   device_info: ["设备信息", "Device info"],

@@ -1,6 +1,5 @@
-// A user: online status, devices (connections), latest task states, and kick.
-// The API gives no per-user mailbox size (only the totals of /api/stats): the
-// view says so instead of guessing.
+// A user: online status, devices (connections), waiting messages, latest task
+// states, and kick.
 
 import { get, isReadOnly, post, query, seg } from "/admin/api.mjs";
 import { field, h, show, statusLine, table, when } from "/admin/dom.mjs";
@@ -62,7 +61,7 @@ export function users(root, params) {
         h("div", { class: "card", "data-stat": "online" }, h("div", { class: "label" }, t("online")),
           h("div", { class: "value " + (online.is_online ? "yes" : "no") }, online.is_online ? t("yes") : t("no"))),
         h("div", { class: "card" }, h("div", { class: "label" }, t("connections_total")), h("div", { class: "value" }, show(online.connections))),
-        h("div", { class: "card wide" }, h("div", { class: "label" }, t("mailbox")), h("div", { class: "note" }, t("mailbox_not_reported")))),
+        h("div", { class: "card", "data-stat": "mailbox" }, h("div", { class: "label" }, t("mailbox")), h("div", { class: "value" }, show(online.mailbox)))),
       h("h3", {}, t("devices")),
       mutate ? h("div", { class: "row" },
         h("label", {}, h("span", {}, t("kick_reason")), reason),
