@@ -20,8 +20,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsserver.net.http_client import HttpPool  # noqa: E402
-from wsserver.protocol.webhook import event_body, event_headers  # noqa: E402
+from wsserver.net.http_client import HttpPool
+from wsserver.protocol.webhook import event_body, event_headers
 
 CONCURRENCY = 16
 
