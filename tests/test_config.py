@@ -285,6 +285,8 @@ keys = ["plain-key-1", {name = "crm-reader", key = "reader-key-2", read_only = t
     )
     tables = load_text(tmp_path, '[[api.keys]]\nname = "ops"\nkey = "k3"\n')
     assert tables.api.named() == (ApiKey(name="ops", key="k3", read_only=False),)
+    scoped = load_text(tmp_path, '[[api.keys]]\nname = "acme"\nkey = "k4"\ngroups = [7, "acme"]\n')
+    assert scoped.api.named() == (ApiKey(name="acme", key="k4", groups=(7, "acme")),)
 
 
 @pytest.mark.parametrize(
@@ -294,6 +296,9 @@ keys = ["plain-key-1", {name = "crm-reader", key = "reader-key-2", read_only = t
         ('[[api.keys]]\nname = " "\nkey = "k"\n', "api.keys[0].name"),
         ('[[api.keys]]\nkey = "k"\n', "api.keys[0].name"),
         ('[[api.keys]]\nname = "a"\nkey = "k"\nread_only = "yes"\n', "api.keys[0].read_only"),
+        ('[[api.keys]]\nname = "a"\nkey = "k"\ngroups = [7, ""]\n', "api.keys[0].groups[1]"),
+        ('[[api.keys]]\nname = "a"\nkey = "k"\ngroups = [true]\n', "api.keys[0].groups[0]"),
+        ('[[api.keys]]\nname = "a"\nkey = "k"\ngroups = 7\n', "api.keys[0].groups"),
         ('[[api.keys]]\nname = "a"\nkey = "k"\n[[api.keys]]\nname = "a"\nkey = "j"\n', "api.keys[1].name"),
     ],
 )

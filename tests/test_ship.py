@@ -119,7 +119,7 @@ async def test_pyz_on_a_bare_python_serves_a_client_and_exits_0_on_sigterm(
 ) -> None:
     pyz = linux_pyz[0]
     data = tmp_path / "data"
-    async with trio.open_nursery() as nursery:  # the bundled httpx delivers a webhook
+    async with trio.open_nursery() as nursery:  # the sender's own HTTP client delivers a webhook
         receiver = await nursery.start(Receiver().serve)
         await _serve_pyz(pyz, bare_python, tmp_path, data, receiver)
         nursery.cancel_scope.cancel()

@@ -1,6 +1,7 @@
 """The business events of SPEC 13 on the real server, over real HTTP to a real
 receiver (tests/webhook_receiver.py): every direct message and its receipts
-(an archive rebuilt from the events equals `history`), expiry, and each CRM
+(an archive rebuilt from the events equals `history`), expiry by TTL and by a
+mailbox's limit, and each CRM
 write, without the activation code and without a second event for a retry."""
 
 from __future__ import annotations
@@ -78,6 +79,35 @@ async def test_an_archive_rebuilt_from_message_events_equals_history(live_server
         assert first["group_id"] == 5 and first["to_user_type"] == 1 and first["message_type"] == "text"
         [expired] = [e["data"] for e in of(rec, "message_status") if e["data"]["status"] == "expired"]
         assert expired["message_id"] == expiring and expired["to_user_id"] == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_message_a_full_mailbox_pushes_out_is_reported_expired_to_its_sender_and_the_backend(
+    live_server: Any,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        rec = await receiver(nursery)
+        server = await live_server(webhooks__url=rec.url, webhooks__events=MESSAGE_EVENTS, messages__mailbox_limit=2)
+        alice = f"{server.url}/ws?token={token(server.config, user_id=1, group_id=5, user_type=1)}"
+        async with ws_connect(alice) as a:
+            await until(a, "connected")
+            seen = []
+            for i in range(3):  # user 2 is offline: the third pushes the first out of the mailbox
+                await a.send_message(json.dumps({"type": "send_message", "id": f"m{i}", "data": {
+                    "to_user_id": 2, "to_user_type": 1, "text": f"t{i}"}}))  # fmt: skip
+                while (frame := await recv(a)).get("id") != f"m{i}":
+                    seen.append(frame)
+                seen.append(frame)
+            ids = [f["data"]["message_id"] for f in seen if f["type"] == "message_sent"]
+            [status] = [f["data"] for f in seen if f["type"] == "message_status"]
+            assert (status["message_id"], status["status"]) == (ids[0], "expired")
+        await rec.wait_for(lambda: len(of(rec, "message")) == 3 and len(of(rec, "message_status")) == 1)
+        [expired] = [e["data"] for e in of(rec, "message_status")]
+        assert (expired["message_id"], expired["status"], expired["reason"]) == (ids[0], "expired", "limit")
+        assert expired["from_user_id"] == 1 and expired["to_user_id"] == 2 and isinstance(expired["time"], int)
+        # the backend hears of it after the message itself (the recipient's lane)
+        order = [(e["event"], e["data"]["message_id"]) for e in rec.events]
+        assert order.index(("message", ids[0])) < order.index(("message_status", ids[0]))
         nursery.cancel_scope.cancel()
 
 

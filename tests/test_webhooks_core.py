@@ -107,7 +107,7 @@ def test_first_and_last_connection_of_a_user_make_online_and_offline_events() ->
         "device_id": "dev-1", "device_info": {"os": "x"}, "ip": "10.0.0.9", "user_agent": "agent/1",
         "connected_at": int(START * 1000),
     }  # fmt: skip
-    assert online["node"] == "local" and online["time"] == int(START * 1000) and len(online["id"]) == 32
+    assert online["node"] == "local" and online["time"] == int(START * 1000) and online["id"] == "local-1"
     rig.hub.close("c2")
     [offline] = rig.drain()
     assert offline["event"] == "user_offline" and offline["data"]["conn_id"] == "c2"
@@ -386,6 +386,19 @@ def test_a_snapshot_holds_the_outbox_and_the_checks() -> None:
     hub = Hub(rig.config, clock=rig.clock, storage=Journal())
     hub.execute(Restore(state, [], 2))
     assert hub.snapshot_state()["webhooks"] == state["webhooks"]
+
+
+def test_event_ids_name_their_node_and_never_repeat_after_a_restart_from_a_snapshot() -> None:
+    rig = Rig()
+    rig.start()
+    rig.hub.close(rig.connect(1))
+    assert [e["id"] for e in rig.drain()] == ["local-1", "local-2"]  # acknowledged: the outbox is empty
+    state = json.loads(json.dumps(rig.hub.snapshot_state()))
+    again = Rig(Journal(), rig.clock, rig.config)  # the same data directory, journal compacted away
+    again.hub.execute(Restore(state, [], 2, "local"))
+    again.start()
+    again.connect(2)
+    assert [e["id"] for e in again.drain()] == ["local-3"]
 
 
 def test_a_ping_is_made_on_demand_and_never_queued() -> None:

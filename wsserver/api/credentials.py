@@ -8,8 +8,9 @@ Credentials, in the order they are tried:
   `role: "admin"`.
 
 A key is a string or a named table (`config.ApiKey`); the caller is named
-by it (`Caller`) for the audit log, and a `read_only` key may call no route
-that changes anything (the API answers 403 `api_read_only`).
+by it (`Caller`) for the audit log, a `read_only` key may call no route
+that changes anything (the API answers 403 `api_read_only`), and a key with
+`groups` reaches only those groups (`api.scopes`).
 
 No credentials, a wrong key or a token that does not verify is 401 (with
 `WWW-Authenticate: Bearer`); a valid token without the admin role is 403.
@@ -32,6 +33,7 @@ import attrs
 from wsserver.config import ApiKey
 from wsserver.errors import AuthError
 from wsserver.net.http import HttpError, RequestHead
+from wsserver.protocol.envelope import id_key
 
 if TYPE_CHECKING:
     from wsserver.api.host import ApiHost
@@ -48,6 +50,7 @@ class Caller:
 
     name: str
     read_only: bool = False
+    groups: frozenset[str] | None = None  # a group-scoped key's groups (`api.scopes`)
 
 
 def key_matches(given: str, keys: Iterable[str]) -> bool:
@@ -77,7 +80,8 @@ def authorize(server: ApiHost, head: RequestHead, remote: str = "") -> Caller:
     if api_key is not None:
         entry = _key_of(api_key, server.config.api.named())
         if entry is not None:
-            return Caller(entry.name, entry.read_only)
+            groups = frozenset(id_key(g) for g in entry.groups) if entry.groups else None
+            return Caller(entry.name, entry.read_only, groups)
     authorization = head.header("authorization")
     if authorization is None:
         if api_key is None:  # no credential at all: nothing was guessed

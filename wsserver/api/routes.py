@@ -11,7 +11,8 @@ Invariants:
 - Handlers reach the hub only with commands (`wsserver.core.commands`)
   through its actor; they never read hub state directly.
 - Every route except `/api/openapi.json` (and `/metrics` unless
-  `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`).
+  `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`);
+  a group-scoped key's calls go through `api.scopes` first.
 - Replies are `{"code":0,"message":"success","data":..}`; errors carry the HTTP
   status in `code` and name the field to blame (`wsserver.protocol.replies`).
 - Every body is read by its shape (`wsserver.api.bodies`), which also
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.api import audit, bodies, pushes
+from wsserver.api import audit, bodies, pushes, scopes
 from wsserver.api.bodies import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -258,16 +260,18 @@ class Api:
                 route.access == "metrics" and server.config.metrics.require_auth
             ):
                 caller = authorize(server, req.head, req.remote)
+                call = handler if caller.groups is None else partial(scopes.scoped, self, route.handler, caller.groups, handler)
                 if audit.changes(req.head.method):
-                    return await _audited(caller, req)
+                    return await _audited(caller, req, call)
+                return await call(req)
             return await handler(req)
 
-        async def _audited(caller: Caller, req: HttpRequest) -> HttpResponse:
+        async def _audited(caller: Caller, req: HttpRequest, call: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> HttpResponse:
             status = 500
             try:
                 if caller.read_only:
                     raise HttpError(403, "api_read_only")
-                response = await handler(req)
+                response = await call(req)
                 status = response.status
                 return response
             except HttpError as err:

@@ -182,12 +182,14 @@ class StorageConfig:
 
 @attrs.frozen(kw_only=True)
 class ApiKey:
-    """One `[[api.keys]]` table: a key with a name for the audit log, and
-    whether it may only read (every changing call answered 403)."""
+    """One `[[api.keys]]` table: a key with a name for the audit log, whether it
+    may only read (every changing call answered 403), and the groups it is
+    limited to (empty: every group; `api.scopes`)."""
 
     name: str
     key: str
     read_only: bool = False
+    groups: tuple[int | str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -178,6 +178,8 @@ def validate_config(cfg: Config) -> None:
         require(entry.key != "", f"api.keys[{index}].key", "must not be empty")
         require(entry.name.strip() != "", f"api.keys[{index}].name", "must not be empty")
         require(entry.name not in names, f"api.keys[{index}].name", f"{entry.name!r} names two keys")
+        for at, group in enumerate(entry.groups):
+            require(str(group) != "", f"api.keys[{index}].groups[{at}]", "must not be empty")
         names.add(entry.name)
     for index, origin in enumerate(cfg.security.allowed_origins):
         require(origin != "", f"security.allowed_origins[{index}]", "must not be empty")

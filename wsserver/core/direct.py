@@ -258,7 +258,11 @@ class DirectMessaging:
         truncated = self.store.truncated_count(to) if waiting else 0
         commit.record(record)
         if waiting:
-            announce_expired(commit, broker, waiting[: self.store.truncated_count(to) - truncated], now)
+            pushed_out = waiting[: self.store.truncated_count(to) - truncated]
+            if pushed_out:  # (out of the mailbox already: the record says so to followers)
+                ids = [m["id"] for m in pushed_out]
+                commit.record({"t": "drop", "to": to, "ids": ids, "reason": "limit", "time": now})
+            announce_expired(commit, broker, pushed_out, now)
         m = self.store.stored(record["id"])
         assert m is not None  # just recorded
         sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)

@@ -18,7 +18,10 @@ Invariants:
 - A mailbox holds the ids of messages sent while their recipient had no
   connection, in `seq` order, until a `delivered`/`read` receipt or a drop
   (limit or TTL). Dropped ids are counted in `truncated` until the recipient is
-  told (`mailbox_truncated`).
+  told (`mailbox_truncated`). The limit drops when a `msg` or `box` record is
+  applied; the send path then records a `drop` (reason `limit`) of the ids it
+  pushed out, which changes nothing here (they are gone) and tells the
+  record's followers (the `message_status` webhook event).
 - A message is kept while it is in a mailbox or among the last
   `history_limit` messages of its conversation; then it is forgotten.
 - Recipients are addressed inside a group: the key is (group, user_type,

@@ -8,7 +8,8 @@ caused it, in the same command, so a restart neither loses nor repeats it.
 
 - `message`: every direct message (not a backend push kept in a mailbox),
   with its ids, parties and text; `message_status`: its `delivered` and `read`
-  receipts and `expired` when a mailbox's TTL drops it undelivered. Both go in
+  receipts and `expired` when a mailbox's TTL or its limit drops it
+  undelivered (a `drop` record with reason `ttl` or `limit`). Both go in
   the recipient's lane (the one of its `user_online`), so a message's event
   always comes before its receipts' events.
 - `crm_incoming`, `crm_customer`, `crm_follow_up`: each CRM write as stored
@@ -81,9 +82,10 @@ class RecordEvents:
         elif kind == "status":
             yield from self._status(rec["id"], rec["status"], rec["time"])
         elif kind == "drop":
-            if rec.get("reason") == "ttl":
+            reason = rec.get("reason")
+            if reason in ("ttl", "limit"):
                 for mid in rec["ids"]:
-                    yield from self._status(mid, "expired", None)
+                    yield from self._status(mid, "expired", rec.get("time"), reason)
         elif kind.startswith("crm_") and not rec.get("retry"):  # a retry changed nothing
             yield from self._crm(kind, rec)
 
@@ -113,7 +115,7 @@ class RecordEvents:
             data["extra"] = rec["extra"]
         yield "message", _recipient_lane(rec["to_key"]), data
 
-    def _status(self, mid: int, status: str, time: int | None) -> Iterator[Event]:
+    def _status(self, mid: int, status: str, time: int | None, reason: str | None = None) -> Iterator[Event]:
         if "message_status" not in self.enabled:
             return
         m = self.messages.stored(mid)
@@ -133,6 +135,8 @@ class RecordEvents:
             "to_user_type": to.get("user_type"),
             "group_id": self.group_id(group or "", None),
         }
+        if reason is not None:  # expired: what dropped it, "ttl" or "limit"
+            data["reason"] = reason
         yield "message_status", _recipient_lane(m["to_key"]), data
 
     # -- the CRM ----------------------------------------------------------------------------

@@ -19,7 +19,15 @@ outbox's delivery schedule, without I/O.
 
 Each event is a `hook` record through the commit log, appended in the same
 command as the state change that caused it, so it is journaled with it. Its
-`id` is a random UUID (hex), unique whatever happens to the data directory.
+`id` is `<node>-<seq>`: the node id kept with the data directory
+(`storage.node`) and the outbox's sequence number, which only grows and is
+durable with the outbox (derived from the `hook` records, kept in the
+snapshot). It is unique across restarts because an event is handed out only
+once its record is durable, so a restart resumes above every id a receiver
+can have seen; a new data directory makes a new node id. (A `ping`, never
+queued, has a random id.) A cluster node's outbox is kept in memory only
+(docs/CLUSTER.md), so there the id also names the node's start:
+`<node>.<start ms in hex>-<seq>`.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
 and reports each attempt (`WebhookDone`); this component keeps the schedule:
@@ -152,6 +160,7 @@ class Webhooks:
         self._armed = False  # the sender waits: wake it for new work
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
         self.dropped: dict[str, int] = {}  # since start, by reason
+        self._started: str | None = None  # a cluster node's start, in event ids
         self.commands: dict[type[Any], Callable[[Any], Any]] = {
             WebhookStart: self.start,
             WebhookDue: self.due,
@@ -224,6 +233,15 @@ class Webhooks:
             data = {k: e.get(k) for k in _PRESENCE_FIELDS}
             self._emit("user_offline", _lane(principal), {**data, "reason": "node_gone"})
 
+    def _id_prefix(self) -> str:
+        """What an event id starts with: the node, and on a cluster node (whose
+        outbox starts empty at every start) the time this node started."""
+        if self.commit.cluster is None:
+            return self.env.node
+        if self._started is None:
+            self._started = f"{int(self.env.clock() * 1000):x}"
+        return f"{self.env.node}.{self._started}"
+
     def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
         """Record one event (dropping the oldest when the queue is full) and have a
         waiting sender woken once it is durable."""
@@ -231,10 +249,11 @@ class Webhooks:
         if len(store) >= self.max_queue:
             oldest = next(iter(store.events))
             self._drop([oldest], "queue_full")
+        seq = store.seq + 1
         rec: dict[str, Any] = {
             "t": "hook",
-            "seq": store.seq + 1,
-            "id": self.new_id(),
+            "seq": seq,
+            "id": f"{self._id_prefix()}-{seq}",
             "event": name,
             "time": self.env.now_ms(),
             "node": self.env.node,

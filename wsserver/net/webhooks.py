@@ -1,7 +1,8 @@
 """The webhook sender: one trio task that delivers the outbox's events over HTTP.
 
 The hub only appends events (`core.webhooks`); this task asks it for what is
-due (`WebhookDue`), POSTs each event with httpx outside the hub actor, and
+due (`WebhookDue`), POSTs each event outside the hub actor (`net.http_client`:
+keep-alive connections to the receiver, at most `MAX_IN_FLIGHT`), and
 reports every attempt (`WebhookDone`: a 2xx removes the event, anything
 else schedules a retry after the backoff). The hub decides the order and
 the retries; here is only the waiting on the network:
@@ -11,7 +12,8 @@ the retries; here is only the waiting on the network:
   receiver that hangs holds this many requests and nothing else: the hub
   never waits on it.
 - Each attempt is bounded by `webhooks.timeout` as a whole (connect, send,
-  answer); at most `MAX_ANSWER_BYTES` of the answer are read.
+  answer, and the one resend on a fresh connection when a kept-alive one
+  turns out closed); at most `MAX_ANSWER_BYTES` of the answer are read.
 - Each attempt is signed afresh (`protocol.webhook`).
 - Between rounds the task sleeps until the hub wakes it (a new durable
   event, a check that falls due sooner) or until the next retry, check or
@@ -23,9 +25,6 @@ and `/readyz` names it meanwhile; a restart tells the hub (`WebhookStart`),
 which hands out again what was in flight. A receiver that fails is not a
 failure of the task: it is counted in the metrics
 (`wsserver_webhooks_failed_total{reason}`) and logged once per streak.
-
-httpx is imported when the task starts, so `wsserver version` and servers
-without webhooks never load it.
 """
 
 from __future__ import annotations
@@ -44,11 +43,10 @@ from wsserver.core.commands import (
     WebhookDue,
     WebhookStart,
 )
+from wsserver.net.http_client import ConnectionBroken, HttpPool, Target
 from wsserver.protocol.webhook import event_body, event_headers
 
 if TYPE_CHECKING:
-    import httpx
-
     from wsserver.config import Config
     from wsserver.net.actor import HubActor
     from wsserver.ops.metrics import Metrics
@@ -87,6 +85,7 @@ class WebhookSender:
         self._failing = False  # in a streak of failed attempts (logged once)
         self._scope: trio.CancelScope | None = None  # the running round's, for `stop()`
         self._stopped = False
+        self._target: tuple[str, Target] | None = None  # webhooks.url, parsed once
 
     def wake(self) -> None:
         """(Called by the hub, in the actor.) Something became deliverable."""
@@ -107,12 +106,8 @@ class WebhookSender:
             await self._run(task_status)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
-        import httpx  # here, not at import: see the module docstring
-
         actor = self.host.actor
-        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-        timeout = self.host.config.webhooks.timeout
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client, trio.open_nursery() as nursery:
+        async with HttpPool(MAX_IN_FLIGHT) as client, trio.open_nursery() as nursery:
             self.in_flight = 0
             self._woken = trio.Event()
             await actor.call(WebhookStart(self.wake))
@@ -138,7 +133,7 @@ class WebhookSender:
                 log.warning("webhook events dropped (%s): %d", reason, new)
             self._dropped[reason] = total
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
+    async def _deliver(self, client: HttpPool, delivery: WebhookDelivery) -> None:
         """One attempt at one event, reported to the hub."""
         status, error = await self.post(client, delivery.event)
         ok = error is None and status is not None and 200 <= status < 300
@@ -163,37 +158,27 @@ class WebhookSender:
                 )  # fmt: skip
         self._woken.set()
 
-    async def post(self, client: httpx.AsyncClient, event: dict[str, Any]) -> tuple[int | None, str | None]:
+    async def post(self, client: HttpPool, event: dict[str, Any]) -> tuple[int | None, str | None]:
         """POST one signed event: (the receiver's status, None), or (None, why not:
         `"timeout"` or `"network: <what>"`)."""
-        import httpx
-
         cfg = self.host.config.webhooks
+        if self._target is None or self._target[0] != cfg.url:
+            self._target = (cfg.url, Target.parse(cfg.url))
         body = event_body(event)
         headers = event_headers(event["event"], body, cfg.secret, int(time.time()))
         with trio.move_on_after(cfg.timeout):
             try:
-                async with client.stream("POST", cfg.url, content=body, headers=headers) as answer:
-                    read = 0
-                    async for chunk in answer.aiter_raw():
-                        read += len(chunk)
-                        if read > MAX_ANSWER_BYTES:
-                            break
-                    return answer.status_code, None
-            except httpx.TimeoutException:
-                return None, "timeout"
-            except httpx.HTTPError as exc:
-                return None, f"network: {type(exc).__name__}"
+                status = await client.request(self._target[1], body, headers.items(), max_answer=MAX_ANSWER_BYTES)
+            except (ConnectionBroken, OSError, trio.BrokenResourceError) as exc:
+                return None, f"network: {_why(exc)}"
+            return status, None
         return None, "timeout"
 
     async def ping(self, event: dict[str, Any]) -> dict[str, Any]:
         """Send one event now, outside the outbox (`POST /api/webhooks/test`):
         `{id, status, ok, error, elapsed_ms}`."""
-        import httpx
-
-        cfg = self.host.config.webhooks
         started = trio.current_time()
-        async with httpx.AsyncClient(timeout=cfg.timeout) as client:
+        async with HttpPool(1) as client:
             status, error = await self.post(client, event)
         return {
             "id": event["id"],
@@ -211,3 +196,9 @@ def _status_reason(status: int | None) -> str:
     if status is not None and 500 <= status < 600:
         return "http_5xx"
     return "http_other"
+
+
+def _why(exc: BaseException) -> str:
+    """What broke, for the log and the ping's answer (the cause's class name)."""
+    cause = exc.__cause__ if isinstance(exc, ConnectionBroken) and exc.__cause__ else exc
+    return type(cause).__name__

@@ -98,6 +98,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "api_key_invalid": ("API密钥无效", "invalid API key"),
     "api_admin_required": ("需要管理员权限", "admin role required"),
     "api_read_only": ("此 API 密钥为只读，不能执行更改操作", "this API key is read-only: it cannot change anything"),
+    "api_group_scope": ("此 API 密钥仅限其分组: {field} 须为其中之一", "this API key is limited to its groups: {field} must name one of them"),
+    "api_group_wide": ("此 API 密钥仅限其分组，不能访问全节点的数据或操作", "this API key is limited to its groups: node-wide reads and operations are refused"),
     "not_ready": ("服务尚未就绪", "not ready"),
     "cluster_unavailable": ("集群不可用：Redis 无响应", "cluster unavailable: Redis does not answer"),
     "background_failing": ("后台任务失败: {tasks}", "failing: {tasks}"),
