@@ -12,7 +12,7 @@ from typing import Any
 import coredis
 import trio
 
-from tests.cluster_clients import client, nodes
+from tests.cluster_nodes import client, nodes
 from tests.conftest import ws_connect
 from tests.hubprocess import CODE
 from tests.redis_server import RedisServer
@@ -122,6 +122,9 @@ async def test_crm_announcements_reach_the_group_s_dashboards_on_other_nodes(
                 await dash.next("group_stats_update")  # its greeting, from its own node
             accounts = [{"line_account_id": "a1", "online_status": "online"}]
             await desk.send_message(json.dumps({"type": "sync_line_accounts", "data": accounts}))
+            with trio.fail_after(5):  # node A knows the account once its own record came back
+                while json.loads(await desk.get_message())["type"] != "sync_result":
+                    pass
             shown = [(await dash.next("group_stats_update"))["data"]["activation_code"] for dash in (admin, member)]
             assert shown[0] == CODE and shown[1] != CODE  # in clear for the admin only
             change = {"line_account_id": "a1", "online_status": "offline"}

@@ -13,7 +13,7 @@ from typing import Any
 import coredis
 import trio
 
-from tests.cluster_clients import client
+from tests.cluster_nodes import client
 from tests.hubprocess import Hub, cluster_env
 from tests.redis_server import RedisServer
 from wsserver.core.cluster_nodes import dead_nodes, live_nodes

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.cluster_clients import Client, client, nodes
+from tests.cluster_nodes import Client, client, nodes
 from tests.hubprocess import Hub
 from tests.redis_server import RedisServer
 from tests.webhook_receiver import Receiver

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from tests.cluster_clients import Client, client, nodes
+from tests.cluster_nodes import Client, client, nodes
 from tests.conftest import http_request
 from tests.hubprocess import Hub
 from tests.redis_server import RedisServer

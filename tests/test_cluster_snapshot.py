@@ -44,7 +44,7 @@ async def test_a_node_started_late_catches_up_from_the_snapshot_and_the_trimmed_
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     fast = {"WSSERVER_STORAGE_SNAPSHOT_INTERVAL": "0.2"}
-    with node(tmp_path, redis_server, "a", **fast) as a, node(tmp_path, redis_server, "b", **fast) as b:
+    with node(tmp_path, redis_server, "a", extra=fast) as a, node(tmp_path, redis_server, "b", extra=fast) as b:
         a.start()
         async with user(a, 1) as alice:
             await send_acked(alice, ["one", "two", "three"])
@@ -76,7 +76,7 @@ async def test_a_node_that_fell_behind_the_trimmed_log_reloads_the_snapshot_and_
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     fast = {"WSSERVER_STORAGE_SNAPSHOT_INTERVAL": "0.2"}
-    with node(tmp_path, redis_server, "a", **fast) as a, node(tmp_path, redis_server, "b", **fast) as b:
+    with node(tmp_path, redis_server, "a", extra=fast) as a, node(tmp_path, redis_server, "b", extra=fast) as b:
         a.start()
         b.start()
         async with user(a, 1) as alice:

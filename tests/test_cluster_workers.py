@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from tests.cluster_clients import client
+from tests.cluster_nodes import client
 from tests.hubprocess import ROOT, Hub, cluster_env
 from tests.redis_server import RedisServer
 

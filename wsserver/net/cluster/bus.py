@@ -32,7 +32,7 @@ import trio
 from wsserver.core.broker import Frame
 from wsserver.core.cluster_broker import Route
 from wsserver.core.commands import Deliver
-from wsserver.net.cluster.link import REDIS_ERRORS, Link
+from wsserver.net.cluster.link import REDIS_ERRORS, Link, receive_batch
 from wsserver.protocol.envelope import Wire, type_of
 
 __all__ = ["HEARTBEAT", "OUTBOX_SIZE", "Bus", "decode", "encode_message"]
@@ -110,12 +110,7 @@ class Bus:
         receive = self._receive
         channel = self.channel
         while True:
-            batch = [await receive.receive()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await receive_batch(receive, BATCH)
             origin = self.node()
             messages = [encode_message(origin, route, frame) for route, frame in batch]
             try:

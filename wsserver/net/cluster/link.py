@@ -63,3 +63,15 @@ class Link:
         if self.up or TASK not in self.background.failing():
             self.up = False
             self.background.failed(TASK, exc)
+
+
+async def receive_batch(receive: trio.MemoryReceiveChannel[Any], limit: int) -> list[Any]:
+    """The next item of `receive` (waiting for it) and those queued behind it, at
+    most `limit`: what a writer task sends to Redis in one round trip."""
+    batch = [await receive.receive()]
+    while len(batch) < limit:
+        try:
+            batch.append(receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return batch

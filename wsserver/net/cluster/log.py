@@ -46,6 +46,7 @@ import trio
 from wsserver._version import STATE_VERSION
 from wsserver.core.commands import Restore, TakeSnapshot
 from wsserver.core.log_commands import ApplyLog, JoinLog, LogRefused
+from wsserver.net.cluster.link import receive_batch
 from wsserver.storage.base import json_chunks
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.node import node_id
@@ -200,12 +201,7 @@ class ClusterLog:
         receive = self._out_receive
         actor = self.actor
         while True:
-            batch = [await receive.receive()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await receive_batch(receive, BATCH)
             try:
                 async with client.pipeline(transaction=True) as pipe:
                     for rec in batch:

@@ -43,7 +43,7 @@ from wsserver.core.cluster_presence import (
 )
 from wsserver.core.commands import CloseConnection, NodeGone
 from wsserver.errors import CloseCode
-from wsserver.net.cluster.link import REDIS_ERRORS, Link
+from wsserver.net.cluster.link import REDIS_ERRORS, Link, receive_batch
 from wsserver.net.http import HttpError
 from wsserver.protocol.envelope import id_key
 
@@ -101,12 +101,7 @@ class PresenceWriter:
         task_status.started()
         receive = self._receive
         while True:
-            batch = [await receive.receive()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = await receive_batch(receive, BATCH)
             changes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
             for conn_id, entry in batch:
                 before = self.mirror.get(conn_id)
