@@ -145,7 +145,12 @@ ALLOWED: dict[str, set[str]] = {
 }
 """Which layers each layer may import (the narrower rules below come on top)."""
 
-API_MAY_USE = {"wsserver.core.commands", "wsserver.core.identity", "wsserver.net.http"}
+API_MAY_USE = {
+    "wsserver.core.commands",
+    "wsserver.core.webhook_commands",
+    "wsserver.core.identity",
+    "wsserver.net.http",
+}
 """What the HTTP API may import of the core and the network layer: the commands
 and the values they carry, and the HTTP plumbing it is served by."""
 

@@ -16,13 +16,15 @@ from wsserver.core.commands import (
     Restore,
     Target,
     TaskList,
+)
+from wsserver.core.hub import Hub
+from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDone,
     WebhookDue,
     WebhookPing,
     WebhookStart,
 )
-from wsserver.core.hub import Hub
 from wsserver.core.webhooks import FIRST_RETRY, PROBE_AFTER, backoff
 
 START = 1_000.0

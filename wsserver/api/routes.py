@@ -75,9 +75,9 @@ from wsserver.core.commands import (
     Stats,
     Target,
     TaskList,
-    WebhookPing,
     WebsocketStats,
 )
+from wsserver.core.webhook_commands import WebhookPing
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router
 from wsserver.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsserver.protocol.encoding import dumps

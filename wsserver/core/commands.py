@@ -81,12 +81,6 @@ __all__ = [
     "Target",
     "TaskList",
     "UpdateDevice",
-    "WebhookBatch",
-    "WebhookDelivery",
-    "WebhookDone",
-    "WebhookDue",
-    "WebhookPing",
-    "WebhookStart",
     "WebsocketStats",
 ]
 
@@ -508,66 +502,6 @@ class TaskList(Command["list[dict[str, Any]]"]):
     user_id: Any
     user_type: Any = None
     group_id: Any = None
-
-
-# -- webhooks (SPEC 6.2): what the sender task asks of the outbox -----------------------
-
-
-@attrs.frozen
-class WebhookDelivery:
-    """One attempt at delivering an event: `event` is its body's object
-    (`{id, event, time, node, data}`); `seq` and `lane` name it in `WebhookDone`;
-    `attempt` counts from 1."""
-
-    seq: int
-    lane: str
-    event: dict[str, Any]
-    attempt: int
-
-
-@attrs.frozen
-class WebhookBatch:
-    """What the sender may deliver now; `wait`, the seconds until something else
-    falls due (a retry, a check, an expiry), None for "until woken"; the
-    events `queued`, and the events `dropped` since the start, by reason."""
-
-    deliveries: tuple[WebhookDelivery, ...]
-    wait: float | None
-    queued: int
-    dropped: dict[str, int]
-
-
-@attrs.frozen
-class WebhookStart(Command[None]):
-    """The sender (re)starts: nothing is in flight any more, and principals the
-    receiver still believes online but that have no connection get their
-    `user_offline`. `wake` (non-blocking, run in the actor) is called when an
-    event becomes deliverable while the sender waits."""
-
-    wake: Callable[[], None]
-
-
-@attrs.frozen
-class WebhookDue(Command[WebhookBatch]):
-    """Run what fell due (undelivered checks, expiries) and hand out up to `limit`
-    events: the oldest waiting event of each principal with none in flight."""
-
-    limit: int
-
-
-@attrs.frozen
-class WebhookDone(Command[None]):
-    """The attempt at event `seq` of `lane` ended: `ok` (2xx) removes the event,
-    anything else schedules a retry of it after the backoff."""
-
-    seq: int
-    lane: str
-    ok: bool
-
-
-@attrs.frozen
-class WebhookPing(Command["dict[str, Any]"]):
-    """A `ping` event (`POST /api/webhooks/test`), made but not queued."""
 
 
 class HostRequest(Protocol):

@@ -66,14 +66,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from wsserver.core.commands import (
-    WebhookBatch,
-    WebhookDelivery,
-    WebhookDone,
-    WebhookDue,
-    WebhookPing,
-    WebhookStart,
-)
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.keys import escape, split_key
@@ -81,6 +73,14 @@ from wsserver.core.message_store import party
 from wsserver.core.presence import Presence
 from wsserver.core.session import Session
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
+from wsserver.core.webhook_commands import (
+    WebhookBatch,
+    WebhookDelivery,
+    WebhookDone,
+    WebhookDue,
+    WebhookPing,
+    WebhookStart,
+)
 from wsserver.core.webhook_events import RecordEvents
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.protocol.envelope import id_key

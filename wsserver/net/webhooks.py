@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from wsserver.core.commands import (
+from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDelivery,
     WebhookDone,

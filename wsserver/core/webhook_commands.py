@@ -1,0 +1,78 @@
+"""The commands of the webhook sender (`net.webhooks`, SPEC 6.2): what the sender
+task asks of the outbox (`core.webhooks`), and the ping of `POST /api/webhooks/test`.
+Kept apart from `core.commands`: one concern, one task sends them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from wsserver.core.commands import Command
+
+__all__ = [
+    "WebhookBatch",
+    "WebhookDelivery",
+    "WebhookDone",
+    "WebhookDue",
+    "WebhookPing",
+    "WebhookStart",
+]
+
+
+@attrs.frozen
+class WebhookDelivery:
+    """One attempt at delivering an event: `event` is its body's object
+    (`{id, event, time, node, data}`); `seq` and `lane` name it in `WebhookDone`;
+    `attempt` counts from 1."""
+
+    seq: int
+    lane: str
+    event: dict[str, Any]
+    attempt: int
+
+
+@attrs.frozen
+class WebhookBatch:
+    """What the sender may deliver now; `wait`, the seconds until something else
+    falls due (a retry, a check, an expiry), None for "until woken"; the
+    events `queued`, and the events `dropped` since the start, by reason."""
+
+    deliveries: tuple[WebhookDelivery, ...]
+    wait: float | None
+    queued: int
+    dropped: dict[str, int]
+
+
+@attrs.frozen
+class WebhookStart(Command[None]):
+    """The sender (re)starts: nothing is in flight any more, and principals the
+    receiver still believes online but that have no connection get their
+    `user_offline`. `wake` (non-blocking, run in the actor) is called when an
+    event becomes deliverable while the sender waits."""
+
+    wake: Callable[[], None]
+
+
+@attrs.frozen
+class WebhookDue(Command[WebhookBatch]):
+    """Run what fell due (undelivered checks, expiries) and hand out up to `limit`
+    events: the oldest waiting event of each principal with none in flight."""
+
+    limit: int
+
+
+@attrs.frozen
+class WebhookDone(Command[None]):
+    """The attempt at event `seq` of `lane` ended: `ok` (2xx) removes the event,
+    anything else schedules a retry of it after the backoff."""
+
+    seq: int
+    lane: str
+    ok: bool
+
+
+@attrs.frozen
+class WebhookPing(Command["dict[str, Any]"]):
+    """A `ping` event (`POST /api/webhooks/test`), made but not queued."""
