@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from wsserver.config import load_config
 from wsserver.core.hub import Hub
-from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, party
+from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy
+from wsserver.core.stored_messages import party
 from wsserver.storage import FileStorage, StorageError
 from wsserver.storage import reader as reader_mod
 from wsserver.storage.base import encode_record, json_chunks

@@ -41,9 +41,10 @@ from wsserver.core.env import Env
 from wsserver.core.expiry import announce_expired
 from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key
 from wsserver.core.keys import Key, split_key
-from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy, message_size
+from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy
 from wsserver.core.presence import Presence
 from wsserver.core.session import Handler, Session
+from wsserver.core.stored_messages import message_size
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.encoding import dumps

@@ -35,10 +35,10 @@ from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.inbox import new_message_data
-from wsserver.core.message_store import party
 from wsserver.core.presence import Presence
 from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Session
+from wsserver.core.stored_messages import party
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode

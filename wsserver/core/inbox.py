@@ -26,8 +26,8 @@ from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.expiry import announce_expired
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
-from wsserver.core.message_store import message_size, party
 from wsserver.core.session import Session
+from wsserver.core.stored_messages import message_size, party
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key

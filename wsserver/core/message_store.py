@@ -43,7 +43,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -51,17 +50,14 @@ from itertools import pairwise
 from typing import Any
 
 import attrs
-import orjson
 
 from wsserver.core.keys import Key, conversation_key, dedup_key, principal_key, split_key
+from wsserver.core.stored_messages import PARTIES, StoredMessages, message_size, party_text, thawed
 
 __all__ = [
     "Key",
     "MemoryMessageStore",
     "RetentionPolicy",
-    "StoredMessages",
-    "message_size",
-    "party",
     "principal_key",
 ]
 
@@ -302,7 +298,7 @@ class MemoryMessageStore:
         # the record without its "t", keys in the same order, parties as text;
         # built with no container in it, so the GC never tracks it (see below)
         msg: dict[str, Any] = {
-            k: _party_text(v) if type(v) is dict and k in _PARTIES else v for k, v in rec.items() if k != "t"
+            k: party_text(v) if type(v) is dict and k in PARTIES else v for k, v in rec.items() if k != "t"
         }
         msg.setdefault("status", "sent")
         self.messages[mid] = msg
@@ -423,7 +419,7 @@ class MemoryMessageStore:
     def to_state(self) -> dict[str, Any]:
         """A detached, JSON-able copy of the state (for the snapshot)."""
         state = self._state_without_messages()
-        state["messages"] = [_thawed(m) for m in self.messages.values()]
+        state["messages"] = [thawed(m) for m in self.messages.values()]
         return state
 
     def snapshot_view(self) -> dict[str, Any]:
@@ -491,76 +487,3 @@ class MemoryMessageStore:
             inbox={k: list(v) for k, v in state["inbox"].items()},
             dedup=OrderedDict((k, (v[0], v[1], v[2])) for k, v in state["dedup"].items()),
         )
-
-
-# -- stored messages and the cyclic GC ------------------------------------------------
-#
-# A stored message is a dict of plain values, except its "from" and "to" parties.
-# A dict that holds a container (a dict, a tuple) is tracked by the cyclic GC,
-# and CPython 3.11 untracks dicts only in full collections: every stored message
-# would be walked by each young collection after it was stored, and by every
-# full one until then (a large share of a server's CPU under direct-message
-# load, and long pauses: docs/BENCHMARKS.md). So each party is kept as its
-# compact JSON text (a str from orjson's output; bytes from the stdlib encoder
-# for what orjson refuses, e.g. integers over 64 bits, which orjson would read
-# back as floats):
-# the message dict then holds only plain values and is never tracked at all.
-# Not orjson's bytes themselves: each holds the whole buffer orjson wrote into
-# (orjson 3.13; docs/BENCHMARKS.md), the str only its own size.
-# Records and snapshots keep the parties as JSON objects.
-
-
-_PARTIES = frozenset(("from", "to"))
-
-
-def _party_text(value: dict[str, Any]) -> str | bytes:
-    try:
-        return orjson.dumps(value).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
-
-
-def _party_value(text: str | bytes) -> dict[str, Any]:
-    return json.loads(text) if type(text) is bytes else orjson.loads(text)  # type: ignore[no-any-return]
-
-
-def _thawed(msg: dict[str, Any]) -> dict[str, Any]:
-    """A stored message as its JSON object (the parties as objects again)."""
-    out = dict(msg)
-    for side in ("from", "to"):
-        value = out.get(side)
-        if isinstance(value, (bytes, str)):
-            out[side] = _party_value(value)
-    return out
-
-
-class StoredMessages(list):  # type: ignore[type-arg]
-    """Stored message dicts in a snapshot view: `json_item` makes each the JSON
-    object `to_state()` would hold (`storage.base.json_chunks` calls it)."""
-
-    json_item = staticmethod(_thawed)
-
-
-def message_size(msg: dict[str, Any]) -> int:
-    """The bytes a stored message counts against its mailbox's quota: the UTF-8
-    length of its text, or of a persisted push's JSON payload."""
-    text = msg.get("text")
-    if type(text) is str:
-        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    push = msg.get("push")
-    if push is None:
-        return 0
-    data = push.get("data") if isinstance(push, dict) else push
-    try:
-        return len(orjson.dumps(data))
-    except (TypeError, orjson.JSONEncodeError):
-        return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-
-
-def party(msg: dict[str, Any], side: str) -> dict[str, Any]:
-    """The "from" or "to" party of a stored message, as a dict."""
-    value = msg.get(side)
-    if isinstance(value, (bytes, str)):
-        return _party_value(value)
-    return value if isinstance(value, dict) else {}
-

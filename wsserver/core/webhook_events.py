@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wsserver.core.keys import SYSTEM, escape, split_key
-from wsserver.core.message_store import party
+from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore
 
 __all__ = ["RECORD_EVENTS", "RecordEvents", "crm_lane"]

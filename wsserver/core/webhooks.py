@@ -69,9 +69,9 @@ from typing import Any
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.keys import escape, split_key
-from wsserver.core.message_store import party
 from wsserver.core.presence import Presence
 from wsserver.core.session import Session
+from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
 from wsserver.core.webhook_commands import (
     WebhookBatch,
