@@ -29,7 +29,7 @@ from tests.conftest import (
     token,
     ws_connect,
 )
-from wsserver.api.routes import ROUTES
+from wsserver.api.table import ROUTES
 from wsserver.core.broker import FANOUT_SOON
 from wsserver.net.server import Server
 from wsserver.ops.access import safe_path

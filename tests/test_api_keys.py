@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import http_request, token
-from wsserver.api.routes import ROUTES
+from wsserver.api.table import ROUTES
 
 READER = "reader-key-0123456789abcdef"
 WRITER = "writer-key-0123456789abcdef"

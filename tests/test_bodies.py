@@ -11,7 +11,8 @@ import pytest
 
 from wsserver.api.bodies import CodeRequest, OpenUrlRequest, PublishRequest, structure
 from wsserver.api.openapi import document
-from wsserver.api.routes import ROUTES, json_reply
+from wsserver.api.routes import json_reply
+from wsserver.api.table import ROUTES
 from wsserver.net.http import HttpError
 from wsserver.shapes import Id, Shape, json_schema
 

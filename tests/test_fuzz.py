@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from wsserver.api.routes import ROUTES
+from wsserver.api.table import ROUTES
 from wsserver.config import Config
 from wsserver.core.hub import Hub
 from wsserver.net.local_messages import LOCAL_TYPES

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of the HTTP API, built from the route table.
 
 `Route` describes one endpoint; `document(routes)` turns the table of them
-(`wsserver.api.routes.ROUTES`) into the document served at
+(`wsserver.api.table.ROUTES`) into the document served at
 `GET /api/openapi.json`. A request body's schema is its shape's
 (`wsserver.api.bodies`, through `wsserver.shapes.json_schema`): the class
 that checks a body also describes it. The schemas written here by hand are
