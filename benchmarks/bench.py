@@ -144,6 +144,24 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def ports(self) -> list[int]:
+        """Where the clients connect (one port; a cluster of nodes has several)."""
+        return [self.port]
+
+    def pids(self) -> list[int]:
+        """The processes whose CPU is the server's: this one, or the workers it
+        started (`serve --workers N`: the parent only waits)."""
+        path = f"/proc/{self.pid}/task/{self.pid}/children"
+        try:
+            children = [int(c) for c in Path(path).read_text().split()]
+        except OSError:
+            children = []
+        return children or [self.pid]
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
     def stderr_tail(self, n: int = 20) -> str:
         try:
             return "\n".join(Path(self.stderr_path).read_text(errors="replace").splitlines()[-n:])
@@ -169,11 +187,17 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start_wsserver(server_src: str | None, fsync: str = "interval", extra_env: dict[str, str] | None = None) -> Server:
+def start_wsserver(
+    server_src: str | None,
+    fsync: str = "interval",
+    extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> Server:
     """`wsserver serve` on a fresh data directory, log level warning (no access log).
 
     The port is chosen here, so readiness is GET /readyz rather than the
-    info-level "listening on" line.
+    info-level "listening on" line. `extra_args` go after `serve`'s own
+    (e.g. `--workers 2`: then only one of the workers is known ready here).
     """
     workdir = tempfile.mkdtemp(prefix="wsbench-")
     port = _free_port()
@@ -181,7 +205,7 @@ def start_wsserver(server_src: str | None, fsync: str = "interval", extra_env: d
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "wsserver", "serve", "--host", HOST, "--port", str(port),
-             "--data-dir", os.path.join(workdir, "data")],
+             "--data-dir", os.path.join(workdir, "data"), *(extra_args or [])],
             stdout=subprocess.DEVNULL,
             stderr=err,
             cwd=workdir,  # not the checkout: --server-src decides which wsserver runs
@@ -235,9 +259,17 @@ def start_reference() -> Server:
 
 @contextlib.contextmanager
 def running(
-    kind: str, server_src: str | None, fsync: str = "interval", extra_env: dict[str, str] | None = None
+    kind: str,
+    server_src: str | None,
+    fsync: str = "interval",
+    extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> Iterator[Server]:
-    server = start_wsserver(server_src, fsync, extra_env) if kind == "wsserver" else start_reference()
+    server = (
+        start_wsserver(server_src, fsync, extra_env, extra_args)
+        if kind == "wsserver"
+        else start_reference()
+    )
     try:
         yield server
     finally:
@@ -252,6 +284,9 @@ def drive(server: Server, scenario: str, params: dict[str, Any]) -> dict[str, An
         "host": HOST,
         "port": server.port,
         "pid": server.pid,
+        "ports": server.ports,
+        "pids": server.pids(),
+        "aux_pids": params.pop("aux_pids", []),
         "jwt_secret": JWT_SECRET,
         "api_key": API_KEY,
         "sources": params.pop("sources", 16),
@@ -271,7 +306,7 @@ def drive(server: Server, scenario: str, params: dict[str, Any]) -> dict[str, An
             f"load generator failed ({scenario} on {server.kind}, exit {out.returncode}):\n"
             f"{out.stderr.decode(errors='replace')[-3000:]}\nserver:\n{server.stderr_tail()}"
         )
-    if server.proc.poll() is not None:
+    if server.exited():
         raise RuntimeError(f"{server.kind} died during {scenario}:\n{server.stderr_tail()}")
     result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
     return result
@@ -337,6 +372,7 @@ class Report:
     rows: list[Row]
     notes: list[str] = attrs.field(factory=list)
     raw: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)  # every run's result, by side
+    columns: tuple[str, str] = ("wsserver", "reference")  # what `ws` and `ref` of the rows are
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -358,7 +394,7 @@ def _verdict(row: Row) -> str:
 def print_table(rep: Report) -> None:
     print(f"\n== {rep.title}")
     print(f"   {rep.command}")
-    head = ("metric", "wsserver", "reference", "ratio", "target", "")
+    head = ("metric", *rep.columns, "ratio", "target", "")
     lines = [head]
     for r in rep.rows:
         ratio = r.ratio_value()
@@ -383,7 +419,7 @@ def print_table(rep: Report) -> None:
 
 def markdown(rep: Report) -> str:
     out = [f"### {rep.title}", "", f"Command: `{rep.command}`", ""]
-    out.append("| metric | wsserver | reference | ratio | target | |")
+    out.append(f"| metric | {rep.columns[0]} | {rep.columns[1]} | ratio | target | |")
     out.append("|---|---|---|---|---|---|")
     for r in rep.rows:
         ratio = r.ratio_value()
@@ -910,36 +946,38 @@ def frame_size(p: argparse.ArgumentParser) -> None:
     )
 
 
+def common(p: argparse.ArgumentParser, runs: int = 3, timeout: float = 120) -> None:
+    """The options every benchmark takes (here and in cluster_bench.py)."""
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=runs,
+        help=f"runs per side; medians are shown (default {runs})",
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="also print markdown for docs/BENCHMARKS.md"
+    )
+    p.add_argument(
+        "--server-src", metavar="DIR", help="import wsserver from DIR (e.g. an exported commit)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds per run (default {timeout:g})"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT,
+        metavar="S",
+        help="before each run, wait up to S seconds for other processes to go quiet "
+        f"(default {QUIET_WAIT:g}; 0 = do not wait)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-
-    def common(p: argparse.ArgumentParser, runs: int = 3, timeout: float = 120) -> None:
-        p.add_argument(
-            "--runs",
-            type=int,
-            default=runs,
-            help=f"runs per side; medians are shown (default {runs})",
-        )
-        p.add_argument(
-            "--markdown", action="store_true", help="also print markdown for docs/BENCHMARKS.md"
-        )
-        p.add_argument(
-            "--server-src", metavar="DIR", help="import wsserver from DIR (e.g. an exported commit)"
-        )
-        p.add_argument(
-            "--timeout", type=float, default=timeout, help=f"seconds per run (default {timeout:g})"
-        )
-        p.add_argument(
-            "--quiet-wait",
-            type=float,
-            default=QUIET_WAIT,
-            metavar="S",
-            help="before each run, wait up to S seconds for other processes to go quiet "
-            f"(default {QUIET_WAIT:g}; 0 = do not wait)",
-        )
 
     p = sub.add_parser("fanout", help="burst fan-out vs broadcast()")
     fanout_target(p)

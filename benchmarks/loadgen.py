@@ -38,16 +38,21 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # -- the server process, from /proc ------------------------------------------------
 
 
-def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
+def server_cpu(pid: int | list[int]) -> float:
+    """User + system CPU seconds of a process (all its threads), or the sum over
+    several (the workers or nodes of a cluster)."""
+    if isinstance(pid, list):
+        return sum(server_cpu(p) for p in pid)
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def server_kernel_cpu(pid: int) -> float:
-    """System (kernel) CPU seconds of a process: on loopback its sends include
-    the TCP work of delivering to the receiving socket."""
+def server_kernel_cpu(pid: int | list[int]) -> float:
+    """System (kernel) CPU seconds of a process (or the sum over several): on
+    loopback its sends include the TCP work of delivering to the receiving socket."""
+    if isinstance(pid, list):
+        return sum(server_kernel_cpu(p) for p in pid)
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[12]) / CLK_TCK
@@ -133,6 +138,12 @@ class Target:
         self.host = spec["host"]
         self.port = spec["port"]
         self.pid = spec["pid"]
+        # a cluster: the clients spread over its nodes' ports (connection i to
+        # ports[i % len]), its CPU summed over its processes; `aux_pids` (Redis)
+        # counted apart
+        self.ports = spec.get("ports") or [self.port]
+        self.pids = spec.get("pids") or [self.pid]
+        self.aux_pids = spec.get("aux_pids") or []
         self.secret = spec.get("jwt_secret", "")
         self.api_key = spec.get("api_key", "")
         self.sources = [f"127.0.0.{i}" for i in range(1, int(spec.get("sources", 16)) + 1)]
@@ -140,14 +151,18 @@ class Target:
 
     def urls(self, first_user: int, count: int) -> list[str]:
         """One URL per user id first_user .. first_user+count-1 (tokens minted now)."""
-        base = f"ws://{self.host}:{self.port}/ws"
+        ports = self.ports
+
+        def base(u: int) -> str:
+            return f"ws://{self.host}:{ports[(u - first_user) % len(ports)]}/ws"
+
         if self.kind == "reference":
-            return [f"{base}?user={u}" for u in range(first_user, first_user + count)]
+            return [f"{base(u)}?user={u}" for u in range(first_user, first_user + count)]
         import jwt
 
         exp = int(time.time()) + 3 * 3600
         return [
-            f"{base}?token="
+            f"{base(u)}?token="
             + jwt.encode({"user_id": u, "group_id": 1, "exp": exp}, self.secret, "HS256")
             for u in range(first_user, first_user + count)
         ]
@@ -349,8 +364,8 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 
     sent_at = [0.0] * total
     reached: list[int] = []
-    cpu0, kcpu0 = server_cpu(target.pid), server_kernel_cpu(target.pid)
-    own0, sys0 = own_cpu(), system_busy()
+    cpu0, kcpu0 = server_cpu(target.pids), server_kernel_cpu(target.pids)
+    own0, sys0, aux0 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
     t0 = perf()
     deadline = t0 + float(p["timeout"])
     lag = 0.0
@@ -375,8 +390,8 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         except TimeoutError:
             timed_out = True
     t1 = perf()
-    cpu1, kcpu1 = server_cpu(target.pid), server_kernel_cpu(target.pid)
-    own1, sys1 = own_cpu(), system_busy()
+    cpu1, kcpu1 = server_cpu(target.pids), server_kernel_cpu(target.pids)
+    own1, sys1, aux1 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
     await publisher.close()
     delivered = sum(counts[warm:])
     last_delivery = max(done_at[warm:]) if not timed_out else t1
@@ -400,9 +415,11 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
         "server_kernel_us_per_msg": 1e6 * (kcpu1 - kcpu0) / max(1, delivered),
+        "aux_cpu_us_per_msg": 1e6 * (aux1 - aux0) / max(1, delivered),
         "server_cpu_share": (cpu1 - cpu0) / max(1e-9, t1 - t0),
         "client_cpu_share": (own1 - own0) / max(1e-9, t1 - t0),
-        "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0)) / max(1e-9, t1 - t0),
+        "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0) - (aux1 - aux0))
+        / max(1e-9, t1 - t0),
         "publish_lag_s": lag,
         "publish_to_last_p50_ms": 1000 * (percentile(per_publish, 0.5) or 0),
         "publish_to_last_p99_ms": 1000 * (percentile(per_publish, 0.99) or 0),
@@ -462,7 +479,13 @@ async def dm(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         if closed_loop and sending[0] and b'"type":"message_sent"' in payload:
             c.send(message_for(c))
 
+    def snapshot() -> tuple[float, float, float, float]:
+        return server_cpu(target.pids), own_cpu(), system_busy(), server_cpu(target.aux_pids)
+
     clients, connect_s = await target.connect_many(1, n, on_text, int(p.get("concurrency", 200)))
+    # open loop, `one_way`: only the first of each pair sends (with two nodes'
+    # ports, every message then goes from the first node to the second)
+    senders = clients[::2] if p.get("one_way") else clients
     gc.collect()
     gc.freeze()
     await asyncio.sleep(0.5)
@@ -479,32 +502,32 @@ async def dm(target: Target, p: dict[str, Any]) -> dict[str, Any]:
                 c.send(message_for(c))
                 sent += 1
         await asyncio.sleep(max(0.0, t_start - perf()))
-        cpu0, own0, sys0 = server_cpu(target.pid), own_cpu(), system_busy()
+        cpu0, own0, sys0, aux0 = snapshot()
         await asyncio.sleep(max(0.0, t_end - perf()))
-        cpu1, own1, sys1 = server_cpu(target.pid), own_cpu(), system_busy()
+        cpu1, own1, sys1, aux1 = snapshot()
         sending[0] = False
         missing = 0
     else:
-        cpu0 = own0 = sys0 = None
+        cpu0 = own0 = sys0 = aux0 = None
         k = 0
         while True:
             now = perf()
             if now >= t_end:
                 break
             if cpu0 is None and now >= t_start:
-                cpu0, own0, sys0 = server_cpu(target.pid), own_cpu(), system_busy()
+                cpu0, own0, sys0, aux0 = snapshot()
             due = int((now - t_begin) * rate)
             while sent < due:
-                clients[k].send(message_for(clients[k]))
-                k = (k + 1) % n
+                senders[k].send(message_for(senders[k]))
+                k = (k + 1) % len(senders)
                 sent += 1
                 # in the window by the time it carries, as deliveries are followed
                 # (a catch-up burst can straddle the window's edges)
                 if win["start"] <= stamp[0] < win["sent_end"]:
                     window_sent += 1
             await asyncio.sleep(0.002)  # uvloop timers have 1 ms resolution
-        cpu1, own1, sys1 = server_cpu(target.pid), own_cpu(), system_busy()
-        assert cpu0 is not None and own0 is not None and sys0 is not None
+        cpu1, own1, sys1, aux1 = snapshot()
+        assert cpu0 is not None and own0 is not None and sys0 is not None and aux0 is not None
         sending[0] = False
         drain_until = perf() + float(p.get("drain", 5))
         while len(lat) < window_sent and perf() < drain_until:
@@ -531,9 +554,11 @@ async def dm(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "latencies": len(lat),
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
+        "aux_cpu_us_per_msg": 1e6 * (aux1 - aux0) / max(1, delivered),
         "server_cpu_share": (cpu1 - cpu0) / duration,
         "client_cpu_share": (own1 - own0) / duration,
-        "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0)) / duration,
+        "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0) - (aux1 - aux0))
+        / duration,
     }
 
 
@@ -614,11 +639,11 @@ async def handshake(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     errors.clear()
     gc.collect()
     gc.freeze()
-    cpu0, own0, sys0 = server_cpu(target.pid), own_cpu(), system_busy()
+    cpu0, own0, sys0 = server_cpu(target.pids), own_cpu(), system_busy()
     t0 = perf()
     await asyncio.gather(*(one(i) for i in range(warm, warm + m)))
     elapsed = perf() - t0
-    cpu1, own1, sys1 = server_cpu(target.pid), own_cpu(), system_busy()
+    cpu1, own1, sys1 = server_cpu(target.pids), own_cpu(), system_busy()
     counted = m
     times.sort()
     if errors:
