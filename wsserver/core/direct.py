@@ -39,7 +39,7 @@ from wsserver.core.commit import CommitLog
 from wsserver.core.direct_cluster import ClusterDirect
 from wsserver.core.env import Env
 from wsserver.core.expiry import announce_expired
-from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key
+from wsserver.core.inbox import Inbox, new_message_data, own_key, recipient_key, sent_data
 from wsserver.core.keys import Key, split_key
 from wsserver.core.message_store import MemoryMessageStore, RetentionPolicy
 from wsserver.core.presence import Presence
@@ -173,18 +173,6 @@ class DirectMessaging:
 
     # -- send ----------------------------------------------------------------
 
-    def _sent_reply(self, m: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
-        data = {
-            "message_id": m["id"],
-            "client_msg_id": m.get("cmid"),
-            "seq": m["seq"],
-            "status": "sent",
-            "time": m["time"],
-        }
-        if duplicate:
-            data["duplicate"] = True
-        return data
-
     def _send(self, session: Session, msg: Inbound) -> None:
         """`send_message`, and seed 004's `user_message {to, text}`."""
         structure, recipient_field = _DIRECT[msg.type]
@@ -222,7 +210,7 @@ class DirectMessaging:
             first = self.store.find_duplicate(me, str(cmid), now)
             if first is not None:
                 reply = encode(
-                    "message_sent", self._sent_reply(first, duplicate=True), now, request_id=msg.id
+                    "message_sent", sent_data(first, duplicate=True), now, request_id=msg.id
                 )
                 commit.after_commit(lambda: broker.send(session, reply))
                 return
@@ -266,7 +254,7 @@ class DirectMessaging:
             announce_expired(commit, broker, pushed_out, now)
         m = self.store.stored(record["id"])
         assert m is not None  # just recorded
-        sent = encode("message_sent", self._sent_reply(m, duplicate=False), now, request_id=msg.id)
+        sent = encode("message_sent", sent_data(m, duplicate=False), now, request_id=msg.id)
         unannounced = self.inbox.unannounced
 
         def announce() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
-from wsserver.core.inbox import new_message_data
+from wsserver.core.inbox import new_message_data, sent_data
 from wsserver.core.presence import Presence
 from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Session
@@ -74,15 +74,7 @@ class ClusterDirect:
                 self._refused(session, msg)
                 return
             duplicate = bool(m.get("duplicate"))
-            data = {
-                "message_id": m["id"],
-                "client_msg_id": m.get("cmid"),
-                "seq": m["seq"],
-                "status": "sent",
-                "time": m["time"],
-            }
-            if duplicate:
-                data["duplicate"] = True
+            data = sent_data(m, duplicate=duplicate)
             broker.send(session, encode("message_sent", data, self.env.now_ms(), request_id=msg.id))
             if not duplicate and not m.get("boxed") and not self.presence.connections_of(m["to_key"]):
                 # the recipient was here at send time but left before the log had

@@ -33,7 +33,7 @@ from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
 from wsserver.protocol.messages import History, Sync, read, with_receiver
 
-__all__ = ["MAX_SYNC_PAGE", "Inbox", "new_message_data", "own_key", "recipient_key"]
+__all__ = ["MAX_SYNC_PAGE", "Inbox", "new_message_data", "own_key", "recipient_key", "sent_data"]
 
 MAX_SYNC_PAGE = 500  # sync and the mailbox push on connect
 
@@ -56,6 +56,21 @@ def recipient_key(session: Session, to_id: Any, to_type: Any, to_group: Any) -> 
             raise ProtocolError(ErrorCode.FORBIDDEN, "group_forbidden", field="to_group_id")
         group = id_key(to_group)
     return principal_key(group, id_key(to_type), id_key(to_id))
+
+
+def sent_data(m: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
+    """`message_sent`'s data for a stored message (`duplicate`: the first one of a
+    resent `client_msg_id`)."""
+    data = {
+        "message_id": m["id"],
+        "client_msg_id": m.get("cmid"),
+        "seq": m["seq"],
+        "status": "sent",
+        "time": m["time"],
+    }
+    if duplicate:
+        data["duplicate"] = True
+    return data
 
 
 def new_message_data(m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
