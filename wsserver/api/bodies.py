@@ -62,6 +62,7 @@ __all__ = [
     "TokenInsufficientRequest",
     "check_json_values",
     "page_query",
+    "parse_json",
     "parse_publish",
     "read",
     "read_json",
@@ -90,8 +91,14 @@ def _reject_constant(name: str) -> object:
 
 def read_json(req: HttpRequest) -> object:
     """The body parsed as UTF-8 JSON; `HttpError(400)` otherwise."""
+    return parse_json(req.body)
+
+
+def parse_json(body: bytes) -> object:
+    """`body` parsed as UTF-8 JSON (a request's, or a Redis publish channel
+    message's); `HttpError(400)` otherwise."""
     try:
-        text = req.body.decode("utf-8")
+        text = body.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise HttpError(400, "http_invalid_json") from None

@@ -9,6 +9,7 @@ core's commands, never on the network layer's classes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -18,9 +19,13 @@ if TYPE_CHECKING:
     from wsserver.net.http import HttpError
     from wsserver.ops.metrics import Metrics
 
-__all__ = ["ApiHost", "HubDoor", "TokenCheck", "WebhookProbe"]
+__all__ = ["ApiHost", "ChannelHandler", "HubDoor", "TokenCheck", "WebhookProbe"]
 
 R = TypeVar("R")
+
+ChannelHandler = Callable[[bytes, Callable[[], Awaitable[bool]]], Awaitable[None]]
+"""One Redis publish channel message: its bytes, and the claim to await when
+only one node may run it (True: this node won)."""
 
 
 class HubDoor(Protocol):
@@ -112,6 +117,10 @@ class ApiHost(Protocol):
     @property
     def webhooks(self) -> WebhookProbe:
         """The webhook sender (`POST /api/webhooks/test`)."""
+
+    def serve_channel(self, handler: ChannelHandler) -> None:
+        """In cluster mode, run `handler` for each message of the Redis publish
+        channel (`api.channel.run`); otherwise nothing."""
 
     def auth_blocked(self, ip: str, via: str) -> bool:
         """True when `ip` is throttled for failed credentials (counted under `via`)."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.api import audit, bodies, pushes, scopes
+from wsserver.api import audit, bodies, channel, pushes, scopes
 from wsserver.api.bodies import (
     BroadcastNotice,
     BroadcastRequest,
@@ -449,8 +449,10 @@ class Api:
 
 
 def install(host: ApiHost, router: Router) -> Api:
-    """Register every route of `ROUTES` on `router`, served for `host`."""
+    """Register every route of `ROUTES` on `router`, served for `host`, and
+    the Redis publish channel's handler (`api.channel`) with `host`."""
     api = Api(host)
     for route in ROUTES:
         router.add(route.method, route.path, api.guarded(route))
+    host.serve_channel(partial(channel.run, host, api._publish))  # cluster mode's Redis publishes
     return api

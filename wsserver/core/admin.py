@@ -87,23 +87,29 @@ class HubAdmin:
         """Deliver `p` to its target's connections; with `persist`, queue it for
         targeted users none of whose connections took it.
 
-        In a cluster a `persist` publish goes to this node's connections at once
-        and nowhere else directly: a user with none here gets it as a kept push
-        through the shared log, on whichever node they are connected to (then
-        marked delivered), so no user hears it twice.
+        In a cluster a `persist` publish to a user connected to this node goes to
+        their connections on every node at once (the bus); a user with none here
+        gets it as a kept push through the shared log, on whichever node they
+        are connected to (then marked delivered), so no user hears it twice. A publish `here` stays on
+        this node's connections (each node runs it for its own).
         """
         broker = self.broker
         target = p.target
         persist = p.persist and target.kind == "users"
         frame = encode(p.type, p.data, self.env.now_ms())
         if not persist:
-            return PublishResult(broker.to_target(target, frame), 0)
+            deliver = broker.to_target_here if p.here else broker.to_target
+            return PublishResult(deliver(target, frame), 0)
         delivered = queued = 0
         done: set[str] = set()
         for uid in target.user_ids:
             if id_key(uid) in done:
                 continue
             done.add(id_key(uid))
+            if broker.shares and self.presence.user_sessions(uid, target.user_type, target.group_id):
+                # connected here: here at once, and on the other nodes over the bus
+                delivered += broker.to_user(uid, target.user_type, target.group_id, frame)
+                continue
             took = broker.to_user_here(uid, target.user_type, target.group_id, frame)
             delivered += took
             if took == 0 and self.direct.persist_push(

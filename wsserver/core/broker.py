@@ -83,6 +83,10 @@ class Broker(Protocol):
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""
 
+    def to_target_here(self, target: Target, frame: Frame) -> int:
+        """`to_target`, this node's connections only (a publish every node of a
+        cluster runs itself: the Redis publish channel)."""
+
     shares: bool
     """True when deliveries also reach other nodes (a cluster): a component
     then announces even without connections of its own to announce to."""
@@ -164,6 +168,10 @@ class LocalBroker:
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target: its authenticated connections."""
+        return self.to_target_here(target, frame)
+
+    def to_target_here(self, target: Target, frame: Frame) -> int:
+        """One frame to a publish's target's connections in this process."""
         return self.fan_out(self._sessions_for(target), frame)
 
     def _sessions_for(self, target: Target) -> list[Session]:

@@ -310,12 +310,15 @@ class PublishResult:
 
 @attrs.frozen
 class Publish(Command[PublishResult]):
-    """One message for a target; `persist` queues it for offline users."""
+    """One message for a target; `persist` queues it for offline users. `here`:
+    this node's connections only (every node of a cluster runs the publish
+    itself: the Redis publish channel); not with `persist`."""
 
     type: str
     data: Any
     target: Target
     persist: bool = False
+    here: bool = False
 
 
 @attrs.frozen

@@ -67,6 +67,7 @@ from wsserver.tokens import TokenVerifier
 
 if TYPE_CHECKING:
     from wsserver.net.cluster import Cluster, PresenceView
+    from wsserver.net.cluster.publish_channel import ChannelHandler
 
 log = logging.getLogger("wsserver.server")
 
@@ -232,6 +233,12 @@ class Server:
         if self.cluster is None or self.cluster.up:
             return None
         return HttpError(503, "cluster_unavailable")
+
+    def serve_channel(self, handler: ChannelHandler) -> None:
+        """In cluster mode, `handler` runs each message of the Redis publish
+        channel (`net.cluster.publish_channel`); else nothing listens there."""
+        if self.cluster is not None:
+            self.cluster.publishes.handler = handler
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -26,7 +26,8 @@ Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 `slow_consumer_closes_total`, `http_requests_total{method,status}`,
 `background_failures_total{task}`, `webhooks_sent_total`,
 `webhooks_failed_total{reason}`, `webhooks_retried_total`,
-`webhooks_dropped_total{reason}`, `webhooks_queue`, and the histograms
+`webhooks_dropped_total{reason}`, `webhooks_queue`,
+`redis_publish_rejected_total{reason}`, and the histograms
 `http_request_duration_seconds`, `storage_fsync_seconds`,
 `webhooks_delivery_seconds`, `session_duration_seconds` and
 `publish_latency_seconds`; plus prometheus-client's process collector
@@ -291,6 +292,13 @@ class Metrics:
             registry=r,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        self.redis_publish_rejected = Counter(
+            "wsserver_redis_publish_rejected",
+            "Messages of the cluster's Redis publish channel refused, by reason (too_large,"
+            " json, shape); each is logged with the field to blame.",
+            ["reason"],
+            registry=r,
+        )
         # the process: CPU seconds, resident and virtual memory, open and maximum fds,
         # start time (read from /proc at each scrape; nothing where there is no /proc)
         ProcessCollector(registry=r)
@@ -362,6 +370,10 @@ class Metrics:
     def published(self, seconds: float) -> None:
         """An HTTP publish was handed to its target sockets `seconds` after it arrived."""
         self.publish_seconds.observe(seconds)
+
+    def redis_publish_refused(self, reason: str) -> None:
+        """A Redis publish channel message was refused (`api.channel.reason`)."""
+        self.redis_publish_rejected.labels(reason).inc()
 
     def background_failed(self, task: str) -> None:
         """A background task failed (`ops.background`); `task` is one of the server's names."""

@@ -6,7 +6,8 @@
 Redis's health), the bus (`bus`: ephemeral deliveries between nodes), the
 membership (`nodes`: reports, the live list, dead nodes, goodbye) and the
 shared presence (`presence`: this node's connections in Redis, the limit
-across nodes, every node's connections read for the HTTP API). The server
+across nodes, every node's connections read for the HTTP API) and the Redis
+publish channel (`publishes`: a backend's `PUBLISH` run as an API publish). The server
 builds one when `cluster.redis_url` is set, importing this package inside
 that branch only: without it nothing of Redis is imported.
 
@@ -28,6 +29,7 @@ from wsserver.net.cluster.bus import Bus
 from wsserver.net.cluster.link import REDIS_ERRORS, Link
 from wsserver.net.cluster.nodes import Nodes
 from wsserver.net.cluster.presence import PresenceView, PresenceWriter
+from wsserver.net.cluster.publish_channel import PublishChannel
 from wsserver.ops.background import Background
 
 __all__ = ["REDIS_ERRORS", "Cluster", "ClusterHost", "PresenceView"]
@@ -63,6 +65,7 @@ class Cluster:
             self.link, cluster.prefix, node, lambda: self.nodes.live, lambda: host.config, tell, self.bus.outlet
         )
         self.view = PresenceView(self.presence)
+        self.publishes = PublishChannel(self.link, cluster.prefix, node, lambda: self._config().heartbeat)
         self.nodes = Nodes(
             self.link, self.bus, self._config, node, host.node_info, self.presence.node_gone,
             after_beat=self.presence.resync_if_stale,
@@ -97,10 +100,12 @@ class Cluster:
         async with self.link.client, trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
             nursery.start_soon(self.bus.subscriber)
+            await nursery.start(self.publishes.run)
             # subscribed before serving, unless Redis does not answer (coredis keeps
             # trying in the background: the node serves its own clients meanwhile)
             with trio.move_on_after(SUBSCRIBE_WAIT):
                 await self.bus.subscribed.wait()
+                await self.publishes.subscribed.wait()
             nursery.start_soon(self.bus.watch)
             nursery.start_soon(self.bus.publisher)
             nursery.start_soon(self.presence.run)
