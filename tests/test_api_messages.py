@@ -74,3 +74,59 @@ async def test_a_bad_backend_message_is_answered_with_the_field_to_blame(live_se
     ):
         got, reply = await post(server, body)
         assert (got, reply["field"]) == (status, field), (body, reply)
+
+
+async def open_session(server: Any, body: dict[str, Any]) -> None:
+    status, _, data = await http_request(
+        server.addresses[0], "POST", "/api/sessions", headers=[("X-API-Key", KEY)], body=json.dumps(body).encode()
+    )
+    assert status == 200, data
+
+
+async def test_a_backend_message_by_session_id_alone_reaches_every_other_participant(live_server: Any) -> None:
+    server = await live_server(api__keys=[KEY])
+    cfg = server.config
+    await open_session(server, {"session_id": "s-9", "group_id": 5, "participants": [
+        {"user_id": 1, "user_type": 1}, {"user_id": 2, "user_type": 1}, {"user_id": 3, "user_type": 1}]})  # fmt: skip
+    async with (
+        ws_connect(f"{server.url}/ws?token={token(cfg, user_id=1, group_id=5, user_type=1)}") as tab,
+        ws_connect(f"{server.url}/ws?token={token(cfg, user_id=2, group_id=5, user_type=1)}") as two,
+        ws_connect(f"{server.url}/ws?token={token(cfg, user_id=3, group_id=5, user_type=1)}") as three,
+    ):
+        for ws in (tab, two, three):
+            await until(ws, "connected")
+        body = {"from_user_id": 1, "from_user_type": 1, "group_id": 5, "session_id": "s-9",
+                "text": "大家好", "client_msg_id": "s-9-1"}  # fmt: skip
+        status, reply = await post(server, body)
+        assert status == 200, reply
+        sent = reply["data"]
+        assert [m["status"] for m in sent["messages"]] == ["sent", "sent"]
+        ids = [m["message_id"] for m in sent["messages"]]
+        assert sent["message_id"] == ids[0] and len(set(ids)) == 2  # one stored message per recipient
+        for ws, message_id in ((two, ids[0]), (three, ids[1])):
+            got = (await until(ws, "new_message"))["data"]
+            assert (got["message_id"], got["session_id"], got["text"]) == (message_id, "s-9", "大家好")
+            assert got["from_user_id"] == 1
+        # a retry of the backend's request sends nothing again
+        status, again = await post(server, body)
+        assert status == 200 and again["data"]["duplicate"] is True, again
+        for ws in (two, three):
+            await ws.send_message(json.dumps({"type": "ping", "id": "p"}))
+            assert (await recv(ws))["type"] == "pong"  # no second new_message came before it
+
+
+async def test_a_backend_message_to_an_unknown_session_or_from_an_outsider_is_refused_naming_session_id(
+    live_server: Any,
+) -> None:
+    server = await live_server(api__keys=[KEY])
+    await open_session(server, {"session_id": "s-1", "group_id": 5, "participants": [
+        {"user_id": 1, "user_type": 1}, {"user_id": 2, "user_type": 1}]})  # fmt: skip
+    for body, status in (
+        ({"from_user_id": 1, "from_user_type": 1, "group_id": 5, "session_id": "nope", "text": "hi"}, 404),
+        ({"from_user_id": 1, "from_user_type": 1, "group_id": 6, "session_id": "s-1", "text": "hi"}, 404),
+        ({"from_user_id": 9, "from_user_type": 1, "group_id": 5, "session_id": "s-1", "text": "hi"}, 403),
+    ):
+        got, reply = await post(server, body)
+        assert (got, reply["field"]) == (status, "session_id"), (body, reply)
+    got, reply = await post(server, {"from_user_id": 1, "group_id": 5, "text": "to nobody"})
+    assert (got, reply["field"]) == (400, "to_user_id"), reply  # neither a recipient nor a session

@@ -232,3 +232,36 @@ async def test_room_history_is_off_by_default(live_server: Any) -> None:
         await recv_type(a, "room_message_ack")
         await send(a, {"type": "room_history", "data": {"room": "lobby"}})
         assert (await recv_type(a, "room_history"))["data"] == {"room": "lobby", "messages": [], "has_more": False}
+
+
+async def test_a_session_message_with_a_client_msg_id_reaches_every_other_participant_once(live_server: Any) -> None:
+    server = await live_server(api__keys=[API_KEY])
+    status, _, _ = await call(server, "POST", "/api/sessions", {
+        "session_id": "s-2", "group_id": "g",
+        "participants": [{"user_id": 1, "user_type": "user"}, {"user_id": 2, "user_type": "agent"}, {"user_id": 3, "user_type": "agent"}],
+    })  # fmt: skip
+    assert status == 200
+    tokens = [token(server.config, user_id=n, user_type=t, group_id="g") for n, t in ((1, "user"), (2, "agent"), (3, "agent"))]
+    async with (
+        ws_connect(f"{server.url}/ws?token={tokens[0]}") as u,
+        ws_connect(f"{server.url}/ws?token={tokens[1]}") as a,
+        ws_connect(f"{server.url}/ws?token={tokens[2]}") as b,
+    ):
+        for ws in (u, a, b):
+            await recv_type(ws, "connected")
+        request = {"type": "send_message", "id": "m1", "data": {"session_id": "s-2", "message": "Hi", "client_msg_id": "c-1"}}
+        await send(u, request)
+        got = [(await recv_type(ws, "new_message"))["data"] for ws in (a, b)]
+        assert [m["text"] for m in got] == ["Hi", "Hi"] and got[0]["message_id"] != got[1]["message_id"]
+        sent = [await recv_type(u, "message_sent") for _ in range(2)]
+        assert sent[0]["data"]["client_msg_id"] == "c-1" and "duplicate" not in sent[0]["data"]
+        await send(u, request)  # a resend: the first message again, nothing new
+        again = await recv_type(u, "message_sent")
+        assert again["id"] == "m1" and again["data"]["duplicate"] is True
+        assert again["data"]["message_id"] == sent[0]["data"]["message_id"]
+        for ws in (a, b):
+            await send(ws, {"type": "ping", "id": "p"})
+            before_pong = []
+            while (frame := await recv(ws))["type"] != "pong":
+                before_pong.append(frame["type"])
+            assert "new_message" not in before_pong

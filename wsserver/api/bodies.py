@@ -360,18 +360,23 @@ class MessageRequest(Shape):
     from_user_type: Id | None = None
     from_username: str | None = wire(default=None, doc="the sender's name in from.username")
     group_id: Id | None = wire(default=None, doc="the sender's group, where the recipient is named")
-    to_user_id: Id
+    to_user_id: Id | None = wire(default=None, doc="the recipient; without it, every other participant of session_id")
     to_user_type: Id | None = None
     text: str = wire("text", "message")
     client_msg_id: int | str | None = wire(default=None, doc="a resend with the same one is answered duplicate: true")
     message_type: str = "text"
-    session_id: int | str | None = wire(default=None, doc="a conversation label kept with the message")
+    session_id: int | str | None = wire(
+        default=None, doc="a conversation label kept with the message; alone (no to_user_id): the session's other participants"
+    )
     reply_to_message_id: int | None = None
 
     def send_message(self) -> dict[str, Any]:
-        """The `send_message` body this is."""
-        data: dict[str, Any] = {"to_user_id": self.to_user_id, "text": self.text, "message_type": self.message_type}
-        for name in ("to_user_type", "client_msg_id", "session_id", "reply_to_message_id"):
+        """The `send_message` body this is; `HttpError(400)` naming `to_user_id`
+        when it names neither a recipient nor a session."""
+        if self.to_user_id is None and self.session_id is None:
+            raise HttpError(400, "http_recipient_missing", "to_user_id")
+        data: dict[str, Any] = {"text": self.text, "message_type": self.message_type}
+        for name in ("to_user_id", "to_user_type", "client_msg_id", "session_id", "reply_to_message_id"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value

@@ -130,6 +130,10 @@ SCHEMAS: dict[str, Schema] = {
         seq={**_INT, "description": "the recipient's"}, status={"type": "string", "const": "sent"},
         time={**_INT, "description": "Unix ms"},
         duplicate={**_BOOL, "description": "true: the same client_msg_id was sent within messages.dedup_window"},
+        messages={
+            "type": "array", "items": {"type": "object"},
+            "description": "by session_id alone: each recipient's message_sent data, in the session's order",
+        },
     ),
     "WebsocketStats": _obj(
         ("total_connections", "connected_users"),

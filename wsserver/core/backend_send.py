@@ -35,14 +35,25 @@ class BackendSender:
     """The outlet of a backend's sender session: it keeps the reply, answers
     `SendAs`, and is never closed by anyone (it is in no index)."""
 
-    def __init__(self) -> None:
+    def __init__(self, by_session: bool = False) -> None:
         self.error: tuple[str, str, str | None, dict[str, Any]] | None = None
-        self.reply: dict[str, Any] | None = None
+        self.by_session = by_session  # sent by `session_id` alone: one message per recipient
+        self.sent: list[dict[str, Any]] = []  # each `message_sent`'s data, in the order sent
+
+    @property
+    def reply(self) -> dict[str, Any] | None:
+        """The first `message_sent`'s data (the one a client's request `id` gets);
+        by session, with `messages`: every recipient's, in the session's order."""
+        if not self.sent:
+            return None
+        if self.by_session:
+            return {**self.sent[0], "messages": self.sent}
+        return self.sent[0]
 
     def deliver(self, frame: str | bytes, soon: bool = False) -> bool:
         msg = json.loads(frame)
         if msg.get("type") == "message_sent":
-            self.reply = msg["data"]
+            self.sent.append(msg["data"])
         return True
 
     def close(self, code: int, reason: str, /, **params: object) -> None:
@@ -54,7 +65,7 @@ class BackendSender:
 
 def send_as(handler: Handler, cmd: SendAs, now: float) -> BackendSender:
     """Run the `send_message` `handler` for `cmd`'s sender; its answer."""
-    outlet = BackendSender()
+    outlet = BackendSender(by_session=cmd.data.get("to_user_id") is None)
     identity = Identity(user_id=cmd.user_id, user_type=cmd.user_type, username=cmd.username, group_id=cmd.group_id)
     session = Session("api", outlet, "", "", now, identity=identity)
     try:

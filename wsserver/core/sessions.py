@@ -26,6 +26,7 @@ import attrs
 
 from wsserver.core.commit import CommitLog
 from wsserver.core.direct import DirectMessaging
+from wsserver.core.inbox import own_key
 from wsserver.core.keys import Key, escape
 from wsserver.core.session import Handler, Session
 from wsserver.errors import ErrorCode, ProtocolError
@@ -108,7 +109,12 @@ def sending_by_session(sessions: ChatSessions, direct: DirectMessaging, handler:
     of that session in the sender's group, one stored message each; the
     first recipient's `message_sent` echoes the request `id` (the others'
     carry none), so the request has one reply. A sender that is no
-    participant is `forbidden`, an unknown session `not_found`."""
+    participant is `forbidden`, an unknown session `not_found`.
+
+    A `client_msg_id` is kept with the first recipient's message only (the
+    sender's de-duplication is by `client_msg_id`: each further message would
+    be taken for a resend of the first); a resend within the window is
+    answered with that first message, `duplicate`, and sends nothing."""
 
     def send(session: Session, msg: Inbound) -> None:
         data = msg.data
@@ -129,14 +135,20 @@ def sending_by_session(sessions: ChatSessions, direct: DirectMessaging, handler:
         parties = [(p["user_id"], p.get("user_type")) for p in chat["participants"]]
         if me not in {(id_key(t), id_key(u)) for u, t in parties}:
             raise ProtocolError(ErrorCode.FORBIDDEN, "session_not_participant", field="session_id")
+        cmid = data.get("client_msg_id")
+        resent = cmid is not None and direct.store.find_duplicate(own_key(session), str(cmid), direct.env.now_ms())
         first = True
         for user_id, user_type in parties:
             if (id_key(user_type), id_key(user_id)) == me:
                 continue
             named = {**data, "to_user_id": user_id, "to_user_type": user_type}
             out = read(named, SendMessage)
+            if not first:  # the first recipient's message carries the client_msg_id
+                out = attrs.evolve(out, client_msg_id=None)
             direct.send(session, msg if first else attrs.evolve(msg, id=None), out, user_id, user_type, "session_id")
             first = False
+            if resent:  # a resend: the first message answered `duplicate`, nothing sent again
+                return
         if first:  # nobody else in the session: the request still gets its answer
             raise ProtocolError(ErrorCode.NOT_FOUND, "session_alone", field="session_id")
 

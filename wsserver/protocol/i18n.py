@@ -130,6 +130,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "http_code_format": ("字段值无效: {field}（1-128 个字符，首尾不能有空格）", "invalid field: {field} (1-128 characters, no surrounding spaces)"),
     "http_targets_conflict": ("目标冲突: {targets}（只能给出一个）", "conflicting targets: {targets} (give exactly one)"),
     "http_target_missing": ("缺少字段: {field}（或 user_ids、group_id、room 加 group_id、activation_code、all: true）", "missing field: {field} (or user_ids, group_id, room with group_id, activation_code, all: true)"),
+    "http_recipient_missing": ("缺少字段: {field}（或 session_id）", "missing field: {field} (or session_id)"),
     "http_persist_target": ("字段值无效: {field}（仅用于 user_id 或 user_ids）", "invalid field: {field} (only for user_id or user_ids)"),
     "http_kind_target": ("字段值无效: {field}（仅与单独的 group_id 一起使用）", "invalid field: {field} (only with group_id alone)"),
     "code_not_found": ("激活码不存在", "activation code not found"),
