@@ -242,7 +242,8 @@ class Hub:
             LogRefused: lambda cmd: commit.log_failed(cmd.tokens),
         }
         if self.cluster is not None:
-            self.commands.update(ClusterCommands(self.cluster, local, env, admin, webhooks, self.close).commands)
+            cluster_commands = ClusterCommands(self.cluster, local, env, admin, webhooks, self.close, self.rooms)
+            self.commands.update(cluster_commands.commands)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
