@@ -174,3 +174,38 @@ async def drained(c: Client) -> list[dict[str, Any]]:
         if msg["type"] == "pong":
             return out
         out.append(msg)
+
+
+async def test_a_killed_node_s_users_leave_their_rooms_once_on_every_node(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with nodes(tmp_path, redis_server, 3, heartbeat=0.3, node_ttl=2) as (a, b, c):
+        async with (
+            client(c, 7) as seven,
+            client(c, 8) as eight_c,
+            client(a, 8) as eight_a,
+            client(a, 9) as nine_a,
+            client(b, 10) as ten_b,
+        ):
+            for member in (seven, eight_c, eight_a, nine_a, ten_b):
+                await member.request("join_room", "room_joined", room="r")
+
+            async def everyone() -> bool:
+                return await members_seen(ten_b, "r") == [(7, 1), (8, 2), (9, 1), (10, 1)]
+
+            await eventually(everyone)
+            await drained(nine_a)
+            await drained(ten_b)
+            c.kill()
+            for watcher in (nine_a, ten_b):
+                left = await watcher.next("user_left", within=6)
+                assert left["data"] == {"room": "r", "user_id": 7, "username": None}
+
+            async def forgotten() -> bool:
+                return await members_seen(ten_b, "r") == [(8, 1), (9, 1), (10, 1)]
+
+            await eventually(forgotten)
+            # a second would come from the other survivor's next heartbeats: give it three
+            await trio.sleep(1)
+            for watcher in (nine_a, ten_b):
+                assert [m for m in await drained(watcher) if m["type"] == "user_left"] == []

@@ -18,7 +18,7 @@ from typing import Any
 
 from wsserver.core.admin import HubAdmin
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
-from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck
+from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck, NodeLeftRooms
 from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
@@ -55,6 +55,7 @@ class ClusterCommands:
             NodeGone: lambda cmd: webhooks.node_gone(cmd.entries),
             MembersCheck: lambda cmd: others.check(cmd.live, cmd.seqs),
             LoadMembers: lambda cmd: others.load(cmd.node, cmd.seq, cmd.entries),
+            NodeLeftRooms: self.node_left_rooms,
         }
 
     def deliver(self, cmd: Deliver) -> int:
@@ -70,6 +71,25 @@ class ClusterCommands:
             _, node, seq, changes = route
             return self.rooms.others.delta(node, seq, changes)
         return self.broker.deliver_here(route, cmd.frame)
+
+    def node_left_rooms(self, cmd: NodeLeftRooms) -> int:
+        """(This node claimed a dead node.) Its users leave their rooms: `user_left`
+        to every node's members, once per room and user with no connection left
+        in it anywhere; answers how many were sent."""
+        rooms = self.rooms
+        rooms.others.drop(cmd.node)
+        seen: set[tuple[Any, ...]] = set()
+        sent = 0
+        for e in cmd.entries:
+            if e.get("device"):
+                continue
+            principal = tuple(e.get("principal") or ())
+            for group, room in e.get("rooms", ()):
+                if (group, room, principal) in seen:
+                    continue
+                seen.add((group, room, principal))
+                sent += rooms.left_with_a_node((group, room), principal, e.get("user_id"), e.get("username"))
+        return sent
 
     def kick_everywhere(self, cmd: Kick) -> int:
         """A kick of this node's connections, handed to the others too (each

@@ -50,6 +50,7 @@ __all__ = [
     "ROUTE_MEMBERS",
     "LoadMembers",
     "MembersCheck",
+    "NodeLeftRooms",
     "OtherNodes",
     "member_entry",
 ]
@@ -89,6 +90,16 @@ class LoadMembers(Command[None]):
 
     node: str
     seq: int
+    entries: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class NodeLeftRooms(Command[int]):
+    """(Cluster mode, on the node that claimed a dead node) the dead node's
+    connections: `user_left` for each of its users left in no connection of
+    a room it was in; answers how many were sent."""
+
+    node: str
     entries: tuple[dict[str, Any], ...]
 
 

@@ -104,6 +104,17 @@ class Rooms:
                 entry["connections"] += n
         return out
 
+    def left_with_a_node(self, key: RoomKey, principal: Principal, user_id: Any, username: Any) -> bool:
+        """A principal's connections in room `key` were on a node that died (the
+        copy no longer holds them): `user_left` when it has no connection left
+        in the room anywhere and somebody is left to tell; True when sent."""
+        if self._principal_in_room(key, principal, None):
+            return False
+        if not self.presence.room(key) and key not in self.others.rooms:
+            return False
+        self.announce(key, "user_left", user_id, username)
+        return self.env.config.rooms.presence_events
+
     def leave_all(self, session: Session) -> None:
         """A connection is forgotten: it leaves every room it is in."""
         for key in list(session.rooms):
@@ -132,7 +143,7 @@ class Rooms:
             raise fault(err) from None
         return self._target(session, ref.room, ref.group_id)
 
-    def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session) -> bool:
+    def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session | None) -> bool:
         """True when `principal` has a connection in the room besides `skip`, on any node."""
         if self.others.in_room(key, principal):
             return True

@@ -71,10 +71,17 @@ class Cluster:
         )
         self.view = PresenceView(self.presence)
         self.nodes = Nodes(
-            self.link, self.bus, self._config, node, host.node_info, self.presence.node_gone,
+            self.link, self.bus, self._config, node, host.node_info, self._node_dead,
             after_beat=self.presence.resync_if_stale, after_reap=self.members.sync,
         )  # fmt: skip
         self._scope: trio.CancelScope | None = None
+
+    async def _node_dead(self, node: str) -> None:
+        """(This node claimed dead `node`.) Its presence and `user_offline`
+        (`presence`), then its rooms' `user_left` (`members`), once each."""
+        entries = await self.members.entries(node)
+        await self.presence.node_gone(node)
+        await self.members.gone(node, entries)
 
     def _live(self) -> set[str]:
         return self.nodes.live

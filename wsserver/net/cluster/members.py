@@ -13,7 +13,8 @@ reads the number and the hash in one MULTI gets a hash at least as new.
 The other nodes' side (`sync`, after each heartbeat): read the live nodes'
 numbers (one MGET), let the hub say which nodes it must load again
 (`MembersCheck`), and read each one's number and hash in one MULTI
-(`LoadMembers`).
+(`LoadMembers`). A node claimed dead (`gone`): its rooms' `user_left`
+(`NodeLeftRooms`) and its number removed.
 
 Nothing here blocks the hub: it is told, or asked between two commands.
 """
@@ -30,6 +31,7 @@ from wsserver.core.cluster_members import (
     ROUTE_MEMBERS,
     LoadMembers,
     MembersCheck,
+    NodeLeftRooms,
     member_entry,
 )
 from wsserver.net.cluster.link import Link
@@ -93,3 +95,15 @@ class Members:
             value = await seq
             entries = tuple(json.loads(v) for v in (await conns).values())
             await self.tell(LoadMembers(node, int(value) if value is not None else 0, entries))
+
+    async def entries(self, node: str) -> tuple[dict[str, Any], ...]:
+        """A node's connections as Redis holds them (a dead node's, before its
+        clean-up removes them)."""
+        raw = await self.link.client.hgetall(self.conns_key(node))
+        return tuple(json.loads(v) for v in raw.values())
+
+    async def gone(self, node: str, entries: tuple[dict[str, Any], ...]) -> None:
+        """(On the node that claimed dead `node`.) Its users' `user_left`, once
+        across the cluster, and its sequence number removed."""
+        await self.tell(NodeLeftRooms(node, entries))
+        await self.link.client.delete([self.seq_key(node)])
