@@ -6,6 +6,7 @@ Real nodes on a real redis-server; the other nodes' copy
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import trio
 
 from tests.cluster_nodes import Client, client, nodes
+from tests.conftest import http_request
 from tests.redis_server import RedisServer
 from wsserver.core.cluster_members import OtherNodes
 
@@ -209,3 +211,35 @@ async def test_a_killed_node_s_users_leave_their_rooms_once_on_every_node(
             await trio.sleep(1)
             for watcher in (nine_a, ten_b):
                 assert [m for m in await drained(watcher) if m["type"] == "user_left"] == []
+
+
+UPGRADE = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+]
+
+
+async def test_reject_policy_refuses_a_connection_beyond_the_limit_counted_on_every_node(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    reject = {"WSSERVER_LIMITS_MAX_CONNECTIONS_PER_USER": "2", "WSSERVER_LIMITS_PER_USER_POLICY": "reject"}
+    with nodes(tmp_path, redis_server, 2, heartbeat=0.3, node_ttl=3, extra=reject) as (a, b):
+        async with client(b, 4) as first, client(b, 4) as second, client(a, 5) as watcher:
+            for c in (first, second):  # (in a room, so that a client of node a sees them)
+                await c.request("join_room", "room_joined", room="r")
+
+            async def counted(n: int) -> None:
+                async def check() -> bool:
+                    return await members_seen(watcher, "r") == ([(4, n)] if n else [])
+
+                await eventually(check)
+
+            await counted(2)
+            status, _, body = await http_request(a.address, "GET", "/ws?token=" + a.token(4), headers=UPGRADE)
+            assert status == 429 and json.loads(body)["code"] == 429, body
+            await second.ws.aclose()  # (its close leaves the room and the count alike)
+            await counted(1)
+            async with client(a, 4) as third:  # one left on node b: room for one more
+                await third.request("ping", "pong")
