@@ -243,3 +243,28 @@ async def test_reject_policy_refuses_a_connection_beyond_the_limit_counted_on_ev
             await counted(1)
             async with client(a, 4) as third:  # one left on node b: room for one more
                 await third.request("ping", "pong")
+
+
+async def test_room_members_changed_while_redis_was_down_are_right_again_once_it_returns(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with nodes(tmp_path, redis_server, 2, heartbeat=0.3, node_ttl=3) as (a, b):
+        async with client(b, 1) as one, client(b, 2) as two, client(a, 3) as watcher:
+            await one.request("join_room", "room_joined", room="r")
+
+            async def seen(expected: list[tuple[Any, int]], within: float = 5) -> None:
+                async def check() -> bool:
+                    return await members_seen(watcher, "r") == expected
+
+                await eventually(check, within)
+
+            await seen([(1, 1)])
+            redis_server.stop()
+            with trio.fail_after(5):
+                while (await http_request(b.address, "GET", "/readyz"))[0] != 503:
+                    await trio.sleep(0.05)
+            # node b's changes meanwhile reach neither Redis nor the bus
+            await one.request("leave_room", "room_left", room="r")
+            await two.request("join_room", "room_joined", room="r")
+            redis_server.start()
+            await seen([(2, 1)], within=15)
