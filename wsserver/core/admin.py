@@ -205,7 +205,7 @@ class HubAdmin:
                 {
                     "room": room,
                     "group_id": self.group_id(group, group_id),
-                    "members": len(self.rooms.members((group, room))),
+                    "members": len(self.rooms.local_members((group, room))),
                     "connections": len(self.presence.room((group, room))),
                 }
             )
@@ -218,7 +218,7 @@ class HubAdmin:
         return {
             "room": cmd.room,
             "group_id": self.group_id(key, cmd.group_id),
-            "members": self.rooms.members((key, cmd.room)),
+            "members": self.rooms.local_members((key, cmd.room)),
         }
 
     # -- the CRM -----------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The commands a hub in a cluster runs for the other nodes and for its own
 network layer: another node's delivery, kick or close (`Deliver`), a kick
 that reaches every node (`Kick`), one connection closed (`CloseConnection`),
-a dead node's `user_offline` events (`NodeGone`).
+a dead node's `user_offline` events (`NodeGone`), and the other nodes'
+room members and connections this node counts (`core.cluster_members`:
+their batches on the bus, `MembersCheck`, `LoadMembers`, and a dead node's
+`user_left` events, `NodeLeftRooms`).
 
 `ClusterCommands.commands` joins the hub's command table in cluster mode
 only (the way `TaskStates` and `Webhooks` contribute theirs); a hub without
@@ -15,9 +18,11 @@ from typing import Any
 
 from wsserver.core.admin import HubAdmin
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
+from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck, NodeLeftRooms
 from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
+from wsserver.core.rooms import Rooms
 from wsserver.core.webhooks import Webhooks
 
 __all__ = ["ClusterCommands"]
@@ -34,17 +39,23 @@ class ClusterCommands:
         admin: HubAdmin,
         webhooks: Webhooks,
         forget: Callable[[str], None],
+        rooms: Rooms,
     ) -> None:
         self.broker = broker
         self.presence = presence
         self.env = env
         self.admin = admin
         self.forget = forget  # the hub forgets a connection it closed (`Hub.close`)
+        self.rooms = rooms
+        others = rooms.others
         self.commands: dict[type[Any], Callable[[Any], Any]] = {
             Deliver: self.deliver,
             Kick: self.kick_everywhere,
             CloseConnection: lambda cmd: self.close_connection(cmd.conn_id, cmd.code, cmd.reason),
             NodeGone: lambda cmd: webhooks.node_gone(cmd.entries),
+            MembersCheck: lambda cmd: others.check(cmd.live, cmd.seqs),
+            LoadMembers: lambda cmd: others.load(cmd.node, cmd.seq, cmd.entries),
+            NodeLeftRooms: self.node_left_rooms,
         }
 
     def deliver(self, cmd: Deliver) -> int:
@@ -56,7 +67,29 @@ class ClusterCommands:
             return int(node == self.env.node and self.close_connection(conn_id, code, reason))
         if route[0] == ROUTE_KICK:
             return self.admin.kick(Kick(*route[1:]))
+        if route[0] == ROUTE_MEMBERS:
+            _, node, seq, changes = route
+            return self.rooms.others.delta(node, seq, changes)
         return self.broker.deliver_here(route, cmd.frame)
+
+    def node_left_rooms(self, cmd: NodeLeftRooms) -> int:
+        """(This node claimed a dead node.) Its users leave their rooms: `user_left`
+        to every node's members, once per room and user with no connection left
+        in it anywhere; answers how many were sent."""
+        rooms = self.rooms
+        rooms.others.drop(cmd.node)
+        seen: set[tuple[Any, ...]] = set()
+        sent = 0
+        for e in cmd.entries:
+            if e.get("device"):
+                continue
+            principal = tuple(e.get("principal") or ())
+            for group, room in e.get("rooms", ()):
+                if (group, room, principal) in seen:
+                    continue
+                seen.add((group, room, principal))
+                sent += rooms.left_with_a_node((group, room), principal, e.get("user_id"), e.get("username"))
+        return sent
 
     def kick_everywhere(self, cmd: Kick) -> int:
         """A kick of this node's connections, handed to the others too (each

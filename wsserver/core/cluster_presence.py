@@ -14,9 +14,11 @@ answer them over this node's sessions.
 
 Invariants:
 
-- The hub's own decisions read `LocalPresence` only (never Redis); the other
-  nodes' connections count in the HTTP API's answers, the per-principal
-  limit (enforced after the fact, `over_limit`) and `user_offline`.
+- The hub's own decisions read `LocalPresence` and its copy of the other
+  nodes' connections (`core.cluster_members`: rooms, the `reject` limit),
+  never Redis; the other nodes' connections as Redis holds them count in the
+  HTTP API's answers, the per-principal limit (enforced after the fact,
+  `over_limit`) and `user_offline`.
 - Entries are handed over in the order of the changes, so the last one
   handed over for a connection is its state.
 """

@@ -242,7 +242,8 @@ class Hub:
             LogRefused: lambda cmd: commit.log_failed(cmd.tokens),
         }
         if self.cluster is not None:
-            self.commands.update(ClusterCommands(self.cluster, local, env, admin, webhooks, self.close).commands)
+            cluster_commands = ClusterCommands(self.cluster, local, env, admin, webhooks, self.close, self.rooms)
+            self.commands.update(cluster_commands.commands)
         self._host = Sender(broker.send, broker.reply, env.now_ms, admin.publish)
 
     # -- the door --------------------------------------------------------------
@@ -412,7 +413,9 @@ class Hub:
 
         Activation codes are checked here (they are shared state), and
         `limits.max_connections` (authenticated sessions only). The
-        per-principal limit evicts the oldest connection (4004) or refuses.
+        per-principal limit evicts the oldest connection (4004; across nodes
+        the cluster's presence writer evicts after the fact) or refuses,
+        counting the other nodes' connections too (`core.cluster_members`).
         A desktop client's identity takes its code's group (a new value: the
         one the connection presented is left as it was).
         """
@@ -433,9 +436,11 @@ class Hub:
         mine = presence.of_principal(principal)
         limits = self.config.limits
         limit = limits.max_connections_per_user
-        if limit and len(mine) >= limit:
-            if limits.per_user_policy == "reject":
+        if limit and limits.per_user_policy == "reject":
+            # every node's connections (the copy of the other nodes' in a cluster)
+            if len(mine) + self.rooms.others.connections_of(principal) >= limit:
                 return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
+        elif limit and len(mine) >= limit:
             while len(mine) >= limit:
                 oldest = next(iter(mine.values()))
                 oldest.outlet.close(CloseCode.REPLACED, "replaced")

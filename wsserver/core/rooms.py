@@ -8,6 +8,10 @@ per-room limits, and the `user_joined`/`user_left` events.
 Invariants:
 
 - A desktop client (activation code) joins no room.
+- In a cluster, members, `limits.max_room_members` and the presence events
+  count the other nodes' connections too (`others`,
+  `core.cluster_members.OtherNodes`, as fresh as the bus); on a single node
+  `others` is empty.
 - Only an admin names a room of another group (`group_id`).
 - `user_joined` goes out when a principal's first connection joins, and
   `user_left` when its last one leaves (or closes), to the other members, and
@@ -24,6 +28,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from wsserver.core.broker import Broker
+from wsserver.core.cluster_members import OtherNodes
 from wsserver.core.env import Env
 from wsserver.core.identity import Identity
 from wsserver.core.presence import Presence
@@ -43,10 +48,11 @@ _ROOM_MESSAGE = structurer(RoomMessage)
 class Rooms:
     """The room rules and the room message handlers."""
 
-    def __init__(self, presence: Presence, broker: Broker, env: Env) -> None:
+    def __init__(self, presence: Presence, broker: Broker, env: Env, others: OtherNodes | None = None) -> None:
         self.presence = presence
         self.broker = broker
         self.env = env
+        self.others = OtherNodes() if others is None else others  # the other nodes' members
         self.handlers: dict[str, Handler] = {
             "join_room": self._join_room,
             "leave_room": self._leave_room,
@@ -67,7 +73,16 @@ class Rooms:
         return True
 
     def members(self, key: RoomKey) -> list[dict[str, Any]]:
-        """A room's members, one entry per principal with its connection count."""
+        """A room's members on every node, one entry per principal with its
+        connection count (the client's replies)."""
+        return list(self._members(key, self.others.rooms.get(key, {})).values())
+
+    def local_members(self, key: RoomKey) -> list[dict[str, Any]]:
+        """A room's members on this node (the HTTP API adds the other nodes'
+        as Redis holds them)."""
+        return list(self._members(key, {}).values())
+
+    def _members(self, key: RoomKey, others: dict[Principal, list[Any]]) -> dict[Principal, dict[str, Any]]:
         out: dict[Principal, dict[str, Any]] = {}
         for s in self.presence.room(key).values():
             ident = s.identity
@@ -81,7 +96,24 @@ class Rooms:
                     "connections": 0,
                 }
             entry["connections"] += 1
-        return list(out.values())
+        for principal, (member, n) in others.items():
+            entry = out.get(principal)
+            if entry is None:
+                out[principal] = {**member, "connections": n}
+            else:
+                entry["connections"] += n
+        return out
+
+    def left_with_a_node(self, key: RoomKey, principal: Principal, user_id: Any, username: Any) -> bool:
+        """A principal's connections in room `key` were on a node that died (the
+        copy no longer holds them): `user_left` when it has no connection left
+        in the room anywhere and somebody is left to tell; True when sent."""
+        if self._principal_in_room(key, principal, None):
+            return False
+        if not self.presence.room(key) and key not in self.others.rooms:
+            return False
+        self.announce(key, "user_left", user_id, username)
+        return self.env.config.rooms.presence_events
 
     def leave_all(self, session: Session) -> None:
         """A connection is forgotten: it leaves every room it is in."""
@@ -111,27 +143,32 @@ class Rooms:
             raise fault(err) from None
         return self._target(session, ref.room, ref.group_id)
 
-    def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session) -> bool:
+    def _principal_in_room(self, key: RoomKey, principal: Principal | None, skip: Session | None) -> bool:
+        """True when `principal` has a connection in the room besides `skip`, on any node."""
+        if self.others.in_room(key, principal):
+            return True
         return any(s is not skip and s.principal == principal for s in self.presence.room(key).values())
 
     def _presence(self, key: RoomKey, session: Session, mtype: str) -> None:
-        if not self.env.config.rooms.presence_events:
-            return
         ident = session.identity
         assert ident is not None
-        frame = encode(
-            mtype,
-            {"room": key[1], "user_id": ident.user_id, "username": ident.username},
-            self.env.now_ms(),
-        )
-        self.broker.to_room(key, frame, skip=session)
+        self.announce(key, mtype, ident.user_id, ident.username, skip=session)
+
+    def announce(self, key: RoomKey, mtype: str, user_id: Any, username: Any, skip: Session | None = None) -> None:
+        """`user_joined`/`user_left` of a user to the room's members on every
+        node (with `rooms.presence_events`)."""
+        if not self.env.config.rooms.presence_events:
+            return
+        frame = encode(mtype, {"room": key[1], "user_id": user_id, "username": username}, self.env.now_ms())
+        self.broker.to_room(key, frame, skip=skip)
 
     def _leave(self, session: Session, key: RoomKey) -> None:
         if not self.presence.leave(session, key):
             return
         if not self.presence.room(key):  # the room is gone, and its history with it
             self.history.drop(key)
-        if self.presence.room(key) and not self._principal_in_room(key, session.principal, session):
+        occupied = self.presence.room(key) or key in self.others.rooms  # somebody to tell
+        if occupied and not self._principal_in_room(key, session.principal, session):
             self._presence(key, session, "user_left")
 
     # -- handlers ------------------------------------------------------------------
@@ -146,7 +183,8 @@ class Rooms:
             limits = self.env.config.limits
             if limits.max_rooms_per_connection and len(session.rooms) >= limits.max_rooms_per_connection:
                 raise ProtocolError(ErrorCode.CONFLICT, "too_many_rooms", field="room")
-            if limits.max_room_members and members and len(members) >= limits.max_room_members:
+            limit = limits.max_room_members
+            if limit and len(members) + self.others.room_connections(key) >= limit:
                 raise ProtocolError(ErrorCode.CONFLICT, "room_full", field="room")
             first_of_principal = not self._principal_in_room(key, session.principal, session)
             self.presence.join(session, key)

@@ -197,6 +197,11 @@ class Server:
     async def _tell(self, command: Any) -> None:
         await self.actor.tell(command)
 
+    async def ask(self, command: Any) -> Any:
+        """Run `command` in the hub's actor and return its answer (the cluster's
+        bridge tasks)."""
+        return await self.actor.call(command)
+
     async def node_info(self) -> dict[str, Any]:
         """This node's `/api/nodes` entry, `last_seen` now."""
         stats = await self.actor.call(Stats())

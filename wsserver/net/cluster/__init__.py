@@ -4,10 +4,12 @@
 
 `Cluster` composes the node's Redis side: the link (`link`: the client and
 Redis's health), the bus (`bus`: ephemeral deliveries between nodes), the
-membership (`nodes`: reports, the live list, dead nodes, goodbye) and the
+membership (`nodes`: reports, the live list, dead nodes, goodbye), the
 shared presence (`presence`: this node's connections in Redis, the limit
-across nodes, every node's connections read for the HTTP API) and the Redis
-publish channel (`publishes`: a backend's `PUBLISH` run as an API publish). The server
+across nodes, every node's connections read for the HTTP API), the other
+nodes' connections kept current in the hub (`members`: room members and
+limits counted across nodes) and the Redis publish channel (`publishes`: a
+backend's `PUBLISH` run as an API publish). The server
 builds one when `cluster.redis_url` is set, importing this package inside
 that branch only: without it nothing of Redis is imported.
 
@@ -27,6 +29,7 @@ from wsserver.config import ClusterConfig, Config
 from wsserver.core.cluster_broker import ClusterOutlets
 from wsserver.net.cluster.bus import Bus
 from wsserver.net.cluster.link import REDIS_ERRORS, Link
+from wsserver.net.cluster.members import Members
 from wsserver.net.cluster.nodes import Nodes
 from wsserver.net.cluster.presence import PresenceView, PresenceWriter
 from wsserver.net.cluster.publish_channel import PublishChannel
@@ -52,6 +55,9 @@ class ClusterHost(Protocol):
     async def node_info(self) -> dict[str, Any]:
         """This node's `/api/nodes` entry (but `last_seen`)."""
 
+    async def ask(self, command: Any) -> Any:
+        """Run `command` in the hub's actor and return its answer."""
+
 
 class Cluster:
     """This node's link, bus and membership (see the module docstring)."""
@@ -61,16 +67,27 @@ class Cluster:
         cluster = host.config.cluster
         self.link = Link(cluster.redis_url, host.background)
         self.bus = Bus(self.link, cluster.prefix, node, tell, lambda: self._config().heartbeat)
+        self.members = Members(self.link, cluster.prefix, node, self._live, self.bus.outlet, host.ask, tell)
         self.presence = PresenceWriter(
-            self.link, cluster.prefix, node, lambda: self.nodes.live, lambda: host.config, tell, self.bus.outlet
+            self.link, cluster.prefix, node, self._live, lambda: host.config, tell, self.bus.outlet, self.members.wrote
         )
         self.view = PresenceView(self.presence)
         self.publishes = PublishChannel(self.link, cluster.prefix, node, lambda: self._config().heartbeat)
         self.nodes = Nodes(
-            self.link, self.bus, self._config, node, host.node_info, self.presence.node_gone,
-            after_beat=self.presence.resync_if_stale,
+            self.link, self.bus, self._config, node, host.node_info, self._node_dead,
+            after_beat=self.presence.resync_if_stale, after_reap=self.members.sync,
         )  # fmt: skip
         self._scope: trio.CancelScope | None = None
+
+    async def _node_dead(self, node: str) -> None:
+        """(This node claimed dead `node`.) Its presence and `user_offline`
+        (`presence`), then its rooms' `user_left` (`members`), once each."""
+        entries = await self.members.entries(node)
+        await self.presence.node_gone(node)
+        await self.members.gone(node, entries)
+
+    def _live(self) -> set[str]:
+        return self.nodes.live
 
     def _config(self) -> ClusterConfig:
         return self.host.config.cluster

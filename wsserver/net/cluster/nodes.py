@@ -54,6 +54,7 @@ class Nodes:
         info: Callable[[], Awaitable[dict[str, Any]]],
         on_dead: Callable[[str], Awaitable[None]],
         after_beat: Callable[[], Awaitable[None]] | None = None,
+        after_reap: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.link = link
         self.bus = bus
@@ -62,6 +63,7 @@ class Nodes:
         self.info = info  # this node's info (`/api/nodes`'s fields but last_seen)
         self.on_dead = on_dead  # a dead node's clean-up, run by the node that claimed it
         self.after_beat = after_beat  # what else a heartbeat that reached Redis does
+        self.after_reap = after_reap  # ... once `live` is current
         self.live: set[str] = set()  # the live nodes as the last heartbeat saw them
         prefix = config().prefix
         self.nodes_key = f"{prefix}:nodes"
@@ -90,6 +92,8 @@ class Nodes:
             if self.after_beat is not None:
                 await self.after_beat()
             await self._reap()
+            if self.after_reap is not None:
+                await self.after_reap()
         except REDIS_ERRORS as exc:
             self.link.mark_down(exc)
 

@@ -14,6 +14,8 @@ entries count, so a killed node's connections stop counting within
 
 The writer keeps a mirror of what it wrote; after Redis was unreachable it
 writes the whole mirror again (`resync`), on the next change or heartbeat.
+Each write is then told to `wrote` (`net.cluster.members`: the other nodes'
+copies of this node's connections follow the writes).
 
 The per-principal limit across nodes: after writing a new connection, the
 writer reads its principal's set; the connections beyond
@@ -68,6 +70,7 @@ class PresenceWriter:
         config: Callable[[], Config],
         tell: Callable[[Any], Awaitable[None]],
         bus: BusOutlet,
+        wrote: Callable[[dict[str, dict[str, Any] | None] | None], Awaitable[None]] | None = None,
     ) -> None:
         self.link = link
         self.prefix = prefix
@@ -76,6 +79,7 @@ class PresenceWriter:
         self.config = config
         self.tell = tell  # the hub's door
         self.bus = bus
+        self.wrote = wrote  # told each batch written (None: all of it), `net.cluster.members`
         self._send, self._receive = trio.open_memory_channel[tuple[str, "dict[str, Any] | None"]](OUTBOX_SIZE)
         self.mirror: dict[str, dict[str, Any]] = {}
         self.stale = True  # Redis may not hold the mirror: write it whole
@@ -116,6 +120,8 @@ class PresenceWriter:
                     await self.resync()
                 else:
                     await self._write(changes)
+                    if self.wrote is not None:
+                        await self.wrote({conn_id: after for conn_id, (_, after) in changes.items()})
                 self.link.mark_up()
             except REDIS_ERRORS as exc:
                 self.stale = True
@@ -152,6 +158,8 @@ class PresenceWriter:
                 for conn_id, e in self.mirror.items():
                     pipe.zadd(self.principal_key(e["principal"]), {f"{node} {conn_id}": e["connected_at"]})
         self.stale = False
+        if self.wrote is not None:
+            await self.wrote(None)
 
     async def resync_if_stale(self) -> None:
         """(After a heartbeat that reached Redis.) The rewrite a failure left due."""
