@@ -25,9 +25,18 @@ durable with the outbox (derived from the `hook` records, kept in the
 snapshot). It is unique across restarts because an event is handed out only
 once its record is durable, so a restart resumes above every id a receiver
 can have seen; a new data directory makes a new node id. (A `ping`, never
-queued, has a random id.) A cluster node's outbox is kept in memory only
-(docs/CLUSTER.md), so there the id also names the node's start:
-`<node>.<start ms in hex>-<seq>`.
+queued, has a random id.)
+
+In cluster mode the outbox is shared (docs/CLUSTER.md, "Webhooks"): every
+node applies every node's `hook*` records from the shared log, so all hold the
+same outbox and undelivered checks, and only the node holding the sender's
+lease runs the sender (`net.cluster.hooks`). There an event's `seq` is
+decided when its record is applied, and its id, decided by the node that
+made it, names that node's start: `<node>.<start ms in hex>-<n>`, `n`
+counting the events it made since. The sender's 2xx answers are recorded in
+batches (`hook_upto`: each lane's events up to a seq), one per round; until
+its record comes back, what a node acknowledged, dropped or checked waits
+in `_gone` / `_checking`, so that it is not handed out or made twice.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
 and reports each attempt (`WebhookDone`); this component keeps the schedule:
@@ -70,6 +79,7 @@ from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.keys import escape, split_key
 from wsserver.core.presence import Presence
+from wsserver.core.replicated import REFUSED
 from wsserver.core.session import Session
 from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
@@ -83,6 +93,7 @@ from wsserver.core.webhook_commands import (
 )
 from wsserver.core.webhook_events import RecordEvents
 from wsserver.core.webhook_store import MemoryWebhookStore
+from wsserver.errors import ProtocolError
 from wsserver.protocol.envelope import id_key
 
 __all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
@@ -161,6 +172,11 @@ class Webhooks:
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
         self.dropped: dict[str, int] = {}  # since start, by reason
         self._started: str | None = None  # a cluster node's start, in event ids
+        # cluster mode: events made, and what this node recorded that is not back yet
+        self._made = 0
+        self._gone: set[int] = set()  # events acknowledged or dropped here
+        self._unflushed: dict[str, int] = {}  # lane -> acknowledged up to, to record
+        self._checking: set[int] = set()  # undelivered checks run or skipped here
         self.commands: dict[type[Any], Callable[[Any], Any]] = {
             WebhookStart: self.start,
             WebhookDue: self.due,
@@ -171,8 +187,30 @@ class Webhooks:
     # -- durable state (the store's) ----------------------------------------------------
 
     def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one of the outbox's records into the store."""
+        """Fold one of the outbox's records into the store (on a cluster node,
+        also what it means for this node's schedule)."""
         self.store.apply(rec)
+        if self.commit.cluster is not None:
+            self._applied_shared(rec)
+
+    def _applied_shared(self, rec: dict[str, Any]) -> None:
+        """(Cluster mode: every node's records, in the log's order.) A new event
+        makes its lane ready and wakes a waiting sender; what this node
+        recorded is no longer pending once back."""
+        kind = rec["t"]
+        if kind == "hook":
+            lane = rec["lane"]
+            if rec.get("check") is not None:
+                self._checking.discard(rec["check"])
+            if lane not in self._in_flight and lane not in self._retry_at:
+                self._ready[lane] = None
+            self._wake_sender()
+        elif kind in ("hook_upto", "hook_drop", "hook_ack"):
+            if self._gone:  # (the store removed them already)
+                events = self.store.events
+                self._gone = {seq for seq in self._gone if seq in events}
+        elif kind == "hook_skip":
+            self._checking.difference_update(rec["mids"])
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Fold a direct message's record into the undelivered checks; a waiting
@@ -247,8 +285,12 @@ class Webhooks:
         waiting sender woken once it is durable."""
         store = self.store
         if len(store) >= self.max_queue:
-            oldest = next(iter(store.events))
-            self._drop([oldest], "queue_full")
+            oldest = next((seq for seq in store.events if seq not in self._gone), None)
+            if oldest is not None:
+                self._drop([oldest], "queue_full")
+        if self.commit.cluster is not None:
+            self._emit_shared(name, lane, data, check)
+            return
         seq = store.seq + 1
         rec: dict[str, Any] = {
             "t": "hook",
@@ -269,6 +311,48 @@ class Webhooks:
         # now, in `due`, and find the event not durable yet)
         self.commit.after_commit(self._wake_sender)
 
+    def _emit_shared(self, name: str, lane: str, data: dict[str, Any], check: int | None) -> None:
+        """(Cluster mode.) Hand the event to the shared log: its seq is decided
+        when applied, and its lane made ready then (`_applied_shared`)."""
+        self._made += 1
+        rec: dict[str, Any] = {
+            "t": "hook",
+            "id": f"{self._id_prefix()}-{self._made}",
+            "event": name,
+            "time": self.env.now_ms(),
+            "node": self.env.node,
+            "lane": lane,
+            "data": data,
+        }
+        if check is None:
+            self._shared(rec, lambda: self._lost(1))
+            return
+        rec["check"] = check
+        self._checking.add(check)
+
+        def undo() -> None:
+            self._checking.discard(check)
+            self._lost(1)
+
+        self._shared(rec, undo)
+
+    def _shared(self, rec: dict[str, Any], undo: Callable[[], object]) -> None:
+        """(Cluster mode.) Hand `rec` to the shared log; `undo()` when the log
+        refuses it (Redis unreachable: nothing was stored)."""
+
+        def applied(result: Any) -> None:
+            if result is REFUSED:
+                undo()
+
+        try:
+            self.commit.record(rec, applied)
+        except ProtocolError:
+            undo()
+
+    def _lost(self, n: int) -> None:
+        """(Cluster mode.) Events the shared log refused: counted as dropped."""
+        self.dropped["unavailable"] = self.dropped.get("unavailable", 0) + n
+
     def _wake_sender(self) -> None:
         if self._armed and self._wake is not None:
             self._armed = False
@@ -278,7 +362,12 @@ class Webhooks:
         """Give up events (counted by `reason`); their lanes go on with the next ones."""
         events = self.store.events
         lanes = {events[seq]["lane"] for seq in seqs}
-        self.commit.record({"t": "hook_drop", "seqs": seqs, "reason": reason})
+        rec = {"t": "hook_drop", "seqs": seqs, "reason": reason}
+        if self.commit.cluster is None:
+            self.commit.record(rec)
+        else:  # handed out no more by this node while the record is on its way
+            self._gone.update(seqs)
+            self._shared(rec, lambda: self._gone.difference_update(seqs))
         self.dropped[reason] = self.dropped.get(reason, 0) + len(seqs)
         for lane in lanes:
             self._lane_moved(lane)
@@ -291,7 +380,8 @@ class Webhooks:
         for mid, at in checks.items():
             if at > now:
                 break
-            due.append(mid)
+            if mid not in self._checking:  # (cluster mode: its record is on its way)
+                due.append(mid)
         gone = []
         for mid in due:
             m = self.messages.message(mid)
@@ -316,7 +406,12 @@ class Webhooks:
             }
             self._emit("message_undelivered", lane_of(user_type or "", user_id), data, check=mid)
         if gone:
-            self.commit.record({"t": "hook_skip", "mids": gone})
+            rec = {"t": "hook_skip", "mids": gone}
+            if self.commit.cluster is None:
+                self.commit.record(rec)
+            else:
+                self._checking.update(gone)
+                self._shared(rec, lambda: self._checking.difference_update(gone))
 
     def _expire(self, now: int) -> None:
         """Drop the events older than `webhooks.max_age`."""
@@ -325,13 +420,25 @@ class Webhooks:
         for seq, event in self.store.events.items():
             if event["time"] > cutoff:
                 break
-            old.append(seq)
+            if seq not in self._gone:
+                old.append(seq)
         if old:
             self._drop(old, "max_age")
 
+    def _head(self, lane: str) -> dict[str, Any] | None:
+        """The oldest event of `lane` this node may hand out: on a cluster node,
+        not one it acknowledged or dropped whose record is not back yet."""
+        if not self._gone:
+            return self.store.head(lane)
+        store = self.store
+        for seq in store.lanes.get(lane, ()):
+            if seq not in self._gone:
+                return store.events[seq]
+        return None
+
     def _lane_moved(self, lane: str) -> None:
         """A lane's head was acknowledged or dropped: ready with its next event, or gone."""
-        if self.store.head(lane) is None:
+        if self._head(lane) is None:
             self._ready.pop(lane, None)
             self._failures.pop(lane, None)
             self._retry_at.pop(lane, None)
@@ -352,8 +459,8 @@ class Webhooks:
         self._streak = self._probe_at = self._probes = 0
         self._probe_lane = None
         self._ready = dict.fromkeys(self.store.lanes)
-        if "user_offline" not in self.enabled:
-            return
+        if "user_offline" not in self.enabled or self.commit.cluster is not None:
+            return  # (a cluster's dead nodes are cleaned up by a survivor: `node_gone`)
         for lane, data in list(self.store.online.items()):
             principal = ("user", id_key(data.get("user_type")), id_key(data.get("user_id")))
             if not self.presence.of_principal(principal):
@@ -363,6 +470,8 @@ class Webhooks:
         """`WebhookDue`: run the checks and expiries that fell due, hand out up to
         `limit` durable events, one per lane, and say when to ask again."""
         now = self.env.now_ms()
+        if self._unflushed:  # (cluster mode) the answers since the last round, in one record
+            self._flush()
         self._undelivered(now)
         self._expire(now)
         retries, retry_at, ready = self._retries, self._retry_at, self._ready
@@ -382,7 +491,7 @@ class Webhooks:
         for lane in ready:
             if len(deliveries) >= limit:
                 break
-            head = store.head(lane)
+            head = self._head(lane)
             if head is None:
                 done.append(lane)
             elif head.get("n", 0) <= durable:
@@ -431,7 +540,11 @@ class Webhooks:
         event = self.store.events.get(cmd.seq)
         if cmd.ok or event is None:  # (None: dropped while in flight)
             if event is not None:
-                self.commit.record({"t": "hook_ack", "seq": cmd.seq})
+                if self.commit.cluster is None:
+                    self.commit.record({"t": "hook_ack", "seq": cmd.seq})
+                else:  # recorded with the round's other answers (`_flush`)
+                    self._gone.add(cmd.seq)
+                    self._unflushed[lane] = cmd.seq
                 self._streak = 0
                 self._probe_lane = None
             self._failures.pop(lane, None)
@@ -449,6 +562,19 @@ class Webhooks:
         at = now + int(backoff(failures, self.max_backoff) * 1000)
         self._retry_at[lane] = at
         heapq.heappush(self._retries, (at, lane))
+
+    def _flush(self) -> None:
+        """(Cluster mode.) Record the receiver's answers since the last round: each
+        lane's events delivered up to a seq, in one `hook_upto` record; refused,
+        they are recorded with the next round's."""
+        lanes, self._unflushed = self._unflushed, {}
+
+        def again() -> None:
+            for lane, upto in lanes.items():
+                if self._unflushed.get(lane, 0) < upto:
+                    self._unflushed[lane] = upto
+
+        self._shared({"t": "hook_upto", "lanes": lanes}, again)
 
     def ping(self, cmd: WebhookPing) -> dict[str, Any]:
         """`WebhookPing`: a `ping` event's body, made now and never queued."""
