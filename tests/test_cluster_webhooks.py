@@ -90,14 +90,14 @@ async def test_a_node_restart_neither_loses_nor_reorders_waiting_events(
         hub = node(tmp_path, redis_server, "a", **FAST, **hooks(rec))
         try:
             hub.start()
-            for _ in range(3):
+            for n in (2, 4, 6):  # (each close counted before the next connect)
                 async with client(hub, 5):
                     pass
 
-            async def six() -> bool:
-                return await queued(hub) == 6
+                async def made(n: int = n) -> bool:
+                    return await queued(hub) == n
 
-            await eventually(six)
+                await eventually(made)
             first = rec.events[0]
             hub.kill()
             hub.start()
@@ -125,4 +125,65 @@ async def test_every_event_of_a_cluster_reaches_the_receiver_once(tmp_path: Path
             assert len(ids) == len(set(ids)) == 6
             for i in range(3):
                 assert [name for name, _ in of_user(rec.events, 100 + i)] == ["user_online", "user_offline"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_user_on_two_nodes_is_online_once_and_offline_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    async with trio.open_nursery() as nursery:
+        rec = await nursery.start(Receiver().serve)
+        events = '["user_online","user_offline","message"]'
+        with nodes(tmp_path, redis_server, 2, **FAST, **hooks(rec, events)) as (a, b):
+
+            async def barrier(n: int) -> None:
+                """A message to user 9 from node a: its event comes after every
+                event of user 9 recorded before it (one lane)."""
+                async with client(a, 10) as ten:
+                    await ten.request("send_message", "message_sent", to_user_id=9, text=f"barrier {n}")
+                await rec.wait_for(lambda: sum(e["event"] == "message" for e in rec.delivered()) == n)
+
+            def nine() -> list[str]:
+                return [
+                    e["event"]
+                    for e in rec.delivered()
+                    if e["data"].get("user_id") == 9 or e["data"].get("to_user_id") == 9
+                ]
+
+            async with client(a, 9) as first:
+                await rec.wait_for(lambda: nine() == ["user_online"])
+                async with client(b, 9):
+
+                    async def two() -> bool:
+                        return (await b.api("GET", "/api/users/9/online"))[1]["data"]["connections"] == 2
+
+                    await eventually(two)
+                await eventually(lambda: one(b))
+                await barrier(1)
+                assert nine() == ["user_online", "message"]
+            await rec.wait_for(lambda: nine()[-1:] == ["user_offline"])
+            await barrier(2)
+            assert nine() == ["user_online", "message", "user_offline", "message"]
+            online, offline = (e for e in rec.delivered() if e["event"].startswith("user_") and e["data"]["user_id"] == 9)
+            assert online["data"]["conn_id"] == offline["data"]["conn_id"] == first.greeting["data"]["conn_id"]
+        nursery.cancel_scope.cancel()
+
+
+async def one(hub: Hub) -> bool:
+    """User 9 has one connection left in the cluster."""
+    return (await hub.api("GET", "/api/users/9/online"))[1]["data"]["connections"] == 1  # type: ignore[no-any-return]
+
+
+async def test_a_gracefully_stopped_node_s_users_go_offline_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    async with trio.open_nursery() as nursery:
+        rec = await nursery.start(Receiver().serve)
+        with nodes(tmp_path, redis_server, 2, **FAST, **hooks(rec)) as (a, b):
+            async with client(a, 11), client(a, 12), client(b, 12):
+                await rec.wait_for(lambda: len(rec.delivered()) == 2)
+                assert await trio.to_thread.run_sync(a.stop) == 0
+                await rec.wait_for(lambda: len(rec.delivered()) == 3)
+            await rec.wait_for(lambda: len(rec.delivered()) == 4)
+            await trio.sleep(1)  # a repeat would come by then
+            assert [(e["event"], e["data"]["user_id"]) for e in rec.delivered()][2:] == [
+                ("user_offline", 11),
+                ("user_offline", 12),
+            ]
         nursery.cancel_scope.cancel()

@@ -1,7 +1,8 @@
 """The commands a hub in a cluster runs for the other nodes and for its own
 network layer: another node's delivery, kick or close (`Deliver`), a kick
 that reaches every node (`Kick`), one connection closed (`CloseConnection`),
-a dead node's `user_offline` events (`NodeGone`).
+a dead node's `user_offline` events (`NodeGone`), a principal's first or
+last connection in the cluster (`PresenceEdges`).
 
 `ClusterCommands.commands` joins the hub's command table in cluster mode
 only (the way `TaskStates` and `Webhooks` contribute theirs); a hub without
@@ -15,7 +16,7 @@ from typing import Any
 
 from wsserver.core.admin import HubAdmin
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
-from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone
+from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone, PresenceEdges
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
 from wsserver.core.webhooks import Webhooks
@@ -45,6 +46,7 @@ class ClusterCommands:
             Kick: self.kick_everywhere,
             CloseConnection: lambda cmd: self.close_connection(cmd.conn_id, cmd.code, cmd.reason),
             NodeGone: lambda cmd: webhooks.node_gone(cmd.entries),
+            PresenceEdges: lambda cmd: webhooks.presence_edges(cmd.edges),
         }
 
     def deliver(self, cmd: Deliver) -> int:

@@ -4,10 +4,9 @@ outbox's delivery schedule, without I/O.
 `Webhooks` is a component of the hub. It decides the events:
 
 - `user_online` when a user principal gets its first connection, `user_offline`
-  when its last one is forgotten (whatever closed it: the peer, a heartbeat
-  timeout, a kick, 4008, an eviction), read from presence in the hub's
-  `on_authenticated` / `on_closed` hooks. Desktop clients (activation codes)
-  are no users and have none.
+  when its last one is forgotten (`core.webhook_presence`: from the hub's
+  presence on a single node, decided in Redis on a cluster node). Desktop
+  clients (activation codes) are no users and have none.
 - `message_undelivered` when a direct message is still `sent` (no `delivered`
   or `read` receipt) `webhooks.undelivered_after` seconds after it was sent.
   The check is durable (`core.webhook_store`): started by the message's own
@@ -77,10 +76,9 @@ from typing import Any
 
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
-from wsserver.core.keys import escape, split_key
+from wsserver.core.keys import split_key
 from wsserver.core.presence import Presence
 from wsserver.core.replicated import REFUSED
-from wsserver.core.session import Session
 from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
 from wsserver.core.webhook_commands import (
@@ -92,6 +90,7 @@ from wsserver.core.webhook_commands import (
     WebhookStart,
 )
 from wsserver.core.webhook_events import RecordEvents
+from wsserver.core.webhook_presence import PresenceEvents, lane_of
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.errors import ProtocolError
 from wsserver.protocol.envelope import id_key
@@ -110,12 +109,6 @@ the backoff, until one succeeds."""
 def backoff(failures: int, max_backoff: float) -> float:
     """Seconds a lane waits after its `failures`-th failure in a row."""
     return float(min(max_backoff, FIRST_RETRY * 2 ** min(failures - 1, 32)))
-
-
-def lane_of(user_type: str, user_id: str) -> str:
-    """The lane (order key) of the user principal (`user_type`, `user_id`), both in
-    their comparison form, escaped as `core.keys` does (injective)."""
-    return f"{escape(user_type)}|{escape(user_id)}"
 
 
 class Webhooks:
@@ -177,6 +170,14 @@ class Webhooks:
         self._gone: set[int] = set()  # events acknowledged or dropped here
         self._unflushed: dict[str, int] = {}  # lane -> acknowledged up to, to record
         self._checking: set[int] = set()  # undelivered checks run or skipped here
+        # user_online / user_offline (`core.webhook_presence`)
+        self.presence_events = events = PresenceEvents(
+            self._emit, presence, self.enabled, lambda: commit.cluster is not None
+        )
+        self.connected = events.connected  # (the hub's on_authenticated hook)
+        self.closed = events.closed  # (its on_closed hook)
+        self.node_gone = events.node_gone
+        self.presence_edges = events.edges
         self.commands: dict[type[Any], Callable[[Any], Any]] = {
             WebhookStart: self.start,
             WebhookDue: self.due,
@@ -240,36 +241,6 @@ class Webhooks:
         return "message_undelivered" in self.enabled
 
     # -- the events ---------------------------------------------------------------------
-
-    def connected(self, session: Session) -> None:
-        """(A connection authenticated.) `user_online` for a principal's first one."""
-        ident = session.identity
-        if "user_online" not in self.enabled or ident is None or ident.is_device:
-            return
-        if len(self.presence.of_principal(ident.principal)) == 1:
-            self._emit("user_online", _lane(ident.principal), _presence_data(session))
-
-    def closed(self, session: Session) -> None:
-        """(A connection was forgotten.) `user_offline` when it was its principal's last."""
-        ident = session.identity
-        if "user_offline" not in self.enabled or ident is None or ident.is_device:
-            return
-        if not self.presence.of_principal(ident.principal):
-            self._emit("user_offline", _lane(ident.principal), _presence_data(session))
-
-    def node_gone(self, entries: tuple[dict[str, Any], ...]) -> None:
-        """(Cluster mode, on the one node that cleaned up after a dead one.) The
-        dead node's principals without a connection elsewhere
-        (`core.cluster_presence` entries, one each): `user_offline`
-        (`reason: "node_gone"`) for those without one here either."""
-        if "user_offline" not in self.enabled:
-            return
-        for e in entries:
-            principal = tuple(e["principal"])
-            if e.get("device") or self.presence.of_principal(principal):
-                continue
-            data = {k: e.get(k) for k in _PRESENCE_FIELDS}
-            self._emit("user_offline", _lane(principal), {**data, "reason": "node_gone"})
 
     def _id_prefix(self) -> str:
         """What an event id starts with: the node, and on a cluster node (whose
@@ -542,9 +513,12 @@ class Webhooks:
             if event is not None:
                 if self.commit.cluster is None:
                     self.commit.record({"t": "hook_ack", "seq": cmd.seq})
-                else:  # recorded with the round's other answers (`_flush`)
+                else:  # recorded with the round's other answers (`_flush`), at once
+                    # when it was the last in flight (the sender may stop before its next round)
                     self._gone.add(cmd.seq)
                     self._unflushed[lane] = cmd.seq
+                    if not self._in_flight:
+                        self._flush()
                 self._streak = 0
                 self._probe_lane = None
             self._failures.pop(lane, None)
@@ -580,34 +554,3 @@ class Webhooks:
         """`WebhookPing`: a `ping` event's body, made now and never queued."""
         env = self.env
         return {"id": self.new_id(), "event": "ping", "time": env.now_ms(), "node": env.node, "data": {}}
-
-
-
-def _lane(principal: tuple[str, ...]) -> str:
-    return lane_of(principal[1], principal[2])
-
-
-_PRESENCE_FIELDS = (
-    "user_id", "user_type", "group_id", "username", "conn_id", "device_id", "device_info", "ip", "user_agent",
-    "connected_at",
-)  # fmt: skip
-"""The keys of `_presence_data`."""
-
-
-def _presence_data(session: Session) -> dict[str, Any]:
-    """What `user_online` / `user_offline` say of a connection (seed 002's device
-    and connection tables)."""
-    ident = session.identity
-    assert ident is not None
-    return {
-        "user_id": ident.user_id,
-        "user_type": ident.user_type,
-        "group_id": ident.group_id,
-        "username": ident.username,
-        "conn_id": session.conn_id,
-        "device_id": session.device_id,
-        "device_info": session.device_info,
-        "ip": session.ip,
-        "user_agent": session.user_agent,
-        "connected_at": int(session.connected_at * 1000),
-    }
