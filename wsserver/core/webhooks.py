@@ -33,16 +33,15 @@ lease runs the sender (`net.cluster.hooks`). There an event's `seq` is
 decided when its record is applied, and its id, decided by the node that
 made it, names that node's start: `<node>.<start ms in hex>-<n>`, `n`
 counting the events it made since. The sender's 2xx answers are recorded in
-batches (`hook_upto`: each lane's events up to a seq), one per round; until
-its record comes back, what a node acknowledged, dropped or checked waits
-in `_gone` / `_checking`, so that it is not handed out or made twice.
+batches (`hook_upto`: each lane's events up to a seq), one per round; what a
+node recorded and does not see applied yet is kept by `core.webhook_shared`.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
 and reports each attempt (`WebhookDone`); this component keeps the schedule:
 
 - Order per principal (a lane): a lane's next event is handed out only after
-  its previous one was acknowledged (2xx, a durable `hook_ack`) or dropped;
-  other lanes go on meanwhile.
+  its previous one was acknowledged (2xx, a durable `hook_ack`; in a cluster
+  recorded in a batch, `hook_upto`) or dropped; other lanes go on meanwhile.
 - Only durable events are handed out (a crash cannot take back an event the
   receiver has seen).
 - A failed attempt makes its lane wait `FIRST_RETRY` seconds, doubling per
@@ -78,7 +77,6 @@ from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.keys import split_key
 from wsserver.core.presence import Presence
-from wsserver.core.replicated import REFUSED
 from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
 from wsserver.core.webhook_commands import (
@@ -91,8 +89,8 @@ from wsserver.core.webhook_commands import (
 )
 from wsserver.core.webhook_events import RecordEvents
 from wsserver.core.webhook_presence import PresenceEvents, lane_of
+from wsserver.core.webhook_shared import SharedOutbox
 from wsserver.core.webhook_store import MemoryWebhookStore
-from wsserver.errors import ProtocolError
 from wsserver.protocol.envelope import id_key
 
 __all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
@@ -165,11 +163,8 @@ class Webhooks:
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
         self.dropped: dict[str, int] = {}  # since start, by reason
         self._started: str | None = None  # a cluster node's start, in event ids
-        # cluster mode: events made, and what this node recorded that is not back yet
-        self._made = 0
-        self._gone: set[int] = set()  # events acknowledged or dropped here
-        self._unflushed: dict[str, int] = {}  # lane -> acknowledged up to, to record
-        self._checking: set[int] = set()  # undelivered checks run or skipped here
+        # cluster mode: what this node recorded in the shared outbox, not back yet
+        self.shared = SharedOutbox(commit, self._lost)
         # user_online / user_offline (`core.webhook_presence`)
         self.presence_events = events = PresenceEvents(
             self._emit, presence, self.enabled, lambda: commit.cluster is not None
@@ -198,20 +193,12 @@ class Webhooks:
         """(Cluster mode: every node's records, in the log's order.) A new event
         makes its lane ready and wakes a waiting sender; what this node
         recorded is no longer pending once back."""
-        kind = rec["t"]
-        if kind == "hook":
+        self.shared.applied(rec, self.store.events)
+        if rec["t"] == "hook":
             lane = rec["lane"]
-            if rec.get("check") is not None:
-                self._checking.discard(rec["check"])
             if lane not in self._in_flight and lane not in self._retry_at:
                 self._ready[lane] = None
             self._wake_sender()
-        elif kind in ("hook_upto", "hook_drop", "hook_ack"):
-            if self._gone:  # (the store removed them already)
-                events = self.store.events
-                self._gone = {seq for seq in self._gone if seq in events}
-        elif kind == "hook_skip":
-            self._checking.difference_update(rec["mids"])
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Fold a direct message's record into the undelivered checks; a waiting
@@ -244,7 +231,8 @@ class Webhooks:
 
     def _id_prefix(self) -> str:
         """What an event id starts with: the node, and on a cluster node (whose
-        outbox starts empty at every start) the time this node started."""
+        count of the events it made starts again at every start) the time this
+        node started."""
         if self.commit.cluster is None:
             return self.env.node
         if self._started is None:
@@ -256,7 +244,7 @@ class Webhooks:
         waiting sender woken once it is durable."""
         store = self.store
         if len(store) >= self.max_queue:
-            oldest = next((seq for seq in store.events if seq not in self._gone), None)
+            oldest = next((seq for seq in store.events if seq not in self.shared.gone), None)
             if oldest is not None:
                 self._drop([oldest], "queue_full")
         if self.commit.cluster is not None:
@@ -285,40 +273,19 @@ class Webhooks:
     def _emit_shared(self, name: str, lane: str, data: dict[str, Any], check: int | None) -> None:
         """(Cluster mode.) Hand the event to the shared log: its seq is decided
         when applied, and its lane made ready then (`_applied_shared`)."""
-        self._made += 1
+        self.shared.made += 1
         rec: dict[str, Any] = {
             "t": "hook",
-            "id": f"{self._id_prefix()}-{self._made}",
+            "id": f"{self._id_prefix()}-{self.shared.made}",
             "event": name,
             "time": self.env.now_ms(),
             "node": self.env.node,
             "lane": lane,
             "data": data,
         }
-        if check is None:
-            self._shared(rec, lambda: self._lost(1))
-            return
-        rec["check"] = check
-        self._checking.add(check)
-
-        def undo() -> None:
-            self._checking.discard(check)
-            self._lost(1)
-
-        self._shared(rec, undo)
-
-    def _shared(self, rec: dict[str, Any], undo: Callable[[], object]) -> None:
-        """(Cluster mode.) Hand `rec` to the shared log; `undo()` when the log
-        refuses it (Redis unreachable: nothing was stored)."""
-
-        def applied(result: Any) -> None:
-            if result is REFUSED:
-                undo()
-
-        try:
-            self.commit.record(rec, applied)
-        except ProtocolError:
-            undo()
+        if check is not None:
+            rec["check"] = check
+        self.shared.event(rec)
 
     def _lost(self, n: int) -> None:
         """(Cluster mode.) Events the shared log refused: counted as dropped."""
@@ -337,8 +304,7 @@ class Webhooks:
         if self.commit.cluster is None:
             self.commit.record(rec)
         else:  # handed out no more by this node while the record is on its way
-            self._gone.update(seqs)
-            self._shared(rec, lambda: self._gone.difference_update(seqs))
+            self.shared.drop(rec)
         self.dropped[reason] = self.dropped.get(reason, 0) + len(seqs)
         for lane in lanes:
             self._lane_moved(lane)
@@ -351,7 +317,7 @@ class Webhooks:
         for mid, at in checks.items():
             if at > now:
                 break
-            if mid not in self._checking:  # (cluster mode: its record is on its way)
+            if mid not in self.shared.checking:  # (cluster mode: its record is on its way)
                 due.append(mid)
         gone = []
         for mid in due:
@@ -381,8 +347,7 @@ class Webhooks:
             if self.commit.cluster is None:
                 self.commit.record(rec)
             else:
-                self._checking.update(gone)
-                self._shared(rec, lambda: self._checking.difference_update(gone))
+                self.shared.skip(rec)
 
     def _expire(self, now: int) -> None:
         """Drop the events older than `webhooks.max_age`."""
@@ -391,7 +356,7 @@ class Webhooks:
         for seq, event in self.store.events.items():
             if event["time"] > cutoff:
                 break
-            if seq not in self._gone:
+            if seq not in self.shared.gone:
                 old.append(seq)
         if old:
             self._drop(old, "max_age")
@@ -399,11 +364,12 @@ class Webhooks:
     def _head(self, lane: str) -> dict[str, Any] | None:
         """The oldest event of `lane` this node may hand out: on a cluster node,
         not one it acknowledged or dropped whose record is not back yet."""
-        if not self._gone:
+        gone = self.shared.gone
+        if not gone:
             return self.store.head(lane)
         store = self.store
         for seq in store.lanes.get(lane, ()):
-            if seq not in self._gone:
+            if seq not in gone:
                 return store.events[seq]
         return None
 
@@ -441,8 +407,8 @@ class Webhooks:
         """`WebhookDue`: run the checks and expiries that fell due, hand out up to
         `limit` durable events, one per lane, and say when to ask again."""
         now = self.env.now_ms()
-        if self._unflushed:  # (cluster mode) the answers since the last round, in one record
-            self._flush()
+        if self.shared.unflushed:  # (cluster mode) the answers since the last round, in one record
+            self.shared.flush()
         self._undelivered(now)
         self._expire(now)
         retries, retry_at, ready = self._retries, self._retry_at, self._ready
@@ -513,12 +479,11 @@ class Webhooks:
             if event is not None:
                 if self.commit.cluster is None:
                     self.commit.record({"t": "hook_ack", "seq": cmd.seq})
-                else:  # recorded with the round's other answers (`_flush`), at once
-                    # when it was the last in flight (the sender may stop before its next round)
-                    self._gone.add(cmd.seq)
-                    self._unflushed[lane] = cmd.seq
+                else:  # recorded with the round's other answers, at once when it was
+                    # the last in flight (the sender may stop before its next round)
+                    self.shared.answered(lane, cmd.seq)
                     if not self._in_flight:
-                        self._flush()
+                        self.shared.flush()
                 self._streak = 0
                 self._probe_lane = None
             self._failures.pop(lane, None)
@@ -536,19 +501,6 @@ class Webhooks:
         at = now + int(backoff(failures, self.max_backoff) * 1000)
         self._retry_at[lane] = at
         heapq.heappush(self._retries, (at, lane))
-
-    def _flush(self) -> None:
-        """(Cluster mode.) Record the receiver's answers since the last round: each
-        lane's events delivered up to a seq, in one `hook_upto` record; refused,
-        they are recorded with the next round's."""
-        lanes, self._unflushed = self._unflushed, {}
-
-        def again() -> None:
-            for lane, upto in lanes.items():
-                if self._unflushed.get(lane, 0) < upto:
-                    self._unflushed[lane] = upto
-
-        self._shared({"t": "hook_upto", "lanes": lanes}, again)
 
     def ping(self, cmd: WebhookPing) -> dict[str, Any]:
         """`WebhookPing`: a `ping` event's body, made now and never queued."""
