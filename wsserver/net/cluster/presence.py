@@ -123,8 +123,7 @@ class PresenceWriter:
             try:
                 if self.stale:
                     await self.resync()
-                else:
-                    await self._write(changes, flashes)
+                await self._write(changes, flashes)  # (after a resync too: its events)
                 self.link.mark_up()
             except REDIS_ERRORS as exc:
                 self.stale = True
