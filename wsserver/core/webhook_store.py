@@ -3,8 +3,9 @@ the undelivered-message checks still to run, and who was announced online.
 
 `MemoryWebhookStore` keeps it in this process, journaled and snapshotted
 through the hub's commit log; it implements `core.stores.WebhookStore`, what
-the webhooks component (`core.webhooks`) asks of its store. A cluster keeps
-the same state in Redis behind the same protocol.
+the webhooks component (`core.webhooks`) asks of its store. A cluster node
+keeps the same store, its records shared through the cluster's log (in
+Redis), so every node holds the same state.
 
 Records (each applied when appended and again at replay):
 
