@@ -4,11 +4,13 @@ nodes (tests/cluster_nodes.py), a real receiver (tests/webhook_receiver.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import coredis
 import trio
 
 from tests.cluster_nodes import client, node, nodes
@@ -186,4 +188,44 @@ async def test_a_gracefully_stopped_node_s_users_go_offline_once(tmp_path: Path,
                 ("user_offline", 11),
                 ("user_offline", 12),
             ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_waiting_events_are_in_the_shared_snapshot_and_a_new_node_sends_them(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    switch = Switch()
+    async with trio.open_nursery() as nursery:
+        rec = await nursery.start(Receiver(switch).serve)
+        settings = hooks(rec)
+        settings["extra"]["WSSERVER_STORAGE_SNAPSHOT_INTERVAL"] = "0.2"
+        a = node(tmp_path, redis_server, "a", **FAST, **settings)
+        b = node(tmp_path, redis_server, "b", **FAST, **settings)
+        try:
+            a.start()
+            async with client(a, 3):
+                pass
+
+            async def two() -> bool:
+                return await queued(a) == 2
+
+            await eventually(two)
+            redis: Any = coredis.Redis.from_url(redis_server.url)
+            async with redis:
+
+                async def snapshotted() -> bool:
+                    state = await redis.hget("wsserver:snapshot", "state")
+                    return state is not None and len(json.loads(state).get("webhooks", {}).get("events", [])) == 2
+
+                await eventually(snapshotted)
+            ids = [e["id"] for e in rec.events[:1]]
+            a.kill()
+            b.start()  # a new node: the outbox comes from the snapshot
+            switch.down = False
+            await rec.wait_for(lambda: len(rec.delivered()) == 2, timeout=15)
+            assert [e["event"] for e in rec.delivered()] == ["user_online", "user_offline"]
+            assert rec.delivered()[0]["id"] == ids[0]
+        finally:
+            a.kill()
+            b.kill()
         nursery.cancel_scope.cancel()
