@@ -1,7 +1,8 @@
 """The commands a hub in a cluster runs for the other nodes and for its own
 network layer: another node's delivery, kick or close (`Deliver`), a kick
 that reaches every node (`Kick`), one connection closed (`CloseConnection`),
-a dead node's `user_offline` events (`NodeGone`), and the other nodes'
+a dead node's `user_offline` events (`NodeGone`), a principal's first or
+last connection in the cluster (`PresenceEdges`), and the other nodes'
 room members and connections this node counts (`core.cluster_members`:
 their batches on the bus, `MembersCheck`, `LoadMembers`, and a dead node's
 `user_left` events, `NodeLeftRooms`).
@@ -19,7 +20,7 @@ from typing import Any
 from wsserver.core.admin import HubAdmin
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
 from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck, NodeLeftRooms
-from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone
+from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone, PresenceEdges
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
 from wsserver.core.rooms import Rooms
@@ -56,6 +57,7 @@ class ClusterCommands:
             MembersCheck: lambda cmd: others.check(cmd.live, cmd.seqs),
             LoadMembers: lambda cmd: others.load(cmd.node, cmd.seq, cmd.entries),
             NodeLeftRooms: self.node_left_rooms,
+            PresenceEdges: lambda cmd: webhooks.presence_edges(cmd.edges),
         }
 
     def deliver(self, cmd: Deliver) -> int:

@@ -66,6 +66,7 @@ __all__ = [
     "NodeGone",
     "OnlineCount",
     "OpenSession",
+    "PresenceEdges",
     "Publish",
     "PublishResult",
     "PushTask",
@@ -369,6 +370,15 @@ class NodeGone(Command[None]):
     connection on the other nodes: `user_offline` for each without one here."""
 
     entries: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class PresenceEdges(Command[None]):
+    """(Cluster mode) `(online, entry)` per connection of this node that Redis
+    found the first (True) or the last (False) of its principal anywhere:
+    `user_online` / `user_offline` (`core.webhook_presence`)."""
+
+    edges: tuple[tuple[bool, dict[str, Any]], ...]
 
 
 @attrs.frozen

@@ -116,15 +116,13 @@ class CommitLog:
         with `fold`, right after their owner, at run time and at replay alike: a
         part whose state follows from another's records (the webhooks' undelivered
         checks from the direct messages') needs no records of its own for it. On
-        a cluster node `fold` sees only the node's own records (what it observes
-        is kept per node, `Replicated.local_parts`)."""
+        a cluster node `fold` sees every node's records, as the owner does."""
         for kind in record_types:
             owner = self.appliers[kind]
 
             def both(rec: dict[str, Any], owner: Callable[[dict[str, Any]], Any] = owner) -> Any:
                 result = owner(rec)
-                if self.cluster is None or self.cluster.own:
-                    fold(rec)
+                fold(rec)
                 return result
 
             self.appliers[kind] = both

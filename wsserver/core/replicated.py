@@ -90,10 +90,10 @@ class Replicated:
         self.live = False  # start-up replay has no live effects
         self.last_id = ""  # the log id of the last record applied (for snapshots)
         self.own = True  # whether the record being applied is this process's own
-        # kept per node, never shared: the webhooks' outbox (each node sends the
-        # events it made), applied at once and left out of the shared snapshot
-        self.local_types: frozenset[str] = frozenset(("hook", "hook_ack", "hook_drop", "hook_skip"))
-        self.local_parts: frozenset[str] = frozenset(("webhooks",))
+        # record types and parts kept per node, never shared (applied at once and
+        # left out of the shared snapshot); none since the webhooks' outbox is shared
+        self.local_types: frozenset[str] = frozenset()
+        self.local_parts: frozenset[str] = frozenset()
 
     def submit(self, rec: dict[str, Any], applied: Applied | None, conn: str | None) -> None:
         """Hand `rec` to the log; `unavailable` (nothing stored) when the log

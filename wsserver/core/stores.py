@@ -222,7 +222,7 @@ class WebhookStore(Protocol):
         """Events queued."""
 
     def apply(self, rec: dict[str, Any]) -> None:
-        """Fold a `hook`, `hook_ack`, `hook_drop` or `hook_skip` record."""
+        """Fold a `hook`, `hook_ack`, `hook_drop`, `hook_skip` or `hook_upto` record."""
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Fold a direct message's `msg` or `status` record into the checks."""

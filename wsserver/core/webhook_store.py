@@ -3,13 +3,16 @@ the undelivered-message checks still to run, and who was announced online.
 
 `MemoryWebhookStore` keeps it in this process, journaled and snapshotted
 through the hub's commit log; it implements `core.stores.WebhookStore`, what
-the webhooks component (`core.webhooks`) asks of its store. A cluster keeps
-the same state in Redis behind the same protocol.
+the webhooks component (`core.webhooks`) asks of its store. A cluster node
+keeps the same store, its records shared through the cluster's log (in
+Redis), so every node holds the same state.
 
 Records (each applied when appended and again at replay):
 
     hook       an event: {seq, id, event, time, node, lane, data[, check]}
     hook_ack   the receiver answered 2xx: {seq}
+    hook_upto  (cluster mode) the receiver answered 2xx to each lane's events
+               up to a seq: {lanes: {lane: seq}}, several answers in one record
     hook_drop  events given up: {seqs, reason} ("max_age", "queue_full")
     hook_skip  undelivered checks that found no message to report: {mids}
 
@@ -23,7 +26,8 @@ Invariants:
   which is the order they were made in; `lanes[lane]` holds the seqs of one
   lane (a principal) in the same order, and a lane with no event is absent.
 - `seq` only grows (it is derived from the records), so an event's place
-  survives restarts.
+  survives restarts. A cluster node's `hook` record comes without one: it is
+  decided when the record is applied (the next one), the same on every node.
 - `checks` maps a direct message's id to the time (ms) its check is due, in
   message-id order; a check ends with its message's `delivered`/`read`
   record, with the `hook` record of its event (`check`), or a `hook_skip`.
@@ -53,7 +57,7 @@ class MemoryWebhookStore:
     would only grow).
     """
 
-    record_types: tuple[str, ...] = ("hook", "hook_ack", "hook_drop", "hook_skip")
+    record_types: tuple[str, ...] = ("hook", "hook_ack", "hook_drop", "hook_skip", "hook_upto")
     observed_types: tuple[str, ...] = ("msg", "status")
 
     def __init__(self, undelivered_after_ms: int | None = None, track_online: bool = True) -> None:
@@ -81,7 +85,9 @@ class MemoryWebhookStore:
         """Fold one of the outbox's own records into the state."""
         kind = rec["t"]
         if kind == "hook":
-            seq = rec["seq"]
+            seq = rec.get("seq")
+            if seq is None:  # a cluster's event: its place is decided now
+                seq = rec["seq"] = self.seq + 1
             self.events[seq] = rec
             if seq > self.seq:
                 self.seq = seq
@@ -104,6 +110,13 @@ class MemoryWebhookStore:
             self._remove((rec["seq"],))
         elif kind == "hook_drop":
             self._remove(rec["seqs"])
+        elif kind == "hook_upto":
+            for lane, upto in rec["lanes"].items():
+                seqs = self.lanes.get(lane)
+                while seqs and seqs[0] <= upto:
+                    self.events.pop(seqs.popleft(), None)
+                if seqs is not None and not seqs:
+                    del self.lanes[lane]
         elif kind == "hook_skip":
             for mid in rec["mids"]:
                 self.checks.pop(mid, None)

@@ -4,10 +4,9 @@ outbox's delivery schedule, without I/O.
 `Webhooks` is a component of the hub. It decides the events:
 
 - `user_online` when a user principal gets its first connection, `user_offline`
-  when its last one is forgotten (whatever closed it: the peer, a heartbeat
-  timeout, a kick, 4008, an eviction), read from presence in the hub's
-  `on_authenticated` / `on_closed` hooks. Desktop clients (activation codes)
-  are no users and have none.
+  when its last one is forgotten (`core.webhook_presence`: from the hub's
+  presence on a single node, decided in Redis on a cluster node). Desktop
+  clients (activation codes) are no users and have none.
 - `message_undelivered` when a direct message is still `sent` (no `delivered`
   or `read` receipt) `webhooks.undelivered_after` seconds after it was sent.
   The check is durable (`core.webhook_store`): started by the message's own
@@ -25,16 +24,24 @@ durable with the outbox (derived from the `hook` records, kept in the
 snapshot). It is unique across restarts because an event is handed out only
 once its record is durable, so a restart resumes above every id a receiver
 can have seen; a new data directory makes a new node id. (A `ping`, never
-queued, has a random id.) A cluster node's outbox is kept in memory only
-(docs/CLUSTER.md), so there the id also names the node's start:
-`<node>.<start ms in hex>-<seq>`.
+queued, has a random id.)
+
+In cluster mode the outbox is shared (docs/CLUSTER.md, "Webhooks"): every
+node applies every node's `hook*` records from the shared log, so all hold the
+same outbox and undelivered checks, and only the node holding the sender's
+lease runs the sender (`net.cluster.hooks`). There an event's `seq` is
+decided when its record is applied, and its id, decided by the node that
+made it, names that node's start: `<node>.<start ms in hex>-<n>`, `n`
+counting the events it made since. The sender's 2xx answers are recorded in
+batches (`hook_upto`: each lane's events up to a seq), one per round; what a
+node recorded and does not see applied yet is kept by `core.webhook_shared`.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
 and reports each attempt (`WebhookDone`); this component keeps the schedule:
 
 - Order per principal (a lane): a lane's next event is handed out only after
-  its previous one was acknowledged (2xx, a durable `hook_ack`) or dropped;
-  other lanes go on meanwhile.
+  its previous one was acknowledged (2xx, a durable `hook_ack`; in a cluster
+  recorded in a batch, `hook_upto`) or dropped; other lanes go on meanwhile.
 - Only durable events are handed out (a crash cannot take back an event the
   receiver has seen).
 - A failed attempt makes its lane wait `FIRST_RETRY` seconds, doubling per
@@ -68,9 +75,8 @@ from typing import Any
 
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
-from wsserver.core.keys import escape, split_key
+from wsserver.core.keys import split_key
 from wsserver.core.presence import Presence
-from wsserver.core.session import Session
 from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
 from wsserver.core.webhook_commands import (
@@ -82,6 +88,8 @@ from wsserver.core.webhook_commands import (
     WebhookStart,
 )
 from wsserver.core.webhook_events import RecordEvents
+from wsserver.core.webhook_presence import PresenceEvents, lane_of
+from wsserver.core.webhook_shared import SharedOutbox
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.protocol.envelope import id_key
 
@@ -99,12 +107,6 @@ the backoff, until one succeeds."""
 def backoff(failures: int, max_backoff: float) -> float:
     """Seconds a lane waits after its `failures`-th failure in a row."""
     return float(min(max_backoff, FIRST_RETRY * 2 ** min(failures - 1, 32)))
-
-
-def lane_of(user_type: str, user_id: str) -> str:
-    """The lane (order key) of the user principal (`user_type`, `user_id`), both in
-    their comparison form, escaped as `core.keys` does (injective)."""
-    return f"{escape(user_type)}|{escape(user_id)}"
 
 
 class Webhooks:
@@ -161,6 +163,16 @@ class Webhooks:
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
         self.dropped: dict[str, int] = {}  # since start, by reason
         self._started: str | None = None  # a cluster node's start, in event ids
+        # cluster mode: what this node recorded in the shared outbox, not back yet
+        self.shared = SharedOutbox(commit, self._lost)
+        # user_online / user_offline (`core.webhook_presence`)
+        self.presence_events = events = PresenceEvents(
+            self._emit, presence, self.enabled, lambda: commit.cluster is not None
+        )
+        self.connected = events.connected  # (the hub's on_authenticated hook)
+        self.closed = events.closed  # (its on_closed hook)
+        self.node_gone = events.node_gone
+        self.presence_edges = events.edges
         self.commands: dict[type[Any], Callable[[Any], Any]] = {
             WebhookStart: self.start,
             WebhookDue: self.due,
@@ -171,8 +183,22 @@ class Webhooks:
     # -- durable state (the store's) ----------------------------------------------------
 
     def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one of the outbox's records into the store."""
+        """Fold one of the outbox's records into the store (on a cluster node,
+        also what it means for this node's schedule)."""
         self.store.apply(rec)
+        if self.commit.cluster is not None:
+            self._applied_shared(rec)
+
+    def _applied_shared(self, rec: dict[str, Any]) -> None:
+        """(Cluster mode: every node's records, in the log's order.) A new event
+        makes its lane ready and wakes a waiting sender; what this node
+        recorded is no longer pending once back."""
+        self.shared.applied(rec, self.store.events)
+        if rec["t"] == "hook":
+            lane = rec["lane"]
+            if lane not in self._in_flight and lane not in self._retry_at:
+                self._ready[lane] = None
+            self._wake_sender()
 
     def observe(self, rec: dict[str, Any]) -> None:
         """Fold a direct message's record into the undelivered checks; a waiting
@@ -203,39 +229,10 @@ class Webhooks:
 
     # -- the events ---------------------------------------------------------------------
 
-    def connected(self, session: Session) -> None:
-        """(A connection authenticated.) `user_online` for a principal's first one."""
-        ident = session.identity
-        if "user_online" not in self.enabled or ident is None or ident.is_device:
-            return
-        if len(self.presence.of_principal(ident.principal)) == 1:
-            self._emit("user_online", _lane(ident.principal), _presence_data(session))
-
-    def closed(self, session: Session) -> None:
-        """(A connection was forgotten.) `user_offline` when it was its principal's last."""
-        ident = session.identity
-        if "user_offline" not in self.enabled or ident is None or ident.is_device:
-            return
-        if not self.presence.of_principal(ident.principal):
-            self._emit("user_offline", _lane(ident.principal), _presence_data(session))
-
-    def node_gone(self, entries: tuple[dict[str, Any], ...]) -> None:
-        """(Cluster mode, on the one node that cleaned up after a dead one.) The
-        dead node's principals without a connection elsewhere
-        (`core.cluster_presence` entries, one each): `user_offline`
-        (`reason: "node_gone"`) for those without one here either."""
-        if "user_offline" not in self.enabled:
-            return
-        for e in entries:
-            principal = tuple(e["principal"])
-            if e.get("device") or self.presence.of_principal(principal):
-                continue
-            data = {k: e.get(k) for k in _PRESENCE_FIELDS}
-            self._emit("user_offline", _lane(principal), {**data, "reason": "node_gone"})
-
     def _id_prefix(self) -> str:
         """What an event id starts with: the node, and on a cluster node (whose
-        outbox starts empty at every start) the time this node started."""
+        count of the events it made starts again at every start) the time this
+        node started."""
         if self.commit.cluster is None:
             return self.env.node
         if self._started is None:
@@ -247,8 +244,12 @@ class Webhooks:
         waiting sender woken once it is durable."""
         store = self.store
         if len(store) >= self.max_queue:
-            oldest = next(iter(store.events))
-            self._drop([oldest], "queue_full")
+            oldest = next((seq for seq in store.events if seq not in self.shared.gone), None)
+            if oldest is not None:
+                self._drop([oldest], "queue_full")
+        if self.commit.cluster is not None:
+            self._emit_shared(name, lane, data, check)
+            return
         seq = store.seq + 1
         rec: dict[str, Any] = {
             "t": "hook",
@@ -269,6 +270,27 @@ class Webhooks:
         # now, in `due`, and find the event not durable yet)
         self.commit.after_commit(self._wake_sender)
 
+    def _emit_shared(self, name: str, lane: str, data: dict[str, Any], check: int | None) -> None:
+        """(Cluster mode.) Hand the event to the shared log: its seq is decided
+        when applied, and its lane made ready then (`_applied_shared`)."""
+        self.shared.made += 1
+        rec: dict[str, Any] = {
+            "t": "hook",
+            "id": f"{self._id_prefix()}-{self.shared.made}",
+            "event": name,
+            "time": self.env.now_ms(),
+            "node": self.env.node,
+            "lane": lane,
+            "data": data,
+        }
+        if check is not None:
+            rec["check"] = check
+        self.shared.event(rec)
+
+    def _lost(self, n: int) -> None:
+        """(Cluster mode.) Events the shared log refused: counted as dropped."""
+        self.dropped["unavailable"] = self.dropped.get("unavailable", 0) + n
+
     def _wake_sender(self) -> None:
         if self._armed and self._wake is not None:
             self._armed = False
@@ -278,7 +300,11 @@ class Webhooks:
         """Give up events (counted by `reason`); their lanes go on with the next ones."""
         events = self.store.events
         lanes = {events[seq]["lane"] for seq in seqs}
-        self.commit.record({"t": "hook_drop", "seqs": seqs, "reason": reason})
+        rec = {"t": "hook_drop", "seqs": seqs, "reason": reason}
+        if self.commit.cluster is None:
+            self.commit.record(rec)
+        else:  # handed out no more by this node while the record is on its way
+            self.shared.drop(rec)
         self.dropped[reason] = self.dropped.get(reason, 0) + len(seqs)
         for lane in lanes:
             self._lane_moved(lane)
@@ -291,7 +317,8 @@ class Webhooks:
         for mid, at in checks.items():
             if at > now:
                 break
-            due.append(mid)
+            if mid not in self.shared.checking:  # (cluster mode: its record is on its way)
+                due.append(mid)
         gone = []
         for mid in due:
             m = self.messages.message(mid)
@@ -316,7 +343,11 @@ class Webhooks:
             }
             self._emit("message_undelivered", lane_of(user_type or "", user_id), data, check=mid)
         if gone:
-            self.commit.record({"t": "hook_skip", "mids": gone})
+            rec = {"t": "hook_skip", "mids": gone}
+            if self.commit.cluster is None:
+                self.commit.record(rec)
+            else:
+                self.shared.skip(rec)
 
     def _expire(self, now: int) -> None:
         """Drop the events older than `webhooks.max_age`."""
@@ -325,13 +356,26 @@ class Webhooks:
         for seq, event in self.store.events.items():
             if event["time"] > cutoff:
                 break
-            old.append(seq)
+            if seq not in self.shared.gone:
+                old.append(seq)
         if old:
             self._drop(old, "max_age")
 
+    def _head(self, lane: str) -> dict[str, Any] | None:
+        """The oldest event of `lane` this node may hand out: on a cluster node,
+        not one it acknowledged or dropped whose record is not back yet."""
+        gone = self.shared.gone
+        if not gone:
+            return self.store.head(lane)
+        store = self.store
+        for seq in store.lanes.get(lane, ()):
+            if seq not in gone:
+                return store.events[seq]
+        return None
+
     def _lane_moved(self, lane: str) -> None:
         """A lane's head was acknowledged or dropped: ready with its next event, or gone."""
-        if self.store.head(lane) is None:
+        if self._head(lane) is None:
             self._ready.pop(lane, None)
             self._failures.pop(lane, None)
             self._retry_at.pop(lane, None)
@@ -352,8 +396,8 @@ class Webhooks:
         self._streak = self._probe_at = self._probes = 0
         self._probe_lane = None
         self._ready = dict.fromkeys(self.store.lanes)
-        if "user_offline" not in self.enabled:
-            return
+        if "user_offline" not in self.enabled or self.commit.cluster is not None:
+            return  # (a cluster's dead nodes are cleaned up by a survivor: `node_gone`)
         for lane, data in list(self.store.online.items()):
             principal = ("user", id_key(data.get("user_type")), id_key(data.get("user_id")))
             if not self.presence.of_principal(principal):
@@ -363,6 +407,8 @@ class Webhooks:
         """`WebhookDue`: run the checks and expiries that fell due, hand out up to
         `limit` durable events, one per lane, and say when to ask again."""
         now = self.env.now_ms()
+        if self.shared.unflushed:  # (cluster mode) the answers since the last round, in one record
+            self.shared.flush()
         self._undelivered(now)
         self._expire(now)
         retries, retry_at, ready = self._retries, self._retry_at, self._ready
@@ -382,7 +428,7 @@ class Webhooks:
         for lane in ready:
             if len(deliveries) >= limit:
                 break
-            head = store.head(lane)
+            head = self._head(lane)
             if head is None:
                 done.append(lane)
             elif head.get("n", 0) <= durable:
@@ -431,7 +477,13 @@ class Webhooks:
         event = self.store.events.get(cmd.seq)
         if cmd.ok or event is None:  # (None: dropped while in flight)
             if event is not None:
-                self.commit.record({"t": "hook_ack", "seq": cmd.seq})
+                if self.commit.cluster is None:
+                    self.commit.record({"t": "hook_ack", "seq": cmd.seq})
+                else:  # recorded with the round's other answers, at once when it was
+                    # the last in flight (the sender may stop before its next round)
+                    self.shared.answered(lane, cmd.seq)
+                    if not self._in_flight:
+                        self.shared.flush()
                 self._streak = 0
                 self._probe_lane = None
             self._failures.pop(lane, None)
@@ -454,34 +506,3 @@ class Webhooks:
         """`WebhookPing`: a `ping` event's body, made now and never queued."""
         env = self.env
         return {"id": self.new_id(), "event": "ping", "time": env.now_ms(), "node": env.node, "data": {}}
-
-
-
-def _lane(principal: tuple[str, ...]) -> str:
-    return lane_of(principal[1], principal[2])
-
-
-_PRESENCE_FIELDS = (
-    "user_id", "user_type", "group_id", "username", "conn_id", "device_id", "device_info", "ip", "user_agent",
-    "connected_at",
-)  # fmt: skip
-"""The keys of `_presence_data`."""
-
-
-def _presence_data(session: Session) -> dict[str, Any]:
-    """What `user_online` / `user_offline` say of a connection (seed 002's device
-    and connection tables)."""
-    ident = session.identity
-    assert ident is not None
-    return {
-        "user_id": ident.user_id,
-        "user_type": ident.user_type,
-        "group_id": ident.group_id,
-        "username": ident.username,
-        "conn_id": session.conn_id,
-        "device_id": session.device_id,
-        "device_info": session.device_info,
-        "ip": session.ip,
-        "user_agent": session.user_agent,
-        "connected_at": int(session.connected_at * 1000),
-    }

@@ -283,8 +283,11 @@ class Server:
             if fastio.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
                 await nursery.start(fastio.Readiness().run)
             await nursery.start(keep_running, "flusher", self.flusher.run)
-        if self.config.webhooks.url:  # before any connection: offline events of a crash first
-            await nursery.start(keep_running, "webhooks", self.webhooks.run)
+        if self.config.webhooks.url:
+            if self.cluster is None:  # before any connection: offline events of a crash first
+                await nursery.start(keep_running, "webhooks", self.webhooks.run)
+            else:  # the shared outbox is sent by one node: the lease's holder
+                self.cluster.hooks.sender = functools.partial(keep_running, "webhooks", self.webhooks.run)
         self._spare = nursery
 
     def _use_fast_io(self) -> bool:

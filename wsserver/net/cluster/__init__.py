@@ -8,8 +8,9 @@ membership (`nodes`: reports, the live list, dead nodes, goodbye), the
 shared presence (`presence`: this node's connections in Redis, the limit
 across nodes, every node's connections read for the HTTP API), the other
 nodes' connections kept current in the hub (`members`: room members and
-limits counted across nodes) and the Redis publish channel (`publishes`: a
-backend's `PUBLISH` run as an API publish). The server
+limits counted across nodes), the Redis publish channel (`publishes`: a
+backend's `PUBLISH` run as an API publish) and the webhook sender's lease
+(`hooks`: one node sends the shared outbox). The server
 builds one when `cluster.redis_url` is set, importing this package inside
 that branch only: without it nothing of Redis is imported.
 
@@ -28,6 +29,7 @@ import trio
 from wsserver.config import ClusterConfig, Config
 from wsserver.core.cluster_broker import ClusterOutlets
 from wsserver.net.cluster.bus import Bus
+from wsserver.net.cluster.hooks import HookLease
 from wsserver.net.cluster.link import REDIS_ERRORS, Link
 from wsserver.net.cluster.members import Members
 from wsserver.net.cluster.nodes import Nodes
@@ -77,6 +79,7 @@ class Cluster:
             self.link, self.bus, self._config, node, host.node_info, self._node_dead,
             after_beat=self.presence.resync_if_stale, after_reap=self.members.sync,
         )  # fmt: skip
+        self.hooks = HookLease(self.link, cluster.prefix, node, self._config)  # the webhook sender's lease
         self._scope: trio.CancelScope | None = None
 
     async def _node_dead(self, node: str) -> None:
@@ -127,11 +130,14 @@ class Cluster:
             nursery.start_soon(self.bus.publisher)
             nursery.start_soon(self.presence.run)
             await nursery.start(self.nodes.run)
+            if self.hooks.sender is not None:
+                nursery.start_soon(self.hooks.run)
             task_status.started()
 
     async def stop(self) -> None:
         """Say goodbye (a graceful stop): the others forget this node at once;
         then end the cluster's tasks."""
+        await self.hooks.release()
         await self.nodes.goodbye()
         await self.presence.leave()
         if self._scope is not None:

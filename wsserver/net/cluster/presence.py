@@ -17,6 +17,11 @@ writes the whole mirror again (`resync`), on the next change or heartbeat.
 Each write is then told to `wrote` (`net.cluster.members`: the other nodes'
 copies of this node's connections follow the writes).
 
+Adding or removing a connection also counts its principal's live
+connections in one script (`net.cluster.online`): the node that finds a
+principal's first or last connection anywhere tells its hub (`PresenceEdges`),
+which makes the `user_online` / `user_offline` event, once per cluster.
+
 The per-principal limit across nodes: after writing a new connection, the
 writer reads its principal's set; the connections beyond
 `limits.max_connections_per_user` (the oldest, on live nodes) are closed with
@@ -43,9 +48,10 @@ from wsserver.core.cluster_presence import (
     room_list,
     room_members,
 )
-from wsserver.core.commands import CloseConnection, NodeGone
+from wsserver.core.commands import CloseConnection, NodeGone, PresenceEdges
 from wsserver.errors import CloseCode
 from wsserver.net.cluster.link import REDIS_ERRORS, Link, receive_batch
+from wsserver.net.cluster.online import ADD, REMOVE, count_args
 from wsserver.net.http import HttpError
 from wsserver.protocol.envelope import id_key
 
@@ -107,6 +113,7 @@ class PresenceWriter:
         while True:
             batch = await receive_batch(receive, BATCH)
             changes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+            flashes: list[dict[str, Any]] = []  # connections that came and went in the batch
             for conn_id, entry in batch:
                 before = self.mirror.get(conn_id)
                 if entry is None:
@@ -114,14 +121,16 @@ class PresenceWriter:
                 else:
                     self.mirror[conn_id] = entry
                 first = changes.get(conn_id, (before, None))[0]
+                if entry is None and first is None and before is not None:
+                    flashes.append(before)
                 changes[conn_id] = (first, entry)
             try:
-                if self.stale:
-                    await self.resync()
-                else:
-                    await self._write(changes)
-                    if self.wrote is not None:
-                        await self.wrote({conn_id: after for conn_id, (_, after) in changes.items()})
+                rewrote = self.stale
+                if rewrote:
+                    await self.resync()  # (the others' copies reload this node whole)
+                await self._write(changes, flashes)  # (after a resync too: its events)
+                if not rewrote and self.wrote is not None:
+                    await self.wrote({conn_id: after for conn_id, (_, after) in changes.items()})
                 self.link.mark_up()
             except REDIS_ERRORS as exc:
                 self.stale = True
@@ -134,18 +143,55 @@ class PresenceWriter:
                 except REDIS_ERRORS as exc:
                     self.link.mark_down(exc)
 
-    async def _write(self, changes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+    async def _write(
+        self,
+        changes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]],
+        flashes: list[dict[str, Any]],
+    ) -> None:
+        """Write a batch of changes; a connection added or removed is counted in
+        its principal's set (`net.cluster.online`) and the hub hears which were
+        the principal's first or last anywhere."""
         node = self.node()
         key = self.conns_key(node)
+        edges: list[tuple[bool, dict[str, Any], Any]] = []
         async with self.link.client.pipeline(transaction=False) as pipe:
+            for e in flashes:  # (added and removed: both counted, in order)
+                pipe.hset(key, {e["conn_id"]: json.dumps(e)})
+                edges.append((True, e, self._count(pipe, ADD, e)))
+                pipe.hdel(key, [e["conn_id"]])
+                edges.append((False, e, self._count(pipe, REMOVE, e)))
             for conn_id, (before, after) in changes.items():
                 if after is None:
                     if before is not None:
                         pipe.hdel(key, [conn_id])
-                        pipe.zrem(self.principal_key(before["principal"]), [f"{node} {conn_id}"])
+                        edges.append((False, before, self._count(pipe, REMOVE, before)))
                 else:
                     pipe.hset(key, {conn_id: json.dumps(after)})
-                    pipe.zadd(self.principal_key(after["principal"]), {f"{node} {conn_id}": after["connected_at"]})
+                    if before is None:
+                        edges.append((True, after, self._count(pipe, ADD, after)))
+                    else:
+                        pipe.zadd(self.principal_key(after["principal"]), {f"{node} {conn_id}": after["connected_at"]})
+        await self._tell_edges(edges)
+
+    def _count(self, pipe: Any, script: str, e: dict[str, Any]) -> Any:
+        """Queue `script` (`ADD`/`REMOVE`) for entry `e`'s connection in `pipe`;
+        the live count it answers, once the pipeline ran."""
+        node = self.node()
+        keys = [self.principal_key(e["principal"]), f"{self.prefix}:nodes:seen"]
+        member = f"{node} {e['conn_id']}"
+        args = count_args(member, e["connected_at"], self.config().cluster.node_ttl, node, self.prefix)
+        return pipe.eval(script, keys, args)
+
+    async def _tell_edges(self, edges: list[tuple[bool, dict[str, Any], Any]]) -> None:
+        """Tell the hub the users' connections that were their principal's first
+        (the script answered 1 after an add) or last (0 after a remove)."""
+        found = []
+        for online, e, count in edges:
+            n = await count
+            if not e.get("device") and n == (1 if online else 0):
+                found.append((online, e))
+        if found:
+            await self.tell(PresenceEdges(tuple(found)))
 
     async def resync(self) -> None:
         """Write the whole mirror (after Redis was unreachable, and at start)."""
@@ -200,14 +246,18 @@ class PresenceWriter:
                 self.bus((ROUTE_CLOSE, node, conn_id, CloseCode.REPLACED, "replaced"), "")
 
     async def leave(self) -> None:
-        """(A graceful stop.) Remove this node's connections from Redis at once."""
+        """(A graceful stop.) Remove this node's connections from Redis at once;
+        the users left with none anywhere get their `user_offline`."""
         node = self.node()
         with trio.move_on_after(2):
             try:
+                edges = []
                 async with self.link.client.pipeline(transaction=False) as pipe:
                     pipe.delete([self.conns_key(node)])
-                    for conn_id, e in self.mirror.items():
-                        pipe.zrem(self.principal_key(e["principal"]), [f"{node} {conn_id}"])
+                    for e in self.mirror.values():
+                        edges.append((False, e, self._count(pipe, REMOVE, e)))
+                self.mirror.clear()  # (a close after this one is nothing more to write)
+                await self._tell_edges(edges)
             except REDIS_ERRORS as exc:
                 log.warning("cluster: could not remove this node's presence (%s)", exc)
 
