@@ -30,6 +30,9 @@ Invariants:
   harmless; only an older state applied after a newer one would be wrong,
   and the sequence order rules it out.
 - The indexes hold exactly the entries of `nodes` (no empty keys).
+- `listener` hears of a user principal (in its group) exactly when a batch,
+  a load or a drop changed its number of connections on the other nodes
+  (`watch_presence` follows it), once per change however many entries moved.
 - The copy is as fresh as the bus: two joins (or connects) on two nodes at
   the same moment each count the other only once it arrived (both may pass
   a limit).
@@ -37,7 +40,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -67,6 +70,7 @@ def member_entry(e: dict[str, Any]) -> dict[str, Any]:
     """What the other nodes keep of a presence entry (`core.cluster_presence.entry`)."""
     return {
         "principal": e.get("principal"),
+        "key": e.get("key"),  # the principal in its group (None for a device)
         "user_id": e.get("user_id"),
         "username": e.get("username"),
         "user_type": e.get("user_type"),
@@ -124,6 +128,11 @@ class OtherNodes:
         # room -> principal -> [member (user_id, username, user_type), connections]
         self.rooms: dict[RoomKey, dict[Principal, list[Any]]] = {}
         self.principals: dict[Principal, int] = {}
+        # a user principal in its group (`core.keys.principal_key`) -> connections
+        self.keys: dict[str, int] = {}
+        # told each key whose count changed, once per batch, load or drop
+        self.listener: Callable[[str], None] | None = None
+        self._before: dict[str, int] = {}  # the keys changed so far and their counts before
         self.loads = 0  # whole loads (a node joined, or a batch went missing)
 
     # -- reads (the hub's decisions) ----------------------------------------------
@@ -145,6 +154,10 @@ class OtherNodes:
         if not room:
             return []
         return [{**member, "connections": n} for member, n in room.values()]
+
+    def connections_in_group(self, key: str) -> int:
+        """The other nodes' connections of a user principal in its group."""
+        return self.keys.get(key, 0)
 
     def connections_of(self, principal: Principal) -> int:
         """The other nodes' connections of `principal`."""
@@ -173,10 +186,18 @@ class OtherNodes:
             known.stale, known.kept, known.overflow = True, [(seq, changes)], False
             return 0
         known.seq = seq
-        return self._apply(known, changes)
+        n = self._apply(known, changes)
+        self._told()
+        return n
 
     def load(self, node: str, seq: int, entries: Iterable[dict[str, Any]]) -> None:
         """A node's whole presence as of `seq`, then its batches kept since."""
+        try:
+            self._load(node, seq, entries)
+        finally:
+            self._told()
+
+    def _load(self, node: str, seq: int, entries: Iterable[dict[str, Any]]) -> None:
         known = self.nodes.get(node)
         if known is None:
             known = self.nodes[node] = _Node()
@@ -221,6 +242,7 @@ class OtherNodes:
             return []
         entries = list(known.conns.values())
         self._forget(known)
+        self._told()
         return entries
 
     # -- the indexes ----------------------------------------------------------------
@@ -241,6 +263,11 @@ class OtherNodes:
         known.conns[conn_id] = e
         principal = tuple(e.get("principal") or ())
         self.principals[principal] = self.principals.get(principal, 0) + 1
+        key = e.get("key")
+        if isinstance(key, str):
+            n = self.keys.get(key, 0)
+            self._before.setdefault(key, n)
+            self.keys[key] = n + 1
         member = {"user_id": e.get("user_id"), "username": e.get("username"), "user_type": e.get("user_type")}
         for group, room in e.get("rooms", ()):
             members = self.rooms.setdefault((group, room), {})
@@ -257,6 +284,14 @@ class OtherNodes:
             self.principals[principal] = n
         else:
             self.principals.pop(principal, None)
+        pkey = e.get("key")
+        if isinstance(pkey, str):
+            n = self.keys.get(pkey, 0)
+            self._before.setdefault(pkey, n)
+            if n > 1:
+                self.keys[pkey] = n - 1
+            else:
+                self.keys.pop(pkey, None)
         for group, room in e.get("rooms", ()):
             key = (group, room)
             members = self.rooms.get(key)
@@ -268,6 +303,15 @@ class OtherNodes:
                 del members[principal]
                 if not members:
                     del self.rooms[key]
+
+    def _told(self) -> None:
+        """Tell the listener each key whose count differs from before the change."""
+        before, self._before = self._before, {}
+        if self.listener is None:
+            return
+        for key, n in before.items():
+            if self.keys.get(key, 0) != n:
+                self.listener(key)
 
     def _forget(self, known: _Node) -> None:
         for e in known.conns.values():

@@ -154,7 +154,7 @@ class Hub:
         self.crm_reads = CrmReads(self.crm.store, self.group_id)
         self.tasks = TaskStates(commit, broker, env)
         self.sessions = sessions = ChatSessions(commit)
-        self.watch = PresenceWatch(presence, broker, env)
+        self.watch = PresenceWatch(presence, broker, env, self.rooms.others)
         devices = DeviceKick(presence, broker, env, forget=self.close)
         self.webhooks = webhooks = Webhooks(
             commit, presence, env, self.direct.store, group_id=self.group_id, crm=self.crm.store

@@ -10,7 +10,9 @@ change of a watched principal (a connection authenticated or gone) sends
 connections in the group. A user id is watched as the principal of
 its `user_type` (the message's for `user_ids`, each item's own in `users`), inside
 the watcher's own group only; desktop (activation-code) connections watch
-nobody.
+nobody. In a cluster `devices` counts every node (`others`, the hub's copy of
+the other nodes' connections), and a change another node made reaches this
+node's watchers when that node's batch arrives (`OtherNodes.listener`).
 
 Invariants: a session is in `_watchers[key]` exactly when `key` is in
 `_watching[conn_id]`; both drop a session when it closes, and neither keeps
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsserver.core.broker import Broker
+from wsserver.core.cluster_members import OtherNodes
 from wsserver.core.env import Env
 from wsserver.core.inbox import own_key
 from wsserver.core.keys import Key, principal_key
@@ -37,10 +40,12 @@ __all__ = ["PresenceWatch"]
 class PresenceWatch:
     """Who watches whom, and the `presence` frames of their changes."""
 
-    def __init__(self, presence: Presence, broker: Broker, env: Env) -> None:
+    def __init__(self, presence: Presence, broker: Broker, env: Env, others: OtherNodes | None = None) -> None:
         self.presence = presence
         self.broker = broker
         self.env = env
+        self.others = OtherNodes() if others is None else others  # (empty on a single node)
+        self.others.listener = self._other_node_changed
         self._watchers: dict[Key, dict[str, Session]] = {}
         self._watching: dict[str, dict[Key, tuple[Any, Any]]] = {}
         self.handlers: dict[str, Handler] = {"watch_presence": self._watch}
@@ -66,7 +71,7 @@ class PresenceWatch:
         self.broker.reply(session, msg, "watching", {"users": users})
 
     def _state(self, key: Key, user_id: Any, user_type: Any) -> dict[str, Any]:
-        devices = len(self.presence.connections_of(key))
+        devices = len(self.presence.connections_of(key)) + self.others.connections_in_group(key)
         return {"user_id": user_id, "user_type": user_type, "online": devices > 0, "devices": devices}
 
     def changed(self, session: Session) -> None:
@@ -78,7 +83,18 @@ class PresenceWatch:
         watchers = self._watchers.get(key)
         if not watchers:
             return
-        state = self._state(key, ident.user_id, ident.user_type)
+        self._tell(watchers, key, ident.user_id, ident.user_type)
+
+    def _other_node_changed(self, key: Key) -> None:
+        """(Another node's connections of `key` changed.) Tell its watchers here."""
+        watchers = self._watchers.get(key)
+        if not watchers:
+            return
+        user_id, user_type = self._watching[next(iter(watchers))][key]
+        self._tell(watchers, key, user_id, user_type)
+
+    def _tell(self, watchers: dict[str, Session], key: Key, user_id: Any, user_type: Any) -> None:
+        state = self._state(key, user_id, user_type)
         self.broker.fan_out(list(watchers.values()), encode("presence", state, self.env.now_ms()))
 
     def forget(self, session: Session) -> None:
