@@ -15,6 +15,7 @@ import trio
 from tests.cluster_nodes import two_nodes, user
 from tests.redis_server import RedisServer
 from wsserver.net.cluster.resp import RespClient, RespError, encode_command, parse
+from wsserver.net.fastio import use_fast_io
 
 
 def test_a_reply_cut_anywhere_is_read_whole_once_the_rest_arrives() -> None:
@@ -35,9 +36,11 @@ def test_a_command_is_an_array_of_bulk_strings() -> None:
     assert encode_command([b"XADD", "log", 5]) == b"*3\r\n$4\r\nXADD\r\n$3\r\nlog\r\n$1\r\n5\r\n"
 
 
+@pytest.mark.parametrize("fast_io", [True, False])
 async def test_a_pipeline_is_answered_in_order_and_an_error_reply_leaves_the_connection_usable(
-    redis_server: RedisServer,
+    redis_server: RedisServer, fast_io: bool
 ) -> None:
+    use_fast_io(fast_io)  # the plain socket's send() and recv(), or trio's stream
     client = RespClient(redis_server.url)
     try:
         xadds = [[b"XADD", b"s", b"*", b"r", text] for text in (b"one", b"two")]

@@ -6,8 +6,11 @@ coredis (everything else of the cluster, and the log's start-up, snapshots
 and health) spends most of a node's CPU per command on its own machinery
 (argument validation, a request object, a connection pool, a reader and a
 writer task per connection); at thousands of records a second that was most
-of the log's cost. Here one `call` is one `send_all` of every command of a
-pipeline and the parse of their replies, in the calling task.
+of the log's cost. Here one `call` is one write of every command of a
+pipeline and the parse of their replies, in the calling task; on a plain TCP
+connection (`net.fastio.raw_socket`: not TLS, the fast paths on) the write is
+the socket's own `send()` and a read waits with `wait_readable`, without
+trio's stream layers.
 
 The URL is read by coredis's own parser (`redis://`, `rediss://` with its
 TLS options, `unix://`, user, password, database), so both clients of a node
@@ -27,10 +30,13 @@ Invariants:
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 import trio
+
+from wsserver.net.fastio import raw_socket
 
 __all__ = ["Arg", "RespClient", "RespError", "encode_command", "parse"]
 
@@ -110,6 +116,7 @@ class RespClient:
         if kwargs.get("db"):
             self._hello.append(["SELECT", kwargs["db"]])
         self._stream: trio.abc.Stream | None = None
+        self._sock: socket.socket | None = None  # the plain socket under a TCP stream (`fastio`)
         self._buf = b""
 
     async def _connect(self) -> trio.abc.Stream:
@@ -122,6 +129,7 @@ class RespClient:
                 stream = trio.SSLStream(stream, self._ssl, server_hostname=self._host)
                 await stream.do_handshake()
         self._stream = stream
+        self._sock = raw_socket(stream)
         self._buf = b""
         if self._hello:
             for reply in await self._exchange(self._hello):
@@ -148,19 +156,28 @@ class RespClient:
         return replies
 
     async def _exchange(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        stream = self._stream
+        stream, sock = self._stream, self._sock
         assert stream is not None
-        await stream.send_all(b"".join([encode_command(c) for c in commands]))
+        data = b"".join([encode_command(c) for c in commands])
+        if sock is None:
+            await stream.send_all(data)
+        else:  # a plain socket: the kernel takes a pipeline at once, trio's layers only cost
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                await stream.send_all(data[sent:])
         replies: list[Any] = []
         buf, pos = self._buf, 0
         while len(replies) < len(commands):
             try:
                 reply, pos = parse(buf, pos)
             except (_Incomplete, IndexError):
-                data = await stream.receive_some(1 << 20)
-                if not data:
+                chunk = bytes(await stream.receive_some(1 << 20)) if sock is None else await _receive(sock)
+                if not chunk:
                     raise trio.BrokenResourceError("Redis closed the connection") from None
-                buf = buf[pos:] + data
+                buf = buf[pos:] + chunk
                 pos = 0
                 continue
             replies.append(reply)
@@ -169,8 +186,19 @@ class RespClient:
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens another)."""
-        stream, self._stream = self._stream, None
+        stream, self._stream, self._sock = self._stream, None, None
         self._buf = b""
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
+
+
+async def _receive(sock: socket.socket) -> bytes:
+    """What the plain socket `sock` has (b"" at its end), waiting for it only
+    when there is nothing."""
+    while True:
+        try:
+            return sock.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        await trio.lowlevel.wait_readable(sock)
