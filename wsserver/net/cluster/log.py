@@ -219,7 +219,9 @@ class ClusterLog:
                 stored = (await resp.call(commands, WRITE_TIMEOUT))[-1]
                 if type(stored) is not list or any(isinstance(x, RespError) for x in stored):
                     raise RespError(f"the batch was not stored: {stored!r}")
-            except Exception as exc:  # unreachable or refused: nothing of the batch is stored
+            except Exception as exc:  # unreachable, refused or too slow: its origins hear `unavailable`
+                # (a batch that timed out may be stored after all: a client's retry
+                # with the same `client_msg_id` is then answered as a duplicate)
                 self._unreachable(exc)
                 tokens = [rec["o"][1] for rec in batch]
                 while True:  # what was queued behind them fails too: keep the order
@@ -350,7 +352,7 @@ return 1
 
 
 def _field(fields: list[Any]) -> bytes:
-    """The record's JSON among an entry's field/value list as a script returns it."""
+    """The record's JSON among an entry's field/value list as XREAD returns it."""
     for name, value in zip(fields[::2], fields[1::2], strict=True):
         if _text(name) == "r":
             return value if isinstance(value, bytes) else str(value).encode()
