@@ -5,6 +5,8 @@ Redis that goes away and comes back."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import trio
 
 from tests.cluster_nodes import two_nodes, user
 from tests.redis_server import RedisServer
+from wsserver.net.cluster.log import WRITE_TIMEOUT
 from wsserver.net.cluster.resp import RespClient, RespError, encode_command, parse
 from wsserver.net.fastio import use_fast_io
 
@@ -123,3 +126,36 @@ async def test_a_message_across_nodes_costs_redis_one_write_and_one_read_per_nod
     # each node wakes once per record (and maybe once more for a read that timed out)
     assert 2 * count <= calls.get("xread", 0) <= 2 * count + 4
     assert calls.get("eval", 0) + calls.get("evalsha", 0) == 0  # no script per read
+
+
+async def test_a_message_a_frozen_redis_does_not_store_is_refused_and_its_retry_served_once_redis_answers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A Redis that stops answering (here SIGSTOP: connections stay open, nothing
+    is read) must not leave the sender waiting for ever: the write fails after
+    the log's write timeout and the sender hears `unavailable`."""
+
+    async def send(cmid: str) -> dict[str, Any]:
+        await alice.send("send_message", {"to_user_id": 2, "message": cmid, "client_msg_id": cmid})
+        return await alice.expect("message_sent", "error", timeout=WRITE_TIMEOUT + 5)
+
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    with two_nodes(tmp_path, redis_server) as (a, b):
+        async with user(a, 1) as alice, user(b, 2) as bob:
+            assert (await send("c0"))["type"] == "message_sent"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                refused = await send("c1")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert refused["type"] == "error" and refused["data"]["code"] == "unavailable"
+            with trio.fail_after(15):  # Redis answers again: the retry is served
+                while (sent := await send("c1"))["type"] != "message_sent":
+                    await trio.sleep(0.1)
+            texts = [(await bob.expect("new_message"))["data"]["text"] for _ in range(2)]
+            assert texts == ["c0", "c1"]  # once: the frozen write, if stored after all, is the same message
+            first = sent["data"]["message_id"]
+            await bob.send("sync", {"last_seq": 0})
+            synced = [(await bob.expect("new_message"))["data"] for _ in range(2)]
+            assert [m["text"] for m in synced] == ["c0", "c1"] and synced[1]["message_id"] == first
