@@ -9,7 +9,7 @@ writer task per connection); at thousands of records a second that was most
 of the log's cost. Here one `call` is one write of every command of a
 pipeline and the parse of their replies, in the calling task; on a plain TCP
 connection (`net.fastio.raw_socket`: not TLS, the fast paths on) the write is
-the socket's own `send()` and a read waits with `wait_readable`, without
+the socket's own `send()` and a read `net.fastio.receive_raw`, without
 trio's stream layers.
 
 The URL is read by coredis's own parser (`redis://`, `rediss://` with its
@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 
-from wsserver.net.fastio import raw_socket
+from wsserver.net.fastio import forget, raw_socket, receive_raw
 
 __all__ = ["Arg", "RespClient", "RespError", "encode_command", "parse"]
 
@@ -174,7 +174,7 @@ class RespClient:
             try:
                 reply, pos = parse(buf, pos)
             except (_Incomplete, IndexError):
-                chunk = bytes(await stream.receive_some(1 << 20)) if sock is None else await _receive(sock)
+                chunk = bytes(await stream.receive_some(1 << 20)) if sock is None else await receive_raw(sock, 1 << 20)
                 if not chunk:
                     raise trio.BrokenResourceError("Redis closed the connection") from None
                 buf = buf[pos:] + chunk
@@ -186,19 +186,11 @@ class RespClient:
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens another)."""
-        stream, self._stream, self._sock = self._stream, None, None
-        self._buf = b""
+        stream, sock = self._stream, self._sock
+        self._stream, self._sock, self._buf = None, None, b""
+        if sock is not None:
+            forget(sock)  # `receive_raw` may have parked it in the server's epoll set
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-
-async def _receive(sock: socket.socket) -> bytes:
-    """What the plain socket `sock` has (b"" at its end), waiting for it only
-    when there is nothing."""
-    while True:
-        try:
-            return sock.recv(1 << 20)
-        except BlockingIOError:
-            pass
-        await trio.lowlevel.wait_readable(sock)
