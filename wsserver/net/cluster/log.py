@@ -14,11 +14,16 @@
   it (as durable as Redis's `appendfsync` makes it). When Redis refuses or is
   unreachable, the batch's origins hear `unavailable` (`LogRefused`), the hub
   refuses new records at once (`available` is false) until a PING answers
-  again.
+  again (so does a write not answered within WRITE_TIMEOUT).
 - The reader task reads the stream in order from the last id it applied
-  (a script that also says how far the log was trimmed; XREAD BLOCK waits
-  for the next record) and has the hub apply each batch (`ApplyLog`); after
-  a connection failure it reconnects and resumes from that id.
+  (XREAD BLOCK with a large COUNT, and how far the log was trimmed read
+  behind it in the same round trip) and has the hub apply each batch
+  (`ApplyLog`); after a connection failure it reconnects and resumes from
+  that id.
+- The writer's and the reader's commands, one round trip per batch and per
+  wake-up, go over plain RESP connections of their own (`resp.RespClient`:
+  coredis's machinery per command cost more CPU than the rest of a record's
+  path); start-up, snapshots, compaction and the health PING use coredis.
 - Compaction: every `storage.snapshot_interval` the node that takes the short
   lock (`<prefix>:snapshot:lock`, SET NX PX) has the hub take a snapshot,
   stores it if it is newer than the stored one and trims the log below the
@@ -28,8 +33,8 @@
   `trimmed`: it could not read, or was too slow, for a whole interval), and
   the node then reloads the snapshot.
 
-coredis is imported only here, and this module only when `cluster.redis_url`
-is set.
+coredis is imported only here (and by `resp` for the URL), and this module
+only when `cluster.redis_url` is set.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from wsserver._version import STATE_VERSION
 from wsserver.core.commands import Restore, TakeSnapshot
 from wsserver.core.log_commands import ApplyLog, JoinLog, LogRefused
 from wsserver.net.cluster.link import receive_batch
+from wsserver.net.cluster.resp import Arg, RespClient, RespError
 from wsserver.storage.base import json_chunks
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.node import node_id
@@ -64,6 +70,8 @@ OUTBOX = 8192  # records handed off and not yet written: beyond, `unavailable`
 BATCH = 256  # records per MULTI/EXEC, per XREAD
 BLOCK_MS = 2000
 RETRY = 0.2  # seconds between reconnection attempts
+WRITE_TIMEOUT = 5.0  # seconds: a write Redis has not answered by then failed (`unavailable`)
+READ_TIMEOUT = BLOCK_MS / 1000 + 5.0  # seconds: a read not answered by then failed (reconnect)
 
 
 def encode(rec: dict[str, Any]) -> bytes:
@@ -147,7 +155,7 @@ class ClusterLog:
             await self._load(reader, node)
             self.available = True
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, writer)
+                nursery.start_soon(self._write)
                 nursery.start_soon(self._read, reader)
                 nursery.start_soon(self._store_snapshots, writer)
                 nursery.start_soon(self._compact, writer)
@@ -197,16 +205,23 @@ class ClusterLog:
             self.last_id = out[-1][0]
         return out
 
-    async def _write(self, client: Any) -> None:
+    async def _write(self) -> None:
         receive = self._out_receive
         actor = self.actor
+        resp = RespClient(self.url)
+        stream = self.stream.encode()
         while True:
             batch = await receive_batch(receive, BATCH)
+            commands: list[list[Any]] = [[b"MULTI"]]
+            commands += [[b"XADD", stream, b"*", b"r", encode(rec)] for rec in batch]
+            commands.append([b"EXEC"])
             try:
-                async with client.pipeline(transaction=True) as pipe:
-                    for rec in batch:
-                        pipe.xadd(self.stream, {"r": encode(rec)})
-            except Exception as exc:  # unreachable or refused: nothing of the batch is stored
+                stored = (await resp.call(commands, WRITE_TIMEOUT))[-1]
+                if type(stored) is not list or any(isinstance(x, RespError) for x in stored):
+                    raise RespError(f"the batch was not stored: {stored!r}")
+            except Exception as exc:  # unreachable, refused or too slow: its origins hear `unavailable`
+                # (a batch that timed out may be stored after all: a client's retry
+                # with the same `client_msg_id` is then answered as a duplicate)
                 self._unreachable(exc)
                 tokens = [rec["o"][1] for rec in batch]
                 while True:  # what was queued behind them fails too: keep the order
@@ -255,22 +270,27 @@ class ClusterLog:
         self.last_id = since
 
     async def _read(self, client: Any) -> None:
-        """Read the log in order: the records after this node's position and how
-        far the log was trimmed, in one atomic script (a pause between a check
-        and a read could skip records trimmed meanwhile); XREAD BLOCK only waits
-        for the next record."""
+        """Read the log in order: one round trip per wake-up, XREAD BLOCK of the
+        records after this node's position (up to BATCH) with, pipelined behind
+        it, how far the log was trimmed. `trimmed` is read after the records and
+        only grows, and a trim and its `trimmed` are one script: if it is not
+        past the position the records were read from, no record after that
+        position was trimmed when they were read, so none was skipped."""
         actor = self.actor
+        resp = RespClient(self.url)
+        stream, snapshot_key = self.stream.encode(), self.snapshot_key.encode()
         failed = False
         while True:
+            since = self.last_id
+            read: list[Arg] = [b"XREAD", b"COUNT", BATCH, b"BLOCK", BLOCK_MS, b"STREAMS", stream, since]
             try:
-                trimmed, raw = await client.eval(_READ, [self.snapshot_key, self.stream], [self.last_id, BATCH])
+                found, trimmed = await resp.call([read, [b"HGET", snapshot_key, b"trimmed"]], READ_TIMEOUT)
                 failed = False
-                if trimmed and not _later_or_same(self.last_id, _text(trimmed)):
+                if trimmed and not _later_or_same(since, _text(trimmed)):
                     await self._reload(client)
                     continue
-                if not raw:
-                    await client.xread({self.stream: self.last_id}, count=1, block=BLOCK_MS)
-                    continue
+                if not found:
+                    continue  # BLOCK_MS without a record
             except Exception as exc:
                 if not failed:
                     log.warning("cluster log: reading the log failed (%s), resuming after %s", exc, self.last_id)
@@ -278,7 +298,7 @@ class ClusterLog:
                 failed = True
                 await trio.sleep(RETRY)
                 continue
-            batch = [(_text(entry_id), decode(_field(fields))) for entry_id, fields in raw]
+            batch = [(_text(entry_id), decode(_field(fields))) for entry_id, fields in found[0][1]]
             self.last_id = batch[-1][0]
             await actor.tell(ApplyLog(batch))
 
@@ -331,18 +351,8 @@ return 1
 """
 
 
-# The records after a position (at most a count) and how far the log was
-# trimmed, read together. KEYS: the snapshot hash, the log; ARGV: the last id
-# applied, the count.
-_READ = """
-local trimmed = redis.call('HGET', KEYS[1], 'trimmed')
-local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {trimmed, entries}
-"""
-
-
 def _field(fields: list[Any]) -> bytes:
-    """The record's JSON among an entry's field/value list as a script returns it."""
+    """The record's JSON among an entry's field/value list as XREAD returns it."""
     for name, value in zip(fields[::2], fields[1::2], strict=True):
         if _text(name) == "r":
             return value if isinstance(value, bytes) else str(value).encode()
