@@ -135,3 +135,36 @@ async def test_crm_announcements_reach_the_group_s_dashboards_on_other_nodes(
             status, _ = await a.api("POST", "/api/publish", {"group_id": 8, "type": "end", "data": {}})
             assert status == 200
             assert (await stranger.receive())["type"] == "end"  # group 8 heard nothing of group 7
+
+
+async def test_a_publish_to_a_group_s_dashboards_devices_or_one_code_is_narrowed_on_the_other_nodes_too(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with nodes(tmp_path, redis_server, 2, heartbeat=0.5, node_ttl=5) as (a, b):
+        async with client(b, "clerk", group_id=7) as dash, ws_connect(f"{b.url}?activation_code={CODE}") as desk:
+            with trio.fail_after(5):
+                assert json.loads(await desk.get_message())["type"] == "auth_success"
+
+            async def notes_until_end(receive: Any) -> list[Any]:
+                """The `note` frames' data before the next `end` (other types skipped)."""
+                notes = []
+                with trio.fail_after(5):
+                    while (msg := await receive())["type"] != "end":
+                        if msg["type"] == "note":
+                            notes.append(msg["data"])
+                return notes
+
+            async def desk_frame() -> Any:
+                return json.loads(await desk.get_message())
+
+            for target, to_dash, to_desk in (
+                ({"group_id": 7, "kind": "device"}, False, True),
+                ({"group_id": 7, "kind": "dashboard"}, True, False),
+                ({"activation_code": CODE}, False, True),
+            ):
+                status, reply = await a.api("POST", "/api/publish", {**target, "type": "note", "data": target})
+                assert status == 200, reply
+                status, _ = await a.api("POST", "/api/publish", {"group_id": 7, "type": "end", "data": {}})
+                assert status == 200
+                assert await notes_until_end(dash.receive) == ([target] if to_dash else []), target
+                assert await notes_until_end(desk_frame) == ([target] if to_desk else []), target

@@ -70,7 +70,7 @@ BusOutlet = Callable[[Route, Frame], bool]
 """Takes one hand-over for the other nodes without blocking; False when full."""
 
 
-ROUTE_TARGET = "t"  # (t, user_ids, group_id, room, everyone, user_type): a publish
+ROUTE_TARGET = "t"  # (t, user_ids, group_id, room, everyone, user_type, connections, activation_code): a publish
 ROUTE_USER = "u"  # (u, user_id, user_type, group_id): a user id's connections
 ROUTE_ROOM = "r"  # (r, group_key, room): a room's members
 ROUTE_PRINCIPAL = "p"  # (p, key): a user principal's connections (typing)
@@ -98,8 +98,11 @@ class ClusterBroker(LocalBroker):
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target on every node; counts this node's."""
         self.share(
-            (ROUTE_TARGET, list(target.user_ids), target.group_id, target.room, target.everyone, target.user_type),
-            frame,
+            (
+                ROUTE_TARGET, list(target.user_ids), target.group_id, target.room, target.everyone,
+                target.user_type, target.connections, target.activation_code,
+            ),
+            frame,  # fmt: skip
         )
         return super().to_target(target, frame)
 
@@ -124,8 +127,10 @@ class ClusterBroker(LocalBroker):
         again). An unknown route is ignored (a newer node's): 0."""
         kind = route[0]
         if kind == ROUTE_TARGET:
-            _, user_ids, group_id, room, everyone, user_type = route
-            target = Target(tuple(user_ids), group_id, room, everyone, user_type)
+            # (a route of 6 items is an older node's: no `connections` / code form)
+            _, user_ids, group_id, room, everyone, user_type, *more = route
+            connections, code = (more + [None, None])[:2]
+            target = Target(tuple(user_ids), group_id, room, everyone, user_type, connections, code)
             return super().to_target(target, frame)
         if kind == ROUTE_ROOM:
             return super().to_room((route[1], route[2]), frame)
