@@ -97,13 +97,10 @@ class ClusterBroker(LocalBroker):
 
     def to_target(self, target: Target, frame: Frame) -> int:
         """One frame to a publish's target on every node; counts this node's."""
-        self.share(
-            (
-                ROUTE_TARGET, list(target.user_ids), target.group_id, target.room, target.everyone,
-                target.user_type, target.connections, target.activation_code,
-            ),
-            frame,  # fmt: skip
-        )
+        t = target
+        route = (ROUTE_TARGET, list(t.user_ids), t.group_id, t.room, t.everyone, t.user_type, t.connections,
+                 t.activation_code)  # fmt: skip
+        self.share(route, frame)
         return super().to_target(target, frame)
 
     def to_user(self, user_id: Any, user_type: Any, group_id: Any, frame: Frame) -> int:
@@ -129,7 +126,7 @@ class ClusterBroker(LocalBroker):
         if kind == ROUTE_TARGET:
             # (a route of 6 items is an older node's: no `connections` / code form)
             _, user_ids, group_id, room, everyone, user_type, *more = route
-            connections, code = (more + [None, None])[:2]
+            connections, code = [*more, None, None][:2]
             target = Target(tuple(user_ids), group_id, room, everyone, user_type, connections, code)
             return super().to_target(target, frame)
         if kind == ROUTE_ROOM:
