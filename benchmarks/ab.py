@@ -30,13 +30,28 @@ import argparse
 import statistics
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 
-SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms")
+SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms", "hooks_sent", "hooks_queued")
+
+
+def webhook_counts(server: bench.Server) -> dict[str, float]:
+    """With `--sink`: the events the server delivered so far and those still queued
+    (its /metrics), to read B's CPU against how much of its webhook work it did."""
+    with urllib.request.urlopen(f"http://{bench.HOST}:{server.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("wsserver_webhooks_sent_total "):
+            out["hooks_sent"] = float(line.split()[-1])
+        elif line.startswith("wsserver_webhooks_queue "):
+            out["hooks_queued"] = float(line.split()[-1])
+    return out
 
 
 def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
@@ -68,6 +83,8 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
                 with bench.running("wsserver", sources[name], fsync, envs[name]) as server:
                     result = bench.drive_dm(server, fsync, params)
+                    if sink is not None:
+                        result.update(webhook_counts(server))
                 out[name].append(result)
                 shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
                 print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)

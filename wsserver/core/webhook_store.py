@@ -9,7 +9,7 @@ the same state in Redis behind the same protocol.
 Records (each applied when appended and again at replay):
 
     hook       an event: {seq, id, event, time, node, lane, data[, check]}
-    hook_ack   the receiver answered 2xx: {seq}
+    hook_ack   the receiver answered 2xx: {seq}, or {seqs} for several at once
     hook_drop  events given up: {seqs, reason} ("max_age", "queue_full")
     hook_skip  undelivered checks that found no message to report: {mids}
 
@@ -101,7 +101,7 @@ class MemoryWebhookStore:
             elif name == "user_offline":
                 self.online.pop(lane, None)
         elif kind == "hook_ack":
-            self._remove((rec["seq"],))
+            self._remove(rec["seqs"] if "seqs" in rec else (rec["seq"],))
         elif kind == "hook_drop":
             self._remove(rec["seqs"])
         elif kind == "hook_skip":

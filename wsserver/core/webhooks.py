@@ -30,7 +30,9 @@ queued, has a random id.) A cluster node's outbox is kept in memory only
 `<node>.<start ms in hex>-<seq>`.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
-and reports each attempt (`WebhookDone`); this component keeps the schedule:
+and reports the attempts (`WebhookDone`, or `WebhookDoneMany` for a batch,
+whose 2xx answers are one `hook_ack` record); this component keeps the
+schedule:
 
 - Order per principal (a lane): a lane's next event is handed out only after
   its previous one was acknowledged (2xx, a durable `hook_ack`) or dropped;
@@ -77,6 +79,7 @@ from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDelivery,
     WebhookDone,
+    WebhookDoneMany,
     WebhookDue,
     WebhookPing,
     WebhookStart,
@@ -165,6 +168,7 @@ class Webhooks:
             WebhookStart: self.start,
             WebhookDue: self.due,
             WebhookDone: self.done,
+            WebhookDoneMany: self.done_many,
             WebhookPing: self.ping,
         }
 
@@ -426,17 +430,28 @@ class Webhooks:
 
     def done(self, cmd: WebhookDone) -> None:
         """`WebhookDone`: acknowledge the event, or schedule its retry."""
-        lane = cmd.lane
-        self._in_flight.discard(lane)
-        event = self.store.events.get(cmd.seq)
-        if cmd.ok or event is None:  # (None: dropped while in flight)
-            if event is not None:
-                self.commit.record({"t": "hook_ack", "seq": cmd.seq})
-                self._streak = 0
-                self._probe_lane = None
-            self._failures.pop(lane, None)
-            self._lane_moved(lane)
-            return
+        self.done_many(WebhookDoneMany((cmd,)))
+
+    def done_many(self, cmd: WebhookDoneMany) -> None:
+        """`WebhookDoneMany`: acknowledge the events answered 2xx (one `hook_ack`
+        record for all of them), and schedule the retries of the others."""
+        events = self.store.events
+        acked = [d.seq for d in cmd.done if d.ok and d.seq in events]
+        if acked:
+            ack = {"t": "hook_ack", "seq": acked[0]} if len(acked) == 1 else {"t": "hook_ack", "seqs": acked}
+            self.commit.record(ack)  # (applied now: the events are gone from the store)
+            self._streak = 0
+            self._probe_lane = None
+        for d in cmd.done:
+            self._in_flight.discard(d.lane)
+            if d.ok or d.seq not in events:  # acknowledged, or dropped while in flight
+                self._failures.pop(d.lane, None)
+                self._lane_moved(d.lane)
+            else:
+                self._failed(d.lane)
+
+    def _failed(self, lane: str) -> None:
+        """An attempt at `lane`'s head failed: its retry after the backoff."""
         now = self.env.now_ms()
         self._streak += 1
         if self._streak == PROBE_AFTER:  # the receiver now counts as down
