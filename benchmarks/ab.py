@@ -18,7 +18,9 @@ A version's server gets extra environment with `--env-a` / `--env-b
 KEY=VALUE` (repeatable), so one checkout can be compared with itself under
 two configurations; `--sink` starts `webhook_sink.py` (a receiver answering
 every event 204, in its own process) and sets `WSSERVER_WEBHOOKS_URL` of both
-to it.
+to it (`--sink-fast`: the same with `webhook_sink.py --fast`). With a sink,
+each run also shows the events the server delivered (`hooks_sent`, from its
+/metrics once the load ended) and those still queued (`hooks_queued`).
 
 Usage: python benchmarks/ab.py closed /tmp/base - [--runs 4] [--seconds 10]
        python benchmarks/ab.py closed - - --sink --env-b 'WSSERVER_WEBHOOKS_EVENTS=["message"]'
@@ -69,9 +71,9 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     envs = {"A": dict(e.split("=", 1) for e in args.env_a), "B": dict(e.split("=", 1) for e in args.env_b)}
     sink = None
-    if args.sink:
+    if args.sink or args.sink_fast:
         sink = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py")],
+            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py"), *(["--fast"] if args.sink_fast else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert sink.stdout is not None
@@ -117,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env-a", action="append", default=[], help="KEY=VALUE for version A's server")
     p.add_argument("--env-b", action="append", default=[], help="KEY=VALUE for version B's server")
     p.add_argument("--sink", action="store_true", help="a webhook receiver for both (webhooks.url)")
+    p.add_argument("--sink-fast", action="store_true", help="--sink, answering with `webhook_sink.py --fast`")
     return p
 
 

@@ -75,9 +75,10 @@ class WebhookDone(Command[None]):
 
 
 @attrs.frozen
-class WebhookDoneMany(Command[None]):
+class WebhookDoneMany(Command[int]):
     """Several attempts ended (one pipelined exchange's), each as a `WebhookDone`:
-    reported at once, so that their acknowledgements take one record."""
+    reported at once, so that their acknowledgements take one record. Answers
+    the events queued now (the metrics' gauge)."""
 
     done: tuple[WebhookDone, ...]
 

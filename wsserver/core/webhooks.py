@@ -432,9 +432,10 @@ class Webhooks:
         """`WebhookDone`: acknowledge the event, or schedule its retry."""
         self.done_many(WebhookDoneMany((cmd,)))
 
-    def done_many(self, cmd: WebhookDoneMany) -> None:
+    def done_many(self, cmd: WebhookDoneMany) -> int:
         """`WebhookDoneMany`: acknowledge the events answered 2xx (one `hook_ack`
-        record for all of them), and schedule the retries of the others."""
+        record for all of them), and schedule the retries of the others; the
+        events queued now."""
         events = self.store.events
         acked = [d.seq for d in cmd.done if d.ok and d.seq in events]
         if acked:
@@ -449,6 +450,7 @@ class Webhooks:
                 self._lane_moved(d.lane)
             else:
                 self._failed(d.lane)
+        return len(self.store)
 
     def _failed(self, lane: str) -> None:
         """An attempt at `lane`'s head failed: its retry after the backoff."""

@@ -22,7 +22,9 @@ is only the waiting on the network:
 - Each attempt is signed afresh (`protocol.webhook`).
 - Between rounds the main task sleeps until the hub wakes it (a new durable
   event, a check that falls due sooner, an exchange that ended) or until the
-  next retry, check or expiry is due.
+  next retry, check or expiry is due, and then `GATHER` seconds more, so
+  that a busy hub's events go out in batches of many (an event waits that
+  much longer before it is sent; the rounds are at most 1/`GATHER` a second).
 
 It runs only when `webhooks.url` is set, under `Background.keep_running`
 ("webhooks"): a failure of the task itself is logged, counted and retried,
@@ -70,6 +72,10 @@ MAX_ANSWER_BYTES = 65536
 """Bytes of a receiver's answer read at most (only its status counts)."""
 MIN_WAIT = 0.01
 """Seconds the task sleeps at least between two rounds that found nothing to send."""
+GATHER = 0.01
+"""Seconds the task waits, once woken, before it asks for what is due: the events
+made meanwhile go in the same round, pipelined in few exchanges, instead of a
+round (a hub command, a write, a read, a report) for every event or two."""
 
 
 class WebhookHost(Protocol):
@@ -141,6 +147,7 @@ class WebhookSender:
                 wait = math.inf if batch.wait is None else max(batch.wait, MIN_WAIT)
                 with trio.move_on_after(wait):
                     await self._woken.wait()
+                await trio.sleep(GATHER)  # let what else comes now join this round
 
     def _count(self, batch: WebhookBatch) -> None:
         metrics = self.host.metrics
@@ -183,7 +190,8 @@ class WebhookSender:
         for n, delivery in enumerate(deliveries):
             status = statuses[n] if n < len(statuses) else None
             done.append(WebhookDone(delivery.seq, delivery.lane, status is not None and 200 <= status < 300))
-        await self.host.actor.call(WebhookDoneMany(tuple(done)))
+        queued = await self.host.actor.call(WebhookDoneMany(tuple(done)))
+        self.host.metrics.webhook_queue(queued)
         self._report(deliveries, statuses, error)
         self._woken.set()
 
