@@ -5,12 +5,15 @@ in the middle of a pipeline, malformed and short answers."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from tests.hubprocess import free_port
+from tests.test_http_client import _self_signed
 from tests.webhook_receiver import Receiver
 from wsserver.net.http_client import Target
 from wsserver.net.http_pipeline import (
@@ -190,3 +193,27 @@ async def test_a_receiver_that_cannot_be_reached_is_a_network_failure() -> None:
         statuses: list[int] = []
         error = await client.exchange(requests(RequestTemplate.of(target), 0, 2), statuses)
     assert error is not None and error.startswith("network:") and statuses == []
+
+
+async def test_pipelined_requests_over_https_and_an_untrusted_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    rec = Receiver()
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        rec.port = listeners[0].socket.getsockname()[1]
+        tls = [trio.SSLListener(listener, server_ctx, https_compatible=True) for listener in listeners]
+        nursery.start_soon(trio.serve_listeners, rec._connection, tls)
+        target = Target.parse(f"https://localhost:{rec.port}/hooks")
+        template = RequestTemplate.of(target)
+        async with PipelinedClient(target, 1, tls=ssl.create_default_context(cafile=str(cert))) as client:
+            statuses: list[int] = []
+            assert await client.exchange(requests(template, 0, 8), statuses) is None
+            assert statuses == [204] * 8 and client.opened == 1
+        async with PipelinedClient(target, 1) as untrusting:  # the default context: nobody vouches for it
+            statuses = []
+            error = await untrusting.exchange(requests(template, 8, 2), statuses)
+            assert error is not None and error.startswith("network:") and statuses == []
+        assert [r.event["n"] for r in rec.requests] == list(range(8))
+        nursery.cancel_scope.cancel()
