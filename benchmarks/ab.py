@@ -18,7 +18,9 @@ A version's server gets extra environment with `--env-a` / `--env-b
 KEY=VALUE` (repeatable), so one checkout can be compared with itself under
 two configurations; `--sink` starts `webhook_sink.py` (a receiver answering
 every event 204, in its own process) and sets `WSSERVER_WEBHOOKS_URL` of both
-to it.
+to it (`--sink-fast`: the same with `webhook_sink.py --fast`). With a sink,
+each run also shows the events the server delivered (`hooks_sent`, from its
+/metrics once the load ended) and those still queued (`hooks_queued`).
 
 Usage: python benchmarks/ab.py closed /tmp/base - [--runs 4] [--seconds 10]
        python benchmarks/ab.py closed - - --sink --env-b 'WSSERVER_WEBHOOKS_EVENTS=["message"]'
@@ -30,13 +32,28 @@ import argparse
 import statistics
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 
-SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms")
+SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms", "hooks_sent", "hooks_queued")
+
+
+def webhook_counts(server: bench.Server) -> dict[str, float]:
+    """With `--sink`: the events the server delivered so far and those still queued
+    (its /metrics), to read B's CPU against how much of its webhook work it did."""
+    with urllib.request.urlopen(f"http://{bench.HOST}:{server.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("wsserver_webhooks_sent_total "):
+            out["hooks_sent"] = float(line.split()[-1])
+        elif line.startswith("wsserver_webhooks_queue "):
+            out["hooks_queued"] = float(line.split()[-1])
+    return out
 
 
 def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
@@ -54,9 +71,9 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     envs = {"A": dict(e.split("=", 1) for e in args.env_a), "B": dict(e.split("=", 1) for e in args.env_b)}
     sink = None
-    if args.sink:
+    if args.sink or args.sink_fast:
         sink = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py")],
+            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py"), *(["--fast"] if args.sink_fast else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert sink.stdout is not None
@@ -68,6 +85,8 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
                 with bench.running("wsserver", sources[name], fsync, envs[name]) as server:
                     result = bench.drive_dm(server, fsync, params)
+                    if sink is not None:
+                        result.update(webhook_counts(server))
                 out[name].append(result)
                 shown = {k: round(result[k], 2) for k in SHOWN if result.get(k) is not None}
                 print(f"run {run + 1} {name} ({versions[name]}): {shown}", flush=True)
@@ -100,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env-a", action="append", default=[], help="KEY=VALUE for version A's server")
     p.add_argument("--env-b", action="append", default=[], help="KEY=VALUE for version B's server")
     p.add_argument("--sink", action="store_true", help="a webhook receiver for both (webhooks.url)")
+    p.add_argument("--sink-fast", action="store_true", help="--sink, answering with `webhook_sink.py --fast`")
     return p
 
 

@@ -1,9 +1,11 @@
-"""CPU of one webhook POST in the sending process: the sender's client
-(`wsserver.net.http_client`) against httpx when it is installed, each posting
-signed events to `webhook_sink.py` (its own process), 16 at a time, keep-alive.
-The two clients alternate; prints the process CPU per request of each round.
+"""CPU of one webhook POST in the sending process: the sender's pipelined client
+(`wsserver.net.http_pipeline`, up to --pipeline requests per write on each of 16
+connections), the h11 keep-alive client (`wsserver.net.http_client`, one request
+at a time) and httpx when it is installed, each posting signed events to
+`webhook_sink.py` (its own process), 16 connections, keep-alive. The clients
+alternate; prints the process CPU per request of each round.
 
-Usage: python benchmarks/webhook_post.py [--requests 3000] [--rounds 3]
+Usage: python benchmarks/webhook_post.py [--requests 3000] [--rounds 3] [--pipeline 16]
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsserver.net.http_client import HttpPool
+from wsserver.net.http_client import HttpPool, Target
+from wsserver.net.http_pipeline import PipelinedClient, RequestTemplate
 from wsserver.protocol.webhook import event_body, event_headers
 
 CONCURRENCY = 16
@@ -49,7 +52,36 @@ async def _round(url: str, requests: int, post: Any) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-async def main(requests: int, rounds: int) -> None:
+async def _round_pipelined(url: str, requests: int, depth: int) -> float:
+    """CPU µs per request for `requests` POSTs, up to `depth` per exchange on each of
+    CONCURRENCY connections, as the webhook sender makes them."""
+    target = Target.parse(url)
+    template = RequestTemplate.of(target)
+    todo = iter(range(requests))
+
+    async def worker(client: PipelinedClient) -> None:
+        while True:
+            batch = [n for _, n in zip(range(depth), todo)]
+            if not batch:
+                return
+            timestamp = int(time.time())
+            wire = []
+            for n in batch:
+                event = _event(n)
+                body = event_body(event)
+                wire.append(template.request(event_headers("message", body, "secret", timestamp).items(), body))
+            statuses: list[int] = []
+            error = await client.exchange(wire, statuses)
+            assert error is None and all(200 <= s < 300 for s in statuses), (error, statuses)
+
+    started = time.process_time()
+    async with PipelinedClient(target, CONCURRENCY) as client, trio.open_nursery() as nursery:
+        for _ in range(CONCURRENCY):
+            nursery.start_soon(worker, client)
+    return (time.process_time() - started) / requests * 1e6
+
+
+async def main(requests: int, rounds: int, depth: int) -> None:
     sink = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("webhook_sink.py"))], stdout=subprocess.PIPE, text=True
     )
@@ -57,13 +89,15 @@ async def main(requests: int, rounds: int) -> None:
         assert sink.stdout is not None
         port = int(sink.stdout.readline().split()[-1])
         url = f"http://127.0.0.1:{port}/hooks"
-        results: dict[str, list[float]] = {"wsserver.net.http_client": [], "httpx": []}
+        pipelined = f"wsserver.net.http_pipeline (--pipeline {depth})"
+        results: dict[str, list[float]] = {pipelined: [], "wsserver.net.http_client": [], "httpx": []}
         try:
             import httpx
         except ImportError:
             httpx = None  # type: ignore[assignment]
             del results["httpx"]
         for _ in range(rounds):
+            results[pipelined].append(await _round_pipelined(url, requests, depth))
             async with HttpPool(CONCURRENCY) as pool:
 
                 async def ours(body: bytes, headers: dict[str, str]) -> int:
@@ -93,5 +127,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--pipeline", type=int, default=16, help="requests per write of the pipelined client")
     args = p.parse_args()
-    trio.run(main, args.requests, args.rounds)
+    trio.run(main, args.requests, args.rounds, args.pipeline)

@@ -21,6 +21,7 @@ from wsserver.core.hub import Hub
 from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDone,
+    WebhookDoneMany,
     WebhookDue,
     WebhookPing,
     WebhookStart,
@@ -456,3 +457,25 @@ def test_a_user_who_connects_gets_each_running_task_right_after_connected() -> N
     assert rig.hub.admit(typed, "y", "10.0.0.1") is None
     assert rig.hub.authenticate("y", user("u1", user_type=3)) is None
     assert [f["data"]["task_id"] for f in typed.frames[1:]] == [5, 6]
+
+
+def test_a_batch_s_acknowledgements_are_one_record_and_its_failures_are_retried() -> None:
+    rig = Rig()
+    rig.start()
+    for uid in range(4):
+        rig.connect(uid)
+    batch = rig.due().deliveries
+    assert len(batch) == 4
+    before = len(rig.journal.records)
+    answers = (True, False, True, True)
+    rig.hub.execute(WebhookDoneMany(tuple(WebhookDone(d.seq, d.lane, ok) for d, ok in zip(batch, answers, strict=True))))
+    acks = [r for r in rig.journal.records[before:] if r["t"] == "hook_ack"]
+    assert acks == [{**acks[0], "t": "hook_ack", "seqs": [batch[0].seq, batch[2].seq, batch[3].seq]}]
+    assert rig.due().deliveries == ()  # the failed one waits for its backoff
+    rig.advance(FIRST_RETRY)
+    [retry] = rig.due().deliveries
+    assert (retry.event["id"], retry.attempt) == (batch[1].event["id"], 2)
+    # a restart replays the batched acknowledgement: of the four, only the failed one is left
+    again = rig.restarted()
+    again.start()
+    assert [e["id"] for e in again.drain() if e["event"] == "user_online"] == [batch[1].event["id"]]

@@ -1,7 +1,11 @@
 """A real HTTP receiver of webhook events for the tests: a trio server on a free
-loopback port, speaking HTTP/1.1 with h11 (keep-alive included), that keeps
-every request it gets and answers each with the status `answer(request)` picks
-(or never answers, while `hang` is set)."""
+loopback port, speaking HTTP/1.1 with h11 (keep-alive and pipelined requests
+included: it reads what has come, up to 64 KiB at once, and answers the
+requests found in it one after the other), that keeps every request it gets
+and answers each with the status `answer(request)` picks (or never answers,
+while `hang` is set; or closes the connection instead of answering once it
+answered `break_after` requests on it, once; or answers the next `malformed`
+requests with bytes that are no HTTP answer, closing their connections)."""
 
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ class Receiver:
     def __init__(self, answer: Callable[[Received], int] | None = None) -> None:
         self.answer = answer or (lambda request: 204)
         self.hang = False  # take requests but never answer them
+        self.break_after: int | None = None  # close a connection after this many answers (once)
+        self.malformed = 0  # answer this many requests with garbage (and close)
+        self.per_read: list[int] = []  # requests found whole in each read, per read
+        self.connections = 0
         self.requests: list[Received] = []
         self.port = 0
         self._changed = trio.Event()
@@ -75,7 +83,14 @@ class Receiver:
             task_status.started(self)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            await self._serve(stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
+        self.connections += 1
+        answered = 0
+        read = -1  # this connection's last read, in per_read
         try:
             while True:
                 request = None
@@ -86,6 +101,8 @@ class Receiver:
                         data = await stream.receive_some(65536)
                         if not data:
                             return
+                        read = len(self.per_read)
+                        self.per_read.append(0)
                         conn.receive_data(data)
                     elif isinstance(event, h11.Request):
                         request = event
@@ -96,6 +113,11 @@ class Receiver:
                     else:  # ConnectionClosed or PAUSED
                         return
                 assert request is not None
+                if read >= 0:
+                    self.per_read[read] += 1
+                if self.break_after is not None and answered >= self.break_after:
+                    self.break_after = None
+                    return  # closed with this request (and any behind it) unanswered
                 received = Received(
                     request.method.decode(),
                     request.target.decode(),
@@ -103,6 +125,11 @@ class Receiver:
                     body,
                     trio.current_time(),
                 )
+                if self.malformed:
+                    self.malformed -= 1
+                    self.requests.append(received)
+                    await stream.send_all(b"HTTP/1.1 OOPS\r\n\r\n")
+                    return
                 status = 0 if self.hang else self.answer(received)
                 received.status = status
                 self.requests.append(received)
@@ -114,6 +141,7 @@ class Receiver:
                     conn.send(h11.Response(status_code=status, headers=[("Content-Length", "0")]))
                     + conn.send(h11.EndOfMessage())
                 )
+                answered += 1
                 conn.start_next_cycle()
         except (trio.BrokenResourceError, h11.ProtocolError):
             return

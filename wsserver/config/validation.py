@@ -66,6 +66,7 @@ _POSITIVE: Final = (
     "webhooks.max_age",
     "webhooks.max_queue",
     "webhooks.timeout",
+    "webhooks.pipeline",
     "storage.snapshot_interval",
     "cluster.node_ttl",
     "cluster.heartbeat",

@@ -15,6 +15,7 @@ __all__ = [
     "WebhookBatch",
     "WebhookDelivery",
     "WebhookDone",
+    "WebhookDoneMany",
     "WebhookDue",
     "WebhookPing",
     "WebhookStart",
@@ -71,6 +72,15 @@ class WebhookDone(Command[None]):
     seq: int
     lane: str
     ok: bool
+
+
+@attrs.frozen
+class WebhookDoneMany(Command[int]):
+    """Several attempts ended (one pipelined exchange's), each as a `WebhookDone`:
+    reported at once, so that their acknowledgements take one record. Answers
+    the events queued now (the metrics' gauge)."""
+
+    done: tuple[WebhookDone, ...]
 
 
 @attrs.frozen

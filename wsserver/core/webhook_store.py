@@ -10,7 +10,7 @@ Redis), so every node holds the same state.
 Records (each applied when appended and again at replay):
 
     hook       an event: {seq, id, event, time, node, lane, data[, check]}
-    hook_ack   the receiver answered 2xx: {seq}
+    hook_ack   the receiver answered 2xx: {seq}, or {seqs} for several at once
     hook_upto  (cluster mode) the receiver answered 2xx to each lane's events
                up to a seq: {lanes: {lane: seq}}, several answers in one record
     hook_drop  events given up: {seqs, reason} ("max_age", "queue_full")
@@ -107,7 +107,7 @@ class MemoryWebhookStore:
             elif name == "user_offline":
                 self.online.pop(lane, None)
         elif kind == "hook_ack":
-            self._remove((rec["seq"],))
+            self._remove(rec["seqs"] if "seqs" in rec else (rec["seq"],))
         elif kind == "hook_drop":
             self._remove(rec["seqs"])
         elif kind == "hook_upto":

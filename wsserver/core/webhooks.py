@@ -37,7 +37,9 @@ batches (`hook_upto`: each lane's events up to a seq), one per round; what a
 node recorded and does not see applied yet is kept by `core.webhook_shared`.
 
 The sender task (`wsserver.net.webhooks`) asks for deliveries (`WebhookDue`)
-and reports each attempt (`WebhookDone`); this component keeps the schedule:
+and reports the attempts (`WebhookDone`, or `WebhookDoneMany` for a batch,
+whose 2xx answers are one `hook_ack` record); this component keeps the
+schedule:
 
 - Order per principal (a lane): a lane's next event is handed out only after
   its previous one was acknowledged (2xx, a durable `hook_ack`; in a cluster
@@ -83,6 +85,7 @@ from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDelivery,
     WebhookDone,
+    WebhookDoneMany,
     WebhookDue,
     WebhookPing,
     WebhookStart,
@@ -177,6 +180,7 @@ class Webhooks:
             WebhookStart: self.start,
             WebhookDue: self.due,
             WebhookDone: self.done,
+            WebhookDoneMany: self.done_many,
             WebhookPing: self.ping,
         }
 
@@ -472,23 +476,39 @@ class Webhooks:
 
     def done(self, cmd: WebhookDone) -> None:
         """`WebhookDone`: acknowledge the event, or schedule its retry."""
-        lane = cmd.lane
-        self._in_flight.discard(lane)
-        event = self.store.events.get(cmd.seq)
-        if cmd.ok or event is None:  # (None: dropped while in flight)
-            if event is not None:
-                if self.commit.cluster is None:
-                    self.commit.record({"t": "hook_ack", "seq": cmd.seq})
-                else:  # recorded with the round's other answers, at once when it was
-                    # the last in flight (the sender may stop before its next round)
-                    self.shared.answered(lane, cmd.seq)
-                    if not self._in_flight:
-                        self.shared.flush()
-                self._streak = 0
-                self._probe_lane = None
-            self._failures.pop(lane, None)
-            self._lane_moved(lane)
-            return
+        self.done_many(WebhookDoneMany((cmd,)))
+
+    def done_many(self, cmd: WebhookDoneMany) -> int:
+        """`WebhookDoneMany`: acknowledge the events answered 2xx (one `hook_ack`
+        record for all of them; in a cluster, with the round's other answers in
+        a `hook_upto`, at once when none is left in flight: the sender may stop
+        before its next round), and schedule the retries of the others; the
+        events queued now."""
+        events = self.store.events
+        acked = [d for d in cmd.done if d.ok and d.seq in events]
+        if acked:
+            if self.commit.cluster is None:
+                seqs = [d.seq for d in acked]
+                ack = {"t": "hook_ack", "seq": seqs[0]} if len(seqs) == 1 else {"t": "hook_ack", "seqs": seqs}
+                self.commit.record(ack)  # (applied now: the events are gone from the store)
+            else:
+                for d in acked:
+                    self.shared.answered(d.lane, d.seq)
+            self._streak = 0
+            self._probe_lane = None
+        for d in cmd.done:
+            self._in_flight.discard(d.lane)
+            if d.ok or d.seq not in events:  # acknowledged, or dropped while in flight
+                self._failures.pop(d.lane, None)
+                self._lane_moved(d.lane)
+            else:
+                self._failed(d.lane)
+        if acked and self.commit.cluster is not None and not self._in_flight:
+            self.shared.flush()
+        return len(self.store)
+
+    def _failed(self, lane: str) -> None:
+        """An attempt at `lane`'s head failed: its retry after the backoff."""
         now = self.env.now_ms()
         self._streak += 1
         if self._streak == PROBE_AFTER:  # the receiver now counts as down

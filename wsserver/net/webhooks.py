@@ -1,23 +1,30 @@
-"""The webhook sender: one trio task that delivers the outbox's events over HTTP.
+"""The webhook sender: trio tasks that deliver the outbox's events over HTTP.
 
-The hub only appends events (`core.webhooks`); this task asks it for what is
-due (`WebhookDue`), POSTs each event outside the hub actor (`net.http_client`:
-keep-alive connections to the receiver, at most `MAX_IN_FLIGHT`), and
-reports every attempt (`WebhookDone`: a 2xx removes the event, anything
-else schedules a retry after the backoff). The hub decides the order and
-the retries; here is only the waiting on the network:
+The hub only appends events (`core.webhooks`); the sender asks it for what is
+due (`WebhookDue`), POSTs each event outside the hub actor, and reports every
+attempt (`WebhookDoneMany`: a 2xx removes the event, anything else schedules
+a retry after the backoff). The hub decides the order and the retries; here
+is only the waiting on the network:
 
-- At most `MAX_IN_FLIGHT` requests at once, one per principal (the hub hands
-  out a principal's next event only after its previous one ended), so a
-  receiver that hangs holds this many requests and nothing else: the hub
-  never waits on it.
-- Each attempt is bounded by `webhooks.timeout` as a whole (connect, send,
-  answer, and the one resend on a fresh connection when a kept-alive one
-  turns out closed); at most `MAX_ANSWER_BYTES` of the answer are read.
+- One task per connection to the receiver (`CONNECTIONS` of them, through
+  `net.http_pipeline`): each takes what is queued, up to `webhooks.pipeline`
+  events, writes their requests at once on its kept-alive connection
+  (HTTP/1.1 pipelining), reads the answers in order and reports them to the
+  hub in one command. At most `CONNECTIONS` × `webhooks.pipeline` events are
+  in flight, one per principal (the hub hands out a principal's next event
+  only after its previous one ended), so the order per principal holds
+  whatever connection an event takes, and a receiver that hangs holds this
+  many requests and nothing else: the hub never waits on it.
+- Each exchange is bounded by `webhooks.timeout` as a whole (connect, send,
+  the answers, and the one resend of the unanswered requests on a fresh
+  connection when one broke or sent something malformed); at most
+  `MAX_ANSWER_BYTES` of an answer's body are read.
 - Each attempt is signed afresh (`protocol.webhook`).
-- Between rounds the task sleeps until the hub wakes it (a new durable
-  event, a check that falls due sooner) or until the next retry, check or
-  expiry is due.
+- Between rounds the main task sleeps until the hub wakes it (a new durable
+  event, a check that falls due sooner, an exchange that ended) or until the
+  next retry, check or expiry is due, and then `GATHER` seconds more, so
+  that a busy hub's events go out in batches of many (an event waits that
+  much longer before it is sent; the rounds are at most 1/`GATHER` a second).
 
 It runs only when `webhooks.url` is set, under `Background.keep_running`
 ("webhooks"): a failure of the task itself is logged, counted and retried,
@@ -32,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -40,10 +48,12 @@ from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDelivery,
     WebhookDone,
+    WebhookDoneMany,
     WebhookDue,
     WebhookStart,
 )
 from wsserver.net.http_client import ConnectionBroken, HttpPool, Target
+from wsserver.net.http_pipeline import PipelinedClient, RequestTemplate
 from wsserver.protocol.webhook import event_body, event_headers
 
 if TYPE_CHECKING:
@@ -51,16 +61,21 @@ if TYPE_CHECKING:
     from wsserver.net.actor import HubActor
     from wsserver.ops.metrics import Metrics
 
-__all__ = ["MAX_ANSWER_BYTES", "MAX_IN_FLIGHT", "WebhookSender"]
+__all__ = ["CONNECTIONS", "MAX_ANSWER_BYTES", "WebhookSender"]
 
 log = logging.getLogger("wsserver.webhooks")
 
-MAX_IN_FLIGHT = 16
-"""Deliveries at once (each to another principal)."""
+CONNECTIONS = 16
+"""Connections to the receiver at most, each carrying up to `webhooks.pipeline`
+requests at once (each event of another principal)."""
 MAX_ANSWER_BYTES = 65536
 """Bytes of a receiver's answer read at most (only its status counts)."""
 MIN_WAIT = 0.01
 """Seconds the task sleeps at least between two rounds that found nothing to send."""
+GATHER = 0.01
+"""Seconds the task waits, once woken, before it asks for what is due: the events
+made meanwhile go in the same round, pipelined in few exchanges, instead of a
+round (a hub command, a write, a read, a report) for every event or two."""
 
 
 class WebhookHost(Protocol):
@@ -107,21 +122,32 @@ class WebhookSender:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         actor = self.host.actor
-        async with HttpPool(MAX_IN_FLIGHT) as client, trio.open_nursery() as nursery:
+        cfg = self.host.config.webhooks
+        target = Target.parse(cfg.url)
+        capacity = CONNECTIONS * cfg.pipeline
+        queue: deque[WebhookDelivery] = deque()
+        ready = trio.lowlevel.ParkingLot()  # connection tasks waiting for work
+        client = PipelinedClient(target, CONNECTIONS, max_answer=MAX_ANSWER_BYTES)
+        async with client, trio.open_nursery() as nursery:
             self.in_flight = 0
             self._woken = trio.Event()
+            for _ in range(CONNECTIONS):
+                nursery.start_soon(self._connection, client, RequestTemplate.of(target), queue, ready)
             await actor.call(WebhookStart(self.wake))
             task_status.started()
             while True:
                 self._woken = trio.Event()
-                batch = await actor.call(WebhookDue(MAX_IN_FLIGHT - self.in_flight))
+                batch = await actor.call(WebhookDue(capacity - self.in_flight))
                 self._count(batch)
-                for delivery in batch.deliveries:
-                    self.in_flight += 1
-                    nursery.start_soon(self._deliver, client, delivery)
+                if batch.deliveries:
+                    self.in_flight += len(batch.deliveries)
+                    queue.extend(batch.deliveries)
+                    # as many connections as the queue fills, the rest stay parked
+                    ready.unpark(count=-(-len(queue) // cfg.pipeline))
                 wait = math.inf if batch.wait is None else max(batch.wait, MIN_WAIT)
                 with trio.move_on_after(wait):
                     await self._woken.wait()
+                await trio.sleep(GATHER)  # let what else comes now join this round
 
     def _count(self, batch: WebhookBatch) -> None:
         metrics = self.host.metrics
@@ -133,30 +159,64 @@ class WebhookSender:
                 log.warning("webhook events dropped (%s): %d", reason, new)
             self._dropped[reason] = total
 
-    async def _deliver(self, client: HttpPool, delivery: WebhookDelivery) -> None:
-        """One attempt at one event, reported to the hub."""
-        status, error = await self.post(client, delivery.event)
-        ok = error is None and status is not None and 200 <= status < 300
-        self.in_flight -= 1
-        await self.host.actor.call(WebhookDone(delivery.seq, delivery.lane, ok))
+    async def _connection(
+        self, client: PipelinedClient, template: RequestTemplate, queue: deque[WebhookDelivery], ready: trio.lowlevel.ParkingLot
+    ) -> None:
+        """One connection's task: deliver what is queued, up to `webhooks.pipeline`
+        events per exchange, until cancelled."""
+        depth = self.host.config.webhooks.pipeline
+        while True:
+            while not queue:
+                await ready.park()
+            take = min(depth, len(queue))
+            deliveries = [queue.popleft() for _ in range(take)]
+            await self._deliver(client, template, deliveries)
+
+    async def _deliver(self, client: PipelinedClient, template: RequestTemplate, deliveries: list[WebhookDelivery]) -> None:
+        """One exchange: the deliveries' requests pipelined on one connection, the
+        outcome of each reported to the hub at once."""
+        cfg = self.host.config.webhooks
+        timestamp = int(time.time())
+        requests = []
+        for delivery in deliveries:
+            body = event_body(delivery.event)
+            requests.append(template.request(event_headers(delivery.event["event"], body, cfg.secret, timestamp).items(), body))
+        statuses: list[int] = []
+        error: str | None = "timeout"
+        with trio.move_on_after(cfg.timeout):
+            error = await client.exchange(requests, statuses)
+        self.in_flight -= len(deliveries)
+        done = []
+        for n, delivery in enumerate(deliveries):
+            status = statuses[n] if n < len(statuses) else None
+            done.append(WebhookDone(delivery.seq, delivery.lane, status is not None and 200 <= status < 300))
+        queued = await self.host.actor.call(WebhookDoneMany(tuple(done)))
+        self.host.metrics.webhook_queue(queued)
+        self._report(deliveries, statuses, error)
+        self._woken.set()
+
+    def _report(self, deliveries: list[WebhookDelivery], statuses: list[int], error: str | None) -> None:
+        """Count and log the attempts of one exchange."""
         metrics = self.host.metrics
-        if delivery.attempt > 1:
-            metrics.webhook_retried()
-        if ok:
-            metrics.webhook_sent(max(0.0, time.time() - delivery.event["time"] / 1000))
-            if self._failing:
-                self._failing = False
-                log.info("webhook receiver answers 2xx again")
-        else:
-            reason = _status_reason(status) if error is None else error.partition(":")[0]
+        now = time.time()
+        for n, delivery in enumerate(deliveries):
+            if delivery.attempt > 1:
+                metrics.webhook_retried()
+            status = statuses[n] if n < len(statuses) else None
+            if status is not None and 200 <= status < 300:
+                metrics.webhook_sent(max(0.0, now - delivery.event["time"] / 1000))
+                if self._failing:
+                    self._failing = False
+                    log.info("webhook receiver answers 2xx again")
+                continue
+            reason = _status_reason(status) if status is not None else (error or "network").partition(":")[0]
             metrics.webhook_failed(reason)
             if not self._failing:
                 self._failing = True
                 log.warning(
                     "webhook %s (%s) not delivered: %s; retrying with backoff",
-                    delivery.event["event"], delivery.event["id"], error or f"HTTP {status}",
+                    delivery.event["event"], delivery.event["id"], error if status is None else f"HTTP {status}",
                 )  # fmt: skip
-        self._woken.set()
 
     async def post(self, client: HttpPool, event: dict[str, Any]) -> tuple[int | None, str | None]:
         """POST one signed event: (the receiver's status, None), or (None, why not:

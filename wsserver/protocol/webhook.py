@@ -18,10 +18,12 @@ No I/O: the sender (`wsserver.net.webhooks`) posts what this builds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import json
 from typing import Any
+
+from wsserver.protocol.encoding import dumps
 
 __all__ = ["CONTENT_TYPE", "event_body", "event_headers", "signature"]
 
@@ -29,23 +31,24 @@ CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 def event_body(event: dict[str, Any]) -> bytes:
-    """The body of one event: `{"id","event","time","node","data"}` as compact UTF-8 JSON."""
-    body = {
-        "id": event["id"],
-        "event": event["event"],
-        "time": event["time"],
-        "node": event["node"],
-        "data": event["data"],
-    }
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:  # a lone surrogate (inputs refuse them): escaped, still JSON
-        return json.dumps(body, separators=(",", ":")).encode()
+    """The body of one event: `{"id","event","time","node","data"}` as compact UTF-8
+    JSON (`protocol.encoding`, the server's one encoder: a lone surrogate is
+    escaped, the body stays UTF-8)."""
+    return dumps({"id": event["id"], "event": event["event"], "time": event["time"], "node": event["node"], "data": event["data"]})
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with `secret`, copied for each signature (the key's
+    set-up is done once)."""
+    return hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """`sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` keyed with `secret`."""
-    mac = hmac.new(secret.encode("utf-8"), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    mac = _keyed(secret).copy()
+    mac.update(b"%d." % timestamp)
+    mac.update(body)
     return "sha256=" + mac.hexdigest()
 
 
