@@ -11,7 +11,11 @@ sums the CPU of every server process; Redis's CPU is shown apart.
 Benchmarks (subcommands; `all` runs both):
 
   fanout  N connections (default 5,000), 100 publishes of ~150 bytes to all
-          (`POST /api/publish {all: true}` to one node), against
+          (`POST /api/publish {all: true}` to one node, one after the other,
+          from a process of their own: `--publisher loop` sends them from the
+          clients' event loop as bench.py does, where each publish waits behind
+          the frames being read, so the load generator's reading paces them),
+          against
           - one `wsserver serve` process (no Redis),
           - `serve --workers 2`: one port (SO_REUSEPORT spreads the
             connections), two worker processes, nodes of one cluster
@@ -196,6 +200,7 @@ def bench_fanout(args: argparse.Namespace) -> Report:
         "rate": 0.0,
         "payload_bytes": args.payload_bytes,
         "timeout": args.timeout,
+        "publisher": args.publisher,
     }
     res = bench.repeat(
         args.runs,
@@ -236,6 +241,9 @@ def bench_fanout(args: argparse.Namespace) -> Report:
         "delivers to its own connections and hands the frame to the bus once, the other "
         "node delivers it to its own",
         "the 2 cores are shared by the server processes, Redis and the load generator",
+        "the publishes come from "
+        + ("a process of their own (the load generator's CPU includes it)" if args.publisher == "process"
+           else "the receiving clients' event loop (each waits behind the frames being read)"),
     ]
     notes += bench._problems(
         res,
@@ -248,7 +256,8 @@ def bench_fanout(args: argparse.Namespace) -> Report:
     title = (f"Cluster fan-out, burst: {args.connections:,} connections, {args.publishes} "
              f"publishes (~{args.payload_bytes} B frames), cluster vs one process")  # fmt: skip
     cmd = (f"python benchmarks/cluster_bench.py fanout --connections {args.connections} "
-           f"--publishes {args.publishes} --runs {args.runs}")  # fmt: skip
+           f"--publishes {args.publishes} --runs {args.runs}"
+           + (" --publisher loop" if args.publisher == "loop" else ""))  # fmt: skip
     return Report("cluster-fanout", title, bench._cmd(cmd, args), rows,
                   notes + bench._busy_notes(res), res, columns=("cluster", "one process"))  # fmt: skip
 
@@ -320,6 +329,9 @@ def fanout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publishes", type=int, default=100,
                    help="publishes, sent one after the other (default %(default)s)")  # fmt: skip
     bench.frame_size(p)
+    p.add_argument("--publisher", choices=["process", "loop"], default="process",
+                   help="where the publishes come from: a process of their own (default), or "
+                        "the receiving clients' event loop (as bench.py's fanout)")  # fmt: skip
 
 
 def dm_options(p: argparse.ArgumentParser) -> None:

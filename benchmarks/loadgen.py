@@ -134,6 +134,7 @@ class Target:
     """Where and how to connect: the server kind decides the credentials."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
         self.kind = spec["server"]  # "wsserver" | "reference"
         self.host = spec["host"]
         self.port = spec["port"]
@@ -307,6 +308,93 @@ class _ControlClient(WSListener):
         return await self.waiting
 
 
+def bench_data(seq: int, pad_len: int) -> dict[str, Any]:
+    """A fan-out publish's data: its `seq`, padded so that the frame has about `pad_len` bytes."""
+    d = {"seq": seq, "pad": ""}
+    # the frame is {"type":"bench","data":{...},"timestamp":<13 digits>}
+    overhead = len(
+        json.dumps({"type": "bench", "data": d, "timestamp": 1700000000000}, separators=(",", ":"))
+    )
+    d["pad"] = "x" * max(0, pad_len - overhead)
+    return d
+
+
+class PublisherProcess:
+    """fanout's publishes from a process of their own (`"publisher": "process"`).
+
+    In the receiving clients' event loop, each publish waits for its HTTP reply
+    behind every frame the clients are reading: the publish rate then follows the
+    load generator's own reading, not the server's pace. This process sends the
+    same publishes (one after the other, each after the reply to the previous
+    one) from its own loop; its CPU counts as the load generator's.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, target: Target, p: dict[str, Any]) -> PublisherProcess:
+        spec = {"spec": target.spec, "params": p}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.abspath(__file__), "--publisher", json.dumps(spec),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"publisher process: {line!r}")
+        return cls(proc)
+
+    def cpu(self) -> float:
+        return server_cpu(self.proc.pid)
+
+    async def run(self, t0: float) -> dict[str, Any]:
+        """Publish now (t0: the measurement's start, for `rate`); the send times and answers."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{t0!r}\n".encode())
+        await self.proc.stdin.drain()
+        result: dict[str, Any] = json.loads(await self.proc.stdout.readline())
+        return result
+
+    async def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+
+async def publisher_main(spec: dict[str, Any]) -> None:
+    """The publisher process (see `PublisherProcess`)."""
+    target, p = Target(spec["spec"]), spec["params"]
+    publishes, rate, pad_len = int(p["publishes"]), float(p.get("rate", 0)), int(p.get("payload_bytes", 150))
+    publisher = HttpPublisher(target)
+    await publisher.open()
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    t0 = float(await stdin.readline())
+    deadline = t0 + float(p["timeout"])
+    sent_at: list[float] = [0.0] * publishes
+    reached: list[int] = []
+    lag = 0.0
+    for k in range(publishes):
+        if perf() > deadline:
+            break
+        if rate:
+            delay = t0 + k / rate - perf()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lag = max(lag, -delay)
+        sent_at[k] = perf()
+        reached.append(await publisher.publish("bench", bench_data(k, pad_len)))
+    sys.stdout.write(json.dumps({"sent_at": sent_at, "reached": reached, "lag": lag}) + "\n")
+    sys.stdout.flush()
+    await stdin.read()  # until the load generator is done measuring
+    await publisher.close()
+
+
 # -- scenarios --------------------------------------------------------------------------
 
 
@@ -315,7 +403,8 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 
     Measures from the first publish until every connection received every
     publish: wall time, delivered messages/s, server CPU per delivered message,
-    and per publish the time until its last delivery.
+    and per publish the time until its last delivery. `"publisher": "process"`
+    sends the measured publishes from a process of their own (`PublisherProcess`).
     """
     n, publishes, rate = int(p["connections"]), int(p["publishes"]), float(p.get("rate", 0))
     warm = 1  # publish -1 warms the path up and is not counted
@@ -346,15 +435,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     pad_len = int(p.get("payload_bytes", 150))
 
     def data(seq: int) -> dict[str, Any]:
-        d = {"seq": seq, "pad": ""}
-        # the frame is {"type":"bench","data":{...},"timestamp":<13 digits>}
-        overhead = len(
-            json.dumps(
-                {"type": "bench", "data": d, "timestamp": 1700000000000}, separators=(",", ":")
-            )
-        )
-        d["pad"] = "x" * max(0, pad_len - overhead)
-        return d
+        return bench_data(seq, pad_len)
 
     # warm-up publish
     await publisher.publish("bench", data(-1))
@@ -364,13 +445,20 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 
     sent_at = [0.0] * total
     reached: list[int] = []
+    pub_proc = await PublisherProcess.start(target, p) if p.get("publisher") == "process" else None
     cpu0, kcpu0 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own0, sys0, aux0 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
+    pub0 = pub_proc.cpu() if pub_proc else 0.0
     t0 = perf()
     deadline = t0 + float(p["timeout"])
     lag = 0.0
     published = 0
-    for k in range(publishes):
+    if pub_proc is not None:
+        got = await pub_proc.run(t0)
+        sent_at[warm:] = got["sent_at"]
+        reached, lag = got["reached"], got["lag"]
+        published = len(reached)
+    for k in range(publishes if pub_proc is None else 0):
         if perf() > deadline:
             break
         if rate:
@@ -392,6 +480,9 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     t1 = perf()
     cpu1, kcpu1 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own1, sys1, aux1 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
+    if pub_proc is not None:  # the publisher process is the load generator's too
+        own1 += pub_proc.cpu() - pub0
+        await pub_proc.close()
     await publisher.close()
     delivered = sum(counts[warm:])
     last_delivery = max(done_at[warm:]) if not timed_out else t1
@@ -680,6 +771,9 @@ async def amain(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1] == "--publisher":
+        uvloop.run(publisher_main(json.loads(sys.argv[2])))
+        return
     spec = json.loads(sys.argv[1])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

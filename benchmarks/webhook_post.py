@@ -61,7 +61,7 @@ async def _round_pipelined(url: str, requests: int, depth: int) -> float:
 
     async def worker(client: PipelinedClient) -> None:
         while True:
-            batch = [n for _, n in zip(range(depth), todo)]
+            batch = [n for _, n in zip(range(depth), todo, strict=False)]
             if not batch:
                 return
             timestamp = int(time.time())

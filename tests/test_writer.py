@@ -388,6 +388,33 @@ async def test_frames_queued_before_the_flusher_reaches_a_writer_join_the_waitin
     assert batches == [1, 2]  # the second frame went out with the first
 
 
+async def test_fan_outs_right_after_a_round_wait_for_the_gap_and_share_one_write(
+    pair: Any, flusher: Flusher, monkeypatch: Any, autojump_clock: Any
+) -> None:
+    writer, _client = pair
+    writer.flusher = flusher
+    writes: list[tuple[float, int]] = []  # (when, frames) of each write
+
+    def send(self: RawFrameWriter, batch: list[Any], size: int) -> int:
+        writes.append((trio.current_time(), len(batch)))
+        return size
+
+    monkeypatch.setattr(RawFrameWriter, "_send", send)
+    start = trio.current_time()
+    writer.write_soon(text_frame(b'"1"'))  # after a quiet moment: at the flusher's next turn
+    while not writes:
+        await trio.lowlevel.checkpoint()
+    writer.write_soon(text_frame(b'"2"'))  # the next publish, as that round ends
+    await trio.sleep(Flusher.GAP / 3)
+    writer.write_soon(text_frame(b'"3"'))  # and another a moment later
+    await trio.sleep(1)
+    quiet = trio.current_time()
+    writer.write_soon(text_frame(b'"4"'))  # after a quiet second: at once again
+    await trio.sleep(1)
+    assert writes == [(start, 1), (start + Flusher.GAP, 2), (quiet, 1)]
+    assert writer.idle
+
+
 async def test_the_flusher_gives_way_to_other_tasks_every_chunk(monkeypatch: Any, pair: Any) -> None:
     monkeypatch.setattr(Flusher, "CHUNK", 2)
     writer, _client = pair

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import select
 import socket as stdlib_socket
 from collections import deque
@@ -341,13 +342,19 @@ class Flusher:
     It takes the writers in the order their first frame arrived and gives way
     to other tasks (the registry, readers, the HTTP API) after every `CHUNK` of
     them; frames queued meanwhile for a writer not yet reached go out in the
-    same write. While it does not run (not started yet, ended at shutdown, or
-    the fast paths are off) `write_soon()` writes at once, and any writer it
-    still held is handed to its own writer task. It parks with
+    same write. A round that would start less than `GAP` after the previous
+    one ended waits until then: while fan-outs follow each other (a burst of
+    publishes, or another node's stream of them over the bus), each
+    connection's frames of that moment go out in one write rather than one
+    write (and one wake-up of the peer) each; a fan-out after a quieter moment
+    is written at once. While it does not run (not started yet, ended at
+    shutdown, or the fast paths are off) `write_soon()` writes at once, and
+    any writer it still held is handed to its own writer task. It parks with
     `trio.lowlevel` (no Event per round).
     """
 
     CHUNK = 128  # writers flushed between two turns of the other tasks
+    GAP = 0.003  # seconds from the end of a round to the start of the next, at least
 
     __slots__ = ("_dirty", "_task", "running")
 
@@ -372,11 +379,15 @@ class Flusher:
         self.running = True
         task_status.started()
         batch: list[RawFrameWriter] = []
+        ended = -math.inf  # when the previous round ended
         try:
             while True:
                 if not self._dirty:
                     self._task = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._abort)
+                wait = ended + self.GAP - trio.current_time()
+                if wait > 0:  # the fan-outs of the next moment join this round
+                    await trio.sleep(wait)
                 batch, self._dirty = self._dirty, []
                 chunk = self.CHUNK
                 for writer in batch:
@@ -386,6 +397,7 @@ class Flusher:
                         chunk = self.CHUNK
                         await trio.lowlevel.checkpoint()
                 batch = []
+                ended = trio.current_time()
         finally:
             self.running = False
             self._task = None
