@@ -51,7 +51,7 @@ def test_a_publish_is_delivered_here_and_handed_over_once_with_its_frame() -> No
     assert result.delivered == 1
     assert len(out.bus) == 1
     route, frame = out.bus[0]
-    assert route == ("t", [1, 2], 1, None, False, None)
+    assert route == ("t", [1, 2], 1, None, False, None, None, None)
     assert json.loads(frame) == outlet.last  # the same encoded frame
 
 
