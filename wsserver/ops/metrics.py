@@ -5,7 +5,8 @@ Invariants:
 - Each `Metrics` owns its `CollectorRegistry` (never the library's global one),
   so several servers in one process (tests, an embedding host) never clash.
 - The hot path (every WebSocket frame in or out) only bumps plain ints and
-  dicts; they become metric families when `/metrics` is scraped.
+  dicts; they become metric families when `/metrics` is scraped. The webhook
+  sender's delivery histogram is plain counts too, bumped once per exchange.
 - Hub state (connections by kind, mailboxes, rooms) is never read from here:
   the `/metrics` handler fetches it through the hub actor
   (`HubAdmin.stats`) and passes it to `render`.
