@@ -206,3 +206,17 @@ async def test_metrics_show_the_process_session_durations_close_codes_and_publis
     assert samples[("process_cpu_seconds_total", ())] > 0
     assert samples[("process_resident_memory_bytes", ())] > 1_000_000
     assert samples[("process_open_fds", ())] >= 3
+
+
+def test_an_exchange_s_deliveries_count_once_into_the_sent_total_and_the_delivery_histogram() -> None:
+    metrics = Metrics()
+    metrics.webhooks_delivered([0.001, 0.005, 0.2, 5000.0])  # one exchange of four 2xx
+    metrics.webhooks_delivered([])  # an exchange that delivered nothing
+    metrics.webhook_retried(2)
+    seen = parse(metrics.render(_empty_stats(), 0).decode())
+    assert seen[("wsserver_webhooks_sent_total", ())] == 4
+    assert seen[("wsserver_webhooks_retried_total", ())] == 2
+    buckets = {le: seen[("wsserver_webhooks_delivery_seconds_bucket", (("le", le),))] for le in ("0.005", "0.1", "0.25", "3600.0", "+Inf")}
+    assert buckets == {"0.005": 2, "0.1": 2, "0.25": 3, "3600.0": 3, "+Inf": 4}  # `le`: at most the bound
+    assert seen[("wsserver_webhooks_delivery_seconds_count", ())] == 4
+    assert abs(seen[("wsserver_webhooks_delivery_seconds_sum", ())] - 5000.206) < 1e-9

@@ -479,3 +479,22 @@ def test_a_batch_s_acknowledgements_are_one_record_and_its_failures_are_retried(
     again = rig.restarted()
     again.start()
     assert [e["id"] for e in again.drain() if e["event"] == "user_online"] == [batch[1].event["id"]]
+
+
+def test_a_burst_of_events_registers_one_wake_up_per_durable_batch_and_wakes_for_each() -> None:
+    journal = Journal()
+    rig = Rig(journal)
+    rig.start()
+    assert rig.due().deliveries == ()  # the sender now waits
+    journal.hold = len(journal.records)
+    for uid in range(1, 6):  # five user_online events, none durable yet
+        rig.connect(uid)
+    assert len(rig.hub.commit._pending) == 1  # one wake-up stands for the five
+    journal.hold = len(journal.records) - 2  # the first three become durable
+    rig.hub.release()
+    assert rig.wakes == 1
+    assert len(rig.drain()) == 3  # the sender asks again, and waits for the rest
+    journal.hold = None
+    rig.hub.release()
+    assert rig.wakes == 2  # woken again once the last two are durable
+    assert len(rig.drain()) == 2

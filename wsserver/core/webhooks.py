@@ -164,6 +164,10 @@ class Webhooks:
         self._wake: Callable[[], None] | None = None
         self._armed = False  # the sender waits: wake it for new work
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
+        # the commit's n a registered wake-up waits to be durable (None: none is), and
+        # that of the last event recorded: one wake-up stands for a durable batch
+        self._wake_at: int | None = None
+        self._last_event_n = 0
         self.dropped: dict[str, int] = {}  # since start, by reason
         self._started: str | None = None  # a cluster node's start, in event ids
         # cluster mode: what this node recorded in the shared outbox, not back yet
@@ -271,8 +275,12 @@ class Webhooks:
         if lane not in self._in_flight and lane not in self._retry_at:
             self._ready[lane] = None
         # once durable, wake the sender if it waits by then (it may be asking right
-        # now, in `due`, and find the event not durable yet)
-        self.commit.after_commit(self._wake_sender)
+        # now, in `due`, and find the event not durable yet); a wake-up already
+        # registered covers this event too (`_durable` registers the next one)
+        self._last_event_n = self.commit.last_n
+        if self._wake_at is None:
+            self._wake_at = self._last_event_n
+            self.commit.after_commit(self._durable)
 
     def _emit_shared(self, name: str, lane: str, data: dict[str, Any], check: int | None) -> None:
         """(Cluster mode.) Hand the event to the shared log: its seq is decided
@@ -294,6 +302,17 @@ class Webhooks:
     def _lost(self, n: int) -> None:
         """(Cluster mode.) Events the shared log refused: counted as dropped."""
         self.dropped["unavailable"] = self.dropped.get("unavailable", 0) + n
+
+    def _durable(self) -> None:
+        """The events recorded up to `_wake_at` are durable: wake the sender, and
+        have it woken again once those recorded since are durable too (one
+        wake-up per durable batch of events, not per event)."""
+        if self._last_event_n > (self._wake_at or 0):
+            self._wake_at = self._last_event_n
+            self.commit.after_commit(self._durable)
+        else:
+            self._wake_at = None
+        self._wake_sender()
 
     def _wake_sender(self) -> None:
         if self._armed and self._wake is not None:

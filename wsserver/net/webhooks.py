@@ -199,12 +199,14 @@ class WebhookSender:
         """Count and log the attempts of one exchange."""
         metrics = self.host.metrics
         now = time.time()
+        ages: list[float] = []  # the metrics are bumped once per exchange
+        retries = 0
         for n, delivery in enumerate(deliveries):
             if delivery.attempt > 1:
-                metrics.webhook_retried()
+                retries += 1
             status = statuses[n] if n < len(statuses) else None
             if status is not None and 200 <= status < 300:
-                metrics.webhook_sent(max(0.0, now - delivery.event["time"] / 1000))
+                ages.append(max(0.0, now - delivery.event["time"] / 1000))
                 if self._failing:
                     self._failing = False
                     log.info("webhook receiver answers 2xx again")
@@ -217,6 +219,9 @@ class WebhookSender:
                     "webhook %s (%s) not delivered: %s; retrying with backoff",
                     delivery.event["event"], delivery.event["id"], error if status is None else f"HTTP {status}",
                 )  # fmt: skip
+        metrics.webhooks_delivered(ages)
+        if retries:
+            metrics.webhook_retried(retries)
 
     async def post(self, client: HttpPool, event: dict[str, Any]) -> tuple[int | None, str | None]:
         """POST one signed event: (the receiver's status, None), or (None, why not:

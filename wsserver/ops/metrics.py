@@ -5,7 +5,8 @@ Invariants:
 - Each `Metrics` owns its `CollectorRegistry` (never the library's global one),
   so several servers in one process (tests, an embedding host) never clash.
 - The hot path (every WebSocket frame in or out) only bumps plain ints and
-  dicts; they become metric families when `/metrics` is scraped.
+  dicts; they become metric families when `/metrics` is scraped. The webhook
+  sender's delivery histogram is plain counts too, bumped once per exchange.
 - Hub state (connections by kind, mailboxes, rooms) is never read from here:
   the `/metrics` handler fetches it through the hub actor
   (`HubAdmin.stats`) and passes it to `render`.
@@ -38,9 +39,11 @@ Metric names (all prefixed `wsserver_`): `connections{kind}`, `principals`,
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
@@ -53,7 +56,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from wsserver._version import __version__
@@ -113,6 +121,30 @@ class _TypeCounts:
         counts[mtype] = counts.get(mtype, 0) + 1
 
 
+class _Buckets:
+    """A histogram kept as plain counts, so a batch of observations costs a
+    bisect each rather than a locked library call; rendered at scrape."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    def observe_many(self, values: list[float]) -> None:
+        bounds, counts = self.bounds, self.counts
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # the first bound >= value (`le`)
+        self.total += sum(values)
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative = list(itertools.accumulate(self.counts))
+        buckets = [(str(b), n) for b, n in zip(self.bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+
+
 class _ScrapeCollector(Collector):
     """Turns the plain hot-path counters and the hub's view into metric families."""
 
@@ -138,6 +170,10 @@ class _ScrapeCollector(Collector):
         )
         yield CounterMetricFamily(
             "wsserver_bytes_out", "Bytes of WebSocket messages written.", value=m.bytes_out
+        )
+        yield m.webhooks_delivery.family(
+            "wsserver_webhooks_delivery_seconds",
+            "Time from a webhook event's making to its 2xx answer (retries included).",
         )
         view = m.scrape_view
         if view is None:
@@ -273,11 +309,9 @@ class Metrics:
         self.webhooks_queue = Gauge(
             "wsserver_webhooks_queue", "Webhook events waiting to be delivered.", registry=r
         )
-        self.webhooks_delivery = Histogram(
-            "wsserver_webhooks_delivery_seconds",
-            "Time from a webhook event's making to its 2xx answer (retries included).",
-            registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0),
+        # bumped a batch of deliveries at a time (`webhooks_sent`), rendered at scrape
+        self.webhooks_delivery = _Buckets(
+            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0)
         )
         self.session_seconds = Histogram(
             "wsserver_session_duration_seconds",
@@ -379,19 +413,21 @@ class Metrics:
         """A background task failed (`ops.background`); `task` is one of the server's names."""
         self.background_failures.labels(task).inc()
 
-    def webhook_sent(self, seconds: float) -> None:
-        """An event was delivered (2xx), `seconds` after it was made."""
-        self.webhooks_sent.inc()
-        self.webhooks_delivery.observe(seconds)
+    def webhooks_delivered(self, ages: list[float]) -> None:
+        """Events were delivered (2xx), each `ages[i]` seconds after it was made
+        (one call per exchange, not per event)."""
+        if ages:
+            self.webhooks_sent.inc(len(ages))
+            self.webhooks_delivery.observe_many(ages)
 
     def webhook_failed(self, reason: str) -> None:
         """A delivery attempt failed (`http_4xx`, `http_5xx`, `http_other`,
         `timeout` or `network`)."""
         self.webhooks_failed.labels(reason).inc()
 
-    def webhook_retried(self) -> None:
-        """A delivery attempt was a retry."""
-        self.webhooks_retried.inc()
+    def webhook_retried(self, n: int = 1) -> None:
+        """`n` delivery attempts were retries."""
+        self.webhooks_retried.inc(n)
 
     def webhook_dropped(self, reason: str, n: int) -> None:
         """`n` events were given up (`max_age` or `queue_full`)."""
