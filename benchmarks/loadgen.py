@@ -504,6 +504,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     cpu0, kcpu0 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own0, sys0, aux0 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
     pub0 = pub_proc.cpu() if pub_proc else 0.0
+    ownk0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     t0 = perf()
     deadline = t0 + float(p["timeout"])
     lag = 0.0
@@ -535,6 +536,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     t1 = perf()
     cpu1, kcpu1 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own1, sys1, aux1 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
+    ownk1 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     if pub_proc is not None:  # the publisher process is the load generator's too
         own1 += pub_proc.cpu() - pub0
         await pub_proc.close()
@@ -570,6 +572,8 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "frame_length": counters[0].length if counters else 0,
         "pings": sum(c.pings for c in counters),
         "other_frames": sum(c.other for c in counters),
+        # reads (callbacks) in the measurement: delivered / reads = frames per read
+        "receiver_reads": sum(1 for c in counters for t, _ in c.reads if t0 <= t),
         "msgs_per_s": delivered / elapsed if elapsed > 0 else 0.0,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
@@ -577,6 +581,9 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "aux_cpu_us_per_msg": 1e6 * (aux1 - aux0) / max(1, delivered),
         "server_cpu_share": (cpu1 - cpu0) / max(1e-9, t1 - t0),
         "client_cpu_share": (own1 - own0) / max(1e-9, t1 - t0),
+        # the receiving clients' own CPU per delivered message: all, and in the kernel
+        "client_cpu_us_per_msg": 1e6 * (own1 - own0) / max(1, delivered),
+        "client_kernel_us_per_msg": 1e6 * (ownk1 - ownk0) / max(1, delivered),
         "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0) - (aux1 - aux0))
         / max(1e-9, t1 - t0),
         "publish_lag_s": lag,
