@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvloop
 import counting_receiver
+import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -490,9 +490,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     # warm-up publish (the counting receiver learns the frames' length from it)
     await publisher.publish("bench", data(-1))
     if counting:
-        await asyncio.wait_for(
-            asyncio.gather(*(c.learned for c in counters)), p["timeout"] / 4
-        )
+        await asyncio.wait_for(asyncio.gather(*(c.learned for c in counters)), p["timeout"] / 4)
     else:
         await asyncio.wait_for(all_done.wait(), p["timeout"] / 4)
     all_done.clear()
@@ -573,7 +571,8 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "pings": sum(c.pings for c in counters),
         "other_frames": sum(c.other for c in counters),
         # reads (callbacks) in the measurement: delivered / reads = frames per read
-        "receiver_reads": sum(1 for c in counters for t, _ in c.reads if t0 <= t),
+        "receiver_reads": (reads := sum(1 for c in counters for t, _ in c.reads if t0 <= t)),
+        "frames_per_read": delivered / reads if reads else None,
         "msgs_per_s": delivered / elapsed if elapsed > 0 else 0.0,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
