@@ -158,6 +158,9 @@ def test_counting_receiver_counts_frames_cut_anywhere_and_answers_a_ping() -> No
     (pong,) = transport.written[1:]  # after the handshake request: one masked pong
     assert pong[0] == 0x8A and pong[1] == 0x80 | 2
     assert bytes(b ^ pong[2 + (i & 3)] for i, b in enumerate(pong[6:])) == b"hb"
+    # one read holding the ping among the frames: the strided check fails, the walk counts
+    (c, transport), full = _run(stream, [0], 20)
+    assert (c.frames, c.pings, c.valid(), len(transport.written)) == (20, 1, True, 2)
 
 
 def test_counting_receiver_rejects_a_short_stream_or_a_frame_of_another_length() -> None:
@@ -165,5 +168,6 @@ def test_counting_receiver_rejects_a_short_stream_or_a_frame_of_another_length()
     (c, _), full = _run(body[:-10], [200], 5)
     assert c.frames == 5 and c.skip == 10 and not c.valid()  # bytes still owed: invalid
     odd = _publish(3, width=149)
-    (c, _), full = _run(body[: 154 * 3] + odd + body[154 * 3 :], [], 6)
-    assert (c.frames, c.bad, c.valid()) == (5, 1, False) and full == []
+    for cuts in ([], [0]):  # read frame by frame, or in one read from a frame start
+        (c, _), full = _run(body[: 154 * 3] + odd + body[154 * 3 :], cuts, 6)
+        assert (c.frames, c.bad, c.valid()) == (5, 1, False) and full == [], cuts
