@@ -14,7 +14,9 @@ Benchmarks (subcommands; `all` runs both):
           (`POST /api/publish {all: true}` to one node, one after the other,
           from a process of their own: `--publisher loop` sends them from the
           clients' event loop as bench.py does, where each publish waits behind
-          the frames being read, so the load generator's reading paces them),
+          the frames being read, so the load generator's reading paces them;
+          read by counting_receiver.py, raw reads counted by the frames' one
+          length: `--receiver frames` reads them with picows, a callback per frame),
           against
           - one `wsserver serve` process (no Redis),
           - `serve --workers 2`: one port (SO_REUSEPORT spreads the
@@ -201,6 +203,7 @@ def bench_fanout(args: argparse.Namespace) -> Report:
         "payload_bytes": args.payload_bytes,
         "timeout": args.timeout,
         "publisher": args.publisher,
+        "receiver": args.receiver,
     }
     res = bench.repeat(
         args.runs,
@@ -227,6 +230,10 @@ def bench_fanout(args: argparse.Namespace) -> Report:
             bench._pct(med(one, "server_cpu_share")), ratio=False, digits=0),
         Row("  load generator CPU share", "% of a core", bench._pct(med(wk, "client_cpu_share")),
             bench._pct(med(one, "client_cpu_share")), ratio=False, digits=0),
+        Row("  load generator CPU per delivered message", "µs", med(wk, "client_cpu_us_per_msg"),
+            med(one, "client_cpu_us_per_msg"), digits=2),
+        Row("  frames per read (≈ frames per server write)", "", med(wk, "frames_per_read"),
+            med(one, "frames_per_read"), ratio=False, digits=2),
         Row("2 nodes, 2 ports: delivered messages/s", "", med(nd, "msgs_per_s"), rate_one,
             digits=0),
         Row("  server CPU per delivered message (both nodes)", "µs",
@@ -244,20 +251,28 @@ def bench_fanout(args: argparse.Namespace) -> Report:
         "the publishes come from "
         + ("a process of their own (the load generator's CPU includes it)" if args.publisher == "process"
            else "the receiving clients' event loop (each waits behind the frames being read)"),
+        "the clients "
+        + ("count bytes (counting_receiver.py: raw reads, every frame's header checked for the "
+           "one length learnt from the warm-up publish; a run is valid only if each connection "
+           "got exactly the publishes, nothing left over)" if args.receiver == "count"
+           else "read every frame with picows (a Python callback per frame)"),
     ]
     notes += bench._problems(
         res,
-        lambda r: r["delivered"] != r["expected"] or r["timed_out"],
+        lambda r: r["delivered"] != r["expected"] or r["timed_out"] or r.get("receiver_invalid"),
         lambda r: (
             f"{r['delivered']:,} of {r['expected']:,} messages delivered"
             + (" (timed out)" if r["timed_out"] else "")
+            + (f", {r['receiver_invalid']:,} connections with a wrong count, leftover bytes or "
+               "a bad frame" if r.get("receiver_invalid") else "")
         ),
     )
     title = (f"Cluster fan-out, burst: {args.connections:,} connections, {args.publishes} "
              f"publishes (~{args.payload_bytes} B frames), cluster vs one process")  # fmt: skip
     cmd = (f"python benchmarks/cluster_bench.py fanout --connections {args.connections} "
            f"--publishes {args.publishes} --runs {args.runs}"
-           + (" --publisher loop" if args.publisher == "loop" else ""))  # fmt: skip
+           + (" --publisher loop" if args.publisher == "loop" else "")
+           + (" --receiver frames" if args.receiver == "frames" else ""))  # fmt: skip
     return Report("cluster-fanout", title, bench._cmd(cmd, args), rows,
                   notes + bench._busy_notes(res), res, columns=("cluster", "one process"))  # fmt: skip
 
@@ -332,6 +347,10 @@ def fanout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publisher", choices=["process", "loop"], default="process",
                    help="where the publishes come from: a process of their own (default), or "
                         "the receiving clients' event loop (as bench.py's fanout)")  # fmt: skip
+    p.add_argument("--receiver", choices=["count", "frames"], default="count",
+                   help="how the clients read: raw reads counted by the frames' one length "
+                        "(default; counting_receiver.py), or picows, a callback per frame "
+                        "(as bench.py's fanout)")  # fmt: skip
 
 
 def dm_options(p: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import counting_receiver
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -398,13 +399,54 @@ async def publisher_main(spec: dict[str, Any]) -> None:
 # -- scenarios --------------------------------------------------------------------------
 
 
+async def connect_counters(
+    target: Target, n: int, publishes: int, all_done: asyncio.Event, p: dict[str, Any]
+) -> tuple[list[counting_receiver.Counter], float]:
+    """fanout's `"receiver": "count"` clients (counting_receiver.py), greeted; `all_done`
+    is set when every one has counted `publishes` frames after the warm-up."""
+    urls = target.urls(1, n)
+    counters: list[counting_receiver.Counter | None] = [None] * n
+    sem = asyncio.Semaphore(int(p.get("concurrency", 200)))
+    errors: list[BaseException] = []
+    remaining = [n]
+
+    def on_full(_c: counting_receiver.Counter) -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            all_done.set()
+
+    async def one(i: int) -> None:
+        async with sem:
+            for attempt in range(3):
+                sock = None
+                try:
+                    sock = target.socket_factory(None)
+                    counters[i] = await counting_receiver.connect(urls[i], sock, publishes, on_full)
+                    return
+                except Exception as exc:  # refused, reset, timed out: retry
+                    if sock is not None:
+                        sock.close()
+                    if attempt == 2:
+                        errors.append(exc)
+                    await asyncio.sleep(0.05)
+
+    t0 = perf()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    took = perf() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {n} connections failed, first: {errors[0]!r}")
+    return [c for c in counters if c is not None], took
+
+
 async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     """N connections; `publishes` publishes to all (burst, or at `rate` per second).
 
     Measures from the first publish until every connection received every
     publish: wall time, delivered messages/s, server CPU per delivered message,
     and per publish the time until its last delivery. `"publisher": "process"`
-    sends the measured publishes from a process of their own (`PublisherProcess`).
+    sends the measured publishes from a process of their own (`PublisherProcess`);
+    `"receiver": "count"` reads them with counting_receiver.py (raw reads, frames
+    counted by their one known length) instead of picows (a callback per frame).
     """
     n, publishes, rate = int(p["connections"]), int(p["publishes"]), float(p.get("rate", 0))
     warm = 1  # publish -1 warms the path up and is not counted
@@ -427,7 +469,15 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
             if remaining[0] == 0 or seq == 0:
                 all_done.set()
 
-    clients, connect_s = await target.connect_many(1, n, on_text, int(p.get("concurrency", 200)))
+    counting = p.get("receiver", "frames") == "count"
+    counters: list[counting_receiver.Counter] = []
+    if counting:
+        counters, connect_s = await connect_counters(target, n, publishes, all_done, p)
+        clients: list[Client] = []
+    else:
+        clients, connect_s = await target.connect_many(
+            1, n, on_text, int(p.get("concurrency", 200))
+        )
     gc.collect()
     gc.freeze()
     publisher = HttpPublisher(target) if target.kind == "wsserver" else WsPublisher(target)
@@ -437,9 +487,12 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     def data(seq: int) -> dict[str, Any]:
         return bench_data(seq, pad_len)
 
-    # warm-up publish
+    # warm-up publish (the counting receiver learns the frames' length from it)
     await publisher.publish("bench", data(-1))
-    await asyncio.wait_for(all_done.wait(), p["timeout"] / 4)
+    if counting:
+        await asyncio.wait_for(asyncio.gather(*(c.learned for c in counters)), p["timeout"] / 4)
+    else:
+        await asyncio.wait_for(all_done.wait(), p["timeout"] / 4)
     all_done.clear()
     await asyncio.sleep(0.2)
 
@@ -449,6 +502,7 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     cpu0, kcpu0 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own0, sys0, aux0 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
     pub0 = pub_proc.cpu() if pub_proc else 0.0
+    ownk0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     t0 = perf()
     deadline = t0 + float(p["timeout"])
     lag = 0.0
@@ -480,15 +534,24 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     t1 = perf()
     cpu1, kcpu1 = server_cpu(target.pids), server_kernel_cpu(target.pids)
     own1, sys1, aux1 = own_cpu(), system_busy(), server_cpu(target.aux_pids)
+    ownk1 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     if pub_proc is not None:  # the publisher process is the load generator's too
         own1 += pub_proc.cpu() - pub0
         await pub_proc.close()
     await publisher.close()
-    delivered = sum(counts[warm:])
+    invalid = 0
+    if counting:  # every connection exactly `publishes` frames of length L, nothing else
+        done_at[warm:] = counting_receiver.last_delivery(counters, publishes)
+        counts[warm:] = [n if t else 0 for t in done_at[warm:]]
+        invalid = sum(1 for c in counters if not c.valid())
+        delivered = sum(min(c.frames, publishes) for c in counters)
+        short = sum(1 for c in counters if c.frames != publishes)
+    else:
+        delivered = sum(counts[warm:])
+        short = sum(1 for c in clients if c.got != total)
     last_delivery = max(done_at[warm:]) if not timed_out else t1
     elapsed = last_delivery - t0
     per_publish = sorted(done_at[s] - sent_at[s] for s in range(warm, total) if done_at[s])
-    short = sum(1 for c in clients if c.got != total)
     return {
         "connections": n,
         "publishes": publishes,
@@ -502,6 +565,14 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "reached_per_publish": min(reached) if reached else 0,
         "timed_out": timed_out,
         "clients_short": short,
+        "receiver": "count" if counting else "frames",
+        "receiver_invalid": invalid,
+        "frame_length": counters[0].length if counters else 0,
+        "pings": sum(c.pings for c in counters),
+        "other_frames": sum(c.other for c in counters),
+        # reads (callbacks) in the measurement: delivered / reads = frames per read
+        "receiver_reads": (reads := sum(1 for c in counters for t, _ in c.reads if t0 <= t)),
+        "frames_per_read": delivered / reads if reads else None,
         "msgs_per_s": delivered / elapsed if elapsed > 0 else 0.0,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(1, delivered),
@@ -509,6 +580,9 @@ async def fanout(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         "aux_cpu_us_per_msg": 1e6 * (aux1 - aux0) / max(1, delivered),
         "server_cpu_share": (cpu1 - cpu0) / max(1e-9, t1 - t0),
         "client_cpu_share": (own1 - own0) / max(1e-9, t1 - t0),
+        # the receiving clients' own CPU per delivered message: all, and in the kernel
+        "client_cpu_us_per_msg": 1e6 * (own1 - own0) / max(1, delivered),
+        "client_kernel_us_per_msg": 1e6 * (ownk1 - ownk0) / max(1, delivered),
         "other_cpu_share": ((sys1 - sys0) - (cpu1 - cpu0) - (own1 - own0) - (aux1 - aux0))
         / max(1e-9, t1 - t0),
         "publish_lag_s": lag,
