@@ -259,18 +259,8 @@ class Webhooks:
             self._emit_shared(name, lane, data, check)
             return
         seq = store.seq + 1
-        rec: dict[str, Any] = {
-            "t": "hook",
-            "seq": seq,
-            "id": f"{self._id_prefix()}-{seq}",
-            "event": name,
-            "time": self.env.now_ms(),
-            "node": self.env.node,
-            "lane": lane,
-            "data": data,
-        }
-        if check is not None:
-            rec["check"] = check
+        rec = self._event_record(seq, name, lane, data, check)
+        rec["seq"] = seq
         self.commit.record(rec)
         if lane not in self._in_flight and lane not in self._retry_at:
             self._ready[lane] = None
@@ -286,9 +276,13 @@ class Webhooks:
         """(Cluster mode.) Hand the event to the shared log: its seq is decided
         when applied, and its lane made ready then (`_applied_shared`)."""
         self.shared.made += 1
+        self.shared.event(self._event_record(self.shared.made, name, lane, data, check))
+
+    def _event_record(self, n: int, name: str, lane: str, data: dict[str, Any], check: int | None) -> dict[str, Any]:
+        """A `hook` record's event (its id ends with `n`), without its `seq`."""
         rec: dict[str, Any] = {
             "t": "hook",
-            "id": f"{self._id_prefix()}-{self.shared.made}",
+            "id": f"{self._id_prefix()}-{n}",
             "event": name,
             "time": self.env.now_ms(),
             "node": self.env.node,
@@ -297,7 +291,7 @@ class Webhooks:
         }
         if check is not None:
             rec["check"] = check
-        self.shared.event(rec)
+        return rec
 
     def _lost(self, n: int) -> None:
         """(Cluster mode.) Events the shared log refused: counted as dropped."""
