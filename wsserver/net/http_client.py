@@ -40,7 +40,7 @@ import trio
 
 from wsserver._version import __version__
 
-__all__ = ["KEEPALIVE_EXPIRY", "ConnectionBroken", "HttpPool", "Target", "default_tls_context"]
+__all__ = ["KEEPALIVE_EXPIRY", "ConnectionBroken", "HttpPool", "Target", "default_tls_context", "open_stream"]
 
 KEEPALIVE_EXPIRY = 5.0
 """Seconds a connection may stay idle in the pool and still be reused."""
@@ -237,19 +237,26 @@ class HttpPool:
         return None
 
     async def _open(self, target: Target) -> _Connection:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
-        if target.scheme == "https":
-            if self._tls is None:
-                self._tls = default_tls_context()
-            tls = trio.SSLStream(stream, self._tls, server_hostname=target.host, https_compatible=True)
-            try:
-                await tls.do_handshake()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-            stream = tls
+        if target.scheme == "https" and self._tls is None:
+            self._tls = default_tls_context()
+        stream = await open_stream(target, self._tls)
         self.opened += 1
         return _Connection(stream)
+
+
+async def open_stream(target: Target, tls_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    """A TCP stream to `target`, TLS (handshake done) for https with `tls_context`."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+    if target.scheme == "https":
+        assert tls_context is not None
+        tls = trio.SSLStream(stream, tls_context, server_hostname=target.host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        stream = tls
+    return stream
 
 
 def _close_now(conn: _Connection) -> None:

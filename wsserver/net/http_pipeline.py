@@ -45,7 +45,13 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from wsserver.net.http_client import KEEPALIVE_EXPIRY, USER_AGENT, Target, default_tls_context
+from wsserver.net.http_client import (
+    KEEPALIVE_EXPIRY,
+    USER_AGENT,
+    Target,
+    default_tls_context,
+    open_stream,
+)
 
 __all__ = ["MAX_HEAD", "MalformedResponse", "PipelinedClient", "RequestTemplate", "ResponseReader"]
 
@@ -368,17 +374,9 @@ class PipelinedClient:
 
     async def _open(self) -> _Connection:
         target = self.target
-        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
-        if target.scheme == "https":
-            if self._tls is None:
-                self._tls = default_tls_context()
-            tls = trio.SSLStream(stream, self._tls, server_hostname=target.host, https_compatible=True)
-            try:
-                await tls.do_handshake()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-            stream = tls
+        if target.scheme == "https" and self._tls is None:
+            self._tls = default_tls_context()
+        stream = await open_stream(target, self._tls)
         self.opened += 1
         return _Connection(stream, self.max_answer)
 
