@@ -32,7 +32,7 @@ import trio
 from wsserver.core.broker import Frame
 from wsserver.core.cluster_broker import Route
 from wsserver.core.commands import Deliver
-from wsserver.net.cluster.link import REDIS_ERRORS, Link, receive_batch
+from wsserver.net.cluster.link import REDIS_ERRORS, Link, Resubscriber, receive_batch
 from wsserver.protocol.envelope import Wire, type_of
 
 __all__ = ["HEARTBEAT", "OUTBOX_SIZE", "Bus", "decode", "encode_message"]
@@ -86,8 +86,7 @@ class Bus:
         self.dropped = 0  # hand-overs not published (Redis down)
         self.published = 0
         self.received = 0
-        self._own_seen = 0.0
-        self._scope: trio.CancelScope | None = None
+        self._kept = Resubscriber(link, self.channel, heartbeat)
         self.subscribed = trio.Event()
 
     def outlet(self, route: Route, frame: Frame) -> bool:
@@ -133,26 +132,15 @@ class Bus:
         """Receive the channel's messages forever, subscribing again whenever the
         subscription fails or goes quiet (`watch`). `subscribed` is set once the
         first subscription is up."""
-        while True:
-            self._own_seen = trio.current_time()
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                try:
-                    await self._subscription()
-                except REDIS_ERRORS as exc:
-                    self.link.mark_down(exc)
-            await trio.sleep(min(1.0, self.heartbeat()))
+        await self._kept.keep(self._subscription)
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Cancel the subscription when this node's own heartbeat stopped coming."""
         task_status.started()
+        kept = self._kept
         while True:
-            quiet = 2 * self.heartbeat() + 1
-            await trio.sleep(max(0.05, self._own_seen + quiet - trio.current_time()))
-            if trio.current_time() - self._own_seen >= quiet and self._scope is not None:
-                log.warning("cluster: nothing on %s for %.1f s, subscribing again", self.channel, quiet)
-                self._own_seen = trio.current_time()
-                self._scope.cancel()
+            await trio.sleep(max(0.05, kept.seen + kept.quiet_for() - trio.current_time()))
+            kept.restart_if_quiet()
 
     async def _subscription(self) -> None:
         client = self.link.client
@@ -169,7 +157,7 @@ class Bus:
                     continue
                 if origin == me:
                     if route[0] == HEARTBEAT:
-                        self._own_seen = trio.current_time()
+                        self._kept.heard()
                     continue
                 if route[0] == HEARTBEAT:
                     continue

@@ -16,6 +16,7 @@ transitions are logged once each, never per command.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -24,7 +25,7 @@ import trio
 
 from wsserver.ops.background import Background
 
-__all__ = ["REDIS_ERRORS", "TASK", "Link"]
+__all__ = ["REDIS_ERRORS", "TASK", "Link", "Resubscriber"]
 
 log = logging.getLogger("wsserver.cluster")
 
@@ -75,3 +76,44 @@ async def receive_batch(receive: trio.MemoryReceiveChannel[Any], limit: int) -> 
         except trio.WouldBlock:
             break
     return batch
+
+
+class Resubscriber:
+    """A Pub/Sub subscription kept up: opened again after it fails (a pause of
+    `min(1, heartbeat)`), and cancelled (so opened again) when nothing expected
+    has come on it for `2 * heartbeat + 1` seconds. The subscription calls
+    `heard()` for what proves it alive (a node's own heartbeat or probe)."""
+
+    def __init__(self, link: Link, channel: str, heartbeat: Callable[[], float]) -> None:
+        self.link = link
+        self.channel = channel  # (for the log)
+        self.heartbeat = heartbeat
+        self.seen = 0.0
+        self._scope: trio.CancelScope | None = None
+
+    def heard(self) -> None:
+        self.seen = trio.current_time()
+
+    def quiet_for(self) -> float:
+        """How long silence may last before the subscription counts as lost."""
+        return 2 * self.heartbeat() + 1
+
+    async def keep(self, subscription: Callable[[], Awaitable[None]]) -> None:
+        """Run `subscription` forever, opening it again whenever it ends."""
+        while True:
+            self.heard()
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    await subscription()
+                except REDIS_ERRORS as exc:
+                    self.link.mark_down(exc)
+            await trio.sleep(min(1.0, self.heartbeat()))
+
+    def restart_if_quiet(self) -> None:
+        """Cancel the subscription when it has been quiet too long."""
+        quiet = self.quiet_for()
+        if trio.current_time() - self.seen >= quiet and self._scope is not None:
+            log.warning("cluster: nothing on %s for %.1f s, subscribing again", self.channel, quiet)
+            self.heard()
+            self._scope.cancel()

@@ -36,7 +36,7 @@ from contextlib import suppress
 import trio
 from coredis.tokens import PureToken
 
-from wsserver.net.cluster.link import REDIS_ERRORS, Link
+from wsserver.net.cluster.link import REDIS_ERRORS, Link, Resubscriber
 
 __all__ = ["CLAIM_TTL", "ChannelHandler", "PublishChannel", "claim_key"]
 
@@ -74,8 +74,7 @@ class PublishChannel:
         self.heartbeat = heartbeat  # `cluster.heartbeat`, read on use
         self.handler: ChannelHandler | None = None  # the API's, once installed
         self.received = 0
-        self._probe_seen = 0.0
-        self._scope: trio.CancelScope | None = None
+        self._kept = Resubscriber(link, self.channel, heartbeat)
         self.subscribed = trio.Event()
 
     def _probe_channel(self) -> str:
@@ -84,20 +83,9 @@ class PublishChannel:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The subscriber and its probe, until cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._subscriber)
+            nursery.start_soon(self._kept.keep, self._subscription)
             nursery.start_soon(self._probe)
             task_status.started()
-
-    async def _subscriber(self) -> None:
-        while True:
-            self._probe_seen = trio.current_time()
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                try:
-                    await self._subscription()
-                except REDIS_ERRORS as exc:
-                    self.link.mark_down(exc)
-            await trio.sleep(min(1.0, self.heartbeat()))
 
     async def _probe(self) -> None:
         """Publish this node's probe every heartbeat; cancel the subscription
@@ -107,11 +95,7 @@ class PublishChannel:
             with trio.move_on_after(beat), suppress(*REDIS_ERRORS):  # the subscription notices
                 await self.link.client.publish(self._probe_channel(), b"")
             await trio.sleep(beat)
-            quiet = 2 * self.heartbeat() + 1
-            if trio.current_time() - self._probe_seen >= quiet and self._scope is not None:
-                log.warning("cluster: nothing on %s for %.1f s, subscribing again", self.channel, quiet)
-                self._probe_seen = trio.current_time()
-                self._scope.cancel()
+            self._kept.restart_if_quiet()
 
     async def _subscription(self) -> None:
         probe = self._probe_channel()
@@ -122,7 +106,7 @@ class PublishChannel:
                     continue
                 channel = message["channel"]
                 if (channel.decode("utf-8", "replace") if isinstance(channel, bytes) else channel) == probe:
-                    self._probe_seen = trio.current_time()
+                    self._kept.heard()
                     continue
                 self.received += 1
                 await self._handle(message["data"])
