@@ -13,7 +13,7 @@ from typing import Any
 import coredis
 import trio
 
-from tests.cluster_nodes import client, node, nodes
+from tests.cluster_nodes import client, node, nodes, user
 from tests.conftest import http_request
 from tests.hubprocess import API_KEY, Hub
 from tests.redis_server import RedisServer
@@ -225,6 +225,54 @@ async def test_waiting_events_are_in_the_shared_snapshot_and_a_new_node_sends_th
             await rec.wait_for(lambda: len(rec.delivered()) == 2, timeout=15)
             assert [e["event"] for e in rec.delivered()] == ["user_online", "user_offline"]
             assert rec.delivered()[0]["id"] == ids[0]
+        finally:
+            a.kill()
+            b.kill()
+        nursery.cancel_scope.cancel()
+
+
+async def test_message_events_of_both_nodes_reach_the_receiver_once_after_their_node_is_killed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A direct message's `message` event is made from its shared `msg` record by
+    every node alike (one outbox, the same ids), so the other node delivers it
+    when the node that took the message is killed before the receiver answered."""
+    switch = Switch()
+    async with trio.open_nursery() as nursery:
+        rec = await nursery.start(Receiver(switch).serve)
+        a = node(tmp_path, redis_server, "a", **FAST, **hooks(rec, '["message"]'))
+        b = node(tmp_path, redis_server, "b", **FAST, **hooks(rec, '["message"]'))
+        try:
+            a.start()  # alone: a holds the sender's lease
+            b.start()
+            async with user(a, 1) as alice, user(b, 2) as bob:
+                for text in ("one", "two"):
+                    await alice.send("send_message", {"to_user_id": 2, "message": text})
+                    await alice.expect("message_sent")
+                await bob.send("send_message", {"to_user_id": 1, "message": "three"})
+                await bob.expect("message_sent")
+                # each lane's first event is tried (and refused) while the receiver is down
+                await rec.wait_for(lambda: len({e["id"] for e in rec.events}) == 2)
+
+                async def all_three() -> bool:  # (the gauge of the node that sends)
+                    return await queued(a) == 3
+
+                await eventually(all_three)
+            [first] = {e["id"] for e in rec.events if e["data"]["text"] == "one"}
+            a.kill()
+            switch.down = False
+            await rec.wait_for(lambda: len(rec.delivered()) == 3, timeout=15)
+            await trio.sleep(1)  # a repeat would come at the next round
+            delivered = rec.delivered()
+            assert [e["data"]["text"] for e in delivered if e["data"]["to_user_id"] == 2] == ["one", "two"]
+            assert delivered[0]["id"] == first or delivered[1]["id"] == first
+            # each names the node that took the message (a's for both of a's, b's for b's)
+            assert all(e["id"].startswith(e["node"] + ".") for e in delivered)
+            assert len({e["node"] for e in delivered if e["data"]["to_user_id"] == 2}) == 1
+            assert {e["node"] for e in delivered if e["data"]["to_user_id"] == 1}.isdisjoint(
+                {e["node"] for e in delivered if e["data"]["to_user_id"] == 2}
+            )
+            assert len({e["id"] for e in delivered}) == 3
         finally:
             a.kill()
             b.kill()

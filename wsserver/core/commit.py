@@ -18,6 +18,10 @@ Invariants:
   could still take back. `release()` runs those that became durable.
 - Followers (`follow`) see the records made at run time, never replayed
   ones: what they record in turn is in the journal already at replay.
+- Stamps (`stamp`) are added to a record made at run time before it is
+  journaled (or handed to the shared log): what another part derives from
+  the record when it is applied, and could not decide the same way at
+  replay or on another node, travels in the record itself.
 - A snapshot (`snapshot_view`, `snapshot_state`) reflects exactly the records
   up to `last_n`, and holds each durable part's state under its name.
 - In cluster mode (`clustered`, `core.replicated`) `record` hands the record
@@ -105,6 +109,7 @@ class CommitLog:
         self.snapshot_n = -1  # the journal number of the last snapshot queued
         self._pending: deque[tuple[int, Callable[[], object]]] = deque()
         self.followers: dict[str, Callable[[dict[str, Any]], None]] = {}  # run time only
+        self.stampers: dict[str, Callable[[dict[str, Any]], None]] = {}  # run time only
 
     def register(self, name: str, part: Durable) -> None:
         """Keep `part` under `name` in snapshots, and fold its record types with it."""
@@ -148,6 +153,22 @@ class CommitLog:
 
                 self.followers[kind] = both
 
+    def stamp(self, record_types: tuple[str, ...], fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call `fn` with each record of `record_types` made at run time, before it
+        is journaled, to add fields of its own to it: what `fn`'s part derives
+        from the record when applying it (`observe`) and decides at run time (the
+        webhooks' `message` event: its id, so one record is both the message and
+        its event). One stamper per type."""
+        for kind in record_types:
+            if kind in self.stampers:
+                raise ValueError(f"{kind!r} records have a stamper already")
+            self.stampers[kind] = fn
+
+    def _stamped(self, rec: dict[str, Any]) -> None:
+        stamper = self.stampers.get(rec["t"])
+        if stamper is not None:
+            stamper(rec)
+
     @property
     def durable_upto(self) -> int:
         """The number of the last durable record."""
@@ -159,6 +180,8 @@ class CommitLog:
         """Journal one durable change and apply it; returns its journal number.
         `applied` gets what `apply` returned. (`conn`, the connection that made
         it, is for a cluster's live effects.)"""
+        if self.stampers:
+            self._stamped(rec)
         n = self.journal.append(rec)
         rec["n"] = n
         result = self.appliers[rec["t"]](rec)
@@ -190,6 +213,8 @@ class CommitLog:
             if applied is not None:
                 applied(result)
             return self.last_n
+        if self.stampers:
+            self._stamped(rec)
         cluster.submit(rec, applied, conn)
         return self.last_n
 

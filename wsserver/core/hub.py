@@ -177,8 +177,11 @@ class Hub:
         commit.register("tasks", self.tasks)
         commit.register("webhooks", webhooks)
         commit.register("sessions", sessions)
-        if webhooks.checking:  # undelivered checks follow the direct messages' records
-            commit.observe(webhooks.observed_types, webhooks.observe)
+        # undelivered checks and `message` events follow the direct messages' records
+        # (always folded: a journal's stamped records make their events whatever the config)
+        commit.observe(webhooks.observed_types, webhooks.observe)
+        if webhooks.stamped_types:
+            commit.stamp(webhooks.stamped_types, webhooks.stamp)
         if webhooks.followed_types:  # events made from messages' and the CRM's records
             commit.follow(webhooks.followed_types, webhooks.follow)
         self.handlers: dict[str, Handler] = {

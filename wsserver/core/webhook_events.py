@@ -1,17 +1,27 @@
 """The business events that report changes (SPEC 13: `message`,
 `message_status`, `crm_*`), made from the changes' own records, without I/O.
 
-`RecordEvents` reads a record the moment it is made (a `CommitLog` follower,
-never at replay) and says which events it is: the hub's components know
-nothing of webhooks, and an event is journaled right behind the change that
-caused it, in the same command, so a restart neither loses nor repeats it.
+The hub's components know nothing of webhooks: `RecordEvents` reads their
+records and says which events they are, two ways.
 
 - `message`: every direct message (not a backend push kept in a mailbox),
-  with its ids, parties and text; `message_status`: its `delivered` and `read`
-  receipts and `expired` when a mailbox's TTL or its limit drops it
-  undelivered (a `drop` record with reason `ttl` or `limit`). Both go in
-  the recipient's lane (the one of its `user_online`), so a message's event
-  always comes before its receipts' events.
+  with its ids, parties and text. Its `msg` record is stamped when made
+  (`message_stamp`, by a `CommitLog` stamper: the event's id and the group id
+  as replies echo it, which depends on who is connected), and the event is
+  made from the stamped record whenever it is applied (`message_event`: at
+  run time, at replay and on every cluster node alike), so one journal line
+  is both the message and its event, and a restart neither loses nor
+  repeats it. A record without a stamp (the event was off, or a journal
+  written before stamps, whose events are `hook` records of their own) makes
+  none.
+- the others are read the moment their record is made (`events`, a
+  `CommitLog` follower, never at replay) and journaled as `hook` records
+  right behind it, in the same command. `message_status`: a direct
+  message's `delivered` and `read` receipts and `expired` when a mailbox's
+  TTL or its limit drops it undelivered (a `drop` record with reason `ttl`
+  or `limit`). Both message events go in the recipient's lane (the one of
+  its `user_online`), so a message's event always comes before its
+  receipts' events.
 - `crm_incoming`, `crm_customer`, `crm_follow_up`: each CRM write as stored
   (a retry makes no record, so no event); `crm_account_status`: a status
   change, or `offline` when the last desktop connection went away. The CRM's
@@ -21,6 +31,7 @@ caused it, in the same command, so a restart neither loses nor repeats it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,8 +44,7 @@ __all__ = ["RECORD_EVENTS", "RecordEvents", "crm_lane"]
 Event = tuple[str, str, dict[str, Any]]  # (name, lane, data)
 
 RECORD_EVENTS: dict[str, tuple[str, ...]] = {
-    # event -> the record types it is made from
-    "message": ("msg",),
+    # event -> the record types it is made from when they are made (`events`)
     "message_status": ("status", "drop"),
     "crm_incoming": ("crm_incoming",),
     "crm_customer": ("crm_customer",),
@@ -49,6 +59,7 @@ def crm_lane(group: str) -> str:
     return f"crm||{escape(group)}"
 
 
+@functools.lru_cache(maxsize=4096)  # (a message's recipients repeat: most are talked to again)
 def _recipient_lane(to_key: str) -> str:
     _, user_type, user_id = split_key(to_key)
     return f"{escape(user_type or '')}|{escape(user_id)}"
@@ -77,9 +88,7 @@ class RecordEvents:
     def events(self, rec: dict[str, Any]) -> Iterator[Event]:
         """The events one record is (none for most)."""
         kind = rec["t"]
-        if kind == "msg":
-            yield from self._message(rec)
-        elif kind == "status":
+        if kind == "status":
             yield from self._status(rec["id"], rec["status"], rec["time"])
         elif kind == "drop":
             reason = rec.get("reason")
@@ -91,9 +100,23 @@ class RecordEvents:
 
     # -- direct messages ----------------------------------------------------------------
 
-    def _message(self, rec: dict[str, Any]) -> Iterator[Event]:
-        if rec["from_key"] == SYSTEM or "push" in rec:
-            return  # a backend's push kept for an offline user: no direct message
+    @staticmethod
+    def is_direct(rec: dict[str, Any]) -> bool:
+        """Whether a `msg` record is a direct message (not a backend's push kept
+        for an offline user), which has a `message` event."""
+        return rec["from_key"] != SYSTEM and "push" not in rec
+
+    def message_stamp(self, rec: dict[str, Any], event_id: str, node: str) -> dict[str, Any]:
+        """(A direct message's `msg` record is being made.) Its `"hook"`: what its
+        `message` event needs beyond the record."""
+        return {"id": event_id, "node": node, "group_id": self.group_id(rec["to"].get("group_id") or "", None)}
+
+    def message_event(self, rec: dict[str, Any]) -> Event | None:
+        """(A `msg` record was applied.) Its `message` event, when it was stamped
+        and stored (a cluster's repeat of a `client_msg_id`, `dup`, is not)."""
+        stamp = rec.get("hook")
+        if stamp is None or rec.get("dup"):
+            return None
         sender, to = rec["from"], rec["to"]
         data = {
             "message_id": rec["id"],
@@ -103,7 +126,7 @@ class RecordEvents:
             "from_user_id": sender.get("user_id"),
             "to_user_id": to.get("user_id"),
             "to_user_type": to.get("user_type"),
-            "group_id": self.group_id(to.get("group_id") or "", None),
+            "group_id": stamp["group_id"],
             "text": rec["text"],
             "message_type": rec.get("message_type") or "text",
             "reply_to_message_id": rec.get("reply_to"),
@@ -113,7 +136,7 @@ class RecordEvents:
         }
         if rec.get("extra"):
             data["extra"] = rec["extra"]
-        yield "message", _recipient_lane(rec["to_key"]), data
+        return "message", _recipient_lane(rec["to_key"]), data
 
     def _status(self, mid: int, status: str, time: int | None, reason: str | None = None) -> Iterator[Event]:
         if "message_status" not in self.enabled:

@@ -116,7 +116,9 @@ class Webhooks:
     """The events and the outbox's schedule (see the module docstring)."""
 
     observed_types: tuple[str, ...] = ("msg", "status")
-    """The direct messages' records the undelivered checks follow (`observe`)."""
+    """The direct messages' records folded in when applied (`observe`): the
+    undelivered checks follow them, and a stamped `msg` record is its
+    `message` event too."""
 
     def __init__(
         self,
@@ -145,7 +147,10 @@ class Webhooks:
         self.record_types = self.store.record_types
         # the events made from other parts' records (`core.webhook_events`)
         self.record_events = RecordEvents(self.enabled, messages, crm, group_id)
-        self.followed_types = self.record_events.record_types
+        # `message` events: stamped into their `msg` records, made when applied
+        self.stamped_types: tuple[str, ...] = ("msg",) if "message" in self.enabled else ()
+        self.followed_types = self.record_events.record_types + self.stamped_types
+        self._made_lane: str | None = None  # the lane of the event the last `msg` record made
         self.max_backoff = cfg.max_backoff
         self.max_age_ms = int(cfg.max_age * 1000)
         self.max_queue = cfg.max_queue
@@ -209,13 +214,54 @@ class Webhooks:
             self._wake_sender()
 
     def observe(self, rec: dict[str, Any]) -> None:
-        """Fold a direct message's record into the undelivered checks; a waiting
-        sender is woken when a new check falls due before it wakes by itself."""
+        """Fold a direct message's record into the undelivered checks, and a
+        stamped `msg` record's `message` event into the outbox (at run time, at
+        replay and on every cluster node alike); a waiting sender is woken when
+        a new check falls due before it wakes by itself."""
         self.store.observe(rec)
-        if self._armed and rec["t"] == "msg":
-            at = self.store.checks.get(rec["id"])
+        if rec["t"] != "msg":
+            return
+        self._made_lane = None
+        if "hook" in rec:
+            self._message_applied(rec)
+        if self._armed:
+            at = self.store.checks.get(rec.get("id", -1))
             if at is not None and (self._sleep_until is None or at < self._sleep_until):
                 self._wake_sender()
+
+    def stamp(self, rec: dict[str, Any]) -> None:
+        """(A `msg` record is being made, `message` events on.) Stamp it with its
+        event's id (and what else the event needs that replay could not decide)."""
+        if not self.record_events.is_direct(rec):
+            return
+        if self.commit.cluster is None:
+            n = self.store.seq + 1  # the event's seq once the record is applied
+        else:
+            self.shared.made += 1
+            n = self.shared.made
+        rec["hook"] = self.record_events.message_stamp(rec, f"{self._id_prefix()}-{n}", self.env.node)
+
+    def _message_applied(self, rec: dict[str, Any]) -> None:
+        """A stamped `msg` record was applied: its `message` event joins the
+        outbox, durable with the record (its `n`)."""
+        made = self.record_events.message_event(rec)
+        if made is None:
+            return
+        name, lane, data = made
+        stamp = rec["hook"]
+        self.apply(
+            {
+                "t": "hook",
+                "id": stamp["id"],
+                "event": name,
+                "time": rec["time"],
+                "node": stamp["node"],
+                "lane": lane,
+                "data": data,
+                "n": rec.get("n", 0),
+            }
+        )
+        self._made_lane = lane
 
     def to_state(self) -> dict[str, Any]:
         """The snapshot of the store."""
@@ -226,14 +272,18 @@ class Webhooks:
         self.store.load_state(state)
 
     def follow(self, rec: dict[str, Any]) -> None:
-        """(A record of `followed_types` was made.) Record the events it is."""
+        """(A record of `followed_types` was made.) Record the events it is; a
+        `msg` record's event is in the outbox already (`observe`): the queue's
+        limit, and on a single node the sender's wake-up, are seen to here."""
+        if rec["t"] == "msg":
+            lane, self._made_lane = self._made_lane, None
+            if lane is not None:
+                self._make_room(self.max_queue + 1)
+                if self.commit.cluster is None:
+                    self._queued(lane)
+            return
         for name, lane, data in self.record_events.events(rec):
             self._emit(name, lane, data)
-
-    @property
-    def checking(self) -> bool:
-        """Whether direct messages start undelivered checks (their records are observed)."""
-        return "message_undelivered" in self.enabled
 
     # -- the events ---------------------------------------------------------------------
 
@@ -250,18 +300,27 @@ class Webhooks:
     def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
         """Record one event (dropping the oldest when the queue is full) and have a
         waiting sender woken once it is durable."""
-        store = self.store
-        if len(store) >= self.max_queue:
-            oldest = next((seq for seq in store.events if seq not in self.shared.gone), None)
-            if oldest is not None:
-                self._drop([oldest], "queue_full")
+        self._make_room(self.max_queue)
         if self.commit.cluster is not None:
             self._emit_shared(name, lane, data, check)
             return
-        seq = store.seq + 1
+        seq = self.store.seq + 1
         rec = self._event_record(seq, name, lane, data, check)
         rec["seq"] = seq
         self.commit.record(rec)
+        self._queued(lane)
+
+    def _make_room(self, full: int) -> None:
+        """Drop the oldest event when the queue holds `full` events or more."""
+        store = self.store
+        if len(store) >= full:
+            oldest = next((seq for seq in store.events if seq not in self.shared.gone), None)
+            if oldest is not None:
+                self._drop([oldest], "queue_full")
+
+    def _queued(self, lane: str) -> None:
+        """(Single node.) A new event of `lane` was recorded: the lane is ready,
+        and the sender is woken once the event is durable."""
         if lane not in self._in_flight and lane not in self._retry_at:
             self._ready[lane] = None
         # once durable, wake the sender if it waits by then (it may be asking right
