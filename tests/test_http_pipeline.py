@@ -53,6 +53,22 @@ def test_answers_in_one_read_or_cut_anywhere_are_found_in_order(step: int) -> No
     assert answers(data, step=step) == [(204, True), (200, True), (202, True), (500, True), (201, False)]
 
 
+@pytest.mark.parametrize("step", [0, 1, 5])
+def test_a_head_like_the_last_one_says_what_it_said_and_a_new_one_is_read_afresh(step: int) -> None:
+    """(A receiver answers alike: the reader remembers the last head it parsed.)"""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
+    data = (
+        NO_CONTENT * 3
+        + ok + b"abc" + ok + b"xyz"
+        + b"HTTP/1.1 100 Continue\r\n\r\n" + ok + b"123"
+        + NO_CONTENT
+        + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    )  # fmt: skip
+    assert answers(data, step=step) == [(204, True)] * 3 + [(200, True)] * 3 + [(204, True), (200, False)]
+    with pytest.raises(MalformedResponse):  # a bad head after good ones is still refused
+        answers(NO_CONTENT * 2 + b"HTTP/1.1 20x\r\n\r\n")
+
+
 def test_answers_that_end_their_connection() -> None:
     assert answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n") == [(200, False)]
     assert answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n") == [(200, True)]

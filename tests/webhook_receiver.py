@@ -20,6 +20,16 @@ import h11
 import trio
 
 
+def joined(headers: Any) -> dict[str, str]:
+    """Header fields by lower-case name, a repeated one's values joined with ", "
+    as HTTP combines them (so a field sent twice shows)."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode().lower()
+        out[key] = f"{out[key]}, {value.decode()}" if key in out else value.decode()
+    return out
+
+
 @attrs.define
 class Received:
     """One request as the receiver got it."""
@@ -121,7 +131,7 @@ class Receiver:
                 received = Received(
                     request.method.decode(),
                     request.target.decode(),
-                    {k.decode().lower(): v.decode() for k, v in request.headers},
+                    joined(request.headers),
                     body,
                     trio.current_time(),
                 )

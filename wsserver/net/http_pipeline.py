@@ -91,14 +91,23 @@ class RequestTemplate:
     def request(self, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
         """One request: the template, `headers` (names and values our own, never
         a CR or LF: refused), Content-Length and `body`."""
+        return self.finish(self.prefix(headers), body)
+
+    def prefix(self, headers: Iterable[tuple[str, str]]) -> bytes:
+        """The template and `headers` (as `request` checks them): what several
+        requests may share, each then `finish`ed with its own body."""
         parts = [self.head]
         for name, value in headers:
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name} holds CR or LF")
             parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        parts.append(body)
         return b"".join(parts)
+
+    @staticmethod
+    def finish(prefix: bytes, body: bytes) -> bytes:
+        """A whole request: `prefix` (from `prefix`, header lines of its own may
+        follow it), Content-Length and `body`."""
+        return b"%sContent-Length: %d\r\n\r\n%s" % (prefix, len(body), body)
 
 
 @attrs.frozen
@@ -120,6 +129,11 @@ class ResponseReader:
         self._left = 0  # body bytes still to read (Content-Length framing)
         self._mode = ""  # "length", "chunked" (between chunks: size line), "chunk", "crlf", "trailer", "close"
         self._body = 0  # body bytes read so far of this answer
+        # the last final answer's head and what it said (status, reusable, mode,
+        # length): a receiver answers alike, and the same bytes say the same
+        self._last_head = b""
+        self._last_said: tuple[int, bool, str, int] = (0, False, "", 0)
+        self._answers: dict[tuple[int, bool], Answer] = {}  # (frozen: shared)
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
@@ -139,8 +153,14 @@ class ResponseReader:
                     raise MalformedResponse("answer head too long")
                 head = bytes(buf[:end])
                 del buf[: end + 4]
-                if self._head(head):  # a 1xx interim answer: the real one follows
+                if head == self._last_head:
+                    self._status, self._reusable, self._mode, self._left = self._last_said
+                    self._body = 0
+                elif self._head(head):  # a 1xx interim answer: the real one follows
                     continue
+                else:
+                    self._last_head = head
+                    self._last_said = (self._status, self._reusable, self._mode, self._left)
             done = self._read_body()
             if done is None:
                 return None
@@ -264,7 +284,10 @@ class ResponseReader:
         return self._body <= self.max_answer
 
     def _end(self, reusable: bool) -> Answer:
-        answer = Answer(self._status, reusable)
+        key = (self._status, reusable)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers[key] = Answer(*key)
         self._status = 0
         if not reusable:
             self._buf.clear()

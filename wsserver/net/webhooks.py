@@ -54,7 +54,7 @@ from wsserver.core.webhook_commands import (
 )
 from wsserver.net.http_client import ConnectionBroken, HttpPool, Target
 from wsserver.net.http_pipeline import PipelinedClient, RequestTemplate
-from wsserver.protocol.webhook import event_body, event_headers
+from wsserver.protocol.webhook import attempt_headers, event_body, event_headers, signature
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -176,11 +176,22 @@ class WebhookSender:
         """One exchange: the deliveries' requests pipelined on one connection, the
         outcome of each reported to the hub at once."""
         cfg = self.host.config.webhooks
+        secret = cfg.secret
         timestamp = int(time.time())
         requests = []
+        heads: dict[str, bytes] = {}  # by event name: the headers all its requests share
         for delivery in deliveries:
-            body = event_body(delivery.event)
-            requests.append(template.request(event_headers(delivery.event["event"], body, cfg.secret, timestamp).items(), body))
+            event = delivery.event
+            body = event_body(event)
+            name = event["event"]
+            head = heads.get(name)
+            if head is None:
+                head = heads[name] = template.prefix(attempt_headers(name, timestamp).items())
+            if secret:
+                signed = b"X-Wsserver-Signature: %s\r\n" % signature(secret, timestamp, body).encode("ascii")
+                requests.append(template.finish(head + signed, body))
+            else:
+                requests.append(template.finish(head, body))
         statuses: list[int] = []
         error: str | None = "timeout"
         with trio.move_on_after(cfg.timeout):

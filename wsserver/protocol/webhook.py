@@ -25,7 +25,7 @@ from typing import Any
 
 from wsserver.protocol.encoding import dumps
 
-__all__ = ["CONTENT_TYPE", "event_body", "event_headers", "signature"]
+__all__ = ["CONTENT_TYPE", "attempt_headers", "event_body", "event_headers", "signature"]
 
 CONTENT_TYPE = "application/json; charset=utf-8"
 
@@ -55,11 +55,14 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 def event_headers(name: str, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
     """The headers of one attempt to deliver an event signed at `timestamp` (Unix
     seconds); no signature header when `secret` is empty."""
-    headers = {
-        "Content-Type": CONTENT_TYPE,
-        "X-Wsserver-Event": name,
-        "X-Wsserver-Timestamp": str(timestamp),
-    }
+    headers = {"Content-Type": CONTENT_TYPE, **attempt_headers(name, timestamp)}
     if secret:
         headers["X-Wsserver-Signature"] = signature(secret, timestamp, body)
     return headers
+
+
+def attempt_headers(name: str, timestamp: int) -> dict[str, str]:
+    """What `event_headers` says of every `name` event signed at `timestamp`
+    besides its Content-Type and signature (a pipelined request's template says
+    the Content-Type; these are encoded once per exchange)."""
+    return {"X-Wsserver-Event": name, "X-Wsserver-Timestamp": str(timestamp)}
