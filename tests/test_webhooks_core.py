@@ -234,7 +234,7 @@ def test_a_receiver_that_keeps_failing_gets_one_probe_at_a_time_until_it_answers
         probes.append(batch.wait)
         assert len(rig.deliver(ok=False)) == 1  # one attempt, the others wait
     assert probes == [0.5, 1.0, 2.0, 4.0]
-    assert rig.hub.webhooks._streak == 16 + 4 >= PROBE_AFTER
+    assert rig.hub.webhooks.schedule.streak == 16 + 4 >= PROBE_AFTER
     rig.advance(8)
     assert len(rig.deliver(ok=True)) == 1  # the probe succeeds: the receiver is back
     assert len(rig.due().deliveries) == 16  # everyone else goes again at once
@@ -256,7 +256,7 @@ def test_one_event_the_receiver_refuses_does_not_hold_back_the_others() -> None:
             delivered += ok
         rig.advance(0.5)
     assert delivered == 39 and refused is not None
-    assert rig.hub.webhooks._streak < PROBE_AFTER
+    assert rig.hub.webhooks.schedule.streak < PROBE_AFTER
 
 
 def test_only_durable_events_are_handed_out_and_the_sender_is_woken_for_them() -> None:

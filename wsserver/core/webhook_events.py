@@ -38,6 +38,7 @@ from typing import Any
 from wsserver.core.keys import SYSTEM, escape, split_key
 from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore
+from wsserver.core.webhook_presence import lane_of
 
 __all__ = ["RECORD_EVENTS", "RecordEvents", "crm_lane"]
 
@@ -61,8 +62,9 @@ def crm_lane(group: str) -> str:
 
 @functools.lru_cache(maxsize=4096)  # (a message's recipients repeat: most are talked to again)
 def _recipient_lane(to_key: str) -> str:
+    """The lane of a message's recipient (that of its `user_online`)."""
     _, user_type, user_id = split_key(to_key)
-    return f"{escape(user_type or '')}|{escape(user_id)}"
+    return lane_of(user_type or "", user_id)
 
 
 class RecordEvents:
@@ -137,6 +139,26 @@ class RecordEvents:
         if rec.get("extra"):
             data["extra"] = rec["extra"]
         return "message", _recipient_lane(rec["to_key"]), data
+
+    def undelivered_event(self, mid: int, m: dict[str, Any]) -> Event:
+        """`message_undelivered` of stored message `mid`, `m` (its check fell due
+        and it is still `sent`: `core.webhooks`)."""
+        group, user_type, user_id = split_key(m["to_key"])
+        to = party(m, "to")
+        data = {
+            "user_id": to.get("user_id", user_id),
+            "user_type": to.get("user_type"),
+            "group_id": self.group_id(group or "", None),
+            "message_id": mid,
+            "seq": m["seq"],
+            "session_id": m.get("session_id"),
+            "from": party(m, "from"),
+            "text": m["text"],
+            "message_type": m.get("message_type", "text"),
+            "sent_at": m["time"],
+            "status": m["status"],
+        }
+        return "message_undelivered", lane_of(user_type or "", user_id), data
 
     def _status(self, mid: int, status: str, time: int | None, reason: str | None = None) -> Iterator[Event]:
         if "message_status" not in self.enabled:

@@ -43,21 +43,13 @@ schedule:
 
 - Order per principal (a lane): a lane's next event is handed out only after
   its previous one was acknowledged (2xx, a durable `hook_ack`; in a cluster
-  recorded in a batch, `hook_upto`) or dropped; other lanes go on meanwhile.
+  recorded in a batch, `hook_upto`) or dropped; retries back off, and a
+  receiver that keeps failing gets one probe at a time (`core.webhook_schedule`,
+  not durable: after a restart every lane with events is tried at once).
 - Only durable events are handed out (a crash cannot take back an event the
   receiver has seen).
-- A failed attempt makes its lane wait `FIRST_RETRY` seconds, doubling per
-  failure up to `webhooks.max_backoff`; a success resets it.
-- A receiver that fails `PROBE_AFTER` attempts in a row, whatever the
-  principals, counts as down: then only one attempt is made at a time, the
-  next one after the backoff of the streak, so a receiver that is down gets
-  a probe now and then rather than every principal's retries; the first
-  success ends it. (A single event the receiver refuses does not stop the
-  others: their successes break the streak.)
 - Events older than `webhooks.max_age` are dropped (`hook_drop`, counted by
   reason); a new event beyond `webhooks.max_queue` drops the oldest.
-- The schedule (ready lanes, lanes in flight, retry times) is not durable:
-  after a restart every lane with events is ready and is tried at once.
 
 The events that report messages and CRM changes (`message`,
 `message_status`, `crm_*`) are made from the changes' records as they are made
@@ -70,16 +62,13 @@ Nothing is made while `webhooks.url` is empty, nor for an event left out of
 
 from __future__ import annotations
 
-import heapq
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
-from wsserver.core.keys import split_key
 from wsserver.core.presence import Presence
-from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore, WebhookStore
 from wsserver.core.webhook_commands import (
     WebhookBatch,
@@ -92,25 +81,12 @@ from wsserver.core.webhook_commands import (
 )
 from wsserver.core.webhook_events import RecordEvents
 from wsserver.core.webhook_presence import PresenceEvents, lane_of
+from wsserver.core.webhook_schedule import FIRST_RETRY, PROBE_AFTER, Schedule, backoff
 from wsserver.core.webhook_shared import SharedOutbox
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.protocol.envelope import id_key
 
 __all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
-
-FIRST_RETRY = 0.5
-"""Seconds before the first retry of a failed event; then doubling."""
-
-PROBE_AFTER = 8
-"""Failed attempts in a row (any principals, no success between) after which
-the receiver counts as down: then one attempt at a time, themselves spaced by
-the backoff, until one succeeds."""
-
-
-def backoff(failures: int, max_backoff: float) -> float:
-    """Seconds a lane waits after its `failures`-th failure in a row."""
-    return float(min(max_backoff, FIRST_RETRY * 2 ** min(failures - 1, 32)))
-
 
 class Webhooks:
     """The events and the outbox's schedule (see the module docstring)."""
@@ -151,21 +127,9 @@ class Webhooks:
         self.stamped_types: tuple[str, ...] = ("msg",) if "message" in self.enabled else ()
         self.followed_types = self.record_events.record_types + self.stamped_types
         self._made_lane: str | None = None  # the lane of the event the last `msg` record made
-        self.max_backoff = cfg.max_backoff
         self.max_age_ms = int(cfg.max_age * 1000)
         self.max_queue = cfg.max_queue
-        # the schedule (not durable)
-        self._ready: dict[str, None] = {}  # lanes whose head may go now, in order
-        self._in_flight: set[str] = set()
-        self._failures: dict[str, int] = {}  # lane -> failures in a row of its head
-        self._retry_at: dict[str, int] = {}  # lane -> when (ms) its head may go again
-        self._retries: list[tuple[int, str]] = []  # heap of (retry_at, lane); stale entries skipped
-        self._streak = 0  # failed attempts in a row, any lane
-        # while the receiver counts as down: when (ms) the next probe may go, the
-        # lane of the probe in flight, and the probes failed so far
-        self._probe_at = 0
-        self._probe_lane: str | None = None
-        self._probes = 0
+        self.schedule = Schedule(cfg.max_backoff)  # (not durable)
         self._wake: Callable[[], None] | None = None
         self._armed = False  # the sender waits: wake it for new work
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
@@ -208,9 +172,7 @@ class Webhooks:
         recorded is no longer pending once back."""
         self.shared.applied(rec, self.store.events)
         if rec["t"] == "hook":
-            lane = rec["lane"]
-            if lane not in self._in_flight and lane not in self._retry_at:
-                self._ready[lane] = None
+            self.schedule.waiting(rec["lane"])
             self._wake_sender()
 
     def observe(self, rec: dict[str, Any]) -> None:
@@ -321,8 +283,7 @@ class Webhooks:
     def _queued(self, lane: str) -> None:
         """(Single node.) A new event of `lane` was recorded: the lane is ready,
         and the sender is woken once the event is durable."""
-        if lane not in self._in_flight and lane not in self._retry_at:
-            self._ready[lane] = None
+        self.schedule.waiting(lane)
         # once durable, wake the sender if it waits by then (it may be asking right
         # now, in `due`, and find the event not durable yet); a wake-up already
         # registered covers this event too (`_durable` registers the next one)
@@ -402,22 +363,7 @@ class Webhooks:
                 if self.messages.stored(mid) is None:
                     gone.append(mid)  # forgotten (else not durable yet: next time)
                 continue
-            group, user_type, user_id = split_key(m["to_key"])
-            to = party(m, "to")
-            data = {
-                "user_id": to.get("user_id", user_id),
-                "user_type": to.get("user_type"),
-                "group_id": self.group_id(group or "", None),
-                "message_id": mid,
-                "seq": m["seq"],
-                "session_id": m.get("session_id"),
-                "from": party(m, "from"),
-                "text": m["text"],
-                "message_type": m.get("message_type", "text"),
-                "sent_at": m["time"],
-                "status": m["status"],
-            }
-            self._emit("message_undelivered", lane_of(user_type or "", user_id), data, check=mid)
+            self._emit(*self.record_events.undelivered_event(mid, m), check=mid)
         if gone:
             rec = {"t": "hook_skip", "mids": gone}
             if self.commit.cluster is None:
@@ -451,12 +397,7 @@ class Webhooks:
 
     def _lane_moved(self, lane: str) -> None:
         """A lane's head was acknowledged or dropped: ready with its next event, or gone."""
-        if self._head(lane) is None:
-            self._ready.pop(lane, None)
-            self._failures.pop(lane, None)
-            self._retry_at.pop(lane, None)
-        elif lane not in self._in_flight and lane not in self._retry_at:
-            self._ready[lane] = None
+        self.schedule.moved(lane, self._head(lane) is not None)
 
     # -- the sender's commands ----------------------------------------------------------
 
@@ -465,13 +406,7 @@ class Webhooks:
         believed online without a connection get their `user_offline`."""
         self._wake = cmd.wake
         self._armed = False
-        self._in_flight.clear()
-        self._failures.clear()
-        self._retry_at.clear()
-        self._retries.clear()
-        self._streak = self._probe_at = self._probes = 0
-        self._probe_lane = None
-        self._ready = dict.fromkeys(self.store.lanes)
+        self.schedule.reset(self.store.lanes)
         if "user_offline" not in self.enabled or self.commit.cluster is not None:
             return  # (a cluster's dead nodes are cleaned up by a survivor: `node_gone`)
         for lane, data in list(self.store.online.items()):
@@ -487,18 +422,11 @@ class Webhooks:
             self.shared.flush()
         self._undelivered(now)
         self._expire(now)
-        retries, retry_at, ready = self._retries, self._retry_at, self._ready
-        while retries and retries[0][0] <= now:
-            at, lane = heapq.heappop(retries)
-            if retry_at.get(lane) == at:
-                del retry_at[lane]
-                ready[lane] = None
+        schedule = self.schedule
+        limit = schedule.limit(cmd.limit, now)
         durable = self.commit.durable_upto
         store = self.store
-        limit = cmd.limit
-        probing = self._streak >= PROBE_AFTER
-        if probing:  # the receiver is down: one probe at a time
-            limit = 0 if self._in_flight or now < self._probe_at else min(limit, 1)
+        ready = schedule.ready
         deliveries: list[WebhookDelivery] = []
         done: list[str] = []
         for lane in ready:
@@ -510,12 +438,10 @@ class Webhooks:
             elif head.get("n", 0) <= durable:
                 done.append(lane)
                 body = {k: head[k] for k in ("id", "event", "time", "node", "data")}
-                deliveries.append(WebhookDelivery(head["seq"], lane, body, self._failures.get(lane, 0) + 1))
+                deliveries.append(WebhookDelivery(head["seq"], lane, body, schedule.failures.get(lane, 0) + 1))
         for lane in done:
             del ready[lane]
-        self._in_flight.update(d.lane for d in deliveries)
-        if probing and deliveries:
-            self._probe_lane = deliveries[0].lane
+        schedule.handed_out([d.lane for d in deliveries])
         wake = self._next_due()
         self._sleep_until = wake
         self._armed = True
@@ -527,17 +453,11 @@ class Webhooks:
         )
 
     def _next_due(self) -> int | None:
-        """When (ms) the next retry, check or expiry falls due, if any."""
+        """When (ms) the next retry, probe, check or expiry falls due, if any."""
         times = []
-        # (ready lanes left over wait for a durable event or an answer, which wake
-        # the sender; only while probing do they wait for the clock)
-        if self._streak < PROBE_AFTER:
-            if self._retries:
-                times.append(self._retries[0][0])
-        elif not self._in_flight and (self._ready or self._retries):
-            # down: the next probe, not before its time
-            first = self._probe_at if self._ready else self._retries[0][0]
-            times.append(max(first, self._probe_at))
+        at = self.schedule.next_due()
+        if at is not None:
+            times.append(at)
         for at in self.store.checks.values():
             times.append(at)
             break
@@ -566,33 +486,18 @@ class Webhooks:
             else:
                 for d in acked:
                     self.shared.answered(d.lane, d.seq)
-            self._streak = 0
-            self._probe_lane = None
+            self.schedule.succeeded()
+        schedule = self.schedule
         for d in cmd.done:
-            self._in_flight.discard(d.lane)
+            schedule.in_flight.discard(d.lane)
             if d.ok or d.seq not in events:  # acknowledged, or dropped while in flight
-                self._failures.pop(d.lane, None)
+                schedule.failures.pop(d.lane, None)
                 self._lane_moved(d.lane)
             else:
-                self._failed(d.lane)
-        if acked and self.commit.cluster is not None and not self._in_flight:
+                schedule.failed(d.lane, self.env.now_ms())
+        if acked and self.commit.cluster is not None and not schedule.in_flight:
             self.shared.flush()
         return len(self.store)
-
-    def _failed(self, lane: str) -> None:
-        """An attempt at `lane`'s head failed: its retry after the backoff."""
-        now = self.env.now_ms()
-        self._streak += 1
-        if self._streak == PROBE_AFTER:  # the receiver now counts as down
-            self._probes = 0
-            self._probe_at = now + int(backoff(1, self.max_backoff) * 1000)
-        elif self._streak > PROBE_AFTER and lane == self._probe_lane:
-            self._probes += 1
-            self._probe_at = now + int(backoff(self._probes + 1, self.max_backoff) * 1000)
-        failures = self._failures[lane] = self._failures.get(lane, 0) + 1
-        at = now + int(backoff(failures, self.max_backoff) * 1000)
-        self._retry_at[lane] = at
-        heapq.heappush(self._retries, (at, lane))
 
     def ping(self, cmd: WebhookPing) -> dict[str, Any]:
         """`WebhookPing`: a `ping` event's body, made now and never queued."""
