@@ -161,3 +161,16 @@ def test_the_sender_is_woken_once_the_message_record_is_durable() -> None:
     assert rig.wakes == 1
     [d] = rig.due().deliveries
     assert d.event["event"] == "message"
+
+
+def test_the_stamp_is_not_part_of_the_stored_message() -> None:
+    """The stored message is the message (what `history` and `sync` show, what a
+    mailbox counts), and holds no container, so the GC never tracks it."""
+    import gc
+
+    rig = Rig(webhooks__events=["message"])
+    send(rig.hub, rig.connect(1), "send_message", {"to_user_id": 2, "text": "x"})
+    [msg] = [r for r in rig.journal.records if r["t"] == "msg"]
+    assert "hook" in msg
+    stored = rig.hub.direct.store.messages[1]
+    assert "hook" not in stored and not gc.is_tracked(stored)

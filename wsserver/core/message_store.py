@@ -63,6 +63,10 @@ __all__ = [
 
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
 
+_NOT_KEPT = frozenset(("t", "hook"))
+"""A `msg` record's keys the stored message leaves out: its type, and the
+webhooks' stamp (`CommitLog.stamp`: its `message` event's id), not the message's."""
+
 
 def _everything() -> int:
     return sys.maxsize
@@ -295,10 +299,11 @@ class MemoryMessageStore:
 
     def _apply_msg(self, rec: dict[str, Any]) -> None:
         mid = rec["id"]
-        # the record without its "t", keys in the same order, parties as text;
-        # built with no container in it, so the GC never tracks it (see below)
+        # the record without its "t" (nor another part's stamp: the webhooks' "hook"),
+        # keys in the same order, parties as text; built with no container in it, so
+        # the GC never tracks it (see below)
         msg: dict[str, Any] = {
-            k: party_text(v) if type(v) is dict and k in PARTIES else v for k, v in rec.items() if k != "t"
+            k: party_text(v) if type(v) is dict and k in PARTIES else v for k, v in rec.items() if k not in _NOT_KEPT
         }
         msg.setdefault("status", "sent")
         self.messages[mid] = msg

@@ -437,7 +437,7 @@ class Webhooks:
                 done.append(lane)
             elif head.get("n", 0) <= durable:
                 done.append(lane)
-                body = {k: head[k] for k in ("id", "event", "time", "node", "data")}
+                body = {"id": head["id"], "event": head["event"], "time": head["time"], "node": head["node"], "data": head["data"]}
                 deliveries.append(WebhookDelivery(head["seq"], lane, body, schedule.failures.get(lane, 0) + 1))
         for lane in done:
             del ready[lane]

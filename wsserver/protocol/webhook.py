@@ -31,10 +31,11 @@ CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 def event_body(event: dict[str, Any]) -> bytes:
-    """The body of one event: `{"id","event","time","node","data"}` as compact UTF-8
-    JSON (`protocol.encoding`, the server's one encoder: a lone surrogate is
+    """The body of one event, `event` being exactly `{"id","event","time","node",
+    "data"}` (as the outbox hands it out), as compact UTF-8 JSON
+    (`protocol.encoding`, the server's one encoder: a lone surrogate is
     escaped, the body stays UTF-8)."""
-    return dumps({"id": event["id"], "event": event["event"], "time": event["time"], "node": event["node"], "data": event["data"]})
+    return dumps(event)
 
 
 @functools.lru_cache(maxsize=4)
