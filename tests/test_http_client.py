@@ -148,16 +148,23 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def test_https_receivers_are_checked_against_the_trusted_certificates(tmp_path: Path) -> None:
+async def serve_tls(rec: Receiver, nursery: trio.Nursery, tmp_path: Path) -> Path:
+    """Serve `rec` over TLS on a free port (its `port`) with a fresh self-signed
+    certificate for localhost, whose path is returned (to trust it)."""
     cert, key = _self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    rec.port = listeners[0].socket.getsockname()[1]
+    tls = [trio.SSLListener(listener, server_ctx, https_compatible=True) for listener in listeners]
+    nursery.start_soon(trio.serve_listeners, rec._connection, tls)
+    return cert
+
+
+async def test_https_receivers_are_checked_against_the_trusted_certificates(tmp_path: Path) -> None:
     rec = Receiver()
     async with trio.open_nursery() as nursery:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        rec.port = listeners[0].socket.getsockname()[1]
-        tls = [trio.SSLListener(listener, server_ctx, https_compatible=True) for listener in listeners]
-        nursery.start_soon(trio.serve_listeners, rec._connection, tls)
+        cert = await serve_tls(rec, nursery, tmp_path)
         url = f"https://localhost:{rec.port}/hooks"
         async with HttpPool(2, tls=ssl.create_default_context(cafile=str(cert))) as pool:
             assert await pool.request(url, b"{}") == 204

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from tests.hubprocess import free_port
-from tests.test_http_client import _self_signed
+from tests.test_http_client import serve_tls
 from tests.webhook_receiver import Receiver
 from wsserver.net.http_client import Target
 from wsserver.net.http_pipeline import (
@@ -212,15 +212,9 @@ async def test_a_receiver_that_cannot_be_reached_is_a_network_failure() -> None:
 
 
 async def test_pipelined_requests_over_https_and_an_untrusted_certificate(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
     rec = Receiver()
     async with trio.open_nursery() as nursery:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        rec.port = listeners[0].socket.getsockname()[1]
-        tls = [trio.SSLListener(listener, server_ctx, https_compatible=True) for listener in listeners]
-        nursery.start_soon(trio.serve_listeners, rec._connection, tls)
+        cert = await serve_tls(rec, nursery, tmp_path)
         target = Target.parse(f"https://localhost:{rec.port}/hooks")
         template = RequestTemplate.of(target)
         async with PipelinedClient(target, 1, tls=ssl.create_default_context(cafile=str(cert))) as client:
