@@ -12,7 +12,8 @@ from typing import Any
 from tests.test_hub import NOW, FakeOutlet, connect, join, send, user
 from wsserver.config import load_config
 from wsserver.core.cluster_broker import ClusterOutlets
-from wsserver.core.commands import CloseConnection, Deliver, Kick, Publish, Target
+from wsserver.core.cluster_commands import CloseConnection, Deliver
+from wsserver.core.commands import Kick, Publish, Target
 from wsserver.core.hub import Hub
 from wsserver.errors import CloseCode
 

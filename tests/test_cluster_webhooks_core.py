@@ -11,7 +11,7 @@ from typing import Any
 from tests.fakes import Clock
 from wsserver.config import load_config
 from wsserver.core.cluster_broker import ClusterOutlets
-from wsserver.core.commands import PresenceEdges
+from wsserver.core.cluster_commands import PresenceEdges
 from wsserver.core.hub import Hub
 from wsserver.core.log_commands import ApplyLog, JoinLog
 from wsserver.core.webhook_commands import WebhookDone, WebhookDue, WebhookStart

@@ -17,16 +17,54 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from wsserver.core.admin import HubAdmin
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
 from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck, NodeLeftRooms
-from wsserver.core.commands import CloseConnection, Deliver, Kick, NodeGone, PresenceEdges
+from wsserver.core.commands import Command, Kick
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
 from wsserver.core.rooms import Rooms
 from wsserver.core.webhooks import Webhooks
 
-__all__ = ["ClusterCommands"]
+__all__ = ["CloseConnection", "ClusterCommands", "Deliver", "NodeGone", "PresenceEdges"]
+
+
+@attrs.frozen
+class Deliver(Command[int]):
+    """(Cluster mode) another node's ephemeral delivery: `frame` to this node's
+    connections on `route` (`core.cluster_broker`); answers how many took it."""
+
+    route: tuple[Any, ...]
+    frame: str
+
+
+@attrs.frozen
+class CloseConnection(Command[bool]):
+    """(Cluster mode) close one connection of this node with `code` (the
+    catalogue key `reason`) and forget it; False when it is not here."""
+
+    conn_id: str
+    code: int
+    reason: str
+
+
+@attrs.frozen
+class NodeGone(Command[None]):
+    """(Cluster mode) a dead node's connections, one per principal that has no
+    connection on the other nodes: `user_offline` for each without one here."""
+
+    entries: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class PresenceEdges(Command[None]):
+    """(Cluster mode) `(online, entry)` per connection of this node that Redis
+    found the first (True) or the last (False) of its principal anywhere:
+    `user_online` / `user_offline` (`core.webhook_presence`)."""
+
+    edges: tuple[tuple[bool, dict[str, Any]], ...]
 
 
 class ClusterCommands:

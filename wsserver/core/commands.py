@@ -46,12 +46,10 @@ __all__ = [
     "Authenticate",
     "BackendSend",
     "CloseAll",
-    "CloseConnection",
     "CloseSession",
     "Command",
     "CrmPage",
     "DeleteCode",
-    "Deliver",
     "Devices",
     "Forget",
     "GroupAccounts",
@@ -63,10 +61,8 @@ __all__ = [
     "MailboxSize",
     "Midnight",
     "NextMidnight",
-    "NodeGone",
     "OnlineCount",
     "OpenSession",
-    "PresenceEdges",
     "Publish",
     "PublishResult",
     "PushTask",
@@ -343,42 +339,6 @@ class BackendSend(Protocol):
 
     error: tuple[str, str, str | None, dict[str, Any]] | None
     reply: dict[str, Any] | None
-
-
-@attrs.frozen
-class Deliver(Command[int]):
-    """(Cluster mode) another node's ephemeral delivery: `frame` to this node's
-    connections on `route` (`core.cluster_broker`); answers how many took it."""
-
-    route: tuple[Any, ...]
-    frame: str
-
-
-@attrs.frozen
-class CloseConnection(Command[bool]):
-    """(Cluster mode) close one connection of this node with `code` (the
-    catalogue key `reason`) and forget it; False when it is not here."""
-
-    conn_id: str
-    code: int
-    reason: str
-
-
-@attrs.frozen
-class NodeGone(Command[None]):
-    """(Cluster mode) a dead node's connections, one per principal that has no
-    connection on the other nodes: `user_offline` for each without one here."""
-
-    entries: tuple[dict[str, Any], ...]
-
-
-@attrs.frozen
-class PresenceEdges(Command[None]):
-    """(Cluster mode) `(online, entry)` per connection of this node that Redis
-    found the first (True) or the last (False) of its principal anywhere:
-    `user_online` / `user_offline` (`core.webhook_presence`)."""
-
-    edges: tuple[tuple[bool, dict[str, Any]], ...]
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ import trio
 
 from wsserver.core.broker import Frame
 from wsserver.core.cluster_broker import Route
-from wsserver.core.commands import Deliver
+from wsserver.core.cluster_commands import Deliver
 from wsserver.net.cluster.link import REDIS_ERRORS, Link, Resubscriber, receive_batch
 from wsserver.protocol.envelope import Wire, type_of
 

@@ -40,6 +40,7 @@ import trio
 
 from wsserver.config import Config
 from wsserver.core.cluster_broker import ROUTE_CLOSE, BusOutlet
+from wsserver.core.cluster_commands import CloseConnection, NodeGone, PresenceEdges
 from wsserver.core.cluster_presence import (
     device_view,
     matches,
@@ -48,7 +49,6 @@ from wsserver.core.cluster_presence import (
     room_list,
     room_members,
 )
-from wsserver.core.commands import CloseConnection, NodeGone, PresenceEdges
 from wsserver.errors import CloseCode
 from wsserver.net.cluster.link import REDIS_ERRORS, Link, receive_batch
 from wsserver.net.cluster.online import ADD, REMOVE, count_args
