@@ -17,7 +17,9 @@ outbox's delivery schedule, without I/O.
   could not say goodbye).
 
 Each event is a `hook` record through the commit log, appended in the same
-command as the state change that caused it, so it is journaled with it. Its
+command as the state change that caused it, so it is journaled with it; a
+direct message's `message` event is its `msg` record itself, stamped with the
+event's id (`stamp`) and made into the event when applied (`observe`). Its
 `id` is `<node>-<seq>`: the node id kept with the data directory
 (`storage.node`) and the outbox's sequence number, which only grows and is
 durable with the outbox (derived from the `hook` records, kept in the
@@ -51,10 +53,10 @@ schedule:
 - Events older than `webhooks.max_age` are dropped (`hook_drop`, counted by
   reason); a new event beyond `webhooks.max_queue` drops the oldest.
 
-The events that report messages and CRM changes (`message`,
-`message_status`, `crm_*`) are made from the changes' records as they are made
-(`follow`, a `CommitLog` follower; which record is which event:
-`core.webhook_events`).
+The events that report messages and CRM changes (`message_status`, `crm_*`)
+are made from the changes' records as they are made (`follow`, a `CommitLog`
+follower; which record is which event: `core.webhook_events`); `message` from
+the stamped record when applied, as above.
 
 Nothing is made while `webhooks.url` is empty, nor for an event left out of
 `webhooks.events`. All `[webhooks]` keys are read once (restart keys).
