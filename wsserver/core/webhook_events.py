@@ -40,7 +40,7 @@ from wsserver.core.stored_messages import party
 from wsserver.core.stores import CrmStore, MessageStore
 from wsserver.core.webhook_presence import lane_of
 
-__all__ = ["RECORD_EVENTS", "RecordEvents", "crm_lane"]
+__all__ = ["RECORD_EVENTS", "RecordEvents", "crm_lane", "recipient_lane"]
 
 Event = tuple[str, str, dict[str, Any]]  # (name, lane, data)
 
@@ -61,7 +61,7 @@ def crm_lane(group: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)  # (a message's recipients repeat: most are talked to again)
-def _recipient_lane(to_key: str) -> str:
+def recipient_lane(to_key: str) -> str:
     """The lane of a message's recipient (that of its `user_online`)."""
     _, user_type, user_id = split_key(to_key)
     return lane_of(user_type or "", user_id)
@@ -138,7 +138,7 @@ class RecordEvents:
         }
         if rec.get("extra"):
             data["extra"] = rec["extra"]
-        return "message", _recipient_lane(rec["to_key"]), data
+        return "message", recipient_lane(rec["to_key"]), data
 
     def undelivered_event(self, mid: int, m: dict[str, Any]) -> Event:
         """`message_undelivered` of stored message `mid`, `m` (its check fell due
@@ -182,7 +182,7 @@ class RecordEvents:
         }
         if reason is not None:  # expired: what dropped it, "ttl" or "limit"
             data["reason"] = reason
-        yield "message_status", _recipient_lane(m["to_key"]), data
+        yield "message_status", recipient_lane(m["to_key"]), data
 
     # -- the CRM ----------------------------------------------------------------------------
 

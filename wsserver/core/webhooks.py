@@ -81,7 +81,7 @@ from wsserver.core.webhook_commands import (
     WebhookPing,
     WebhookStart,
 )
-from wsserver.core.webhook_events import RecordEvents
+from wsserver.core.webhook_events import RecordEvents, recipient_lane
 from wsserver.core.webhook_presence import PresenceEvents, lane_of
 from wsserver.core.webhook_schedule import FIRST_RETRY, PROBE_AFTER, Schedule, backoff
 from wsserver.core.webhook_shared import SharedOutbox
@@ -128,7 +128,6 @@ class Webhooks:
         # `message` events: stamped into their `msg` records, made when applied
         self.stamped_types: tuple[str, ...] = ("msg",) if "message" in self.enabled else ()
         self.followed_types = self.record_events.record_types + self.stamped_types
-        self._made_lane: str | None = None  # the lane of the event the last `msg` record made
         self.max_age_ms = int(cfg.max_age * 1000)
         self.max_queue = cfg.max_queue
         self.schedule = Schedule(cfg.max_backoff)  # (not durable)
@@ -185,7 +184,6 @@ class Webhooks:
         self.store.observe(rec)
         if rec["t"] != "msg":
             return
-        self._made_lane = None
         if "hook" in rec:
             self._message_applied(rec)
         if self._armed:
@@ -225,7 +223,6 @@ class Webhooks:
                 "n": rec.get("n", 0),
             }
         )
-        self._made_lane = lane
 
     def to_state(self) -> dict[str, Any]:
         """The snapshot of the store."""
@@ -240,11 +237,10 @@ class Webhooks:
         `msg` record's event is in the outbox already (`observe`): the queue's
         limit, and on a single node the sender's wake-up, are seen to here."""
         if rec["t"] == "msg":
-            lane, self._made_lane = self._made_lane, None
-            if lane is not None:
+            if "hook" in rec and not rec.get("dup"):  # it made its event (`message_event`)
                 self._make_room(self.max_queue + 1)
                 if self.commit.cluster is None:
-                    self._queued(lane)
+                    self._queued(recipient_lane(rec["to_key"]))
             return
         for name, lane, data in self.record_events.events(rec):
             self._emit(name, lane, data)
