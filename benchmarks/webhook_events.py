@@ -54,13 +54,13 @@ def run_once(url: str, events: list[str], rate: float, seconds: float, settings:
     from wsserver.storage.journal import FileStorage
 
     overrides: dict[str, object] = {"webhooks.url": url, "webhooks.events": events}
-    overrides.update({k: json.loads(v) for k, v in settings.items()})
     data = tempfile.mkdtemp(prefix="wsbench-events-")
     overrides.update({"storage.dir": data, "storage.fsync": "always"})
+    overrides.update({k: json.loads(v) for k, v in settings.items()})
     config = load_config(None, env={}, overrides=overrides)
     metrics = Metrics()
     background = Background(metrics.background_failed)
-    storage = FileStorage(data, "always", fsync_fd=metrics.timed_fsync, health=background)
+    storage = FileStorage(data, config.storage.fsync, fsync_fd=metrics.timed_fsync, health=background)
     durability = Durability(storage, background)
     actor = HubActor(config, storage=storage, after_batch=durability.after_batch)
     durability.load(actor, data)

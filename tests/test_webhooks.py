@@ -257,6 +257,7 @@ async def test_a_receiver_that_never_answers_does_not_slow_direct_messages(live_
                 return out
 
         before = await round_trips(30)
+        await rec.wait_for(lambda: len(rec.requests) >= 2)  # a's and b's user_online, answered
         rec.hang = True
         for uid in range(20):  # more principals than the sender sends to at once
             async with ws_connect(f"{server.url}/ws?token={token(config, user_id=uid)}") as ws:

@@ -38,12 +38,15 @@ class WebhookDelivery:
 class WebhookBatch:
     """What the sender may deliver now; `wait`, the seconds until something else
     falls due (a retry, a check, an expiry), None for "until woken"; the
-    events `queued`, and the events `dropped` since the start, by reason."""
+    events `queued`, and the events `dropped` since the start, by reason.
+    `hot`: a lane handed out holds more than `HOT_LANE` events, so the next
+    round should go as soon as the sender is woken, without gathering."""
 
     deliveries: tuple[WebhookDelivery, ...]
     wait: float | None
     queued: int
     dropped: dict[str, int]
+    hot: bool = False
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-__all__ = ["FIRST_RETRY", "PROBE_AFTER", "Schedule", "backoff"]
+__all__ = ["FIRST_RETRY", "HOT_LANE", "PROBE_AFTER", "Schedule", "backoff"]
 
 FIRST_RETRY = 0.5
 """Seconds before the first retry of a failed event; then doubling."""
@@ -31,6 +31,13 @@ PROBE_AFTER = 8
 """Failed attempts in a row (any principals, no success between) after which
 the receiver counts as down: then one attempt at a time, themselves spaced by
 the backoff, until one succeeds."""
+
+
+HOT_LANE = 8
+"""Events waiting in a lane behind the one handed out from which the sender's
+next round goes as soon as it is woken, without its gathering pause: a lane
+gets one event per round, so a busy principal would otherwise be held to the
+pace of the rounds."""
 
 
 def backoff(failures: int, max_backoff: float) -> float:

@@ -83,7 +83,7 @@ from wsserver.core.webhook_commands import (
 )
 from wsserver.core.webhook_events import RecordEvents, recipient_lane
 from wsserver.core.webhook_presence import PresenceEvents, lane_of
-from wsserver.core.webhook_schedule import FIRST_RETRY, PROBE_AFTER, Schedule, backoff
+from wsserver.core.webhook_schedule import FIRST_RETRY, HOT_LANE, PROBE_AFTER, Schedule, backoff
 from wsserver.core.webhook_shared import SharedOutbox
 from wsserver.core.webhook_store import MemoryWebhookStore
 from wsserver.protocol.envelope import id_key
@@ -134,6 +134,7 @@ class Webhooks:
         self._wake: Callable[[], None] | None = None
         self._armed = False  # the sender waits: wake it for new work
         self._sleep_until: int | None = None  # when (ms) it wakes by itself
+        self._capped = False  # its last round took as many events as it could
         # the commit's n a registered wake-up waits to be durable (None: none is), and
         # that of the last event recorded: one wake-up stands for a durable batch
         self._wake_at: int | None = None
@@ -393,9 +394,12 @@ class Webhooks:
                 return store.events[seq]
         return None
 
-    def _lane_moved(self, lane: str) -> None:
-        """A lane's head was acknowledged or dropped: ready with its next event, or gone."""
-        self.schedule.moved(lane, self._head(lane) is not None)
+    def _lane_moved(self, lane: str) -> bool:
+        """A lane's head was acknowledged or dropped: ready with its next event
+        (True), or gone."""
+        has_head = self._head(lane) is not None
+        self.schedule.moved(lane, has_head)
+        return has_head
 
     # -- the sender's commands ----------------------------------------------------------
 
@@ -427,6 +431,7 @@ class Webhooks:
         ready = schedule.ready
         deliveries: list[WebhookDelivery] = []
         done: list[str] = []
+        hot = False
         for lane in ready:
             if len(deliveries) >= limit:
                 break
@@ -435,11 +440,13 @@ class Webhooks:
                 done.append(lane)
             elif head.get("n", 0) <= durable:
                 done.append(lane)
+                hot = hot or len(store.lanes[lane]) > HOT_LANE
                 body = {"id": head["id"], "event": head["event"], "time": head["time"], "node": head["node"], "data": head["data"]}
                 deliveries.append(WebhookDelivery(head["seq"], lane, body, schedule.failures.get(lane, 0) + 1))
         for lane in done:
             del ready[lane]
         schedule.handed_out([d.lane for d in deliveries])
+        self._capped = len(deliveries) >= limit
         wake = self._next_due()
         self._sleep_until = wake
         self._armed = True
@@ -448,6 +455,7 @@ class Webhooks:
             None if wake is None else max(0.0, (wake - now) / 1000),
             len(store),
             dict(self.dropped),
+            hot,
         )
 
     def _next_due(self) -> int | None:
@@ -486,15 +494,19 @@ class Webhooks:
                     self.shared.answered(d.lane, d.seq)
             self.schedule.succeeded()
         schedule = self.schedule
+        wake = False
         for d in cmd.done:
             schedule.in_flight.discard(d.lane)
             if d.ok or d.seq not in events:  # acknowledged, or dropped while in flight
                 schedule.failures.pop(d.lane, None)
-                self._lane_moved(d.lane)
+                wake = self._lane_moved(d.lane) or wake
             else:
                 schedule.failed(d.lane, self.env.now_ms())
+                wake = True  # its retry may fall due before the sender's planned wake-up
         if acked and self.commit.cluster is not None and not schedule.in_flight:
             self.shared.flush()
+        if wake or (self._capped and schedule.ready):  # (or lanes wait for room in flight)
+            self._wake_sender()
         return len(self.store)
 
     def ping(self, cmd: WebhookPing) -> dict[str, Any]:

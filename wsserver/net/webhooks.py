@@ -20,11 +20,15 @@ is only the waiting on the network:
   connection when one broke or sent something malformed); at most
   `MAX_ANSWER_BYTES` of an answer's body are read.
 - Each attempt is signed afresh (`protocol.webhook`).
-- Between rounds the main task sleeps until the hub wakes it (a new durable
-  event, a check that falls due sooner, an exchange that ended) or until the
-  next retry, check or expiry is due, and then `GATHER` seconds more, so
-  that a busy hub's events go out in batches of many (an event waits that
-  much longer before it is sent; the rounds are at most 1/`GATHER` a second).
+- Between rounds the main task sleeps until the hub wakes it (new durable
+  events, a check that falls due sooner, a failed attempt, an answer that
+  left room in flight for lanes that wait) or until the next retry, check or
+  expiry is due, and then `GATHER` seconds more, so that a busy hub's events
+  go out in batches of many (an event waits that much longer before it is
+  sent; the rounds are at most 1/`GATHER` a second). A lane gets one event
+  per round: while a lane handed out holds many more (`HOT_LANE`), the next
+  round goes as soon as the sender is woken, so that a busy principal is not
+  held to the rounds' pace.
 
 It runs only when `webhooks.url` is set, under `Background.keep_running`
 ("webhooks"): a failure of the task itself is logged, counted and retried,
@@ -72,7 +76,7 @@ MAX_ANSWER_BYTES = 65536
 """Bytes of a receiver's answer read at most (only its status counts)."""
 MIN_WAIT = 0.01
 """Seconds the task sleeps at least between two rounds that found nothing to send."""
-GATHER = 0.01
+GATHER = 0.04
 """Seconds the task waits, once woken, before it asks for what is due: the events
 made meanwhile go in the same round, pipelined in few exchanges, instead of a
 round (a hub command, a write, a read, a report) for every event or two."""
@@ -147,7 +151,8 @@ class WebhookSender:
                 wait = math.inf if batch.wait is None else max(batch.wait, MIN_WAIT)
                 with trio.move_on_after(wait):
                     await self._woken.wait()
-                await trio.sleep(GATHER)  # let what else comes now join this round
+                if not batch.hot:
+                    await trio.sleep(GATHER)  # let what else comes now join this round
 
     def _count(self, batch: WebhookBatch) -> None:
         metrics = self.host.metrics
@@ -204,7 +209,6 @@ class WebhookSender:
         queued = await self.host.actor.call(WebhookDoneMany(tuple(done)))
         self.host.metrics.webhook_queue(queued)
         self._report(deliveries, statuses, error)
-        self._woken.set()
 
     def _report(self, deliveries: list[WebhookDelivery], statuses: list[int], error: str | None) -> None:
         """Count and log the attempts of one exchange."""
