@@ -162,6 +162,28 @@ async def test_a_failing_receiver_gets_retries_with_growing_delays_then_everythi
         nursery.cancel_scope.cancel()
 
 
+async def test_the_queue_gauge_ends_at_zero_when_exchanges_end_together(live_server: Any) -> None:
+    """Sixteen exchanges answered at once report the queue's length each; their
+    answers come back in any order, and the gauge must end at the last one's."""
+    async with trio.open_nursery() as nursery:
+        rec = await receiver(nursery)
+        server = await live_server(webhooks__url=rec.url, webhooks__pipeline=1, webhooks__events=["user_online"])
+
+        async def online(uid: int) -> None:
+            async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id=uid)}") as ws:
+                await ws.get_message()
+
+        for _ in range(3):
+            async with trio.open_nursery() as users:
+                for uid in range(40):
+                    users.start_soon(online, uid)
+        await rec.wait_for(lambda: len(rec.delivered()) == 120, timeout=15)
+        with trio.fail_after(3):  # the last answer is being reported; nothing to await
+            while (await metrics(server))[("wsserver_webhooks_queue", ())] != 0:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_full_queue_drops_the_oldest_events_and_counts_them(live_server: Any) -> None:
     async with trio.open_nursery() as nursery:
         rec = await receiver(nursery, answer=lambda request: 503)

@@ -100,6 +100,7 @@ class WebhookSender:
         self.host = host
         self.in_flight = 0
         self._woken = trio.Event()
+        self._asked = self._gauged = 0  # hub commands answering the queue's length: sent, gauged
         self._dropped: dict[str, int] = {}  # totals already counted in the metrics
         self._failing = False  # in a streak of failed attempts (logged once)
         self._scope: trio.CancelScope | None = None  # the running round's, for `stop()`
@@ -141,8 +142,9 @@ class WebhookSender:
             task_status.started()
             while True:
                 self._woken = trio.Event()
+                asked = self._ask()
                 batch = await actor.call(WebhookDue(capacity - self.in_flight))
-                self._count(batch)
+                self._count(batch, asked)
                 if batch.deliveries:
                     self.in_flight += len(batch.deliveries)
                     queue.extend(batch.deliveries)
@@ -154,9 +156,22 @@ class WebhookSender:
                 if not batch.hot:
                     await trio.sleep(GATHER)  # let what else comes now join this round
 
-    def _count(self, batch: WebhookBatch) -> None:
+    def _ask(self) -> int:
+        """Number a hub command that answers the queue's length: the hub runs them
+        in the order they were sent, their answers may come back in another."""
+        self._asked += 1
+        return self._asked
+
+    def _gauge(self, asked: int, queued: int) -> None:
+        """Set the queue gauge to the answer of command `asked`, unless a later one
+        set it already."""
+        if asked > self._gauged:
+            self._gauged = asked
+            self.host.metrics.webhook_queue(queued)
+
+    def _count(self, batch: WebhookBatch, asked: int) -> None:
         metrics = self.host.metrics
-        metrics.webhook_queue(batch.queued)
+        self._gauge(asked, batch.queued)
         for reason, total in batch.dropped.items():
             new = total - self._dropped.get(reason, 0)
             if new > 0:
@@ -206,8 +221,8 @@ class WebhookSender:
         for n, delivery in enumerate(deliveries):
             status = statuses[n] if n < len(statuses) else None
             done.append(WebhookDone(delivery.seq, delivery.lane, status is not None and 200 <= status < 300))
-        queued = await self.host.actor.call(WebhookDoneMany(tuple(done)))
-        self.host.metrics.webhook_queue(queued)
+        asked = self._ask()
+        self._gauge(asked, await self.host.actor.call(WebhookDoneMany(tuple(done))))
         self._report(deliveries, statuses, error)
 
     def _report(self, deliveries: list[WebhookDelivery], statuses: list[int], error: str | None) -> None:
