@@ -49,9 +49,10 @@ from wsserver.core.commands import Handle
 from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
 from wsserver.errors import CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.net.fastio import frame_writer, raw_socket
 from wsserver.net.heartbeat import tick_connection
 from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
+from wsserver.net.readiness import receive_raw
 from wsserver.net.writer import FrameWriter
 from wsserver.protocol.envelope import Inbound, Wire, decode, encode, encode_error
 from wsserver.protocol.frames import (
