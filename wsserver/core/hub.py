@@ -55,6 +55,18 @@ import attrs
 
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
+from wsserver.core.admin_commands import (
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    MailboxSize,
+    OnlineCount,
+    RoomList,
+    RoomMembers,
+    Stats,
+    WebsocketStats,
+)
 from wsserver.core.backend_send import send_as
 from wsserver.core.broker import Broker, LocalBroker
 from wsserver.core.cluster_broker import ClusterBroker, ClusterOutlets
@@ -70,30 +82,20 @@ from wsserver.core.commands import (
     CloseSession,
     Command,
     DeleteCode,
-    Devices,
     Forget,
-    GroupAccounts,
-    GroupStats,
     Handle,
-    Kick,
     ListCodes,
-    MailboxSize,
     Midnight,
     NextMidnight,
-    OnlineCount,
     OpenSession,
     Publish,
     PutCode,
     Reconfigure,
     Release,
     Restore,
-    RoomList,
-    RoomMembers,
     SendAs,
-    Stats,
     TakeSnapshot,
     UpdateDevice,
-    WebsocketStats,
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
 from wsserver.core.crm import Crm

@@ -38,7 +38,8 @@ import trio
 
 from wsserver._version import __version__
 from wsserver.config import Config, ConfigError, load_config, validate_config
-from wsserver.core.commands import CloseAll, Forget, Reconfigure, Stats
+from wsserver.core.admin_commands import Stats
+from wsserver.core.commands import CloseAll, Forget, Reconfigure
 from wsserver.core.limits import FailureThrottle
 from wsserver.errors import CloseCode
 from wsserver.net import fastio, readiness
