@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from tests.conftest import make_config
-from wsserver.core.commands import AddHandler, ListCodes, PutCode, Stats
+from wsserver.core.admin_commands import Stats
+from wsserver.core.commands import AddHandler, ListCodes, PutCode
 from wsserver.net import actor as actor_mod
 from wsserver.net.actor import HubActor
 

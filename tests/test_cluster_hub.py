@@ -11,9 +11,10 @@ from typing import Any
 
 from tests.test_hub import NOW, FakeOutlet, connect, join, send, user
 from wsserver.config import load_config
+from wsserver.core.admin_commands import Kick
 from wsserver.core.cluster_broker import ClusterOutlets
 from wsserver.core.cluster_commands import CloseConnection, Deliver
-from wsserver.core.commands import Kick, Publish, Target
+from wsserver.core.commands import Publish, Target
 from wsserver.core.hub import Hub
 from wsserver.errors import CloseCode
 

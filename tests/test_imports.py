@@ -147,6 +147,7 @@ ALLOWED: dict[str, set[str]] = {
 
 API_MAY_USE = {
     "wsserver.core.commands",
+    "wsserver.core.admin_commands",
     "wsserver.core.webhook_commands",
     "wsserver.core.identity",
     "wsserver.net.http",

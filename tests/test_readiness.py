@@ -1,5 +1,5 @@
-"""`net.fastio`'s reads: the edge-triggered read waits of plain sockets, over real
-socket pairs."""
+"""`net.readiness`, the fast path's reads: the edge-triggered read waits of plain
+sockets, over real socket pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from wsserver.net.fastio import HAVE_EPOLL, Readiness, forget, receive_raw
+from wsserver.net.readiness import HAVE_EPOLL, Readiness, forget, receive_raw
 
 pytestmark = pytest.mark.skipif(not HAVE_EPOLL, reason="epoll is Linux-only; elsewhere trio's waits are used")
 

@@ -38,7 +38,8 @@ from wsserver.api.bodies import parse_publish
 from wsserver.api.routes import install, publish_durably
 from wsserver.api.static import add_client_routes
 from wsserver.config import Config, load_config
-from wsserver.core.commands import AddHandler, Publish, Stats
+from wsserver.core.admin_commands import Stats
+from wsserver.core.commands import AddHandler, Publish
 from wsserver.net.http import HttpError
 from wsserver.net.local_messages import LOCAL_TYPES
 from wsserver.net.server import Server, run_server

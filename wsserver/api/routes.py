@@ -8,8 +8,9 @@ cannot drift apart.
 
 Invariants:
 
-- Handlers reach the hub only with commands (`wsserver.core.commands`)
-  through its actor; they never read hub state directly.
+- Handlers reach the hub only with commands (`wsserver.core.commands`,
+  `wsserver.core.admin_commands`, `wsserver.core.webhook_commands`) through
+  its actor; they never read hub state directly.
 - Every route except `/api/openapi.json` (and `/metrics` unless
   `metrics.require_auth`) requires admin credentials (`wsserver.api.credentials`);
   a group-scoped key's calls go through `api.scopes` first.
@@ -50,30 +51,32 @@ from wsserver.api.bodies import (
 from wsserver.api.credentials import Caller, authorize
 from wsserver.api.openapi import Route, document
 from wsserver.api.table import ROUTES
+from wsserver.core.admin_commands import (
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    MailboxSize,
+    OnlineCount,
+    RoomList,
+    RoomMembers,
+    Stats,
+    WebsocketStats,
+)
 from wsserver.core.commands import (
     AfterStored,
     CloseSession,
     CrmPage,
     DeleteCode,
-    Devices,
-    GroupAccounts,
-    GroupStats,
-    Kick,
     ListCodes,
-    MailboxSize,
-    OnlineCount,
     OpenSession,
     Publish,
     PublishResult,
     PushTask,
     PutCode,
-    RoomList,
-    RoomMembers,
     SendAs,
-    Stats,
     Target,
     TaskList,
-    WebsocketStats,
 )
 from wsserver.core.webhook_commands import WebhookPing
 from wsserver.net.http import HttpError, HttpRequest, HttpResponse, Router

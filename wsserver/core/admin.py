@@ -2,9 +2,10 @@
 presence, devices, kick, rooms, the CRM's counters, stats.
 
 `HubAdmin` is a component of the hub: each of its public methods answers one
-command of `core.commands` (`Publish`, `Kick`, `Devices`, `Stats`, ...) and
-runs inside the hub actor, never anywhere else, so it reads and changes hub
-state without locks. It reads presence and sends through the broker.
+command (`Publish` of `core.commands`; `Kick`, `Devices`, `Stats`, ... of
+`core.admin_commands`) and runs inside the hub actor, never anywhere else, so
+it reads and changes hub state without locks. It reads presence and sends
+through the broker.
 
 Invariants:
 
@@ -27,21 +28,20 @@ from collections.abc import Callable
 from typing import Any
 
 from wsserver._version import __version__
-from wsserver.core.broker import Broker
-from wsserver.core.commands import (
+from wsserver.core.admin_commands import (
     Devices,
     GroupAccounts,
     GroupStats,
     Kick,
     MailboxSize,
     OnlineCount,
-    Publish,
-    PublishResult,
     RoomList,
     RoomMembers,
     Stats,
     WebsocketStats,
 )
+from wsserver.core.broker import Broker
+from wsserver.core.commands import Publish, PublishResult
 from wsserver.core.crm import Crm
 from wsserver.core.direct import DirectMessaging
 from wsserver.core.env import Env

@@ -20,9 +20,10 @@ from typing import Any
 import attrs
 
 from wsserver.core.admin import HubAdmin
+from wsserver.core.admin_commands import Kick
 from wsserver.core.cluster_broker import ROUTE_CLOSE, ROUTE_KICK, ClusterBroker
 from wsserver.core.cluster_members import ROUTE_MEMBERS, LoadMembers, MembersCheck, NodeLeftRooms
-from wsserver.core.commands import Command, Kick
+from wsserver.core.commands import Command
 from wsserver.core.env import Env
 from wsserver.core.presence import LocalPresence
 from wsserver.core.rooms import Rooms

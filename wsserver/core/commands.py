@@ -11,6 +11,11 @@ fields must match: `TYPE_NAME`, and `ROOM_NAME`, the wire format's) live
 here too, so that the HTTP API and the embedding API can build commands
 without importing the hub.
 
+Commands that one part sends and one component answers are declared apart:
+the HTTP API's questions about live connections (`Kick`, `Stats`, ...) in
+`core.admin_commands`, the webhook sender's in `core.webhook_commands`, the
+shared log's in `core.log_commands`, the cluster's in `core.cluster_commands`.
+
 Invariants:
 
 - A command is a value: built by the caller, read by the hub, never changed
@@ -50,18 +55,12 @@ __all__ = [
     "Command",
     "CrmPage",
     "DeleteCode",
-    "Devices",
     "Forget",
-    "GroupAccounts",
-    "GroupStats",
     "Handle",
     "HostRequest",
-    "Kick",
     "ListCodes",
-    "MailboxSize",
     "Midnight",
     "NextMidnight",
-    "OnlineCount",
     "OpenSession",
     "Publish",
     "PublishResult",
@@ -70,15 +69,11 @@ __all__ = [
     "Reconfigure",
     "Release",
     "Restore",
-    "RoomList",
-    "RoomMembers",
     "SendAs",
-    "Stats",
     "TakeSnapshot",
     "Target",
     "TaskList",
     "UpdateDevice",
-    "WebsocketStats",
 ]
 
 R_co = TypeVar("R_co", covariant=True)
@@ -339,86 +334,6 @@ class BackendSend(Protocol):
 
     error: tuple[str, str, str | None, dict[str, Any]] | None
     reply: dict[str, Any] | None
-
-
-@attrs.frozen
-class Kick(Command[int]):
-    """Send `kicked {reason}` to matching connections of a user, then close them
-    with 4003; answers how many. Neither `device_id` nor `conn_id`: all of them."""
-
-    user_id: Any
-    device_id: str | None = None
-    conn_id: str | None = None
-    reason: str | None = None
-    user_type: Any = None
-    group_id: Any = None
-
-
-@attrs.frozen
-class OnlineCount(Command[int]):
-    """How many connections a user has (0 = offline)."""
-
-    user_id: Any
-    user_type: Any = None
-    group_id: Any = None
-
-
-@attrs.frozen
-class MailboxSize(Command[int]):
-    """How many durable messages wait in a user's mailboxes (narrowed by type and
-    group when given): direct messages and persisted pushes for the user."""
-
-    user_id: Any
-    user_type: Any = None
-    group_id: Any = None
-
-
-@attrs.frozen
-class Devices(Command["list[dict[str, Any]]"]):
-    """A user's connections, oldest first, as the device list of the API."""
-
-    user_id: Any
-    user_type: Any = None
-    group_id: Any = None
-
-
-@attrs.frozen
-class RoomList(Command["list[dict[str, Any]]"]):
-    """Rooms with members, of one group or (`None`) of every group."""
-
-    group_id: Any = None
-
-
-@attrs.frozen
-class RoomMembers(Command["dict[str, Any]"]):
-    """`{room, group_id, members}`: a room's members, one entry per principal."""
-
-    room: str
-    group_id: Any = None
-
-
-@attrs.frozen
-class Stats(Command["dict[str, Any]"]):
-    """Everything `GET /api/stats` and `/metrics` report about the hub."""
-
-
-@attrs.frozen
-class WebsocketStats(Command["dict[str, Any]"]):
-    """Seed 001's `{total_connections, connected_users}`."""
-
-
-@attrs.frozen
-class GroupStats(Command["dict[str, Any]"]):
-    """A group's CRM counters, with its `group_id` as replies echo it."""
-
-    group: str
-
-
-@attrs.frozen
-class GroupAccounts(Command["dict[str, Any]"]):
-    """`{group_id, accounts}`: a group's Line accounts."""
-
-    group: str
 
 
 @attrs.frozen

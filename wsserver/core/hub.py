@@ -19,9 +19,10 @@ collaborators it needs at construction and nothing more:
 
 The hub itself keeps the rules that span them: admitting, authenticating and
 forgetting connections (limits, eviction, the greeting, the hooks components
-run on those events), routing each client message to its handler, and the one
-door in: `execute(command)`, one table from command class
-(`core.commands`) to the method that runs it. Exactly one task, the hub
+run on those events: `core.connection_rules.ConnectionRules`, which `Hub`
+extends), routing each client message to its handler, and the one door in:
+`execute(command)`, one table from command class (`core.commands`) to the
+method that runs it. Exactly one task, the hub
 actor (`wsserver.net.actor`), owns a `Hub` and calls `execute`; nothing else
 holds it, so there are no locks.
 
@@ -35,10 +36,6 @@ A `Hub` never blocks and never does I/O: it hands frames to `Outlet`s, whose
 `deliver()` must not block (the trio shell puts them into a bounded queue and
 closes a connection that cannot keep up with 4008).
 
-Capacity: `limits.max_connections` counts authenticated sessions only;
-sessions still waiting to authenticate have their own cap
-(`limits.max_pending`), so sockets that never authenticate cannot lock users out.
-
 Group isolation: a session only receives frames addressed to its own group,
 its own principal, a room of its own group, or everyone; only an admin may
 name another group.
@@ -51,10 +48,20 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from wsserver.core.activation_codes import ActivationCodes
 from wsserver.core.admin import HubAdmin
+from wsserver.core.admin_commands import (
+    Devices,
+    GroupAccounts,
+    GroupStats,
+    Kick,
+    MailboxSize,
+    OnlineCount,
+    RoomList,
+    RoomMembers,
+    Stats,
+    WebsocketStats,
+)
 from wsserver.core.backend_send import send_as
 from wsserver.core.broker import Broker, LocalBroker
 from wsserver.core.cluster_broker import ClusterBroker, ClusterOutlets
@@ -70,32 +77,23 @@ from wsserver.core.commands import (
     CloseSession,
     Command,
     DeleteCode,
-    Devices,
     Forget,
-    GroupAccounts,
-    GroupStats,
     Handle,
-    Kick,
     ListCodes,
-    MailboxSize,
     Midnight,
     NextMidnight,
-    OnlineCount,
     OpenSession,
     Publish,
     PutCode,
     Reconfigure,
     Release,
     Restore,
-    RoomList,
-    RoomMembers,
     SendAs,
-    Stats,
     TakeSnapshot,
     UpdateDevice,
-    WebsocketStats,
 )
 from wsserver.core.commit import CommitLog, InstantJournal, Journal
+from wsserver.core.connection_rules import ConnectionRules
 from wsserver.core.crm import Crm
 from wsserver.core.crm_reads import CrmReads
 from wsserver.core.devices import DeviceKick
@@ -108,13 +106,13 @@ from wsserver.core.migrate import STATE_VERSION
 from wsserver.core.presence import LocalPresence, Presence
 from wsserver.core.replicated import Replicated
 from wsserver.core.rooms import Rooms
-from wsserver.core.session import Handler, Outlet, Refusal, Session
+from wsserver.core.session import Handler, Refusal, Session
 from wsserver.core.sessions import ChatSessions, sending_by_session
 from wsserver.core.tasks import TaskStates
 from wsserver.core.watch import PresenceWatch
 from wsserver.core.webhooks import Webhooks
-from wsserver.errors import CloseCode, ErrorCode, ProtocolError
-from wsserver.protocol.envelope import Inbound, encode, id_key
+from wsserver.errors import ErrorCode, ProtocolError
+from wsserver.protocol.envelope import Inbound, id_key
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -126,8 +124,9 @@ log = logging.getLogger("wsserver.hub")
 R = TypeVar("R")
 
 
-class Hub:
-    """The hub's components, the rules of connections, and its command door."""
+class Hub(ConnectionRules):
+    """The hub's components, the rules of connections (`ConnectionRules`), and
+    its command door."""
 
     def __init__(
         self,
@@ -365,140 +364,7 @@ class Hub:
             return given
         return key or None
 
-    # -- connection lifecycle ------------------------------------------------
-
-    def admit(
-        self,
-        outlet: Outlet,
-        conn_id: str,
-        ip: str,
-        user_agent: str = "",
-        identity: Identity | None = None,
-        device_id: str | None = None,
-        device_info: Any = None,
-    ) -> Refusal | None:
-        """Take a new connection, or say why not (per-IP limit; without an identity
-        the cap on unauthenticated connections, with one everything `authenticate`
-        checks). Connections still to authenticate have their own cap so that
-        they can never fill `max_connections` and lock users out."""
-        limits = self.config.limits
-        presence = self.presence
-        if identity is None:
-            if presence.pending >= limits.max_pending:
-                return Refusal(503, CloseCode.OVER_CAPACITY, "too_many_pending")
-        elif self._full():
-            return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
-        if limits.max_connections_per_ip and presence.ip_count(ip) >= limits.max_connections_per_ip:
-            return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_ip_connections")
-        presence.add(Session(conn_id, outlet, ip, user_agent, self.env.clock()))
-        if identity is not None:
-            refusal = self.authenticate(conn_id, identity, device_id, device_info)
-            if refusal is not None:
-                self.close(conn_id)
-                return refusal
-        return None
-
-    def _full(self) -> bool:
-        """True when authenticated sessions reach `limits.max_connections`."""
-        limit = self.config.limits.max_connections
-        presence = self.presence
-        return bool(limit) and len(presence.sessions) - presence.pending >= limit
-
-    def authenticate(
-        self,
-        conn_id: str,
-        identity: Identity,
-        device_id: str | None = None,
-        device_info: Any = None,
-        request_id: Any = None,
-    ) -> Refusal | None:
-        """Bind an admitted connection to its principal and greet it.
-
-        Activation codes are checked here (they are shared state), and
-        `limits.max_connections` (authenticated sessions only). The
-        per-principal limit evicts the oldest connection (4004; across nodes
-        the cluster's presence writer evicts after the fact) or refuses,
-        counting the other nodes' connections too (`core.cluster_members`).
-        A desktop client's identity takes its code's group (a new value: the
-        one the connection presented is left as it was).
-        """
-        presence = self.presence
-        session = presence.sessions.get(conn_id)
-        if session is None or self._full():
-            return Refusal(503, CloseCode.OVER_CAPACITY, "over_capacity")
-        if session.identity is not None:  # (the connection never asks twice)
-            return Refusal(409, CloseCode.POLICY, "already_authenticated")
-        if identity.is_device:
-            record = self.activation_codes.get(identity.activation_code or "")
-            if record is None:
-                return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_invalid")
-            if not record.enabled:
-                return Refusal(401, CloseCode.AUTH_FAILED, "activation_code_disabled")
-            identity = attrs.evolve(identity, group_id=record.group_id)
-        principal = identity.principal
-        mine = presence.of_principal(principal)
-        limits = self.config.limits
-        limit = limits.max_connections_per_user
-        if limit and limits.per_user_policy == "reject":
-            # every node's connections (the copy of the other nodes' in a cluster)
-            if len(mine) + self.rooms.others.connections_of(principal) >= limit:
-                return Refusal(429, CloseCode.OVER_CAPACITY, "too_many_user_connections")
-        elif limit and len(mine) >= limit:
-            while len(mine) >= limit:
-                oldest = next(iter(mine.values()))
-                oldest.outlet.close(CloseCode.REPLACED, "replaced")
-                self.close(oldest.conn_id)
-                mine = presence.of_principal(principal)
-        session.device_id = device_id
-        session.device_info = device_info
-        presence.bind(session, identity)
-        self._greet(session, request_id)
-        for hook in self.on_authenticated:
-            hook(session)
-        return None
-
-    def _greet(self, session: Session, request_id: Any) -> None:
-        ident = session.identity
-        assert ident is not None
-        env = self.env
-        if ident.is_device:
-            data = {
-                "group_id": ident.group_id,
-                "activation_code": ident.activation_code,
-                "message": env.text("auth_success"),
-            }
-            mtype = "auth_success"
-        else:
-            data = {
-                "user_id": ident.user_id,
-                "group_id": ident.group_id,
-                "conn_id": session.conn_id,
-                "message": env.text("connected"),
-            }
-            if ident.user_type is not None:
-                data["user_type"] = ident.user_type
-            if session.device_id is not None:
-                data["device_id"] = session.device_id
-            mtype = "connected"
-        self.broker.send(session, encode(mtype, data, env.now_ms(), request_id=request_id))
-
-    def close(self, conn_id: str) -> None:
-        """Forget a connection and everything it held (rooms, presence). Idempotent.
-
-        Runs as soon as a close is decided, whoever decides it (the connection,
-        the hub, an admin), not when the socket is done: a connection on its way
-        out is in no room, online for no one and counted in no limit."""
-        session = self.presence.remove(conn_id)
-        if session is None:
-            return
-        self.rooms.leave_all(session)
-        if session.identity is not None:
-            self.presence.unbind(session)
-            for hook in self.on_closed:
-                try:
-                    hook(session)
-                except Exception:
-                    log.exception("close hook failed for connection %s", conn_id)
+    # -- the configuration ---------------------------------------------------
 
     def reconfigure(self, config: Config) -> int:
         """Run with `config` from now on (a reload) and rebuild the activation codes
@@ -506,11 +372,6 @@ class Hub:
         disabled or moved to another group are closed with 4001. Returns how many."""
         self.env.config = config
         return self.activation_codes.reconfigured()
-
-    def close_all(self, code: int, reason: str) -> None:
-        """Ask every connection to close (server shutdown)."""
-        for session in list(self.presence.sessions.values()):
-            session.outlet.close(code, reason)
 
     # -- inbound messages ----------------------------------------------------
 

@@ -1,10 +1,11 @@
 """One WebSocket connection after its handshake: one task, a writer, a timer.
 
-- the reader (`run`, the connection's only long-lived task): reads the socket,
-  parses frames (`wsserver.protocol.frames`), applies the inbound limits,
-  answers what concerns this connection only (heartbeat, ping, refresh,
-  first-message auth: `wsserver.net.local_messages`) and hands the rest to
-  the hub actor (`Handle`).
+- the reader (`run`, the connection's only long-lived task; what it does is
+  `wsserver.net.reader.read`): reads the socket, parses frames
+  (`wsserver.protocol.frames`), applies the inbound limits, answers what
+  concerns this connection only (heartbeat, ping, refresh, first-message
+  auth: `wsserver.net.local_messages`) and hands the rest to the hub actor
+  (`Handle`).
 - writer (`wsserver.net.writer.FrameWriter`, on a plain socket
   `wsserver.net.fastio.RawFrameWriter`): every byte to the socket goes through
   it, in order. A frame is written straight from `deliver()` when nothing is
@@ -41,30 +42,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from wsserver.core.commands import Handle
 from wsserver.core.identity import Identity
 from wsserver.core.limits import AbuseCounter, TokenBucket
-from wsserver.errors import CloseCode, ErrorCode, ProtocolError
-from wsserver.net.fastio import frame_writer, raw_socket, receive_raw
+from wsserver.errors import CloseCode, ProtocolError
+from wsserver.net.fastio import frame_writer
 from wsserver.net.heartbeat import tick_connection
-from wsserver.net.local_messages import LOCAL_TYPES, answer_local, first_message_auth
+from wsserver.net.reader import RECEIVE_SIZE, read
 from wsserver.net.writer import FrameWriter
-from wsserver.protocol.envelope import Inbound, Wire, decode, encode, encode_error
+from wsserver.protocol.envelope import Inbound, Wire, encode, encode_error
 from wsserver.protocol.frames import (
     ABNORMAL,
     NO_STATUS,
     Close,
-    Event,
     FrameError,
     FrameParser,
-    Ping,
     binary_frame,
     close_frame,
-    pong_frame,
     text_frame,
 )
 from wsserver.protocol.i18n import text
@@ -76,28 +73,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsserver.connection")
 
 CLOSE_TIMEOUT = 5.0  # seconds for the closing handshake
-BINARY_ABUSE_LIMIT = 10  # binary frames on one connection before close 1008
-RECEIVE_SIZE = 65536  # bytes asked of the socket per read
-FRAME_ERROR_KEYS = {
-    CloseCode.PROTOCOL_ERROR: "protocol_error",
-    CloseCode.INVALID_DATA: "invalid_utf8",
-    CloseCode.TOO_BIG: "message_too_big",
-}
 
 
 class Connection:
     """The trio side of one WebSocket connection; the hub's `Outlet` for it."""
 
     __slots__ = (
-        "_abuse",
-        "_binary",
-        "_bucket",
         "_close_queued",
         "_early",
         "_forgotten",
-        "_limits",
-        "_parser",
         "_scope",
+        "abuse",
+        "binary_frames",
+        "bucket",
         "closing",
         "conn_id",
         "device_id",
@@ -111,7 +99,9 @@ class Connection:
         "last_seen",
         "messages_in",
         "messages_out",
+        "parser",
         "peer_close",
+        "rate_limits",
         "send_queue",
         "server",
         "started",
@@ -154,13 +144,16 @@ class Connection:
         self.wall_offset = time.time() - now  # wall clock minus trio clock
         self.messages_in = 0
         self.messages_out = 0
-        self._limits: LimitsConfig | None = None
-        self._bucket: TokenBucket | None = None
-        self._abuse: AbuseCounter | None = None
-        self._binary = 0
+        # the reader's (`net.reader`): the frame parser, the [limits] the rate
+        # limit was made from (a reload replaces it), the rate limit, its abuse
+        # count, the binary frames so far
+        self.parser: FrameParser | None = None
+        self.rate_limits: LimitsConfig | None = None
+        self.bucket: TokenBucket | None = None
+        self.abuse: AbuseCounter | None = None
+        self.binary_frames = 0
         self._close_queued = False
         self._forgotten = False  # the hub was told this connection is gone
-        self._parser: FrameParser | None = None
 
     # -- Outlet --------------------------------------------------------------
 
@@ -370,7 +363,7 @@ class Connection:
                     due = self.tick(trio.current_time())
                     if due is not None:
                         heartbeats.schedule(self, due)
-                    await self._read(transport, received)
+                    await read(self, transport, received)
             finally:
                 self.timer_due = None  # the timer forgets this connection
                 writer.on_wait = None  # and the writer: no reference cycle once it ends
@@ -425,7 +418,7 @@ class Connection:
 
     async def _drain(self, transport: trio.abc.Stream, peer_closed: trio.Event) -> None:
         """Read until the peer's close frame (or the end of its stream), discarding data."""
-        parser = self._parser or FrameParser(self.server.config.limits.max_message_bytes)
+        parser = self.parser or FrameParser(self.server.config.limits.max_message_bytes)
         try:
             while not parser.closed:
                 data = await transport.receive_some(RECEIVE_SIZE)
@@ -437,131 +430,3 @@ class Connection:
         except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         peer_closed.set()
-
-    async def _read(self, transport: trio.abc.Stream, data: bytes | bytearray) -> None:
-        parser = self._parser = FrameParser(self.server.config.limits.max_message_bytes)
-        receive = transport.receive_some
-        sock = raw_socket(transport)  # a plain TCP socket, fast paths on: read it directly
-        events: list[Event] | None = None
-        event: Event | None = None
-        msg: Inbound | Literal[False] | None = None
-        while True:
-            if data:
-                self.last_seen = trio.current_time()
-                try:
-                    events = parser.feed(data)
-                except FrameError as err:
-                    self.close(err.code, FRAME_ERROR_KEYS.get(err.code, "protocol_error"))
-                    return
-                for event in events:
-                    if type(event) is str or type(event) is bytes:  # a message
-                        msg = self._on_message(event)
-                        if msg is None:
-                            continue
-                        if msg is False or not await self._on_message_async(msg):
-                            return
-                    elif type(event) is Ping:
-                        self.write_frame(pong_frame(event.payload))
-                    elif type(event) is Close:
-                        self.peer_close = (event.code, event.reason)
-                        return
-                    # a pong: liveness only (`last_seen` above)
-            if sock is None:
-                try:
-                    data = await receive(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-            else:
-                # trio's receive_some is several coroutines and a context manager deep,
-                # all re-created per wait and alive while the connection waits
-                # (memory, and work for every GC collection): a plain recv().
-                # Nothing of the last message stays referenced while waiting: it
-                # would only be more for the GC to walk.
-                events = event = msg = None
-                data = await receive_raw(sock, RECEIVE_SIZE)
-            if not data:
-                self.eof = True
-                return
-
-    def _on_message(self, frame: str | bytes) -> Inbound | Literal[False] | None:
-        """One text or binary message: None when handled, False to stop reading,
-        an `Inbound` to finish in `_on_message_async` (it has to wait)."""
-        now = self.last_seen
-        self.messages_in += 1
-        server = self.server
-        metrics = server.metrics
-        metrics.frame_in(frame)
-        limits = server.config.limits
-        bucket = self._bucket
-        abuse = self._abuse
-        if limits is not self._limits or bucket is None or abuse is None:  # first, or a reload
-            self._limits = limits
-            if bucket is None or abuse is None:
-                bucket = self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
-                abuse = self._abuse = AbuseCounter(max(1, limits.burst))
-            else:
-                bucket.rate, bucket.burst = limits.messages_per_second, limits.burst
-                bucket.tokens = min(bucket.tokens, float(limits.burst))
-                abuse.limit = max(1, limits.burst)
-        if not bucket.take(now):
-            metrics.message_dropped("rate_limited")
-            self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "rate_limited"), None)
-            if abuse.refused():
-                self.close(CloseCode.RATE_LIMIT, "rate_abuse")
-                return False
-            return None
-        abuse.accepted()
-        if self.echo:
-            self.deliver(frame)
-            return None
-        if isinstance(frame, bytes):
-            self._binary += 1
-            self.send_error(ProtocolError(ErrorCode.INVALID_MESSAGE, "binary_not_supported"), None)
-            if self._binary >= BINARY_ABUSE_LIMIT:
-                self.close(CloseCode.POLICY, "binary_abuse")
-                return False
-            return None
-        try:
-            msg = decode(frame, limits.max_json_depth)
-        except ProtocolError as err:
-            self.send_error(err, None)
-            return None
-        metrics.message_in(msg.type)
-        if self.identity is None:
-            return msg
-        return self._dispatch(msg)
-
-    async def _on_message_async(self, msg: Inbound) -> bool:
-        """The slow path of `_on_message`: first-message auth, or a full hub actor
-        inbox. False when the connection is closing."""
-        if self.identity is None:
-            if not await first_message_auth(self, msg):
-                return False
-            if msg.type in ("auth", "register"):
-                return True
-            msg = self._dispatch(msg)  # type: ignore[assignment]
-            if msg is None:
-                return True
-        await self.server.actor.tell(Handle(self.conn_id, msg))
-        return True
-
-    def _dispatch(self, msg: Inbound) -> Inbound | None:
-        """Handle or forward an authenticated message; returns it when the
-        hub actor's inbox is full (the caller waits for room)."""
-        ident = self.identity
-        assert ident is not None
-        code = msg.activation_code
-        if code is not None and code != ident.activation_code:
-            self.send_error(
-                ProtocolError(ErrorCode.FORBIDDEN, "activation_code_mismatch", field="activation_code"),
-                msg,
-            )
-            return None
-        mtype = msg.type
-        if mtype not in LOCAL_TYPES:
-            # no scheduler trip while the inbox has room
-            if not self.server.actor.tell_nowait(Handle(self.conn_id, msg)):
-                return msg
-            return None
-        answer_local(self, msg)
-        return None

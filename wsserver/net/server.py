@@ -38,10 +38,11 @@ import trio
 
 from wsserver._version import __version__
 from wsserver.config import Config, ConfigError, load_config, validate_config
-from wsserver.core.commands import CloseAll, Forget, Reconfigure, Stats
+from wsserver.core.admin_commands import Stats
+from wsserver.core.commands import CloseAll, Forget, Reconfigure
 from wsserver.core.limits import FailureThrottle
 from wsserver.errors import CloseCode
-from wsserver.net import fastio
+from wsserver.net import fastio, readiness
 from wsserver.net.actor import HubActor
 from wsserver.net.admission import Admission
 from wsserver.net.connection import CLOSE_TIMEOUT
@@ -280,8 +281,8 @@ class Server:
         await nursery.start(self.actor.run)
         await nursery.start(keep_running, "heartbeats", self.heartbeats.run)
         if self._use_fast_io():
-            if fastio.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
-                await nursery.start(fastio.Readiness().run)
+            if readiness.HAVE_EPOLL:  # plain sockets' reads; elsewhere trio's waits
+                await nursery.start(readiness.Readiness().run)
             await nursery.start(keep_running, "flusher", self.flusher.run)
         if self.config.webhooks.url:
             if self.cluster is None:  # before any connection: offline events of a crash first

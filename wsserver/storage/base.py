@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -50,6 +51,7 @@ __all__ = [
     "StorageError",
     "encode_record",
     "json_chunks",
+    "write_error",
 ]
 
 log = logging.getLogger("wsserver.storage")
@@ -75,6 +77,11 @@ class StorageError(Exception):
         self.path = path
         self.line = line
         self.offset = offset
+
+
+def write_error(path: Path, exc: OSError) -> StorageError:
+    """The `StorageError` of a failed write of `path` (its open, write, fsync, rename)."""
+    return StorageError(f"{path}: cannot write: {exc.strerror or exc}", path=str(path))
 
 
 @attrs.frozen

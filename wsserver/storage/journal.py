@@ -24,8 +24,8 @@ Invariants:
   cancelled before its thread starts is simply done again.
 - A snapshot request sits in the queue in order: when its step runs, every record
   `<= upto` is in the journal and none after. Its step writes a temp file,
-  fsyncs it, renames it over `snapshot.json`, fsyncs the directory, and only then
-  empties the journal. A crash between rename and truncation leaves journal
+  fsyncs it, renames it over `snapshot.json`, fsyncs the directory
+  (`storage.snapshot_file`), and only then empties the journal. A crash between rename and truncation leaves journal
   lines `<= upto`, which `load` skips.
 - A failed step never stops the storage: it is reported to its `Health`
   (`storage.journal`, `storage.snapshot`) and lines are retried after the
@@ -45,7 +45,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
@@ -68,12 +67,13 @@ from wsserver.storage.base import (
     StorageError,
     check_snapshot_request,
     encode_record,
-    json_chunks,
     log,
+    write_error,
 )
 from wsserver.storage.gcpause import gc_paused
 from wsserver.storage.private import FILE_MODE, open_private, private_dir
 from wsserver.storage.reader import SNAPSHOT_VERSION, read_journal, read_snapshot
+from wsserver.storage.snapshot_file import sync_dir, write_snapshot
 
 __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "SNAPSHOT_VERSION", "FileStorage"]
 
@@ -171,7 +171,8 @@ class FileStorage(DurableNotifier):
             self._truncate_torn_tail(scan.torn_at)
         elif not self._journal_path.exists():
             self._journal_path.touch(mode=FILE_MODE)
-            self._sync_dir()
+            if self.fsync != "never":
+                sync_dir(self.dir, self._fsync_fd)
         self._journal_size = self._journal_path.stat().st_size
         self._next_n = max(snapshot_n, scan.last_n) + 1
         self._durable_upto = self._next_n - 1  # what was read back is durable
@@ -184,7 +185,7 @@ class FileStorage(DurableNotifier):
                 if self.fsync != "never":
                     self._fsync_fd(file.fileno())
         except OSError as exc:
-            raise _write_error(self._journal_path, exc) from exc
+            raise write_error(self._journal_path, exc) from exc
 
     # -- the hub's side: never blocks ------------------------------------------
 
@@ -414,7 +415,7 @@ class FileStorage(DurableNotifier):
             if self.fsync == "always":
                 self._fsync_fd(fd)
         except OSError as exc:
-            raise _write_error(self._journal_path, exc) from exc
+            raise write_error(self._journal_path, exc) from exc
         self._cut_needed = False
         self._journal_size += len(data)
 
@@ -422,51 +423,28 @@ class FileStorage(DurableNotifier):
         try:
             self._fsync_fd(self._open_journal().fileno())
         except OSError as exc:
-            raise _write_error(self._journal_path, exc) from exc
+            raise write_error(self._journal_path, exc) from exc
 
     def _write_snapshot(self, request: _SnapshotRequest) -> None:
-        """Replace `snapshot.json` atomically, then empty the journal it covers.
+        """Replace `snapshot.json` atomically (`storage.snapshot_file`), then
+        empty the journal it covers.
 
         A state that is not JSON raises `StorageError` like a write error does:
         the journal keeps the records, so nothing is lost, only the snapshot is
         not taken.
         """
         started = time.monotonic()
-        document = {
-            "version": SNAPSHOT_VERSION,
-            "n": request.upto,
-            "written_at": self._clock(),
-            "state": request.state,
-        }
         sync = self.fsync != "never"
-        size = 0
-        try:
-            with open(self._temp_path, "wb", opener=open_private) as temp:
-                try:
-                    # in pieces, written as they come: the trio thread gets the
-                    # GIL between them (`json_chunks`), and the text is never
-                    # held whole, nor its UTF-8 beside it
-                    for piece in json_chunks(document):
-                        data = piece.encode("utf-8", "backslashreplace")  # see encode_record
-                        temp.write(data)
-                        size += len(data)
-                except (TypeError, ValueError, RecursionError) as exc:
-                    temp.close()
-                    os.unlink(self._temp_path)
-                    raise StorageError(
-                        f"snapshot at n={request.upto} skipped: the state is not JSON ({exc})",
-                        path=str(self._snapshot_path),
-                    ) from exc
-                temp.flush()
-                if sync:
-                    self._fsync_fd(temp.fileno())
-            os.replace(self._temp_path, self._snapshot_path)
-            if sync:
-                self._sync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # a half-written temp file (gone once renamed)
-                os.unlink(self._temp_path)
-            raise _write_error(self._snapshot_path, exc) from exc
+        size = write_snapshot(
+            self.dir,
+            self._snapshot_path,
+            self._temp_path,
+            request.state,
+            request.upto,
+            self._clock(),
+            sync=sync,
+            fsync_fd=self._fsync_fd,
+        )
         try:
             journal = self._open_journal()
             journal.truncate(0)
@@ -474,32 +452,10 @@ class FileStorage(DurableNotifier):
             if sync:
                 self._fsync_fd(journal.fileno())
         except OSError as exc:
-            raise _write_error(self._journal_path, exc) from exc
+            raise write_error(self._journal_path, exc) from exc
         log.debug(
             "snapshot at n=%d: %d bytes in %.3f s",
             request.upto,
             size,
             time.monotonic() - started,
         )
-
-    def _sync_dir(self) -> None:
-        """fsync the directory so a rename or a new file survives a power cut.
-
-        Windows cannot open a directory; there the rename is as durable as it gets.
-        """
-        if self.fsync == "never":
-            return
-        try:
-            fd = os.open(self.dir, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            self._fsync_fd(fd)
-        except OSError as exc:
-            log.debug("fsync of directory %s refused: %s", self.dir, exc)
-        finally:
-            os.close(fd)
-
-
-def _write_error(path: Path, exc: OSError) -> StorageError:
-    return StorageError(f"{path}: cannot write: {exc.strerror or exc}", path=str(path))

@@ -9,7 +9,7 @@ writer task per connection); at thousands of records a second that was most
 of the log's cost. Here one `call` is one write of every command of a
 pipeline and the parse of their replies, in the calling task; on a plain TCP
 connection (`net.fastio.raw_socket`: not TLS, the fast paths on) the write is
-the socket's own `send()` and a read `net.fastio.receive_raw`, without
+the socket's own `send()` and a read `net.readiness.receive_raw`, without
 trio's stream layers.
 
 The URL is read by coredis's own parser (`redis://`, `rediss://` with its
@@ -36,7 +36,8 @@ from typing import Any
 
 import trio
 
-from wsserver.net.fastio import forget, raw_socket, receive_raw
+from wsserver.net.fastio import raw_socket
+from wsserver.net.readiness import forget, receive_raw
 
 __all__ = ["Arg", "RespClient", "RespError", "encode_command", "parse"]
 

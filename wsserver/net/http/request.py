@@ -20,8 +20,9 @@ import attrs
 import h11
 import trio
 
-from wsserver.net.fastio import raw_socket, receive_raw
+from wsserver.net.fastio import raw_socket
 from wsserver.net.http.response import ConnectionGone, HttpError
+from wsserver.net.readiness import receive_raw
 
 __all__ = [
     "RECEIVE_SIZE",
