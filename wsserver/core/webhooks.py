@@ -19,7 +19,7 @@ outbox's delivery schedule, without I/O.
 Each event is a `hook` record through the commit log, appended in the same
 command as the state change that caused it, so it is journaled with it; a
 direct message's `message` event is its `msg` record itself, stamped with the
-event's id (`stamp`) and made into the event when applied (`observe`). Its
+event's id and made into the event when applied (`core.webhook_messages`). Its
 `id` is `<node>-<seq>`: the node id kept with the data directory
 (`storage.node`) and the outbox's sequence number, which only grows and is
 durable with the outbox (derived from the `hook` records, kept in the
@@ -81,7 +81,8 @@ from wsserver.core.webhook_commands import (
     WebhookPing,
     WebhookStart,
 )
-from wsserver.core.webhook_events import RecordEvents, recipient_lane
+from wsserver.core.webhook_events import RecordEvents
+from wsserver.core.webhook_messages import MessageEvents
 from wsserver.core.webhook_presence import PresenceEvents, lane_of
 from wsserver.core.webhook_schedule import FIRST_RETRY, HOT_LANE, PROBE_AFTER, Schedule, backoff
 from wsserver.core.webhook_shared import SharedOutbox
@@ -144,6 +145,13 @@ class Webhooks:
         # cluster mode: what this node recorded in the shared outbox, not back yet
         self.shared = SharedOutbox(commit, self._lost)
         # user_online / user_offline (`core.webhook_presence`)
+        # `message` (`core.webhook_messages`)
+        self.message_events = MessageEvents(
+            self.record_events, self.store, commit, self.shared, env.node,
+            event_id=self._event_id, add=self.apply, make_room=self._make_room, queued=self._queued,
+            max_queue=self.max_queue,
+        )  # fmt: skip
+        self.stamp = self.message_events.stamp  # (the commit log's stamper of `msg` records)
         self.presence_events = events = PresenceEvents(
             self._emit, presence, self.enabled, lambda: commit.cluster is not None
         )
@@ -186,44 +194,11 @@ class Webhooks:
         if rec["t"] != "msg":
             return
         if "hook" in rec:
-            self._message_applied(rec)
+            self.message_events.applied(rec)
         if self._armed:
             at = self.store.checks.get(rec.get("id", -1))
             if at is not None and (self._sleep_until is None or at < self._sleep_until):
                 self._wake_sender()
-
-    def stamp(self, rec: dict[str, Any]) -> None:
-        """(A `msg` record is being made, `message` events on.) Stamp it with its
-        event's id (and what else the event needs that replay could not decide)."""
-        if not self.record_events.is_direct(rec):
-            return
-        if self.commit.cluster is None:
-            n = self.store.seq + 1  # the event's seq once the record is applied
-        else:
-            self.shared.made += 1
-            n = self.shared.made
-        rec["hook"] = self.record_events.message_stamp(rec, f"{self._id_prefix()}-{n}", self.env.node)
-
-    def _message_applied(self, rec: dict[str, Any]) -> None:
-        """A stamped `msg` record was applied: its `message` event joins the
-        outbox, durable with the record (its `n`)."""
-        made = self.record_events.message_event(rec)
-        if made is None:
-            return
-        name, lane, data = made
-        stamp = rec["hook"]
-        self.apply(
-            {
-                "t": "hook",
-                "id": stamp["id"],
-                "event": name,
-                "time": rec["time"],
-                "node": stamp["node"],
-                "lane": lane,
-                "data": data,
-                "n": rec.get("n", 0),
-            }
-        )
 
     def to_state(self) -> dict[str, Any]:
         """The snapshot of the store."""
@@ -234,14 +209,10 @@ class Webhooks:
         self.store.load_state(state)
 
     def follow(self, rec: dict[str, Any]) -> None:
-        """(A record of `followed_types` was made.) Record the events it is; a
-        `msg` record's event is in the outbox already (`observe`): the queue's
-        limit, and on a single node the sender's wake-up, are seen to here."""
+        """(A record of `followed_types` was made.) Record the events it is (a
+        `msg` record's is in the outbox already: `MessageEvents`)."""
         if rec["t"] == "msg":
-            if "hook" in rec and not rec.get("dup"):  # it made its event (`message_event`)
-                self._make_room(self.max_queue + 1)
-                if self.commit.cluster is None:
-                    self._queued(recipient_lane(rec["to_key"]))
+            self.message_events.made(rec)
             return
         for name, lane, data in self.record_events.events(rec):
             self._emit(name, lane, data)
@@ -257,6 +228,10 @@ class Webhooks:
         if self._started is None:
             self._started = f"{int(self.env.clock() * 1000):x}"
         return f"{self.env.node}.{self._started}"
+
+    def _event_id(self, n: int) -> str:
+        """The id of the `n`-th event this node made (`n`: the seq on a single node)."""
+        return f"{self._id_prefix()}-{n}"
 
     def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
         """Record one event (dropping the oldest when the queue is full) and have a
@@ -301,7 +276,7 @@ class Webhooks:
         """A `hook` record's event (its id ends with `n`), without its `seq`."""
         rec: dict[str, Any] = {
             "t": "hook",
-            "id": f"{self._id_prefix()}-{n}",
+            "id": self._event_id(n),
             "event": name,
             "time": self.env.now_ms(),
             "node": self.env.node,
