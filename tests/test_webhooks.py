@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import MemoryClient, http_request, token, ws_connect
 from tests.hubprocess import free_port
 from tests.webhook_receiver import Receiver
+from wsserver.net.webhooks import GATHER
 
 SECRET = "hook-secret-0123456789"
 KEY = "hooks-api-key-0123456789"
@@ -377,3 +378,25 @@ async def test_a_graceful_stop_keeps_unanswered_events_for_the_next_start(tmp_pa
             assert rec.delivered()[0]["id"] == rec.requests[0].event["id"]  # the same event again
             server.stop()
         outer.cancel_scope.cancel()
+
+
+async def test_a_busy_principals_events_are_not_held_to_the_pace_of_the_rounds(live_server: Any) -> None:
+    """A principal gets one event per round and a round waits `GATHER` to gather
+    more; while its lane holds many, rounds go without that wait (`HOT_LANE`)."""
+    count = 120
+    async with trio.open_nursery() as nursery:
+        rec = await receiver(nursery)
+        server = await live_server(
+            webhooks__url=rec.url, webhooks__events=["message"], limits__messages_per_second=1000, limits__burst=count
+        )
+        async with ws_connect(f"{server.url}/ws?token={token(server.config, user_id='a')}") as a:
+            await a.get_message()
+            for i in range(count):  # all to user b (offline: a mailbox), one lane
+                await a.send_message(json.dumps({"type": "send_message", "data": {"to_user_id": "b", "text": str(i)}}))
+            await rec.wait_for(lambda: len(rec.delivered()) == count, timeout=30)
+        spread = rec.requests[-1].at - rec.requests[0].at
+        texts = [e["data"]["text"] for e in rec.delivered()]
+        assert texts == [str(i) for i in range(count)]  # in order
+        # one event per gathered round would take count * GATHER (4.8 s) at least
+        assert spread < count * GATHER / 2, spread
+        nursery.cancel_scope.cancel()

@@ -174,3 +174,15 @@ def test_the_stamp_is_not_part_of_the_stored_message() -> None:
     assert "hook" in msg
     stored = rig.hub.direct.store.messages[1]
     assert "hook" not in stored and not gc.is_tracked(stored)
+
+
+def test_the_stamp_names_the_node_the_loaded_state_says() -> None:
+    """The node id is known once the state is loaded (`Restore`), after the hub
+    was made: a stamp made then names it, as the event's id does."""
+    rig = Rig(webhooks__events=["message"]).restarted()  # loaded as node-b
+    rig.start()
+    send(rig.hub, rig.connect(1, group_id=5), "send_message", {"to_user_id": 2, "text": "hi"})
+    [msg] = [r for r in rig.journal.records if r["t"] == "msg"]
+    assert msg["hook"]["node"] == "node-b" and msg["hook"]["id"].startswith("node-b-")
+    [event] = rig.hub.webhooks.store.events.values()
+    assert event["node"] == "node-b" and event["id"] == msg["hook"]["id"]

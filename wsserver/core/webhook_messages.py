@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wsserver.core.commit import CommitLog
+from wsserver.core.env import Env
 from wsserver.core.stores import WebhookStore
 from wsserver.core.webhook_events import RecordEvents, recipient_lane
 from wsserver.core.webhook_shared import SharedOutbox
@@ -46,7 +47,7 @@ class MessageEvents:
         store: WebhookStore,
         commit: CommitLog,
         shared: SharedOutbox,
-        node: str,
+        env: Env,
         *,
         event_id: Callable[[int], str],
         add: Callable[[dict[str, Any]], None],
@@ -58,7 +59,7 @@ class MessageEvents:
         self.store = store
         self.commit = commit
         self.shared = shared
-        self.node = node
+        self.env = env  # (its node id is known once the state is loaded: read when stamping)
         self.event_id = event_id
         self.add = add
         self.make_room = make_room
@@ -75,7 +76,7 @@ class MessageEvents:
         else:
             self.shared.made += 1
             n = self.shared.made
-        rec["hook"] = self.record_events.message_stamp(rec, self.event_id(n), self.node)
+        rec["hook"] = self.record_events.message_stamp(rec, self.event_id(n), self.env.node)
 
     def applied(self, rec: dict[str, Any]) -> None:
         """A stamped `msg` record was applied: its `message` event joins the

@@ -147,7 +147,7 @@ class Webhooks:
         # user_online / user_offline (`core.webhook_presence`)
         # `message` (`core.webhook_messages`)
         self.message_events = MessageEvents(
-            self.record_events, self.store, commit, self.shared, env.node,
+            self.record_events, self.store, commit, self.shared, env,
             event_id=self._event_id, add=self.apply, make_room=self._make_room, queued=self._queued,
             max_queue=self.max_queue,
         )  # fmt: skip
