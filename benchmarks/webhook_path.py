@@ -1,0 +1,121 @@
+"""What a `message` webhook event costs on its way through the code, without I/O.
+
+The hub as the tests build it (no sockets, no journal files, `encode_record`
+run on every record as the journal would) takes 4,000 direct messages to 500
+recipients; then the outbox is emptied the way the sender does it: hand-outs
+(`WebhookDue`), the requests built as `net.webhooks` builds them (body,
+headers shared per event name, `RequestTemplate.finish`), 16 canned `204`
+answers parsed per exchange (`ResponseReader`), and the acknowledgements
+(`WebhookDoneMany`). Printed: µs per event of each part (the minimum and the
+median of --runs), and the making as the difference of the messages' cost
+with `message` on and off. What is not here is the trio side: the tasks,
+the hub commands' round trips, the system calls (`webhook_events.py`).
+
+Usage: python benchmarks/webhook_path.py [--runs 7] [--src DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGES = 4000
+PIPELINE = 16
+ANSWER = b"HTTP/1.1 204 No Content\r\nDate: Mon, 07 Dec 2026 06:00:00 GMT\r\n\r\n"
+
+
+def once(events: list[str]) -> dict[str, float]:
+    """Seconds of each part for MESSAGES messages (and their events, if on)."""
+    from benchmarks.journal_bytes import CountingJournal
+    from tests.test_hub import send
+    from tests.test_webhooks_core import Rig
+    from wsserver.core.webhook_commands import WebhookDone, WebhookDoneMany, WebhookDue
+    from wsserver.net.http_client import Target
+    from wsserver.net.http_pipeline import RequestTemplate, ResponseReader
+    from wsserver.protocol.webhook import attempt_headers, event_body
+    from wsserver.storage.base import encode_record
+
+    rig = Rig(CountingJournal(encode_record), webhooks__events=events, webhooks__max_queue=10**7)  # type: ignore[arg-type]
+    rig.start()
+    senders = [rig.connect(i, group_id=5) for i in range(1, 101)]
+    for i in range(1, 501):
+        rig.connect(1000 + i, group_id=5)
+    hub = rig.hub
+    spent = dict.fromkeys(("make", "hand-out", "request", "answer", "acknowledgement"), 0.0)
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        for k in range(MESSAGES):
+            data: dict[str, Any] = {"to_user_id": 1001 + k % 500, "text": "hello there, a message of some length"}
+            send(hub, senders[k % 100], "send_message", data)
+        spent["make"] = time.perf_counter() - started
+        if "message" not in events:
+            return spent
+        template = RequestTemplate.of(Target.parse("http://127.0.0.1:9/hooks"))
+        while True:
+            t0 = time.perf_counter()
+            batch = hub.execute(WebhookDue(1024))
+            spent["hand-out"] += time.perf_counter() - t0
+            if not batch.deliveries:
+                return spent
+            for i in range(0, len(batch.deliveries), PIPELINE):
+                deliveries = batch.deliveries[i : i + PIPELINE]
+                t1 = time.perf_counter()
+                heads: dict[str, bytes] = {}
+                requests = []
+                for d in deliveries:
+                    name = d.event["event"]
+                    head = heads.get(name)
+                    if head is None:
+                        head = heads[name] = template.prefix(attempt_headers(name, 1765000000).items())
+                    requests.append(template.finish(head, event_body(d.event)))
+                b"".join(requests)
+                t2 = time.perf_counter()
+                reader = ResponseReader()
+                reader.feed(ANSWER * len(deliveries))
+                statuses = []
+                while (answer := reader.next()) is not None:
+                    statuses.append(answer.status)
+                t3 = time.perf_counter()
+                hub.execute(WebhookDoneMany(tuple(WebhookDone(d.seq, d.lane, True) for d in deliveries)))
+                t4 = time.perf_counter()
+                spent["request"] += t2 - t1
+                spent["answer"] += t3 - t2
+                spent["acknowledgement"] += t4 - t3
+    finally:
+        gc.enable()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--src", help="a directory holding the wsserver package to measure")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.src:
+        sys.path.insert(0, args.src)
+    runs: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.runs):
+        for events in (["user_online"], ["message"]):
+            for part, seconds in once(events).items():
+                runs.setdefault((events[-1], part), []).append(seconds / MESSAGES * 1e6)
+    best = {key: min(values) for key, values in runs.items()}
+    made = best[("message", "make")] - best[("user_online", "make")]
+    print(f"a direct message, message off: {best[('user_online', 'make')]:.2f} µs; on: {best[('message', 'make')]:.2f}")
+    print(f"  making the event: {made:.2f} µs")
+    total = made
+    for part in ("hand-out", "request", "answer", "acknowledgement"):
+        values = runs[("message", part)]
+        total += best[("message", part)]
+        print(f"  {part}: {best[('message', part)]:.2f} µs (median {statistics.median(values):.2f})")
+    print(f"per event, without I/O: {total:.2f} µs")
+
+
+if __name__ == "__main__":
+    main()
