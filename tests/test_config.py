@@ -86,7 +86,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "webhooks.max_age": 86400.0,
     "webhooks.max_queue": 100000,
     "webhooks.timeout": 10.0,
-    "webhooks.pipeline": 16,
+    "webhooks.pipeline": 64,
     "crm.timezone": "Asia/Shanghai",
     "crm.offline_on_disconnect": True,
     "crm.dashboard_roles": ("admin", "dashboard"),

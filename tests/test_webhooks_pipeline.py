@@ -57,7 +57,7 @@ async def test_pipelined_events_reach_the_receiver_several_per_read_each_princip
     async with trio.open_nursery() as nursery:
         rec = await receiver(nursery)
         server = await live_server(webhooks__url=rec.url, webhooks__events=["user_online", "user_offline"])
-        assert server.config.webhooks.pipeline == 16  # the default
+        assert server.config.webhooks.pipeline == 64  # the default
         await online_then_offline(server, rec)
         in_order_per_principal(rec)
         assert max(rec.per_read) > 1, rec.per_read  # several requests came in one read

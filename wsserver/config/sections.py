@@ -160,7 +160,7 @@ class WebhooksConfig:
     max_age: float = 86400.0
     max_queue: int = 100000
     timeout: float = 10.0
-    pipeline: int = 16
+    pipeline: int = 64
 
 
 @attrs.frozen(kw_only=True)
