@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.hubprocess import free_port
 from tests.test_http_client import serve_tls
@@ -25,23 +27,31 @@ from wsserver.net.http_pipeline import (
 )
 
 
-def answers(data: bytes, max_answer: int = 65536, step: int = 0) -> list[tuple[int, bool]]:
-    """The answers a reader finds in `data`, fed whole or `step` bytes at a time."""
+def answers(data: bytes, max_answer: int = 65536, step: int = 0, most: int = 0) -> list[tuple[int, bool]]:
+    """The answers a reader finds in `data`, fed whole or `step` bytes at a time,
+    one by one (`next`) or, with `most`, in runs of `most` at most (`next_run`)."""
     reader = ResponseReader(max_answer)
     out = []
     pieces = [data] if not step else [data[i : i + step] for i in range(0, len(data), step)]
     for piece in pieces:
         reader.feed(piece)
-        while (answer := reader.next()) is not None:
-            out.append((answer.status, answer.reusable))
+        if not most:
+            while (answer := reader.next()) is not None:
+                out.append((answer.status, answer.reusable))
+            continue
+        while (run := reader.next_run(most)) is not None:
+            answer, n = run
+            assert 1 <= n <= most
+            out += [(answer.status, answer.reusable)] * n
     return out
 
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n"
 
 
+@pytest.mark.parametrize("most", [0, 1, 3])
 @pytest.mark.parametrize("step", [0, 1, 7])
-def test_answers_in_one_read_or_cut_anywhere_are_found_in_order(step: int) -> None:
+def test_answers_in_one_read_or_cut_anywhere_are_found_in_order(step: int, most: int) -> None:
     data = (
         NO_CONTENT
         + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -50,11 +60,12 @@ def test_answers_in_one_read_or_cut_anywhere_are_found_in_order(step: int) -> No
         + b"HTTP/1.1 500 Oops\r\ncontent-length:  2 \r\n\r\nno"
         + b"HTTP/1.1 201\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    assert answers(data, step=step) == [(204, True), (200, True), (202, True), (500, True), (201, False)]
+    assert answers(data, step=step, most=most) == [(204, True), (200, True), (202, True), (500, True), (201, False)]
 
 
+@pytest.mark.parametrize("most", [0, 1, 2, 64])
 @pytest.mark.parametrize("step", [0, 1, 5])
-def test_a_head_like_the_last_one_says_what_it_said_and_a_new_one_is_read_afresh(step: int) -> None:
+def test_a_head_like_the_last_one_says_what_it_said_and_a_new_one_is_read_afresh(step: int, most: int) -> None:
     """(A receiver answers alike: the reader remembers the last head it parsed.)"""
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
     data = (
@@ -64,9 +75,69 @@ def test_a_head_like_the_last_one_says_what_it_said_and_a_new_one_is_read_afresh
         + NO_CONTENT
         + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
     )  # fmt: skip
-    assert answers(data, step=step) == [(204, True)] * 3 + [(200, True)] * 3 + [(204, True), (200, False)]
+    assert answers(data, step=step, most=most) == [(204, True)] * 3 + [(200, True)] * 3 + [(204, True), (200, False)]
     with pytest.raises(MalformedResponse):  # a bad head after good ones is still refused
-        answers(NO_CONTENT * 2 + b"HTTP/1.1 20x\r\n\r\n")
+        answers(NO_CONTENT * 2 + b"HTTP/1.1 20x\r\n\r\n", most=most)
+
+
+def test_a_run_of_answers_equal_to_the_last_one_is_taken_at_once() -> None:
+    reader = ResponseReader()
+    reader.feed(NO_CONTENT * 10 + NO_CONTENT[:-3])
+    first = reader.next_run(64)
+    assert first is not None and first[1] == 1  # parsed: nothing to compare with yet
+    run = reader.next_run(4)
+    assert run is not None and run[0] is first[0] and run[1] == 4  # `most` at most
+    run = reader.next_run(64)
+    assert run is not None and run[1] == 5
+    assert reader.next_run(64) is None  # the next one is not whole yet
+    reader.feed(NO_CONTENT[-3:] + b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n" + NO_CONTENT)
+    assert [(a.status, n) for a, n in iter(lambda: reader.next_run(64), None)] == [(204, 1), (503, 1), (204, 1)]
+    # an answer with a body: equal bytes, equal answer; another body is read afresh
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    reader.feed(ok + b"ok" + ok + b"ok" + ok + b"no" + ok + b"ok")
+    assert [(a.status, n) for a, n in iter(lambda: reader.next_run(64), None)] == [(200, 1), (200, 1), (200, 1), (200, 1)]
+    reader.feed((ok + b"ok") * 3)
+    assert [(a.status, n) for a, n in iter(lambda: reader.next_run(64), None)] == [(200, 3)]
+    # in the middle of an answer, bytes like the last answer are its body's
+    reader.feed(NO_CONTENT * 2 + b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(NO_CONTENT))
+    assert [(a.status, n) for a, n in iter(lambda: reader.next_run(64), None)] == [(204, 1), (204, 1)]
+    reader.feed(NO_CONTENT)
+    assert [(a.status, n) for a, n in iter(lambda: reader.next_run(64), None)] == [(201, 1)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, 6), max_size=30),
+    cuts=st.lists(st.integers(1, 60), max_size=20),
+    most=st.integers(1, 8),
+)
+def test_runs_find_what_one_by_one_finds_however_the_bytes_are_cut(picks: list[int], cuts: list[int], most: int) -> None:
+    pool = [
+        NO_CONTENT,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",
+        b"HTTP/1.1 100 Continue\r\n\r\n" + NO_CONTENT,
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(NO_CONTENT), NO_CONTENT),  # a body like an answer
+    ]
+    data = b"".join(pool[i] for i in picks)
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(data[at : at + cut])
+        at += cut
+    pieces.append(data[at:])
+    one, runs = ResponseReader(), ResponseReader()
+    expected: list[int] = []
+    found: list[int] = []
+    for piece in pieces:
+        one.feed(piece)
+        runs.feed(piece)
+        while (answer := one.next()) is not None:
+            expected.append(answer.status)
+        while (run := runs.next_run(most)) is not None:
+            found += [run[0].status] * run[1]
+    assert found == expected and len(found) == len(picks)
 
 
 def test_answers_that_end_their_connection() -> None:

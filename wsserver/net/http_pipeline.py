@@ -12,7 +12,10 @@ parsing the answer, and the wake-ups and system calls around each. Here:
 - `ResponseReader` (sans-IO) is a small, complete HTTP/1.1 answer parser:
   the status line, the header fields, a body delimited by Content-Length,
   by chunked transfer coding or by the end of the connection; 1xx interim
-  answers are skipped; 204 and 304 have no body. Anything else a receiver
+  answers are skipped; 204 and 304 have no body. A receiver answers a
+  pipelined exchange alike: an answer byte for byte equal to the previous
+  whole one says the same, and `next_run` takes a run of them at once
+  without parsing them again. Anything else a receiver
   may send that is not HTTP/1.x (a bad status line, a header field without
   a colon, a bad or conflicting Content-Length, a bad chunk size, a head
   over `MAX_HEAD` bytes) raises `MalformedResponse`: a defined failure of
@@ -57,6 +60,9 @@ __all__ = ["MAX_HEAD", "MalformedResponse", "PipelinedClient", "RequestTemplate"
 
 MAX_HEAD = 65536
 """Bytes an answer's status line and header fields may take at most."""
+MAX_REPEAT = 1024
+"""Bytes an answer may take at most for `ResponseReader.next_run` to recognise the
+next ones equal to it without parsing them."""
 READ_SIZE = 65536
 
 _NETWORK = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -134,6 +140,10 @@ class ResponseReader:
         self._last_head = b""
         self._last_said: tuple[int, bool, str, int] = (0, False, "", 0)
         self._answers: dict[tuple[int, bool], Answer] = {}  # (frozen: shared)
+        # the last whole answer's bytes, when it was read at once and leaves the
+        # connection usable, and what it said: the same bytes say the same
+        self._unit = b""
+        self._unit_answer: Answer | None = None
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
@@ -165,6 +175,32 @@ class ResponseReader:
             if done is None:
                 return None
             return done
+
+    def next_run(self, most: int) -> tuple[Answer, int] | None:
+        """The next whole answer and how many answers in a row it stands for (from
+        1 to `most`): those byte for byte equal to the previous whole answer are
+        taken at once. None until more bytes are fed. Raises `MalformedResponse`."""
+        buf, unit, answer = self._buf, self._unit, self._unit_answer
+        if unit and answer is not None and not self._status and buf.startswith(unit):
+            size = len(unit)
+            end, n = size, 1
+            while n < most and buf.startswith(unit, end):
+                end += size
+                n += 1
+            del buf[:end]
+            return answer, n
+        at_start = not self._status
+        before = bytes(buf[:MAX_REPEAT]) if at_start else b""
+        length = len(buf)
+        answer = self.next()
+        if answer is None:
+            return None
+        used = length - len(buf)  # (the whole answer when it was read in this call)
+        if at_start and answer.reusable and used <= len(before):
+            self._unit, self._unit_answer = before[:used], answer
+        else:
+            self._unit, self._unit_answer = b"", None
+        return answer, 1
 
     def at_close(self) -> Answer | None:
         """(The receiver closed the connection.) The answer this ends (a body
@@ -356,8 +392,8 @@ class PipelinedClient:
             left = len(requests)
             reusable = True
             while left:
-                answer = reader.next()
-                if answer is None:
+                run = reader.next_run(left)
+                if run is None:
                     data = await conn.stream.receive_some(READ_SIZE)
                     if data:
                         reader.feed(data)
@@ -365,8 +401,13 @@ class PipelinedClient:
                     answer = reader.at_close()
                     if answer is None:
                         return "network: closed by the receiver"
-                statuses.append(answer.status)
-                left -= 1
+                    run = answer, 1
+                answer, n = run
+                if n == 1:
+                    statuses.append(answer.status)
+                else:
+                    statuses += [answer.status] * n
+                left -= n
                 if not answer.reusable:
                     reusable = False
                     if left:
