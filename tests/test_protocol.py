@@ -522,6 +522,7 @@ def test_outbound_json_means_what_the_stdlib_would_write(value: Any) -> None:
 
 def test_outbound_json_edge_cases() -> None:
     assert json.loads(dumps({1: "int key"})) == {"1": "int key"}
+    assert dumps({"a": {2: float("nan")}, "b": [{3: 4}]}) == b'{"a":{"2":null},"b":[{"3":4}]}'  # keys deep down too
     assert json.loads(dumps({"big": 2**70})) == {"big": 2**70}  # beyond orjson: the stdlib
     assert dumps({"x": float("nan"), "y": float("inf")}) == b'{"x":null,"y":null}'
     # the same rule when orjson refuses the value for another reason (the stdlib writes it)

@@ -36,6 +36,10 @@ def dumps(obj: Any) -> bytes:
     and what is not JSON raises TypeError.
     """
     try:
+        return orjson.dumps(obj)
+    except TypeError:
+        pass
+    try:  # (a key that is not a string: the option that allows them slows every call)
         return orjson.dumps(obj, option=_ORJSON_OPTIONS)
     except TypeError:
         pass
