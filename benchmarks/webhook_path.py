@@ -4,8 +4,8 @@ The hub as the tests build it (no sockets, no journal files, `encode_record`
 run on every record as the journal would) takes 4,000 direct messages to 500
 recipients; then the outbox is emptied the way the sender does it: hand-outs
 (`WebhookDue`), the requests built as `net.webhooks` builds them (body,
-headers shared per event name, `RequestTemplate.finish`), 16 canned `204`
-answers parsed per exchange (`ResponseReader`), and the acknowledgements
+headers shared per event name: `net.webhooks.encode_requests`), 64 canned
+`204` answers parsed per exchange (`ResponseReader.next_run`), and the acknowledgements
 (`WebhookDoneMany`). Printed: µs per event of each part (the minimum and the
 median of --runs), and the making as the difference of the messages' cost
 with `message` on and off. What is not here is the trio side: the tasks,
@@ -26,7 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = 4000
-PIPELINE = 16
+PIPELINE = 64  # (`webhooks.pipeline`'s default)
 ANSWER = b"HTTP/1.1 204 No Content\r\nDate: Mon, 07 Dec 2026 06:00:00 GMT\r\n\r\n"
 
 
@@ -35,10 +35,10 @@ def once(events: list[str]) -> dict[str, float]:
     from benchmarks.journal_bytes import CountingJournal
     from tests.test_hub import send
     from tests.test_webhooks_core import Rig
-    from wsserver.core.webhook_commands import WebhookDone, WebhookDoneMany, WebhookDue
+    from wsserver.core.webhook_commands import WebhookDoneMany, WebhookDue
     from wsserver.net.http_client import Target
     from wsserver.net.http_pipeline import RequestTemplate, ResponseReader
-    from wsserver.protocol.webhook import attempt_headers, event_body
+    from wsserver.net.webhooks import encode_requests
     from wsserver.storage.base import encode_record
 
     rig = Rig(CountingJournal(encode_record), webhooks__events=events, webhooks__max_queue=10**7)  # type: ignore[arg-type]
@@ -58,6 +58,7 @@ def once(events: list[str]) -> dict[str, float]:
         if "message" not in events:
             return spent
         template = RequestTemplate.of(Target.parse("http://127.0.0.1:9/hooks"))
+        reader = ResponseReader()  # (one per connection)
         while True:
             t0 = time.perf_counter()
             batch = hub.execute(WebhookDue(1024))
@@ -67,23 +68,15 @@ def once(events: list[str]) -> dict[str, float]:
             for i in range(0, len(batch.deliveries), PIPELINE):
                 deliveries = batch.deliveries[i : i + PIPELINE]
                 t1 = time.perf_counter()
-                heads: dict[str, bytes] = {}
-                requests = []
-                for d in deliveries:
-                    name = d.event["event"]
-                    head = heads.get(name)
-                    if head is None:
-                        head = heads[name] = template.prefix(attempt_headers(name, 1765000000).items())
-                    requests.append(template.finish(head, event_body(d.event)))
-                b"".join(requests)
+                b"".join(encode_requests(template, deliveries, "", 1765000000))
                 t2 = time.perf_counter()
-                reader = ResponseReader()
                 reader.feed(ANSWER * len(deliveries))
-                statuses = []
-                while (answer := reader.next()) is not None:
-                    statuses.append(answer.status)
+                statuses: list[int] = []
+                while (run := reader.next_run(len(deliveries))) is not None:
+                    statuses += [run[0].status] * run[1]
                 t3 = time.perf_counter()
-                hub.execute(WebhookDoneMany(tuple(WebhookDone(d.seq, d.lane, True) for d in deliveries)))
+                ok = tuple(200 <= status < 300 for status in statuses)
+                hub.execute(WebhookDoneMany(tuple(deliveries), ok))
                 t4 = time.perf_counter()
                 spent["request"] += t2 - t1
                 spent["answer"] += t3 - t2

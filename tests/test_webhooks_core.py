@@ -468,7 +468,7 @@ def test_a_batch_s_acknowledgements_are_one_record_and_its_failures_are_retried(
     assert len(batch) == 4
     before = len(rig.journal.records)
     answers = (True, False, True, True)
-    rig.hub.execute(WebhookDoneMany(tuple(WebhookDone(d.seq, d.lane, ok) for d, ok in zip(batch, answers, strict=True))))
+    rig.hub.execute(WebhookDoneMany(batch, answers))
     acks = [r for r in rig.journal.records[before:] if r["t"] == "hook_ack"]
     assert acks == [{**acks[0], "t": "hook_ack", "seqs": [batch[0].seq, batch[2].seq, batch[3].seq]}]
     assert rig.due().deliveries == ()  # the failed one waits for its backoff

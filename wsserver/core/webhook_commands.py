@@ -5,7 +5,7 @@ Kept apart from `core.commands`: one concern, one task sends them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -22,11 +22,11 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class WebhookDelivery:
+class WebhookDelivery(NamedTuple):
     """One attempt at delivering an event: `event` is its body's object
-    (`{id, event, time, node, data}`); `seq` and `lane` name it in `WebhookDone`;
-    `attempt` counts from 1."""
+    (`{id, event, time, node, data}`); `seq` and `lane` name it in the report of
+    the attempt (`WebhookDoneMany`); `attempt` counts from 1. (A named tuple:
+    one is made per event and attempt, far cheaper than a frozen class.)"""
 
     seq: int
     lane: str
@@ -79,11 +79,13 @@ class WebhookDone(Command[None]):
 
 @attrs.frozen
 class WebhookDoneMany(Command[int]):
-    """Several attempts ended (one pipelined exchange's), each as a `WebhookDone`:
-    reported at once, so that their acknowledgements take one record. Answers
-    the events queued now (the metrics' gauge)."""
+    """Several attempts ended (one pipelined exchange's): `ok[i]` (2xx) removes the
+    event of `deliveries[i]`, anything else schedules a retry of it after the
+    backoff. Reported at once, so that their acknowledgements take one record.
+    Answers the events queued now (the metrics' gauge)."""
 
-    done: tuple[WebhookDone, ...]
+    deliveries: tuple[WebhookDelivery, ...]
+    ok: tuple[bool, ...]
 
 
 @attrs.frozen

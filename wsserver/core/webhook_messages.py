@@ -103,6 +103,7 @@ class MessageEvents:
         """A `msg` record was made (and applied): when it made its event, keep the
         queue's limit and, on a single node, have the sender woken for it."""
         if "hook" in rec and not rec.get("dup"):  # it made its event (`applied`)
-            self.make_room(self.max_queue + 1)
+            if len(self.store.events) > self.max_queue:
+                self.make_room(self.max_queue + 1)
             if self.commit.cluster is None:
                 self.queued(recipient_lane(rec["to_key"]))

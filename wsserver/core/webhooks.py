@@ -65,7 +65,7 @@ Nothing is made while `webhooks.url` is empty, nor for an event left out of
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsserver.core.commit import CommitLog
@@ -231,6 +231,8 @@ class Webhooks:
 
     def _event_id(self, n: int) -> str:
         """The id of the `n`-th event this node made (`n`: the seq on a single node)."""
+        if self.commit.cluster is None:
+            return f"{self.env.node}-{n}"  # (`_id_prefix`, inlined: once per event)
         return f"{self._id_prefix()}-{n}"
 
     def _emit(self, name: str, lane: str, data: dict[str, Any], check: int | None = None) -> None:
@@ -360,10 +362,10 @@ class Webhooks:
     def _head(self, lane: str) -> dict[str, Any] | None:
         """The oldest event of `lane` this node may hand out: on a cluster node,
         not one it acknowledged or dropped whose record is not back yet."""
-        gone = self.shared.gone
+        gone, store = self.shared.gone, self.store
         if not gone:
-            return self.store.head(lane)
-        store = self.store
+            seqs = store.lanes.get(lane)  # (`store.head`, inlined: once per event and round)
+            return store.events[seqs[0]] if seqs else None
         for seq in store.lanes.get(lane, ()):
             if seq not in gone:
                 return store.events[seq]
@@ -403,24 +405,28 @@ class Webhooks:
         limit = schedule.limit(cmd.limit, now)
         durable = self.commit.durable_upto
         store = self.store
+        lanes = store.lanes
         ready = schedule.ready
+        failures = schedule.failures
         deliveries: list[WebhookDelivery] = []
-        done: list[str] = []
+        handed: list[str] = []
+        empty: list[str] = []  # ready lanes without an event (dropped meanwhile)
         hot = False
         for lane in ready:
-            if len(deliveries) >= limit:
+            if len(handed) >= limit:
                 break
             head = self._head(lane)
             if head is None:
-                done.append(lane)
+                empty.append(lane)
             elif head.get("n", 0) <= durable:
-                done.append(lane)
-                hot = hot or len(store.lanes[lane]) > HOT_LANE
+                handed.append(lane)
+                if len(lanes[lane]) > HOT_LANE:
+                    hot = True
                 body = {"id": head["id"], "event": head["event"], "time": head["time"], "node": head["node"], "data": head["data"]}
-                deliveries.append(WebhookDelivery(head["seq"], lane, body, schedule.failures.get(lane, 0) + 1))
-        for lane in done:
+                deliveries.append(WebhookDelivery(head["seq"], lane, body, failures.get(lane, 0) + 1))
+        for lane in empty:
             del ready[lane]
-        schedule.handed_out([d.lane for d in deliveries])
+        schedule.handed_out(handed)
         self._capped = len(deliveries) >= limit
         wake = self._next_due()
         self._sleep_until = wake
@@ -449,16 +455,20 @@ class Webhooks:
 
     def done(self, cmd: WebhookDone) -> None:
         """`WebhookDone`: acknowledge the event, or schedule its retry."""
-        self.done_many(WebhookDoneMany((cmd,)))
+        self._answered((cmd,), (cmd.ok,))
 
     def done_many(self, cmd: WebhookDoneMany) -> int:
-        """`WebhookDoneMany`: acknowledge the events answered 2xx (one `hook_ack`
+        """`WebhookDoneMany`: the attempts of one exchange ended; the events queued now."""
+        return self._answered(cmd.deliveries, cmd.ok)
+
+    def _answered(self, attempts: Sequence[WebhookDelivery | WebhookDone], oks: Sequence[bool]) -> int:
+        """Acknowledge the events of `attempts` answered 2xx (`oks`: one `hook_ack`
         record for all of them; in a cluster, with the round's other answers in
         a `hook_upto`, at once when none is left in flight: the sender may stop
         before its next round), and schedule the retries of the others; the
         events queued now."""
         events = self.store.events
-        acked = [d for d in cmd.done if d.ok and d.seq in events]
+        acked = [d for d, ok in zip(attempts, oks, strict=True) if ok and d.seq in events]
         if acked:
             if self.commit.cluster is None:
                 seqs = [d.seq for d in acked]
@@ -469,14 +479,16 @@ class Webhooks:
                     self.shared.answered(d.lane, d.seq)
             self.schedule.succeeded()
         schedule = self.schedule
+        in_flight, failures = schedule.in_flight, schedule.failures
         wake = False
-        for d in cmd.done:
-            schedule.in_flight.discard(d.lane)
-            if d.ok or d.seq not in events:  # acknowledged, or dropped while in flight
-                schedule.failures.pop(d.lane, None)
-                wake = self._lane_moved(d.lane) or wake
+        for d, ok in zip(attempts, oks, strict=True):
+            lane = d.lane
+            in_flight.discard(lane)
+            if ok or d.seq not in events:  # acknowledged, or dropped while in flight
+                failures.pop(lane, None)
+                wake = self._lane_moved(lane) or wake
             else:
-                schedule.failed(d.lane, self.env.now_ms())
+                schedule.failed(lane, self.env.now_ms())
                 wake = True  # its retry may fall due before the sender's planned wake-up
         if acked and self.commit.cluster is not None and not schedule.in_flight:
             self.shared.flush()

@@ -44,6 +44,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -51,7 +52,6 @@ import trio
 from wsserver.core.webhook_commands import (
     WebhookBatch,
     WebhookDelivery,
-    WebhookDone,
     WebhookDoneMany,
     WebhookDue,
     WebhookStart,
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from wsserver.net.actor import HubActor
     from wsserver.ops.metrics import Metrics
 
-__all__ = ["CONNECTIONS", "MAX_ANSWER_BYTES", "WebhookSender"]
+__all__ = ["CONNECTIONS", "MAX_ANSWER_BYTES", "WebhookSender", "encode_requests"]
 
 log = logging.getLogger("wsserver.webhooks")
 
@@ -196,62 +196,53 @@ class WebhookSender:
         """One exchange: the deliveries' requests pipelined on one connection, the
         outcome of each reported to the hub at once."""
         cfg = self.host.config.webhooks
-        secret = cfg.secret
-        timestamp = int(time.time())
-        requests = []
-        heads: dict[str, bytes] = {}  # by event name: the headers all its requests share
-        for delivery in deliveries:
-            event = delivery.event
-            body = event_body(event)
-            name = event["event"]
-            head = heads.get(name)
-            if head is None:
-                head = heads[name] = template.prefix(attempt_headers(name, timestamp).items())
-            if secret:
-                signed = b"X-Wsserver-Signature: %s\r\n" % signature(secret, timestamp, body).encode("ascii")
-                requests.append(template.finish(head + signed, body))
-            else:
-                requests.append(template.finish(head, body))
+        requests = encode_requests(template, deliveries, cfg.secret, int(time.time()))
         statuses: list[int] = []
         error: str | None = "timeout"
         with trio.move_on_after(cfg.timeout):
             error = await client.exchange(requests, statuses)
         self.in_flight -= len(deliveries)
-        done = []
-        for n, delivery in enumerate(deliveries):
-            status = statuses[n] if n < len(statuses) else None
-            done.append(WebhookDone(delivery.seq, delivery.lane, status is not None and 200 <= status < 300))
+        ok = [200 <= status < 300 for status in statuses]
+        if len(ok) < len(deliveries):
+            ok += [False] * (len(deliveries) - len(ok))
         asked = self._ask()
-        self._gauge(asked, await self.host.actor.call(WebhookDoneMany(tuple(done))))
-        self._report(deliveries, statuses, error)
+        self._gauge(asked, await self.host.actor.call(WebhookDoneMany(tuple(deliveries), tuple(ok))))
+        self._report(deliveries, ok, statuses, error)
 
-    def _report(self, deliveries: list[WebhookDelivery], statuses: list[int], error: str | None) -> None:
-        """Count and log the attempts of one exchange."""
+    def _report(self, deliveries: list[WebhookDelivery], ok: list[bool], statuses: list[int], error: str | None) -> None:
+        """Count and log the attempts of one exchange (the metrics bumped once per
+        exchange, not per event)."""
         metrics = self.host.metrics
-        now = time.time()
-        ages: list[float] = []  # the metrics are bumped once per exchange
-        retries = 0
-        for n, delivery in enumerate(deliveries):
-            if delivery.attempt > 1:
-                retries += 1
-            status = statuses[n] if n < len(statuses) else None
-            if status is not None and 200 <= status < 300:
-                ages.append(max(0.0, now - delivery.event["time"] / 1000))
-                if self._failing:
-                    self._failing = False
-                    log.info("webhook receiver answers 2xx again")
-                continue
-            reason = _status_reason(status) if status is not None else (error or "network").partition(":")[0]
-            metrics.webhook_failed(reason)
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "webhook %s (%s) not delivered: %s; retrying with backoff",
-                    delivery.event["event"], delivery.event["id"], error if status is None else f"HTTP {status}",
-                )  # fmt: skip
-        metrics.webhooks_delivered(ages)
+        now_ms = time.time() * 1000
+        retries = sum(1 for d in deliveries if d.attempt > 1)
+        if all(ok):  # (the common case)
+            metrics.webhooks_delivered([max(0.0, (now_ms - d.event["time"]) / 1000) for d in deliveries])
+            self._recovered()
+        else:
+            ages: list[float] = []
+            for n, delivery in enumerate(deliveries):
+                if ok[n]:
+                    ages.append(max(0.0, (now_ms - delivery.event["time"]) / 1000))
+                    self._recovered()
+                    continue
+                status = statuses[n] if n < len(statuses) else None
+                reason = _status_reason(status) if status is not None else (error or "network").partition(":")[0]
+                metrics.webhook_failed(reason)
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "webhook %s (%s) not delivered: %s; retrying with backoff",
+                        delivery.event["event"], delivery.event["id"], error if status is None else f"HTTP {status}",
+                    )  # fmt: skip
+            metrics.webhooks_delivered(ages)
         if retries:
             metrics.webhook_retried(retries)
+
+    def _recovered(self) -> None:
+        """An attempt succeeded: a streak of failures (logged once) ends."""
+        if self._failing:
+            self._failing = False
+            log.info("webhook receiver answers 2xx again")
 
     async def post(self, client: HttpPool, event: dict[str, Any]) -> tuple[int | None, str | None]:
         """POST one signed event: (the receiver's status, None), or (None, why not:
@@ -282,6 +273,27 @@ class WebhookSender:
             "error": error,
             "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
         }
+
+
+def encode_requests(template: RequestTemplate, deliveries: Sequence[WebhookDelivery], secret: str, timestamp: int) -> list[bytes]:
+    """(Sans-IO.) The whole request of each delivery, signed at `timestamp` (Unix
+    seconds) with `secret` (unsigned when empty): the headers an event name's
+    requests share are encoded once."""
+    requests = []
+    heads: dict[str, bytes] = {}  # by event name: the template and the headers its requests share
+    for delivery in deliveries:
+        event = delivery.event
+        body = event_body(event)
+        name = event["event"]
+        head = heads.get(name)
+        if head is None:
+            head = heads[name] = template.prefix(attempt_headers(name, timestamp).items())
+        if secret:
+            signed = b"X-Wsserver-Signature: %s\r\n" % signature(secret, timestamp, body).encode("ascii")
+            requests.append(template.finish(head + signed, body))
+        else:
+            requests.append(template.finish(head, body))
+    return requests
 
 
 def _status_reason(status: int | None) -> str:
