@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 
-SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs_over_10ms", "hooks_sent", "hooks_queued")
+SHOWN = ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg", "fsyncs", "fsyncs_over_10ms", "hooks_sent", "hooks_queued")
 
 
 def webhook_counts(server: bench.Server) -> dict[str, float]:
