@@ -12,12 +12,7 @@ rate, and the events go to
 message with `message` off and on (interleaved, `--runs` each), and the
 medians.
 
-With `--together` the two run at the same time, each on a core of its own, and
-the ratio of each pair is printed too: on a shared machine whose speed drifts
-from minute to minute, the ratio of two runs side by side spreads far less
-than runs one after the other.
-
-Usage: python benchmarks/webhook_events.py [--rate 4000] [--seconds 5] [--runs 3] [--together] [--src DIR] [--set webhooks.pipeline=64]
+Usage: python benchmarks/webhook_events.py [--rate 4000] [--seconds 5] [--runs 3] [--src DIR] [--set webhooks.pipeline=64]
 """
 
 from __future__ import annotations
@@ -137,10 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--src", help="a directory holding the wsserver package to measure")
     p.add_argument("--set", action="append", default=[], help="KEY=JSON, a config override (e.g. webhooks.pipeline=64)")
-    p.add_argument(
-        "--together", action="store_true",
-        help="run off and on at the same time (one core each): the machine's drift hits both alike",
-    )  # fmt: skip
     p.add_argument("--one", help=argparse.SUPPRESS)  # (a child run: "URL|events")
     args = p.parse_args(argv)
     if args.src:
@@ -156,44 +147,26 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://127.0.0.1:{sink.stdout.readline().split()[-1]}/hooks"
     configs = {"off": "user_online", "on": "user_online,message"}
     results: dict[str, list[float]] = {name: [] for name in configs}
-    ratios: list[float] = []
-
-    def child(name: str) -> list[str]:
-        command = [sys.executable, __file__, "--one", f"{url}|{configs[name]}", "--rate", str(args.rate), "--seconds", str(args.seconds)]
-        if args.src:
-            command += ["--src", args.src]
-        for item in args.set:
-            command += ["--set", item]
-        return command
-
-    def took(run: int, name: str, out: str) -> None:
-        collecting, user, system = map(float, out.split()[-3:])
-        results[name].append(user + system)
-        print(
-            f"run {run + 1} {name}: {user + system:.2f} µs per message "
-            f"(user {user:.2f}, system {system:.2f}; the cyclic GC {collecting:.2f})",
-            flush=True,
-        )
-
     try:
         for run in range(args.runs):
-            if args.together:
-                procs = {name: subprocess.Popen(child(name), stdout=subprocess.PIPE, text=True) for name in configs}
-                for name, proc in procs.items():
-                    out, _ = proc.communicate()
-                    if proc.returncode:
-                        raise SystemExit(f"the {name} run failed")
-                    took(run, name, out)
-                ratios.append(results["on"][-1] / results["off"][-1])
-                continue
             for name in configs if run % 2 == 0 else list(configs)[::-1]:
-                took(run, name, subprocess.run(child(name), check=True, capture_output=True, text=True).stdout)
+                child = [sys.executable, __file__, "--one", f"{url}|{configs[name]}", "--rate", str(args.rate), "--seconds", str(args.seconds)]
+                if args.src:
+                    child += ["--src", args.src]
+                for item in args.set:
+                    child += ["--set", item]
+                collecting, user, system = map(float, subprocess.run(child, check=True, capture_output=True, text=True).stdout.split()[-3:])
+                results[name].append(user + system)
+                print(
+                    f"run {run + 1} {name}: {user + system:.2f} µs per message "
+                    f"(user {user:.2f}, system {system:.2f}; the cyclic GC {collecting:.2f})",
+                    flush=True,
+                )
     finally:
         sink.terminate()
     off, on = (statistics.median(results[name]) for name in configs)
     print(f"median off {off:.2f}, on {on:.2f} µs per message: the event +{on - off:.2f} µs (+{(on / off - 1) * 100:.1f} %)")
-    if ratios:
-        print(f"median of the runs' ratios on/off: {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)})")
+
 
 if __name__ == "__main__":
     main()
