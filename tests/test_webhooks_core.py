@@ -27,6 +27,7 @@ from wsserver.core.webhook_commands import (
     WebhookStart,
 )
 from wsserver.core.webhooks import FIRST_RETRY, PROBE_AFTER, backoff
+from wsserver.protocol.webhook import event_body
 
 START = 1_000.0
 
@@ -71,11 +72,12 @@ class Rig:
         return self.hub.execute(WebhookDue(limit))
 
     def deliver(self, ok: bool = True, limit: int = 16) -> list[dict[str, Any]]:
-        """One round of the sender: every event handed out, answered `ok`."""
+        """One round of the sender: every event handed out, answered `ok`; their
+        bodies as the receiver reads them."""
         batch = self.due(limit)
         for d in batch.deliveries:
             self.hub.execute(WebhookDone(d.seq, d.lane, ok))
-        return [d.event for d in batch.deliveries]
+        return [json.loads(event_body(d.event)) for d in batch.deliveries]
 
     def drain(self) -> list[dict[str, Any]]:
         """Deliver everything deliverable now, successfully, in rounds."""

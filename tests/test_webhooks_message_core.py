@@ -14,8 +14,11 @@ from tests.fakes import Journal
 from tests.test_hub import send
 from tests.test_webhooks_core import START, Rig
 from wsserver.config import load_config
+from wsserver.core import webhook_events
 from wsserver.core.commands import Publish, Restore, Target
+from wsserver.core.keys import split_key
 from wsserver.core.webhook_commands import WebhookDone
+from wsserver.core.webhook_presence import lane_of
 
 
 def events_of(rig: Rig) -> list[tuple[str, str]]:
@@ -186,3 +189,12 @@ def test_the_stamp_names_the_node_the_loaded_state_says() -> None:
     assert msg["hook"]["node"] == "node-b" and msg["hook"]["id"].startswith("node-b-")
     [event] = rig.hub.webhooks.store.events.values()
     assert event["node"] == "node-b" and event["id"] == msg["hook"]["id"]
+
+
+def test_a_recipients_lane_is_the_same_asked_once_or_again_and_its_cache_stays_bounded() -> None:
+    keys = [f"5|{kind}|{uid}" for uid in range(webhook_events.RECIPIENT_LANES + 50) for kind in ("", "staff")]
+    for _ in range(2):
+        for key in keys:
+            _, user_type, user_id = split_key(key)
+            assert webhook_events.recipient_lane(key) == lane_of(user_type or "", user_id)
+            assert len(webhook_events._RECIPIENT_LANES) <= webhook_events.RECIPIENT_LANES

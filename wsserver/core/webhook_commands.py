@@ -23,8 +23,9 @@ __all__ = [
 
 
 class WebhookDelivery(NamedTuple):
-    """One attempt at delivering an event: `event` is its body's object
-    (`{id, event, time, node, data}`); `seq` and `lane` name it in the report of
+    """One attempt at delivering an event: `event` is the outbox's record of it,
+    read-only (its body is `protocol.webhook.event_body(event)`: `{id, event,
+    time, node, data}`); `seq` and `lane` name it in the report of
     the attempt (`WebhookDoneMany`); `attempt` counts from 1. (A named tuple:
     one is made per event and attempt, far cheaper than a frozen class.)"""
 

@@ -31,7 +31,6 @@ records and says which events they are, two ways.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,11 +59,22 @@ def crm_lane(group: str) -> str:
     return f"crm||{escape(group)}"
 
 
-@functools.lru_cache(maxsize=4096)  # (a message's recipients repeat: most are talked to again)
+_RECIPIENT_LANES: dict[str, str] = {}
+"""`recipient_lane`'s answers so far, emptied when `RECIPIENT_LANES` are kept: a
+message's recipients repeat (most are talked to again), and a plain dict costs
+one lookup a hit where an LRU cache reorders its entries on every hit."""
+RECIPIENT_LANES = 4096
+
+
 def recipient_lane(to_key: str) -> str:
     """The lane of a message's recipient (that of its `user_online`)."""
-    _, user_type, user_id = split_key(to_key)
-    return lane_of(user_type or "", user_id)
+    lane = _RECIPIENT_LANES.get(to_key)
+    if lane is None:
+        if len(_RECIPIENT_LANES) >= RECIPIENT_LANES:
+            _RECIPIENT_LANES.clear()
+        _, user_type, user_id = split_key(to_key)
+        lane = _RECIPIENT_LANES[to_key] = lane_of(user_type or "", user_id)
+    return lane
 
 
 class RecordEvents:

@@ -422,8 +422,7 @@ class Webhooks:
                 handed.append(lane)
                 if len(lanes[lane]) > HOT_LANE:
                     hot = True
-                body = {"id": head["id"], "event": head["event"], "time": head["time"], "node": head["node"], "data": head["data"]}
-                deliveries.append(WebhookDelivery(head["seq"], lane, body, failures.get(lane, 0) + 1))
+                deliveries.append(WebhookDelivery(head["seq"], lane, head, failures.get(lane, 0) + 1))
         for lane in empty:
             del ready[lane]
         schedule.handed_out(handed)

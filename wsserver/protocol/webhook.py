@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 from wsserver.protocol.encoding import dumps
@@ -30,12 +31,12 @@ __all__ = ["CONTENT_TYPE", "attempt_headers", "event_body", "event_headers", "si
 CONTENT_TYPE = "application/json; charset=utf-8"
 
 
-def event_body(event: dict[str, Any]) -> bytes:
-    """The body of one event, `event` being exactly `{"id","event","time","node",
-    "data"}` (as the outbox hands it out), as compact UTF-8 JSON
-    (`protocol.encoding`, the server's one encoder: a lone surrogate is
-    escaped, the body stays UTF-8)."""
-    return dumps(event)
+def event_body(event: Mapping[str, Any]) -> bytes:
+    """The body of one event: its `{"id","event","time","node","data"}` (an
+    outbox's record holds more, its own bookkeeping, which is left out), as
+    compact UTF-8 JSON (`protocol.encoding`, the server's one encoder: a lone
+    surrogate is escaped, the body stays UTF-8)."""
+    return dumps({"id": event["id"], "event": event["event"], "time": event["time"], "node": event["node"], "data": event["data"]})
 
 
 @functools.lru_cache(maxsize=4)
