@@ -56,6 +56,17 @@ def webhook_counts(server: bench.Server) -> dict[str, float]:
     return out
 
 
+def start_sink(fast: bool) -> tuple[subprocess.Popen[str], str]:
+    """`webhook_sink.py` (`--fast` when `fast`) in its own process, and its URL."""
+    sink = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py"), *(["--fast"] if fast else [])],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert sink.stdout is not None
+    port = sink.stdout.readline().split()[-1]
+    return sink, f"http://127.0.0.1:{port}/hooks"
+
+
 def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     params: dict[str, Any] = {
         "pairs": args.pairs,
@@ -72,14 +83,9 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     envs = {"A": dict(e.split("=", 1) for e in args.env_a), "B": dict(e.split("=", 1) for e in args.env_b)}
     sink = None
     if args.sink or args.sink_fast:
-        sink = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve().parent / "webhook_sink.py"), *(["--fast"] if args.sink_fast else [])],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert sink.stdout is not None
-        port = sink.stdout.readline().split()[-1]
+        sink, url = start_sink(args.sink_fast)
         for env in envs.values():
-            env.setdefault("WSSERVER_WEBHOOKS_URL", f"http://127.0.0.1:{port}/hooks")
+            env.setdefault("WSSERVER_WEBHOOKS_URL", url)
     try:
         for run in range(args.runs):
             for name in ("A", "B") if run % 2 == 0 else ("B", "A"):
