@@ -2,8 +2,9 @@
 
 The machine is shared and its speed drifts within minutes, so one run of each
 version says little. This runs A and B alternately (A B, B A, A B, ...), each on
-fresh servers started by `bench.py`'s machinery, and prints every run and the
-medians. A version is a directory holding a `wsserver` package (for an older
+fresh servers started by `bench.py`'s machinery, and prints every run, the
+medians, and B's server CPU per message over A's pair by pair (the two runs of
+a pair follow each other, so their ratio drifts less) with their median. A version is a directory holding a `wsserver` package (for an older
 commit: `git archive COMMIT wsserver | tar -x -C DIR`), or `-` for the one
 installed (the checkout).
 
@@ -107,6 +108,14 @@ def run_ab(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             if all(r.get(k) is not None for r in out[name])
         }
         print(f"median of {args.runs} {name} ({versions[name]}): {medians}")
+    ratios = [
+        b["server_cpu_us_per_msg"] / a["server_cpu_us_per_msg"]
+        for a, b in zip(out["A"], out["B"], strict=True)
+        if a.get("server_cpu_us_per_msg") and b.get("server_cpu_us_per_msg")
+    ]
+    if ratios:  # each pair ran back to back: their ratio drifts less than the medians'
+        shown = ", ".join(f"{r:.3f}" for r in ratios)
+        print(f"server CPU per message, B/A pair by pair: {shown}; median {statistics.median(ratios):.3f}")
     return out
 
 
