@@ -420,8 +420,7 @@ class Webhooks:
                 empty.append(lane)
             elif head.get("n", 0) <= durable:
                 handed.append(lane)
-                if len(lanes[lane]) > HOT_LANE:
-                    hot = True
+                hot = hot or len(lanes[lane]) > HOT_LANE
                 deliveries.append(WebhookDelivery(head["seq"], lane, head, failures.get(lane, 0) + 1))
         for lane in empty:
             del ready[lane]
