@@ -123,8 +123,9 @@ async def test_a_message_across_nodes_costs_redis_one_write_and_one_read_per_nod
             after = await _commandstats(redis_server)
     calls = {name: after[name] - before.get(name, 0) for name in after}
     assert calls.get("xadd") == count and calls.get("exec") == count
-    # each node wakes once per record (and once more per read that waited BLOCK_MS in vain)
-    assert 2 * count <= calls.get("xread", 0) <= 2 * count + 10
+    # each node wakes once per record at most (and once more per read that waited
+    # BLOCK_MS in vain); a node that falls behind reads two records at once
+    assert count <= calls.get("xread", 0) <= 2 * count + 10
     assert calls.get("eval", 0) + calls.get("evalsha", 0) == 0  # no script per read
 
 
