@@ -24,8 +24,7 @@ Every store changes only through `apply(record)`, and `to_state` /
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from wsserver.core.keys import Key
@@ -204,7 +203,7 @@ class WebhookStore(Protocol):
         """Events not yet acknowledged or dropped, by seq, oldest first."""
 
     @property
-    def lanes(self) -> Mapping[str, deque[int]]:
+    def lanes(self) -> Mapping[str, Sequence[int]]:
         """Each lane's events (seqs), oldest first."""
 
     @property

@@ -40,12 +40,16 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableSequence
 from typing import Any
 
 __all__ = ["MemoryWebhookStore"]
 
 _DONE = frozenset(("delivered", "read"))
+
+LONG_LANE = 32
+"""Seqs from which a lane keeps them in a deque (taking the oldest off a list
+moves all the others)."""
 
 
 class MemoryWebhookStore:
@@ -65,7 +69,9 @@ class MemoryWebhookStore:
         self.track_online = track_online
         self.seq = 0
         self.events: dict[int, dict[str, Any]] = {}
-        self.lanes: dict[str, deque[int]] = {}
+        # a lane's seqs: a list while short (most lanes hold one event at a time, and
+        # a list of one is far smaller than a deque), a deque from `LONG_LANE` on
+        self.lanes: dict[str, MutableSequence[int]] = {}
         self.checks: dict[int, int] = {}
         self.online: dict[str, dict[str, Any]] = {}
 
@@ -94,8 +100,10 @@ class MemoryWebhookStore:
             lane = rec["lane"]
             seqs = self.lanes.get(lane)
             if seqs is None:
-                self.lanes[lane] = deque((seq,))
+                self.lanes[lane] = [seq]
             else:
+                if len(seqs) >= LONG_LANE and type(seqs) is list:
+                    seqs = self.lanes[lane] = deque(seqs)
                 seqs.append(seq)
             check = rec.get("check")
             if check is not None:
@@ -114,7 +122,8 @@ class MemoryWebhookStore:
             for lane, upto in rec["lanes"].items():
                 seqs = self.lanes.get(lane)
                 while seqs and seqs[0] <= upto:
-                    self.events.pop(seqs.popleft(), None)
+                    self.events.pop(seqs[0], None)
+                    del seqs[0]
                 if seqs is not None and not seqs:
                     del self.lanes[lane]
         elif kind == "hook_skip":
@@ -141,7 +150,7 @@ class MemoryWebhookStore:
             lane = event["lane"]
             lane_seqs = self.lanes[lane]
             if lane_seqs[0] == seq:
-                lane_seqs.popleft()
+                del lane_seqs[0]  # (a deque's popleft; a list's is short)
             else:
                 lane_seqs.remove(seq)
             if not lane_seqs:
@@ -163,9 +172,11 @@ class MemoryWebhookStore:
         self.seq = state["seq"]
         self.events = {}
         self.lanes = {}
+        lanes: dict[str, deque[int]] = {}
         for event in state["events"]:
             self.events[event["seq"]] = event
-            self.lanes.setdefault(event["lane"], deque()).append(event["seq"])
+            lanes.setdefault(event["lane"], deque()).append(event["seq"])
+        self.lanes = {lane: list(seqs) if len(seqs) < LONG_LANE else seqs for lane, seqs in lanes.items()}
         # checks of an event since turned off are not kept
         self.checks = {} if self.undelivered_after_ms is None else {mid: due for mid, due in state["checks"]}
         self.online = dict(state["online"]) if self.track_online else {}
