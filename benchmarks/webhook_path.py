@@ -8,7 +8,8 @@ headers shared per event name: `net.webhooks.encode_requests`), 64 canned
 `204` answers parsed per exchange (`ResponseReader.next_run`), and the acknowledgements
 (`WebhookDoneMany`). Printed: µs per event of each part (the minimum and the
 median of --runs), and the making as the difference of the messages' cost
-with `message` on and off. What is not here is the trio side: the tasks,
+with `message` on and off (of the minimums, and the median of the runs'
+differences: either runs first in turn). What is not here is the trio side: the tasks,
 the hub commands' round trips, the system calls (`webhook_events.py`).
 
 Usage: python benchmarks/webhook_path.py [--runs 7] [--src DIR]
@@ -94,14 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.src:
         sys.path.insert(0, args.src)
     runs: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.runs):
-        for events in (["user_online"], ["message"]):
+    for run in range(args.runs):
+        order = (["user_online"], ["message"])
+        for events in order if run % 2 else order[::-1]:  # (either first in turn)
             for part, seconds in once(events).items():
                 runs.setdefault((events[-1], part), []).append(seconds / MESSAGES * 1e6)
     best = {key: min(values) for key, values in runs.items()}
+    # the making: each run's difference (on and off run one after the other), their median
     made = best[("message", "make")] - best[("user_online", "make")]
+    paired = statistics.median(on - off for on, off in zip(runs[("message", "make")], runs[("user_online", "make")], strict=True))
     print(f"a direct message, message off: {best[('user_online', 'make')]:.2f} µs; on: {best[('message', 'make')]:.2f}")
-    print(f"  making the event: {made:.2f} µs")
+    print(f"  making the event: {made:.2f} µs (the runs' differences: median {paired:.2f})")
     total = made
     for part in ("hand-out", "request", "answer", "acknowledgement"):
         values = runs[("message", part)]

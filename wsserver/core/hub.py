@@ -179,8 +179,9 @@ class Hub(ConnectionRules):
         # undelivered checks and `message` events follow the direct messages' records
         # (always folded: a journal's stamped records make their events whatever the config)
         commit.observe(webhooks.observed_types, webhooks.observe)
-        if webhooks.stamped_types:
+        if webhooks.stamped_types:  # `message` events: stamped into their records
             commit.stamp(webhooks.stamped_types, webhooks.stamp)
+            commit.follow(webhooks.stamped_types, webhooks.made)
         if webhooks.followed_types:  # events made from messages' and the CRM's records
             commit.follow(webhooks.followed_types, webhooks.follow)
         self.handlers: dict[str, Handler] = {

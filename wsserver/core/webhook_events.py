@@ -2,18 +2,13 @@
 `message_status`, `crm_*`), made from the changes' own records, without I/O.
 
 The hub's components know nothing of webhooks: `RecordEvents` reads their
-records and says which events they are, two ways.
+records and says which events they are.
 
 - `message`: every direct message (not a backend push kept in a mailbox),
-  with its ids, parties and text. Its `msg` record is stamped when made
-  (`message_stamp`, by a `CommitLog` stamper: the event's id and the group id
-  as replies echo it, which depends on who is connected), and the event is
-  made from the stamped record whenever it is applied (`message_event`: at
-  run time, at replay and on every cluster node alike), so one journal line
-  is both the message and its event, and a restart neither loses nor
-  repeats it. A record without a stamp (the event was off, or a journal
-  written before stamps, whose events are `hook` records of their own) makes
-  none.
+  with its ids, parties and text: its `msg` record is stamped when made and
+  is its event when applied, so one journal line is both the message and its
+  event, and a restart neither loses nor repeats it (`core.webhook_messages`;
+  its lane is `recipient_lane`).
 - the others are read the moment their record is made (`events`, a
   `CommitLog` follower, never at replay) and journaled as `hook` records
   right behind it, in the same command. `message_status`: a direct
@@ -111,44 +106,6 @@ class RecordEvents:
             yield from self._crm(kind, rec)
 
     # -- direct messages ----------------------------------------------------------------
-
-    @staticmethod
-    def is_direct(rec: dict[str, Any]) -> bool:
-        """Whether a `msg` record is a direct message (not a backend's push kept
-        for an offline user), which has a `message` event."""
-        return rec["from_key"] != SYSTEM and "push" not in rec
-
-    def message_stamp(self, rec: dict[str, Any], event_id: str, node: str) -> dict[str, Any]:
-        """(A direct message's `msg` record is being made.) Its `"hook"`: what its
-        `message` event needs beyond the record."""
-        return {"id": event_id, "node": node, "group_id": self.group_id(rec["to"].get("group_id") or "", None)}
-
-    def message_event(self, rec: dict[str, Any]) -> Event | None:
-        """(A `msg` record was applied.) Its `message` event, when it was stamped
-        and stored (a cluster's repeat of a `client_msg_id`, `dup`, is not)."""
-        stamp = rec.get("hook")
-        if stamp is None or rec.get("dup"):
-            return None
-        sender, to = rec["from"], rec["to"]
-        data = {
-            "message_id": rec["id"],
-            "seq": rec["seq"],
-            "session_id": rec.get("session_id"),
-            "from": sender,
-            "from_user_id": sender.get("user_id"),
-            "to_user_id": to.get("user_id"),
-            "to_user_type": to.get("user_type"),
-            "group_id": stamp["group_id"],
-            "text": rec["text"],
-            "message_type": rec.get("message_type") or "text",
-            "reply_to_message_id": rec.get("reply_to"),
-            "client_msg_id": rec.get("cmid"),
-            "time": rec["time"],
-            "status": "sent",
-        }
-        if rec.get("extra"):
-            data["extra"] = rec["extra"]
-        return "message", recipient_lane(rec["to_key"]), data
 
     def undelivered_event(self, mid: int, m: dict[str, Any]) -> Event:
         """`message_undelivered` of stored message `mid`, `m` (its check fell due

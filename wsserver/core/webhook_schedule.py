@@ -20,7 +20,7 @@ says when a lane's head may be handed out (`core.webhooks` hands it out):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 __all__ = ["FIRST_RETRY", "HOT_LANE", "PROBE_AFTER", "Schedule", "backoff"]
 
@@ -120,6 +120,26 @@ class Schedule:
             self.retry_at.pop(lane, None)
         else:
             self.waiting(lane)
+
+    def settled(self, lanes: Iterable[str], heads: Container[str]) -> bool:
+        """The heads of `lanes`, in flight, were acknowledged or dropped: a lane in
+        `heads` (it holds another event) is ready with it, the others are gone
+        (`moved` for many, in one pass). Whether any lane has another event."""
+        in_flight, ready, failures, retry_at = self.in_flight, self.ready, self.failures, self.retry_at
+        again = False
+        for lane in lanes:
+            in_flight.discard(lane)
+            if failures:
+                failures.pop(lane, None)
+            if lane in heads:
+                again = True
+                if lane not in retry_at:
+                    ready[lane] = None
+            else:
+                ready.pop(lane, None)
+                if retry_at:
+                    retry_at.pop(lane, None)
+        return again
 
     def failed(self, lane: str, now: int) -> None:
         """An attempt at `lane`'s head failed: its retry after the backoff."""

@@ -91,6 +91,8 @@ from wsserver.protocol.envelope import id_key
 
 __all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
 
+_new = tuple.__new__
+
 class Webhooks:
     """The events and the outbox's schedule (see the module docstring)."""
 
@@ -128,7 +130,7 @@ class Webhooks:
         self.record_events = RecordEvents(self.enabled, messages, crm, group_id)
         # `message` events: stamped into their `msg` records, made when applied
         self.stamped_types: tuple[str, ...] = ("msg",) if "message" in self.enabled else ()
-        self.followed_types = self.record_events.record_types + self.stamped_types
+        self.followed_types = self.record_events.record_types
         self.max_age_ms = int(cfg.max_age * 1000)
         self.max_queue = cfg.max_queue
         self.schedule = Schedule(cfg.max_backoff)  # (not durable)
@@ -147,11 +149,12 @@ class Webhooks:
         # user_online / user_offline (`core.webhook_presence`)
         # `message` (`core.webhook_messages`)
         self.message_events = MessageEvents(
-            self.record_events, self.store, commit, self.shared, env,
-            event_id=self._event_id, add=self.apply, make_room=self._make_room, queued=self._queued,
-            max_queue=self.max_queue,
+            self.store, commit, self.shared, env,
+            group_id=group_id, event_id=self._event_id, add=self.apply, make_room=self._make_room,
+            queued=self._queued, max_queue=self.max_queue,
         )  # fmt: skip
         self.stamp = self.message_events.stamp  # (the commit log's stamper of `msg` records)
+        self.made = self.message_events.made  # (and their follower)
         self.presence_events = events = PresenceEvents(
             self._emit, presence, self.enabled, lambda: commit.cluster is not None
         )
@@ -209,11 +212,7 @@ class Webhooks:
         self.store.load_state(state)
 
     def follow(self, rec: dict[str, Any]) -> None:
-        """(A record of `followed_types` was made.) Record the events it is (a
-        `msg` record's is in the outbox already: `MessageEvents`)."""
-        if rec["t"] == "msg":
-            self.message_events.made(rec)
-            return
+        """(A record of `followed_types` was made.) Record the events it is."""
         for name, lane, data in self.record_events.events(rec):
             self._emit(name, lane, data)
 
@@ -364,8 +363,7 @@ class Webhooks:
         not one it acknowledged or dropped whose record is not back yet."""
         gone, store = self.shared.gone, self.store
         if not gone:
-            seqs = store.lanes.get(lane)  # (`store.head`, inlined: once per event and round)
-            return store.events[seqs[0]] if seqs else None
+            return store.head(lane)
         for seq in store.lanes.get(lane, ()):
             if seq not in gone:
                 return store.events[seq]
@@ -408,6 +406,7 @@ class Webhooks:
         lanes = store.lanes
         ready = schedule.ready
         failures = schedule.failures
+        events, gone = store.events, self.shared.gone
         deliveries: list[WebhookDelivery] = []
         handed: list[str] = []
         empty: list[str] = []  # ready lanes without an event (dropped meanwhile)
@@ -415,13 +414,20 @@ class Webhooks:
         for lane in ready:
             if len(handed) >= limit:
                 break
-            head = self._head(lane)
+            if gone:
+                head = self._head(lane)
+            else:  # (`_head`, inlined: once per event)
+                seqs = lanes.get(lane)
+                head = events[seqs[0]] if seqs else None
             if head is None:
                 empty.append(lane)
             elif head.get("n", 0) <= durable:
                 handed.append(lane)
-                hot = hot or len(lanes[lane]) > HOT_LANE
-                deliveries.append(WebhookDelivery(head["seq"], lane, head, failures.get(lane, 0) + 1))
+                if len(lanes[lane]) > HOT_LANE:
+                    hot = True
+                attempt = failures.get(lane, 0) + 1 if failures else 1
+                # (the named tuple's own constructor is a Python function: built directly)
+                deliveries.append(_new(WebhookDelivery, (head["seq"], lane, head, attempt)))
         for lane in empty:
             del ready[lane]
         schedule.handed_out(handed)
@@ -477,17 +483,18 @@ class Webhooks:
                     self.shared.answered(d.lane, d.seq)
             self.schedule.succeeded()
         schedule = self.schedule
-        in_flight, failures = schedule.in_flight, schedule.failures
+        settled: list[str] = []  # the lanes whose head was acknowledged, or dropped while in flight
         wake = False
         for d, ok in zip(attempts, oks, strict=True):
-            lane = d.lane
-            in_flight.discard(lane)
-            if ok or d.seq not in events:  # acknowledged, or dropped while in flight
-                failures.pop(lane, None)
-                wake = self._lane_moved(lane) or wake
+            if ok or d.seq not in events:
+                settled.append(d.lane)
             else:
-                schedule.failed(lane, self.env.now_ms())
+                schedule.in_flight.discard(d.lane)
+                schedule.failed(d.lane, self.env.now_ms())
                 wake = True  # its retry may fall due before the sender's planned wake-up
+        if settled:
+            heads = self.store.lanes if not self.shared.gone else {x for x in settled if self._head(x) is not None}
+            wake = schedule.settled(settled, heads) or wake
         if acked and self.commit.cluster is not None and not schedule.in_flight:
             self.shared.flush()
         if wake or (self._capped and schedule.ready):  # (or lanes wait for room in flight)
