@@ -74,20 +74,22 @@ class MessageEvents:
         self.make_room = make_room
         self.queued = queued
         self.max_queue = max_queue
+        self.lane = ""  # the lane of the last event `applied` made (read by `made`)
 
     def stamp(self, rec: dict[str, Any]) -> None:
         """(A `msg` record is being made, `message` events on.) Stamp a direct
         message's record with its event's id, node and group id."""
         if rec["from_key"] == SYSTEM or "push" in rec:  # a backend's push kept in a mailbox
             return
-        if self.commit.cluster is None:
-            n = self.store.seq + 1  # the event's seq once the record is applied
+        node = self.env.node
+        if self.commit.cluster is None:  # the event's seq once the record is applied
+            event_id = f"{node}-{self.store.seq + 1}"  # (`event_id`, inlined)
         else:
             self.shared.made += 1
-            n = self.shared.made
+            event_id = self.event_id(self.shared.made)
         rec["hook"] = {
-            "id": self.event_id(n),
-            "node": self.env.node,
+            "id": event_id,
+            "node": node,
             "group_id": self.group_id(rec["to"].get("group_id") or "", None),
         }
 
@@ -115,6 +117,7 @@ class MessageEvents:
         }
         if rec.get("extra"):
             data["extra"] = rec["extra"]
+        self.lane = lane = recipient_lane(rec["to_key"])
         self.add(
             {
                 "t": "hook",
@@ -122,7 +125,7 @@ class MessageEvents:
                 "event": "message",
                 "time": time,
                 "node": stamp["node"],
-                "lane": recipient_lane(rec["to_key"]),
+                "lane": lane,
                 "data": data,
                 "n": rec.get("n", 0),
             }
@@ -135,4 +138,4 @@ class MessageEvents:
             if len(self.store.events) > self.max_queue:
                 self.make_room(self.max_queue + 1)
             if self.commit.cluster is None:
-                self.queued(recipient_lane(rec["to_key"]))
+                self.queued(self.lane)  # (the record's, `applied` just now)

@@ -214,12 +214,18 @@ class WebhookSender:
         exchange, not per event)."""
         metrics = self.host.metrics
         now_ms = time.time() * 1000
-        retries = sum(1 for d in deliveries if d.attempt > 1)
-        if all(ok):  # (the common case)
-            metrics.webhooks_delivered([max(0.0, (now_ms - d.event["time"]) / 1000) for d in deliveries])
+        retries = 0
+        if all(ok):  # (the common case: one pass)
+            ages: list[float] = []
+            for _, _, event, attempt in deliveries:
+                ages.append(max(0.0, (now_ms - event["time"]) / 1000))
+                if attempt > 1:
+                    retries += 1
+            metrics.webhooks_delivered(ages)
             self._recovered()
         else:
-            ages: list[float] = []
+            retries = sum(1 for d in deliveries if d.attempt > 1)
+            ages = []
             for n, delivery in enumerate(deliveries):
                 if ok[n]:
                     ages.append(max(0.0, (now_ms - delivery.event["time"]) / 1000))
@@ -279,20 +285,19 @@ def encode_requests(template: RequestTemplate, deliveries: Sequence[WebhookDeliv
     """(Sans-IO.) The whole request of each delivery, signed at `timestamp` (Unix
     seconds) with `secret` (unsigned when empty): the headers an event name's
     requests share are encoded once."""
-    requests = []
+    requests: list[bytes] = []
+    append, finish = requests.append, template.finish
     heads: dict[str, bytes] = {}  # by event name: the template and the headers its requests share
-    for delivery in deliveries:
-        event = delivery.event
-        body = event_body(event)
+    for _, _, event, _ in deliveries:
         name = event["event"]
+        body = event_body(event)
         head = heads.get(name)
         if head is None:
             head = heads[name] = template.prefix(attempt_headers(name, timestamp).items())
         if secret:
-            signed = b"X-Wsserver-Signature: %s\r\n" % signature(secret, timestamp, body).encode("ascii")
-            requests.append(template.finish(head + signed, body))
+            append(finish(head + b"X-Wsserver-Signature: %s\r\n" % signature(secret, timestamp, body).encode("ascii"), body))
         else:
-            requests.append(template.finish(head, body))
+            append(finish(head, body))
     return requests
 
 
