@@ -93,6 +93,7 @@ __all__ = ["FIRST_RETRY", "PROBE_AFTER", "Webhooks", "backoff", "lane_of"]
 
 _new = tuple.__new__
 
+
 class Webhooks:
     """The events and the outbox's schedule (see the module docstring)."""
 
@@ -318,8 +319,8 @@ class Webhooks:
         else:  # handed out no more by this node while the record is on its way
             self.shared.drop(rec)
         self.dropped[reason] = self.dropped.get(reason, 0) + len(seqs)
-        for lane in lanes:
-            self._lane_moved(lane)
+        for lane in lanes:  # ready with their next event, or gone
+            self.schedule.moved(lane, self._head(lane) is not None)
 
     def _undelivered(self, now: int) -> None:
         """Run the undelivered checks that fell due: `message_undelivered` for each
@@ -368,13 +369,6 @@ class Webhooks:
             if seq not in gone:
                 return store.events[seq]
         return None
-
-    def _lane_moved(self, lane: str) -> bool:
-        """A lane's head was acknowledged or dropped: ready with its next event
-        (True), or gone."""
-        has_head = self._head(lane) is not None
-        self.schedule.moved(lane, has_head)
-        return has_head
 
     # -- the sender's commands ----------------------------------------------------------
 
