@@ -9,7 +9,8 @@ headers shared per event name: `net.webhooks.encode_requests`), 64 canned
 (`WebhookDoneMany`). Printed: µs per event of each part (the minimum and the
 median of --runs), and the making as the difference of the messages' cost
 with `message` on and off (of the minimums, and the median of the runs'
-differences: either runs first in turn). What is not here is the trio side: the tasks,
+differences: either runs first in turn), each run in a process of its own.
+What is not here is the trio side: the tasks,
 the hub commands' round trips, the system calls (`webhook_events.py`).
 
 Usage: python benchmarks/webhook_path.py [--runs 7] [--src DIR]
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -86,23 +89,35 @@ def once(events: list[str]) -> dict[str, float]:
         gc.enable()
 
 
+def in_child(events: list[str], src: str | None) -> dict[str, float]:
+    """`once(events)` in a fresh process: each run starts from the same heap (in one
+    process a run's cost depends on what the runs before it left behind)."""
+    cmd = [sys.executable, __file__, "--child", json.dumps(events), *(["--src", src] if src else [])]
+    return dict(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--src", help="a directory holding the wsserver package to measure")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # (one run, in_child's)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.src:
         sys.path.insert(0, args.src)
+    if args.child:
+        once(json.loads(args.child))  # (a warm-up: the first run in a process pays its imports)
+        print(json.dumps(once(json.loads(args.child))))
+        return
     runs: dict[tuple[str, str], list[float]] = {}
     for run in range(args.runs):
         order = (["user_online"], ["message"])
         for events in order if run % 2 else order[::-1]:  # (either first in turn)
-            for part, seconds in once(events).items():
+            for part, seconds in in_child(events, args.src).items():
                 runs.setdefault((events[-1], part), []).append(seconds / MESSAGES * 1e6)
     best = {key: min(values) for key, values in runs.items()}
-    # the making: each run's difference (on and off run one after the other), their median
     made = best[("message", "make")] - best[("user_online", "make")]
+    # (a run's on and off follow each other: the median of their differences)
     paired = statistics.median(on - off for on, off in zip(runs[("message", "make")], runs[("user_online", "make")], strict=True))
     print(f"a direct message, message off: {best[('user_online', 'make')]:.2f} µs; on: {best[('message', 'make')]:.2f}")
     print(f"  making the event: {made:.2f} µs (the runs' differences: median {paired:.2f})")

@@ -54,22 +54,13 @@ def crm_lane(group: str) -> str:
     return f"crm||{escape(group)}"
 
 
-_RECIPIENT_LANES: dict[str, str] = {}
-"""`recipient_lane`'s answers so far, emptied when `RECIPIENT_LANES` are kept: a
-message's recipients repeat (most are talked to again), and a plain dict costs
-one lookup a hit where an LRU cache reorders its entries on every hit."""
-RECIPIENT_LANES = 4096
-
-
 def recipient_lane(to_key: str) -> str:
-    """The lane of a message's recipient (that of its `user_online`)."""
-    lane = _RECIPIENT_LANES.get(to_key)
-    if lane is None:
-        if len(_RECIPIENT_LANES) >= RECIPIENT_LANES:
-            _RECIPIENT_LANES.clear()
-        _, user_type, user_id = split_key(to_key)
-        lane = _RECIPIENT_LANES[to_key] = lane_of(user_type or "", user_id)
-    return lane
+    """The lane of a message's recipient (that of its `user_online`): its key
+    without the group."""
+    if "\\" not in to_key:  # nothing escaped (the common case): the parts after the group's
+        return to_key[to_key.index("|") + 1 :]
+    _, user_type, user_id = split_key(to_key)
+    return lane_of(user_type or "", user_id)
 
 
 class RecordEvents:
