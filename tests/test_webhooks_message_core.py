@@ -8,6 +8,7 @@ records of their own, replay as before."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,6 +23,13 @@ from wsserver.core.commands import Publish, Restore, Target
 from wsserver.core.keys import principal_key, split_key
 from wsserver.core.webhook_commands import WebhookDone
 from wsserver.core.webhook_presence import lane_of
+from wsserver.protocol.webhook import event_body
+
+
+def body_of(event: dict[str, Any]) -> dict[str, Any]:
+    """An outbox event as the receiver gets it (a `message` event is kept encoded)."""
+    body: dict[str, Any] = json.loads(event_body(event))
+    return body
 
 
 def events_of(rig: Rig) -> list[tuple[str, str]]:
@@ -76,7 +84,7 @@ def test_message_events_keep_their_ids_seqs_and_order_across_a_restart() -> None
     before = events_of(rig)
     assert [seq for seq in rig.hub.webhooks.store.events] == [1, 2, 3, 4, 5]
     batch = rig.due()
-    [to_2] = [d for d in batch.deliveries if d.event["data"].get("text") == "a"]
+    [to_2] = [d for d in batch.deliveries if body_of(d.event)["data"].get("text") == "a"]
     rig.hub.execute(WebhookDone(to_2.seq, to_2.lane, True))  # only the first message to 2 is acknowledged
     again = replayed(rig, ["user_online", "message"])
     assert events_of(again) == [e for e in before if e[1] != to_2.event["id"]]
@@ -114,7 +122,7 @@ def test_a_journal_from_before_stamps_replays_its_message_events_from_their_own_
     one = rig.connect(1)
     send(rig.hub, one, "send_message", {"to_user_id": 2, "text": "old"})
     send(rig.hub, one, "send_message", {"to_user_id": 2, "text": "older"})
-    expected = [{k: e[k] for k in ("id", "event", "time", "node", "data")} for e in rig.hub.webhooks.store.events.values()]
+    expected = [body_of(e) for e in rig.hub.webhooks.store.events.values()]
     # the same history as the code before stamps wrote it: a `hook` record behind each `msg`
     old: list[dict[str, Any]] = []
     for rec in rig.journal.records:
@@ -123,7 +131,7 @@ def test_a_journal_from_before_stamps_replays_its_message_events_from_their_own_
         old.append(rec)
         if stamp is not None:
             event = rig.hub.webhooks.store.events[int(stamp["id"].rsplit("-", 1)[1])]
-            old.append({k: v for k, v in event.items() if k != "n"})
+            old.append({**{k: v for k, v in event.items() if k not in ("n", "body")}, "data": body_of(event)["data"]})
     for n, rec in enumerate(old, 1):
         rec["n"] = n
     assert [r["t"] for r in old].count("hook") == 3
@@ -140,10 +148,10 @@ def test_a_full_queue_drops_its_oldest_when_a_message_event_joins_it() -> None:
         send(rig.hub, sender, "send_message", {"to_user_id": to, "text": f"to {to}"})
     batch = rig.due()
     assert batch.queued == 2 and batch.dropped == {"queue_full": 1}
-    assert [d.event["data"]["to_user_id"] for d in batch.deliveries] == [3, 4]
+    assert [body_of(d.event)["data"]["to_user_id"] for d in batch.deliveries] == [3, 4]
     # the drop is journaled behind the message that caused it: a replay agrees
     again = replayed(rig, ["message"])
-    assert [e["data"]["to_user_id"] for e in again.hub.webhooks.store.events.values()] == [3, 4]
+    assert [body_of(e)["data"]["to_user_id"] for e in again.hub.webhooks.store.events.values()] == [3, 4]
 
 
 def test_a_persisted_push_is_not_stamped_and_makes_no_message_event() -> None:
@@ -202,3 +210,35 @@ def test_a_recipients_lane_is_its_principal_s_lane_whatever_its_ids_hold(group: 
     for plain in ("5||7", "5|staff|7", "|staff|x y"):  # (nothing escaped: the key's own tail)
         _, kind, uid = split_key(plain)
         assert webhook_events.recipient_lane(plain) == lane_of(kind or "", uid)
+
+
+def test_message_events_kept_encoded_survive_a_snapshot_and_reach_the_receiver_alike() -> None:
+    rig = Rig(webhooks__events=["user_online", "message"])
+    rig.start()
+    one = rig.connect(1)
+    send(rig.hub, one, "send_message", {"to_user_id": 2, "text": "snap \u00e9 \U0001f600", "extra": {"k": [1, 2]}})
+    send(rig.hub, one, "send_message", {"to_user_id": 3, "text": "shot"})
+    expected = [body_of(e) for e in rig.hub.webhooks.store.events.values()]
+    assert [e["event"] for e in expected] == ["user_online", "message", "message"]
+    assert expected[1]["data"]["text"] == "snap \u00e9 \U0001f600" and expected[1]["data"]["extra"] == {"k": [1, 2]}
+    state = json.loads(json.dumps(rig.hub.snapshot_state()))  # (as the snapshot file holds it)
+    again = Rig(rig.journal, rig.clock, rig.config)  # (the records behind the snapshot stay durable)
+    again.hub.execute(Restore(state, [], 2, "local"))
+    assert again.hub.snapshot_state()["webhooks"] == state["webhooks"]
+    again.start()
+    assert again.drain() == expected
+
+
+def test_a_message_s_extra_reaches_the_receiver_as_its_sender_gave_it() -> None:
+    rig = Rig(webhooks__events=["message"])
+    rig.start()
+    one = rig.connect(1)
+    two = rig.connect(2)
+    extra = {"order": {"id": 7, "items": [1, 2.5, None, "é"]}, "flag": True}
+    send(rig.hub, one, "send_message", {"to_user_id": 2, "text": "with extra", "extra": extra})
+    send(rig.hub, one, "send_message", {"to_user_id": 2, "text": "without"})
+    got = rig.drain()
+    assert got[0]["data"]["extra"] == extra  # an object, as the recipient's new_message has it
+    assert "extra" not in got[1]["data"]
+    [delivered] = [f for f in rig.outlets[two].frames if f.get("type") == "new_message" and f["data"]["text"] == "with extra"]
+    assert delivered["data"]["extra"] == got[0]["data"]["extra"]

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from wsserver.core.broker import Broker
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.expiry import announce_expired
 from wsserver.core.keys import SYSTEM, Key, principal_key, push_key, split_key
 from wsserver.core.session import Session
-from wsserver.core.stored_messages import message_size, party
+from wsserver.core.stored_messages import extra_value, message_size, party
 from wsserver.core.stores import MessageStore
 from wsserver.errors import ErrorCode, ProtocolError
 from wsserver.protocol.envelope import Inbound, encode, id_key
@@ -97,8 +95,8 @@ def new_message_data(m: dict[str, Any], *, offline: bool) -> dict[str, Any]:
     if receiver.get("user_type") is not None:
         data["to_user_type"] = receiver["user_type"]
     extra = m.get("extra")
-    if extra:  # kept as JSON text (a stored message holds plain values only)
-        data["extra"] = orjson.loads(extra) if isinstance(extra, str) else extra
+    if extra:
+        data["extra"] = extra_value(extra)
     return data
 
 

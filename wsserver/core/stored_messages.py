@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PARTIES", "StoredMessages", "message_size", "party", "party_text", "party_value", "thawed"]
+__all__ = ["PARTIES", "StoredMessages", "extra_value", "message_size", "party", "party_text", "party_value", "thawed"]
 
 
 PARTIES = frozenset(("from", "to"))
@@ -37,6 +37,12 @@ def party_text(value: dict[str, Any]) -> str | bytes:
 
 def party_value(text: str | bytes) -> dict[str, Any]:
     return json.loads(text) if type(text) is bytes else orjson.loads(text)  # type: ignore[no-any-return]
+
+
+def extra_value(extra: Any) -> Any:
+    """A message's `extra` as its sender gave it: a stored message (and its
+    record) keeps it as JSON text, plain like everything it holds."""
+    return orjson.loads(extra) if isinstance(extra, str) else extra
 
 
 def thawed(msg: dict[str, Any]) -> dict[str, Any]:

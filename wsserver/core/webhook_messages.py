@@ -33,9 +33,11 @@ from typing import Any
 from wsserver.core.commit import CommitLog
 from wsserver.core.env import Env
 from wsserver.core.keys import SYSTEM
+from wsserver.core.stored_messages import extra_value
 from wsserver.core.stores import WebhookStore
 from wsserver.core.webhook_events import recipient_lane
 from wsserver.core.webhook_shared import SharedOutbox
+from wsserver.protocol.webhook import event_body
 
 __all__ = ["MessageEvents"]
 
@@ -115,21 +117,25 @@ class MessageEvents:
             "time": time,
             "status": "sent",
         }
-        if rec.get("extra"):
-            data["extra"] = rec["extra"]
+        if rec.get("extra"):  # (JSON text in the record: as the sender gave it)
+            data["extra"] = extra_value(rec["extra"])
         self.lane = lane = recipient_lane(rec["to_key"])
-        self.add(
-            {
-                "t": "hook",
-                "id": stamp["id"],
-                "event": "message",
-                "time": time,
-                "node": stamp["node"],
-                "lane": lane,
-                "data": data,
-                "n": rec.get("n", 0),
-            }
-        )
+        event = {
+            "t": "hook",
+            "id": stamp["id"],
+            "event": "message",
+            "time": time,
+            "node": stamp["node"],
+            "lane": lane,
+            "data": data,
+            "n": rec.get("n", 0),
+        }
+        # kept as its body, encoded once: one flat object waits in the outbox, and
+        # the event's dict is freed at once (`protocol.webhook.event_body`); copied
+        # (`%b`), since orjson's bytes keep its whole output buffer
+        event["body"] = b"%b" % event_body(event)
+        del event["data"]
+        self.add(event)
 
     def made(self, rec: dict[str, Any]) -> None:
         """A `msg` record was made (and applied): when it made its event, keep the

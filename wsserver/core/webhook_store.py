@@ -9,7 +9,10 @@ Redis), so every node holds the same state.
 
 Records (each applied when appended and again at replay):
 
-    hook       an event: {seq, id, event, time, node, lane, data[, check]}
+    hook       an event: {seq, id, event, time, node, lane, data[, check]}; a
+               `message` event, made from its `msg` record when that is applied
+               (`core.webhook_messages`), holds its encoded `body` instead of
+               `data` (text in the snapshot)
     hook_ack   the receiver answered 2xx: {seq}, or {seqs} for several at once
     hook_upto  (cluster mode) the receiver answered 2xx to each lane's events
                up to a seq: {lanes: {lane: seq}}, several answers in one record
@@ -162,7 +165,7 @@ class MemoryWebhookStore:
         """A detached, JSON-able copy of the state."""
         return {
             "seq": self.seq,
-            "events": [dict(e) for e in self.events.values()],
+            "events": [_snapshot_event(e) for e in self.events.values()],
             "checks": [[mid, due] for mid, due in self.checks.items()],
             "online": {lane: dict(data) for lane, data in self.online.items()},
         }
@@ -174,9 +177,21 @@ class MemoryWebhookStore:
         self.lanes = {}
         lanes: dict[str, deque[int]] = {}
         for event in state["events"]:
+            if "body" in event:  # (kept encoded: `_snapshot_event`)
+                event = {**event, "body": event["body"].encode("utf-8")}
             self.events[event["seq"]] = event
             lanes.setdefault(event["lane"], deque()).append(event["seq"])
         self.lanes = {lane: list(seqs) if len(seqs) < LONG_LANE else seqs for lane, seqs in lanes.items()}
         # checks of an event since turned off are not kept
         self.checks = {} if self.undelivered_after_ms is None else {mid: due for mid, due in state["checks"]}
         self.online = dict(state["online"]) if self.track_online else {}
+
+
+def _snapshot_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A detached copy of an event for the snapshot: a body kept encoded (a
+    `message` event's) as its text."""
+    copy = dict(event)
+    body = copy.get("body")
+    if body is not None:
+        copy["body"] = body.decode("utf-8")
+    return copy
