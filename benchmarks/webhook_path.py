@@ -13,7 +13,10 @@ differences: either runs first in turn), each run in a process of its own.
 What is not here is the trio side: the tasks,
 the hub commands' round trips, the system calls (`webhook_events.py`).
 
-Usage: python benchmarks/webhook_path.py [--runs 7] [--src DIR]
+With --memory: the bytes and the objects the GC tracks that a message event
+holds while it waits in the outbox (4,000 messages made, none delivered).
+
+Usage: python benchmarks/webhook_path.py [--runs 7] [--src DIR] [--memory]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +93,31 @@ def once(events: list[str]) -> dict[str, float]:
         gc.enable()
 
 
+def memory(events: list[str]) -> tuple[float, float]:
+    """Bytes (tracemalloc) and objects the GC tracks that MESSAGES messages leave
+    behind, per message: the stored messages and, with `message` on, their events
+    waiting in the outbox."""
+    from tests.test_hub import send
+    from tests.test_webhooks_core import Rig
+
+    rig = Rig(webhooks__events=events, webhooks__max_queue=10**7)
+    rig.start()
+    senders = [rig.connect(i, group_id=5) for i in range(1, 101)]
+    for i in range(1, 501):
+        rig.connect(1000 + i, group_id=5)
+    gc.collect()
+    tracked = len(gc.get_objects())
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for k in range(MESSAGES):
+        data: dict[str, Any] = {"to_user_id": 1001 + k % 500, "text": "hello there, a message of some length"}
+        send(rig.hub, senders[k % 100], "send_message", data)
+    gc.collect()
+    grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    return grown / MESSAGES, (len(gc.get_objects()) - tracked) / MESSAGES
+
+
 def in_child(events: list[str], src: str | None) -> dict[str, float]:
     """`once(events)` in a fresh process: each run starts from the same heap (in one
     process a run's cost depends on what the runs before it left behind)."""
@@ -100,11 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--src", help="a directory holding the wsserver package to measure")
+    p.add_argument("--memory", action="store_true", help="what a queued message event holds, instead")
     p.add_argument("--child", help=argparse.SUPPRESS)  # (one run, in_child's)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.src:
         sys.path.insert(0, args.src)
+    if args.memory:
+        (off, off_tracked), (on, on_tracked) = memory(["user_online"]), memory(["message"])
+        print(f"per message, message off: {off:.0f} bytes, {off_tracked:.2f} objects the GC tracks; on: {on:.0f}, {on_tracked:.2f}")
+        print(f"a queued message event: {on - off:.0f} bytes, {on_tracked - off_tracked:.2f} tracked objects")
+        return
     if args.child:
         once(json.loads(args.child))  # (a warm-up: the first run in a process pays its imports)
         print(json.dumps(once(json.loads(args.child))))
