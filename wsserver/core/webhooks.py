@@ -147,7 +147,6 @@ class Webhooks:
         self._started: str | None = None  # a cluster node's start, in event ids
         # cluster mode: what this node recorded in the shared outbox, not back yet
         self.shared = SharedOutbox(commit, self._lost)
-        # user_online / user_offline (`core.webhook_presence`)
         # `message` (`core.webhook_messages`)
         self.message_events = MessageEvents(
             self.store, commit, self.shared, env,
@@ -156,7 +155,7 @@ class Webhooks:
         )  # fmt: skip
         self.stamp = self.message_events.stamp  # (the commit log's stamper of `msg` records)
         self.made = self.message_events.made  # (and their follower)
-        self.presence_events = events = PresenceEvents(
+        self.presence_events = events = PresenceEvents(  # user_online / user_offline
             self._emit, presence, self.enabled, lambda: commit.cluster is not None
         )
         self.connected = events.connected  # (the hub's on_authenticated hook)
