@@ -214,33 +214,26 @@ class WebhookSender:
         exchange, not per event)."""
         metrics = self.host.metrics
         now_ms = time.time() * 1000
+        ages: list[float] = []
         retries = 0
-        if all(ok):  # (the common case: one pass)
-            ages: list[float] = []
-            for _, _, event, attempt in deliveries:
+        for n, (_, _, event, attempt) in enumerate(deliveries):
+            if attempt > 1:
+                retries += 1
+            if ok[n]:
                 ages.append(max(0.0, (now_ms - event["time"]) / 1000))
-                if attempt > 1:
-                    retries += 1
-            metrics.webhooks_delivered(ages)
-            self._recovered()
-        else:
-            retries = sum(1 for d in deliveries if d.attempt > 1)
-            ages = []
-            for n, delivery in enumerate(deliveries):
-                if ok[n]:
-                    ages.append(max(0.0, (now_ms - delivery.event["time"]) / 1000))
+                if self._failing:
                     self._recovered()
-                    continue
-                status = statuses[n] if n < len(statuses) else None
-                reason = _status_reason(status) if status is not None else (error or "network").partition(":")[0]
-                metrics.webhook_failed(reason)
-                if not self._failing:
-                    self._failing = True
-                    log.warning(
-                        "webhook %s (%s) not delivered: %s; retrying with backoff",
-                        delivery.event["event"], delivery.event["id"], error if status is None else f"HTTP {status}",
-                    )  # fmt: skip
-            metrics.webhooks_delivered(ages)
+                continue
+            status = statuses[n] if n < len(statuses) else None
+            reason = _status_reason(status) if status is not None else (error or "network").partition(":")[0]
+            metrics.webhook_failed(reason)
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "webhook %s (%s) not delivered: %s; retrying with backoff",
+                    event["event"], event["id"], error if status is None else f"HTTP {status}",
+                )  # fmt: skip
+        metrics.webhooks_delivered(ages)
         if retries:
             metrics.webhook_retried(retries)
 
